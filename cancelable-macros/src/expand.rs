@@ -1,0 +1,210 @@
+//! Code generation: the annotated function with its body wrapped in a scope.
+
+use std::time::Duration;
+
+use proc_macro2::{Delimiter, Group, Ident, Span, TokenStream, TokenTree};
+use quote::{quote, quote_spanned, ToTokens};
+use syn::{GenericArgument, PathArguments, ReturnType, Type};
+
+use crate::parse::{self, Args, DurationArg, Errors, ItemFn};
+use crate::validate::{self, Config};
+
+/// How often `condition` is checked when `check_every` is absent.
+const DEFAULT_CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// The whole macro: arguments and item in, function (or errors and the untouched
+/// item) out.
+pub(crate) fn cancellable(args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut errors = Errors::default();
+    let args = Args::parse(args, &mut errors);
+    let function = match syn::parse2::<ItemFn>(item.clone()) {
+        Ok(function) => function,
+        Err(_) => {
+            errors.push(parse::not_a_function(item.clone()));
+            return fallback(errors, item);
+        }
+    };
+    match validate::build(args, &function, &mut errors) {
+        Some(config) if errors.is_empty() => expand(&config, function),
+        _ => fallback(errors, item),
+    }
+}
+
+/// The errors, next to the user's item unchanged, so that the rest of the crate
+/// still type-checks against the function as written.
+fn fallback(errors: Errors, item: TokenStream) -> TokenStream {
+    let mut tokens = match errors.finish() {
+        Err(err) => err.into_compile_error(),
+        Ok(()) => TokenStream::new(),
+    };
+    tokens.extend(item);
+    tokens
+}
+
+/// Generates the function: same attributes and signature, body run in a scope.
+pub(crate) fn expand(config: &Config, function: ItemFn) -> TokenStream {
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        inner_attrs,
+        brace_span,
+        body,
+    } = function;
+    let scope = Ident::new("__cancelable_scope", Span::mixed_site());
+    let future = Ident::new("__cancelable_body", Span::mixed_site());
+    let ret = Ident::new("__cancelable_ret", Span::mixed_site());
+    let private = |span: Span| {
+        let krate = respan(config.krate.to_token_stream(), span);
+        quote_spanned!(span=> #krate::__private)
+    };
+    let call_site = Span::call_site();
+    let private_here = private(call_site);
+
+    let name = &config.name;
+    let timeout = config.timeout.as_ref().map(|timeout| {
+        let value = duration(timeout);
+        quote!(.timeout(#value))
+    });
+    let signals = config.signals.iter().map(|(signal, span)| {
+        let variant = Ident::new(signal.variant(), *span);
+        let private = private(Span::mixed_site().located_at(*span));
+        quote_spanned!(*span=> .on_signal(#private::Signal::#variant))
+    });
+    let token = config.token.as_ref().map(|token| {
+        let span = Span::mixed_site().located_at(token.span());
+        let private = private(span);
+        quote_spanned!(span=> let #scope = #private::link_token(#scope, &#token);)
+    });
+    let condition = config.condition.as_ref().map(|(predicate, every)| {
+        let every = match every {
+            Some(every) => duration(every),
+            None => duration(&DurationArg::Literal(DEFAULT_CHECK_EVERY, Span::call_site())),
+        };
+        quote!(let #scope = #scope.condition(#predicate, #every);)
+    });
+
+    // The declared return type, `impl Trait` erased, tells the compiler the body's
+    // type before it checks the body, so type errors land on the user's lines.
+    let anchor = erase_impl_trait(config.ret.clone());
+    let ret_span = match &sig.output {
+        ReturnType::Type(_, ty) => span_of(ty),
+        ReturnType::Default => call_site,
+    };
+    let run_span = Span::mixed_site().located_at(ret_span);
+    let private_run = private(run_span);
+    let run = quote_spanned!(run_span=> #private_run::run(#scope, #future).await);
+
+    let mut body_group = Group::new(Delimiter::Brace, body);
+    body_group.set_span(brace_span);
+
+    let block = quote! {
+        {
+            #(#inner_attrs)*
+            let #scope = #private_here::CancelScope::new()
+                .name(#name)
+                #timeout
+                #(#signals)*;
+            #token
+            #condition
+            let #future = async move {
+                if let ::core::option::Option::Some(#ret) =
+                    ::core::option::Option::None::<#anchor>
+                {
+                    return #ret;
+                }
+                #body_group
+            };
+            #run
+        }
+    };
+    quote! {
+        #(#attrs)*
+        #vis #sig #block
+    }
+}
+
+/// A duration argument as an expression of type `::core::time::Duration`.
+fn duration(arg: &DurationArg) -> TokenStream {
+    match arg {
+        DurationArg::Literal(duration, span) => {
+            let secs = duration.as_secs();
+            let nanos = duration.subsec_nanos();
+            let span = Span::mixed_site().located_at(*span);
+            quote_spanned!(span=> ::core::time::Duration::new(#secs, #nanos))
+        }
+        DurationArg::Expr(expr) => expr.to_token_stream(),
+    }
+}
+
+/// Replaces every `impl Trait` in a type by `_`, which is allowed in a turbofish.
+fn erase_impl_trait(ty: Type) -> Type {
+    match ty {
+        Type::ImplTrait(impl_trait) => Type::Infer(syn::TypeInfer {
+            underscore_token: syn::Token![_](span_of(&impl_trait)),
+        }),
+        Type::Group(mut group) => {
+            *group.elem = erase_impl_trait(*group.elem);
+            Type::Group(group)
+        }
+        Type::Paren(mut paren) => {
+            *paren.elem = erase_impl_trait(*paren.elem);
+            Type::Paren(paren)
+        }
+        Type::Reference(mut reference) => {
+            *reference.elem = erase_impl_trait(*reference.elem);
+            Type::Reference(reference)
+        }
+        Type::Array(mut array) => {
+            *array.elem = erase_impl_trait(*array.elem);
+            Type::Array(array)
+        }
+        Type::Slice(mut slice) => {
+            *slice.elem = erase_impl_trait(*slice.elem);
+            Type::Slice(slice)
+        }
+        Type::Ptr(mut ptr) => {
+            *ptr.elem = erase_impl_trait(*ptr.elem);
+            Type::Ptr(ptr)
+        }
+        Type::Tuple(mut tuple) => {
+            tuple.elems = tuple.elems.into_iter().map(erase_impl_trait).collect();
+            Type::Tuple(tuple)
+        }
+        Type::Path(mut path) => {
+            for segment in &mut path.path.segments {
+                if let PathArguments::AngleBracketed(args) = &mut segment.arguments {
+                    for arg in &mut args.args {
+                        if let GenericArgument::Type(ty) = arg {
+                            *ty = erase_impl_trait(ty.clone());
+                        }
+                    }
+                }
+            }
+            Type::Path(path)
+        }
+        other => other,
+    }
+}
+
+/// The span of a whole type (its first token's span where joining is unavailable).
+fn span_of<T: ToTokens>(tokens: &T) -> Span {
+    syn::spanned::Spanned::span(&tokens.to_token_stream())
+}
+
+/// Re-spans every token of `tokens` at `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tt| {
+            if let TokenTree::Group(group) = &tt {
+                let mut new = Group::new(group.delimiter(), respan(group.stream(), span));
+                new.set_span(span);
+                tt = TokenTree::Group(new);
+            } else {
+                tt.set_span(span);
+            }
+            tt
+        })
+        .collect()
+}

@@ -1,0 +1,529 @@
+//! Unit tests of parsing, validation and expansion, without a compiler run.
+
+mod fuzz;
+
+use std::time::Duration;
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use crate::parse::{parse_args, Args, DurationArg};
+use crate::value::{parse_duration, parse_signal, Signal};
+
+/// The messages of a combined error, in order.
+fn messages(err: syn::Error) -> Vec<String> {
+    err.into_iter().map(|e| e.to_string()).collect()
+}
+
+fn args(tokens: TokenStream) -> Args {
+    match parse_args(tokens) {
+        Ok(args) => args,
+        Err(err) => panic!("unexpected errors: {:?}", messages(err)),
+    }
+}
+
+fn arg_errors(tokens: TokenStream) -> Vec<String> {
+    match parse_args(tokens) {
+        Ok(_) => panic!("expected errors"),
+        Err(err) => messages(err),
+    }
+}
+
+/// Runs the whole macro and returns the `compile_error!` messages it emitted.
+fn macro_errors(attr: TokenStream, item: TokenStream) -> Vec<String> {
+    let out = crate::expand::cancellable(attr, item);
+    let file: syn::File = syn::parse2(out).expect("the output parses as items");
+    file.items
+        .iter()
+        .filter_map(|item| match item {
+            syn::Item::Macro(m) if m.mac.path.segments.last().unwrap().ident == "compile_error" => {
+                Some(m.mac.parse_body::<syn::LitStr>().unwrap().value())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs the whole macro on a valid input and returns the generated function.
+fn expand_ok(attr: TokenStream, item: TokenStream) -> syn::ItemFn {
+    let out = crate::expand::cancellable(attr, item);
+    let text = out.to_string();
+    assert!(!text.contains("compile_error"), "{text}");
+    syn::parse2(out).expect("the expansion parses as a function")
+}
+
+fn literal(arg: &DurationArg) -> Duration {
+    match arg {
+        DurationArg::Literal(duration, _) => *duration,
+        DurationArg::Expr(_) => panic!("expected a literal"),
+    }
+}
+
+fn one_error(errors: Vec<String>) -> String {
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    errors.into_iter().next().unwrap()
+}
+
+// ---------------------------------------------------------------- durations
+
+#[test]
+fn durations_in_humantime_syntax() {
+    let ok = |text| parse_duration(text, "timeout").unwrap();
+    assert_eq!(ok("5s"), Duration::from_secs(5));
+    assert_eq!(ok("250ms"), Duration::from_millis(250));
+    assert_eq!(ok("1m30s"), Duration::from_secs(90));
+    assert_eq!(ok("1m 30s"), Duration::from_secs(90));
+    assert_eq!(ok("2h"), Duration::from_secs(7200));
+    assert_eq!(ok("1.5s"), Duration::from_millis(1500));
+    assert_eq!(ok("3days"), Duration::from_secs(3 * 86400));
+    assert_eq!(ok("1w"), Duration::from_secs(7 * 86400));
+    assert_eq!(ok("10us"), Duration::from_micros(10));
+    assert_eq!(ok("1ns"), Duration::from_nanos(1));
+}
+
+#[test]
+fn zero_duration_is_rejected() {
+    let timeout = parse_duration("0s", "timeout").unwrap_err();
+    assert!(timeout.contains("zero `timeout`"), "{timeout}");
+    assert!(timeout.contains("\"5s\""), "{timeout}");
+    let every = parse_duration("0ms", "check_every").unwrap_err();
+    assert!(every.contains("`check_every` must be a positive duration"), "{every}");
+}
+
+#[test]
+fn calendar_units_are_rejected() {
+    for text in ["1month", "2months", "1y", "1year", "3yrs", "1h 2M"] {
+        let err = parse_duration(text, "timeout").unwrap_err();
+        assert!(err.contains("calendar unit"), "{text}: {err}");
+        assert!(err.contains("\"1m30s\""), "{text}: {err}");
+    }
+    let err = parse_duration("5M", "timeout").unwrap_err();
+    assert!(err.contains("`m` for minutes"), "{err}");
+}
+
+#[test]
+fn invalid_durations_explain_what_to_write() {
+    let cases = [
+        ("", "empty"),
+        ("5", "`5` has no unit"),
+        ("5 seconds please", "expected a number before `please`"),
+        ("5 parsecs", "unknown unit `parsecs`"),
+        ("s", "expected a number"),
+        ("5s!", "unexpected character `!`"),
+        ("99999999999999999999s", "too large"),
+    ];
+    for (text, expected) in cases {
+        let err = parse_duration(text, "timeout").unwrap_err();
+        assert!(err.contains(expected), "{text:?}: {err}");
+        assert!(err.contains("write a duration like"), "{text:?}: {err}");
+    }
+}
+
+// ---------------------------------------------------------------- signals
+
+#[test]
+fn signal_names() {
+    for (signal, name, _) in Signal::ALL {
+        assert_eq!(parse_signal(name), Ok(signal));
+        assert_eq!(signal.name(), name);
+    }
+    assert_eq!(Signal::Interrupt.variant(), "Interrupt");
+    assert_eq!(Signal::User2.variant(), "User2");
+}
+
+#[test]
+fn signal_hints() {
+    let hint = |text: &str| parse_signal(text).unwrap_err();
+    for (text, name) in [
+        ("sigint", "SIGINT"),
+        ("SigTerm", "SIGTERM"),
+        ("INT", "SIGINT"),
+        ("hup", "SIGHUP"),
+        ("Interrupt", "SIGINT"),
+        ("terminate", "SIGTERM"),
+        ("SIGTREM", "SIGTERM"),
+        ("SIGUSR3", "SIGUSR1"),
+        ("ctrl-c", "SIGINT"),
+    ] {
+        let err = hint(text);
+        assert!(err.contains(&format!("did you mean `{name}`?")), "{text}: {err}");
+    }
+    for text in ["SIGKILL", "sigkill", "STOP"] {
+        assert!(hint(text).contains("cannot be caught"), "{text}");
+    }
+    let err = hint("SIGWINCH");
+    assert!(err.contains("expected one of \"SIGINT\", \"SIGTERM\""), "{err}");
+    assert!(hint("").contains("expected one of"));
+}
+
+// ---------------------------------------------------------------- arguments
+
+#[test]
+fn empty_arguments() {
+    let args = args(quote!());
+    assert!(args.timeout.is_none() && args.on_signal.is_none() && args.token.is_none());
+    assert!(args.condition.is_none() && args.check_every.is_none());
+    assert!(args.name.is_none() && args.krate.is_none());
+}
+
+#[test]
+fn every_argument() {
+    let args = args(quote!(
+        timeout = "5s",
+        on_signal = ["SIGINT", "SIGTERM"],
+        token = tok,
+        condition = stop_requested,
+        check_every = "250ms",
+        name = "job",
+        crate = "my_cancelable",
+    ));
+    assert_eq!(literal(&args.timeout.unwrap().0), Duration::from_secs(5));
+    let signals: Vec<Signal> = args.on_signal.unwrap().0.into_iter().map(|s| s.0).collect();
+    assert_eq!(signals, [Signal::Interrupt, Signal::Terminate]);
+    assert_eq!(args.token.unwrap().0, "tok");
+    let condition = args.condition.unwrap().0;
+    assert_eq!(quote!(#condition).to_string(), "stop_requested");
+    assert_eq!(literal(&args.check_every.unwrap().0), Duration::from_millis(250));
+    assert_eq!(args.name.unwrap().0.value(), "job");
+    let krate = args.krate.unwrap().0;
+    assert_eq!(quote!(#krate).to_string(), "my_cancelable");
+}
+
+#[test]
+fn single_signal_and_expressions() {
+    let args = args(quote!(
+        on_signal = "SIGHUP",
+        timeout = self.limit,
+        check_every = Duration::from_millis(10),
+        condition = || STOP.load(Ordering::Relaxed),
+        crate = "::deps::cancelable"
+    ));
+    assert_eq!(args.on_signal.unwrap().0[0].0, Signal::Hangup);
+    match args.timeout.unwrap().0 {
+        DurationArg::Expr(expr) => assert_eq!(quote!(#expr).to_string(), "self . limit"),
+        DurationArg::Literal(..) => panic!("expected an expression"),
+    }
+    assert!(matches!(args.check_every.unwrap().0, DurationArg::Expr(_)));
+    let krate = args.krate.unwrap().0;
+    assert_eq!(quote!(#krate).to_string(), ":: deps :: cancelable");
+}
+
+#[test]
+fn wrong_value_types() {
+    let err = one_error(arg_errors(quote!(timeout = 5)));
+    assert!(err.contains("write a duration string like \"5s\""), "{err}");
+    let err = one_error(arg_errors(quote!(timeout = 1.5)));
+    assert!(err.contains("\"1.5s\""), "{err}");
+    let err = one_error(arg_errors(quote!(timeout = true)));
+    assert!(err.contains("expected a duration string like \"5s\" or a `Duration` expression"));
+    let err = one_error(arg_errors(quote!(timeout = ["5s"])));
+    assert!(err.contains("expected a duration string"), "{err}");
+    let err = one_error(arg_errors(quote!(on_signal = SIGINT)));
+    assert!(err.contains("signal name as a string"), "{err}");
+    let err = one_error(arg_errors(quote!(token = "tok")));
+    assert!(err.contains("e.g. `token = tok`"), "{err}");
+    let err = one_error(arg_errors(quote!(token = self.token)));
+    assert!(err.contains("name of a parameter"), "{err}");
+    let err = one_error(arg_errors(quote!(condition = true)));
+    assert!(err.contains("function or closure returning `bool`"), "{err}");
+    let err = one_error(arg_errors(quote!(name = job)));
+    assert!(err.contains("`name` takes a string literal"), "{err}");
+    let err = one_error(arg_errors(quote!(name = "  ")));
+    assert!(err.contains("`name` is empty"), "{err}");
+    let err = one_error(arg_errors(quote!(crate = cancelable)));
+    assert!(err.contains("crate = \"cancelable\""), "{err}");
+    let err = one_error(arg_errors(quote!(crate = "not a path")));
+    assert!(err.contains("is not a path"), "{err}");
+}
+
+#[test]
+fn signal_lists() {
+    let err = one_error(arg_errors(quote!(on_signal = [])));
+    assert!(err.contains("`on_signal` lists no signal"), "{err}");
+    let err = one_error(arg_errors(quote!(on_signal = ["SIGINT", "SIGTERM", "SIGINT"])));
+    assert!(err.contains("`SIGINT` is listed more than once"), "{err}");
+    let errors = arg_errors(quote!(on_signal = ["sigint", "SIGKILL", 3]));
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+}
+
+#[test]
+fn unknown_and_duplicate_arguments() {
+    let err = one_error(arg_errors(quote!(register = true)));
+    assert!(err.starts_with("unknown argument `register`;"), "{err}");
+    assert!(
+        err.ends_with(
+            "`timeout`, `on_signal`, `token`, `condition`, `check_every`, `name`, `crate`"
+        ),
+        "{err}"
+    );
+    let err = one_error(arg_errors(quote!(signal = "SIGINT")));
+    assert!(err.contains("did you mean `on_signal`?"), "{err}");
+    let err = one_error(arg_errors(quote!(timout = "5s")));
+    assert!(err.contains("did you mean `timeout`?"), "{err}");
+    let err = one_error(arg_errors(quote!(timeout = "5s", timeout = "6s")));
+    assert_eq!(err, "`timeout` is set more than once; keep one `timeout = ...`");
+    // A duplicate is reported even when the first value was invalid.
+    let errors = arg_errors(quote!(timeout = "0s", timeout = "6s"));
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+}
+
+#[test]
+fn syntax_errors_recover_at_the_next_comma() {
+    let err = one_error(arg_errors(quote!(timeout)));
+    assert!(err.contains("expected `timeout = ...`"), "{err}");
+    let err = one_error(arg_errors(quote!(timeout("5s"))));
+    assert!(err.contains("expected `timeout = ...`"), "{err}");
+    let err = one_error(arg_errors(quote!(frobnicate)));
+    assert!(err.contains("unknown argument `frobnicate`"), "{err}");
+    let err = one_error(arg_errors(quote!(timeout = )));
+    assert!(err.contains("`timeout` has no value"), "{err}");
+    let err = one_error(arg_errors(quote!("5s")));
+    assert!(err.contains("expected an argument like"), "{err}");
+    // One error per broken argument, and the valid ones are still read.
+    let errors = arg_errors(quote!(timeout = , name = "x" "y", on_signal = "SIGINT", 42));
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    let errors = arg_errors(quote!(timeout = "1s" name = "x"));
+    assert!(errors.iter().any(|e| e.contains("expected `,`")), "{errors:#?}");
+}
+
+#[test]
+fn all_errors_of_an_attribute_at_once() {
+    let errors = arg_errors(quote!(
+        timeout = "0s",
+        on_signal = "sigint",
+        bogus = 1,
+        name = "",
+        name = "again",
+        check_every = "1y"
+    ));
+    assert_eq!(errors.len(), 6, "{errors:#?}");
+}
+
+// ---------------------------------------------------------------- the function
+
+#[test]
+fn function_must_be_async() {
+    let err = one_error(macro_errors(quote!(), quote!(fn job() -> Result<(), E> { Ok(()) })));
+    assert_eq!(
+        err,
+        "`#[cancellable]` can only be applied to an `async fn`; write `async fn job`"
+    );
+}
+
+#[test]
+fn return_type_must_be_a_result() {
+    let cases = [
+        (quote!(async fn f() {}), "`f` returns `()`"),
+        (quote!(async fn f() -> () {}), "`()` cannot carry the cancellation"),
+        (quote!(async fn f() -> (u8, u8) {}), "the tuple `(u8, u8)`"),
+        (quote!(async fn f() -> Option<u8> {}), "`Option<u8>` cannot"),
+        (quote!(async fn f() -> &'static str {}), "the reference `&'static str`"),
+        (quote!(async fn f() -> impl Display {}), "`impl Display` cannot"),
+        (quote!(async fn f() -> u32 {}), "e.g. `-> Result<u32, cancelable::Cancelled>`"),
+    ];
+    for (item, expected) in cases {
+        let err = one_error(macro_errors(quote!(), item.clone()));
+        assert!(err.contains(expected), "{item}: {err}");
+        assert!(
+            err.contains("must return `Result<T, E>` where `E: From<cancelable::Cancelled>`"),
+            "{err}"
+        );
+    }
+    for ret in [
+        quote!(Result<(), E>),
+        quote!(io::Result<u8>),
+        quote!(anyhow::Result<u8>),
+        quote!(::core::result::Result<u8, E>),
+        quote!(AppResult<u8>),
+        quote!((Result<u8, E>)),
+    ] {
+        expand_ok(quote!(), quote!(async fn f() -> #ret { todo!() }));
+    }
+}
+
+#[test]
+fn token_must_name_a_parameter() {
+    let err = one_error(macro_errors(
+        quote!(token = tk),
+        quote!(async fn job(tok: Token, (a, b): (u8, u8)) -> Result<(), E> { Ok(()) }),
+    ));
+    assert_eq!(
+        err,
+        "`tk` is not a parameter of `job`; `token` must name the `CancellationToken` parameter, \
+         one of `tok`, `a`, `b`"
+    );
+    let err = one_error(macro_errors(
+        quote!(token = tok),
+        quote!(async fn job() -> Result<(), E> { Ok(()) }),
+    ));
+    assert!(err.contains("`job` has none"), "{err}");
+    for (token, item) in [
+        (quote!(self), quote!(async fn job(self) -> Result<(), E> { Ok(()) })),
+        (quote!(t), quote!(async fn job(&self, Wrapper { t, .. }: W) -> Result<(), E> { Ok(()) })),
+        (quote!(t), quote!(async fn job(mut t: Token) -> Result<(), E> { Ok(()) })),
+    ] {
+        expand_ok(quote!(token = #token), item);
+    }
+}
+
+#[test]
+fn check_every_needs_condition() {
+    let err = one_error(macro_errors(
+        quote!(check_every = "1s"),
+        quote!(async fn job() -> Result<(), E> { Ok(()) }),
+    ));
+    assert!(err.starts_with("`check_every` sets how often `condition` is checked"), "{err}");
+    // Also when `check_every` itself is invalid: both problems are reported.
+    let errors = macro_errors(
+        quote!(check_every = "0s"),
+        quote!(async fn job() -> Result<(), E> { Ok(()) }),
+    );
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+}
+
+#[test]
+fn errors_of_arguments_and_function_together() {
+    let errors = macro_errors(
+        quote!(timeout = "0s", token = nope, check_every = "1s", bogus = 1),
+        quote!(fn job(tok: Token) -> Option<u8> { None }),
+    );
+    assert_eq!(errors.len(), 6, "{errors:#?}");
+}
+
+#[test]
+fn the_function_is_emitted_unchanged_next_to_errors() {
+    let item = quote!(
+        /// Docs.
+        #[inline]
+        pub fn job(tok: Token) -> Option<u8> { None }
+    );
+    let out = crate::expand::cancellable(quote!(timeout = "0s"), item.clone()).to_string();
+    assert!(out.ends_with(&item.to_string()), "{out}");
+}
+
+#[test]
+fn not_a_function() {
+    let cases = [
+        (quote!(struct S;), "not to a struct"),
+        (quote!(enum E { A }), "not to an enum"),
+        (quote!(impl S { async fn f() {} }), "not to an `impl` block"),
+        (quote!(trait T {}), "not to a trait"),
+        (quote!(const C: u8 = 1;), "not to a constant"),
+        (quote!(mod m {}), "not to a module"),
+        (quote!(async fn f(&self) -> Result<(), E>;), "needs the function's body"),
+    ];
+    for (item, expected) in cases {
+        let err = one_error(macro_errors(quote!(), item.clone()));
+        assert!(err.contains(expected), "{item}: {err}");
+    }
+    let out = crate::expand::cancellable(quote!(), quote!(struct S;)).to_string();
+    assert!(out.ends_with("struct S ;"), "{out}");
+}
+
+// ---------------------------------------------------------------- expansion
+
+#[test]
+fn expansion_keeps_the_signature_and_attributes() {
+    let item = quote!(
+        /// Docs.
+        #[inline]
+        pub(crate) async fn job<'a, T: Clone + 'a, U>(
+            &'a self,
+            x: &'a T,
+            y: impl Into<U>,
+            (a, b): (u8, u8),
+        ) -> Result<&'a T, E>
+        where
+            U: Send,
+        {
+            #![allow(unused_variables)]
+            Ok(x)
+        }
+    );
+    let original: syn::ItemFn = syn::parse2(item.clone()).unwrap();
+    let expanded = expand_ok(quote!(), item);
+    assert_eq!(expanded.sig, original.sig);
+    assert_eq!(expanded.attrs, original.attrs);
+    assert_eq!(expanded.vis, original.vis);
+    assert_eq!(expanded.block.stmts.len(), 3, "scope, body, run");
+    let block = &expanded.block;
+    let body = quote!(#block).to_string();
+    let whole = quote!(#expanded).to_string();
+    assert!(
+        whole.contains("{ # ! [allow (unused_variables)] let __cancelable_scope"),
+        "{whole}"
+    );
+    assert!(body.contains(". name (\"job\")"), "{body}");
+}
+
+#[test]
+fn expansion_of_every_argument() {
+    let expanded = expand_ok(
+        quote!(
+            timeout = "1m30s",
+            on_signal = ["SIGINT", "SIGUSR2"],
+            token = tok,
+            condition = stop_requested,
+            check_every = "250ms",
+            name = "the job"
+        ),
+        quote!(async fn job(tok: Token) -> Result<u32, E> { Ok(1) }),
+    );
+    let block = &expanded.block;
+    let body = quote!(#block).to_string();
+    for expected in [
+        "let __cancelable_scope = :: cancelable :: __private :: CancelScope :: new () \
+         . name (\"the job\") \
+         . timeout (:: core :: time :: Duration :: new (90u64 , 0u32)) \
+         . on_signal (:: cancelable :: __private :: Signal :: Interrupt) \
+         . on_signal (:: cancelable :: __private :: Signal :: User2) ;",
+        "let __cancelable_scope = :: cancelable :: __private :: link_token (__cancelable_scope , & tok) ;",
+        "let __cancelable_scope = __cancelable_scope . condition (stop_requested , \
+         :: core :: time :: Duration :: new (0u64 , 250000000u32)) ;",
+        "let __cancelable_body = async move { if let :: core :: option :: Option :: Some (__cancelable_ret) \
+         = :: core :: option :: Option :: None :: < Result < u32 , E > > { return __cancelable_ret ; } { Ok (1) } } ;",
+        ":: cancelable :: __private :: run (__cancelable_scope , __cancelable_body) . await }",
+    ] {
+        assert!(body.contains(expected), "missing {expected}\nin {body}");
+    }
+}
+
+#[test]
+fn expansion_details() {
+    // Default check period.
+    let body = expand_ok(
+        quote!(condition = || true),
+        quote!(async fn job() -> Result<(), E> { Ok(()) }),
+    )
+    .block;
+    let body = quote!(#body).to_string();
+    assert!(body.contains("Duration :: new (0u64 , 100000000u32)"), "{body}");
+    // Duration expressions are used as written.
+    let body = expand_ok(
+        quote!(timeout = self.limit),
+        quote!(async fn job(&self) -> Result<(), E> { Ok(()) }),
+    )
+    .block;
+    assert!(quote!(#body).to_string().contains(". timeout (self . limit)"));
+    // The crate path override.
+    let body = expand_ok(
+        quote!(crate = "::deps::cancel"),
+        quote!(async fn job() -> Result<(), E> { Ok(()) }),
+    )
+    .block;
+    let body = quote!(#body).to_string();
+    assert!(body.contains(":: deps :: cancel :: __private :: CancelScope"), "{body}");
+    assert!(body.contains(":: deps :: cancel :: __private :: run"), "{body}");
+    assert!(!body.contains(":: cancelable ::"), "{body}");
+    // A raw identifier names the scope without `r#`.
+    let body = expand_ok(quote!(), quote!(async fn r#type() -> Result<(), E> { Ok(()) })).block;
+    assert!(quote!(#body).to_string().contains(". name (\"type\")"));
+    // `impl Trait` in the return type is erased in the type anchor.
+    let body = expand_ok(
+        quote!(),
+        quote!(async fn job() -> Result<Vec<impl Display>, E> { Ok(vec![]) }),
+    )
+    .block;
+    let body = quote!(#body).to_string();
+    assert!(body.contains("None :: < Result < Vec < _ > , E > >"), "{body}");
+}

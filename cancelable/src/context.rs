@@ -1,0 +1,125 @@
+//! What a running operation looks like from outside: status, progress,
+//! timestamps, reason and metadata.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::CancelReason;
+
+/// Where an operation is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub enum OperationStatus {
+    /// Built but not yet polled.
+    Pending,
+    /// Its body is running.
+    Running,
+    /// The body finished with a value (or an `Ok`).
+    Completed,
+    /// A source cancelled it, or the body returned an error after a
+    /// checkpoint had observed the cancellation.
+    Cancelled,
+    /// The body returned an `Err` of its own, or panicked.
+    Failed,
+}
+
+impl OperationStatus {
+    /// `true` for `Completed`, `Cancelled` and `Failed`.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            OperationStatus::Completed | OperationStatus::Cancelled | OperationStatus::Failed
+        )
+    }
+}
+
+impl fmt::Display for OperationStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OperationStatus::Pending => "pending",
+            OperationStatus::Running => "running",
+            OperationStatus::Completed => "completed",
+            OperationStatus::Cancelled => "cancelled",
+            OperationStatus::Failed => "failed",
+        })
+    }
+}
+
+/// A progress report from inside a scope (see [`report_progress`](crate::report_progress)).
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Progress {
+    /// How far along, from 0.0 to 1.0, if known.
+    pub fraction: Option<f64>,
+    /// What is happening, in words.
+    pub message: String,
+}
+
+/// A snapshot of an operation: one scope's identity, status and progress.
+///
+/// Get one from [`ScopeHandle::context`](crate::ScopeHandle::context) or in
+/// the `on_complete` / `on_error` callbacks.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct OperationContext {
+    /// Unique id within the process.
+    pub id: u64,
+    /// The scope's name, if it has one.
+    pub name: Option<String>,
+    /// The id of the enclosing scope, if any.
+    pub parent_id: Option<u64>,
+    /// Where the operation is in its life.
+    pub status: OperationStatus,
+    /// When the body started (wall clock), if it has.
+    pub started_at: Option<SystemTime>,
+    /// When it finished (wall clock), if it has.
+    pub ended_at: Option<SystemTime>,
+    /// How long it ran, or has run so far.
+    pub elapsed: Option<Duration>,
+    /// The last progress reported.
+    pub progress: Option<Progress>,
+    /// Why it was cancelled, if it was.
+    pub reason: Option<CancelReason>,
+    /// Metadata given with [`CancelScope::metadata`](crate::CancelScope::metadata).
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// The mutable part of a scope's context, kept behind the scope's lock.
+#[derive(Default)]
+pub(crate) struct ContextData {
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) parent_id: Option<u64>,
+    pub(crate) started: Option<Instant>,
+    pub(crate) ended: Option<Instant>,
+    pub(crate) progress: Option<Progress>,
+    pub(crate) metadata: BTreeMap<String, String>,
+}
+
+impl ContextData {
+    pub(crate) fn snapshot(
+        &self,
+        id: u64,
+        status: OperationStatus,
+        reason: Option<CancelReason>,
+        now: Instant,
+    ) -> OperationContext {
+        let wall = |at: Instant| SystemTime::now().checked_sub(now.saturating_duration_since(at));
+        OperationContext {
+            id,
+            name: self.name.as_deref().map(str::to_owned),
+            parent_id: self.parent_id,
+            status,
+            started_at: self.started.and_then(wall),
+            ended_at: self.ended.and_then(wall),
+            elapsed: self
+                .started
+                .map(|started| self.ended.unwrap_or(now).saturating_duration_since(started)),
+            progress: self.progress.clone(),
+            reason,
+            metadata: self.metadata.clone(),
+        }
+    }
+}

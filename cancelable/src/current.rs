@@ -1,0 +1,239 @@
+//! The current scope: a thread-local slot that a scope fills around each
+//! poll of its body, and the checkpoint that reads it.
+//!
+//! A thread-local rather than `tokio::task_local!`, which exists only on
+//! tokio. The scope moves its `Arc` into the slot and back, so entering
+//! costs no reference-count traffic.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use crate::context::{OperationStatus, Progress};
+use crate::scope::{ScopeHandle, ScopeShared};
+use crate::{CancellationToken, Cancelled};
+
+/// How many checkpoints pass between two reads of the clock for deadline
+/// checks (a clock read costs about 30 ns; a checkpoint a few).
+const DEADLINE_CHECK_EVERY: u32 = 32;
+
+/// How many checkpoints pass between two yields to the executor, so that a
+/// busy loop lets other tasks and timers on its thread run.
+const YIELD_EVERY: u32 = 256;
+
+struct Current {
+    scope: RefCell<Option<Arc<ScopeShared>>>,
+    ticks: Cell<u32>,
+}
+
+thread_local! {
+    static CURRENT: Current = const {
+        Current {
+            scope: RefCell::new(None),
+            ticks: Cell::new(0),
+        }
+    };
+}
+
+/// Runs `poll` with `slot`'s scope as the current scope (or none, for a
+/// shield), restoring the previous one afterwards, even on panic.
+pub(crate) fn enter<R>(slot: &mut Option<Arc<ScopeShared>>, poll: impl FnOnce() -> R) -> R {
+    struct Restore<'a> {
+        slot: &'a mut Option<Arc<ScopeShared>>,
+        previous: Option<Arc<ScopeShared>>,
+    }
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            let ours = CURRENT
+                .try_with(|current| current.scope.replace(self.previous.take()))
+                .ok()
+                .flatten();
+            if let Some(scope) = &ours {
+                if std::thread::panicking() {
+                    // The body panicked: the panic propagates unchanged, the
+                    // operation is recorded as failed.
+                    scope.set_status(OperationStatus::Failed);
+                }
+            }
+            *self.slot = ours;
+        }
+    }
+    match CURRENT.try_with(|current| current.scope.replace(slot.take())) {
+        Ok(previous) => {
+            let _restore = Restore { slot, previous };
+            poll()
+        }
+        // Thread-local storage is being torn down (thread exit): poll
+        // without a current scope.
+        Err(_) => poll(),
+    }
+}
+
+/// A clone of the current scope's shared state.
+pub(crate) fn current_shared() -> Option<Arc<ScopeShared>> {
+    CURRENT
+        .try_with(|current| current.scope.borrow().clone())
+        .ok()
+        .flatten()
+}
+
+/// The chain of scopes from the current one outwards.
+pub(crate) fn current_chain() -> Vec<Arc<ScopeShared>> {
+    let mut chain = Vec::new();
+    let mut scope = current_shared();
+    while let Some(current) = scope {
+        scope = current.parent().cloned();
+        chain.push(current);
+    }
+    chain
+}
+
+/// A handle to the innermost scope running the calling code, if any.
+///
+/// The current scope does not flow into tasks spawned with `tokio::spawn`,
+/// `smol::spawn` and the like: pass them [`current_token`] or a child of it.
+pub fn current_scope() -> Option<ScopeHandle> {
+    current_shared().map(|shared| ScopeHandle { shared })
+}
+
+/// The token of the innermost scope running the calling code, if any.
+///
+/// Use it to link work spawned onto other tasks to the scope:
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// use cancelable::{current_token, CancelScope};
+///
+/// CancelScope::new()
+///     .run(async {
+///         let token = current_token().expect("inside a scope");
+///         std::thread::spawn(move || token.cancel());
+///         futures::future::pending::<()>().await
+///     })
+///     .await
+///     .unwrap_err();
+/// # });
+/// ```
+pub fn current_token() -> Option<CancellationToken> {
+    CURRENT
+        .try_with(|current| {
+            current
+                .scope
+                .borrow()
+                .as_ref()
+                .map(|scope| scope.token.clone())
+        })
+        .ok()
+        .flatten()
+}
+
+/// Reports progress to the current scope: it is recorded in the scope's
+/// [`OperationContext`](crate::OperationContext) and passed to its
+/// `on_progress` callbacks.
+///
+/// `fraction` is clamped to `0.0..=1.0`; a NaN counts as unknown. Returns
+/// `false` (and does nothing) outside any scope.
+pub fn report_progress(fraction: impl Into<Option<f64>>, message: impl Into<String>) -> bool {
+    let Some(scope) = current_shared() else {
+        return false;
+    };
+    let fraction = fraction
+        .into()
+        .filter(|fraction| !fraction.is_nan())
+        .map(|fraction| fraction.clamp(0.0, 1.0));
+    scope.report_progress(Progress {
+        fraction,
+        message: message.into(),
+    });
+    true
+}
+
+/// A cancellation checkpoint: `Err(Cancelled)` if the current scope is
+/// cancelled, `Ok(())` otherwise. `cancel_point!()` expands to it.
+///
+/// * Outside any scope it is a no-op that never fails.
+/// * Uncancelled, it costs a thread-local read and an atomic load.
+/// * Every 32nd call it also reads the clock and enforces the deadlines of
+///   the current scope and the scopes around it, so a loop that never
+///   awaits anything else still notices a passed deadline, even on a
+///   single-threaded executor: within 32 iterations of the deadline.
+/// * Every 256th call it yields once to the executor so that other tasks
+///   and timers on the same thread can run (and cancel it).
+pub fn checkpoint() -> Checkpoint<'static> {
+    Checkpoint {
+        token: None,
+        yielded: false,
+    }
+}
+
+/// Like [`checkpoint`], but checks an explicit token instead of the
+/// current scope. `cancel_point!(token)` expands to it.
+pub fn checkpoint_token(token: &CancellationToken) -> Checkpoint<'_> {
+    Checkpoint {
+        token: Some(token),
+        yielded: false,
+    }
+}
+
+/// The future returned by [`checkpoint`] and [`checkpoint_token`].
+#[must_use = "a checkpoint does nothing unless awaited"]
+#[derive(Debug)]
+pub struct Checkpoint<'a> {
+    token: Option<&'a CancellationToken>,
+    yielded: bool,
+}
+
+enum Step {
+    Ready(Result<(), Cancelled>),
+    Yield,
+}
+
+impl Checkpoint<'_> {
+    fn step(&self, current: &Current) -> Step {
+        let ticks = current.ticks.get().wrapping_add(1);
+        current.ticks.set(ticks);
+        match self.token {
+            Some(token) => {
+                if token.is_cancelled() {
+                    return Step::Ready(token.check());
+                }
+            }
+            None => {
+                let scope = current.scope.borrow();
+                let Some(scope) = scope.as_ref() else {
+                    return Step::Ready(Ok(()));
+                };
+                if scope.token.is_cancelled()
+                    || (ticks.is_multiple_of(DEADLINE_CHECK_EVERY) && scope.enforce_deadlines())
+                {
+                    return Step::Ready(Err(scope.observe_cancellation()));
+                }
+            }
+        }
+        if self.yielded || !ticks.is_multiple_of(YIELD_EVERY) {
+            Step::Ready(Ok(()))
+        } else {
+            Step::Yield
+        }
+    }
+}
+
+impl Future for Checkpoint<'_> {
+    type Output = Result<(), Cancelled>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match CURRENT.try_with(|current| this.step(current)) {
+            Ok(Step::Ready(outcome)) => Poll::Ready(outcome),
+            Ok(Step::Yield) => {
+                this.yielded = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Err(_) => Poll::Ready(Ok(())),
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Why a scope or token was cancelled.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::Signal;
+
+/// Why a token or scope was cancelled.
+///
+/// The first reason recorded wins: a token cancelled by a timeout and then
+/// by a signal reports [`CancelReason::Timeout`].
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub enum CancelReason {
+    /// The scope's timeout elapsed or its deadline passed.
+    Timeout,
+    /// An operating-system signal the scope listened for arrived.
+    Signal(Signal),
+    /// A condition source's predicate returned `true`.
+    Condition,
+    /// User code called [`CancellationToken::cancel`](crate::CancellationToken::cancel).
+    Manual,
+    /// Something further out was cancelled: an enclosing scope or a parent
+    /// token. Carries the reason that fired there (never itself `Parent`),
+    /// so that a caller receiving an inner scope's error still learns it was,
+    /// say, a timeout.
+    Parent(Box<CancelReason>),
+    /// A source failed, for example a condition predicate panicked or a
+    /// signal handler could not be installed. The scope is cancelled rather
+    /// than left running without the protection it asked for.
+    Error(SourceError),
+}
+
+impl CancelReason {
+    /// The reason that actually fired: `self`, or the one carried by
+    /// [`CancelReason::Parent`].
+    pub fn root(&self) -> &CancelReason {
+        match self {
+            CancelReason::Parent(inner) => inner.root(),
+            other => other,
+        }
+    }
+
+    /// `true` if the root reason is [`CancelReason::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.root(), CancelReason::Timeout)
+    }
+
+    /// The signal behind this cancellation, if the root reason is a signal.
+    pub fn signal(&self) -> Option<Signal> {
+        match self.root() {
+            CancelReason::Signal(signal) => Some(*signal),
+            _ => None,
+        }
+    }
+
+    /// `true` if the cancellation came from an enclosing scope or parent token.
+    pub fn is_from_parent(&self) -> bool {
+        matches!(self, CancelReason::Parent(_))
+    }
+
+    /// Wraps `self` as seen from a child: `Parent(root)`.
+    pub(crate) fn for_child(&self) -> CancelReason {
+        CancelReason::Parent(Box::new(self.root().clone()))
+    }
+}
+
+impl fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CancelReason::Timeout => f.write_str("timeout"),
+            CancelReason::Signal(signal) => write!(f, "signal {signal}"),
+            CancelReason::Condition => f.write_str("condition met"),
+            CancelReason::Manual => f.write_str("cancelled by request"),
+            CancelReason::Parent(inner) => write!(f, "enclosing scope cancelled ({inner})"),
+            CancelReason::Error(error) => write!(f, "cancellation source failed: {error}"),
+        }
+    }
+}
+
+/// A cancellation source that failed, carried by [`CancelReason::Error`].
+#[derive(Clone)]
+pub struct SourceError {
+    message: Arc<str>,
+    cause: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl SourceError {
+    /// A source error with a message and no underlying cause.
+    pub fn new(message: impl Into<String>) -> Self {
+        SourceError {
+            message: Arc::from(message.into()),
+            cause: None,
+        }
+    }
+
+    /// A source error caused by `cause` (an OS error, say).
+    pub fn with_cause(
+        message: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        SourceError {
+            message: Arc::from(message.into()),
+            cause: Some(Arc::new(cause)),
+        }
+    }
+
+    /// What failed, in words.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl PartialEq for SourceError {
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message
+    }
+}
+
+impl fmt::Debug for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceError")
+            .field("message", &self.message)
+            .field("cause", &self.cause)
+            .finish()
+    }
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(cause) = &self.cause {
+            write!(f, ": {cause}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SourceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|cause| cause as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for SourceError {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}

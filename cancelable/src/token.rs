@@ -1,0 +1,523 @@
+//! `CancellationToken`: a cheap, thread-safe cancellation flag with reasons,
+//! waiters, callbacks and parent/child trees.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::Arc as StdArc;
+use std::task::{Context, Poll, Waker};
+
+use atomic_waker::AtomicWaker;
+use slab::Slab;
+
+use crate::sync::{lock, Arc, AtomicBool, Mutex, Ordering, Weak};
+use crate::{CancelReason, Cancelled};
+
+/// A cancellation token: clone it, hand it to any task or thread, and
+/// cancel everything that watches it.
+///
+/// * `cancel()` and [`cancel_with`](Self::cancel_with) work from any thread
+///   or task; the first reason recorded wins.
+/// * [`is_cancelled`](Self::is_cancelled) is one atomic load, no lock.
+/// * [`cancelled`](Self::cancelled) is a future that completes once the
+///   token is cancelled; every waiter is woken exactly once.
+/// * [`child`](Self::child) makes a token that is cancelled with its parent
+///   (reason [`CancelReason::Parent`]) but can be cancelled alone; dropping
+///   the last clone of a child detaches it from its parent.
+///
+/// ```
+/// use cancelable::{CancellationToken, CancelReason};
+///
+/// let parent = CancellationToken::new();
+/// let child = parent.child();
+/// std::thread::spawn(move || parent.cancel()).join().unwrap();
+/// assert!(child.is_cancelled());
+/// assert_eq!(child.reason(), Some(CancelReason::Parent(Box::new(CancelReason::Manual))));
+/// ```
+#[derive(Clone)]
+pub struct CancellationToken {
+    inner: Arc<TokenInner>,
+}
+
+pub(crate) struct TokenInner {
+    cancelled: AtomicBool,
+    /// The waker of the scope that owns this token, if any: cheaper to
+    /// update on every poll than an entry in `listeners`.
+    owner: AtomicWaker,
+    state: Mutex<TokenState>,
+    /// Keeps this token registered with its parent; dropping it detaches.
+    _parent: Option<ChildLink>,
+}
+
+struct TokenState {
+    cause: Option<Cause>,
+    listeners: Slab<Listener>,
+}
+
+/// The reason and message recorded by the first cancel.
+#[derive(Clone, Debug)]
+pub(crate) struct Cause {
+    pub(crate) reason: CancelReason,
+    pub(crate) message: Option<StdArc<str>>,
+}
+
+pub(crate) type Callback = Box<dyn FnOnce(&Cause) + Send>;
+
+enum Listener {
+    Waker(Option<Waker>),
+    Child(Weak<TokenInner>),
+    Callback(Callback),
+}
+
+/// A child's registration in its parent; removes itself when dropped.
+pub(crate) struct ChildLink {
+    parent: Arc<TokenInner>,
+    key: usize,
+}
+
+impl Drop for ChildLink {
+    fn drop(&mut self) {
+        let mut state = lock(&self.parent.state);
+        if matches!(state.listeners.get(self.key), Some(Listener::Child(_))) {
+            state.listeners.remove(self.key);
+        }
+    }
+}
+
+impl TokenInner {
+    fn new(parent: Option<ChildLink>) -> Self {
+        TokenInner {
+            cancelled: AtomicBool::new(false),
+            owner: AtomicWaker::new(),
+            state: Mutex::new(TokenState {
+                cause: None,
+                listeners: Slab::new(),
+            }),
+            _parent: parent,
+        }
+    }
+
+    fn cause(&self) -> Option<Cause> {
+        if !self.cancelled.load(Ordering::Acquire) {
+            return None;
+        }
+        lock(&self.state).cause.clone()
+    }
+
+    /// Records `cause` if no cause is recorded yet, then wakes every waiter,
+    /// cancels every child and runs every callback, outside the lock.
+    fn cancel(&self, cause: Cause) -> bool {
+        if self.cancelled.load(Ordering::Acquire) {
+            return false;
+        }
+        let listeners = {
+            let mut state = lock(&self.state);
+            if state.cause.is_some() {
+                return false;
+            }
+            state.cause = Some(cause.clone());
+            self.cancelled.store(true, Ordering::Release);
+            std::mem::take(&mut state.listeners)
+        };
+        self.owner.wake();
+        let child_cause = Cause {
+            reason: cause.reason.for_child(),
+            message: cause.message.clone(),
+        };
+        for (_, listener) in listeners {
+            match listener {
+                Listener::Waker(waker) => {
+                    if let Some(waker) = waker {
+                        waker.wake();
+                    }
+                }
+                Listener::Child(child) => {
+                    if let Some(child) = child.upgrade() {
+                        child.cancel(child_cause.clone());
+                    }
+                }
+                Listener::Callback(callback) => run_callback(callback, &cause),
+            }
+        }
+        true
+    }
+
+    /// Registers `listener` unless the token is already cancelled, in which
+    /// case the listener is handed back together with the cause.
+    fn register(&self, listener: Listener) -> Result<usize, (Listener, Cause)> {
+        let mut state = lock(&self.state);
+        match &state.cause {
+            Some(cause) => Err((listener, cause.clone())),
+            None => Ok(state.listeners.insert(listener)),
+        }
+    }
+
+    fn unregister(&self, key: usize) {
+        let mut state = lock(&self.state);
+        // After a cancel the slab is empty and stays empty, so a stale key
+        // can never remove somebody else's entry.
+        if state.listeners.contains(key) {
+            state.listeners.remove(key);
+        }
+    }
+}
+
+/// Runs a cancel callback; a panic in user code is contained so that the
+/// remaining callbacks, waiters and children are still served.
+fn run_callback(callback: Callback, cause: &Cause) {
+    if catch_unwind(AssertUnwindSafe(|| callback(cause))).is_err() {
+        #[cfg(feature = "tracing")]
+        tracing::error!(reason = %cause.reason, "a cancel callback panicked; the panic was contained");
+    }
+}
+
+impl CancellationToken {
+    /// A new, uncancelled token with no parent.
+    pub fn new() -> Self {
+        CancellationToken {
+            inner: Arc::new(TokenInner::new(None)),
+        }
+    }
+
+    /// A child token: cancelled when `self` is (with reason
+    /// [`CancelReason::Parent`]), but cancelling it leaves `self` alone.
+    ///
+    /// The child stays registered with its parent only while a clone of it
+    /// is alive, so children that come and go do not make the parent grow.
+    pub fn child(&self) -> CancellationToken {
+        let parent = &self.inner;
+        let child = Arc::new_cyclic(|weak: &Weak<TokenInner>| {
+            let link = parent
+                .register(Listener::Child(weak.clone()))
+                .ok()
+                .map(|key| ChildLink {
+                    parent: parent.clone(),
+                    key,
+                });
+            TokenInner::new(link)
+        });
+        // The parent may have been cancelled before we registered, or while
+        // the child was still being built (its weak pointer could not be
+        // upgraded then): copy the cause in both cases.
+        if let Some(cause) = parent.cause() {
+            child.cancel(Cause {
+                reason: cause.reason.for_child(),
+                message: cause.message,
+            });
+        }
+        CancellationToken { inner: child }
+    }
+
+    /// Cancels the token with reason [`CancelReason::Manual`].
+    ///
+    /// Returns `true` if this call cancelled it, `false` if it was already
+    /// cancelled (the first reason is kept).
+    pub fn cancel(&self) -> bool {
+        self.inner.cancel(Cause {
+            reason: CancelReason::Manual,
+            message: None,
+        })
+    }
+
+    /// Cancels the token with `reason` and a message for logs and errors
+    /// (an empty message is recorded as none).
+    ///
+    /// Returns `true` if this call cancelled it; only the first reason and
+    /// message are kept.
+    pub fn cancel_with(&self, reason: CancelReason, message: impl Into<String>) -> bool {
+        let message = message.into();
+        self.inner.cancel(Cause {
+            reason,
+            message: (!message.is_empty()).then(|| StdArc::from(message)),
+        })
+    }
+
+    pub(crate) fn cancel_cause(&self, cause: Cause) -> bool {
+        self.inner.cancel(cause)
+    }
+
+    /// `true` once the token is cancelled. One atomic load, no lock.
+    #[inline]
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(Ordering::Acquire)
+    }
+
+    /// The reason the token was cancelled, or `None` while it is not.
+    pub fn reason(&self) -> Option<CancelReason> {
+        self.inner.cause().map(|cause| cause.reason)
+    }
+
+    /// The message given with the cancellation, if any.
+    pub fn message(&self) -> Option<String> {
+        self.inner
+            .cause()
+            .and_then(|cause| cause.message.map(|message| message.to_string()))
+    }
+
+    pub(crate) fn cause(&self) -> Option<Cause> {
+        self.inner.cause()
+    }
+
+    /// `Err(Cancelled)` if the token is cancelled, `Ok(())` otherwise.
+    pub fn check(&self) -> Result<(), Cancelled> {
+        match self.inner.cause() {
+            None => Ok(()),
+            Some(cause) => Err(Cancelled::new(cause.reason).with_message(cause.message)),
+        }
+    }
+
+    /// A future that completes when the token is cancelled (at once if it
+    /// already is).
+    pub fn cancelled(&self) -> WaitForCancellation<'_> {
+        WaitForCancellation {
+            token: self,
+            key: None,
+        }
+    }
+
+    /// Like [`cancelled`](Self::cancelled), but owns a clone of the token,
+    /// so the future is `'static`.
+    pub fn cancelled_owned(self) -> WaitForCancellationOwned {
+        WaitForCancellationOwned {
+            token: self,
+            key: None,
+        }
+    }
+
+    /// Runs `callback` when the token is cancelled, on the thread that
+    /// cancels it, with the reason. If the token is already cancelled the
+    /// callback runs now, before this returns.
+    ///
+    /// The callback stays registered while the returned guard lives;
+    /// call [`CallbackGuard::detach`] to keep it for the token's lifetime.
+    /// A panicking callback is contained: other callbacks still run and the
+    /// token stays usable.
+    pub fn on_cancel<F>(&self, callback: F) -> CallbackGuard
+    where
+        F: FnOnce(&CancelReason) + Send + 'static,
+    {
+        self.on_cancel_cause(Box::new(move |cause: &Cause| callback(&cause.reason)))
+    }
+
+    /// [`on_cancel`](Self::on_cancel) for callbacks that also want the message.
+    pub(crate) fn on_cancel_cause(&self, callback: Callback) -> CallbackGuard {
+        match self.inner.register(Listener::Callback(callback)) {
+            Ok(key) => CallbackGuard {
+                registration: Some((self.inner.clone(), key)),
+            },
+            Err((listener, cause)) => {
+                if let Listener::Callback(callback) = listener {
+                    run_callback(callback, &cause);
+                }
+                CallbackGuard { registration: None }
+            }
+        }
+    }
+
+    /// The number of live child tokens and scopes linked to this token.
+    ///
+    /// Meant for diagnostics and tests: it returns to zero once every child
+    /// has been dropped or the token is cancelled.
+    pub fn child_count(&self) -> usize {
+        lock(&self.inner.state)
+            .listeners
+            .iter()
+            .filter(|(_, listener)| matches!(listener, Listener::Child(_)))
+            .count()
+    }
+
+    /// Links an existing token under `self`, as `child()` does for a new
+    /// one; the link lasts until the returned value is dropped.
+    pub(crate) fn attach(&self, child: &CancellationToken) -> Option<ChildLink> {
+        let link = self
+            .inner
+            .register(Listener::Child(Arc::downgrade(&child.inner)))
+            .ok()
+            .map(|key| ChildLink {
+                parent: self.inner.clone(),
+                key,
+            });
+        if let Some(cause) = self.inner.cause() {
+            child.inner.cancel(Cause {
+                reason: cause.reason.for_child(),
+                message: cause.message,
+            });
+        }
+        link
+    }
+
+    /// Registers the waker of the scope that owns this token.
+    #[inline]
+    pub(crate) fn register_owner(&self, waker: &Waker) {
+        self.inner.owner.register(waker);
+    }
+
+    /// Wakes the scope that owns this token (used when its deadline moves).
+    pub(crate) fn wake_owner(&self) {
+        self.inner.owner.wake();
+    }
+
+    /// `true` if both handles refer to the same token.
+    pub fn same_as(&self, other: &CancellationToken) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Default for CancellationToken {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for CancellationToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancellationToken")
+            .field("cancelled", &self.is_cancelled())
+            .field("reason", &self.reason())
+            .finish()
+    }
+}
+
+/// Keeps an [`on_cancel`](CancellationToken::on_cancel) callback registered;
+/// dropping it unregisters the callback if it has not run yet.
+#[must_use = "dropping the guard unregisters the callback at once; call `.detach()` to keep it"]
+pub struct CallbackGuard {
+    registration: Option<(Arc<TokenInner>, usize)>,
+}
+
+impl CallbackGuard {
+    /// Keeps the callback registered for as long as the token lives.
+    pub fn detach(mut self) {
+        self.registration = None;
+    }
+}
+
+impl Drop for CallbackGuard {
+    fn drop(&mut self) {
+        if let Some((token, key)) = self.registration.take() {
+            token.unregister(key);
+        }
+    }
+}
+
+impl fmt::Debug for CallbackGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallbackGuard")
+            .field("registered", &self.registration.is_some())
+            .finish()
+    }
+}
+
+/// Shared poll logic of the two waiting futures.
+fn poll_cancelled(
+    token: &CancellationToken,
+    key: &mut Option<usize>,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    if token.is_cancelled() {
+        return Poll::Ready(());
+    }
+    let mut state = lock(&token.inner.state);
+    if state.cause.is_some() {
+        return Poll::Ready(());
+    }
+    match key.and_then(|key| state.listeners.get_mut(key)) {
+        Some(Listener::Waker(slot)) => match slot {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => *slot = Some(cx.waker().clone()),
+        },
+        _ => {
+            *key = Some(
+                state
+                    .listeners
+                    .insert(Listener::Waker(Some(cx.waker().clone()))),
+            )
+        }
+    }
+    Poll::Pending
+}
+
+fn drop_waiter(token: &CancellationToken, key: Option<usize>) {
+    if let Some(key) = key {
+        token.inner.unregister(key);
+    }
+}
+
+/// Future returned by [`CancellationToken::cancelled`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct WaitForCancellation<'a> {
+    token: &'a CancellationToken,
+    key: Option<usize>,
+}
+
+impl Future for WaitForCancellation<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        poll_cancelled(this.token, &mut this.key, cx)
+    }
+}
+
+impl Drop for WaitForCancellation<'_> {
+    fn drop(&mut self) {
+        drop_waiter(self.token, self.key);
+    }
+}
+
+impl fmt::Debug for WaitForCancellation<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WaitForCancellation")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Future returned by [`CancellationToken::cancelled_owned`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct WaitForCancellationOwned {
+    token: CancellationToken,
+    key: Option<usize>,
+}
+
+impl Future for WaitForCancellationOwned {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        poll_cancelled(&this.token, &mut this.key, cx)
+    }
+}
+
+impl Drop for WaitForCancellationOwned {
+    fn drop(&mut self) {
+        drop_waiter(&self.token, self.key);
+    }
+}
+
+impl fmt::Debug for WaitForCancellationOwned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WaitForCancellationOwned")
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "tokio-util")]
+impl CancellationToken {
+    /// A `tokio_util` token that is cancelled when this one is.
+    ///
+    /// The link is a cancel callback on `self`: no task watches the token.
+    pub fn to_tokio_util(&self) -> tokio_util::sync::CancellationToken {
+        let linked = tokio_util::sync::CancellationToken::new();
+        let target = linked.clone();
+        self.on_cancel(move |_| target.cancel()).detach();
+        linked
+    }
+}
+
+#[cfg(feature = "tokio-util")]
+impl From<CancellationToken> for tokio_util::sync::CancellationToken {
+    fn from(token: CancellationToken) -> Self {
+        token.to_tokio_util()
+    }
+}

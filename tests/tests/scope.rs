@@ -1,0 +1,403 @@
+//! `CancelScope`: sources, poll order, nesting, deadlines, races.
+
+use std::future::pending;
+use std::time::{Duration, Instant};
+
+use cancelable::{
+    checkpoint, current_scope, current_token, CancelReason, CancelScope, CancellationToken,
+    Cancelled, OperationStatus, Source,
+};
+use cancelable_tests::{on_every_backend, sleep};
+
+/// A bound far above any honest timing on a loaded 2-core machine.
+const GENEROUS: Duration = Duration::from_secs(10);
+
+on_every_backend! {
+    async fn timeout_cancels_a_pending_body() {
+        let started = Instant::now();
+        let cancelled = CancelScope::new()
+            .name("waits")
+            .timeout(Duration::from_millis(20))
+            .run(pending::<()>())
+            .await
+            .unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Timeout);
+        assert_eq!(cancelled.operation_name(), Some("waits"));
+        assert!(cancelled.operation_id().is_some());
+        assert!(started.elapsed() >= Duration::from_millis(20), "not before the timeout");
+        assert!(started.elapsed() < GENEROUS);
+        assert!(cancelled.elapsed().unwrap() >= Duration::from_millis(20));
+        assert!(cancelled.to_string().contains("`waits`"), "{cancelled}");
+        assert!(cancelled.to_string().ends_with("timeout"), "{cancelled}");
+    }
+
+    async fn a_body_that_finishes_first_returns_ok() {
+        let output = CancelScope::new()
+            .timeout(Duration::from_secs(30))
+            .run(async {
+                sleep(Duration::from_millis(5)).await;
+                7
+            })
+            .await;
+        assert_eq!(output.unwrap(), 7);
+    }
+
+    async fn ready_body_wins_over_a_past_deadline() {
+        // Like tokio::time::timeout: the body is polled first.
+        let past = Instant::now() - Duration::from_millis(1);
+        let output = CancelScope::new().deadline(past).run(async { 1 }).await;
+        assert_eq!(output.unwrap(), 1);
+    }
+
+    async fn pending_body_under_a_past_deadline_ends_at_once() {
+        let started = Instant::now();
+        let past = Instant::now() - Duration::from_secs(1);
+        let cancelled = CancelScope::new().deadline(past).run(pending::<()>()).await.unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Timeout);
+        let zero = CancelScope::new().timeout(Duration::ZERO).run(pending::<()>()).await.unwrap_err();
+        assert_eq!(zero.reason(), &CancelReason::Timeout);
+        assert!(started.elapsed() < GENEROUS);
+    }
+
+    async fn token_source_reports_the_token_reason_and_message() {
+        let token = CancellationToken::new();
+        let remote = token.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(10));
+            remote.cancel_with(CancelReason::Condition, "disk full");
+        });
+        let cancelled = CancelScope::new().token(&token).run(pending::<()>()).await.unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Condition);
+        assert_eq!(cancelled.message(), Some("disk full"));
+        assert!(cancelled.to_string().contains("disk full"), "{cancelled}");
+    }
+
+    async fn handle_cancels_from_another_thread() {
+        let scope = CancelScope::new().name("job");
+        let handle = scope.handle();
+        assert_eq!(handle.status(), OperationStatus::Pending);
+        let remote = handle.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(10));
+            remote.cancel();
+        });
+        let cancelled = scope.run(pending::<()>()).await.unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Manual);
+        assert_eq!(handle.status(), OperationStatus::Cancelled);
+        let context = handle.context();
+        assert_eq!(context.status, OperationStatus::Cancelled);
+        assert_eq!(context.reason, Some(CancelReason::Manual));
+        assert_eq!(context.name.as_deref(), Some("job"));
+        assert!(context.ended_at.is_some());
+    }
+
+    async fn deadline_moved_earlier_while_running() {
+        let scope = CancelScope::new().timeout(Duration::from_secs(60));
+        let handle = scope.handle();
+        let started = Instant::now();
+        let mover = async {
+            sleep(Duration::from_millis(10)).await;
+            handle.set_deadline(Some(Instant::now() + Duration::from_millis(10)));
+        };
+        let (outcome, ()) = futures::join!(scope.run(pending::<()>()), mover);
+        assert_eq!(outcome.unwrap_err().reason(), &CancelReason::Timeout);
+        assert!(started.elapsed() < GENEROUS);
+    }
+
+    async fn deadline_moved_later_while_running() {
+        let scope = CancelScope::new().timeout(Duration::from_millis(30));
+        let handle = scope.handle();
+        let outcome = scope
+            .run(async {
+                // Push the deadline out, then outlive the original one.
+                handle.set_deadline(Some(Instant::now() + Duration::from_secs(60)));
+                sleep(Duration::from_millis(80)).await;
+                "done"
+            })
+            .await;
+        assert_eq!(outcome.unwrap(), "done");
+    }
+
+    async fn nested_scope_reports_parent_timeout() {
+        let outer = CancelScope::new()
+            .timeout(Duration::from_millis(20))
+            .try_run(async {
+                let inner = CancelScope::new()
+                    .timeout(Duration::from_secs(60))
+                    .run(pending::<()>())
+                    .await;
+                let inner = inner.unwrap_err();
+                assert_eq!(
+                    inner.reason(),
+                    &CancelReason::Parent(Box::new(CancelReason::Timeout))
+                );
+                assert!(inner.reason().is_timeout());
+                Err::<(), Cancelled>(inner)
+            })
+            .await;
+        // The outer scope saw its own timeout.
+        let outer = outer.unwrap_err();
+        assert!(outer.is_timeout());
+    }
+
+    async fn inner_deadline_fires_alone() {
+        let outcome = CancelScope::new()
+            .timeout(Duration::from_secs(60))
+            .run(async {
+                let inner = CancelScope::new()
+                    .timeout(Duration::from_millis(10))
+                    .run(pending::<()>())
+                    .await;
+                assert_eq!(inner.unwrap_err().reason(), &CancelReason::Timeout);
+                assert!(!current_token().unwrap().is_cancelled(), "outer scope untouched");
+                "outer goes on"
+            })
+            .await;
+        assert_eq!(outcome.unwrap(), "outer goes on");
+    }
+
+    async fn inner_scope_inherits_outer_deadline_for_checkpoints() {
+        // A busy loop in an inner scope without a deadline of its own still
+        // notices the outer deadline.
+        let outer = CancelScope::new().timeout(Duration::from_millis(20));
+        let outcome = outer
+            .run(async {
+                CancelScope::new()
+                    .try_run(async {
+                        loop {
+                            checkpoint().await?;
+                            std::hint::spin_loop();
+                        }
+                        #[allow(unreachable_code)]
+                        Ok::<(), Cancelled>(())
+                    })
+                    .await
+            })
+            .await;
+        let error = match outcome {
+            Ok(inner) => inner.unwrap_err(),
+            Err(outer) => outer,
+        };
+        assert!(error.is_timeout(), "{error}");
+    }
+
+    async fn checkpoint_leaves_a_busy_loop_after_a_timeout() {
+        let started = Instant::now();
+        let outcome = CancelScope::new()
+            .timeout(Duration::from_millis(20))
+            .try_run(async {
+                let mut iterations = 0u64;
+                loop {
+                    checkpoint().await?;
+                    iterations += 1;
+                    std::hint::black_box(iterations);
+                }
+                #[allow(unreachable_code)]
+                Ok::<u64, Cancelled>(iterations)
+            })
+            .await;
+        assert!(outcome.unwrap_err().is_timeout());
+        assert!(started.elapsed() < GENEROUS);
+    }
+
+    async fn checkpoint_outside_a_scope_never_fails() {
+        for _ in 0..10_000 {
+            checkpoint().await.unwrap();
+        }
+        assert!(current_scope().is_none());
+        assert!(current_token().is_none());
+    }
+
+    async fn cancellation_racing_completion_has_exactly_one_outcome() {
+        for round in 0..200u32 {
+            let scope = CancelScope::new();
+            let handle = scope.handle();
+            let canceller = std::thread::spawn(move || handle.cancel());
+            let outcome = scope
+                .run(async move {
+                    if round % 2 == 0 {
+                        sleep(Duration::from_micros(50)).await;
+                    }
+                    round
+                })
+                .await;
+            let cancelled_by_thread = canceller.join().unwrap();
+            match outcome {
+                Ok(value) => assert_eq!(value, round),
+                Err(cancelled) => {
+                    assert!(cancelled_by_thread);
+                    assert_eq!(cancelled.reason(), &CancelReason::Manual);
+                }
+            }
+        }
+    }
+
+    async fn body_error_after_observed_cancel_counts_as_cancelled() {
+        #[derive(Debug)]
+        struct JobError(#[allow(dead_code)] String);
+        impl From<Cancelled> for JobError {
+            fn from(cancelled: Cancelled) -> Self {
+                JobError(cancelled.to_string())
+            }
+        }
+        let scope = CancelScope::new().timeout(Duration::from_millis(5));
+        let handle = scope.handle();
+        let outcome: Result<(), JobError> = scope
+            .try_run(async {
+                loop {
+                    if checkpoint().await.is_err() {
+                        return Err(JobError("gave up".into()));
+                    }
+                    sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await;
+        assert!(outcome.is_err());
+        assert_eq!(handle.status(), OperationStatus::Cancelled);
+
+        let failing = CancelScope::new();
+        let failing_handle = failing.handle();
+        let outcome: Result<(), JobError> = failing.try_run(async { Err(JobError("own".into())) }).await;
+        assert!(outcome.is_err());
+        assert_eq!(failing_handle.status(), OperationStatus::Failed);
+    }
+
+    async fn any_of_and_all_of_compose() {
+        // all_of waits for its last member.
+        let started = Instant::now();
+        let token = CancellationToken::new();
+        token.cancel();
+        let cancelled = CancelScope::new()
+            .all_of([Source::token(&token), Source::timeout(Duration::from_millis(30))])
+            .run(pending::<()>())
+            .await
+            .unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Timeout, "the last to fire");
+        assert!(started.elapsed() >= Duration::from_millis(30));
+
+        // any_of fires with the first.
+        let token = CancellationToken::new();
+        let remote = token.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            remote.cancel();
+        });
+        let cancelled = CancelScope::new()
+            .any_of([Source::token(&token), Source::timeout(Duration::from_secs(60))])
+            .run(pending::<()>())
+            .await
+            .unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Manual);
+
+        // An empty all_of never fires.
+        let output = CancelScope::new()
+            .all_of([])
+            .run(async {
+                sleep(Duration::from_millis(5)).await;
+                1
+            })
+            .await;
+        assert_eq!(output.unwrap(), 1);
+    }
+
+    async fn tokio_util_token_is_a_source() {
+        let foreign = tokio_util::sync::CancellationToken::new();
+        let remote = foreign.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            remote.cancel();
+        });
+        let cancelled = CancelScope::new()
+            .tokio_util_token(&foreign)
+            .run(pending::<()>())
+            .await
+            .unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Manual);
+    }
+
+    async fn dropped_scope_detaches_from_its_token_sources() {
+        let token = CancellationToken::new();
+        let parent = CancellationToken::new();
+        {
+            let run = CancelScope::new().token(&token).run(pending::<()>());
+            let mut run = Box::pin(run);
+            assert!(futures::poll!(run.as_mut()).is_pending());
+            // Link a child scope to `parent` through current_token.
+            let child = CancelScope::new().token(&parent).run(pending::<()>());
+            let mut child = Box::pin(child);
+            assert!(futures::poll!(child.as_mut()).is_pending());
+        }
+        // Cancelling after the drop reaches nobody and breaks nothing.
+        assert!(token.cancel());
+        assert!(parent.cancel());
+    }
+}
+
+#[test]
+fn one_token_cancels_scopes_on_two_backends() {
+    // A tokio thread cancels a scope running on smol (and one on async-std).
+    let token = CancellationToken::new();
+    let smol_token = token.clone();
+    let smol_side = std::thread::spawn(move || {
+        smol::block_on(CancelScope::new().token(&smol_token).run(pending::<()>()))
+    });
+    let std_token = token.clone();
+    let async_std_side = std::thread::spawn(move || {
+        async_std::task::block_on(CancelScope::new().token(&std_token).run(pending::<()>()))
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            token.cancel_with(CancelReason::Manual, "from tokio");
+        })
+        .await
+        .unwrap();
+    });
+    for side in [smol_side, async_std_side] {
+        let cancelled = side.join().unwrap().unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Manual);
+        assert_eq!(cancelled.message(), Some("from tokio"));
+    }
+}
+
+#[test]
+fn tokio_paused_clock_drives_scope_timeouts() {
+    // Tokio-only by nature: the paused clock.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let started = tokio::time::Instant::now();
+        let cancelled = CancelScope::new()
+            .timeout(Duration::from_secs(3600))
+            .run(pending::<()>())
+            .await
+            .unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Timeout);
+        // Auto-advance jumped exactly to the deadline, as with tokio::time::timeout.
+        assert_eq!(started.elapsed(), Duration::from_secs(3600));
+
+        let scope = CancelScope::new().timeout(Duration::from_secs(10));
+        let run = tokio::spawn(scope.run(tokio::time::sleep(Duration::from_secs(9))));
+        assert!(
+            run.await.unwrap().is_ok(),
+            "a body finishing before the deadline wins"
+        );
+    });
+}
+
+#[test]
+fn scope_futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let run = CancelScope::new()
+        .timeout(Duration::from_secs(1))
+        .run(async { 1 });
+    assert_send(&run);
+}

@@ -1,0 +1,8 @@
+use cancelable::cancellable;
+
+#[cancellable(timeout = "0s", on_signal = "sigterm", token = tok, check_every = "1s", retries = 3)]
+fn job(n: u32) -> Option<u32> {
+    Some(n)
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use cancelable::{cancellable, Cancelled};
+
+#[cancellable(name = "")]
+async fn job() -> Result<(), Cancelled> {
+    Ok(())
+}
+
+fn main() {}
