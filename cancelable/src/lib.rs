@@ -20,7 +20,7 @@
 //!     .name("crunch")
 //!     .timeout(Duration::from_secs(5))
 //!     .token(&token)
-//!     .run(async {
+//!     .try_run(async {
 //!         let mut n = 0u64;
 //!         loop {
 //!             // Leaves the loop as soon as the scope is cancelled.
@@ -31,7 +31,7 @@
 //!         Ok::<u64, cancelable::Cancelled>(n)
 //!     })
 //!     .await;
-//! let cancelled = outcome.unwrap().unwrap_err();
+//! let cancelled = outcome.unwrap_err();
 //! assert_eq!(cancelled.reason(), &CancelReason::Manual);
 //! # });
 //! ```
@@ -214,6 +214,11 @@ pub mod __private {
         token.link(scope)
     }
 }
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 
 /// `Box<dyn Error + Send + Sync>` already converts from `Cancelled` through
 /// the standard `From<E: Error>` impl; this checks it stays so.

@@ -25,24 +25,26 @@ use crate::sync::Ordering;
 /// is aborted): a shield only defers cancellation coming from sources.
 ///
 /// ```
+/// use std::sync::atomic::{AtomicBool, Ordering};
 /// use std::time::Duration;
-/// use cancelable::{checkpoint, shield, CancelScope};
+/// use cancelable::{shield, CancelScope};
 ///
 /// # futures::executor::block_on(async {
+/// static FLUSHED: AtomicBool = AtomicBool::new(false);
 /// let outcome = CancelScope::new()
 ///     .timeout(Duration::from_millis(5))
 ///     .run(async {
-///         loop {
-///             if checkpoint().await.is_err() {
-///                 // Flush state even though the scope is cancelled.
-///                 return shield(async_io::Timer::after(Duration::from_millis(20))).await;
-///             }
-///             async_io::Timer::after(Duration::from_millis(1)).await;
-///         }
+///         // The flush outlives the timeout, yet runs to its end.
+///         shield(async {
+///             async_io::Timer::after(Duration::from_millis(20)).await;
+///             FLUSHED.store(true, Ordering::SeqCst);
+///         })
+///         .await;
+///         std::future::pending::<()>().await
 ///     })
 ///     .await;
-/// // The body finished its shielded cleanup: its output is returned.
-/// assert!(outcome.is_ok());
+/// assert!(FLUSHED.load(Ordering::SeqCst));
+/// assert!(outcome.unwrap_err().is_timeout());
 /// # });
 /// ```
 pub fn shield<F: Future>(future: F) -> Shielded<F> {

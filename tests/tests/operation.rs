@@ -226,7 +226,10 @@ fn body_panic_propagates_and_marks_the_operation_failed() {
         }))
     }));
     let payload = outcome.unwrap_err();
-    assert_eq!(payload.downcast_ref::<&str>(), Some(&"body panics on purpose"));
+    assert_eq!(
+        payload.downcast_ref::<&str>(),
+        Some(&"body panics on purpose")
+    );
     assert_eq!(handle.status(), OperationStatus::Failed);
     // The thread's current scope was restored despite the panic.
     assert!(current_scope().is_none());
