@@ -1,16 +1,21 @@
 //! Synchronisation primitives, swapped for loom's model-checked ones under
 //! `--cfg cancelable_loom` so the token's state machine can be explored.
+//!
+//! `Arc`/`Weak` stay std's in both builds (loom has no `Weak`); the locks
+//! and atomics that carry the token's state are loom's under the model.
+
+pub(crate) use std::sync::{Arc, Weak};
 
 #[cfg(cancelable_loom)]
 pub(crate) use loom::sync::{
     atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
-    Arc, Mutex, MutexGuard, Weak,
+    Mutex, MutexGuard,
 };
 
 #[cfg(not(cancelable_loom))]
 pub(crate) use std::sync::{
     atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
-    Arc, Mutex, MutexGuard, Weak,
+    Mutex, MutexGuard,
 };
 
 /// Locks `mutex`, ignoring poisoning.

@@ -1,0 +1,143 @@
+//! Model checking of the token's state machine with loom.
+//!
+//! Run with `RUSTFLAGS="--cfg cancelable_loom" cargo test -p cancelable --release --test loom`
+//! (a project-specific cfg: plain `--cfg loom` breaks dependencies of
+//! async-io). Every interleaving of the threads below is explored, up to
+//! `LOOM_MAX_PREEMPTIONS` preemptions.
+#![cfg(cancelable_loom)]
+
+use cancelable::{CancelReason, CancellationToken};
+use loom::thread;
+
+#[test]
+fn concurrent_cancels_record_exactly_one_reason() {
+    loom::model(|| {
+        let token = CancellationToken::new();
+        let other = token.clone();
+        let racer = thread::spawn(move || other.cancel_with(CancelReason::Timeout, "timer"));
+        let mine = token.cancel_with(CancelReason::Condition, "predicate");
+        let theirs = racer.join().unwrap();
+        assert!(mine ^ theirs, "exactly one cancel wins");
+        let expected = if theirs {
+            (CancelReason::Timeout, "timer")
+        } else {
+            (CancelReason::Condition, "predicate")
+        };
+        assert_eq!(token.reason(), Some(expected.0));
+        assert_eq!(token.message().as_deref(), Some(expected.1));
+    });
+}
+
+#[test]
+fn a_waiter_is_never_lost() {
+    loom::model(|| {
+        let token = CancellationToken::new();
+        let other = token.clone();
+        let canceller = thread::spawn(move || {
+            other.cancel();
+        });
+        loom::future::block_on(token.cancelled());
+        assert!(token.is_cancelled());
+        canceller.join().unwrap();
+    });
+}
+
+#[test]
+fn a_child_created_during_cancel_is_cancelled() {
+    loom::model(|| {
+        let parent = CancellationToken::new();
+        let other = parent.clone();
+        let canceller = thread::spawn(move || {
+            other.cancel();
+        });
+        let child = parent.child();
+        canceller.join().unwrap();
+        assert!(child.is_cancelled());
+        assert_eq!(
+            child.reason(),
+            Some(CancelReason::Parent(Box::new(CancelReason::Manual)))
+        );
+    });
+}
+
+#[test]
+fn a_child_dropped_during_cancel_leaves_no_entry() {
+    loom::model(|| {
+        let parent = CancellationToken::new();
+        let child = parent.child();
+        let dropper = thread::spawn(move || drop(child));
+        parent.cancel();
+        dropper.join().unwrap();
+        assert_eq!(parent.child_count(), 0);
+    });
+}
+
+#[test]
+fn a_child_dropped_without_cancel_detaches() {
+    loom::model(|| {
+        let parent = CancellationToken::new();
+        let first = parent.child();
+        let second = parent.child();
+        let dropper = thread::spawn(move || drop(first));
+        drop(second);
+        dropper.join().unwrap();
+        assert_eq!(parent.child_count(), 0);
+        assert!(!parent.is_cancelled());
+    });
+}
+
+#[test]
+fn a_callback_registered_during_cancel_runs_exactly_once() {
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    use loom::sync::Arc;
+    loom::model(|| {
+        let token = CancellationToken::new();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let other = token.clone();
+        let canceller = thread::spawn(move || {
+            other.cancel();
+        });
+        let counted = calls.clone();
+        token
+            .on_cancel(move |_| {
+                counted.fetch_add(1, Ordering::SeqCst);
+            })
+            .detach();
+        canceller.join().unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    });
+}
+
+#[test]
+fn cancel_child_creation_child_drop_and_waiting_all_at_once() {
+    loom::model(|| {
+        let parent = CancellationToken::new();
+        let doomed = parent.child();
+        let canceller = {
+            let parent = parent.clone();
+            thread::spawn(move || parent.cancel_with(CancelReason::Timeout, ""))
+        };
+        let waiter = {
+            let parent = parent.clone();
+            thread::spawn(move || {
+                let child = parent.child();
+                loom::future::block_on(child.cancelled());
+                child.reason()
+            })
+        };
+        drop(doomed);
+        let won = parent.cancel();
+        let timer_won = canceller.join().unwrap();
+        assert!(won ^ timer_won);
+        let root = if timer_won {
+            CancelReason::Timeout
+        } else {
+            CancelReason::Manual
+        };
+        assert_eq!(
+            waiter.join().unwrap(),
+            Some(CancelReason::Parent(Box::new(root)))
+        );
+        assert_eq!(parent.child_count(), 0);
+    });
+}
