@@ -154,3 +154,19 @@ macro_rules! on_every_backend {
         )*
     };
 }
+
+/// Pends exactly once, waking itself first: the smallest body that makes
+/// a scope arm its timers and sources.
+pub async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}

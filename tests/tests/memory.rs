@@ -1,0 +1,117 @@
+//! Memory returns to its baseline after a million create/drop cycles.
+//!
+//! A counting global allocator measures live heap bytes. This binary holds
+//! a single test so that no other test allocates concurrently.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::future::pending;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::Duration;
+
+use cancelable::{CancelScope, CancellationToken, Source};
+
+struct Counting;
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged and only
+// counts the sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live() -> isize {
+    LIVE_BYTES.load(Ordering::SeqCst)
+}
+
+/// Slack for allocator-internal caches of the runtimes (thread-local
+/// buffers and the like); a leak of even a few bytes per cycle over a
+/// million cycles would be megabytes.
+const SLACK: isize = 64 * 1024;
+
+const TOKEN_CYCLES: usize = 1_000_000;
+const SCOPE_CYCLES: usize = 50_000;
+
+fn token_cycles(parent: &CancellationToken, cycles: usize) {
+    for i in 0..cycles {
+        let child = parent.child();
+        if i % 2 == 0 {
+            let grandchild = child.child();
+            grandchild.cancel();
+        }
+        let guard = child.on_cancel(|_| {});
+        drop(guard);
+    }
+}
+
+async fn scope_cycles(parent: &CancellationToken, cycles: usize) {
+    for i in 0..cycles {
+        let scope = CancelScope::new()
+            .name("cycle")
+            .timeout(Duration::from_secs(5))
+            .token(parent);
+        if i % 2 == 0 {
+            // Pends once, then completes.
+            scope.run(cancelable_tests::yield_once()).await.unwrap();
+        } else {
+            // Cancelled by a source that fires at once.
+            let _ = scope
+                .source(Source::timeout(Duration::ZERO))
+                .run(pending::<()>())
+                .await;
+        }
+    }
+}
+
+#[test]
+fn memory_returns_to_baseline() {
+    // Tokens: a million child create/drop cycles.
+    let parent = CancellationToken::new();
+    token_cycles(&parent, 1_000);
+    let baseline = live();
+    token_cycles(&parent, TOKEN_CYCLES);
+    let grown = live() - baseline;
+    assert!(grown <= SLACK, "token cycles leaked {grown} bytes");
+    assert_eq!(parent.child_count(), 0);
+
+    // Scopes, on each backend in turn (sequentially: one allocation counter).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(scope_cycles(&parent, 1_000));
+    let baseline = live();
+    runtime.block_on(scope_cycles(&parent, SCOPE_CYCLES));
+    let grown = live() - baseline;
+    assert!(grown <= SLACK, "scope cycles on tokio leaked {grown} bytes");
+    drop(runtime);
+
+    smol::block_on(scope_cycles(&parent, 1_000));
+    let baseline = live();
+    smol::block_on(scope_cycles(&parent, SCOPE_CYCLES));
+    let grown = live() - baseline;
+    assert!(grown <= SLACK, "scope cycles on smol leaked {grown} bytes");
+
+    futures::executor::block_on(scope_cycles(&parent, 1_000));
+    let baseline = live();
+    futures::executor::block_on(scope_cycles(&parent, SCOPE_CYCLES));
+    let grown = live() - baseline;
+    assert!(
+        grown <= SLACK,
+        "scope cycles on block_on leaked {grown} bytes"
+    );
+    assert_eq!(parent.child_count(), 0);
+}
