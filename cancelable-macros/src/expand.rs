@@ -79,21 +79,49 @@ pub(crate) fn expand(config: &Config, function: ItemFn) -> TokenStream {
     let condition = config.condition.as_ref().map(|(predicate, every)| {
         let every = match every {
             Some(every) => duration(every),
-            None => duration(&DurationArg::Literal(DEFAULT_CHECK_EVERY, Span::call_site())),
+            None => duration(&DurationArg::Literal(
+                DEFAULT_CHECK_EVERY,
+                Span::call_site(),
+            )),
         };
         quote!(let #scope = #scope.condition(#predicate, #every);)
     });
 
-    // The declared return type, `impl Trait` erased, tells the compiler the body's
-    // type before it checks the body, so type errors land on the user's lines.
-    let anchor = erase_impl_trait(config.ret.clone());
-    let ret_span = match &sig.output {
-        ReturnType::Type(_, ty) => span_of(ty),
-        ReturnType::Default => call_site,
+    // Tokens spanned at the first and the last token of the declared return type:
+    // an expression that starts with one and ends with the other underlines the
+    // whole type. Compiler errors about the function's result land there.
+    let (first, last) = match &sig.output {
+        ReturnType::Type(_, ty) => first_last_spans(ty.to_token_stream()),
+        ReturnType::Default => (call_site, call_site),
     };
-    let run_span = Span::mixed_site().located_at(ret_span);
-    let private_run = private(run_span);
-    let run = quote_spanned!(run_span=> #private_run::run(#scope, #future).await);
+    let (first, last) = (
+        Span::mixed_site().located_at(first),
+        Span::mixed_site().located_at(last),
+    );
+
+    // The declared return type (`impl Trait` erased to `_`) gives the body's type
+    // to the compiler before it checks the body, so type errors in the body point
+    // at the user's lines, with "return type inferred here" on the return type.
+    let anchor = erase_impl_trait(config.ret.clone());
+    let ret_here = Ident::new("__cancelable_ret", first);
+    let fake_return = quote_spanned! {first=>
+        if let ::core::option::Option::Some(#ret) = ::core::option::Option::None::<#anchor> {
+            return #ret_here;
+        }
+    };
+
+    // `run(scope, identity(body)).await`: the argument spans the whole return type,
+    // so an unsatisfied `CancellableResult` bound (e.g. `io::Result`) underlines it.
+    let private_run = private(first);
+    let scope_arg = Ident::new("__cancelable_scope", first);
+    let mut body_arg = Group::new(
+        Delimiter::Parenthesis,
+        Ident::new("__cancelable_body", first).into_token_stream(),
+    );
+    body_arg.set_span(last);
+    let run = quote_spanned! {first=>
+        #private_run::run(#scope_arg, ::core::convert::identity #body_arg).await
+    };
 
     let mut body_group = Group::new(Delimiter::Brace, body);
     body_group.set_span(brace_span);
@@ -108,11 +136,7 @@ pub(crate) fn expand(config: &Config, function: ItemFn) -> TokenStream {
             #token
             #condition
             let #future = async move {
-                if let ::core::option::Option::Some(#ret) =
-                    ::core::option::Option::None::<#anchor>
-                {
-                    return #ret;
-                }
+                #fake_return
                 #body_group
             };
             #run
@@ -141,7 +165,7 @@ fn duration(arg: &DurationArg) -> TokenStream {
 fn erase_impl_trait(ty: Type) -> Type {
     match ty {
         Type::ImplTrait(impl_trait) => Type::Infer(syn::TypeInfer {
-            underscore_token: syn::Token![_](span_of(&impl_trait)),
+            underscore_token: syn::Token![_](impl_trait.impl_token.span),
         }),
         Type::Group(mut group) => {
             *group.elem = erase_impl_trait(*group.elem);
@@ -187,9 +211,11 @@ fn erase_impl_trait(ty: Type) -> Type {
     }
 }
 
-/// The span of a whole type (its first token's span where joining is unavailable).
-fn span_of<T: ToTokens>(tokens: &T) -> Span {
-    syn::spanned::Spanned::span(&tokens.to_token_stream())
+/// The spans of the first and the last token of a stream.
+fn first_last_spans(tokens: TokenStream) -> (Span, Span) {
+    let mut spans = tokens.into_iter().map(|tt| tt.span());
+    let first = spans.next().unwrap_or_else(Span::call_site);
+    (first, spans.last().unwrap_or(first))
 }
 
 /// Re-spans every token of `tokens` at `span`.

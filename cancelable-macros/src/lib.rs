@@ -77,6 +77,9 @@ use proc_macro::TokenStream;
 /// | `name = "job"` | the operation's name in reasons and logs (default: the function's name) |
 /// | `crate = "path"` | where the `cancelable` crate is, if you renamed or re-exported it |
 ///
+/// With `#[tokio::main]` or `#[tokio::test]`, put `#[cancellable]` above it, so that
+/// it sees the `async fn` before tokio makes it sync.
+///
 /// # Errors at compile time
 ///
 /// The attribute rejects, on the offending tokens: a function that is not `async`;

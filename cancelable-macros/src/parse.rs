@@ -47,7 +47,7 @@ impl Errors {
 }
 
 /// A duration argument: a literal checked at compile time, or a `Duration` expression.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) enum DurationArg {
     Literal(Duration, Span),
     Expr(Box<Expr>),
@@ -229,12 +229,17 @@ fn unknown_key_message(key: &str) -> String {
     let hint = KEYS
         .iter()
         .find(|valid| is_close(key, valid))
-        .map(|valid| format!("did you mean `{valid}`? "))
-        .unwrap_or_default();
-    format!(
-        "unknown argument `{key}`; {hint}the arguments of `#[cancellable]` are {}",
-        key_list()
-    )
+        .map(|valid| format!("did you mean `{valid}`? "));
+    match hint {
+        Some(hint) => format!(
+            "unknown argument `{key}`; {hint}(the arguments of `#[cancellable]` are {})",
+            key_list()
+        ),
+        None => format!(
+            "unknown argument `{key}`; the arguments of `#[cancellable]` are {}",
+            key_list()
+        ),
+    }
 }
 
 /// Whether an unknown key is probably a misspelling of `valid`.
@@ -250,7 +255,6 @@ fn is_close(key: &str, valid: &str) -> bool {
     };
     aliases.contains(&key.as_str()) || edit_distance(&key, valid) <= 2
 }
-
 
 /// Strips the invisible groups that `macro_rules!` puts around `$e:expr`.
 fn unwrap_expr(mut expr: Expr) -> Expr {

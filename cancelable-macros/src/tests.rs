@@ -87,7 +87,10 @@ fn zero_duration_is_rejected() {
     assert!(timeout.contains("zero `timeout`"), "{timeout}");
     assert!(timeout.contains("\"5s\""), "{timeout}");
     let every = parse_duration("0ms", "check_every").unwrap_err();
-    assert!(every.contains("`check_every` must be a positive duration"), "{every}");
+    assert!(
+        every.contains("`check_every` must be a positive duration"),
+        "{every}"
+    );
 }
 
 #[test]
@@ -146,13 +149,19 @@ fn signal_hints() {
         ("ctrl-c", "SIGINT"),
     ] {
         let err = hint(text);
-        assert!(err.contains(&format!("did you mean `{name}`?")), "{text}: {err}");
+        assert!(
+            err.contains(&format!("did you mean `{name}`?")),
+            "{text}: {err}"
+        );
     }
     for text in ["SIGKILL", "sigkill", "STOP"] {
         assert!(hint(text).contains("cannot be caught"), "{text}");
     }
     let err = hint("SIGWINCH");
-    assert!(err.contains("expected one of \"SIGINT\", \"SIGTERM\""), "{err}");
+    assert!(
+        err.contains("expected one of \"SIGINT\", \"SIGTERM\""),
+        "{err}"
+    );
     assert!(hint("").contains("expected one of"));
 }
 
@@ -183,7 +192,10 @@ fn every_argument() {
     assert_eq!(args.token.unwrap().0, "tok");
     let condition = args.condition.unwrap().0;
     assert_eq!(quote!(#condition).to_string(), "stop_requested");
-    assert_eq!(literal(&args.check_every.unwrap().0), Duration::from_millis(250));
+    assert_eq!(
+        literal(&args.check_every.unwrap().0),
+        Duration::from_millis(250)
+    );
     assert_eq!(args.name.unwrap().0.value(), "job");
     let krate = args.krate.unwrap().0;
     assert_eq!(quote!(#krate).to_string(), "my_cancelable");
@@ -225,7 +237,10 @@ fn wrong_value_types() {
     let err = one_error(arg_errors(quote!(token = self.token)));
     assert!(err.contains("name of a parameter"), "{err}");
     let err = one_error(arg_errors(quote!(condition = true)));
-    assert!(err.contains("function or closure returning `bool`"), "{err}");
+    assert!(
+        err.contains("function or closure returning `bool`"),
+        "{err}"
+    );
     let err = one_error(arg_errors(quote!(name = job)));
     assert!(err.contains("`name` takes a string literal"), "{err}");
     let err = one_error(arg_errors(quote!(name = "  ")));
@@ -240,7 +255,9 @@ fn wrong_value_types() {
 fn signal_lists() {
     let err = one_error(arg_errors(quote!(on_signal = [])));
     assert!(err.contains("`on_signal` lists no signal"), "{err}");
-    let err = one_error(arg_errors(quote!(on_signal = ["SIGINT", "SIGTERM", "SIGINT"])));
+    let err = one_error(arg_errors(quote!(
+        on_signal = ["SIGINT", "SIGTERM", "SIGINT"]
+    )));
     assert!(err.contains("`SIGINT` is listed more than once"), "{err}");
     let errors = arg_errors(quote!(on_signal = ["sigint", "SIGKILL", 3]));
     assert_eq!(errors.len(), 3, "{errors:#?}");
@@ -261,7 +278,10 @@ fn unknown_and_duplicate_arguments() {
     let err = one_error(arg_errors(quote!(timout = "5s")));
     assert!(err.contains("did you mean `timeout`?"), "{err}");
     let err = one_error(arg_errors(quote!(timeout = "5s", timeout = "6s")));
-    assert_eq!(err, "`timeout` is set more than once; keep one `timeout = ...`");
+    assert_eq!(
+        err,
+        "`timeout` is set more than once; keep one `timeout = ...`"
+    );
     // A duplicate is reported even when the first value was invalid.
     let errors = arg_errors(quote!(timeout = "0s", timeout = "6s"));
     assert_eq!(errors.len(), 2, "{errors:#?}");
@@ -283,7 +303,10 @@ fn syntax_errors_recover_at_the_next_comma() {
     let errors = arg_errors(quote!(timeout = , name = "x" "y", on_signal = "SIGINT", 42));
     assert_eq!(errors.len(), 3, "{errors:#?}");
     let errors = arg_errors(quote!(timeout = "1s" name = "x"));
-    assert!(errors.iter().any(|e| e.contains("expected `,`")), "{errors:#?}");
+    assert!(
+        errors.iter().any(|e| e.contains("expected `,`")),
+        "{errors:#?}"
+    );
 }
 
 #[test]
@@ -303,7 +326,14 @@ fn all_errors_of_an_attribute_at_once() {
 
 #[test]
 fn function_must_be_async() {
-    let err = one_error(macro_errors(quote!(), quote!(fn job() -> Result<(), E> { Ok(()) })));
+    let err = one_error(macro_errors(
+        quote!(),
+        quote!(
+            fn job() -> Result<(), E> {
+                Ok(())
+            }
+        ),
+    ));
     assert_eq!(
         err,
         "`#[cancellable]` can only be applied to an `async fn`; write `async fn job`"
@@ -311,15 +341,70 @@ fn function_must_be_async() {
 }
 
 #[test]
+fn sync_fn_from_tokio_attributes_gets_a_hint() {
+    for item in [
+        quote!(
+            fn main() -> Result<(), E> {
+                Ok(())
+            }
+        ),
+        quote!(
+            #[::core::prelude::v1::test]
+            fn check() -> Result<(), E> {
+                Ok(())
+            }
+        ),
+    ] {
+        let err = one_error(macro_errors(quote!(), item));
+        assert!(err.contains("move `#[cancellable]` above it"), "{err}");
+    }
+}
+
+#[test]
 fn return_type_must_be_a_result() {
     let cases = [
-        (quote!(async fn f() {}), "`f` returns `()`"),
-        (quote!(async fn f() -> () {}), "`()` cannot carry the cancellation"),
-        (quote!(async fn f() -> (u8, u8) {}), "the tuple `(u8, u8)`"),
-        (quote!(async fn f() -> Option<u8> {}), "`Option<u8>` cannot"),
-        (quote!(async fn f() -> &'static str {}), "the reference `&'static str`"),
-        (quote!(async fn f() -> impl Display {}), "`impl Display` cannot"),
-        (quote!(async fn f() -> u32 {}), "e.g. `-> Result<u32, cancelable::Cancelled>`"),
+        (
+            quote!(
+                async fn f() {}
+            ),
+            "`f` returns `()`",
+        ),
+        (
+            quote!(
+                async fn f() -> () {}
+            ),
+            "`()` cannot carry the cancellation",
+        ),
+        (
+            quote!(
+                async fn f() -> (u8, u8) {}
+            ),
+            "the tuple `(u8, u8)`",
+        ),
+        (
+            quote!(
+                async fn f() -> Option<u8> {}
+            ),
+            "`Option<u8>` cannot",
+        ),
+        (
+            quote!(
+                async fn f() -> &'static str {}
+            ),
+            "the reference `&'static str`",
+        ),
+        (
+            quote!(
+                async fn f() -> impl Display {}
+            ),
+            "`impl Display` cannot",
+        ),
+        (
+            quote!(
+                async fn f() -> u32 {}
+            ),
+            "e.g. `-> Result<u32, cancelable::Cancelled>`",
+        ),
     ];
     for (item, expected) in cases {
         let err = one_error(macro_errors(quote!(), item.clone()));
@@ -345,7 +430,11 @@ fn return_type_must_be_a_result() {
 fn token_must_name_a_parameter() {
     let err = one_error(macro_errors(
         quote!(token = tk),
-        quote!(async fn job(tok: Token, (a, b): (u8, u8)) -> Result<(), E> { Ok(()) }),
+        quote!(
+            async fn job(tok: Token, (a, b): (u8, u8)) -> Result<(), E> {
+                Ok(())
+            }
+        ),
     ));
     assert_eq!(
         err,
@@ -354,13 +443,38 @@ fn token_must_name_a_parameter() {
     );
     let err = one_error(macro_errors(
         quote!(token = tok),
-        quote!(async fn job() -> Result<(), E> { Ok(()) }),
+        quote!(
+            async fn job() -> Result<(), E> {
+                Ok(())
+            }
+        ),
     ));
     assert!(err.contains("`job` has none"), "{err}");
     for (token, item) in [
-        (quote!(self), quote!(async fn job(self) -> Result<(), E> { Ok(()) })),
-        (quote!(t), quote!(async fn job(&self, Wrapper { t, .. }: W) -> Result<(), E> { Ok(()) })),
-        (quote!(t), quote!(async fn job(mut t: Token) -> Result<(), E> { Ok(()) })),
+        (
+            quote!(self),
+            quote!(
+                async fn job(self) -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        ),
+        (
+            quote!(t),
+            quote!(
+                async fn job(&self, Wrapper { t, .. }: W) -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        ),
+        (
+            quote!(t),
+            quote!(
+                async fn job(mut t: Token) -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        ),
     ] {
         expand_ok(quote!(token = #token), item);
     }
@@ -370,13 +484,24 @@ fn token_must_name_a_parameter() {
 fn check_every_needs_condition() {
     let err = one_error(macro_errors(
         quote!(check_every = "1s"),
-        quote!(async fn job() -> Result<(), E> { Ok(()) }),
+        quote!(
+            async fn job() -> Result<(), E> {
+                Ok(())
+            }
+        ),
     ));
-    assert!(err.starts_with("`check_every` sets how often `condition` is checked"), "{err}");
+    assert!(
+        err.starts_with("`check_every` sets how often `condition` is checked"),
+        "{err}"
+    );
     // Also when `check_every` itself is invalid: both problems are reported.
     let errors = macro_errors(
         quote!(check_every = "0s"),
-        quote!(async fn job() -> Result<(), E> { Ok(()) }),
+        quote!(
+            async fn job() -> Result<(), E> {
+                Ok(())
+            }
+        ),
     );
     assert_eq!(errors.len(), 2, "{errors:#?}");
 }
@@ -385,7 +510,11 @@ fn check_every_needs_condition() {
 fn errors_of_arguments_and_function_together() {
     let errors = macro_errors(
         quote!(timeout = "0s", token = nope, check_every = "1s", bogus = 1),
-        quote!(fn job(tok: Token) -> Option<u8> { None }),
+        quote!(
+            fn job(tok: Token) -> Option<u8> {
+                None
+            }
+        ),
     );
     assert_eq!(errors.len(), 6, "{errors:#?}");
 }
@@ -395,7 +524,9 @@ fn the_function_is_emitted_unchanged_next_to_errors() {
     let item = quote!(
         /// Docs.
         #[inline]
-        pub fn job(tok: Token) -> Option<u8> { None }
+        pub fn job(tok: Token) -> Option<u8> {
+            None
+        }
     );
     let out = crate::expand::cancellable(quote!(timeout = "0s"), item.clone()).to_string();
     assert!(out.ends_with(&item.to_string()), "{out}");
@@ -404,19 +535,57 @@ fn the_function_is_emitted_unchanged_next_to_errors() {
 #[test]
 fn not_a_function() {
     let cases = [
-        (quote!(struct S;), "not to a struct"),
-        (quote!(enum E { A }), "not to an enum"),
+        (
+            quote!(
+                struct S;
+            ),
+            "not to a struct",
+        ),
+        (
+            quote!(
+                enum E {
+                    A,
+                }
+            ),
+            "not to an enum",
+        ),
         (quote!(impl S { async fn f() {} }), "not to an `impl` block"),
-        (quote!(trait T {}), "not to a trait"),
-        (quote!(const C: u8 = 1;), "not to a constant"),
-        (quote!(mod m {}), "not to a module"),
-        (quote!(async fn f(&self) -> Result<(), E>;), "needs the function's body"),
+        (
+            quote!(
+                trait T {}
+            ),
+            "not to a trait",
+        ),
+        (
+            quote!(
+                const C: u8 = 1;
+            ),
+            "not to a constant",
+        ),
+        (
+            quote!(
+                mod m {}
+            ),
+            "not to a module",
+        ),
+        (
+            quote!(
+                async fn f(&self) -> Result<(), E>;
+            ),
+            "needs the function's body",
+        ),
     ];
     for (item, expected) in cases {
         let err = one_error(macro_errors(quote!(), item.clone()));
         assert!(err.contains(expected), "{item}: {err}");
     }
-    let out = crate::expand::cancellable(quote!(), quote!(struct S;)).to_string();
+    let out = crate::expand::cancellable(
+        quote!(),
+        quote!(
+            struct S;
+        ),
+    )
+    .to_string();
     assert!(out.ends_with("struct S ;"), "{out}");
 }
 
@@ -467,7 +636,11 @@ fn expansion_of_every_argument() {
             check_every = "250ms",
             name = "the job"
         ),
-        quote!(async fn job(tok: Token) -> Result<u32, E> { Ok(1) }),
+        quote!(
+            async fn job(tok: Token) -> Result<u32, E> {
+                Ok(1)
+            }
+        ),
     );
     let block = &expanded.block;
     let body = quote!(#block).to_string();
@@ -482,7 +655,7 @@ fn expansion_of_every_argument() {
          :: core :: time :: Duration :: new (0u64 , 250000000u32)) ;",
         "let __cancelable_body = async move { if let :: core :: option :: Option :: Some (__cancelable_ret) \
          = :: core :: option :: Option :: None :: < Result < u32 , E > > { return __cancelable_ret ; } { Ok (1) } } ;",
-        ":: cancelable :: __private :: run (__cancelable_scope , __cancelable_body) . await }",
+        ":: cancelable :: __private :: run (__cancelable_scope , :: core :: convert :: identity (__cancelable_body)) . await }",
     ] {
         assert!(body.contains(expected), "missing {expected}\nin {body}");
     }
@@ -493,37 +666,75 @@ fn expansion_details() {
     // Default check period.
     let body = expand_ok(
         quote!(condition = || true),
-        quote!(async fn job() -> Result<(), E> { Ok(()) }),
+        quote!(
+            async fn job() -> Result<(), E> {
+                Ok(())
+            }
+        ),
     )
     .block;
     let body = quote!(#body).to_string();
-    assert!(body.contains("Duration :: new (0u64 , 100000000u32)"), "{body}");
+    assert!(
+        body.contains("Duration :: new (0u64 , 100000000u32)"),
+        "{body}"
+    );
     // Duration expressions are used as written.
     let body = expand_ok(
         quote!(timeout = self.limit),
-        quote!(async fn job(&self) -> Result<(), E> { Ok(()) }),
+        quote!(
+            async fn job(&self) -> Result<(), E> {
+                Ok(())
+            }
+        ),
     )
     .block;
-    assert!(quote!(#body).to_string().contains(". timeout (self . limit)"));
+    assert!(quote!(#body)
+        .to_string()
+        .contains(". timeout (self . limit)"));
     // The crate path override.
     let body = expand_ok(
         quote!(crate = "::deps::cancel"),
-        quote!(async fn job() -> Result<(), E> { Ok(()) }),
+        quote!(
+            async fn job() -> Result<(), E> {
+                Ok(())
+            }
+        ),
     )
     .block;
     let body = quote!(#body).to_string();
-    assert!(body.contains(":: deps :: cancel :: __private :: CancelScope"), "{body}");
-    assert!(body.contains(":: deps :: cancel :: __private :: run"), "{body}");
+    assert!(
+        body.contains(":: deps :: cancel :: __private :: CancelScope"),
+        "{body}"
+    );
+    assert!(
+        body.contains(":: deps :: cancel :: __private :: run"),
+        "{body}"
+    );
     assert!(!body.contains(":: cancelable ::"), "{body}");
     // A raw identifier names the scope without `r#`.
-    let body = expand_ok(quote!(), quote!(async fn r#type() -> Result<(), E> { Ok(()) })).block;
+    let body = expand_ok(
+        quote!(),
+        quote!(
+            async fn r#type() -> Result<(), E> {
+                Ok(())
+            }
+        ),
+    )
+    .block;
     assert!(quote!(#body).to_string().contains(". name (\"type\")"));
     // `impl Trait` in the return type is erased in the type anchor.
     let body = expand_ok(
         quote!(),
-        quote!(async fn job() -> Result<Vec<impl Display>, E> { Ok(vec![]) }),
+        quote!(
+            async fn job() -> Result<Vec<impl Display>, E> {
+                Ok(vec![])
+            }
+        ),
     )
     .block;
     let body = quote!(#body).to_string();
-    assert!(body.contains("None :: < Result < Vec < _ > , E > >"), "{body}");
+    assert!(
+        body.contains("None :: < Result < Vec < _ > , E > >"),
+        "{body}"
+    );
 }

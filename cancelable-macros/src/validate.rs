@@ -32,13 +32,27 @@ const RETURN_RULE: &str =
 pub(crate) fn build(args: Args, item: &ItemFn, errors: &mut Errors) -> Option<Config> {
     let sig = &item.sig;
     if sig.asyncness.is_none() {
-        errors.push(syn::Error::new_spanned(
-            sig.fn_token,
+        // `#[tokio::main]` / `#[tokio::test]` above `#[cancellable]` expand first and
+        // hand it a sync `fn main` or a `#[test] fn`.
+        let made_sync = sig.ident == "main"
+            || item.attrs.iter().any(|attr| {
+                attr.path()
+                    .segments
+                    .last()
+                    .is_some_and(|segment| segment.ident == "test")
+            });
+        let message = if made_sync {
+            "`#[cancellable]` can only be applied to an `async fn`; if `#[tokio::main]`, \
+             `#[tokio::test]` or a similar attribute is above `#[cancellable]`, it has already \
+             made the function sync: move `#[cancellable]` above it"
+                .to_owned()
+        } else {
             format!(
                 "`#[cancellable]` can only be applied to an `async fn`; write `async fn {}`",
                 sig.ident
-            ),
-        ));
+            )
+        };
+        errors.push(syn::Error::new_spanned(sig.fn_token, message));
     }
     let ret = check_return(sig).map_err(|err| errors.push(err)).ok();
 

@@ -22,7 +22,7 @@ pub(crate) fn parse_duration(text: &str, what: &str) -> Result<Duration, String>
         };
         return Err(format!(
             "`{unit}` is a calendar unit with no fixed length{hint}; write the duration in \
-             fixed units, e.g. {DURATION_EXAMPLES} or \"30days\""
+             fixed units, e.g. \"30days\", \"12h\" or \"1m30s\""
         ));
     }
     if duration.is_zero() {
@@ -70,9 +70,7 @@ fn describe(text: &str, err: &humantime::DurationError) -> String {
             }
             _ => format!("expected a number at byte {at}"),
         },
-        E::NumberOverflow => {
-            "the duration is too large or finer than a nanosecond".to_owned()
-        }
+        E::NumberOverflow => "the duration is too large or finer than a nanosecond".to_owned(),
     };
     format!(
         "invalid duration {:?}: {problem}; write a duration like {DURATION_EXAMPLES}",

@@ -165,6 +165,10 @@ pub mod __private {
         fn is_err(&self) -> bool;
     }
 
+    // Without this, an unsatisfied `E: From<Cancelled>` is reported as a
+    // plain E0277 listing unrelated `From` impls, and the message above is
+    // never shown.
+    #[diagnostic::do_not_recommend]
     impl<T, E: From<Cancelled>> CancellableResult for Result<T, E> {
         fn from_cancelled(cancelled: Cancelled) -> Self {
             Err(E::from(cancelled))

@@ -362,10 +362,7 @@ impl CancelScope {
         F: Future<Output = Result<T, E>>,
         E: From<Cancelled>,
     {
-        TryRun {
-            body,
-            driver: Driver::new(self),
-        }
+        TryRun::new(self, body)
     }
 }
 
@@ -725,41 +722,51 @@ impl<F> fmt::Debug for Run<F> {
 pin_project! {
     /// The future returned by [`CancelScope::try_run`].
     #[must_use = "futures do nothing unless awaited"]
-    pub struct TryRun<F> {
+    pub struct TryRun<F>
+    where
+        F: Future,
+    {
         #[pin]
         body: F,
         driver: Driver,
+        // How to turn a cancellation into the body's output, and whether an
+        // output is a failure: stored so that the `Future` impl needs no
+        // bound of its own (a bound there would report a wrong return type
+        // of `#[cancellable]` twice).
+        from_cancelled: fn(Cancelled) -> F::Output,
+        is_err: fn(&F::Output) -> bool,
     }
 }
 
-impl<F> TryRun<F> {
+impl<F: Future> TryRun<F>
+where
+    F::Output: crate::__private::CancellableResult,
+{
     pub(crate) fn new(scope: CancelScope, body: F) -> Self {
+        use crate::__private::CancellableResult;
         TryRun {
             body,
             driver: Driver::new(scope),
+            from_cancelled: F::Output::from_cancelled,
+            is_err: F::Output::is_err,
         }
     }
 }
 
-impl<F> Future for TryRun<F>
-where
-    F: Future,
-    F::Output: crate::__private::CancellableResult,
-{
+impl<F: Future> Future for TryRun<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        use crate::__private::CancellableResult;
         let this = self.project();
-        match this.driver.poll(this.body, cx, CancellableResult::is_err) {
+        match this.driver.poll(this.body, cx, *this.is_err) {
             Poll::Ready(Ok(output)) => Poll::Ready(output),
-            Poll::Ready(Err(cancelled)) => Poll::Ready(F::Output::from_cancelled(cancelled)),
+            Poll::Ready(Err(cancelled)) => Poll::Ready((this.from_cancelled)(cancelled)),
             Poll::Pending => Poll::Pending,
         }
     }
 }
 
-impl<F> fmt::Debug for TryRun<F> {
+impl<F: Future> fmt::Debug for TryRun<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TryRun").finish_non_exhaustive()
     }

@@ -1,8 +1,8 @@
 #![deny(unused_qualifications)]
 
+use std::future::Ready;
 use std::option::Option::{self, None, Some};
 use std::result::Result;
-use std::future::Ready;
 use std::time::Duration;
 
 use cancelable::__private::{link_token, run, CancelScope, Signal};
@@ -16,7 +16,11 @@ async fn job(token: CancellationToken) -> Result<Option<u32>, Cancelled> {
 
 fn main() {
     // Every name the expansion qualifies is also in scope unqualified here.
-    let _ = (run::<Ready<Result<(), Cancelled>>>, CancelScope::new, link_token::<CancellationToken>);
+    let _ = (
+        run::<Ready<Result<(), Cancelled>>>,
+        CancelScope::new,
+        link_token::<CancellationToken>,
+    );
     let _ = (Signal::Interrupt, None::<u8>);
     drop(job(CancellationToken::new()));
 }

@@ -1,7 +1,23 @@
 //! The expansion is clean under every lint group that applies.
-#![deny(warnings, unused, nonstandard_style, rust_2018_idioms, future_incompatible)]
-#![deny(unreachable_pub, unused_qualifications, unused_results, single_use_lifetimes)]
-#![deny(trivial_casts, trivial_numeric_casts, unused_lifetimes, let_underscore_drop)]
+#![deny(
+    warnings,
+    unused,
+    nonstandard_style,
+    rust_2018_idioms,
+    future_incompatible
+)]
+#![deny(
+    unreachable_pub,
+    unused_qualifications,
+    unused_results,
+    single_use_lifetimes
+)]
+#![deny(
+    trivial_casts,
+    trivial_numeric_casts,
+    unused_lifetimes,
+    let_underscore_drop
+)]
 #![deny(clippy::all, clippy::pedantic)]
 
 use cancelable::{cancel_point, cancellable, CancellationToken, Cancelled};

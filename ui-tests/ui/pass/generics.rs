@@ -14,7 +14,9 @@ impl From<Cancelled> for Error {
 }
 
 #[cancellable(timeout = "1s")]
-async fn largest<T: PartialOrd + Copy + Send, const N: usize>(items: [T; N]) -> Result<Option<T>, Error> {
+async fn largest<T: PartialOrd + Copy + Send, const N: usize>(
+    items: [T; N],
+) -> Result<Option<T>, Error> {
     Ok(items.into_iter().fold(None, |max, x| match max {
         Some(m) if m >= x => Some(m),
         _ => Some(x),

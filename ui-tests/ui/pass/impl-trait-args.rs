@@ -3,7 +3,10 @@ use std::fmt::Display;
 use cancelable::{cancellable, Cancelled};
 
 #[cancellable(timeout = "1s")]
-async fn join(items: impl IntoIterator<Item = impl Display>, sep: &str) -> Result<String, Cancelled> {
+async fn join(
+    items: impl IntoIterator<Item = impl Display>,
+    sep: &str,
+) -> Result<String, Cancelled> {
     let items: Vec<String> = items.into_iter().map(|item| item.to_string()).collect();
     Ok(items.join(sep))
 }

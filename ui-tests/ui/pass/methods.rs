@@ -26,7 +26,10 @@ impl Worker {
 
     #[cancellable]
     async fn associated(done: u32) -> Result<Self, Cancelled> {
-        Ok(Self { done, limit: Duration::from_secs(1) })
+        Ok(Self {
+            done,
+            limit: Duration::from_secs(1),
+        })
     }
 
     #[cancellable]
@@ -36,10 +39,19 @@ impl Worker {
 }
 
 fn main() {
-    let mut worker = Worker { done: 0, limit: Duration::from_secs(1) };
+    let mut worker = Worker {
+        done: 0,
+        limit: Duration::from_secs(1),
+    };
     drop(worker.by_ref());
     drop(worker.by_mut_ref());
-    drop(Box::new(Worker { done: 0, limit: Duration::from_secs(1) }).typed_receiver());
+    drop(
+        Box::new(Worker {
+            done: 0,
+            limit: Duration::from_secs(1),
+        })
+        .typed_receiver(),
+    );
     drop(worker.by_value());
     drop(Worker::associated(1));
 }

@@ -24,7 +24,13 @@ async fn by_ref(&(ref t, n): &(CancellationToken, u8)) -> Result<u8, Cancelled> 
 
 fn main() {
     drop(sum((1, 2), [3, 4], 0));
-    drop(run(Job { token: CancellationToken::new(), size: 1 }, 0));
+    drop(run(
+        Job {
+            token: CancellationToken::new(),
+            size: 1,
+        },
+        0,
+    ));
     let pair = (CancellationToken::new(), 1);
     drop(by_ref(&pair));
 }

@@ -1,0 +1,2 @@
+//! Cancellation latency (being written).
+fn main() {}

@@ -1,0 +1,2 @@
+//! Scale (being written).
+fn main() {}
