@@ -81,6 +81,8 @@ pub(crate) struct ScopeShared {
     observed: AtomicBool,
     /// Shielded futures running inside this scope.
     pub(crate) shields: AtomicUsize,
+    /// Scopes running inside this one's body right now.
+    nested: AtomicUsize,
     deadline: Mutex<Option<Instant>>,
     deadline_generation: AtomicU64,
     parent: OnceLock<Option<Arc<ScopeShared>>>,
@@ -97,6 +99,7 @@ impl ScopeShared {
             status: AtomicU8::new(OperationStatus::Pending as u8),
             observed: AtomicBool::new(false),
             shields: AtomicUsize::new(0),
+            nested: AtomicUsize::new(0),
             deadline: Mutex::new(None),
             deadline_generation: AtomicU64::new(0),
             parent: OnceLock::new(),
@@ -467,11 +470,28 @@ impl fmt::Debug for ScopeHandle {
 struct Armed {
     backend: Backend,
     _parent_link: Option<ChildLink>,
+    _nested_in: Option<NestedIn>,
     timer: Option<Timer>,
     timer_generation: u64,
     sources: ArmedSources,
     #[cfg(feature = "tracing")]
     span: tracing::Span,
+}
+
+/// Counts a running scope in its parent's `nested` while it lives.
+struct NestedIn(Arc<ScopeShared>);
+
+impl NestedIn {
+    fn new(parent: &Arc<ScopeShared>) -> Self {
+        parent.nested.fetch_add(1, Ordering::AcqRel);
+        NestedIn(parent.clone())
+    }
+}
+
+impl Drop for NestedIn {
+    fn drop(&mut self) {
+        self.0.nested.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The engine shared by [`Run`] and [`TryRun`].
@@ -509,6 +529,7 @@ impl Driver {
         let _ = shared.backend.set(backend);
         let started = backend.now();
         let parent_link = parent.as_ref().and_then(|p| p.token.attach(&shared.token));
+        let nested_in = parent.as_ref().map(NestedIn::new);
         {
             let mut data = lock(&shared.data);
             data.started = Some(started);
@@ -543,6 +564,7 @@ impl Driver {
         self.armed = Some(Armed {
             backend,
             _parent_link: parent_link,
+            _nested_in: nested_in,
             timer: None,
             timer_generation: u64::MAX,
             sources,
@@ -553,7 +575,7 @@ impl Driver {
 
     fn poll<F: Future>(
         &mut self,
-        body: Pin<&mut F>,
+        mut body: Pin<&mut F>,
         cx: &mut Context<'_>,
         is_failure: fn(&F::Output) -> bool,
     ) -> Poll<Result<F::Output, Cancelled>> {
@@ -569,20 +591,9 @@ impl Driver {
             .armed
             .as_ref()
             .map(|armed| armed.span.clone().entered());
-        let polled = current::enter(&mut self.shared, || body.poll(cx));
-        if let Poll::Ready(output) = polled {
-            let shared = self.shared().clone();
-            let status = if !is_failure(&output) {
-                OperationStatus::Completed
-            } else if shared.observed.load(Ordering::Acquire) {
-                OperationStatus::Cancelled
-            } else {
-                OperationStatus::Failed
-            };
-            let cancelled =
-                (status == OperationStatus::Cancelled).then(|| shared.cancelled_error());
-            self.finish(status, cancelled.as_ref());
-            return Poll::Ready(Ok(output));
+        let cancelled_before = self.shared().token.is_cancelled();
+        if let Poll::Ready(output) = current::enter(&mut self.shared, || body.as_mut().poll(cx)) {
+            return Poll::Ready(Ok(self.complete(output, is_failure)));
         }
 
         let shared = self.shared().clone();
@@ -590,12 +601,39 @@ impl Driver {
         if !shared.token.is_cancelled() {
             self.poll_sources(&shared, cx);
         }
-        if shared.token.is_cancelled() && shared.shields.load(Ordering::Acquire) == 0 {
-            let cancelled = shared.cancelled_error();
-            self.finish(OperationStatus::Cancelled, Some(&cancelled));
-            return Poll::Ready(Err(cancelled));
+        if !shared.token.is_cancelled() || shared.shields.load(Ordering::Acquire) > 0 {
+            return Poll::Pending;
         }
-        Poll::Pending
+        // The cancellation arrived during this poll, after the body was
+        // polled, and scopes are running inside the body: poll it once more
+        // so that they end with their `Parent` reason, which the body may
+        // pass on (a caller receiving an inner error through `?` then
+        // still learns what fired). Without nested scopes the body is not
+        // polled again, as with `tokio::time::timeout`.
+        if !cancelled_before && shared.nested.load(Ordering::Acquire) > 0 {
+            if let Poll::Ready(output) = current::enter(&mut self.shared, || body.poll(cx)) {
+                return Poll::Ready(Ok(self.complete(output, is_failure)));
+            }
+        }
+        let cancelled = shared.cancelled_error();
+        self.finish(OperationStatus::Cancelled, Some(&cancelled));
+        Poll::Ready(Err(cancelled))
+    }
+
+    /// The body finished: record how, and hand its output back.
+    fn complete<T>(&mut self, output: T, is_failure: fn(&T) -> bool) -> T {
+        let shared = self.shared().clone();
+        let status = if !is_failure(&output) {
+            OperationStatus::Completed
+        } else if shared.observed.load(Ordering::Acquire) || shared.token.is_cancelled() {
+            // An error after the scope was cancelled is the cancellation's doing.
+            OperationStatus::Cancelled
+        } else {
+            OperationStatus::Failed
+        };
+        let cancelled = (status == OperationStatus::Cancelled).then(|| shared.cancelled_error());
+        self.finish(status, cancelled.as_ref());
+        output
     }
 
     /// Polls the deadline timer (arming it on the first pend, re-arming it

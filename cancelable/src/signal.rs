@@ -211,8 +211,10 @@ mod dispatch {
 
     fn install(handle: &Handle, signal: Signal, state: &mut SignalState) -> io::Result<()> {
         // The default-action fallback is registered first, so that with no
-        // listener the signal acts before anything else sees it.
-        if !ignored_at_start(signal) {
+        // listener the signal acts before anything else sees it. It is
+        // registered once: if adding the delivery below fails, the fallback
+        // stays (idle, so the signal keeps its default) and a retry reuses it.
+        if state.idle.is_none() && !ignored_at_start(signal) {
             let idle = Arc::new(AtomicBool::new(true));
             signal_hook::flag::register_conditional_default(signal.number(), idle.clone())?;
             state.idle = Some(idle);

@@ -79,7 +79,9 @@ pub(crate) struct ChildLink {
 impl Drop for ChildLink {
     fn drop(&mut self) {
         let mut state = lock(&self.parent.state);
-        if matches!(state.listeners.get(self.key), Some(Listener::Child(_))) {
+        if state.cause.is_none()
+            && matches!(state.listeners.get(self.key), Some(Listener::Child(_)))
+        {
             state.listeners.remove(self.key);
         }
     }
@@ -105,39 +107,52 @@ impl TokenInner {
         lock(&self.state).cause.clone()
     }
 
-    /// Records `cause` if no cause is recorded yet, then wakes every waiter,
-    /// cancels every child and runs every callback, outside the lock.
+    /// The recorded cause even while the flag is not yet published (a
+    /// cancel is cancelling the children): used when linking new children,
+    /// which must not miss a cancel in progress.
+    fn recorded_cause(&self) -> Option<Cause> {
+        lock(&self.state).cause.clone()
+    }
+
+    /// Records `cause` if no cause is recorded yet, cancels every child,
+    /// publishes the flag, then wakes every waiter and runs every callback.
+    ///
+    /// Children are cancelled *before* the flag is published: whoever sees
+    /// this token cancelled (a scope woken by it, a checkpoint) also sees
+    /// its whole subtree cancelled, so nested scopes polled in reaction end
+    /// with their `Parent` reason instead of still pending. Listeners that
+    /// register while the children are being cancelled are collected when
+    /// the flag is published, under the lock, so none is lost.
     fn cancel(&self, cause: Cause) -> bool {
         if self.cancelled.load(Ordering::Acquire) {
             return false;
         }
-        let listeners = {
+        let early = {
             let mut state = lock(&self.state);
             if state.cause.is_some() {
                 return false;
             }
             state.cause = Some(cause.clone());
-            self.cancelled.store(true, Ordering::Release);
             std::mem::take(&mut state.listeners)
         };
-        self.owner.wake();
         let child_cause = Cause {
             reason: cause.reason.for_child(),
             message: cause.message.clone(),
         };
-        for (_, listener) in listeners {
+        let mut to_notify = Vec::new();
+        cancel_children(early, &child_cause, &mut to_notify);
+        let late = {
+            let state = &mut *lock(&self.state);
+            self.cancelled.store(true, Ordering::Release);
+            std::mem::take(&mut state.listeners)
+        };
+        cancel_children(late, &child_cause, &mut to_notify);
+        self.owner.wake();
+        for listener in to_notify {
             match listener {
-                Listener::Waker(waker) => {
-                    if let Some(waker) = waker {
-                        waker.wake();
-                    }
-                }
-                Listener::Child(child) => {
-                    if let Some(child) = child.upgrade() {
-                        child.cancel(child_cause.clone());
-                    }
-                }
+                Listener::Waker(Some(waker)) => waker.wake(),
                 Listener::Callback(callback) => run_callback(callback, &cause),
+                Listener::Waker(None) | Listener::Child(_) => {}
             }
         }
         true
@@ -147,18 +162,36 @@ impl TokenInner {
     /// case the listener is handed back together with the cause.
     fn register(&self, listener: Listener) -> Result<usize, (Listener, Cause)> {
         let mut state = lock(&self.state);
-        match &state.cause {
-            Some(cause) => Err((listener, cause.clone())),
-            None => Ok(state.listeners.insert(listener)),
+        if self.cancelled.load(Ordering::Acquire) {
+            let cause = state
+                .cause
+                .clone()
+                .expect("a cause is recorded before the flag is set");
+            return Err((listener, cause));
         }
+        Ok(state.listeners.insert(listener))
     }
 
     fn unregister(&self, key: usize) {
         let mut state = lock(&self.state);
-        // After a cancel the slab is empty and stays empty, so a stale key
-        // can never remove somebody else's entry.
-        if state.listeners.contains(key) {
+        // Once a cancel has begun, keys may belong to the slab it took:
+        // leave everything to the cancel, which drains what is left.
+        if state.cause.is_none() && state.listeners.contains(key) {
             state.listeners.remove(key);
+        }
+    }
+}
+
+/// Cancels the children among `listeners` and keeps the others for notifying.
+fn cancel_children(listeners: Slab<Listener>, cause: &Cause, others: &mut Vec<Listener>) {
+    for (_, listener) in listeners {
+        match listener {
+            Listener::Child(child) => {
+                if let Some(child) = child.upgrade() {
+                    child.cancel(cause.clone());
+                }
+            }
+            other => others.push(other),
         }
     }
 }
@@ -187,20 +220,24 @@ impl CancellationToken {
     /// is alive, so children that come and go do not make the parent grow.
     pub fn child(&self) -> CancellationToken {
         let parent = &self.inner;
+        let mut inherited = None;
         let child = Arc::new_cyclic(|weak: &Weak<TokenInner>| {
-            let link = parent
-                .register(Listener::Child(weak.clone()))
-                .ok()
-                .map(|key| ChildLink {
+            let link = match parent.register(Listener::Child(weak.clone())) {
+                Ok(key) => Some(ChildLink {
                     parent: parent.clone(),
                     key,
-                });
+                }),
+                Err((_, cause)) => {
+                    inherited = Some(cause);
+                    None
+                }
+            };
             TokenInner::new(link)
         });
-        // The parent may have been cancelled before we registered, or while
-        // the child was still being built (its weak pointer could not be
-        // upgraded then): copy the cause in both cases.
-        if let Some(cause) = parent.cause() {
+        // The parent was cancelled before we registered, or while the child
+        // was still being built (its weak pointer could not be upgraded
+        // then): copy the cause in both cases.
+        if let Some(cause) = inherited.or_else(|| parent.recorded_cause()) {
             child.cancel(Cause {
                 reason: cause.reason.for_child(),
                 message: cause.message,
@@ -330,21 +367,24 @@ impl CancellationToken {
     /// Links an existing token under `self`, as `child()` does for a new
     /// one; the link lasts until the returned value is dropped.
     pub(crate) fn attach(&self, child: &CancellationToken) -> Option<ChildLink> {
-        let link = self
+        // `child` is alive, so a cancel that takes this registration reaches
+        // it; a parent already cancelled hands its cause back instead.
+        match self
             .inner
             .register(Listener::Child(Arc::downgrade(&child.inner)))
-            .ok()
-            .map(|key| ChildLink {
+        {
+            Ok(key) => Some(ChildLink {
                 parent: self.inner.clone(),
                 key,
-            });
-        if let Some(cause) = self.inner.cause() {
-            child.inner.cancel(Cause {
-                reason: cause.reason.for_child(),
-                message: cause.message,
-            });
+            }),
+            Err((_, cause)) => {
+                child.inner.cancel(Cause {
+                    reason: cause.reason.for_child(),
+                    message: cause.message,
+                });
+                None
+            }
         }
-        link
     }
 
     /// Registers the waker of the scope that owns this token.
@@ -419,11 +459,14 @@ fn poll_cancelled(
         return Poll::Ready(());
     }
     let mut state = lock(&token.inner.state);
-    if state.cause.is_some() {
+    if token.inner.cancelled.load(Ordering::Acquire) {
         return Poll::Ready(());
     }
+    let cancelling = state.cause.is_some();
     match key.and_then(|key| state.listeners.get_mut(key)) {
-        Some(Listener::Waker(slot)) => match slot {
+        // While a cancel is in progress our key may point into the slab it
+        // took: register afresh, the cancel collects it when it publishes.
+        Some(Listener::Waker(slot)) if !cancelling => match slot {
             Some(waker) if waker.will_wake(cx.waker()) => {}
             _ => *slot = Some(cx.waker().clone()),
         },

@@ -141,3 +141,22 @@ fn cancel_child_creation_child_drop_and_waiting_all_at_once() {
         assert_eq!(parent.child_count(), 0);
     });
 }
+
+#[test]
+fn a_token_read_as_cancelled_has_its_subtree_cancelled() {
+    loom::model(|| {
+        let parent = CancellationToken::new();
+        let child = parent.child();
+        let grandchild = child.child();
+        let canceller = {
+            let parent = parent.clone();
+            thread::spawn(move || parent.cancel())
+        };
+        // Whoever observes the parent cancelled — by waiting or by reading
+        // the flag — finds the whole subtree cancelled.
+        loom::future::block_on(parent.cancelled());
+        assert!(child.is_cancelled());
+        assert!(grandchild.is_cancelled());
+        assert!(canceller.join().unwrap());
+    });
+}

@@ -119,25 +119,31 @@ on_every_backend! {
     }
 
     async fn nested_scope_reports_parent_timeout() {
-        let outer = CancelScope::new()
-            .timeout(Duration::from_millis(20))
+        let outer = CancelScope::new().timeout(Duration::from_millis(20));
+        let outer_handle = outer.handle();
+        let outcome = outer
             .try_run(async {
                 let inner = CancelScope::new()
                     .timeout(Duration::from_secs(60))
                     .run(pending::<()>())
                     .await;
+                // The inner scope always ends (with the outer's reason) before
+                // the outer one does, so the body can pass the error on.
                 let inner = inner.unwrap_err();
                 assert_eq!(
                     inner.reason(),
                     &CancelReason::Parent(Box::new(CancelReason::Timeout))
                 );
-                assert!(inner.reason().is_timeout());
                 Err::<(), Cancelled>(inner)
             })
             .await;
-        // The outer scope saw its own timeout.
-        let outer = outer.unwrap_err();
-        assert!(outer.is_timeout());
+        // The caller receives the inner error through the body, and still
+        // learns it was a timeout.
+        let error = outcome.unwrap_err();
+        assert!(error.is_timeout());
+        assert!(error.reason().is_from_parent());
+        assert_eq!(outer_handle.status(), OperationStatus::Cancelled);
+        assert_eq!(outer_handle.context().reason, Some(CancelReason::Timeout));
     }
 
     async fn inner_deadline_fires_alone() {
