@@ -217,6 +217,17 @@ fn cancel_point(c: &mut Criterion) {
     group.bench_function("checkpoint, outside any scope", |b| {
         b.iter_custom(per_call(|| None))
     });
+    group.bench_function("loop baseline: await of a ready future", |b| {
+        b.iter_custom(|iters| {
+            futures::executor::block_on(async move {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(std::future::ready(Ok::<(), Cancelled>(())).await).unwrap();
+                }
+                start.elapsed()
+            })
+        })
+    });
     let token = tokio_util::sync::CancellationToken::new();
     group.bench_function("tokio_util CancellationToken::is_cancelled", |b| {
         b.iter(|| black_box(black_box(&token).is_cancelled()))

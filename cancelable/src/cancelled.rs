@@ -28,6 +28,13 @@ use crate::CancelReason;
 /// ```
 #[derive(Clone, Debug)]
 pub struct Cancelled {
+    // Boxed so that `Result<(), Cancelled>`, which every checkpoint
+    // returns, is one pointer wide.
+    inner: Box<Details>,
+}
+
+#[derive(Clone, Debug)]
+struct Details {
     reason: CancelReason,
     message: Option<Arc<str>>,
     operation: Option<Arc<str>>,
@@ -39,16 +46,18 @@ impl Cancelled {
     /// A cancellation with `reason` and nothing else known.
     pub fn new(reason: CancelReason) -> Self {
         Cancelled {
-            reason,
-            message: None,
-            operation: None,
-            operation_id: None,
-            elapsed: None,
+            inner: Box::new(Details {
+                reason,
+                message: None,
+                operation: None,
+                operation_id: None,
+                elapsed: None,
+            }),
         }
     }
 
     pub(crate) fn with_message(mut self, message: Option<Arc<str>>) -> Self {
-        self.message = message;
+        self.inner.message = message;
         self
     }
 
@@ -58,56 +67,56 @@ impl Cancelled {
         id: u64,
         elapsed: Option<Duration>,
     ) -> Self {
-        self.operation = name;
-        self.operation_id = Some(id);
-        self.elapsed = elapsed;
+        self.inner.operation = name;
+        self.inner.operation_id = Some(id);
+        self.inner.elapsed = elapsed;
         self
     }
 
     /// Why the scope was cancelled.
     pub fn reason(&self) -> &CancelReason {
-        &self.reason
+        &self.inner.reason
     }
 
     /// The message given with the cancellation, if any
     /// (see [`CancellationToken::cancel_with`](crate::CancellationToken::cancel_with)).
     pub fn message(&self) -> Option<&str> {
-        self.message.as_deref()
+        self.inner.message.as_deref()
     }
 
     /// The name of the cancelled operation, if the scope had one.
     pub fn operation_name(&self) -> Option<&str> {
-        self.operation.as_deref()
+        self.inner.operation.as_deref()
     }
 
     /// The id of the cancelled operation, if it came from a scope.
     pub fn operation_id(&self) -> Option<u64> {
-        self.operation_id
+        self.inner.operation_id
     }
 
     /// How long the scope had run when it was cancelled.
     pub fn elapsed(&self) -> Option<Duration> {
-        self.elapsed
+        self.inner.elapsed
     }
 
     /// `true` if the root reason is a timeout.
     pub fn is_timeout(&self) -> bool {
-        self.reason.is_timeout()
+        self.inner.reason.is_timeout()
     }
 }
 
 impl fmt::Display for Cancelled {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.operation, self.operation_id) {
+        match (&self.inner.operation, self.inner.operation_id) {
             (Some(name), Some(id)) => write!(f, "operation `{name}` (#{id}) cancelled")?,
             (None, Some(id)) => write!(f, "operation #{id} cancelled")?,
             _ => f.write_str("cancelled")?,
         }
-        if let Some(elapsed) = self.elapsed {
+        if let Some(elapsed) = self.inner.elapsed {
             write!(f, " after {elapsed:.3?}")?;
         }
-        write!(f, ": {}", self.reason)?;
-        if let Some(message) = &self.message {
+        write!(f, ": {}", self.inner.reason)?;
+        if let Some(message) = &self.inner.message {
             write!(f, " ({message})")?;
         }
         Ok(())
@@ -116,7 +125,7 @@ impl fmt::Display for Cancelled {
 
 impl std::error::Error for Cancelled {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self.reason.root() {
+        match self.inner.reason.root() {
             CancelReason::Error(error) => Some(error),
             _ => None,
         }

@@ -16,11 +16,13 @@ use crate::scope::{ScopeHandle, ScopeShared};
 use crate::{CancellationToken, Cancelled};
 
 /// How many checkpoints pass between two reads of the clock for deadline
-/// checks (a clock read costs about 30 ns; a checkpoint a few).
+/// checks (a clock read costs about 30 ns; a checkpoint a few). A power of
+/// two, so the check is a mask.
 const DEADLINE_CHECK_EVERY: u32 = 32;
 
 /// How many checkpoints pass between two yields to the executor, so that a
-/// busy loop lets other tasks and timers on its thread run.
+/// busy loop lets other tasks and timers on its thread run. A power of two,
+/// and a multiple of `DEADLINE_CHECK_EVERY` (yields happen on the slow path).
 const YIELD_EVERY: u32 = 256;
 
 struct Current {
@@ -161,6 +163,7 @@ pub fn report_progress(fraction: impl Into<Option<f64>>, message: impl Into<Stri
 ///   single-threaded executor: within 32 iterations of the deadline.
 /// * Every 256th call it yields once to the executor so that other tasks
 ///   and timers on the same thread can run (and cancel it).
+#[inline]
 pub fn checkpoint() -> Checkpoint<'static> {
     Checkpoint {
         token: None,
@@ -170,6 +173,7 @@ pub fn checkpoint() -> Checkpoint<'static> {
 
 /// Like [`checkpoint`], but checks an explicit token instead of the
 /// current scope. `cancel_point!(token)` expands to it.
+#[inline]
 pub fn checkpoint_token(token: &CancellationToken) -> Checkpoint<'_> {
     Checkpoint {
         token: Some(token),
@@ -191,13 +195,35 @@ enum Step {
 }
 
 impl Checkpoint<'_> {
+    /// The hot path: one thread-local access, one counter update, one
+    /// atomic load; everything else is in [`Checkpoint::slow_step`].
+    #[inline]
     fn step(&self, current: &Current) -> Step {
         let ticks = current.ticks.get().wrapping_add(1);
         current.ticks.set(ticks);
+        let due = ticks & (DEADLINE_CHECK_EVERY - 1) == 0;
+        let cancelled = match self.token {
+            Some(token) => token.is_cancelled(),
+            None => match &*current.scope.borrow() {
+                Some(scope) => scope.token.is_cancelled(),
+                // Outside any scope: never cancelled, never yields.
+                None => return Step::Ready(Ok(())),
+            },
+        };
+        if !cancelled && !due {
+            return Step::Ready(Ok(()));
+        }
+        self.slow_step(current, ticks)
+    }
+
+    /// Cancelled, or a deadline check or a yield is due.
+    #[cold]
+    #[inline(never)]
+    fn slow_step(&self, current: &Current, ticks: u32) -> Step {
         match self.token {
             Some(token) => {
-                if token.is_cancelled() {
-                    return Step::Ready(token.check());
+                if let Err(cancelled) = token.check() {
+                    return Step::Ready(Err(cancelled));
                 }
             }
             None => {
@@ -205,14 +231,12 @@ impl Checkpoint<'_> {
                 let Some(scope) = scope.as_ref() else {
                     return Step::Ready(Ok(()));
                 };
-                if scope.token.is_cancelled()
-                    || (ticks.is_multiple_of(DEADLINE_CHECK_EVERY) && scope.enforce_deadlines())
-                {
+                if scope.token.is_cancelled() || scope.enforce_deadlines() {
                     return Step::Ready(Err(scope.observe_cancellation()));
                 }
             }
         }
-        if self.yielded || !ticks.is_multiple_of(YIELD_EVERY) {
+        if self.yielded || ticks & (YIELD_EVERY - 1) != 0 {
             Step::Ready(Ok(()))
         } else {
             Step::Yield
