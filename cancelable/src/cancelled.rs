@@ -1,5 +1,6 @@
 //! The error returned when a scope is cancelled.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +38,7 @@ pub struct Cancelled {
 struct Details {
     reason: CancelReason,
     message: Option<Arc<str>>,
-    operation: Option<Arc<str>>,
+    operation: Option<Cow<'static, str>>,
     operation_id: Option<u64>,
     elapsed: Option<Duration>,
 }
@@ -63,7 +64,7 @@ impl Cancelled {
 
     pub(crate) fn with_operation(
         mut self,
-        name: Option<Arc<str>>,
+        name: Option<Cow<'static, str>>,
         id: u64,
         elapsed: Option<Duration>,
     ) -> Self {

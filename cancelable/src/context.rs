@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::borrow::Cow;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::CancelReason;
@@ -90,8 +90,8 @@ pub struct OperationContext {
 /// The mutable part of a scope's context, kept behind the scope's lock.
 #[derive(Default)]
 pub(crate) struct ContextData {
-    pub(crate) name: Option<Arc<str>>,
-    pub(crate) parent_id: Option<u64>,
+    pub(crate) name: Option<Cow<'static, str>>,
+    pub(crate) deadline: Option<Instant>,
     pub(crate) started: Option<Instant>,
     pub(crate) ended: Option<Instant>,
     pub(crate) progress: Option<Progress>,
@@ -102,6 +102,7 @@ impl ContextData {
     pub(crate) fn snapshot(
         &self,
         id: u64,
+        parent_id: Option<u64>,
         status: OperationStatus,
         reason: Option<CancelReason>,
         now: Instant,
@@ -110,7 +111,7 @@ impl ContextData {
         OperationContext {
             id,
             name: self.name.as_deref().map(str::to_owned),
-            parent_id: self.parent_id,
+            parent_id,
             status,
             started_at: self.started.and_then(wall),
             ended_at: self.ended.and_then(wall),

@@ -5,13 +5,15 @@ use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::AtomicU8;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use pin_project_lite::pin_project;
 
-use crate::backend::{Backend, Timer};
+use crate::backend::{Backend, Registration, Shard};
 use crate::context::{ContextData, OperationContext, OperationStatus, Progress};
 use crate::current;
 use crate::source::{ArmedSources, Predicate, Sink, Source};
@@ -65,6 +67,9 @@ pub struct CancelScope {
 
 #[derive(Default)]
 struct Config {
+    name: Option<Cow<'static, str>>,
+    metadata: BTreeMap<String, String>,
+    deadline: Option<Instant>,
     timeout: Option<Duration>,
     sources: Vec<Source>,
     on_cancel: Vec<CancelCallback>,
@@ -75,7 +80,8 @@ struct Config {
 /// State shared by a running scope, its handles and the code inside it.
 pub(crate) struct ScopeShared {
     pub(crate) token: CancellationToken,
-    id: OnceLock<u64>,
+    /// 0 until someone asks: most scopes never need an id.
+    id: AtomicU64,
     status: AtomicU8,
     /// A checkpoint inside the body returned the cancellation.
     observed: AtomicBool,
@@ -83,10 +89,13 @@ pub(crate) struct ScopeShared {
     pub(crate) shields: AtomicUsize,
     /// Scopes running inside this one's body right now.
     nested: AtomicUsize,
-    deadline: Mutex<Option<Instant>>,
     deadline_generation: AtomicU64,
-    parent: OnceLock<Option<Arc<ScopeShared>>>,
-    backend: OnceLock<Backend>,
+    /// Set when the scope starts inside another.
+    parent: OnceLock<Arc<ScopeShared>>,
+    /// `Backend` as a number, 0 until the scope starts.
+    backend: AtomicU8,
+    /// Name, deadline, timestamps, progress and metadata: locked when the
+    /// scope starts and finishes, and when somebody reads them.
     data: Mutex<ContextData>,
     progress_callbacks: Mutex<Vec<ProgressCallback>>,
 }
@@ -95,28 +104,37 @@ impl ScopeShared {
     fn new() -> Self {
         ScopeShared {
             token: CancellationToken::new(),
-            id: OnceLock::new(),
+            id: AtomicU64::new(0),
             status: AtomicU8::new(OperationStatus::Pending as u8),
             observed: AtomicBool::new(false),
             shields: AtomicUsize::new(0),
             nested: AtomicUsize::new(0),
-            deadline: Mutex::new(None),
             deadline_generation: AtomicU64::new(0),
             parent: OnceLock::new(),
-            backend: OnceLock::new(),
+            backend: AtomicU8::new(0),
             data: Mutex::new(ContextData::default()),
             progress_callbacks: Mutex::new(Vec::new()),
         }
     }
 
     pub(crate) fn id(&self) -> u64 {
-        *self
-            .id
-            .get_or_init(|| NEXT_OPERATION_ID.fetch_add(1, Ordering::Relaxed))
+        match self.id.load(Ordering::Acquire) {
+            0 => {
+                let fresh = NEXT_OPERATION_ID.fetch_add(1, Ordering::Relaxed);
+                match self
+                    .id
+                    .compare_exchange(0, fresh, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => fresh,
+                    Err(assigned) => assigned,
+                }
+            }
+            assigned => assigned,
+        }
     }
 
     pub(crate) fn parent(&self) -> Option<&Arc<ScopeShared>> {
-        self.parent.get().and_then(Option::as_ref)
+        self.parent.get()
     }
 
     fn status(&self) -> OperationStatus {
@@ -133,18 +151,33 @@ impl ScopeShared {
         self.status.store(status as u8, Ordering::Release);
     }
 
+    /// The backend the scope runs on (detected now if it has not started).
     fn backend(&self) -> Backend {
-        *self.backend.get_or_init(Backend::detect)
+        Backend::from_number(self.backend.load(Ordering::Acquire)).unwrap_or_else(Backend::detect)
     }
 
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        *lock(&self.deadline)
+        lock(&self.data).deadline
     }
 
     fn set_deadline(&self, deadline: Option<Instant>) {
-        *lock(&self.deadline) = deadline;
+        lock(&self.data).deadline = deadline;
         self.deadline_generation.fetch_add(1, Ordering::AcqRel);
         self.token.wake_owner();
+    }
+
+    /// The shared timer found this scope's registered deadline passed at
+    /// `now`: cancel it, unless the deadline moved meanwhile, in which case
+    /// the scope registers the new one when it is polled.
+    pub(crate) fn deadline_reached(&self, now: Instant) {
+        if self.deadline().is_some_and(|deadline| deadline <= now) {
+            self.token.cancel_cause(Cause {
+                reason: CancelReason::Timeout,
+                message: None,
+            });
+        } else {
+            self.token.wake_owner();
+        }
     }
 
     /// Cancels every scope of the chain whose deadline has passed; `true`
@@ -175,7 +208,7 @@ impl ScopeShared {
     }
 
     fn cancelled_error(&self) -> Cancelled {
-        let cause = self.token.cause().unwrap_or(Cause {
+        let cause = self.token.recorded_cause().unwrap_or(Cause {
             reason: CancelReason::Manual,
             message: None,
         });
@@ -203,8 +236,9 @@ impl ScopeShared {
     fn context(&self) -> OperationContext {
         let now = self.backend().now();
         let status = self.status();
-        let reason = self.token.reason();
-        lock(&self.data).snapshot(self.id(), status, reason, now)
+        let reason = self.token.recorded_cause().map(|cause| cause.reason);
+        let parent_id = self.parent().map(|parent| parent.id());
+        lock(&self.data).snapshot(self.id(), parent_id, status, reason, now)
     }
 }
 
@@ -219,16 +253,14 @@ impl CancelScope {
     }
 
     /// Names the operation, for errors, logs and [`OperationContext`].
-    pub fn name(self, name: impl Into<String>) -> Self {
-        lock(&self.shared.data).name = Some(Arc::from(name.into()));
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.config.name = Some(name.into());
         self
     }
 
     /// Attaches a key/value pair to the operation's context.
-    pub fn metadata(self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        lock(&self.shared.data)
-            .metadata
-            .insert(key.into(), value.into());
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config.metadata.insert(key.into(), value.into());
         self
     }
 
@@ -247,11 +279,11 @@ impl CancelScope {
     /// A deadline in the past cancels a body that pends at once. The
     /// deadline can be moved while the scope runs, through
     /// [`ScopeHandle::set_deadline`].
-    pub fn deadline(self, deadline: Instant) -> Self {
-        {
-            let mut current = lock(&self.shared.deadline);
-            *current = Some(current.map_or(deadline, |earlier| earlier.min(deadline)));
-        }
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.config.deadline = Some(match self.config.deadline {
+            Some(earlier) => earlier.min(deadline),
+            None => deadline,
+        });
         self
     }
 
@@ -471,8 +503,12 @@ struct Armed {
     backend: Backend,
     _parent_link: Option<ChildLink>,
     _nested_in: Option<NestedIn>,
-    timer: Option<Timer>,
-    timer_generation: u64,
+    /// The scope's deadline in its thread's shared timer.
+    deadline: Option<Registration>,
+    deadline_generation: u64,
+    /// The deadline computed at the start, with the generation it had:
+    /// spares a lock at the first pend.
+    initial_deadline: (u64, Option<Instant>),
     sources: ArmedSources,
     #[cfg(feature = "tracing")]
     span: tracing::Span,
@@ -526,22 +562,29 @@ impl Driver {
         let backend = parent
             .as_ref()
             .map_or_else(Backend::detect, |p| p.backend());
-        let _ = shared.backend.set(backend);
+        shared.backend.store(backend.number(), Ordering::Release);
         let started = backend.now();
         let parent_link = parent.as_ref().and_then(|p| p.token.attach(&shared.token));
         let nested_in = parent.as_ref().map(NestedIn::new);
-        {
+        if let Some(parent) = parent {
+            let _ = shared.parent.set(parent);
+        }
+        let timeout_at = self
+            .config
+            .timeout
+            .and_then(|timeout| started.checked_add(timeout));
+        let deadline = {
             let mut data = lock(&shared.data);
             data.started = Some(started);
-            data.parent_id = parent.as_ref().map(|p| p.id());
-        }
-        let _ = shared.parent.set(parent);
-        if let Some(timeout) = self.config.timeout {
-            if let Some(at) = started.checked_add(timeout) {
-                let mut deadline = lock(&shared.deadline);
-                *deadline = Some(deadline.map_or(at, |earlier| earlier.min(at)));
-            }
-        }
+            data.name = self.config.name.take();
+            data.metadata = std::mem::take(&mut self.config.metadata);
+            // A deadline set through a handle before the start counts too.
+            data.deadline = [data.deadline, self.config.deadline, timeout_at]
+                .into_iter()
+                .flatten()
+                .min();
+            data.deadline
+        };
         shared.set_status(OperationStatus::Running);
         #[cfg(feature = "tracing")]
         let span = {
@@ -565,8 +608,9 @@ impl Driver {
             backend,
             _parent_link: parent_link,
             _nested_in: nested_in,
-            timer: None,
-            timer_generation: u64::MAX,
+            deadline: None,
+            deadline_generation: u64::MAX,
+            initial_deadline: (shared.deadline_generation.load(Ordering::Acquire), deadline),
             sources,
             #[cfg(feature = "tracing")]
             span,
@@ -598,6 +642,14 @@ impl Driver {
 
         let shared = self.shared().clone();
         shared.token.register_owner(cx.waker());
+        if let Some(registration) = self
+            .armed
+            .as_ref()
+            .and_then(|armed| armed.deadline.as_ref())
+        {
+            // The shared timer may have asked this scope to re-arm it.
+            registration.rearm_if_needed();
+        }
         if !shared.token.is_cancelled() {
             self.poll_sources(&shared, cx);
         }
@@ -625,8 +677,11 @@ impl Driver {
         let shared = self.shared().clone();
         let status = if !is_failure(&output) {
             OperationStatus::Completed
-        } else if shared.observed.load(Ordering::Acquire) || shared.token.is_cancelled() {
-            // An error after the scope was cancelled is the cancellation's doing.
+        } else if shared.observed.load(Ordering::Acquire) || shared.token.recorded_cause().is_some()
+        {
+            // An error after the scope was cancelled — even while the cancel
+            // is still reaching the scopes inside it — is the cancellation's
+            // doing.
             OperationStatus::Cancelled
         } else {
             OperationStatus::Failed
@@ -636,37 +691,25 @@ impl Driver {
         output
     }
 
-    /// Polls the deadline timer (arming it on the first pend, re-arming it
-    /// when the deadline moved) and the sources that need polling.
-    fn poll_sources(&mut self, shared: &ScopeShared, cx: &mut Context<'_>) {
+    /// Registers the scope's deadline with the shared timer on the first
+    /// pend (and again when the deadline moved), then polls the sources
+    /// that need polling.
+    fn poll_sources(&mut self, shared: &Arc<ScopeShared>, cx: &mut Context<'_>) {
         let armed = self.armed.as_mut().expect("started above");
         let generation = shared.deadline_generation.load(Ordering::Acquire);
-        if armed.timer_generation != generation {
-            armed.timer_generation = generation;
-            match shared.deadline() {
-                None => armed.timer = None,
-                Some(deadline) if armed.backend.now() >= deadline => {
-                    armed.timer = None;
-                    shared.token.cancel_cause(Cause {
-                        reason: CancelReason::Timeout,
-                        message: None,
-                    });
+        if armed.deadline_generation != generation {
+            armed.deadline_generation = generation;
+            armed.deadline = None;
+            let deadline = match armed.initial_deadline {
+                (initial, deadline) if initial == generation => deadline,
+                _ => shared.deadline(),
+            };
+            if let Some(deadline) = deadline {
+                let shard = Shard::current(armed.backend);
+                armed.deadline = Some(shard.register(deadline, Arc::downgrade(shared)));
+                if shared.token.is_cancelled() {
                     return;
                 }
-                Some(deadline) => match &mut armed.timer {
-                    Some(timer) => timer.reset(deadline),
-                    None => armed.timer = Some(armed.backend.timer(deadline)),
-                },
-            }
-        }
-        if let Some(timer) = &mut armed.timer {
-            if timer.poll_fired(cx).is_ready() {
-                armed.timer = None;
-                shared.token.cancel_cause(Cause {
-                    reason: CancelReason::Timeout,
-                    message: None,
-                });
-                return;
             }
         }
         armed.sources.poll(cx, armed.backend);
@@ -677,8 +720,16 @@ impl Driver {
         self.finished = true;
         let shared = self.shared().clone();
         let armed = self.armed.take();
-        let backend = armed.as_ref().map_or_else(Backend::detect, |a| a.backend);
-        lock(&shared.data).ended = Some(backend.now());
+        let config = std::mem::take(&mut self.config);
+        // The end time can only be read through a handle or a callback:
+        // spare the clock read when there is neither.
+        let observed = Arc::strong_count(&shared) > 2
+            || !config.on_complete.is_empty()
+            || !config.on_error.is_empty();
+        if observed {
+            let backend = armed.as_ref().map_or_else(Backend::detect, |a| a.backend);
+            lock(&shared.data).ended = Some(backend.now());
+        }
         shared.set_status(status);
         #[cfg(feature = "tracing")]
         if let Some(armed) = &armed {
@@ -692,7 +743,6 @@ impl Driver {
         // Unregister timers, signal listeners and token callbacks, and
         // detach from the parent, before user callbacks run.
         drop(armed);
-        let config = std::mem::take(&mut self.config);
         match status {
             OperationStatus::Cancelled => {
                 let cancelled = cancelled

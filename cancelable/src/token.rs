@@ -292,8 +292,10 @@ impl CancellationToken {
             .and_then(|cause| cause.message.map(|message| message.to_string()))
     }
 
-    pub(crate) fn cause(&self) -> Option<Cause> {
-        self.inner.cause()
+    /// The cause, as soon as a cancel has recorded it — possibly before the
+    /// flag reads as cancelled (while the children are being cancelled).
+    pub(crate) fn recorded_cause(&self) -> Option<Cause> {
+        self.inner.recorded_cause()
     }
 
     /// `Err(Cancelled)` if the token is cancelled, `Ok(())` otherwise.

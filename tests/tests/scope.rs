@@ -13,6 +13,46 @@ use cancelable_tests::{on_every_backend, sleep};
 const GENEROUS: Duration = Duration::from_secs(10);
 
 on_every_backend! {
+    async fn many_scopes_time_out_in_deadline_order() {
+        // Scopes on one thread share a timer: each must still fire, in order.
+        let order = std::sync::Mutex::new(Vec::new());
+        let millis = [45u64, 5, 30, 15, 60, 10, 25, 50, 20, 35, 40, 55];
+        let scopes = millis.iter().map(|&ms| {
+            let order = &order;
+            async move {
+                let cancelled = CancelScope::new()
+                    .timeout(Duration::from_millis(ms))
+                    .run(pending::<()>())
+                    .await
+                    .unwrap_err();
+                assert_eq!(cancelled.reason(), &CancelReason::Timeout);
+                order.lock().unwrap().push(ms);
+            }
+        });
+        futures::future::join_all(scopes).await;
+        let order = order.into_inner().unwrap();
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(order, sorted, "scopes timed out out of deadline order");
+    }
+
+    async fn a_later_deadline_fires_after_the_earliest_scope_ended() {
+        // The shared timer is armed for the short scope, which completes
+        // first; the long one must still time out.
+        let short = CancelScope::new()
+            .timeout(Duration::from_millis(15))
+            .run(sleep(Duration::from_millis(2)));
+        let long = CancelScope::new()
+            .timeout(Duration::from_millis(40))
+            .run(pending::<()>());
+        let started = Instant::now();
+        let (short, long) = futures::join!(short, long);
+        short.unwrap();
+        assert_eq!(long.unwrap_err().reason(), &CancelReason::Timeout);
+        assert!(started.elapsed() >= Duration::from_millis(40));
+        assert!(started.elapsed() < GENEROUS);
+    }
+
     async fn timeout_cancels_a_pending_body() {
         let started = Instant::now();
         let cancelled = CancelScope::new()

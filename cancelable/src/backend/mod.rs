@@ -9,6 +9,10 @@
 //! timer and the `blocking` thread pool. No code path that can run outside
 //! tokio touches a tokio-only primitive.
 
+mod deadlines;
+
+pub(crate) use deadlines::{Registration, Shard};
+
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -30,6 +34,25 @@ impl Backend {
             return Backend::Tokio;
         }
         Backend::AsyncIo
+    }
+
+    /// A small number for storing the backend in an atomic (never 0).
+    pub(crate) fn number(self) -> u8 {
+        match self {
+            #[cfg(feature = "tokio")]
+            Backend::Tokio => 1,
+            Backend::AsyncIo => 2,
+        }
+    }
+
+    /// The backend stored as [`number`](Self::number), if any.
+    pub(crate) fn from_number(number: u8) -> Option<Backend> {
+        match number {
+            #[cfg(feature = "tokio")]
+            1 => Some(Backend::Tokio),
+            2 => Some(Backend::AsyncIo),
+            _ => None,
+        }
     }
 
     /// The current time on this backend's clock (tokio's clock can be paused).
