@@ -1,9 +1,9 @@
 //! What a running operation looks like from outside: status, progress,
 //! timestamps, reason and metadata.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::borrow::Cow;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::CancelReason;

@@ -1,19 +1,19 @@
 //! `CancelScope`: run a future under a set of cancellation sources.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::AtomicU8;
-use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use pin_project_lite::pin_project;
 
-use crate::backend::{Backend, Registration, Shard};
+use crate::backend::{Backend, Clock, Registration, Shard};
 use crate::context::{ContextData, OperationContext, OperationStatus, Progress};
 use crate::current;
 use crate::source::{ArmedSources, Predicate, Sink, Source};
@@ -68,13 +68,26 @@ pub struct CancelScope {
 #[derive(Default)]
 struct Config {
     name: Option<Cow<'static, str>>,
-    metadata: BTreeMap<String, String>,
     deadline: Option<Instant>,
     timeout: Option<Duration>,
+    /// Boxed: most scopes have none of it, and the builder and the scope
+    /// future move `Config` around by value.
+    extras: Option<Box<Extras>>,
+}
+
+#[derive(Default)]
+struct Extras {
+    metadata: BTreeMap<String, String>,
     sources: Vec<Source>,
     on_cancel: Vec<CancelCallback>,
     on_complete: Vec<ContextCallback>,
     on_error: Vec<ContextCallback>,
+}
+
+impl Config {
+    fn extras(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Default::default)
+    }
 }
 
 /// State shared by a running scope, its handles and the code inside it.
@@ -92,8 +105,8 @@ pub(crate) struct ScopeShared {
     deadline_generation: AtomicU64,
     /// Set when the scope starts inside another.
     parent: OnceLock<Arc<ScopeShared>>,
-    /// `Backend` as a number, 0 until the scope starts.
-    backend: AtomicU8,
+    /// `Clock` as a number, 0 until the scope starts.
+    clock: AtomicU8,
     /// Name, deadline, timestamps, progress and metadata: locked when the
     /// scope starts and finishes, and when somebody reads them.
     data: Mutex<ContextData>,
@@ -111,7 +124,7 @@ impl ScopeShared {
             nested: AtomicUsize::new(0),
             deadline_generation: AtomicU64::new(0),
             parent: OnceLock::new(),
-            backend: AtomicU8::new(0),
+            clock: AtomicU8::new(0),
             data: Mutex::new(ContextData::default()),
             progress_callbacks: Mutex::new(Vec::new()),
         }
@@ -151,9 +164,10 @@ impl ScopeShared {
         self.status.store(status as u8, Ordering::Release);
     }
 
-    /// The backend the scope runs on (detected now if it has not started).
-    fn backend(&self) -> Backend {
-        Backend::from_number(self.backend.load(Ordering::Acquire)).unwrap_or_else(Backend::detect)
+    /// The clock of the backend the scope runs on (detected now if it has
+    /// not started).
+    fn clock(&self) -> Clock {
+        Clock::from_number(self.clock.load(Ordering::Acquire)).unwrap_or_else(Clock::detect)
     }
 
     pub(crate) fn deadline(&self) -> Option<Instant> {
@@ -187,7 +201,7 @@ impl ScopeShared {
         let mut scope = Some(self);
         while let Some(current) = scope {
             if let Some(deadline) = current.deadline() {
-                let now = *now.get_or_insert_with(|| current.backend().now());
+                let now = *now.get_or_insert_with(|| current.clock().now());
                 if now >= deadline {
                     current.token.cancel_cause(Cause {
                         reason: CancelReason::Timeout,
@@ -216,8 +230,7 @@ impl ScopeShared {
             let data = lock(&self.data);
             (data.name.clone(), data.started)
         };
-        let elapsed =
-            started.map(|started| self.backend().now().saturating_duration_since(started));
+        let elapsed = started.map(|started| self.clock().now().saturating_duration_since(started));
         Cancelled::new(cause.reason)
             .with_message(cause.message)
             .with_operation(name, self.id(), elapsed)
@@ -234,7 +247,7 @@ impl ScopeShared {
     }
 
     fn context(&self) -> OperationContext {
-        let now = self.backend().now();
+        let now = self.clock().now();
         let status = self.status();
         let reason = self.token.recorded_cause().map(|cause| cause.reason);
         let parent_id = self.parent().map(|parent| parent.id());
@@ -260,7 +273,10 @@ impl CancelScope {
 
     /// Attaches a key/value pair to the operation's context.
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.config.metadata.insert(key.into(), value.into());
+        self.config
+            .extras()
+            .metadata
+            .insert(key.into(), value.into());
         self
     }
 
@@ -318,7 +334,7 @@ impl CancelScope {
 
     /// Adds a source; the first source to fire cancels the scope.
     pub fn source(mut self, source: Source) -> Self {
-        self.config.sources.push(source);
+        self.config.extras().sources.push(source);
         self
     }
 
@@ -335,7 +351,7 @@ impl CancelScope {
     /// Runs `callback` when the scope ends cancelled. A panicking callback
     /// is contained: the scope's result is still returned.
     pub fn on_cancel(mut self, callback: impl FnOnce(&Cancelled) + Send + 'static) -> Self {
-        self.config.on_cancel.push(Box::new(callback));
+        self.config.extras().on_cancel.push(Box::new(callback));
         self
     }
 
@@ -345,14 +361,14 @@ impl CancelScope {
         mut self,
         callback: impl FnOnce(&OperationContext) + Send + 'static,
     ) -> Self {
-        self.config.on_complete.push(Box::new(callback));
+        self.config.extras().on_complete.push(Box::new(callback));
         self
     }
 
     /// Runs `callback` when the body of [`try_run`](Self::try_run) returns
     /// an `Err` of its own (status [`OperationStatus::Failed`]).
     pub fn on_error(mut self, callback: impl FnOnce(&OperationContext) + Send + 'static) -> Self {
-        self.config.on_error.push(Box::new(callback));
+        self.config.extras().on_error.push(Box::new(callback));
         self
     }
 
@@ -412,7 +428,10 @@ impl fmt::Debug for CancelScope {
         f.debug_struct("CancelScope")
             .field("id", &self.shared.id())
             .field("timeout", &self.config.timeout)
-            .field("sources", &self.config.sources)
+            .field(
+                "sources",
+                &self.config.extras.as_ref().map(|extras| &extras.sources),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -509,7 +528,8 @@ struct Armed {
     /// The deadline computed at the start, with the generation it had:
     /// spares a lock at the first pend.
     initial_deadline: (u64, Option<Instant>),
-    sources: ArmedSources,
+    /// Boxed, and only when the scope has sources besides its deadline.
+    sources: Option<Box<ArmedSources>>,
     #[cfg(feature = "tracing")]
     span: tracing::Span,
 }
@@ -559,10 +579,10 @@ impl Driver {
     fn start(&mut self) {
         let shared = self.shared().clone();
         let parent = current::current_shared();
-        let backend = parent
-            .as_ref()
-            .map_or_else(Backend::detect, |p| p.backend());
-        shared.backend.store(backend.number(), Ordering::Release);
+        let backend = Backend::detect();
+        shared
+            .clock
+            .store(backend.clock().number(), Ordering::Release);
         let started = backend.now();
         let parent_link = parent.as_ref().and_then(|p| p.token.attach(&shared.token));
         let nested_in = parent.as_ref().map(NestedIn::new);
@@ -577,7 +597,9 @@ impl Driver {
             let mut data = lock(&shared.data);
             data.started = Some(started);
             data.name = self.config.name.take();
-            data.metadata = std::mem::take(&mut self.config.metadata);
+            if let Some(extras) = &mut self.config.extras {
+                data.metadata = std::mem::take(&mut extras.metadata);
+            }
             // A deadline set through a handle before the start counts too.
             data.deadline = [data.deadline, self.config.deadline, timeout_at]
                 .into_iter()
@@ -594,8 +616,15 @@ impl Driver {
             tracing::debug!(parent: &span, "scope started");
             span
         };
-        let mut sources = ArmedSources::default();
-        for source in std::mem::take(&mut self.config.sources) {
+        let configured = self
+            .config
+            .extras
+            .as_mut()
+            .map(|extras| std::mem::take(&mut extras.sources))
+            .unwrap_or_default();
+        let mut sources = (!configured.is_empty()).then(Box::<ArmedSources>::default);
+        for source in configured {
+            let sources = sources.as_mut().expect("boxed above for a source");
             if let Err(error) = sources.arm(source, Sink::Token(shared.token.clone()), started) {
                 shared.token.cancel_cause(Cause {
                     reason: CancelReason::Error(error),
@@ -712,7 +741,9 @@ impl Driver {
                 }
             }
         }
-        armed.sources.poll(cx, armed.backend);
+        if let Some(sources) = &mut armed.sources {
+            sources.poll(cx, armed.backend);
+        }
     }
 
     /// Records the outcome, releases every source and runs the callbacks.
@@ -720,15 +751,22 @@ impl Driver {
         self.finished = true;
         let shared = self.shared().clone();
         let armed = self.armed.take();
-        let config = std::mem::take(&mut self.config);
+        let extras = self
+            .config
+            .extras
+            .take()
+            .map(|extras| *extras)
+            .unwrap_or_default();
         // The end time can only be read through a handle or a callback:
         // spare the clock read when there is neither.
         let observed = Arc::strong_count(&shared) > 2
-            || !config.on_complete.is_empty()
-            || !config.on_error.is_empty();
+            || !extras.on_complete.is_empty()
+            || !extras.on_error.is_empty();
         if observed {
-            let backend = armed.as_ref().map_or_else(Backend::detect, |a| a.backend);
-            lock(&shared.data).ended = Some(backend.now());
+            let clock = armed
+                .as_ref()
+                .map_or_else(Clock::detect, |a| a.backend.clock());
+            lock(&shared.data).ended = Some(clock.now());
         }
         shared.set_status(status);
         #[cfg(feature = "tracing")]
@@ -748,19 +786,19 @@ impl Driver {
                 let cancelled = cancelled
                     .cloned()
                     .unwrap_or_else(|| shared.cancelled_error());
-                for callback in config.on_cancel {
+                for callback in extras.on_cancel {
                     let _ = catch_unwind(AssertUnwindSafe(|| callback(&cancelled)));
                 }
             }
-            OperationStatus::Completed if !config.on_complete.is_empty() => {
+            OperationStatus::Completed if !extras.on_complete.is_empty() => {
                 let context = shared.context();
-                for callback in config.on_complete {
+                for callback in extras.on_complete {
                     let _ = catch_unwind(AssertUnwindSafe(|| callback(&context)));
                 }
             }
-            OperationStatus::Failed if !config.on_error.is_empty() => {
+            OperationStatus::Failed if !extras.on_error.is_empty() => {
                 let context = shared.context();
-                for callback in config.on_error {
+                for callback in extras.on_error {
                     let _ = catch_unwind(AssertUnwindSafe(|| callback(&context)));
                 }
             }

@@ -204,14 +204,10 @@ impl Shard {
 
     /// This thread's shard for `backend`.
     pub(crate) fn current(backend: Backend) -> Arc<Shard> {
-        let (key, backend) = match backend {
+        let key = match backend {
             #[cfg(feature = "tokio")]
-            Backend::Tokio => match tokio::runtime::Handle::try_current() {
-                Ok(handle) => (ShardKey::Tokio(handle.id()), backend),
-                // A scope started on tokio, now polled elsewhere.
-                Err(_) => (ShardKey::AsyncIo, Backend::AsyncIo),
-            },
-            Backend::AsyncIo => (ShardKey::AsyncIo, backend),
+            Backend::Tokio(runtime) => ShardKey::Tokio(runtime),
+            Backend::AsyncIo => ShardKey::AsyncIo,
         };
         SHARDS.with(|shards| {
             let mut shards = shards.borrow_mut();

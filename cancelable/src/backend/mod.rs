@@ -21,47 +21,77 @@ use std::time::Instant;
 /// The executor family a scope runs on, detected when the scope starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Backend {
+    /// A tokio runtime, with its id (timers belong to a runtime).
+    #[cfg(feature = "tokio")]
+    Tokio(tokio::runtime::Id),
+    AsyncIo,
+}
+
+/// Which clock a backend's deadlines follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Clock {
+    /// tokio's clock, which tests can pause and advance.
     #[cfg(feature = "tokio")]
     Tokio,
-    AsyncIo,
+    Std,
+}
+
+impl Clock {
+    /// A small number for storing the clock in an atomic (never 0).
+    pub(crate) fn number(self) -> u8 {
+        match self {
+            #[cfg(feature = "tokio")]
+            Clock::Tokio => 1,
+            Clock::Std => 2,
+        }
+    }
+
+    /// The clock stored as [`number`](Self::number), if any.
+    pub(crate) fn from_number(number: u8) -> Option<Clock> {
+        match number {
+            #[cfg(feature = "tokio")]
+            1 => Some(Clock::Tokio),
+            2 => Some(Clock::Std),
+            _ => None,
+        }
+    }
+
+    /// The clock of the executor running on this thread.
+    pub(crate) fn detect() -> Clock {
+        Backend::detect().clock()
+    }
+
+    /// The current time on this clock.
+    pub(crate) fn now(self) -> Instant {
+        match self {
+            #[cfg(feature = "tokio")]
+            Clock::Tokio => tokio::time::Instant::now().into_std(),
+            Clock::Std => Instant::now(),
+        }
+    }
 }
 
 impl Backend {
     /// Tokio if a tokio runtime is entered on this thread, `async-io` otherwise.
     pub(crate) fn detect() -> Backend {
         #[cfg(feature = "tokio")]
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Backend::Tokio;
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            return Backend::Tokio(handle.id());
         }
         Backend::AsyncIo
     }
 
-    /// A small number for storing the backend in an atomic (never 0).
-    pub(crate) fn number(self) -> u8 {
+    pub(crate) fn clock(self) -> Clock {
         match self {
             #[cfg(feature = "tokio")]
-            Backend::Tokio => 1,
-            Backend::AsyncIo => 2,
-        }
-    }
-
-    /// The backend stored as [`number`](Self::number), if any.
-    pub(crate) fn from_number(number: u8) -> Option<Backend> {
-        match number {
-            #[cfg(feature = "tokio")]
-            1 => Some(Backend::Tokio),
-            2 => Some(Backend::AsyncIo),
-            _ => None,
+            Backend::Tokio(_) => Clock::Tokio,
+            Backend::AsyncIo => Clock::Std,
         }
     }
 
     /// The current time on this backend's clock (tokio's clock can be paused).
     pub(crate) fn now(self) -> Instant {
-        match self {
-            #[cfg(feature = "tokio")]
-            Backend::Tokio => tokio::time::Instant::now().into_std(),
-            Backend::AsyncIo => Instant::now(),
-        }
+        self.clock().now()
     }
 
     /// A timer that fires at `deadline`.
@@ -71,7 +101,7 @@ impl Backend {
     pub(crate) fn timer(self, deadline: Instant) -> Timer {
         match self {
             #[cfg(feature = "tokio")]
-            Backend::Tokio => Timer::Tokio(Box::pin(tokio::time::sleep_until(
+            Backend::Tokio(_) => Timer::Tokio(Box::pin(tokio::time::sleep_until(
                 tokio::time::Instant::from_std(deadline),
             ))),
             Backend::AsyncIo => Timer::AsyncIo(async_io::Timer::at(deadline)),
@@ -86,7 +116,7 @@ impl Backend {
     {
         match self {
             #[cfg(feature = "tokio")]
-            Backend::Tokio => Blocking::Tokio(tokio::task::spawn_blocking(work)),
+            Backend::Tokio(_) => Blocking::Tokio(tokio::task::spawn_blocking(work)),
             Backend::AsyncIo => Blocking::AsyncIo(blocking::unblock(work)),
         }
     }
