@@ -94,9 +94,19 @@ pub(crate) struct ContextData {
     pub(crate) deadline: Option<Instant>,
     pub(crate) started: Option<Instant>,
     pub(crate) ended: Option<Instant>,
+    /// Boxed: most scopes never report progress nor carry metadata.
+    pub(crate) extra: Option<Box<ContextExtra>>,
+}
+
+/// What few scopes use: progress, its handlers, metadata.
+#[derive(Default)]
+pub(crate) struct ContextExtra {
     pub(crate) progress: Option<Progress>,
+    pub(crate) progress_callbacks: Vec<ProgressCallback>,
     pub(crate) metadata: BTreeMap<String, String>,
 }
+
+pub(crate) type ProgressCallback = std::sync::Arc<dyn Fn(&Progress) + Send + Sync>;
 
 impl ContextData {
     pub(crate) fn snapshot(
@@ -118,9 +128,13 @@ impl ContextData {
             elapsed: self
                 .started
                 .map(|started| self.ended.unwrap_or(now).saturating_duration_since(started)),
-            progress: self.progress.clone(),
+            progress: self.extra.as_ref().and_then(|extra| extra.progress.clone()),
             reason,
-            metadata: self.metadata.clone(),
+            metadata: self
+                .extra
+                .as_ref()
+                .map(|extra| extra.metadata.clone())
+                .unwrap_or_default(),
         }
     }
 }

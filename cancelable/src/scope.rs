@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use pin_project_lite::pin_project;
 
 use crate::backend::{Backend, Clock, Registration, Shard};
-use crate::context::{ContextData, OperationContext, OperationStatus, Progress};
+use crate::context::{ContextData, OperationContext, OperationStatus, Progress, ProgressCallback};
 use crate::current;
 use crate::source::{ArmedSources, Predicate, Sink, Source};
 use crate::sync::{lock, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
@@ -23,9 +23,31 @@ use crate::{CancelReason, CancellationToken, Cancelled, Signal};
 
 static NEXT_OPERATION_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
+/// How many ids a thread takes from the global counter at a time, so that
+/// threads cancelling many scopes at once do not fight over one counter.
+const ID_BLOCK: u64 = 1024;
+
+/// A process-unique operation id.
+fn next_operation_id() -> u64 {
+    thread_local! {
+        static IDS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+    }
+    let from_block = IDS.try_with(|ids| {
+        let (next, end) = ids.get();
+        if next < end {
+            ids.set((next + 1, end));
+            next
+        } else {
+            let start = NEXT_OPERATION_ID.fetch_add(ID_BLOCK, Ordering::Relaxed);
+            ids.set((start + 1, start + ID_BLOCK));
+            start
+        }
+    });
+    from_block.unwrap_or_else(|_| NEXT_OPERATION_ID.fetch_add(1, Ordering::Relaxed))
+}
+
 type CancelCallback = Box<dyn FnOnce(&Cancelled) + Send>;
 type ContextCallback = Box<dyn FnOnce(&OperationContext) + Send>;
-pub(crate) type ProgressCallback = Arc<dyn Fn(&Progress) + Send + Sync>;
 
 /// A scope of cancellation (the origin's `Cancellable`): build it from
 /// sources and options, then run a future inside it.
@@ -70,6 +92,7 @@ struct Config {
     name: Option<Cow<'static, str>>,
     deadline: Option<Instant>,
     timeout: Option<Duration>,
+    sources: Vec<Source>,
     /// Boxed: most scopes have none of it, and the builder and the scope
     /// future move `Config` around by value.
     extras: Option<Box<Extras>>,
@@ -78,7 +101,7 @@ struct Config {
 #[derive(Default)]
 struct Extras {
     metadata: BTreeMap<String, String>,
-    sources: Vec<Source>,
+    on_progress: Vec<ProgressCallback>,
     on_cancel: Vec<CancelCallback>,
     on_complete: Vec<ContextCallback>,
     on_error: Vec<ContextCallback>,
@@ -110,7 +133,6 @@ pub(crate) struct ScopeShared {
     /// Name, deadline, timestamps, progress and metadata: locked when the
     /// scope starts and finishes, and when somebody reads them.
     data: Mutex<ContextData>,
-    progress_callbacks: Mutex<Vec<ProgressCallback>>,
 }
 
 impl ScopeShared {
@@ -126,14 +148,13 @@ impl ScopeShared {
             parent: OnceLock::new(),
             clock: AtomicU8::new(0),
             data: Mutex::new(ContextData::default()),
-            progress_callbacks: Mutex::new(Vec::new()),
         }
     }
 
     pub(crate) fn id(&self) -> u64 {
         match self.id.load(Ordering::Acquire) {
             0 => {
-                let fresh = NEXT_OPERATION_ID.fetch_add(1, Ordering::Relaxed);
+                let fresh = next_operation_id();
                 match self
                     .id
                     .compare_exchange(0, fresh, Ordering::AcqRel, Ordering::Acquire)
@@ -237,8 +258,12 @@ impl ScopeShared {
     }
 
     pub(crate) fn report_progress(&self, progress: Progress) {
-        lock(&self.data).progress = Some(progress.clone());
-        let callbacks = lock(&self.progress_callbacks).clone();
+        let callbacks = {
+            let mut data = lock(&self.data);
+            let extra = data.extra.get_or_insert_with(Default::default);
+            extra.progress = Some(progress.clone());
+            extra.progress_callbacks.clone()
+        };
         for callback in callbacks {
             // A panicking progress handler must not unwind into the body
             // that reported progress.
@@ -334,7 +359,7 @@ impl CancelScope {
 
     /// Adds a source; the first source to fire cancels the scope.
     pub fn source(mut self, source: Source) -> Self {
-        self.config.extras().sources.push(source);
+        self.config.sources.push(source);
         self
     }
 
@@ -374,8 +399,8 @@ impl CancelScope {
 
     /// Runs `callback` on every [`report_progress`](crate::report_progress)
     /// made inside the scope, on the reporting thread.
-    pub fn on_progress(self, callback: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
-        lock(&self.shared.progress_callbacks).push(Arc::new(callback));
+    pub fn on_progress(mut self, callback: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
+        self.config.extras().on_progress.push(Arc::new(callback));
         self
     }
 
@@ -428,10 +453,7 @@ impl fmt::Debug for CancelScope {
         f.debug_struct("CancelScope")
             .field("id", &self.shared.id())
             .field("timeout", &self.config.timeout)
-            .field(
-                "sources",
-                &self.config.extras.as_ref().map(|extras| &extras.sources),
-            )
+            .field("sources", &self.config.sources)
             .finish_non_exhaustive()
     }
 }
@@ -584,7 +606,9 @@ impl Driver {
             .clock
             .store(backend.clock().number(), Ordering::Release);
         let started = backend.now();
-        let parent_link = parent.as_ref().and_then(|p| p.token.attach(&shared.token));
+        let parent_link = parent
+            .as_ref()
+            .and_then(|p| p.token.attach(&shared.token, false));
         let nested_in = parent.as_ref().map(NestedIn::new);
         if let Some(parent) = parent {
             let _ = shared.parent.set(parent);
@@ -598,7 +622,9 @@ impl Driver {
             data.started = Some(started);
             data.name = self.config.name.take();
             if let Some(extras) = &mut self.config.extras {
-                data.metadata = std::mem::take(&mut extras.metadata);
+                let extra = data.extra.get_or_insert_with(Default::default);
+                extra.metadata = std::mem::take(&mut extras.metadata);
+                extra.progress_callbacks = std::mem::take(&mut extras.on_progress);
             }
             // A deadline set through a handle before the start counts too.
             data.deadline = [data.deadline, self.config.deadline, timeout_at]
@@ -616,12 +642,7 @@ impl Driver {
             tracing::debug!(parent: &span, "scope started");
             span
         };
-        let configured = self
-            .config
-            .extras
-            .as_mut()
-            .map(|extras| std::mem::take(&mut extras.sources))
-            .unwrap_or_default();
+        let configured = std::mem::take(&mut self.config.sources);
         let mut sources = (!configured.is_empty()).then(Box::<ArmedSources>::default);
         for source in configured {
             let sources = sources.as_mut().expect("boxed above for a source");

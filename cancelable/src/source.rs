@@ -12,7 +12,7 @@ use crate::backend::{Backend, Blocking, Timer};
 use crate::reason::SourceError;
 use crate::signal::{listen, SignalGuard};
 use crate::sync::{AtomicBool, AtomicUsize, Ordering};
-use crate::token::{CallbackGuard, Cause};
+use crate::token::{CallbackGuard, Cause, ChildLink};
 use crate::{CancelReason, CancellationToken, Signal};
 
 /// Something that can cancel a scope: a timeout, a signal, a token, a
@@ -239,6 +239,7 @@ impl Sink {
 pub(crate) struct ArmedSources {
     signals: Vec<SignalGuard>,
     callbacks: Vec<CallbackGuard>,
+    links: Vec<ChildLink>,
     polled: Vec<Polled>,
 }
 
@@ -266,6 +267,16 @@ impl ArmedSources {
                 sink,
             }),
             SourceKind::Signal(signal) => self.signals.push(listen(signal, sink)?),
+            // A token feeding the scope directly: link the scope's token
+            // under it, as a child that reports the token's own reason.
+            SourceKind::Token(token) if matches!(sink, Sink::Token(_)) => {
+                let Sink::Token(scope_token) = &sink else {
+                    unreachable!("matched above")
+                };
+                if let Some(link) = token.attach(scope_token, true) {
+                    self.links.push(link);
+                }
+            }
             SourceKind::Token(token) => {
                 let guard = token.on_cancel_cause(Box::new(move |cause: &Cause| {
                     sink.fire_cause(cause.clone());

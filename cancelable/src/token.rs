@@ -51,7 +51,8 @@ pub(crate) struct TokenInner {
 }
 
 struct TokenState {
-    cause: Option<Cause>,
+    // Boxed: only cancelled tokens have one, and every token has the slot.
+    cause: Option<Box<Cause>>,
     listeners: Slab<Listener>,
 }
 
@@ -66,7 +67,9 @@ pub(crate) type Callback = Box<dyn FnOnce(&Cause) + Send>;
 
 enum Listener {
     Waker(Option<Waker>),
-    Child(Weak<TokenInner>),
+    /// A child token: cancelled with `Parent(reason)`, or with the same
+    /// reason when `transparent` (a scope linked to a token source).
+    Child(Weak<TokenInner>, bool),
     Callback(Callback),
 }
 
@@ -80,7 +83,7 @@ impl Drop for ChildLink {
     fn drop(&mut self) {
         let mut state = lock(&self.parent.state);
         if state.cause.is_none()
-            && matches!(state.listeners.get(self.key), Some(Listener::Child(_)))
+            && matches!(state.listeners.get(self.key), Some(Listener::Child(..)))
         {
             state.listeners.remove(self.key);
         }
@@ -104,14 +107,14 @@ impl TokenInner {
         if !self.cancelled.load(Ordering::Acquire) {
             return None;
         }
-        lock(&self.state).cause.clone()
+        lock(&self.state).cause.as_deref().cloned()
     }
 
     /// The recorded cause even while the flag is not yet published (a
     /// cancel is cancelling the children): used when linking new children,
     /// which must not miss a cancel in progress.
     fn recorded_cause(&self) -> Option<Cause> {
-        lock(&self.state).cause.clone()
+        lock(&self.state).cause.as_deref().cloned()
     }
 
     /// Records `cause` if no cause is recorded yet, cancels every child,
@@ -132,27 +135,23 @@ impl TokenInner {
             if state.cause.is_some() {
                 return false;
             }
-            state.cause = Some(cause.clone());
+            state.cause = Some(Box::new(cause.clone()));
             std::mem::take(&mut state.listeners)
         };
-        let child_cause = Cause {
-            reason: cause.reason.for_child(),
-            message: cause.message.clone(),
-        };
         let mut to_notify = Vec::new();
-        cancel_children(early, &child_cause, &mut to_notify);
+        cancel_children(early, &cause, &mut to_notify);
         let late = {
             let state = &mut *lock(&self.state);
             self.cancelled.store(true, Ordering::Release);
             std::mem::take(&mut state.listeners)
         };
-        cancel_children(late, &child_cause, &mut to_notify);
+        cancel_children(late, &cause, &mut to_notify);
         self.owner.wake();
         for listener in to_notify {
             match listener {
                 Listener::Waker(Some(waker)) => waker.wake(),
                 Listener::Callback(callback) => run_callback(callback, &cause),
-                Listener::Waker(None) | Listener::Child(_) => {}
+                Listener::Waker(None) | Listener::Child(..) => {}
             }
         }
         true
@@ -165,7 +164,8 @@ impl TokenInner {
         if self.cancelled.load(Ordering::Acquire) {
             let cause = state
                 .cause
-                .clone()
+                .as_deref()
+                .cloned()
                 .expect("a cause is recorded before the flag is set");
             return Err((listener, cause));
         }
@@ -184,11 +184,21 @@ impl TokenInner {
 
 /// Cancels the children among `listeners` and keeps the others for notifying.
 fn cancel_children(listeners: Slab<Listener>, cause: &Cause, others: &mut Vec<Listener>) {
+    let mut child_cause = None;
     for (_, listener) in listeners {
         match listener {
-            Listener::Child(child) => {
+            Listener::Child(child, transparent) => {
                 if let Some(child) = child.upgrade() {
-                    child.cancel(cause.clone());
+                    child.cancel(if transparent {
+                        cause.clone()
+                    } else {
+                        child_cause
+                            .get_or_insert_with(|| Cause {
+                                reason: cause.reason.for_child(),
+                                message: cause.message.clone(),
+                            })
+                            .clone()
+                    });
                 }
             }
             other => others.push(other),
@@ -222,7 +232,7 @@ impl CancellationToken {
         let parent = &self.inner;
         let mut inherited = None;
         let child = Arc::new_cyclic(|weak: &Weak<TokenInner>| {
-            let link = match parent.register(Listener::Child(weak.clone())) {
+            let link = match parent.register(Listener::Child(weak.clone(), false)) {
                 Ok(key) => Some(ChildLink {
                     parent: parent.clone(),
                     key,
@@ -362,27 +372,33 @@ impl CancellationToken {
         lock(&self.inner.state)
             .listeners
             .iter()
-            .filter(|(_, listener)| matches!(listener, Listener::Child(_)))
+            .filter(|(_, listener)| matches!(listener, Listener::Child(..)))
             .count()
     }
 
     /// Links an existing token under `self`, as `child()` does for a new
-    /// one; the link lasts until the returned value is dropped.
-    pub(crate) fn attach(&self, child: &CancellationToken) -> Option<ChildLink> {
+    /// one; the link lasts until the returned value is dropped. A
+    /// `transparent` child is cancelled with `self`'s own reason rather
+    /// than `Parent(reason)`.
+    pub(crate) fn attach(&self, child: &CancellationToken, transparent: bool) -> Option<ChildLink> {
         // `child` is alive, so a cancel that takes this registration reaches
         // it; a parent already cancelled hands its cause back instead.
         match self
             .inner
-            .register(Listener::Child(Arc::downgrade(&child.inner)))
+            .register(Listener::Child(Arc::downgrade(&child.inner), transparent))
         {
             Ok(key) => Some(ChildLink {
                 parent: self.inner.clone(),
                 key,
             }),
             Err((_, cause)) => {
-                child.inner.cancel(Cause {
-                    reason: cause.reason.for_child(),
-                    message: cause.message,
+                child.inner.cancel(if transparent {
+                    cause
+                } else {
+                    Cause {
+                        reason: cause.reason.for_child(),
+                        message: cause.message,
+                    }
                 });
                 None
             }
