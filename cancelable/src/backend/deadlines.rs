@@ -34,17 +34,18 @@ use super::{Backend, Timer};
 use crate::scope::ScopeShared;
 use crate::sync::{lock, AtomicBool, Mutex, Ordering};
 
-/// Which shard a scope registers with: one per runtime (tokio timers belong
-/// to a runtime) and one for `async-io`, on each thread.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ShardKey {
-    #[cfg(feature = "tokio")]
-    Tokio(tokio::runtime::Id),
-    AsyncIo,
+thread_local! {
+    /// This thread's shards, one per backend. A thread runs one tokio
+    /// runtime at a time; the tokio shard's timer is replaced when it
+    /// belongs to another runtime than the one arming it.
+    static SHARDS: RefCell<Vec<Arc<Shard>>> = const { RefCell::new(Vec::new()) };
 }
 
-thread_local! {
-    static SHARDS: RefCell<Vec<(ShardKey, Arc<Shard>)>> = const { RefCell::new(Vec::new()) };
+/// The shard timer, with the tokio runtime it belongs to.
+struct ShardTimer {
+    timer: Timer,
+    #[cfg(feature = "tokio")]
+    runtime: Option<tokio::runtime::Id>,
 }
 
 pub(crate) struct Shard {
@@ -55,7 +56,7 @@ pub(crate) struct Shard {
     /// a timer to a passed deadline may run its waker at once, and the
     /// waker takes `state`, so `state` is never held while the timer is
     /// touched.
-    timer: Mutex<Option<Timer>>,
+    timer: Mutex<Option<ShardTimer>>,
     state: Mutex<ShardState>,
     waker: Waker,
 }
@@ -204,22 +205,27 @@ impl Shard {
 
     /// This thread's shard for `backend`.
     pub(crate) fn current(backend: Backend) -> Arc<Shard> {
-        let key = match backend {
-            #[cfg(feature = "tokio")]
-            Backend::Tokio(runtime) => ShardKey::Tokio(runtime),
-            Backend::AsyncIo => ShardKey::AsyncIo,
-        };
         SHARDS.with(|shards| {
             let mut shards = shards.borrow_mut();
-            if let Some((_, shard)) = shards.iter().find(|(k, _)| *k == key) {
+            if let Some(shard) = shards.iter().find(|shard| shard.backend == backend) {
                 return shard.clone();
             }
-            // Shards of runtimes that ended are no longer used by anyone.
-            shards.retain(|(_, shard)| Arc::strong_count(shard) > 1);
             let shard = Shard::new(backend);
-            shards.push((key, shard.clone()));
+            shards.push(shard.clone());
             shard
         })
+    }
+
+    /// The current tokio runtime, if this shard's timers are tokio's.
+    /// `Err` if they are, but no runtime is entered: nothing can be armed.
+    #[cfg(feature = "tokio")]
+    fn runtime(&self) -> Result<Option<tokio::runtime::Id>, ()> {
+        match self.backend {
+            Backend::Tokio => tokio::runtime::Handle::try_current()
+                .map(|handle| Some(handle.id()))
+                .map_err(|_| ()),
+            Backend::AsyncIo => Ok(None),
+        }
     }
 
     /// Records that `scope` must be cancelled at `deadline`. Called from
@@ -255,6 +261,22 @@ impl Shard {
         let mut expired = Vec::new();
         {
             let mut timer_slot = lock(&self.timer);
+            #[cfg(feature = "tokio")]
+            {
+                let Ok(runtime) = self.runtime() else {
+                    // Outside the runtime: leave it to a scope polled inside.
+                    self.needs_arm.store(true, Ordering::Release);
+                    return;
+                };
+                // A timer of a runtime that has ended must not be touched.
+                if timer_slot
+                    .as_ref()
+                    .is_some_and(|slot| slot.runtime != runtime)
+                {
+                    *timer_slot = None;
+                    lock(&self.state).armed_at = None;
+                }
+            }
             loop {
                 self.needs_arm.store(false, Ordering::Release);
                 let deadline = {
@@ -269,11 +291,19 @@ impl Shard {
                     }
                 };
                 let timer = match &mut *timer_slot {
-                    Some(timer) => {
-                        timer.reset(deadline);
-                        timer
+                    Some(slot) => {
+                        slot.timer.reset(deadline);
+                        &mut slot.timer
                     }
-                    None => timer_slot.insert(self.backend.timer(deadline)),
+                    None => {
+                        &mut timer_slot
+                            .insert(ShardTimer {
+                                timer: self.backend.timer(deadline),
+                                #[cfg(feature = "tokio")]
+                                runtime: self.runtime().unwrap_or_default(),
+                            })
+                            .timer
+                    }
                 };
                 let mut cx = Context::from_waker(&self.waker);
                 let fired = timer.poll_fired(&mut cx).is_ready();

@@ -21,9 +21,8 @@ use std::time::Instant;
 /// The executor family a scope runs on, detected when the scope starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Backend {
-    /// A tokio runtime, with its id (timers belong to a runtime).
     #[cfg(feature = "tokio")]
-    Tokio(tokio::runtime::Id),
+    Tokio,
     AsyncIo,
 }
 
@@ -74,9 +73,12 @@ impl Clock {
 impl Backend {
     /// Tokio if a tokio runtime is entered on this thread, `async-io` otherwise.
     pub(crate) fn detect() -> Backend {
+        // Inside a tokio task, `try_id` is a plain thread-local read;
+        // `Handle::try_current` (for `block_on`, which is not a task)
+        // clones the runtime's handle, which worker threads share.
         #[cfg(feature = "tokio")]
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            return Backend::Tokio(handle.id());
+        if tokio::task::try_id().is_some() || tokio::runtime::Handle::try_current().is_ok() {
+            return Backend::Tokio;
         }
         Backend::AsyncIo
     }
@@ -84,7 +86,7 @@ impl Backend {
     pub(crate) fn clock(self) -> Clock {
         match self {
             #[cfg(feature = "tokio")]
-            Backend::Tokio(_) => Clock::Tokio,
+            Backend::Tokio => Clock::Tokio,
             Backend::AsyncIo => Clock::Std,
         }
     }
@@ -101,7 +103,7 @@ impl Backend {
     pub(crate) fn timer(self, deadline: Instant) -> Timer {
         match self {
             #[cfg(feature = "tokio")]
-            Backend::Tokio(_) => Timer::Tokio(Box::pin(tokio::time::sleep_until(
+            Backend::Tokio => Timer::Tokio(Box::pin(tokio::time::sleep_until(
                 tokio::time::Instant::from_std(deadline),
             ))),
             Backend::AsyncIo => Timer::AsyncIo(async_io::Timer::at(deadline)),
@@ -116,7 +118,7 @@ impl Backend {
     {
         match self {
             #[cfg(feature = "tokio")]
-            Backend::Tokio(_) => Blocking::Tokio(tokio::task::spawn_blocking(work)),
+            Backend::Tokio => Blocking::Tokio(tokio::task::spawn_blocking(work)),
             Backend::AsyncIo => Blocking::AsyncIo(blocking::unblock(work)),
         }
     }
