@@ -230,3 +230,21 @@ pub struct ReadmeDoctests;
 fn _boxed_errors_convert(cancelled: Cancelled) -> Box<dyn std::error::Error + Send + Sync> {
     cancelled.into()
 }
+
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn sizes() {
+        use std::mem::size_of;
+        eprintln!(
+            "Run<Pending<()>> = {}",
+            size_of::<crate::Run<std::future::Pending<()>>>()
+        );
+        eprintln!("CancelScope = {}", size_of::<crate::CancelScope>());
+        eprintln!("ScopeShared = {}", size_of::<crate::scope::ScopeShared>());
+        eprintln!("TokenInner = {}", size_of::<crate::token::TokenInner>());
+        eprintln!("ContextData = {}", size_of::<crate::context::ContextData>());
+        eprintln!("Cancelled = {}", size_of::<crate::Cancelled>());
+        eprintln!("Source = {}", size_of::<crate::Source>());
+    }
+}

@@ -541,6 +541,10 @@ impl fmt::Debug for ScopeHandle {
 
 /// What a running scope holds: created at its first poll.
 struct Armed {
+    /// Callbacks, run when the scope finishes.
+    extras: Option<Box<Extras>>,
+    /// The first token source, linked to the scope's token.
+    _token_link: Option<ChildLink>,
     backend: Backend,
     _parent_link: Option<ChildLink>,
     _nested_in: Option<NestedIn>,
@@ -577,18 +581,29 @@ struct Driver {
     /// `None` only while the body is polled: the scope then sits in the
     /// thread-local current-scope slot.
     shared: Option<Arc<ScopeShared>>,
-    config: Config,
-    armed: Option<Armed>,
-    finished: bool,
+    stage: Stage,
+}
+
+/// Where the scope future is; an enum so that the configuration and the
+/// running state share their room in the future.
+enum Stage {
+    Configured(Config),
+    Running(Armed),
+    Finished,
 }
 
 impl Driver {
     fn new(scope: CancelScope) -> Self {
         Driver {
             shared: Some(scope.shared),
-            config: scope.config,
-            armed: None,
-            finished: false,
+            stage: Stage::Configured(scope.config),
+        }
+    }
+
+    fn armed(&mut self) -> &mut Armed {
+        match &mut self.stage {
+            Stage::Running(armed) => armed,
+            _ => unreachable!("the scope has started and not finished"),
         }
     }
 
@@ -598,7 +613,7 @@ impl Driver {
             .expect("the scope is only lent out while its body is polled")
     }
 
-    fn start(&mut self) {
+    fn start(&mut self, mut config: Config) {
         let shared = self.shared().clone();
         let parent = current::current_shared();
         let backend = Backend::detect();
@@ -613,21 +628,20 @@ impl Driver {
         if let Some(parent) = parent {
             let _ = shared.parent.set(parent);
         }
-        let timeout_at = self
-            .config
+        let timeout_at = config
             .timeout
             .and_then(|timeout| started.checked_add(timeout));
         let deadline = {
             let mut data = lock(&shared.data);
             data.started = Some(started);
-            data.name = self.config.name.take();
-            if let Some(extras) = &mut self.config.extras {
+            data.name = config.name.take();
+            if let Some(extras) = &mut config.extras {
                 let extra = data.extra.get_or_insert_with(Default::default);
                 extra.metadata = std::mem::take(&mut extras.metadata);
                 extra.progress_callbacks = std::mem::take(&mut extras.on_progress);
             }
             // A deadline set through a handle before the start counts too.
-            data.deadline = [data.deadline, self.config.deadline, timeout_at]
+            data.deadline = [data.deadline, config.deadline, timeout_at]
                 .into_iter()
                 .flatten()
                 .min();
@@ -642,10 +656,19 @@ impl Driver {
             tracing::debug!(parent: &span, "scope started");
             span
         };
-        let configured = std::mem::take(&mut self.config.sources);
-        let mut sources = (!configured.is_empty()).then(Box::<ArmedSources>::default);
-        for source in configured {
-            let sources = sources.as_mut().expect("boxed above for a source");
+        let mut token_link = None;
+        let mut sources = None;
+        for source in config.sources {
+            // The first plain token source, the common case, is kept inline.
+            let source = match source.into_token() {
+                Ok(token) if token_link.is_none() => {
+                    token_link = token.attach(&shared.token, true);
+                    continue;
+                }
+                Ok(token) => Source::token(&token),
+                Err(source) => source,
+            };
+            let sources = sources.get_or_insert_with(Box::<ArmedSources>::default);
             if let Err(error) = sources.arm(source, Sink::Token(shared.token.clone()), started) {
                 shared.token.cancel_cause(Cause {
                     reason: CancelReason::Error(error),
@@ -654,7 +677,9 @@ impl Driver {
                 break;
             }
         }
-        self.armed = Some(Armed {
+        self.stage = Stage::Running(Armed {
+            extras: config.extras,
+            _token_link: token_link,
             backend,
             _parent_link: parent_link,
             _nested_in: nested_in,
@@ -673,18 +698,13 @@ impl Driver {
         cx: &mut Context<'_>,
         is_failure: fn(&F::Output) -> bool,
     ) -> Poll<Result<F::Output, Cancelled>> {
-        assert!(
-            !self.finished,
-            "a cancel scope future was polled after it completed"
-        );
-        if self.armed.is_none() {
-            self.start();
+        match std::mem::replace(&mut self.stage, Stage::Finished) {
+            Stage::Configured(config) => self.start(config),
+            Stage::Finished => panic!("a cancel scope future was polled after it completed"),
+            running => self.stage = running,
         }
         #[cfg(feature = "tracing")]
-        let _entered = self
-            .armed
-            .as_ref()
-            .map(|armed| armed.span.clone().entered());
+        let _entered = self.armed().span.clone().entered();
         let cancelled_before = self.shared().token.is_cancelled();
         if let Poll::Ready(output) = current::enter(&mut self.shared, || body.as_mut().poll(cx)) {
             return Poll::Ready(Ok(self.complete(output, is_failure)));
@@ -692,11 +712,7 @@ impl Driver {
 
         let shared = self.shared().clone();
         shared.token.register_owner(cx.waker());
-        if let Some(registration) = self
-            .armed
-            .as_ref()
-            .and_then(|armed| armed.deadline.as_ref())
-        {
+        if let Some(registration) = &self.armed().deadline {
             // The shared timer may have asked this scope to re-arm it.
             registration.rearm_if_needed();
         }
@@ -745,7 +761,7 @@ impl Driver {
     /// pend (and again when the deadline moved), then polls the sources
     /// that need polling.
     fn poll_sources(&mut self, shared: &Arc<ScopeShared>, cx: &mut Context<'_>) {
-        let armed = self.armed.as_mut().expect("started above");
+        let armed = self.armed();
         let generation = shared.deadline_generation.load(Ordering::Acquire);
         if armed.deadline_generation != generation {
             armed.deadline_generation = generation;
@@ -769,11 +785,11 @@ impl Driver {
 
     /// Records the outcome, releases every source and runs the callbacks.
     fn finish(&mut self, status: OperationStatus, cancelled: Option<&Cancelled>) {
-        self.finished = true;
         let shared = self.shared().clone();
-        let armed = self.armed.take();
-        let extras = self
-            .config
+        let Stage::Running(mut armed) = std::mem::replace(&mut self.stage, Stage::Finished) else {
+            unreachable!("only a running scope finishes")
+        };
+        let extras = armed
             .extras
             .take()
             .map(|extras| *extras)
@@ -784,20 +800,15 @@ impl Driver {
             || !extras.on_complete.is_empty()
             || !extras.on_error.is_empty();
         if observed {
-            let clock = armed
-                .as_ref()
-                .map_or_else(Clock::detect, |a| a.backend.clock());
-            lock(&shared.data).ended = Some(clock.now());
+            lock(&shared.data).ended = Some(armed.backend.clock().now());
         }
         shared.set_status(status);
         #[cfg(feature = "tracing")]
-        if let Some(armed) = &armed {
-            match cancelled {
-                Some(cancelled) => {
-                    tracing::info!(parent: &armed.span, reason = %cancelled.reason(), "scope cancelled")
-                }
-                None => tracing::debug!(parent: &armed.span, %status, "scope finished"),
+        match cancelled {
+            Some(cancelled) => {
+                tracing::info!(parent: &armed.span, reason = %cancelled.reason(), "scope cancelled")
             }
+            None => tracing::debug!(parent: &armed.span, %status, "scope finished"),
         }
         // Unregister timers, signal listeners and token callbacks, and
         // detach from the parent, before user callbacks run.
@@ -831,7 +842,7 @@ impl Driver {
 impl Drop for Driver {
     fn drop(&mut self) {
         // Dropped mid-run from outside: the operation did not complete.
-        if !self.finished && self.armed.is_some() {
+        if matches!(self.stage, Stage::Running(_)) {
             if let Some(shared) = &self.shared {
                 if shared.status() == OperationStatus::Running {
                     shared.set_status(OperationStatus::Cancelled);

@@ -107,6 +107,14 @@ impl Source {
         }
     }
 
+    /// The token of a plain token source, or the source itself.
+    pub(crate) fn into_token(self) -> Result<CancellationToken, Source> {
+        match self.kind {
+            SourceKind::Token(token) => Ok(token),
+            kind => Err(Source { kind }),
+        }
+    }
+
     /// Fires when the first of `sources` fires.
     pub fn any_of(sources: impl IntoIterator<Item = Source>) -> Source {
         Source {
