@@ -81,6 +81,11 @@ pub(crate) struct ChildLink {
 
 impl Drop for ChildLink {
     fn drop(&mut self) {
+        // A cancelled parent has handed its listeners over already: no
+        // lock needed (and none taken while a cancel wakes many children).
+        if self.parent.cancelled.load(Ordering::Acquire) {
+            return;
+        }
         let mut state = lock(&self.parent.state);
         if state.cause.is_none()
             && matches!(state.listeners.get(self.key), Some(Listener::Child(..)))
@@ -173,6 +178,9 @@ impl TokenInner {
     }
 
     fn unregister(&self, key: usize) {
+        if self.cancelled.load(Ordering::Acquire) {
+            return;
+        }
         let mut state = lock(&self.state);
         // Once a cancel has begun, keys may belong to the slab it took:
         // leave everything to the cancel, which drains what is left.
