@@ -142,6 +142,17 @@ fn scope_overhead(c: &mut Criterion) {
                 })
             })
         });
+        group.bench_function("cancelable scope, no source", |b| {
+            b.iter_custom(|iters| {
+                backend.run(async move {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        CancelScope::new().run(pend_once()).await.unwrap();
+                    }
+                    start.elapsed()
+                })
+            })
+        });
         group.bench_function("hand-written timeout", |b| {
             b.iter_custom(|iters| {
                 backend.run(async move {
