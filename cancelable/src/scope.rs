@@ -600,39 +600,22 @@ impl Driver {
         }
     }
 
-    fn armed(&mut self) -> &mut Armed {
-        match &mut self.stage {
-            Stage::Running(armed) => armed,
-            _ => unreachable!("the scope has started and not finished"),
-        }
-    }
-
     fn shared(&self) -> &Arc<ScopeShared> {
-        self.shared
-            .as_ref()
-            .expect("the scope is only lent out while its body is polled")
+        lent_back(&self.shared)
     }
 
     fn start(&mut self, mut config: Config) {
-        let shared = self.shared().clone();
         let parent = current::current_shared();
         let backend = Backend::detect();
-        shared
-            .clock
-            .store(backend.clock().number(), Ordering::Release);
         let started = backend.now();
-        let parent_link = parent
-            .as_ref()
-            .and_then(|p| p.token.attach(&shared.token, false));
-        let nested_in = parent.as_ref().map(NestedIn::new);
-        if let Some(parent) = parent {
-            let _ = shared.parent.set(parent);
-        }
         let timeout_at = config
             .timeout
             .and_then(|timeout| started.checked_add(timeout));
-        let deadline = {
-            let mut data = lock(&shared.data);
+        let shared = self
+            .shared
+            .as_mut()
+            .expect("the scope is only lent out while its body is polled");
+        let deadline = with_data(shared, |data| {
             data.started = Some(started);
             data.name = config.name.take();
             if let Some(extras) = &mut config.extras {
@@ -646,7 +629,18 @@ impl Driver {
                 .flatten()
                 .min();
             data.deadline
-        };
+        });
+        let shared = lent_back(&self.shared);
+        shared
+            .clock
+            .store(backend.clock().number(), Ordering::Release);
+        let parent_link = parent
+            .as_ref()
+            .and_then(|p| p.token.attach(&shared.token, false));
+        let nested_in = parent.as_ref().map(NestedIn::new);
+        if let Some(parent) = parent {
+            let _ = shared.parent.set(parent);
+        }
         shared.set_status(OperationStatus::Running);
         #[cfg(feature = "tracing")]
         let span = {
@@ -677,6 +671,7 @@ impl Driver {
                 break;
             }
         }
+        let initial_deadline = (shared.deadline_generation.load(Ordering::Acquire), deadline);
         self.stage = Stage::Running(Armed {
             extras: config.extras,
             _token_link: token_link,
@@ -685,7 +680,7 @@ impl Driver {
             _nested_in: nested_in,
             deadline: None,
             deadline_generation: u64::MAX,
-            initial_deadline: (shared.deadline_generation.load(Ordering::Acquire), deadline),
+            initial_deadline,
             sources,
             #[cfg(feature = "tracing")]
             span,
@@ -704,20 +699,26 @@ impl Driver {
             running => self.stage = running,
         }
         #[cfg(feature = "tracing")]
-        let _entered = self.armed().span.clone().entered();
+        let _entered = match &self.stage {
+            Stage::Running(armed) => armed.span.clone().entered(),
+            _ => unreachable!("started above"),
+        };
         let cancelled_before = self.shared().token.is_cancelled();
         if let Poll::Ready(output) = current::enter(&mut self.shared, || body.as_mut().poll(cx)) {
             return Poll::Ready(Ok(self.complete(output, is_failure)));
         }
 
-        let shared = self.shared().clone();
+        let shared = lent_back(&self.shared);
+        let Stage::Running(armed) = &mut self.stage else {
+            unreachable!("started above")
+        };
         shared.token.register_owner(cx.waker());
-        if let Some(registration) = &self.armed().deadline {
+        if let Some(registration) = &armed.deadline {
             // The shared timer may have asked this scope to re-arm it.
             registration.rearm_if_needed();
         }
         if !shared.token.is_cancelled() {
-            self.poll_sources(&shared, cx);
+            armed.poll_sources(shared, cx);
         }
         if !shared.token.is_cancelled() || shared.shields.load(Ordering::Acquire) > 0 {
             return Poll::Pending;
@@ -733,14 +734,14 @@ impl Driver {
                 return Poll::Ready(Ok(self.complete(output, is_failure)));
             }
         }
-        let cancelled = shared.cancelled_error();
+        let cancelled = self.shared().cancelled_error();
         self.finish(OperationStatus::Cancelled, Some(&cancelled));
         Poll::Ready(Err(cancelled))
     }
 
     /// The body finished: record how, and hand its output back.
     fn complete<T>(&mut self, output: T, is_failure: fn(&T) -> bool) -> T {
-        let shared = self.shared().clone();
+        let shared = self.shared();
         let status = if !is_failure(&output) {
             OperationStatus::Completed
         } else if shared.observed.load(Ordering::Acquire) || shared.token.recorded_cause().is_some()
@@ -757,38 +758,12 @@ impl Driver {
         output
     }
 
-    /// Registers the scope's deadline with the shared timer on the first
-    /// pend (and again when the deadline moved), then polls the sources
-    /// that need polling.
-    fn poll_sources(&mut self, shared: &Arc<ScopeShared>, cx: &mut Context<'_>) {
-        let armed = self.armed();
-        let generation = shared.deadline_generation.load(Ordering::Acquire);
-        if armed.deadline_generation != generation {
-            armed.deadline_generation = generation;
-            armed.deadline = None;
-            let deadline = match armed.initial_deadline {
-                (initial, deadline) if initial == generation => deadline,
-                _ => shared.deadline(),
-            };
-            if let Some(deadline) = deadline {
-                let shard = Shard::current(armed.backend);
-                armed.deadline = Some(shard.register(deadline, Arc::downgrade(shared)));
-                if shared.token.is_cancelled() {
-                    return;
-                }
-            }
-        }
-        if let Some(sources) = &mut armed.sources {
-            sources.poll(cx, armed.backend);
-        }
-    }
-
     /// Records the outcome, releases every source and runs the callbacks.
     fn finish(&mut self, status: OperationStatus, cancelled: Option<&Cancelled>) {
-        let shared = self.shared().clone();
         let Stage::Running(mut armed) = std::mem::replace(&mut self.stage, Stage::Finished) else {
             unreachable!("only a running scope finishes")
         };
+        let shared = lent_back(&self.shared);
         let extras = armed
             .extras
             .take()
@@ -796,7 +771,7 @@ impl Driver {
             .unwrap_or_default();
         // The end time can only be read through a handle or a callback:
         // spare the clock read when there is neither.
-        let observed = Arc::strong_count(&shared) > 2
+        let observed = Arc::strong_count(shared) > 1
             || !extras.on_complete.is_empty()
             || !extras.on_error.is_empty();
         if observed {
@@ -836,6 +811,50 @@ impl Driver {
             }
             _ => {}
         }
+    }
+}
+
+impl Armed {
+    /// Registers the scope's deadline with the shared timer on the first
+    /// pend (and again when the deadline moved), then polls the sources
+    /// that need polling.
+    fn poll_sources(&mut self, shared: &Arc<ScopeShared>, cx: &mut Context<'_>) {
+        let generation = shared.deadline_generation.load(Ordering::Acquire);
+        if self.deadline_generation != generation {
+            self.deadline_generation = generation;
+            self.deadline = None;
+            let deadline = match self.initial_deadline {
+                (initial, deadline) if initial == generation => deadline,
+                _ => shared.deadline(),
+            };
+            if let Some(deadline) = deadline {
+                let shard = Shard::current(self.backend);
+                self.deadline = Some(shard.register(deadline, Arc::downgrade(shared)));
+                if shared.token.is_cancelled() {
+                    return;
+                }
+            }
+        }
+        if let Some(sources) = &mut self.sources {
+            sources.poll(cx, self.backend);
+        }
+    }
+}
+
+/// The scope's state, which the driver holds except while the body is
+/// polled (then it sits in the current-scope slot).
+fn lent_back(shared: &Option<Arc<ScopeShared>>) -> &Arc<ScopeShared> {
+    shared
+        .as_ref()
+        .expect("the scope is only lent out while its body is polled")
+}
+
+/// Runs `write` on the scope's context data: without locking while nothing
+/// else holds the state yet (no handle was taken), under the lock otherwise.
+fn with_data<R>(shared: &mut Arc<ScopeShared>, write: impl FnOnce(&mut ContextData) -> R) -> R {
+    match Arc::get_mut(shared) {
+        Some(state) => write(crate::sync::get_mut(&mut state.data)),
+        None => write(&mut lock(&shared.data)),
     }
 }
 

@@ -36,3 +36,17 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
+
+/// Exclusive access to a mutex's data through `&mut`, without locking.
+pub(crate) fn get_mut<T>(mutex: &mut Mutex<T>) -> &mut T {
+    #[cfg(cancelable_loom)]
+    {
+        mutex.get_mut().unwrap()
+    }
+    #[cfg(not(cancelable_loom))]
+    {
+        mutex
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
