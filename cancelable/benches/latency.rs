@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 
 use cancelable::{CancelScope, CancellationToken};
 
+#[path = "common/mod.rs"]
+mod common;
+use common::Backend;
+
 const SAMPLES: usize = 2_000;
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -49,52 +53,10 @@ impl Canceller {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Runtime {
-    TokioMultiThread,
-    TokioCurrentThread,
-    AsyncStd,
-    Smol,
-}
-
-impl Runtime {
-    fn name(self) -> &'static str {
-        match self {
-            Runtime::TokioMultiThread => "tokio multi-thread",
-            Runtime::TokioCurrentThread => "tokio current-thread",
-            Runtime::AsyncStd => "async-std",
-            Runtime::Smol => "smol",
-        }
-    }
-
-    fn block_on<F: Future<Output = Vec<Duration>> + Send + 'static>(
-        self,
-        work: F,
-    ) -> Vec<Duration> {
-        match self {
-            Runtime::TokioMultiThread => {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(runtime.spawn(work)).unwrap()
-            }
-            Runtime::TokioCurrentThread => tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(work),
-            Runtime::AsyncStd => async_std::task::block_on(async_std::task::spawn(work)),
-            Runtime::Smol => smol::block_on(work),
-        }
-    }
-}
-
-type Measure = fn(Runtime, Arc<Canceller>) -> Pin<Box<dyn Future<Output = Vec<Duration>> + Send>>;
+type Measure = fn(Backend, Arc<Canceller>) -> Pin<Box<dyn Future<Output = Vec<Duration>> + Send>>;
 
 fn ours(
-    _: Runtime,
+    _: Backend,
     canceller: Arc<Canceller>,
 ) -> Pin<Box<dyn Future<Output = Vec<Duration>> + Send>> {
     Box::pin(async move {
@@ -118,7 +80,7 @@ fn ours(
 }
 
 fn peer(
-    runtime: Runtime,
+    runtime: Backend,
     canceller: Arc<Canceller>,
 ) -> Pin<Box<dyn Future<Output = Vec<Duration>> + Send>> {
     Box::pin(async move {
@@ -128,13 +90,13 @@ fn peer(
             let remote = token.clone();
             let sent = canceller.schedule(move || remote.cancel());
             match runtime {
-                Runtime::TokioMultiThread | Runtime::TokioCurrentThread => {
+                Backend::TokioMultiThread | Backend::TokioCurrentThread => {
                     tokio::select! {
                         _ = token.cancelled() => {}
                         _ = std::future::pending::<()>() => {}
                     }
                 }
-                Runtime::AsyncStd | Runtime::Smol => {
+                Backend::AsyncStd | Backend::Smol => {
                     use futures::FutureExt;
                     let mut cancelled = Box::pin(token.cancelled().fuse());
                     let mut body = Box::pin(std::future::pending::<()>().fuse());
@@ -163,14 +125,9 @@ fn main() {
         "{:<22} {:>28} {:>28} {:>10}",
         "runtime", "cancelable p50 / p99", "tokio-util p50 / p99", "p50 ratio"
     );
-    for runtime in [
-        Runtime::TokioMultiThread,
-        Runtime::TokioCurrentThread,
-        Runtime::AsyncStd,
-        Runtime::Smol,
-    ] {
+    for runtime in Backend::ALL {
         let measure = |f: Measure| {
-            let mut samples = runtime.block_on(f(runtime, canceller.clone()));
+            let mut samples = runtime.run(f(runtime, canceller.clone()));
             samples.sort();
             (percentile(&samples, 0.5), percentile(&samples, 0.99))
         };

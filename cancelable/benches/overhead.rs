@@ -10,7 +10,11 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use cancelable::{checkpoint, CancelScope, CancellationToken, Cancelled};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Bencher, Criterion};
+
+#[path = "common/mod.rs"]
+mod common;
+use common::Backend;
 
 const FIVE_SECONDS: Duration = Duration::from_secs(5);
 
@@ -43,63 +47,6 @@ async fn realistic_body() -> u64 {
     acc
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    TokioCurrentThread,
-    TokioMultiThread,
-    AsyncStd,
-    Smol,
-}
-
-impl Backend {
-    const ALL: [Backend; 4] = [
-        Backend::TokioCurrentThread,
-        Backend::TokioMultiThread,
-        Backend::AsyncStd,
-        Backend::Smol,
-    ];
-
-    fn name(self) -> &'static str {
-        match self {
-            Backend::TokioCurrentThread => "tokio-current-thread",
-            Backend::TokioMultiThread => "tokio-multi-thread",
-            Backend::AsyncStd => "async-std",
-            Backend::Smol => "smol",
-        }
-    }
-
-    fn is_tokio(self) -> bool {
-        matches!(
-            self,
-            Backend::TokioCurrentThread | Backend::TokioMultiThread
-        )
-    }
-
-    /// Runs `work` as a task on this backend and returns what it measured.
-    fn run<F>(self, work: F) -> Duration
-    where
-        F: Future<Output = Duration> + Send + 'static,
-    {
-        match self {
-            Backend::TokioCurrentThread => tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(work),
-            Backend::TokioMultiThread => {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(runtime.spawn(work)).unwrap()
-            }
-            Backend::AsyncStd => async_std::task::block_on(async_std::task::spawn(work)),
-            Backend::Smol => smol::block_on(work),
-        }
-    }
-}
-
 /// The hand-written peer: `tokio::time::timeout` on tokio, a select with an
 /// `async-io` timer elsewhere.
 async fn peer_timeout<F: Future + Unpin>(backend: Backend, body: F) -> Option<F::Output> {
@@ -117,51 +64,38 @@ async fn scoped<T>(body: impl Future<Output = T>) -> Result<T, Cancelled> {
     CancelScope::new().timeout(FIVE_SECONDS).run(body).await
 }
 
+/// Measures `op().await` per iteration, looping inside one run of `backend`.
+fn per_iteration<F, Fut>(b: &mut Bencher<'_>, backend: Backend, op: F)
+where
+    F: Fn() -> Fut + Copy + Send + 'static,
+    Fut: Future + Send,
+{
+    b.iter_custom(|iters| {
+        backend.run(async move {
+            let start = Instant::now();
+            for _ in 0..iters {
+                black_box(op().await);
+            }
+            start.elapsed()
+        })
+    })
+}
+
 fn scope_overhead(c: &mut Criterion) {
     for backend in Backend::ALL {
         let mut group = c.benchmark_group(format!("scope_overhead/{}", backend.name()));
-        group.bench_function("bare body", |b| {
-            b.iter_custom(|iters| {
-                backend.run(async move {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        pend_once().await;
-                    }
-                    start.elapsed()
-                })
-            })
-        });
+        group.bench_function("bare body", |b| per_iteration(b, backend, pend_once));
         group.bench_function("cancelable scope, timeout 5s", |b| {
-            b.iter_custom(|iters| {
-                backend.run(async move {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        scoped(pend_once()).await.unwrap();
-                    }
-                    start.elapsed()
-                })
-            })
+            per_iteration(b, backend, || async { scoped(pend_once()).await.unwrap() })
         });
         group.bench_function("cancelable scope, no source", |b| {
-            b.iter_custom(|iters| {
-                backend.run(async move {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        CancelScope::new().run(pend_once()).await.unwrap();
-                    }
-                    start.elapsed()
-                })
+            per_iteration(b, backend, || async {
+                CancelScope::new().run(pend_once()).await.unwrap()
             })
         });
         group.bench_function("hand-written timeout", |b| {
-            b.iter_custom(|iters| {
-                backend.run(async move {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        peer_timeout(backend, Box::pin(pend_once())).await.unwrap();
-                    }
-                    start.elapsed()
-                })
+            per_iteration(b, backend, move || async move {
+                peer_timeout(backend, Box::pin(pend_once())).await.unwrap()
             })
         });
         group.finish();
@@ -171,26 +105,10 @@ fn scope_overhead(c: &mut Criterion) {
 fn realistic(c: &mut Criterion) {
     for backend in [Backend::TokioCurrentThread, Backend::Smol] {
         let mut group = c.benchmark_group(format!("realistic_body/{}", backend.name()));
-        group.bench_function("bare body", |b| {
-            b.iter_custom(|iters| {
-                backend.run(async move {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        black_box(realistic_body().await);
-                    }
-                    start.elapsed()
-                })
-            })
-        });
+        group.bench_function("bare body", |b| per_iteration(b, backend, realistic_body));
         group.bench_function("cancelable scope, timeout 5s", |b| {
-            b.iter_custom(|iters| {
-                backend.run(async move {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        black_box(scoped(realistic_body()).await.unwrap());
-                    }
-                    start.elapsed()
-                })
+            per_iteration(b, backend, || async {
+                scoped(realistic_body()).await.unwrap()
             })
         });
         group.finish();
