@@ -431,7 +431,11 @@ impl ConditionState {
                         return Poll::Ready(());
                     }
                     Ok(false) => {
-                        let next = backend.now() + self.check_every;
+                        // An interval too long to represent means: never
+                        // check again.
+                        let Some(next) = backend.now().checked_add(self.check_every) else {
+                            return Poll::Ready(());
+                        };
                         match &mut self.timer {
                             Some(timer) => timer.reset(next),
                             None => self.timer = Some(backend.timer(next)),

@@ -234,3 +234,22 @@ fn body_panic_propagates_and_marks_the_operation_failed() {
     // The thread's current scope was restored despite the panic.
     assert!(current_scope().is_none());
 }
+
+on_every_backend! {
+    async fn huge_durations_do_not_overflow() {
+        // Durations too long to add to the clock mean "never", not a panic.
+        let century = Duration::from_secs(100 * 365 * 24 * 3600);
+        let output = CancelScope::new()
+            .timeout(Duration::MAX)
+            .deadline(std::time::Instant::now() + century)
+            .source(cancelable::Source::timeout(Duration::MAX))
+            .source(cancelable::Source::timeout(century))
+            .condition(|| false, Duration::MAX)
+            .run(async {
+                sleep(Duration::from_millis(20)).await;
+                "finished"
+            })
+            .await;
+        assert_eq!(output.unwrap(), "finished");
+    }
+}
