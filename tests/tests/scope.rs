@@ -362,20 +362,31 @@ on_every_backend! {
     }
 
     async fn dropped_scope_detaches_from_its_token_sources() {
-        let token = CancellationToken::new();
-        let parent = CancellationToken::new();
+        let first = CancellationToken::new();
+        let second = CancellationToken::new();
         {
-            let run = CancelScope::new().token(&token).run(pending::<()>());
+            // One scope linked to two tokens (the first kept inline, the
+            // second among the other sources).
+            let run = CancelScope::new()
+                .token(&first)
+                .token(&second)
+                .run(pending::<()>());
             let mut run = Box::pin(run);
             assert!(futures::poll!(run.as_mut()).is_pending());
-            // Link a child scope to `parent` through current_token.
-            let child = CancelScope::new().token(&parent).run(pending::<()>());
-            let mut child = Box::pin(child);
-            assert!(futures::poll!(child.as_mut()).is_pending());
+            assert_eq!(first.child_count(), 1);
+            assert_eq!(second.child_count(), 1);
         }
-        // Cancelling after the drop reaches nobody and breaks nothing.
-        assert!(token.cancel());
-        assert!(parent.cancel());
+        assert_eq!(first.child_count(), 0, "a dropped scope stays linked");
+        assert_eq!(second.child_count(), 0, "a dropped scope stays linked");
+        // A finished scope unlinks too.
+        CancelScope::new()
+            .token(&first)
+            .token(&second)
+            .run(sleep(Duration::from_millis(1)))
+            .await
+            .unwrap();
+        assert_eq!(first.child_count(), 0);
+        assert_eq!(second.child_count(), 0);
     }
 }
 
