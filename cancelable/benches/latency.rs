@@ -56,27 +56,48 @@ impl Canceller {
 
 type Measure = fn(Backend, Arc<Canceller>) -> Pin<Box<dyn Future<Output = Vec<Duration>> + Send>>;
 
+/// Takes `SAMPLES` samples. Each round makes a pair: how to cancel, and
+/// the future that waits for it; the cancel runs on the other thread, and
+/// the sample is the time from just before it until the wait returns.
+async fn sample<C, W>(canceller: &Canceller, mut round: impl FnMut() -> (C, W)) -> Vec<Duration>
+where
+    C: FnOnce() + Send + 'static,
+    W: Future<Output = ()>,
+{
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let (cancel, wait) = round();
+        let sent = canceller.schedule(cancel);
+        wait.await;
+        let returned = Instant::now();
+        samples.push(returned - sent.lock().unwrap().expect("stamped before cancel"));
+    }
+    samples
+}
+
 fn ours(
     _: Backend,
     canceller: Arc<Canceller>,
 ) -> Pin<Box<dyn Future<Output = Vec<Duration>> + Send>> {
     Box::pin(async move {
-        let mut samples = Vec::with_capacity(SAMPLES);
-        for _ in 0..SAMPLES {
+        sample(&canceller, || {
             let token = CancellationToken::new();
             let remote = token.clone();
-            let sent = canceller.schedule(move || {
-                remote.cancel();
-            });
-            let outcome = CancelScope::new()
-                .token(&token)
-                .run(std::future::pending::<()>())
-                .await;
-            let returned = Instant::now();
-            assert!(outcome.is_err());
-            samples.push(returned - sent.lock().unwrap().expect("stamped before cancel"));
-        }
-        samples
+            let wait = async move {
+                let outcome = CancelScope::new()
+                    .token(&token)
+                    .run(std::future::pending::<()>())
+                    .await;
+                assert!(outcome.is_err());
+            };
+            (
+                move || {
+                    let _ = remote.cancel();
+                },
+                wait,
+            )
+        })
+        .await
     })
 }
 
@@ -85,18 +106,17 @@ fn ours_token(
     canceller: Arc<Canceller>,
 ) -> Pin<Box<dyn Future<Output = Vec<Duration>> + Send>> {
     Box::pin(async move {
-        let mut samples = Vec::with_capacity(SAMPLES);
-        for _ in 0..SAMPLES {
+        sample(&canceller, || {
             let token = CancellationToken::new();
             let remote = token.clone();
-            let sent = canceller.schedule(move || {
-                remote.cancel();
-            });
-            token.cancelled().await;
-            let returned = Instant::now();
-            samples.push(returned - sent.lock().unwrap().expect("stamped before cancel"));
-        }
-        samples
+            (
+                move || {
+                    let _ = remote.cancel();
+                },
+                async move { token.cancelled().await },
+            )
+        })
+        .await
     })
 }
 
@@ -105,32 +125,31 @@ fn peer(
     canceller: Arc<Canceller>,
 ) -> Pin<Box<dyn Future<Output = Vec<Duration>> + Send>> {
     Box::pin(async move {
-        let mut samples = Vec::with_capacity(SAMPLES);
-        for _ in 0..SAMPLES {
+        sample(&canceller, || {
             let token = tokio_util::sync::CancellationToken::new();
             let remote = token.clone();
-            let sent = canceller.schedule(move || remote.cancel());
-            match runtime {
-                Backend::TokioMultiThread | Backend::TokioCurrentThread => {
-                    tokio::select! {
-                        _ = token.cancelled() => {}
-                        _ = std::future::pending::<()>() => {}
+            let wait = async move {
+                match runtime {
+                    Backend::TokioMultiThread | Backend::TokioCurrentThread => {
+                        tokio::select! {
+                            _ = token.cancelled() => {}
+                            _ = std::future::pending::<()>() => {}
+                        }
+                    }
+                    Backend::AsyncStd | Backend::Smol => {
+                        use futures::FutureExt;
+                        let mut cancelled = Box::pin(token.cancelled().fuse());
+                        let mut body = Box::pin(std::future::pending::<()>().fuse());
+                        futures::select! {
+                            _ = cancelled => {}
+                            _ = body => {}
+                        }
                     }
                 }
-                Backend::AsyncStd | Backend::Smol => {
-                    use futures::FutureExt;
-                    let mut cancelled = Box::pin(token.cancelled().fuse());
-                    let mut body = Box::pin(std::future::pending::<()>().fuse());
-                    futures::select! {
-                        _ = cancelled => {}
-                        _ = body => {}
-                    }
-                }
-            }
-            let returned = Instant::now();
-            samples.push(returned - sent.lock().unwrap().expect("stamped before cancel"));
-        }
-        samples
+            };
+            (move || remote.cancel(), wait)
+        })
+        .await
     })
 }
 

@@ -7,19 +7,12 @@ use proc_macro2::TokenStream;
 use proptest::prelude::*;
 use quote::quote;
 
-use crate::parse::parse_args;
+use crate::parse::{parse_args, KEYS};
 use crate::value::{parse_duration, parse_signal};
 
-/// Pieces that argument lists are made of, to reach deep into the parser more
-/// often than random characters do.
-const PIECES: &[&str] = &[
-    "timeout",
-    "on_signal",
-    "token",
-    "condition",
-    "check_every",
-    "name",
-    "crate",
+/// Pieces that argument lists are made of besides the valid keys, to reach
+/// deep into the parser more often than random characters do.
+const OTHER_PIECES: &[&str] = &[
     "register",
     "r#crate",
     "self",
@@ -70,7 +63,8 @@ const PIECES: &[&str] = &[
 ];
 
 fn piece_stream() -> impl Strategy<Value = String> {
-    proptest::collection::vec(proptest::sample::select(PIECES), 0..24)
+    let pieces: Vec<&'static str> = KEYS.iter().chain(OTHER_PIECES).copied().collect();
+    proptest::collection::vec(proptest::sample::select(pieces), 0..24)
         .prop_map(|pieces| pieces.join(" "))
 }
 
