@@ -38,6 +38,9 @@
 //!
 //! The pieces:
 //!
+//! * [`macro@cancellable`] — `#[cancellable(timeout = "5s", on_signal = "SIGINT")]`
+//!   on an `async fn` runs its body in a scope; misuse is a compile error
+//!   on the offending argument.
 //! * [`CancellationToken`] — clone it anywhere, cancel from any thread,
 //!   with a [`CancelReason`] and a message; parent/child trees.
 //! * [`CancelScope`] — runs a future under sources ([`Source`]) and
