@@ -112,7 +112,29 @@ async fn calls_helper(counter: Arc<AtomicUsize>) -> Result<(), Cancelled> {
     helper_with_cancel_point(&counter).await
 }
 
+/// Not annotated, and run outside any scope: `cancel_point!(token)` checks
+/// the token it is given.
+async fn spin_on_token(stop: &CancellationToken) -> Result<u64, Cancelled> {
+    let mut n = 0u64;
+    loop {
+        cancel_point!(stop);
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
 on_every_backend! {
+    async fn cancel_point_with_a_token_leaves_when_that_token_is_cancelled() {
+        let stop = CancellationToken::new();
+        let remote = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            remote.cancel_with(CancelReason::Condition, "quota reached");
+        });
+        let cancelled = spin_on_token(&stop).await.unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Condition);
+        assert_eq!(cancelled.message(), Some("quota reached"));
+    }
+
     async fn timeout_fires() {
         let cancelled = waits_forever().await.unwrap_err();
         assert_eq!(cancelled.reason(), &CancelReason::Timeout);
