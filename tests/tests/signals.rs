@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use cancelable::{CancelReason, CancelScope, Cancelled, Signal};
+use cancelable::{cancellable, CancelReason, CancelScope, Cancelled, Signal};
 
 /// Serialises the in-process tests of this binary.
 static LOCK: Mutex<()> = Mutex::new(());
@@ -64,6 +64,15 @@ async fn cancelled_by(signal: Signal) -> Result<(), Cancelled> {
             std::future::pending::<()>().await
         })
         .await
+}
+
+/// An annotated function listening for Ctrl-C (and for SIGTERM, to check
+/// that the list form names both); it raises SIGINT itself and waits.
+#[cancellable(on_signal = ["SIGINT", "SIGTERM"], timeout = "10s")]
+async fn interrupted_job() -> Result<(), Cancelled> {
+    raise(Signal::Interrupt);
+    std::future::pending::<()>().await;
+    Ok(())
 }
 
 /// Like `cancelable_tests::on_every_backend!`, with [`LOCK`] held around
@@ -128,6 +137,14 @@ macro_rules! signal_tests {
 }
 
 signal_tests! {
+    /// `#[cancellable(on_signal = ...)]`: a real SIGINT (Ctrl-C) ends the
+    /// annotated function with reason `Signal(Interrupt)`.
+    async fn ctrl_c_cancels_an_annotated_function() {
+        let cancelled = interrupted_job().await.unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Signal(Signal::Interrupt));
+        assert_eq!(cancelled.operation_name(), Some("interrupted_job"));
+    }
+
     /// A real SIGINT cancels a scope listening for it, with reason
     /// `Signal(Interrupt)`.
     async fn sigint_cancels_a_listening_scope() {
