@@ -107,7 +107,17 @@ fn assert_no_tokio() {
 /// Defines each `async fn` as a module with one test per backend.
 #[macro_export]
 macro_rules! on_every_backend {
-    ($( $(#[$meta:meta])* async fn $name:ident() $body:block )*) => {
+    ($($tests:tt)*) => {
+        $crate::on_every_backend_with! { guard = (); $($tests)* }
+    };
+}
+
+/// [`on_every_backend!`] with `guard` evaluated and held around each run
+/// (outside the body, which must be `Send`: a `std` mutex guard serialising
+/// the tests of a binary, say).
+#[macro_export]
+macro_rules! on_every_backend_with {
+    (guard = $guard:expr; $( $(#[$meta:meta])* async fn $name:ident() $body:block )*) => {
         $(
             $(#[$meta])*
             mod $name {
@@ -118,6 +128,7 @@ macro_rules! on_every_backend {
 
                 #[test]
                 fn tokio_current_thread() {
+                    let _guard = $guard;
                     $crate::with_watchdog(concat!(stringify!($name), "::tokio_current_thread"), || {
                         $crate::tokio_current_thread(body())
                     })
@@ -125,6 +136,7 @@ macro_rules! on_every_backend {
 
                 #[test]
                 fn tokio_multi_thread() {
+                    let _guard = $guard;
                     $crate::with_watchdog(concat!(stringify!($name), "::tokio_multi_thread"), || {
                         $crate::tokio_multi_thread(body())
                     })
@@ -132,6 +144,7 @@ macro_rules! on_every_backend {
 
                 #[test]
                 fn async_std() {
+                    let _guard = $guard;
                     $crate::with_watchdog(concat!(stringify!($name), "::async_std"), || {
                         $crate::async_std(body())
                     })
@@ -139,6 +152,7 @@ macro_rules! on_every_backend {
 
                 #[test]
                 fn smol() {
+                    let _guard = $guard;
                     $crate::with_watchdog(concat!(stringify!($name), "::smol"), || {
                         $crate::smol(body())
                     })
@@ -146,6 +160,7 @@ macro_rules! on_every_backend {
 
                 #[test]
                 fn block_on() {
+                    let _guard = $guard;
                     $crate::with_watchdog(concat!(stringify!($name), "::block_on"), || {
                         $crate::block_on(body())
                     })

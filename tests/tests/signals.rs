@@ -75,68 +75,10 @@ async fn interrupted_job() -> Result<(), Cancelled> {
     Ok(())
 }
 
-/// Like `cancelable_tests::on_every_backend!`, with [`LOCK`] held around
-/// each run (a `std` guard cannot be held inside a body that must be `Send`).
-macro_rules! signal_tests {
-    ($( $(#[$meta:meta])* async fn $name:ident() $body:block )*) => {
-        $(
-            $(#[$meta])*
-            mod $name {
-                #[allow(unused_imports)]
-                use super::*;
+// Every in-process test holds [`LOCK`] around its run.
+cancelable_tests::on_every_backend_with! {
+    guard = lock();
 
-                async fn body() $body
-
-                #[test]
-                fn tokio_current_thread() {
-                    let _lock = lock();
-                    cancelable_tests::with_watchdog(
-                        concat!(stringify!($name), "::tokio_current_thread"),
-                        || cancelable_tests::tokio_current_thread(body()),
-                    )
-                }
-
-                #[test]
-                fn tokio_multi_thread() {
-                    let _lock = lock();
-                    cancelable_tests::with_watchdog(
-                        concat!(stringify!($name), "::tokio_multi_thread"),
-                        || cancelable_tests::tokio_multi_thread(body()),
-                    )
-                }
-
-                #[test]
-                fn async_std() {
-                    let _lock = lock();
-                    cancelable_tests::with_watchdog(
-                        concat!(stringify!($name), "::async_std"),
-                        || cancelable_tests::async_std(body()),
-                    )
-                }
-
-                #[test]
-                fn smol() {
-                    let _lock = lock();
-                    cancelable_tests::with_watchdog(
-                        concat!(stringify!($name), "::smol"),
-                        || cancelable_tests::smol(body()),
-                    )
-                }
-
-                #[test]
-                fn block_on() {
-                    let _lock = lock();
-                    cancelable_tests::with_watchdog(
-                        concat!(stringify!($name), "::block_on"),
-                        || cancelable_tests::block_on(body()),
-                    )
-                }
-            }
-        )*
-    };
-}
-
-signal_tests! {
     /// `#[cancellable(on_signal = ...)]`: a real SIGINT (Ctrl-C) ends the
     /// annotated function with reason `Signal(Interrupt)`.
     async fn ctrl_c_cancels_an_annotated_function() {
