@@ -201,16 +201,22 @@ impl ScopeShared {
         self.token.wake_owner();
     }
 
-    /// The shared timer found this scope's registered deadline passed at
-    /// `now`: cancel it, unless the deadline moved meanwhile, in which case
-    /// the scope registers the new one when it is polled.
-    pub(crate) fn deadline_reached(&self, now: Instant) {
-        if self.deadline().is_some_and(|deadline| deadline <= now) {
+    /// The shared timer found this scope's registered deadline passed:
+    /// cancel the scope if the clock says so, unless the deadline moved
+    /// meanwhile, in which case the scope registers the new one when it is
+    /// polled.
+    pub(crate) fn deadline_reached(&self) {
+        let reached = self
+            .deadline()
+            .is_some_and(|deadline| self.clock().now() >= deadline);
+        if reached {
             self.token.cancel_cause(Cause {
                 reason: CancelReason::Timeout,
                 message: None,
             });
         } else {
+            // Its entry left the shard: make the scope register again.
+            self.deadline_generation.fetch_add(1, Ordering::AcqRel);
             self.token.wake_owner();
         }
     }
@@ -523,7 +529,9 @@ impl ScopeHandle {
 
     /// Moves the scope's deadline, earlier or later (`None` removes it).
     /// A running scope re-arms its timer; a deadline that has passed
-    /// cancels a pending body at once.
+    /// cancels a pending body at once. Set before the scope starts, it
+    /// replaces the builder's `timeout` and `deadline`: the last one set
+    /// wins.
     pub fn set_deadline(&self, deadline: Option<Instant>) {
         self.shared.set_deadline(deadline);
     }
@@ -615,6 +623,7 @@ impl Driver {
             .shared
             .as_mut()
             .expect("the scope is only lent out while its body is polled");
+        let handle_set_deadline = shared.deadline_generation.load(Ordering::Acquire) > 0;
         let deadline = with_data(shared, |data| {
             data.started = Some(started);
             data.name = config.name.take();
@@ -623,11 +632,11 @@ impl Driver {
                 extra.metadata = std::mem::take(&mut extras.metadata);
                 extra.progress_callbacks = std::mem::take(&mut extras.on_progress);
             }
-            // A deadline set through a handle before the start counts too.
-            data.deadline = [data.deadline, config.deadline, timeout_at]
-                .into_iter()
-                .flatten()
-                .min();
+            // A deadline set through a handle before the start was set
+            // after the builder's: the last one set wins.
+            if !handle_set_deadline {
+                data.deadline = config.deadline.into_iter().chain(timeout_at).min();
+            }
             data.deadline
         });
         let shared = lent_back(&self.shared);
@@ -713,10 +722,6 @@ impl Driver {
             unreachable!("started above")
         };
         shared.token.register_owner(cx.waker());
-        if let Some(registration) = &armed.deadline {
-            // The shared timer may have asked this scope to re-arm it.
-            registration.rearm_if_needed();
-        }
         if !shared.token.is_cancelled() {
             armed.poll_sources(shared, cx);
         }
@@ -820,7 +825,13 @@ impl Armed {
     /// that need polling.
     fn poll_sources(&mut self, shared: &Arc<ScopeShared>, cx: &mut Context<'_>) {
         let generation = shared.deadline_generation.load(Ordering::Acquire);
-        if self.deadline_generation != generation {
+        // A registration whose tokio runtime shut down can no longer fire:
+        // register again where the scope is polled now.
+        let lost = self
+            .deadline
+            .as_ref()
+            .is_some_and(|registration| !registration.is_live());
+        if self.deadline_generation != generation || lost {
             self.deadline_generation = generation;
             self.deadline = None;
             let deadline = match self.initial_deadline {

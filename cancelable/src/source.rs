@@ -412,8 +412,7 @@ impl ConditionState {
                 let outcome = match check {
                     Check::Blocking(task) => match task.poll_done(cx) {
                         Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Some(outcome)) => outcome,
-                        Poll::Ready(None) => Err("the blocking thread running it was lost".into()),
+                        Poll::Ready(outcome) => outcome,
                     },
                     Check::Async(future) => {
                         match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {

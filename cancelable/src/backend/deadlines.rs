@@ -10,55 +10,91 @@
 //! successive scopes with the same timeout have later deadlines, so the
 //! timer is rarely re-armed.
 //!
-//! When the shard timer fires, its waker cancels the scopes whose deadline
-//! passed (reason `Timeout`, which wakes them). It does not re-arm the
-//! timer itself: a tokio timer may only be polled inside its runtime, and a
-//! waker can run while the runtime shuts down. It wakes the scope with the
-//! earliest remaining deadline instead, which re-arms the timer from its
-//! own poll — inside the runtime, where polling is safe — or, if that scope
-//! ends first, hands the job on to the next one.
+//! # Who drives the timer
 //!
-//! On tokio the shard timer is a tokio timer, so a paused clock advances to
-//! the earliest scope deadline exactly as it would for `tokio::time::timeout`.
+//! The shard's timer is driven by the shard itself, never by a scope's
+//! poll, so that no scope's deadline depends on another scope being polled
+//! (a scope parked in a `select!`, or whose task blocks its thread, must
+//! not delay the others):
+//!
+//! * **async-io** (async-std, smol, `block_on`): the shard owns an
+//!   `async_io::Timer` whose waker is the shard's own. When the timer fires
+//!   the waker expires the passed entries and re-arms the timer at the next
+//!   deadline, on whatever thread runs the reactor.
+//! * **tokio**: a tokio timer may only be polled inside its runtime, so the
+//!   shard spawns one small *driver task* on the runtime that registered
+//!   it. The task owns the timer; a registration earlier than the armed
+//!   deadline wakes it. When the runtime shuts down the task is dropped:
+//!   the shard is marked dead and its scopes are woken to register again
+//!   wherever they are polled next. On tokio the timer follows tokio's
+//!   clock, so a paused clock advances to the earliest scope deadline
+//!   exactly as it would for `tokio::time::timeout`.
+//!
+//! # Invariants
+//!
+//! 1. **A deadline is reached only when the clock reads at or past it.**
+//!    Expiry reads the clock and takes only entries whose deadline is at or
+//!    before it; a timer wake-up is only a hint to look (it may come early,
+//!    under tokio's spent cooperative budget, or from a torn-down runtime).
+//!    The scope checks its own deadline again before cancelling, since it
+//!    may have moved.
+//! 2. `armed_at` is the deadline the driver's timer is set to, or is about
+//!    to be set to: whoever lowers it (a registration) asks the driver to
+//!    re-arm after releasing the state lock, and the driver reads the
+//!    earliest deadline under the state lock each time it arms. So an entry
+//!    earlier than the armed time is never left waiting.
+//! 3. Lock order: the async-io `timer` lock, then `state`. Scopes are
+//!    cancelled and woken outside both locks (their callbacks may register
+//!    or drop other deadlines of this shard).
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Wake, Waker};
 use std::time::Instant;
 
 use slab::Slab;
 
-use super::{Backend, Timer};
+use super::{Backend, Clock};
 use crate::scope::ScopeShared;
-use crate::sync::{lock, AtomicBool, Mutex, Ordering};
+use crate::sync::{lock, Mutex};
 
 thread_local! {
-    /// This thread's shards, one per backend. A thread runs one tokio
-    /// runtime at a time; the tokio shard's timer is replaced when it
-    /// belongs to another runtime than the one arming it.
+    /// This thread's shards: one for `async-io`, one per tokio runtime.
     static SHARDS: RefCell<Vec<Arc<Shard>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The shard timer, with the tokio runtime it belongs to.
-struct ShardTimer {
-    timer: Timer,
+/// Which timers a shard uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ShardKind {
     #[cfg(feature = "tokio")]
-    runtime: Option<tokio::runtime::Id>,
+    Tokio(tokio::runtime::Id),
+    AsyncIo,
 }
 
 pub(crate) struct Shard {
-    backend: Backend,
-    /// The shard timer fired and nobody has re-armed it yet.
-    needs_arm: AtomicBool,
-    /// Locked only to arm the timer, and always before `state`: resetting
-    /// a timer to a passed deadline may run its waker at once, and the
-    /// waker takes `state`, so `state` is never held while the timer is
-    /// touched.
-    timer: Mutex<Option<ShardTimer>>,
+    kind: ShardKind,
     state: Mutex<ShardState>,
-    waker: Waker,
+    driver: Driver,
+}
+
+/// What keeps the shard's timer armed; see the module docs.
+enum Driver {
+    /// The timer, re-armed by its own waker.
+    AsyncIo {
+        timer: Mutex<async_io::Timer>,
+        waker: Waker,
+    },
+    /// The runtime's driver task.
+    #[cfg(feature = "tokio")]
+    Tokio {
+        task: atomic_waker::AtomicWaker,
+        /// The driver task was dropped (its runtime shut down).
+        dead: std::sync::atomic::AtomicBool,
+    },
 }
 
 struct ShardState {
@@ -67,7 +103,7 @@ struct ShardState {
     /// until they reach the top or the heap is compacted.
     queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
     next_generation: u64,
-    /// When the shard timer fires, if it is armed.
+    /// The deadline the timer is armed (or about to be armed) at.
     armed_at: Option<Instant>,
 }
 
@@ -76,6 +112,9 @@ struct Entry {
     scope: Weak<ScopeShared>,
 }
 
+/// Scopes whose deadline the clock has reached, to tell outside the locks.
+type Expired = Vec<Weak<ScopeShared>>;
+
 impl ShardState {
     fn is_live(&self, generation: u64, key: usize) -> bool {
         self.entries
@@ -83,11 +122,11 @@ impl ShardState {
             .is_some_and(|entry| entry.generation == generation)
     }
 
-    /// The earliest live entry, dropping dead ones from the top.
-    fn earliest(&mut self) -> Option<(Instant, usize)> {
+    /// The earliest live deadline, dropping dead entries from the top.
+    fn earliest(&mut self) -> Option<Instant> {
         while let Some(&Reverse((deadline, generation, key))) = self.queue.peek() {
             if self.is_live(generation, key) {
-                return Some((deadline, key));
+                return Some(deadline);
             }
             self.queue.pop();
         }
@@ -107,31 +146,36 @@ impl ShardState {
         }
     }
 
-    /// Takes the entries whose deadline is at or before `now`.
-    fn take_expired(&mut self, now: Instant, expired: &mut Vec<(Weak<ScopeShared>, Instant)>) {
-        while let Some((deadline, key)) = self.earliest() {
+    /// Takes the entries whose deadline is at or before `now`, and returns
+    /// the earliest deadline left, which the timer is then armed at.
+    fn expire(&mut self, now: Instant, expired: &mut Expired) -> Option<Instant> {
+        while let Some(deadline) = self.earliest() {
             if deadline > now {
                 break;
             }
-            self.queue.pop();
-            expired.push((self.entries.remove(key).scope, now));
+            let Some(Reverse((_, _, key))) = self.queue.pop() else {
+                break;
+            };
+            expired.push(self.entries.remove(key).scope);
         }
+        self.armed_at = self.earliest();
+        self.armed_at
     }
 }
 
-/// The shard timer's waker: runs the expiry on whatever thread fires it.
-struct ShardWaker {
+/// The async-io timer's waker: expires and re-arms on the reactor's thread.
+struct TimerWaker {
     shard: Weak<Shard>,
 }
 
-impl Wake for ShardWaker {
+impl Wake for TimerWaker {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
         if let Some(shard) = self.shard.upgrade() {
-            shard.fire();
+            shard.arm_async_io();
         }
     }
 }
@@ -145,91 +189,118 @@ pub(crate) struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let baton = {
-            let mut state = lock(&self.shard.state);
-            if state.is_live(self.generation, self.key) {
-                state.entries.remove(self.key);
-            }
-            state.compact();
-            // This scope may have been asked to re-arm the timer and will
-            // not now: ask the next one.
-            if self.shard.needs_arm.load(Ordering::Acquire) {
-                next_in_line(&mut state)
-            } else {
-                None
-            }
-        };
-        wake_scope(baton);
+        let mut state = lock(&self.shard.state);
+        if state.is_live(self.generation, self.key) {
+            state.entries.remove(self.key);
+        }
+        state.compact();
+        // The timer may stay armed at this entry's deadline: it then wakes
+        // once for nothing and re-arms at the next one.
     }
 }
 
 impl Registration {
-    /// Re-arms the shard timer if it fired and nobody has re-armed it.
-    /// Called from the registered scope's poll.
-    pub(crate) fn rearm_if_needed(&self) {
-        if self.shard.needs_arm.load(Ordering::Acquire) {
-            self.shard.arm();
-        }
-    }
-}
-
-/// The scope of the earliest live entry, to wake so that it re-arms.
-fn next_in_line(state: &mut ShardState) -> Option<Weak<ScopeShared>> {
-    let (_, key) = state.earliest()?;
-    Some(state.entries[key].scope.clone())
-}
-
-fn wake_scope(scope: Option<Weak<ScopeShared>>) {
-    if let Some(scope) = scope.and_then(|scope| scope.upgrade()) {
-        scope.token.wake_owner();
+    /// `false` once the shard can no longer fire (its tokio runtime shut
+    /// down): the scope must register its deadline again.
+    pub(crate) fn is_live(&self) -> bool {
+        !self.shard.is_dead()
     }
 }
 
 impl Shard {
-    fn new(backend: Backend) -> Arc<Shard> {
+    fn new(kind: ShardKind) -> Arc<Shard> {
         Arc::new_cyclic(|shard| Shard {
-            backend,
-            needs_arm: AtomicBool::new(false),
-            timer: Mutex::new(None),
+            kind,
             state: Mutex::new(ShardState {
                 entries: Slab::new(),
                 queue: BinaryHeap::new(),
                 next_generation: 0,
                 armed_at: None,
             }),
-            waker: Waker::from(Arc::new(ShardWaker {
-                shard: shard.clone(),
-            })),
+            driver: match kind {
+                #[cfg(feature = "tokio")]
+                ShardKind::Tokio(_) => Driver::Tokio {
+                    task: atomic_waker::AtomicWaker::new(),
+                    dead: std::sync::atomic::AtomicBool::new(false),
+                },
+                ShardKind::AsyncIo => Driver::AsyncIo {
+                    timer: Mutex::new(async_io::Timer::never()),
+                    waker: Waker::from(Arc::new(TimerWaker {
+                        shard: shard.clone(),
+                    })),
+                },
+            },
         })
     }
 
-    /// This thread's shard for `backend`.
+    fn is_dead(&self) -> bool {
+        match &self.driver {
+            #[cfg(feature = "tokio")]
+            Driver::Tokio { dead, .. } => dead.load(std::sync::atomic::Ordering::Acquire),
+            Driver::AsyncIo { .. } => false,
+        }
+    }
+
+    fn clock(&self) -> Clock {
+        match self.kind {
+            #[cfg(feature = "tokio")]
+            ShardKind::Tokio(_) => Clock::Tokio,
+            ShardKind::AsyncIo => Clock::Std,
+        }
+    }
+
+    /// The shard for a scope of `backend` on this thread: the one of the
+    /// tokio runtime entered here, or the `async-io` one (also for a tokio
+    /// scope polled where no runtime is entered, such as after its runtime
+    /// was dropped).
     pub(crate) fn current(backend: Backend) -> Arc<Shard> {
-        SHARDS.with(|shards| {
+        let kind = match backend {
+            #[cfg(feature = "tokio")]
+            Backend::Tokio => match tokio::runtime::Handle::try_current() {
+                Ok(handle) => ShardKind::Tokio(handle.id()),
+                Err(_) => ShardKind::AsyncIo,
+            },
+            Backend::AsyncIo => ShardKind::AsyncIo,
+        };
+        let found = SHARDS.try_with(|shards| {
             let mut shards = shards.borrow_mut();
-            if let Some(shard) = shards.iter().find(|shard| shard.backend == backend) {
+            shards.retain(|shard| !shard.is_dead());
+            if let Some(shard) = shards.iter().find(|shard| shard.kind == kind) {
                 return shard.clone();
             }
-            let shard = Shard::new(backend);
-            shards.push(shard.clone());
+            let shard = Shard::new(kind);
+            shard.start();
+            if !shard.is_dead() {
+                shards.push(shard.clone());
+            }
             shard
-        })
+        });
+        match found {
+            Ok(shard) if !shard.is_dead() => shard,
+            // Thread-local storage is gone (thread exit), or the runtime
+            // dropped the driver task at once (it is shutting down): a
+            // shard of its own, driven by async-io.
+            _ => {
+                let shard = Shard::new(ShardKind::AsyncIo);
+                shard.start();
+                shard
+            }
+        }
     }
 
-    /// The current tokio runtime, if this shard's timers are tokio's.
-    /// `Err` if they are, but no runtime is entered: nothing can be armed.
-    #[cfg(feature = "tokio")]
-    fn runtime(&self) -> Result<Option<tokio::runtime::Id>, ()> {
-        match self.backend {
-            Backend::Tokio => tokio::runtime::Handle::try_current()
-                .map(|handle| Some(handle.id()))
-                .map_err(|_| ()),
-            Backend::AsyncIo => Ok(None),
+    /// Starts the driver: spawns the tokio driver task.
+    fn start(self: &Arc<Self>) {
+        #[cfg(feature = "tokio")]
+        if let ShardKind::Tokio(_) = self.kind {
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => drop(handle.spawn(drive(DriverGuard(self.clone())))),
+                Err(_) => self.mark_dead(),
+            }
         }
     }
 
     /// Records that `scope` must be cancelled at `deadline`. Called from
-    /// the scope's poll, inside its runtime.
+    /// the scope's poll.
     pub(crate) fn register(
         self: &Arc<Self>,
         deadline: Instant,
@@ -243,10 +314,13 @@ impl Shard {
             state.queue.push(Reverse((deadline, generation, key)));
             state.compact();
             let earlier = state.armed_at.is_none_or(|armed| deadline < armed);
+            if earlier {
+                state.armed_at = Some(deadline);
+            }
             (key, generation, earlier)
         };
-        if earlier || self.needs_arm.load(Ordering::Acquire) {
-            self.arm();
+        if earlier {
+            self.rearm();
         }
         Registration {
             shard: self.clone(),
@@ -255,99 +329,124 @@ impl Shard {
         }
     }
 
-    /// Arms the shard timer at the earliest live deadline, expiring the
-    /// entries whose deadline has already passed.
-    fn arm(&self) {
-        let mut expired = Vec::new();
-        {
-            let mut timer_slot = lock(&self.timer);
+    /// Asks the driver to arm the timer at the earliest deadline.
+    fn rearm(&self) {
+        match &self.driver {
+            Driver::AsyncIo { .. } => self.arm_async_io(),
             #[cfg(feature = "tokio")]
-            {
-                let Ok(runtime) = self.runtime() else {
-                    // Outside the runtime: leave it to a scope polled inside.
-                    self.needs_arm.store(true, Ordering::Release);
-                    return;
-                };
-                // A timer of a runtime that has ended must not be touched.
-                if timer_slot
-                    .as_ref()
-                    .is_some_and(|slot| slot.runtime != runtime)
-                {
-                    *timer_slot = None;
-                    lock(&self.state).armed_at = None;
-                }
-            }
-            loop {
-                self.needs_arm.store(false, Ordering::Release);
-                let deadline = {
-                    let mut state = lock(&self.state);
-                    match state.earliest() {
-                        None => {
-                            state.armed_at = None;
-                            break;
-                        }
-                        Some((deadline, _)) if state.armed_at == Some(deadline) => break,
-                        Some((deadline, _)) => deadline,
-                    }
-                };
-                let timer = match &mut *timer_slot {
-                    Some(slot) => {
-                        slot.timer.reset(deadline);
-                        &mut slot.timer
-                    }
-                    None => {
-                        &mut timer_slot
-                            .insert(ShardTimer {
-                                timer: self.backend.timer(deadline),
-                                #[cfg(feature = "tokio")]
-                                runtime: self.runtime().unwrap_or_default(),
-                            })
-                            .timer
-                    }
-                };
-                let mut cx = Context::from_waker(&self.waker);
-                let fired = timer.poll_fired(&mut cx).is_ready();
-                let mut state = lock(&self.state);
-                if !fired {
-                    state.armed_at = Some(deadline);
-                    break;
-                }
-                // Already passed: expire now, then arm for the next one.
-                state.armed_at = None;
-                let now = self.backend.now().max(deadline);
-                state.take_expired(now, &mut expired);
-            }
+            Driver::Tokio { task, .. } => task.wake(),
         }
-        expire(expired);
     }
 
-    /// The shard timer fired: cancel the scopes whose deadline passed and
-    /// wake the next one in line to re-arm the timer.
-    fn fire(&self) {
-        let mut expired = Vec::new();
-        let baton = {
-            let mut state = lock(&self.state);
-            let armed_at = state.armed_at.take();
-            self.needs_arm.store(true, Ordering::Release);
-            // The timer fired at `armed_at`; the clock may lag it slightly.
-            let now = match armed_at {
-                Some(armed) => self.backend.now().max(armed),
-                None => self.backend.now(),
-            };
-            state.take_expired(now, &mut expired);
-            next_in_line(&mut state)
+    /// Expires the passed entries and arms the async-io timer at the
+    /// earliest deadline left.
+    fn arm_async_io(&self) {
+        #[allow(irrefutable_let_patterns)] // without tokio, the only driver
+        let Driver::AsyncIo { timer, waker } = &self.driver
+        else {
+            return;
         };
-        expire(expired);
-        wake_scope(baton);
+        let mut expired = Vec::new();
+        {
+            let mut timer = lock(timer);
+            let mut cx = Context::from_waker(waker);
+            loop {
+                let next = lock(&self.state).expire(self.clock().now(), &mut expired);
+                let Some(next) = next else { break };
+                timer.set_at(next);
+                if Pin::new(&mut *timer).poll(&mut cx).is_pending() {
+                    break;
+                }
+            }
+        }
+        tell_expired(expired);
+    }
+
+    /// The driver task is gone: nothing fires in this shard any more. Its
+    /// scopes are woken so that they register again where they are polled.
+    #[cfg(feature = "tokio")]
+    fn mark_dead(&self) {
+        if let Driver::Tokio { dead, .. } = &self.driver {
+            dead.store(true, std::sync::atomic::Ordering::Release);
+        }
+        let scopes: Vec<_> = {
+            let state = lock(&self.state);
+            state
+                .entries
+                .iter()
+                .map(|(_, entry)| entry.scope.clone())
+                .collect()
+        };
+        for scope in scopes.into_iter().filter_map(|scope| scope.upgrade()) {
+            scope.token.wake_owner();
+        }
     }
 }
 
-/// Cancels the expired scopes (or wakes those whose deadline moved, so
-/// they register again), outside every lock of the shard.
-fn expire(expired: Vec<(Weak<ScopeShared>, Instant)>) {
-    for (scope, now) in expired {
+/// Marks the shard dead when the driver task is dropped, whether it ever
+/// ran or not.
+#[cfg(feature = "tokio")]
+struct DriverGuard(Arc<Shard>);
+
+#[cfg(feature = "tokio")]
+impl Drop for DriverGuard {
+    fn drop(&mut self) {
+        self.0.mark_dead();
+    }
+}
+
+/// How many times the driver task re-arms in one poll before it yields:
+/// bounds the work of one poll when deadlines keep passing.
+#[cfg(feature = "tokio")]
+const DRIVER_ROUNDS: usize = 64;
+
+/// The tokio driver task of a shard: runs until its runtime drops it.
+#[cfg(feature = "tokio")]
+async fn drive(guard: DriverGuard) {
+    let shard = &guard.0;
+    let Driver::Tokio { task, .. } = &shard.driver else {
+        return;
+    };
+    let mut sleep: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| -> std::task::Poll<()> {
+        // Registered before the state is read: a registration after the
+        // read wakes this poll's waker.
+        task.register(cx.waker());
+        for _ in 0..DRIVER_ROUNDS {
+            let mut expired = Vec::new();
+            let next = lock(&shard.state).expire(Clock::Tokio.now(), &mut expired);
+            tell_expired(expired);
+            let Some(next) = next else {
+                return std::task::Poll::Pending;
+            };
+            let next = tokio::time::Instant::from_std(next);
+            let sleep = match &mut sleep {
+                Some(sleep) => {
+                    // Reset even to the same deadline: an elapsed sleep
+                    // stays ready until it is reset.
+                    sleep.as_mut().reset(next);
+                    sleep
+                }
+                None => sleep.insert(Box::pin(tokio::time::sleep_until(next))),
+            };
+            // Under a spent cooperative budget this is `Pending` and tokio
+            // schedules a wake-up: the clock, read above, decides.
+            if sleep.as_mut().poll(cx).is_pending() {
+                return std::task::Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Tells the expired scopes (each checks its own deadline against the
+/// clock, which may have moved), outside every lock of the shard.
+fn tell_expired(expired: Expired) {
+    for scope in expired {
         if let Some(scope) = scope.upgrade() {
-            scope.deadline_reached(now);
+            scope.deadline_reached();
         }
     }
 }

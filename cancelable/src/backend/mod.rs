@@ -101,70 +101,134 @@ impl Backend {
     /// On tokio the runtime must have its time driver enabled
     /// (`enable_time()` or `enable_all()`); tokio offers no way to ask.
     pub(crate) fn timer(self, deadline: Instant) -> Timer {
-        match self {
-            #[cfg(feature = "tokio")]
-            Backend::Tokio => Timer::Tokio(Box::pin(tokio::time::sleep_until(
-                tokio::time::Instant::from_std(deadline),
-            ))),
-            Backend::AsyncIo => Timer::AsyncIo(async_io::Timer::at(deadline)),
+        Timer {
+            deadline,
+            inner: TimerInner::new(self, deadline),
         }
     }
 
     /// Runs `work` on a thread where blocking is allowed.
+    ///
+    /// Always the `blocking` crate's pool, whose threads are detached: a
+    /// predicate that never returns must not hold up a tokio runtime's
+    /// shutdown (tokio waits for its own blocking pool) nor the process's
+    /// exit, and the scope that started it has long ended with its reason.
     pub(crate) fn run_blocking<T, F>(self, work: F) -> Blocking<T>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        match self {
-            #[cfg(feature = "tokio")]
-            Backend::Tokio => Blocking::Tokio(tokio::task::spawn_blocking(work)),
-            Backend::AsyncIo => Blocking::AsyncIo(blocking::unblock(work)),
-        }
+        Blocking(blocking::unblock(work))
     }
 }
 
 /// A one-shot timer that can be moved to another deadline.
-pub(crate) enum Timer {
+///
+/// It reports that it fired only when the clock reads at or past its
+/// deadline: a backend timer that wakes early, is polled under tokio's
+/// spent cooperative budget, or belongs to a runtime that has been dropped
+/// never makes it fire early.
+pub(crate) struct Timer {
+    deadline: Instant,
+    inner: TimerInner,
+}
+
+enum TimerInner {
     #[cfg(feature = "tokio")]
-    Tokio(Pin<Box<tokio::time::Sleep>>),
+    Tokio {
+        sleep: Pin<Box<tokio::time::Sleep>>,
+        runtime: tokio::runtime::Id,
+    },
     AsyncIo(async_io::Timer),
+}
+
+impl TimerInner {
+    /// A timer of `backend`, or of `async-io` if `backend` is tokio but no
+    /// tokio runtime is entered on this thread.
+    fn new(backend: Backend, deadline: Instant) -> TimerInner {
+        match backend {
+            #[cfg(feature = "tokio")]
+            Backend::Tokio => match tokio::runtime::Handle::try_current() {
+                Ok(handle) => TimerInner::Tokio {
+                    sleep: Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(
+                        deadline,
+                    ))),
+                    runtime: handle.id(),
+                },
+                Err(_) => TimerInner::AsyncIo(async_io::Timer::at(deadline)),
+            },
+            Backend::AsyncIo => TimerInner::AsyncIo(async_io::Timer::at(deadline)),
+        }
+    }
+
+    fn clock(&self) -> Clock {
+        match self {
+            #[cfg(feature = "tokio")]
+            TimerInner::Tokio { .. } => Clock::Tokio,
+            TimerInner::AsyncIo(_) => Clock::Std,
+        }
+    }
+
+    /// `false` if this is the timer of a tokio runtime other than the one
+    /// entered now (or of none): polling it could panic or never fire.
+    fn usable_here(&self) -> bool {
+        match self {
+            #[cfg(feature = "tokio")]
+            TimerInner::Tokio { runtime, .. } => {
+                tokio::runtime::Handle::try_current().is_ok_and(|handle| handle.id() == *runtime)
+            }
+            TimerInner::AsyncIo(_) => true,
+        }
+    }
 }
 
 impl Timer {
     pub(crate) fn reset(&mut self, deadline: Instant) {
-        match self {
+        self.deadline = deadline;
+        match &mut self.inner {
             #[cfg(feature = "tokio")]
-            Timer::Tokio(sleep) => sleep
+            TimerInner::Tokio { sleep, .. } => sleep
                 .as_mut()
                 .reset(tokio::time::Instant::from_std(deadline)),
-            Timer::AsyncIo(timer) => timer.set_at(deadline),
+            TimerInner::AsyncIo(timer) => timer.set_at(deadline),
         }
     }
 
+    /// `Ready` once the clock reads at or past the deadline.
     pub(crate) fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        match self {
-            #[cfg(feature = "tokio")]
-            Timer::Tokio(sleep) => sleep.as_mut().poll(cx),
-            Timer::AsyncIo(timer) => Pin::new(timer).poll(cx).map(|_| ()),
+        if !self.inner.usable_here() {
+            // Its runtime was dropped, or the scope moved to another
+            // executor: a timer of whatever runs here now.
+            self.inner = TimerInner::new(Backend::detect(), self.deadline);
         }
+        // The backend timer may answer before the clock reaches the
+        // deadline (a wake-up under tokio's spent budget, a rounding):
+        // re-arm and poll it again, a bounded number of times.
+        for _ in 0..2 {
+            if self.inner.clock().now() >= self.deadline {
+                return Poll::Ready(());
+            }
+            let woke = match &mut self.inner {
+                #[cfg(feature = "tokio")]
+                TimerInner::Tokio { sleep, .. } => sleep.as_mut().poll(cx),
+                TimerInner::AsyncIo(timer) => Pin::new(timer).poll(cx).map(|_| ()),
+            };
+            if woke.is_pending() {
+                return Poll::Pending;
+            }
+            self.reset(self.deadline);
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 
-/// Work running on a blocking thread. `None` if the thread pool lost it
-/// (the runtime shut down).
-pub(crate) enum Blocking<T> {
-    #[cfg(feature = "tokio")]
-    Tokio(tokio::task::JoinHandle<T>),
-    AsyncIo(blocking::Task<T>),
-}
+/// Work running on a blocking thread.
+pub(crate) struct Blocking<T>(blocking::Task<T>);
 
 impl<T: Send + 'static> Blocking<T> {
-    pub(crate) fn poll_done(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        match self {
-            #[cfg(feature = "tokio")]
-            Blocking::Tokio(handle) => Pin::new(handle).poll(cx).map(Result::ok),
-            Blocking::AsyncIo(task) => Pin::new(task).poll(cx).map(Some),
-        }
+    /// The work's result once it is done.
+    pub(crate) fn poll_done(&mut self, cx: &mut Context<'_>) -> Poll<T> {
+        Pin::new(&mut self.0).poll(cx)
     }
 }

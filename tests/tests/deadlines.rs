@@ -1,0 +1,403 @@
+//! Deadlines: a scope's timeout fires when the clock reaches it, never
+//! earlier, and never later because of what other scopes do: parked
+//! scopes, blocked worker threads, a spent tokio budget or a dropped
+//! runtime must not move it.
+
+use std::future::{pending, Future};
+use std::pin::{pin, Pin};
+use std::time::{Duration, Instant};
+
+use cancelable::{CancelReason, CancelScope, Cancelled};
+use futures::stream::{FuturesUnordered, StreamExt};
+
+/// The clock scopes follow: tokio's (equal to the system's unless paused).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn assert_timeout<T: std::fmt::Debug>(outcome: &Result<T, Cancelled>) {
+    match outcome {
+        Err(cancelled) => assert_eq!(cancelled.reason(), &CancelReason::Timeout),
+        Ok(value) => panic!("expected a timeout, got Ok({value:?})"),
+    }
+}
+
+type Branch = Pin<Box<dyn Future<Output = Option<Duration>> + Send>>;
+
+/// Polls `parked` once, then keeps it unpolled (as `select!` over a pinned
+/// future does while another branch runs) for 1.5 s, while an unrelated
+/// scope with a 200 ms timeout runs beside it, in a branch with a waker of
+/// its own. Returns how long the unrelated scope took.
+async fn unrelated_scope_beside_parked(
+    parked: impl Future<Output = ()> + Send + 'static,
+) -> Duration {
+    let holder: Branch = Box::pin(async move {
+        let mut parked = pin!(parked);
+        assert!(futures::poll!(parked.as_mut()).is_pending());
+        cancelable_tests::sleep(Duration::from_millis(1500)).await;
+        None
+    });
+    let unrelated: Branch = Box::pin(async {
+        let start = Instant::now();
+        let outcome = CancelScope::new()
+            .timeout(Duration::from_millis(200))
+            .run(pending::<()>())
+            .await;
+        assert_timeout(&outcome);
+        Some(start.elapsed())
+    });
+    let mut branches: FuturesUnordered<Branch> = [holder, unrelated].into_iter().collect();
+    loop {
+        match branches.next().await {
+            Some(Some(elapsed)) => return elapsed,
+            Some(None) => continue,
+            None => unreachable!("the unrelated branch returns a duration"),
+        }
+    }
+}
+
+fn with_timeout(millis: u64) -> CancelScope {
+    CancelScope::new().timeout(Duration::from_millis(millis))
+}
+
+cancelable_tests::on_every_backend! {
+    /// Two sibling scopes polled once and then parked: their deadlines
+    /// pass while nobody polls them, and another scope's must still fire.
+    async fn parked_sibling_scopes_do_not_delay_other_deadlines() {
+        let parked = async {
+            let first = with_timeout(150).run(pending::<()>());
+            let second = with_timeout(160).run(pending::<()>());
+            let _ = futures::join!(first, second);
+        };
+        let elapsed = unrelated_scope_beside_parked(parked).await;
+        assert!(elapsed < Duration::from_millis(1000), "a 200 ms timeout took {elapsed:?}");
+    }
+
+    /// The same with the parked scopes nested in each other.
+    async fn parked_nested_scopes_do_not_delay_other_deadlines() {
+        let parked = async {
+            let _ = with_timeout(150)
+                .run(with_timeout(160).run(pending::<()>()))
+                .await;
+        };
+        let elapsed = unrelated_scope_beside_parked(parked).await;
+        assert!(elapsed < Duration::from_millis(1000), "a 200 ms timeout took {elapsed:?}");
+    }
+
+    /// A deadline set through the handle before the start was set last: it
+    /// wins over the builder's timeout.
+    async fn handle_deadline_set_before_start_wins_over_timeout() {
+        let scope = with_timeout(100);
+        let handle = scope.handle();
+        let start = now();
+        let deadline = start + Duration::from_millis(400);
+        handle.set_deadline(Some(deadline));
+        let outcome = scope.run(pending::<()>()).await;
+        assert_timeout(&outcome);
+        assert_eq!(handle.deadline(), Some(deadline));
+        assert!(now() >= deadline, "ended {:?} after the start", now() - start);
+    }
+
+    /// A deadline moved later through the handle before the start, then
+    /// removed: the scope has no deadline left.
+    async fn handle_can_remove_the_timeout_before_start() {
+        let scope = with_timeout(50);
+        let handle = scope.handle();
+        handle.set_deadline(None);
+        let outcome = scope
+            .run(async {
+                cancelable_tests::sleep(Duration::from_millis(150)).await;
+                7
+            })
+            .await;
+        assert_eq!(outcome.unwrap(), 7);
+    }
+}
+
+/// Many scopes with short timeouts on many threads: whenever one ends with
+/// `Timeout`, the clock has reached its deadline.
+async fn never_early(scopes: usize) {
+    let runs = (0..scopes).map(|i| async move {
+        let scope = with_timeout(1 + (i % 20) as u64);
+        let handle = scope.handle();
+        let outcome = scope.run(pending::<()>()).await;
+        let ended = now();
+        assert_timeout(&outcome);
+        let deadline = handle.deadline().expect("a timeout becomes a deadline");
+        assert!(
+            ended >= deadline,
+            "ended {:?} before its deadline",
+            deadline - ended
+        );
+    });
+    futures::future::join_all(runs).await;
+}
+
+#[test]
+fn timeouts_never_fire_early_on_block_on_threads() {
+    for _ in 0..3 {
+        let threads: Vec<_> = (0..8)
+            .map(|_| std::thread::spawn(|| futures::executor::block_on(never_early(625))))
+            .collect();
+        for thread in threads {
+            thread.join().expect("no scope ended early");
+        }
+    }
+}
+
+#[test]
+fn timeouts_never_fire_early_on_smol_threads() {
+    for _ in 0..3 {
+        let executor = std::sync::Arc::new(smol::Executor::new());
+        let (stop, stopped) = smol::channel::unbounded::<()>();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let executor = executor.clone();
+                let stopped = stopped.clone();
+                std::thread::spawn(move || smol::block_on(executor.run(stopped.recv())))
+            })
+            .collect();
+        let tasks: Vec<_> = (0..8).map(|_| executor.spawn(never_early(625))).collect();
+        smol::block_on(futures::future::join_all(tasks));
+        drop(stop);
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn timeouts_never_fire_early_on_async_std() {
+    for _ in 0..3 {
+        let tasks: Vec<_> = (0..8)
+            .map(|_| async_std::task::spawn(never_early(625)))
+            .collect();
+        async_std::task::block_on(futures::future::join_all(tasks));
+    }
+}
+
+#[test]
+fn timeouts_never_fire_early_on_tokio_multi_thread() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        runtime.block_on(async {
+            let tasks: Vec<_> = (0..8).map(|_| tokio::spawn(never_early(625))).collect();
+            for task in tasks {
+                task.await.expect("no scope ended early");
+            }
+        });
+    }
+}
+
+/// Lateness of a timeout that should fire `after` from `start`.
+fn late(start: Instant, after: Duration) -> Duration {
+    Instant::now().saturating_duration_since(start + after)
+}
+
+async fn scope_lateness(i: usize) -> Duration {
+    let after = Duration::from_millis(400 + (i % 16) as u64);
+    let start = Instant::now();
+    let outcome = CancelScope::new().timeout(after).run(pending::<()>()).await;
+    assert_timeout(&outcome);
+    late(start, after)
+}
+
+async fn blocker() {
+    let _ = with_timeout(10_000)
+        .run(with_timeout(10_000).run(async {
+            // Let the other tasks start first.
+            cancelable_tests::sleep(Duration::from_millis(50)).await;
+            std::thread::sleep(Duration::from_secs(2));
+        }))
+        .await;
+}
+
+/// The worst lateness of the scopes may exceed the runtime's own
+/// timeouts' in the same program by this much at most.
+const LATENESS_MARGIN: Duration = Duration::from_millis(300);
+
+fn check_lateness(scopes: &[Duration], peers: &[Duration]) {
+    let worst_scope = scopes.iter().max().copied().unwrap_or_default();
+    let worst_peer = peers.iter().max().copied().unwrap_or_default();
+    assert!(
+        worst_scope <= worst_peer + LATENESS_MARGIN,
+        "scopes up to {worst_scope:?} late, the runtime's own timeouts up to {worst_peer:?}"
+    );
+}
+
+#[test]
+fn blocked_worker_does_not_delay_deadlines_on_tokio_multi_thread() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (scopes, peers) = runtime.block_on(async {
+        let blocker = tokio::spawn(blocker());
+        let scopes: Vec<_> = (0..128).map(|i| tokio::spawn(scope_lateness(i))).collect();
+        let peers: Vec<_> = (0..128)
+            .map(|i| {
+                tokio::spawn(async move {
+                    let after = Duration::from_millis(400 + (i % 16) as u64);
+                    let start = Instant::now();
+                    let _ = tokio::time::timeout(after, pending::<()>()).await;
+                    late(start, after)
+                })
+            })
+            .collect();
+        let mut scope_late = Vec::new();
+        for task in scopes {
+            scope_late.push(task.await.unwrap());
+        }
+        let mut peer_late = Vec::new();
+        for task in peers {
+            peer_late.push(task.await.unwrap());
+        }
+        blocker.await.unwrap();
+        (scope_late, peer_late)
+    });
+    check_lateness(&scopes, &peers);
+}
+
+#[test]
+fn blocked_worker_does_not_delay_deadlines_on_async_std() {
+    let (scopes, peers) = async_std::task::block_on(async {
+        let blocker = async_std::task::spawn(blocker());
+        let scopes: Vec<_> = (0..128)
+            .map(|i| async_std::task::spawn(scope_lateness(i)))
+            .collect();
+        let peers: Vec<_> = (0..128)
+            .map(|i| {
+                async_std::task::spawn(async move {
+                    let after = Duration::from_millis(400 + (i % 16) as u64);
+                    let start = Instant::now();
+                    let _ = async_std::future::timeout(after, pending::<()>()).await;
+                    late(start, after)
+                })
+            })
+            .collect();
+        let scope_late = futures::future::join_all(scopes).await;
+        let peer_late = futures::future::join_all(peers).await;
+        blocker.await;
+        (scope_late, peer_late)
+    });
+    check_lateness(&scopes, &peers);
+}
+
+/// Draining a long queued channel spends tokio's cooperative budget while
+/// the scope's body runs: the scope must not take that for its timeout.
+async fn drain_queued_channel() {
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..300u32 {
+        sender.send(i).unwrap();
+    }
+    let outcome = CancelScope::new()
+        .timeout(Duration::from_secs(3600))
+        .run(async {
+            let mut received = 0;
+            while received < 300 {
+                receiver.recv().await.expect("queued");
+                received += 1;
+            }
+            received
+        })
+        .await;
+    assert_eq!(outcome.unwrap(), 300);
+}
+
+/// A scope entered when the task has spent its budget, at every level of
+/// budget left.
+async fn enter_with_spent_budget() {
+    for _ in 0..3 {
+        while tokio::task::coop::has_budget_remaining() {
+            tokio::task::consume_budget().await;
+        }
+        let outcome = CancelScope::new()
+            .timeout(Duration::from_millis(200))
+            .run(async {
+                cancelable_tests::yield_once().await;
+                cancelable_tests::sleep(Duration::from_millis(5)).await;
+                "done"
+            })
+            .await;
+        assert_eq!(outcome.unwrap(), "done");
+    }
+}
+
+#[test]
+fn draining_a_queued_channel_keeps_the_timeout_on_tokio_current_thread() {
+    cancelable_tests::tokio_current_thread(drain_queued_channel());
+}
+
+#[test]
+fn draining_a_queued_channel_keeps_the_timeout_on_tokio_multi_thread() {
+    cancelable_tests::tokio_multi_thread(drain_queued_channel());
+}
+
+#[test]
+fn spent_budget_keeps_the_timeout_on_tokio_current_thread() {
+    cancelable_tests::tokio_current_thread(enter_with_spent_budget());
+}
+
+#[test]
+fn spent_budget_keeps_the_timeout_on_tokio_multi_thread() {
+    cancelable_tests::tokio_multi_thread(enter_with_spent_budget());
+}
+
+type ScopeFuture = Pin<Box<dyn Future<Output = Result<(), Cancelled>> + Send>>;
+
+/// A 100 ms scope polled once on a tokio runtime that is then dropped.
+fn scope_outliving_its_runtime() -> (Instant, ScopeFuture) {
+    let start = now();
+    let mut scope: ScopeFuture = Box::pin(with_timeout(100).run(pending::<()>()));
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    first.block_on(async {
+        assert!(futures::poll!(scope.as_mut()).is_pending());
+    });
+    drop(first);
+    (start, scope)
+}
+
+fn assert_ended_at_its_deadline(start: Instant, outcome: Result<(), Cancelled>) {
+    assert_timeout(&outcome);
+    let elapsed = now() - start;
+    assert!(
+        elapsed >= Duration::from_millis(100),
+        "a 100 ms timeout ended after {elapsed:?}"
+    );
+}
+
+#[test]
+fn dropped_runtime_then_another_tokio_runtime() {
+    let (start, scope) = scope_outliving_its_runtime();
+    let outcome = cancelable_tests::tokio_current_thread(scope);
+    assert_ended_at_its_deadline(start, outcome);
+}
+
+#[test]
+fn dropped_runtime_then_tokio_multi_thread() {
+    let (start, scope) = scope_outliving_its_runtime();
+    let outcome = cancelable_tests::tokio_multi_thread(scope);
+    assert_ended_at_its_deadline(start, outcome);
+}
+
+#[test]
+fn dropped_runtime_then_smol() {
+    let (start, scope) = scope_outliving_its_runtime();
+    let outcome = smol::block_on(scope);
+    assert_ended_at_its_deadline(start, outcome);
+}
+
+#[test]
+fn dropped_runtime_then_block_on() {
+    let (start, scope) = scope_outliving_its_runtime();
+    let outcome = futures::executor::block_on(scope);
+    assert_ended_at_its_deadline(start, outcome);
+}
