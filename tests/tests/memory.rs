@@ -1,4 +1,5 @@
-//! Memory returns to its baseline after a million create/drop cycles.
+//! Memory returns to its baseline after a million create/drop cycles, and
+//! after many conversions to and from `tokio_util` tokens.
 //!
 //! A counting global allocator measures live heap bytes. This binary holds
 //! a single test so that no other test allocates concurrently.
@@ -44,6 +45,50 @@ const SLACK: isize = 64 * 1024;
 
 const TOKEN_CYCLES: usize = 1_000_000;
 const SCOPE_CYCLES: usize = 50_000;
+const TO_TOKIO_UTIL_CYCLES: usize = 1_000_000;
+const FROM_TOKIO_UTIL_CYCLES: usize = 250_000;
+
+/// Converts one long-lived token into a `tokio_util` token again and again,
+/// each dropped at once (with, at times, a child of it, or a short-lived
+/// token converted and dropped with its conversion).
+fn to_tokio_util_cycles(token: &CancellationToken, cycles: usize) {
+    for i in 0..cycles {
+        let converted = token.to_tokio_util();
+        match i % 4 {
+            0 => drop(converted.child_token()),
+            1 => {
+                let short_lived = token.child();
+                drop(short_lived.to_tokio_util());
+            }
+            2 => converted.cancel(),
+            _ => {}
+        }
+        drop(converted);
+    }
+}
+
+/// Converts one long-lived `tokio_util` token into ours again and again,
+/// each dropped at once (with, at times, a child of it, or cancelled by
+/// us, or by a short-lived `tokio_util` token it was converted from).
+fn from_tokio_util_cycles(foreign: &tokio_util::sync::CancellationToken, cycles: usize) {
+    for i in 0..cycles {
+        let converted = CancellationToken::from(foreign.clone());
+        match i % 4 {
+            0 => drop(converted.child()),
+            1 => {
+                let short_lived = foreign.child_token();
+                let linked = CancellationToken::from(short_lived.clone());
+                short_lived.cancel();
+                assert!(linked.is_cancelled());
+            }
+            2 => {
+                converted.cancel();
+            }
+            _ => {}
+        }
+        drop(converted);
+    }
+}
 
 fn token_cycles(parent: &CancellationToken, cycles: usize) {
     for i in 0..cycles {
@@ -86,6 +131,29 @@ fn memory_returns_to_baseline() {
     let grown = live() - baseline;
     assert!(grown <= SLACK, "token cycles leaked {grown} bytes");
     assert_eq!(parent.child_count(), 0);
+
+    // Conversions to `tokio_util` tokens: a million, each dropped at once.
+    to_tokio_util_cycles(&parent, 1_000);
+    let baseline = live();
+    to_tokio_util_cycles(&parent, TO_TOKIO_UTIL_CYCLES);
+    let grown = live() - baseline;
+    assert!(
+        grown <= SLACK,
+        "conversions to tokio_util tokens leaked {grown} bytes"
+    );
+    assert_eq!(parent.child_count(), 0);
+
+    // Conversions from a `tokio_util` token, each dropped at once.
+    let foreign = tokio_util::sync::CancellationToken::new();
+    from_tokio_util_cycles(&foreign, 1_000);
+    let baseline = live();
+    from_tokio_util_cycles(&foreign, FROM_TOKIO_UTIL_CYCLES);
+    let grown = live() - baseline;
+    assert!(
+        grown <= SLACK,
+        "conversions from a tokio_util token leaked {grown} bytes"
+    );
+    assert!(!foreign.is_cancelled());
 
     // Scopes, on each backend in turn (sequentially: one allocation counter).
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -1,4 +1,5 @@
-//! `CancellationToken`: cancel from anywhere, reasons, waiters, trees, callbacks.
+//! `CancellationToken`: cancel from anywhere, reasons, waiters, trees, callbacks,
+//! conversions to and from `tokio_util` tokens.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -148,6 +149,133 @@ on_every_backend! {
         assert!(!foreign.is_cancelled());
         std::thread::spawn(move || token.cancel());
         foreign.cancelled().await;
+    }
+
+    async fn cancelling_one_conversion_into_tokio_util_leaves_the_token_and_the_others_alone() {
+        let token = CancellationToken::new();
+        let first = token.to_tokio_util();
+        let second: tokio_util::sync::CancellationToken = token.clone().into();
+        let grandchild = second.child_token();
+        first.cancel();
+        assert!(!token.is_cancelled(), "a conversion never cancels the token");
+        assert!(!second.is_cancelled() && !grandchild.is_cancelled());
+        // Cancelling the token cancels the live conversions at once.
+        token.cancel_with(CancelReason::Timeout, "budget spent");
+        assert!(second.is_cancelled() && grandchild.is_cancelled());
+        grandchild.cancelled().await;
+        // A cancelled token converts into a cancelled one.
+        let late = token.to_tokio_util();
+        assert!(late.is_cancelled());
+        late.cancelled().await;
+        assert_eq!(token.reason(), Some(CancelReason::Timeout));
+    }
+
+    async fn converts_from_a_tokio_util_token() {
+        let foreign = tokio_util::sync::CancellationToken::new();
+        let token = CancellationToken::from(foreign.clone());
+        let child = token.child();
+        assert!(!token.is_cancelled());
+        let remote = foreign.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            remote.cancel();
+        });
+        // Children are cancelled before their parent reads as cancelled:
+        // wait on the parent to see both.
+        token.cancelled().await;
+        assert_eq!(token.reason(), Some(CancelReason::Manual));
+        assert_eq!(token.message(), None);
+        assert_eq!(child.reason(), Some(CancelReason::Parent(Box::new(CancelReason::Manual))));
+    }
+
+    async fn a_token_converted_from_tokio_util_is_cancelled_before_their_cancel_returns() {
+        let foreign = tokio_util::sync::CancellationToken::new();
+        let token = CancellationToken::from(foreign.clone());
+        let ran_on = Arc::new(std::sync::Mutex::new(None));
+        let recorded = ran_on.clone();
+        let callback_foreign = foreign.clone();
+        token
+            .on_cancel(move |reason| {
+                assert_eq!(reason, &CancelReason::Manual);
+                // Their token is usable from our callbacks: no lock of
+                // theirs is held while ours is cancelled.
+                assert!(callback_foreign.is_cancelled());
+                assert!(callback_foreign.child_token().is_cancelled());
+                *recorded.lock().unwrap() = Some(std::thread::current().id());
+            })
+            .detach();
+        let cancelling = std::thread::spawn(move || {
+            foreign.cancel();
+            (std::thread::current().id(), token.is_cancelled())
+        });
+        let (thread, cancelled) = cancelling.join().unwrap();
+        assert!(cancelled, "ours is cancelled when their cancel() returns");
+        assert_eq!(*ran_on.lock().unwrap(), Some(thread), "callbacks run on the cancelling thread");
+    }
+
+    async fn a_tokio_util_parent_cancels_a_token_converted_from_its_child() {
+        let parent = tokio_util::sync::CancellationToken::new();
+        // Their child is dropped at once: our token keeps the link alive.
+        let token = CancellationToken::from(parent.child_token());
+        let waiter = token.clone();
+        let wait = async move { waiter.cancelled().await };
+        let cancel = async {
+            sleep(Duration::from_millis(5)).await;
+            parent.cancel();
+        };
+        futures::join!(wait, cancel);
+        assert_eq!(token.reason(), Some(CancelReason::Manual));
+    }
+
+    async fn cancelling_a_token_converted_from_tokio_util_leaves_theirs_alone() {
+        let foreign = tokio_util::sync::CancellationToken::new();
+        let token = CancellationToken::from(foreign.clone());
+        token.cancel_with(CancelReason::Condition, "ours only");
+        token.cancelled().await;
+        assert!(!foreign.is_cancelled());
+        // Later, their cancel no longer reaches our token.
+        foreign.cancel();
+        assert_eq!(token.reason(), Some(CancelReason::Condition));
+        assert_eq!(token.message().as_deref(), Some("ours only"));
+    }
+
+    async fn a_cancelled_tokio_util_token_converts_into_a_cancelled_token() {
+        let foreign = tokio_util::sync::CancellationToken::new();
+        foreign.cancel();
+        let token = CancellationToken::from(foreign);
+        assert!(token.is_cancelled());
+        assert_eq!(token.reason(), Some(CancelReason::Manual));
+        token.cancelled().await;
+    }
+
+    async fn a_token_survives_a_round_trip_through_tokio_util() {
+        let token = CancellationToken::new();
+        let back = CancellationToken::from(token.to_tokio_util());
+        assert!(!back.same_as(&token), "the round trip makes a new token");
+        let remote = token.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            remote.cancel_with(CancelReason::Timeout, "");
+        });
+        // The reason does not travel through tokio-util.
+        back.cancelled().await;
+        assert_eq!(back.reason(), Some(CancelReason::Manual));
+        assert_eq!(token.reason(), Some(CancelReason::Timeout));
+    }
+
+    async fn a_scope_linked_to_a_token_converted_from_tokio_util_is_cancelled() {
+        let foreign = tokio_util::sync::CancellationToken::new();
+        let token = CancellationToken::from(foreign.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            foreign.cancel();
+        });
+        let cancelled = cancelable::CancelScope::new()
+            .token(&token)
+            .run(std::future::pending::<()>())
+            .await
+            .unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Manual);
     }
 }
 
