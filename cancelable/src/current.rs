@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::context::{OperationStatus, Progress};
-use crate::scope::{ScopeHandle, ScopeShared};
+use crate::scope::{Parent, ScopeHandle, ScopeShared};
 use crate::{CancellationToken, Cancelled};
 
 /// How many checkpoints pass between two reads of the clock for deadline
@@ -27,6 +27,9 @@ const YIELD_EVERY: u32 = 256;
 
 struct Current {
     scope: RefCell<Option<Arc<ScopeShared>>>,
+    /// A shield runs between the current scope and the running code: the
+    /// scope's cancellation and deadlines do not show there.
+    shielded: Cell<bool>,
     ticks: Cell<u32>,
 }
 
@@ -34,22 +37,27 @@ thread_local! {
     static CURRENT: Current = const {
         Current {
             scope: RefCell::new(None),
+            shielded: Cell::new(false),
             ticks: Cell::new(0),
         }
     };
 }
 
-/// Runs `poll` with `slot`'s scope as the current scope (or none, for a
-/// shield), restoring the previous one afterwards, even on panic.
+/// Runs `poll` with `slot`'s scope as the current scope, not shielded,
+/// restoring the previous state afterwards, even on panic.
 pub(crate) fn enter<R>(slot: &mut Option<Arc<ScopeShared>>, poll: impl FnOnce() -> R) -> R {
     struct Restore<'a> {
         slot: &'a mut Option<Arc<ScopeShared>>,
         previous: Option<Arc<ScopeShared>>,
+        shielded: bool,
     }
     impl Drop for Restore<'_> {
         fn drop(&mut self) {
             let ours = CURRENT
-                .try_with(|current| current.scope.replace(self.previous.take()))
+                .try_with(|current| {
+                    current.shielded.set(self.shielded);
+                    current.scope.replace(self.previous.take())
+                })
                 .ok()
                 .flatten();
             if let Some(scope) = &ours {
@@ -62,13 +70,40 @@ pub(crate) fn enter<R>(slot: &mut Option<Arc<ScopeShared>>, poll: impl FnOnce() 
             *self.slot = ours;
         }
     }
-    match CURRENT.try_with(|current| current.scope.replace(slot.take())) {
-        Ok(previous) => {
-            let _restore = Restore { slot, previous };
+    let entered = CURRENT.try_with(|current| {
+        let shielded = current.shielded.replace(false);
+        (current.scope.replace(slot.take()), shielded)
+    });
+    match entered {
+        Ok((previous, shielded)) => {
+            let _restore = Restore {
+                slot,
+                previous,
+                shielded,
+            };
             poll()
         }
         // Thread-local storage is being torn down (thread exit): poll
         // without a current scope.
+        Err(_) => poll(),
+    }
+}
+
+/// Runs `poll` shielded: the current scope stays current, but neither its
+/// cancellation nor its deadlines show to checkpoints until a scope started
+/// inside takes over; restores the previous state afterwards, even on panic.
+pub(crate) fn enter_shield<R>(poll: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = CURRENT.try_with(|current| current.shielded.set(self.0));
+        }
+    }
+    match CURRENT.try_with(|current| current.shielded.replace(true)) {
+        Ok(shielded) => {
+            let _restore = Restore(shielded);
+            poll()
+        }
         Err(_) => poll(),
     }
 }
@@ -81,15 +116,26 @@ pub(crate) fn current_shared() -> Option<Arc<ScopeShared>> {
         .flatten()
 }
 
-/// The chain of scopes from the current one outwards.
+/// The parent of a scope starting now: the current scope, and whether a
+/// shield runs in between.
+pub(crate) fn current_parent() -> Option<Parent> {
+    CURRENT
+        .try_with(|current| {
+            let scope = current.scope.borrow().clone()?;
+            Some(Parent {
+                scope,
+                shielded: current.shielded.get(),
+            })
+        })
+        .ok()
+        .flatten()
+}
+
+/// The scopes whose cancellation a shield starting now hides: from the
+/// current one outwards, up to the nearest shield further out (scopes
+/// beyond it cannot reach the code here anyway).
 pub(crate) fn current_chain() -> Vec<Arc<ScopeShared>> {
-    let mut chain = Vec::new();
-    let mut scope = current_shared();
-    while let Some(current) = scope {
-        scope = current.parent().cloned();
-        chain.push(current);
-    }
-    chain
+    std::iter::successors(current_shared(), |scope| scope.outer().cloned()).collect()
 }
 
 /// A handle to the innermost scope running the calling code, if any.
@@ -101,6 +147,9 @@ pub fn current_scope() -> Option<ScopeHandle> {
 }
 
 /// The token of the innermost scope running the calling code, if any.
+///
+/// Inside a [`shield`](crate::shield) it is still the token of the scope
+/// around the shield, which the shield does not stop from being cancelled.
 ///
 /// Use it to link work spawned onto other tasks to the scope:
 ///
@@ -156,6 +205,9 @@ pub fn report_progress(fraction: impl Into<Option<f64>>, message: impl Into<Stri
 /// cancelled, `Ok(())` otherwise. `cancel_point!()` expands to it.
 ///
 /// * Outside any scope it is a no-op that never fails.
+/// * Inside a [`shield`](crate::shield) it does not report the cancellation
+///   (nor enforce the deadlines) of the scopes outside the shield; it does
+///   report those of scopes started inside it.
 /// * Uncancelled, it costs a thread-local read and an atomic load.
 /// * Every 32nd call it also reads the clock and enforces the deadlines of
 ///   the current scope and the scopes around it, so a loop that never
@@ -226,6 +278,9 @@ impl Checkpoint<'_> {
                     return Step::Ready(Err(cancelled));
                 }
             }
+            // Inside a shield the current scope lies outside it: its
+            // cancellation and deadlines do not show here.
+            None if current.shielded.get() => {}
             None => {
                 let scope = current.scope.borrow();
                 let Some(scope) = scope.as_ref() else {

@@ -61,7 +61,9 @@ type ContextCallback = Box<dyn FnOnce(&OperationContext) + Send>;
 ///   A scope started inside another is cancelled with it (reason
 ///   [`CancelReason::Parent`]), and [`checkpoint`](crate::checkpoint) and
 ///   `cancel_point!()` see the cancellation and the earliest deadline of
-///   the whole chain.
+///   the whole chain — up to the nearest [`shield`](crate::shield): a scope
+///   started inside a shield has the scope around it as its parent (for
+///   its context) but is not cancelled with it.
 /// * The same code runs on tokio, async-std, smol or any executor: the
 ///   backend is detected when the scope starts. On tokio the runtime needs
 ///   its time driver (`enable_time()` or `enable_all()`) for timeouts.
@@ -127,12 +129,20 @@ pub(crate) struct ScopeShared {
     nested: AtomicUsize,
     deadline_generation: AtomicU64,
     /// Set when the scope starts inside another.
-    parent: OnceLock<Arc<ScopeShared>>,
+    parent: OnceLock<Parent>,
     /// `Clock` as a number, 0 until the scope starts.
     clock: AtomicU8,
     /// Name, deadline, timestamps, progress and metadata: locked when the
     /// scope starts and finishes, and when somebody reads them.
     data: Mutex<ContextData>,
+}
+
+/// The scope a scope started inside.
+pub(crate) struct Parent {
+    pub(crate) scope: Arc<ScopeShared>,
+    /// The scope started inside a shield: it has its parent for its context
+    /// (parent id) only, neither its cancellation nor its deadlines.
+    pub(crate) shielded: bool,
 }
 
 impl ScopeShared {
@@ -167,8 +177,24 @@ impl ScopeShared {
         }
     }
 
+    /// The scope this one started inside, if any, shield or not.
     pub(crate) fn parent(&self) -> Option<&Arc<ScopeShared>> {
-        self.parent.get()
+        self.parent.get().map(|parent| &parent.scope)
+    }
+
+    /// The scope whose cancellation and deadlines reach this one: its
+    /// parent, unless the scope started inside a shield.
+    pub(crate) fn outer(&self) -> Option<&Arc<ScopeShared>> {
+        self.parent
+            .get()
+            .filter(|parent| !parent.shielded)
+            .map(|parent| &parent.scope)
+    }
+
+    /// This scope and the scopes whose cancellation and deadlines reach it,
+    /// outwards up to the nearest shield.
+    fn unshielded_chain(&self) -> impl Iterator<Item = &ScopeShared> {
+        std::iter::successors(Some(self), |scope| scope.outer().map(Arc::as_ref))
     }
 
     fn status(&self) -> OperationStatus {
@@ -221,12 +247,11 @@ impl ScopeShared {
         }
     }
 
-    /// Cancels every scope of the chain whose deadline has passed; `true`
-    /// if this scope is cancelled afterwards.
+    /// Cancels every scope of the chain (up to the nearest shield) whose
+    /// deadline has passed; `true` if this scope is cancelled afterwards.
     pub(crate) fn enforce_deadlines(&self) -> bool {
         let mut now = None;
-        let mut scope = Some(self);
-        while let Some(current) = scope {
+        for current in self.unshielded_chain() {
             if let Some(deadline) = current.deadline() {
                 let now = *now.get_or_insert_with(|| current.clock().now());
                 if now >= deadline {
@@ -236,7 +261,6 @@ impl ScopeShared {
                     });
                 }
             }
-            scope = current.parent().map(Arc::as_ref);
         }
         self.token.is_cancelled()
     }
@@ -514,17 +538,14 @@ impl ScopeHandle {
         self.shared.deadline()
     }
 
-    /// The earliest deadline of this scope and the scopes around it.
+    /// The earliest deadline of this scope and the scopes around it, up
+    /// to the nearest [`shield`](crate::shield): deadlines outside a shield
+    /// do not reach a scope started inside it.
     pub fn effective_deadline(&self) -> Option<Instant> {
-        let mut earliest: Option<Instant> = None;
-        let mut scope = Some(&*self.shared);
-        while let Some(current) = scope {
-            if let Some(deadline) = current.deadline() {
-                earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
-            }
-            scope = current.parent().map(Arc::as_ref);
-        }
-        earliest
+        self.shared
+            .unshielded_chain()
+            .filter_map(ScopeShared::deadline)
+            .min()
     }
 
     /// Moves the scope's deadline, earlier or later (`None` removes it).
@@ -590,6 +611,9 @@ struct Driver {
     /// thread-local current-scope slot.
     shared: Option<Arc<ScopeShared>>,
     stage: Stage,
+    /// The scope was seen cancelled while a shield inside its body ran: it
+    /// ends with its reason whatever the body does afterwards.
+    held_by_shield: bool,
 }
 
 /// Where the scope future is; an enum so that the configuration and the
@@ -605,6 +629,7 @@ impl Driver {
         Driver {
             shared: Some(scope.shared),
             stage: Stage::Configured(scope.config),
+            held_by_shield: false,
         }
     }
 
@@ -613,7 +638,7 @@ impl Driver {
     }
 
     fn start(&mut self, mut config: Config) {
-        let parent = current::current_shared();
+        let parent = current::current_parent();
         let backend = Backend::detect();
         let started = backend.now();
         let timeout_at = config
@@ -645,8 +670,9 @@ impl Driver {
             .store(backend.clock().number(), Ordering::Release);
         let parent_link = parent
             .as_ref()
-            .and_then(|p| p.token.attach(&shared.token, false));
-        let nested_in = parent.as_ref().map(NestedIn::new);
+            .filter(|p| !p.shielded)
+            .and_then(|p| p.scope.token.attach(&shared.token, false));
+        let nested_in = parent.as_ref().map(|p| NestedIn::new(&p.scope));
         if let Some(parent) = parent {
             let _ = shared.parent.set(parent);
         }
@@ -713,8 +739,13 @@ impl Driver {
             _ => unreachable!("started above"),
         };
         let cancelled_before = self.shared().token.is_cancelled();
+        if cancelled_before && self.shared().shields.load(Ordering::Acquire) > 0 {
+            // Cancelled while a shield runs: only the shield keeps the body
+            // going from here on.
+            self.held_by_shield = true;
+        }
         if let Poll::Ready(output) = current::enter(&mut self.shared, || body.as_mut().poll(cx)) {
-            return Poll::Ready(Ok(self.complete(output, is_failure)));
+            return Poll::Ready(self.complete(output, is_failure));
         }
 
         let shared = lent_back(&self.shared);
@@ -725,7 +756,13 @@ impl Driver {
         if !shared.token.is_cancelled() {
             armed.poll_sources(shared, cx);
         }
-        if !shared.token.is_cancelled() || shared.shields.load(Ordering::Acquire) > 0 {
+        if !shared.token.is_cancelled() {
+            return Poll::Pending;
+        }
+        if shared.shields.load(Ordering::Acquire) > 0 {
+            // Cancelled, but a shield inside the body runs: keep polling the
+            // body until it is done, then end with the reason.
+            self.held_by_shield = true;
             return Poll::Pending;
         }
         // The cancellation arrived during this poll, after the body was
@@ -736,7 +773,7 @@ impl Driver {
         // polled again, as with `tokio::time::timeout`.
         if !cancelled_before && shared.nested.load(Ordering::Acquire) > 0 {
             if let Poll::Ready(output) = current::enter(&mut self.shared, || body.poll(cx)) {
-                return Poll::Ready(Ok(self.complete(output, is_failure)));
+                return Poll::Ready(self.complete(output, is_failure));
             }
         }
         let cancelled = self.shared().cancelled_error();
@@ -744,8 +781,17 @@ impl Driver {
         Poll::Ready(Err(cancelled))
     }
 
-    /// The body finished: record how, and hand its output back.
-    fn complete<T>(&mut self, output: T, is_failure: fn(&T) -> bool) -> T {
+    /// The body finished: record how, and hand its output back — unless
+    /// the scope was seen cancelled while a shield held it open, in which
+    /// case it ends with its reason, as it would have without the shield,
+    /// and the output is dropped.
+    fn complete<T>(&mut self, output: T, is_failure: fn(&T) -> bool) -> Result<T, Cancelled> {
+        if self.held_by_shield {
+            drop(output);
+            let cancelled = self.shared().cancelled_error();
+            self.finish(OperationStatus::Cancelled, Some(&cancelled));
+            return Err(cancelled);
+        }
         let shared = self.shared();
         let status = if !is_failure(&output) {
             OperationStatus::Completed
@@ -760,7 +806,7 @@ impl Driver {
         };
         let cancelled = (status == OperationStatus::Cancelled).then(|| shared.cancelled_error());
         self.finish(status, cancelled.as_ref());
-        output
+        Ok(output)
     }
 
     /// Records the outcome, releases every source and runs the callbacks.

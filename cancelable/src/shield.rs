@@ -12,17 +12,51 @@ use crate::current;
 use crate::scope::ScopeShared;
 use crate::sync::Ordering;
 
-/// Runs `future` shielded from the scopes around it (trio's shielded
-/// scope): while it runs, a cancelled scope keeps polling its body until
-/// the shielded part finishes, and only then ends with its reason.
+/// Runs `future` shielded from the cancellation of the scopes around it
+/// (trio's shielded cancel scope): cleanup that must run to its end.
 ///
-/// Inside the shield no scope is current, so checkpoints there never fail
-/// (start a new [`CancelScope`](crate::CancelScope) inside it to bound the
-/// cleanup with its own timeout).
+/// A shield stops outer cancellation from becoming visible inside it; it
+/// does not detach the code inside from its scope:
+///
+/// * Checkpoints and `cancel_point!()` inside the shield do not report the
+///   cancellation of the scopes around it, nor enforce their deadlines.
+/// * The enclosing scope stays the current scope: [`current_scope`],
+///   [`current_token`] and [`report_progress`] reach it (its context,
+///   progress and `on_progress` callbacks), and
+///   `current_scope().is_cancelled()` tells whether it was cancelled.
+/// * A scope started inside the shield has the enclosing scope as its
+///   parent (the `parent_id` of its context) but is neither cancelled with
+///   it nor bound by its deadlines. Its own sources, deadline and handle
+///   cancel it, and checkpoints inside it report that: start one to bound
+///   the cleanup with a timeout of its own.
+/// * [`current_token`] inside the shield is the enclosing scope's token,
+///   which the shield does not keep from being cancelled: work linked to
+///   it (a spawned task) is not shielded.
+///
+/// A scope that finds itself cancelled while a shield inside its body runs
+/// (it looks each time it is polled):
+///
+/// * keeps polling its *whole* body until the shield is done: the other
+///   branches of the body, such as the siblings of the shield in a `join!`,
+///   keep running too, until they reach a checkpoint, which reports the
+///   cancellation to them;
+/// * then ends with its reason: `Err(Cancelled)`, status
+///   [`Cancelled`](crate::OperationStatus::Cancelled), its `on_cancel`
+///   callbacks run once. This holds even if the body completes right after
+///   the shield (its value is then dropped) and if the shield is dropped
+///   before it finishes. trio differs here: there a cancelled scope whose
+///   body ends without reaching another checkpoint returns normally.
+///
+/// Otherwise the usual poll order holds: a body that completes in the very
+/// poll during which its scope is cancelled returns its value, shield or not.
 ///
 /// Nothing can protect against the whole scope future being *dropped* from
 /// outside (an enclosing `select!` that picks another branch, a task that
 /// is aborted): a shield only defers cancellation coming from sources.
+///
+/// [`current_scope`]: crate::current_scope
+/// [`current_token`]: crate::current_token
+/// [`report_progress`]: crate::report_progress
 ///
 /// ```
 /// use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,7 +74,8 @@ use crate::sync::Ordering;
 ///             FLUSHED.store(true, Ordering::SeqCst);
 ///         })
 ///         .await;
-///         std::future::pending::<()>().await
+///         // The scope timed out while the shield ran: this value is dropped.
+///         "done"
 ///     })
 ///     .await;
 /// assert!(FLUSHED.load(Ordering::SeqCst));
@@ -60,7 +95,8 @@ pin_project! {
     pub struct Shielded<F> {
         #[pin]
         future: F,
-        // The scopes this shield holds open, from the innermost outwards.
+        // The scopes whose cancellation this shield hides and which it holds
+        // open, from the innermost outwards.
         scopes: Option<Vec<Arc<ScopeShared>>>,
     }
 
@@ -92,7 +128,7 @@ impl<F: Future> Future for Shielded<F> {
             *this.scopes = Some(chain);
         }
         let future = this.future;
-        let polled = current::enter(&mut None, || future.poll(cx));
+        let polled = current::enter_shield(|| future.poll(cx));
         if polled.is_ready() {
             release(this.scopes);
         }

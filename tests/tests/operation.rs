@@ -1,4 +1,4 @@
-//! Operation context, callbacks, progress, shielding and conditions.
+//! Operation context, callbacks, progress and conditions.
 
 use std::future::pending;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -6,8 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cancelable::{
-    checkpoint, current_scope, report_progress, shield, CancelReason, CancelScope, Cancelled,
-    OperationStatus, Progress,
+    current_scope, report_progress, CancelReason, CancelScope, Cancelled, OperationStatus, Progress,
 };
 use cancelable_tests::{on_every_backend, sleep};
 
@@ -111,30 +110,6 @@ on_every_backend! {
             .await;
         assert!(outcome.is_err());
         assert!(failed.load(Ordering::SeqCst));
-    }
-
-    async fn shield_lets_cleanup_finish_then_reports_the_reason() {
-        let cleaned = Arc::new(AtomicBool::new(false));
-        let flag = cleaned.clone();
-        let scope = CancelScope::new().timeout(Duration::from_millis(10));
-        let handle = scope.handle();
-        let outcome = scope
-            .run(async move {
-                shield(async {
-                    // Runs past the scope's timeout, uninterrupted; no
-                    // checkpoint fails inside the shield.
-                    sleep(Duration::from_millis(40)).await;
-                    checkpoint().await.expect("no current scope inside a shield");
-                    flag.store(true, Ordering::SeqCst);
-                })
-                .await;
-                // Back in the cancelled scope: the next pend ends it.
-                pending::<()>().await;
-            })
-            .await;
-        assert!(cleaned.load(Ordering::SeqCst), "the shielded cleanup completed");
-        assert!(outcome.unwrap_err().is_timeout());
-        assert_eq!(handle.status(), OperationStatus::Cancelled);
     }
 
     async fn blocking_condition_cancels() {
