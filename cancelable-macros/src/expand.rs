@@ -72,9 +72,10 @@ pub(crate) fn expand(config: &Config, function: ItemFn) -> TokenStream {
         quote_spanned!(*span=> .on_signal(#private::Signal::#variant))
     });
     let token = config.token.as_ref().map(|token| {
-        let span = Span::mixed_site().located_at(token.span());
+        let span = Span::mixed_site().located_at(token.base.span());
         let private = private(span);
-        quote_spanned!(span=> let #scope = #private::link_token(#scope, &#token);)
+        let path = &token.expr;
+        quote_spanned!(span=> let #scope = #private::link_token(#scope, &#path);)
     });
     let condition = config.condition.as_ref().map(|(predicate, every)| {
         let every = match every {
@@ -111,8 +112,10 @@ pub(crate) fn expand(config: &Config, function: ItemFn) -> TokenStream {
     };
 
     // `run(scope, identity(body)).await`: the argument spans the whole return type,
-    // so an unsatisfied `CancellableResult` bound (e.g. `io::Result`) underlines it.
-    let private_run = private(first);
+    // so an unsatisfied `CancellableResult` bound (e.g. `io::Result`, or an alias of
+    // `Option`) underlines it; `run` itself is spanned at the attribute, where the
+    // compiler's "required by a bound introduced by this call" belongs.
+    let private_run = quote_spanned!(call_site=> #private_here::run);
     let scope_arg = Ident::new("__cancelable_scope", first);
     let mut body_arg = Group::new(
         Delimiter::Parenthesis,
@@ -120,7 +123,7 @@ pub(crate) fn expand(config: &Config, function: ItemFn) -> TokenStream {
     );
     body_arg.set_span(last);
     let run = quote_spanned! {first=>
-        #private_run::run(#scope_arg, ::core::convert::identity #body_arg).await
+        #private_run(#scope_arg, ::core::convert::identity #body_arg).await
     };
 
     let mut body_group = Group::new(Delimiter::Brace, body);

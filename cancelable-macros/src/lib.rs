@@ -25,7 +25,9 @@ use proc_macro::TokenStream;
 /// Runs the body of an `async fn` inside a cancellation scope.
 ///
 /// The function keeps its signature. It must return `Result<T, E>` where
-/// `E: From<cancelable::Cancelled>`: when the scope is cancelled (by its timeout, a
+/// `E: From<cancelable::Cancelled>`, written as any path type: `Result<T, E>`,
+/// `io::Result<T>` or an alias such as `Fallible<T>` (the compiler checks what
+/// it stands for). When the scope is cancelled (by its timeout, a
 /// signal, a token or a condition, or because an enclosing scope is), the body stops
 /// at the `.await` it is waiting on or at its next [`cancel_point!()`], and the
 /// function returns `Err(E::from(cancelled))`.
@@ -71,7 +73,7 @@ use proc_macro::TokenStream;
 /// |---|---|
 /// | `timeout = "5s"` | cancel after this long: a [humantime] string (`"250ms"`, `"1m30s"`, `"1.5s"`; not zero, no months or years) or any `Duration` expression (`timeout = self.limit`) |
 /// | `on_signal = "SIGINT"` | cancel when the process receives this signal; several: `on_signal = ["SIGINT", "SIGTERM"]`. One of `SIGINT`, `SIGTERM`, `SIGHUP`, `SIGQUIT`, `SIGUSR1`, `SIGUSR2` |
-/// | `token = tok` | cancel when the `CancellationToken` parameter `tok` is cancelled |
+/// | `token = tok` | cancel when the `CancellationToken` parameter `tok` is cancelled; a field of a parameter works too: `token = self.stop`, `token = job.token` |
 /// | `condition = stop_requested` | cancel when this function or closure returns `true` (or a future of `true`); it must be `Send + Sync + 'static` |
 /// | `check_every = "100ms"` | how often `condition` is checked (default `"100ms"`); needs `condition` |
 /// | `name = "job"` | the operation's name in reasons and logs (default: the function's name) |
@@ -82,13 +84,16 @@ use proc_macro::TokenStream;
 ///
 /// # Errors at compile time
 ///
-/// The attribute rejects, on the offending tokens: a function that is not `async`;
-/// a return type that is not a `Result` (`()`, tuples, `Option`, references,
-/// `impl Trait`); an unknown, duplicated or ill-typed argument; an invalid, zero or
-/// calendar duration; an unknown signal (with a hint: `"sigint"` → `SIGINT`); a
-/// `token` that names no parameter; `check_every` without `condition`. A `Result`
-/// whose error type has no `From<Cancelled>` (such as `std::io::Result`) is reported
-/// by the compiler on the return type.
+/// The attribute rejects, on the offending tokens: a function that is not `async`
+/// (a sync fn returning `impl Future` is told to become an `async fn`); a return
+/// type that is obviously not a `Result` (`()`, tuples, `Option`, primitive types,
+/// references, `impl Trait`); an unknown, duplicated or ill-typed argument; an
+/// invalid, zero or calendar duration; an unknown signal (with a hint: `"sigint"`
+/// → `SIGINT`); a `token` that is not a parameter or a field path starting at one;
+/// `check_every` without `condition`. Any other path type is left to the compiler,
+/// which reports on the return type a type that is not a `Result` (such as an
+/// alias of `Option`) or whose error type has no `From<Cancelled>` (such as
+/// `std::io::Result`).
 ///
 /// [humantime]: https://docs.rs/humantime
 /// [`cancel_point!()`]: https://docs.rs/cancelable/latest/cancelable/macro.cancel_point.html

@@ -53,6 +53,16 @@ pub(crate) enum DurationArg {
     Expr(Box<Expr>),
 }
 
+/// `token = ...`: a parameter (`tok`, `self`) or a field path from one
+/// (`self.stop`, `job.token`, `self.inner.0`).
+#[derive(Clone)]
+pub(crate) struct TokenArg {
+    /// The parameter the path starts at, checked against the function later.
+    pub(crate) base: Ident,
+    /// The whole path, as written.
+    pub(crate) expr: Expr,
+}
+
 /// The attribute arguments, each with the span of its key.
 ///
 /// A field is `None` when the argument is absent or its value was rejected (the
@@ -61,7 +71,7 @@ pub(crate) enum DurationArg {
 pub(crate) struct Args {
     pub(crate) timeout: Option<(DurationArg, Span)>,
     pub(crate) on_signal: Option<(Vec<(Signal, Span)>, Span)>,
-    pub(crate) token: Option<(Ident, Span)>,
+    pub(crate) token: Option<(TokenArg, Span)>,
     pub(crate) condition: Option<(Box<Expr>, Span)>,
     pub(crate) check_every: Option<(DurationArg, Span)>,
     pub(crate) name: Option<(LitStr, Span)>,
@@ -359,22 +369,29 @@ fn signals(value: Expr) -> syn::Result<Vec<(Signal, Span)>> {
     errors.finish().map(|()| signals)
 }
 
-/// `token = param`: the name of a parameter (checked against the function later).
-fn token(value: Expr) -> syn::Result<Ident> {
-    match unwrap_expr(value) {
-        Expr::Path(path) if path.qself.is_none() && path.attrs.is_empty() => {
-            match path.path.get_ident() {
-                Some(ident) => Ok(ident.clone()),
-                None => Err(syn::Error::new_spanned(
-                    path,
-                    "`token` takes the name of a parameter of this function, e.g. `token = tok`",
-                )),
-            }
-        }
-        other => Err(syn::Error::new_spanned(
-            other,
-            "`token` takes the name of a parameter of this function, e.g. `token = tok`",
+/// `token = param` or `token = param.field...`: a parameter, or a field path
+/// starting at one (the parameter is checked against the function later).
+fn token(value: Expr) -> syn::Result<TokenArg> {
+    let expr = unwrap_expr(value);
+    match token_base(&expr) {
+        Some(base) => Ok(TokenArg { base, expr }),
+        None => Err(syn::Error::new_spanned(
+            expr,
+            "`token` takes a parameter of this function or a field of one, e.g. `token = tok`, \
+             `token = self.token` or `token = job.token`",
         )),
+    }
+}
+
+/// The parameter a `token` path starts at, if the expression is such a path.
+fn token_base(expr: &Expr) -> Option<Ident> {
+    match expr {
+        Expr::Group(group) => token_base(&group.expr),
+        Expr::Path(path) if path.qself.is_none() && path.attrs.is_empty() => {
+            path.path.get_ident().cloned()
+        }
+        Expr::Field(field) if field.attrs.is_empty() => token_base(&field.base),
+        _ => None,
     }
 }
 

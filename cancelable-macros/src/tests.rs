@@ -189,7 +189,7 @@ fn every_argument() {
     assert_eq!(literal(&args.timeout.unwrap().0), Duration::from_secs(5));
     let signals: Vec<Signal> = args.on_signal.unwrap().0.into_iter().map(|s| s.0).collect();
     assert_eq!(signals, [Signal::Interrupt, Signal::Terminate]);
-    assert_eq!(args.token.unwrap().0, "tok");
+    assert_eq!(args.token.unwrap().0.base, "tok");
     let condition = args.condition.unwrap().0;
     assert_eq!(quote!(#condition).to_string(), "stop_requested");
     assert_eq!(
@@ -234,8 +234,19 @@ fn wrong_value_types() {
     assert!(err.contains("signal name as a string"), "{err}");
     let err = one_error(arg_errors(quote!(token = "tok")));
     assert!(err.contains("e.g. `token = tok`"), "{err}");
-    let err = one_error(arg_errors(quote!(token = self.token)));
-    assert!(err.contains("name of a parameter"), "{err}");
+    for not_a_path in [
+        quote!(token = self.token()),
+        quote!(token = tokens[0]),
+        quote!(token = &tok),
+        quote!(token = a::b),
+        quote!(token = (self).stop),
+    ] {
+        let err = one_error(arg_errors(not_a_path.clone()));
+        assert!(
+            err.contains("`token` takes a parameter of this function or a field of one"),
+            "{not_a_path}: {err}"
+        );
+    }
     let err = one_error(arg_errors(quote!(condition = true)));
     assert!(
         err.contains("function or closure returning `bool`"),
@@ -341,6 +352,48 @@ fn function_must_be_async() {
 }
 
 #[test]
+fn sync_fn_returning_a_future_is_told_to_become_async() {
+    // One error, on `fn`: the return type is not judged as the function's result,
+    // and nothing suggests wrapping the future in a `Result`.
+    let err = one_error(macro_errors(
+        quote!(timeout = "5s"),
+        quote!(
+            fn fetch(n: u32) -> impl Future<Output = Result<u32, Cancelled>> + Send {
+                async move { Ok(n) }
+            }
+        ),
+    ));
+    assert_eq!(
+        err,
+        "`#[cancellable]` can only be applied to an `async fn`; `fetch` returns a future \
+         instead: make it `async fn fetch(..) -> Result<u32, Cancelled>` and move the body of \
+         that future into the function"
+    );
+    let err = one_error(macro_errors(
+        quote!(),
+        quote!(
+            fn fetch() -> impl std::future::Future {
+                async {}
+            }
+        ),
+    ));
+    assert!(
+        err.contains("make it `async fn fetch(..) -> <the future's output>`"),
+        "{err}"
+    );
+    // A boxed future is a path type: only the missing `async` is reported.
+    let err = one_error(macro_errors(
+        quote!(),
+        quote!(
+            fn fetch() -> Pin<Box<dyn Future<Output = Result<u8, E>> + Send>> {
+                Box::pin(async { Ok(1) })
+            }
+        ),
+    ));
+    assert!(err.ends_with("write `async fn fetch`"), "{err}");
+}
+
+#[test]
 fn sync_fn_from_tokio_attributes_gets_a_hint() {
     for item in [
         quote!(
@@ -405,6 +458,12 @@ fn return_type_must_be_a_result() {
             ),
             "e.g. `-> Result<u32, cancelable::Cancelled>`",
         ),
+        (
+            quote!(
+                async fn f() -> std::option::Option<u8> {}
+            ),
+            "e.g. `-> Result<std::option::Option<u8>, cancelable::Cancelled>`",
+        ),
     ];
     for (item, expected) in cases {
         let err = one_error(macro_errors(quote!(), item.clone()));
@@ -414,6 +473,8 @@ fn return_type_must_be_a_result() {
             "{err}"
         );
     }
+    // Any other path type is accepted: the compiler checks, through aliases, that
+    // it is a `Result` whose error type converts from `Cancelled`.
     for ret in [
         quote!(Result<(), E>),
         quote!(io::Result<u8>),
@@ -421,8 +482,65 @@ fn return_type_must_be_a_result() {
         quote!(::core::result::Result<u8, E>),
         quote!(AppResult<u8>),
         quote!((Result<u8, E>)),
+        quote!(Fallible<u8>),
+        quote!(errors::Outcome<u8>),
+        quote!(Count),
+        quote!(types::Maybe<u8>),
+        quote!(<Self as Job>::Output),
+        quote!(Pin<Box<dyn Future<Output = u8>>>),
+        quote!(outcome!()),
     ] {
         expand_ok(quote!(), quote!(async fn f() -> #ret { todo!() }));
+    }
+}
+
+#[test]
+fn return_type_suggestions_are_only_ones_that_can_be_right() {
+    let cases = [
+        // A future inside the `async fn`'s own future: declare its output.
+        (
+            quote!(impl Future<Output = Result<u8, E>>),
+            "`impl Future<Output = Result<u8, E>>` is a future inside the future of this \
+             `async fn`, which already returns one: declare what it produces instead; a \
+             `#[cancellable]` function must return `Result<T, E>` where \
+             `E: From<cancelable::Cancelled>`, e.g. `-> Result<u8, E>`",
+        ),
+        (
+            quote!(impl core::future::Future<Output = u8> + Send),
+            "e.g. `-> Result<u8, cancelable::Cancelled>`",
+        ),
+        (
+            quote!(impl Future<Output = ()> + Send),
+            "e.g. `-> Result<(), cancelable::Cancelled>`",
+        ),
+        // Other `impl Trait` can be the `Ok` type.
+        (
+            quote!(impl Iterator<Item = u8>),
+            "e.g. `-> Result<impl Iterator<Item = u8>, cancelable::Cancelled>`",
+        ),
+        (
+            quote!(!),
+            "e.g. `-> Result<core::convert::Infallible, cancelable::Cancelled>`",
+        ),
+    ];
+    for (ret, expected) in cases {
+        let err = one_error(macro_errors(quote!(), quote!(async fn f() -> #ret {})));
+        assert!(err.ends_with(expected), "{ret}: {err}");
+    }
+    // No suggestion where none can be right (unsized types, no declared output).
+    for ret in [
+        quote!(impl Future),
+        quote!(impl Future<Output = str>),
+        quote!(str),
+        quote!([u8]),
+        quote!(dyn Display),
+    ] {
+        let err = one_error(macro_errors(quote!(), quote!(async fn f() -> #ret {})));
+        assert!(!err.contains("e.g."), "{ret}: {err}");
+        assert!(
+            err.ends_with("must return `Result<T, E>` where `E: From<cancelable::Cancelled>`"),
+            "{ret}: {err}"
+        );
     }
 }
 
@@ -450,6 +568,19 @@ fn token_must_name_a_parameter() {
         ),
     ));
     assert!(err.contains("`job` has none"), "{err}");
+    let err = one_error(macro_errors(
+        quote!(token = jobs.token),
+        quote!(
+            async fn job(job: Job, n: u32) -> Result<(), E> {
+                Ok(())
+            }
+        ),
+    ));
+    assert_eq!(
+        err,
+        "`jobs` is not a parameter of `job`; a field path in `token` must start at a \
+         parameter, one of `job`, `n`"
+    );
     for (token, item) in [
         (
             quote!(self),
@@ -475,9 +606,54 @@ fn token_must_name_a_parameter() {
                 }
             ),
         ),
+        (
+            quote!(self.stop),
+            quote!(
+                async fn job(&self) -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        ),
+        (
+            quote!(self.inner.0),
+            quote!(
+                async fn job(&mut self) -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        ),
+        (
+            quote!(job.token),
+            quote!(
+                async fn run(job: &Job) -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        ),
     ] {
         expand_ok(quote!(token = #token), item);
     }
+}
+
+#[test]
+fn token_field_path_is_linked_as_written() {
+    let expanded = expand_ok(
+        quote!(token = self.inner.stop),
+        quote!(
+            async fn job(&self) -> Result<(), E> {
+                Ok(())
+            }
+        ),
+    );
+    let block = &expanded.block;
+    let body = quote!(#block).to_string();
+    assert!(
+        body.contains(
+            "let __cancelable_scope = :: cancelable :: __private :: link_token \
+             (__cancelable_scope , & self . inner . stop) ;"
+        ),
+        "{body}"
+    );
 }
 
 #[test]

@@ -4,9 +4,12 @@
 use proc_macro2::Span;
 use quote::ToTokens;
 use syn::ext::IdentExt;
-use syn::{Expr, FnArg, Ident, LitStr, Pat, Path, ReturnType, Signature, Type};
+use syn::{
+    Expr, FnArg, GenericArgument, Ident, LitStr, Pat, Path, PathArguments, ReturnType, Signature,
+    Type, TypeParamBound,
+};
 
-use crate::parse::{Args, DurationArg, Errors, ItemFn};
+use crate::parse::{Args, DurationArg, Errors, ItemFn, TokenArg};
 use crate::value::Signal;
 
 /// Everything expansion needs, checked.
@@ -16,10 +19,11 @@ pub(crate) struct Config {
     pub(crate) name: LitStr,
     pub(crate) timeout: Option<DurationArg>,
     pub(crate) signals: Vec<(Signal, Span)>,
-    pub(crate) token: Option<Ident>,
+    pub(crate) token: Option<TokenArg>,
     /// The predicate and how often to check it (`None`: the default period).
     pub(crate) condition: Option<(Box<Expr>, Option<DurationArg>)>,
-    /// The declared return type, a path whose last segment is `Result`.
+    /// The declared return type, a path type (the compiler checks that it is a
+    /// `Result` whose error type converts from `Cancelled`).
     pub(crate) ret: Type,
 }
 
@@ -31,6 +35,13 @@ const RETURN_RULE: &str =
 /// if anything is wrong; every problem is then in `errors`.
 pub(crate) fn build(args: Args, item: &ItemFn, errors: &mut Errors) -> Option<Config> {
     let sig = &item.sig;
+    // A sync fn that returns `impl Future` is an `async fn` written by hand: the
+    // error on `fn` says how to rewrite it, and the return type is not judged as
+    // if it were the function's result.
+    let future_output = match sig.asyncness {
+        None => impl_future(&sig.output),
+        Some(_) => None,
+    };
     if sig.asyncness.is_none() {
         // `#[tokio::main]` / `#[tokio::test]` above `#[cancellable]` expand first and
         // hand it a sync `fn main` or a `#[test] fn`.
@@ -46,6 +57,17 @@ pub(crate) fn build(args: Args, item: &ItemFn, errors: &mut Errors) -> Option<Co
              `#[tokio::test]` or a similar attribute is above `#[cancellable]`, it has already \
              made the function sync: move `#[cancellable]` above it"
                 .to_owned()
+        } else if let Some(output) = future_output {
+            let name = &sig.ident;
+            let returns = match output {
+                Some(output) => format!("async fn {name}(..) -> {}", type_string(output)),
+                None => format!("async fn {name}(..) -> <the future's output>"),
+            };
+            format!(
+                "`#[cancellable]` can only be applied to an `async fn`; `{name}` returns a \
+                 future instead: make it `{returns}` and move the body of that future into the \
+                 function"
+            )
         } else {
             format!(
                 "`#[cancellable]` can only be applied to an `async fn`; write `async fn {}`",
@@ -54,7 +76,11 @@ pub(crate) fn build(args: Args, item: &ItemFn, errors: &mut Errors) -> Option<Co
         };
         errors.push(syn::Error::new_spanned(sig.fn_token, message));
     }
-    let ret = check_return(sig).map_err(|err| errors.push(err)).ok();
+    let ret = if future_output.is_some() {
+        None
+    } else {
+        check_return(sig).map_err(|err| errors.push(err)).ok()
+    };
 
     if let (Some(span), false) = (args.key_span("check_every"), args.is_set("condition")) {
         errors.push(syn::Error::new(
@@ -89,7 +115,11 @@ pub(crate) fn build(args: Args, item: &ItemFn, errors: &mut Errors) -> Option<Co
     })
 }
 
-/// The return type must be a path ending in `Result` (`Result<T, E>`, `io::Result<T>`).
+/// The return type: any path type (`Result<T, E>`, `io::Result<T>`, an alias
+/// such as `Fallible<T>`); whether it is a `Result` whose error type converts from
+/// `Cancelled` is the compiler's check (`CancellableResult`), which sees through
+/// aliases. Types that are obviously not a `Result` are rejected here, on the type,
+/// with what to write instead when there is one that can be right.
 fn check_return(sig: &Signature) -> syn::Result<Type> {
     let ty = match &sig.output {
         ReturnType::Type(_, ty) => ty,
@@ -105,37 +135,118 @@ fn check_return(sig: &Signature) -> syn::Result<Type> {
         }
     };
     let peeled = peel(ty);
-    if let Type::Path(path) = peeled {
-        let is_result = path
-            .path
-            .segments
-            .last()
-            .is_some_and(|last| last.ident.to_string().ends_with("Result"));
-        if is_result {
-            return Ok((**ty).clone());
-        }
+    if may_be_result(peeled) {
+        return Ok((**ty).clone());
     }
     let written = type_string(peeled);
-    let what = match peeled {
-        Type::Tuple(tuple) if tuple.elems.is_empty() => "`()`".to_owned(),
-        Type::Tuple(_) => format!("the tuple `{written}`"),
-        Type::Reference(_) => format!("the reference `{written}`"),
-        Type::ImplTrait(_) => format!("`{written}`"),
-        Type::Never(_) => "`!`".to_owned(),
-        _ => format!("`{written}`"),
+    let message = match impl_future_bound(peeled) {
+        // An `async fn` returns a future already: what it declares is the output.
+        Some(output) => {
+            let declare = match output.map(peel) {
+                Some(output) if may_be_result(output) => Some(type_string(output)),
+                Some(output) => suggestion(output),
+                None => None,
+            }
+            .map(|declare| format!(", e.g. `-> {declare}`"))
+            .unwrap_or_default();
+            format!(
+                "`{written}` is a future inside the future of this `async fn`, which already \
+                 returns one: declare what it produces instead; {RETURN_RULE}{declare}"
+            )
+        }
+        None => {
+            let what = match peeled {
+                Type::Tuple(tuple) if tuple.elems.is_empty() => "`()`".to_owned(),
+                Type::Tuple(_) => format!("the tuple `{written}`"),
+                Type::Reference(_) => format!("the reference `{written}`"),
+                Type::Never(_) => "`!`".to_owned(),
+                _ => format!("`{written}`"),
+            };
+            let example = suggestion(peeled)
+                .map(|result| format!(", e.g. `-> {result}`"))
+                .unwrap_or_default();
+            format!("{what} cannot carry the cancellation; {RETURN_RULE}{example}")
+        }
     };
-    let ok = match peeled {
+    Err(syn::Error::new_spanned(ty, message))
+}
+
+/// Whether a (peeled) return type may be a `Result`: any path type except the
+/// ones that obviously are not (`Option`, primitive types), and macro types,
+/// which may expand to anything.
+fn may_be_result(ty: &Type) -> bool {
+    match ty {
+        Type::Path(path) => {
+            let last = path.path.segments.last().map(|last| last.ident.to_string());
+            let primitive = path.qself.is_none()
+                && path.path.leading_colon.is_none()
+                && path.path.segments.len() == 1
+                && last
+                    .as_deref()
+                    .is_some_and(|name| PRIMITIVES.contains(&name));
+            !primitive && last.as_deref() != Some("Option")
+        }
+        Type::Macro(_) => true,
+        _ => false,
+    }
+}
+
+/// Primitive types that are a path to `syn`: obviously not a `Result`.
+const PRIMITIVES: [&str; 17] = [
+    "bool", "char", "str", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64",
+    "i128", "isize", "f32", "f64",
+];
+
+/// `Result<ty, cancelable::Cancelled>` when that is a return type that can be
+/// right, i.e. when `ty` is a sized type that can be named in a return type.
+fn suggestion(ty: &Type) -> Option<String> {
+    let ok = match ty {
         Type::Tuple(tuple) if tuple.elems.is_empty() => "()".to_owned(),
         Type::Never(_) => "core::convert::Infallible".to_owned(),
-        _ => written,
+        Type::Path(path) if path.path.is_ident("str") => return None,
+        Type::Tuple(_)
+        | Type::Reference(_)
+        | Type::Path(_)
+        | Type::Array(_)
+        | Type::Ptr(_)
+        | Type::BareFn(_)
+        | Type::ImplTrait(_) => type_string(ty),
+        _ => return None,
     };
-    Err(syn::Error::new_spanned(
-        ty,
-        format!(
-            "{what} cannot carry the cancellation; {RETURN_RULE}, e.g. \
-             `-> Result<{ok}, cancelable::Cancelled>`"
-        ),
-    ))
+    Some(format!("Result<{ok}, cancelable::Cancelled>"))
+}
+
+/// For a return type `impl Future<Output = T> + ..`: `Some(Some(T))`, or
+/// `Some(None)` if the output is not written.
+fn impl_future(output: &ReturnType) -> Option<Option<&Type>> {
+    match output {
+        ReturnType::Type(_, ty) => impl_future_bound(peel(ty)),
+        ReturnType::Default => None,
+    }
+}
+
+/// [`impl_future`] on a (peeled) type.
+fn impl_future_bound(ty: &Type) -> Option<Option<&Type>> {
+    let Type::ImplTrait(impl_trait) = ty else {
+        return None;
+    };
+    impl_trait.bounds.iter().find_map(|bound| {
+        let TypeParamBound::Trait(bound) = bound else {
+            return None;
+        };
+        let last = bound.path.segments.last()?;
+        if last.ident != "Future" {
+            return None;
+        }
+        let output = match &last.arguments {
+            PathArguments::AngleBracketed(args) => args.args.iter().find_map(|arg| match arg {
+                GenericArgument::AssocType(assoc) if assoc.ident == "Output" => Some(&assoc.ty),
+                _ => None,
+            }),
+            _ => None,
+        };
+        Some(output)
+    })
 }
 
 /// Strips parentheses and the invisible groups of `macro_rules!` around a type.
@@ -170,31 +281,42 @@ fn type_string(ty: &Type) -> String {
     text
 }
 
-/// `token = x` must name a parameter of the function (or `self`).
-fn check_token(token: &Ident, sig: &Signature) -> syn::Result<()> {
+/// `token = x` (or `token = x.field`) must start at a parameter of the function
+/// (or `self`).
+fn check_token(token: &TokenArg, sig: &Signature) -> syn::Result<()> {
+    let base = &token.base;
     let params = param_names(sig);
-    if params.iter().any(|param| param == token) {
+    if params.iter().any(|param| param == base) {
         return Ok(());
     }
+    let is_field = !matches!(&token.expr, Expr::Path(_));
     let message = if params.is_empty() {
         format!(
-            "`{token}` is not a parameter: `{}` has none; add a `CancellationToken` parameter \
+            "`{base}` is not a parameter: `{}` has none; add a `CancellationToken` parameter \
              and name it here, e.g. `token = tok`",
             sig.ident
         )
     } else {
-        format!(
-            "`{token}` is not a parameter of `{}`; `token` must name the `CancellationToken` \
-             parameter, one of {}",
-            sig.ident,
-            params
-                .iter()
-                .map(|param| format!("`{param}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
+        let list = params
+            .iter()
+            .map(|param| format!("`{param}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if is_field {
+            format!(
+                "`{base}` is not a parameter of `{}`; a field path in `token` must start at a \
+                 parameter, one of {list}",
+                sig.ident
+            )
+        } else {
+            format!(
+                "`{base}` is not a parameter of `{}`; `token` must name the \
+                 `CancellationToken` parameter, one of {list}",
+                sig.ident
+            )
+        }
     };
-    Err(syn::Error::new(token.span(), message))
+    Err(syn::Error::new(base.span(), message))
 }
 
 /// The names bound by the function's parameters, `self` included.

@@ -98,6 +98,48 @@ impl Worker {
     }
 }
 
+/// Holds its token in a field: `token = self.stop`.
+struct Spinner {
+    stop: CancellationToken,
+}
+
+impl Spinner {
+    #[cancellable(token = self.stop)]
+    async fn spin(&self) -> Result<u64, Cancelled> {
+        let mut n = 0u64;
+        loop {
+            cancel_point!();
+            n = std::hint::black_box(n.wrapping_add(1));
+        }
+    }
+}
+
+/// A job that carries its token: `token = job.token`.
+struct Job {
+    token: CancellationToken,
+}
+
+/// An alias whose name does not end in `Result`.
+type Fallible<T> = Result<T, JobError>;
+
+#[cancellable(token = job.token)]
+async fn run_job(job: Job) -> Fallible<u64> {
+    let mut n = 0u64;
+    loop {
+        cancel_point!();
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+/// Cancels `token` from another thread after a few milliseconds.
+fn cancel_soon(token: &CancellationToken, message: &'static str) {
+    let remote = token.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(5));
+        remote.cancel_with(CancelReason::Manual, message);
+    });
+}
+
 async fn helper_with_cancel_point(counter: &AtomicUsize) -> Result<(), Cancelled> {
     // Not annotated: cancel_point!() reaches the caller's scope.
     loop {
@@ -192,6 +234,26 @@ on_every_backend! {
     async fn methods_take_a_timeout_expression() {
         let worker = Worker { limit: Duration::from_millis(10) };
         assert!(worker.work().await.unwrap_err().is_timeout());
+    }
+
+    async fn token_in_a_field_of_self_cancels_the_method() {
+        let spinner = Spinner { stop: CancellationToken::new() };
+        cancel_soon(&spinner.stop, "stop the spinner");
+        let cancelled = spinner.spin().await.unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Manual);
+        assert_eq!(cancelled.message(), Some("stop the spinner"));
+    }
+
+    async fn token_in_a_field_of_a_parameter_cancels_a_function_returning_an_alias() {
+        let job = Job { token: CancellationToken::new() };
+        cancel_soon(&job.token, "stop the job");
+        match run_job(job).await {
+            Err(JobError::Cancelled(cancelled)) => {
+                assert_eq!(cancelled.message(), Some("stop the job"));
+                assert_eq!(cancelled.operation_name(), Some("run_job"));
+            }
+            other => panic!("expected a cancellation, got {other:?}"),
+        }
     }
 
     async fn cancel_point_reaches_the_scope_of_the_caller() {
