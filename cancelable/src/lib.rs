@@ -59,7 +59,10 @@
 //! `advance()` act on scopes as on `tokio::time::timeout`; the runtime
 //! needs its time driver enabled (`enable_time()` / `enable_all()`),
 //! which tokio gives no way to check.
-#![forbid(unsafe_code)]
+// `unsafe` is denied everywhere but in the signal dispatcher
+// (`signal::dispatch`), which needs `sigaction` to install, read and
+// restore signal dispositions.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

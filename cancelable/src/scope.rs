@@ -837,7 +837,11 @@ impl Driver {
             None => tracing::debug!(parent: &armed.span, %status, "scope finished"),
         }
         // Unregister timers, signal listeners and token callbacks, and
-        // detach from the parent, before user callbacks run.
+        // detach from the parent, before user callbacks run. A signal that
+        // reached the scope counts it as cleaning up until the callbacks
+        // ran: a second one meanwhile does what it would do without
+        // cancelable (see the `signal` module).
+        let _cleaning = armed.sources.as_mut().map(|sources| sources.stop_signals());
         drop(armed);
         match status {
             OperationStatus::Cancelled => {

@@ -333,6 +333,17 @@ impl ArmedSources {
         Ok(())
     }
 
+    /// Stops the signal listeners and hands them back: a scope that a
+    /// signal reached counts as cleaning up until they are dropped (see
+    /// the `signal` module).
+    pub(crate) fn stop_signals(&mut self) -> Vec<SignalGuard> {
+        let mut signals = std::mem::take(&mut self.signals);
+        for guard in &mut signals {
+            guard.stop_listening();
+        }
+        signals
+    }
+
     /// Polls the sources that need polling: timers, conditions, foreign tokens.
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>, backend: Backend) {
         self.polled

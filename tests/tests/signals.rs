@@ -5,10 +5,11 @@
 //! process, `src/bin/signal-child.rs`.
 //!
 //! A signal raised while no scope listens for it kills this test binary,
-//! so every in-process test holds [`LOCK`] for its whole run and raises a
-//! signal only from inside a body whose scope (or whose sibling scope)
-//! is armed: sources are armed at a scope's first poll, before its body
-//! is polled, so that is race-free.
+//! and so does a second one while a scope the first one cancelled still
+//! runs, so every in-process test holds [`LOCK`] for its whole run and
+//! raises a signal only once per listening scope, from inside a body
+//! whose scope (or whose sibling scope) is armed: sources are armed at a
+//! scope's first poll, before its body is polled, so that is race-free.
 #![cfg(unix)]
 
 use std::process::{Command, Output, Stdio};
@@ -288,6 +289,36 @@ fn child(args: &[&str]) -> Output {
         .expect("spawn signal-child")
 }
 
+/// Runs `signal-child` with `args` and SIGINT ignored from before `exec`,
+/// as a shell's background job or a program under `nohup` starts.
+fn child_with_sigint_ignored(args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_signal-child"));
+    command.args(args).stdin(Stdio::null());
+    // SAFETY: between fork and exec the closure only calls signal(2),
+    // which is async-signal-safe, and allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::signal(libc::SIGINT, libc::SIG_IGN) == libc::SIG_ERR {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.output().expect("spawn signal-child")
+}
+
+#[track_caller]
+fn assert_exited_normally(output: &Output, expected: &[&str]) {
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "the child should have lived and exited normally\n{}",
+        describe(output)
+    );
+    assert_lines(output, expected);
+}
+
 fn describe(output: &Output) -> String {
     format!(
         "status: {:?}\n--- stdout\n{}--- stderr\n{}",
@@ -370,6 +401,7 @@ fn child_default_behaviour_returns_after_the_last_listener_ends() {
         &[
             "scope 1 ended: cancelled: Signal(Interrupt)",
             "scope 2 ended: cancelled: Signal(Interrupt)",
+            "SIGINT disposition: default",
             "raising SIGINT with no listening scope",
         ],
     );
@@ -385,6 +417,7 @@ fn child_dropping_a_listening_scope_restores_the_default() {
         &[
             "scope armed, status Running",
             "scope dropped mid-run",
+            "SIGINT disposition: default",
             "raising SIGINT with no listening scope",
         ],
     );
@@ -395,15 +428,221 @@ fn child_dropping_a_listening_scope_restores_the_default() {
 #[test]
 fn child_an_ignored_signal_stays_ignored() {
     let output = child(&["ignored"]);
-    assert!(output.status.success(), "{}", describe(&output));
-    assert_lines(
+    assert_exited_normally(
         &output,
         &[
             "scope ended: cancelled: Signal(Interrupt)",
-            "raising SIGINT with no listening scope",
+            "SIGINT disposition: ignored",
+            "sending SIGINT with no listening scope",
             "survived SIGINT: it stayed ignored",
         ],
     );
+}
+
+/// SIGINT ignored from before `exec` (a shell's background job): a scope
+/// listening for it is still cancelled by it, and afterwards SIGINT is
+/// ignored again — the disposition itself, which children inherit.
+#[test]
+fn child_an_inherited_sig_ign_stays_ignored() {
+    let output = child_with_sigint_ignored(&["inherited-ignore"]);
+    assert_exited_normally(
+        &output,
+        &[
+            "SIGINT ignored at start",
+            "scope ended: cancelled: Signal(Interrupt)",
+            "SIGINT disposition: ignored",
+            "sending SIGINT with no listening scope",
+            "survived SIGINT: it stayed ignored",
+        ],
+    );
+}
+
+/// The application's own handler for `signal`, installed `before` or
+/// `after` a `#[cancellable(timeout = "50ms", on_signal = ..)]` function
+/// ran and finished, sees `signal` afterwards, and the process lives.
+fn app_handler_sees_the_signal_after_a_finished_scope(handler: &str, order: &str, signal: Signal) {
+    let output = child(&["after-scope", handler, order, signal.name()]);
+    let sending = format!("sending {signal} with no listening scope");
+    let seen = format!("the app's handler saw {signal}");
+    assert_exited_normally(
+        &output,
+        &[
+            "the annotated function finished: cancelled: Timeout",
+            &sending,
+            &seen,
+            "exiting normally",
+        ],
+    );
+}
+
+/// `tokio::signal::ctrl_c()` waiting since before a finished SIGINT scope
+/// returns at Ctrl-C; the process is not killed.
+#[test]
+fn child_tokio_ctrl_c_installed_before_a_finished_sigint_scope_returns_at_sigint() {
+    app_handler_sees_the_signal_after_a_finished_scope("tokio", "before", Signal::Interrupt);
+}
+
+/// `tokio::signal::ctrl_c()` installed after a finished SIGINT scope
+/// returns at Ctrl-C; the process is not killed.
+#[test]
+fn child_tokio_ctrl_c_installed_after_a_finished_sigint_scope_returns_at_sigint() {
+    app_handler_sees_the_signal_after_a_finished_scope("tokio", "after", Signal::Interrupt);
+}
+
+/// `signal_hook::flag::register(SIGTERM, ..)` before a finished SIGTERM
+/// scope: SIGTERM sets the flag; the process is not killed.
+#[test]
+fn child_signal_hook_flag_registered_before_a_finished_sigterm_scope_sees_sigterm() {
+    app_handler_sees_the_signal_after_a_finished_scope("signal-hook", "before", Signal::Terminate);
+}
+
+/// `signal_hook::flag::register(SIGTERM, ..)` after a finished SIGTERM
+/// scope: SIGTERM sets the flag; the process is not killed.
+#[test]
+fn child_signal_hook_flag_registered_after_a_finished_sigterm_scope_sees_sigterm() {
+    app_handler_sees_the_signal_after_a_finished_scope("signal-hook", "after", Signal::Terminate);
+}
+
+/// A plain `sigaction` handler installed before a finished SIGINT scope
+/// catches SIGINT; the process is not killed.
+#[test]
+fn child_a_sigaction_handler_installed_before_a_finished_sigint_scope_catches_sigint() {
+    app_handler_sees_the_signal_after_a_finished_scope("sigaction", "before", Signal::Interrupt);
+}
+
+/// A plain `sigaction` handler installed after a finished SIGINT scope
+/// catches SIGINT; the process is not killed.
+#[test]
+fn child_a_sigaction_handler_installed_after_a_finished_sigint_scope_catches_sigint() {
+    app_handler_sees_the_signal_after_a_finished_scope("sigaction", "after", Signal::Interrupt);
+}
+
+/// No handler of the application's own: after a finished SIGINT scope,
+/// Ctrl-C kills the process (the default action).
+#[test]
+fn child_sigint_kills_after_a_finished_sigint_scope_without_an_app_handler() {
+    let output = child(&["after-scope", "none", "before", "SIGINT"]);
+    assert_killed_by(
+        &output,
+        Signal::Interrupt,
+        &[
+            "the annotated function finished: cancelled: Timeout",
+            "sending SIGINT with no listening scope",
+        ],
+    );
+}
+
+/// The CLI convention: the first Ctrl-C cancels the listening scope, a
+/// second one while its shielded cleanup still runs kills the process
+/// (the default action, as without cancelable).
+#[test]
+fn child_second_sigint_during_shielded_cleanup_kills() {
+    let output = child(&["second-signal", "shielded", "none"]);
+    assert_killed_by(
+        &output,
+        Signal::Interrupt,
+        &[
+            "raising the first SIGINT",
+            "shielded cleanup started: Some(Signal(Interrupt))",
+            "raising a second SIGINT",
+        ],
+    );
+    assert!(
+        !stdout_lines(&output)
+            .iter()
+            .any(|line| line == "shielded cleanup finished"),
+        "{}",
+        describe(&output)
+    );
+}
+
+/// A second Ctrl-C while the cancelled scope's `on_cancel` callback runs
+/// kills the process too.
+#[test]
+fn child_second_sigint_during_on_cancel_kills() {
+    let output = child(&["second-signal", "on-cancel", "none"]);
+    assert_killed_by(
+        &output,
+        Signal::Interrupt,
+        &[
+            "raising the first SIGINT",
+            "on_cancel started: Signal(Interrupt)",
+            "raising a second SIGINT",
+        ],
+    );
+    assert!(
+        !stdout_lines(&output)
+            .iter()
+            .any(|line| line == "on_cancel finished"),
+        "{}",
+        describe(&output)
+    );
+}
+
+/// A second Ctrl-C during the `on_cancel` callback kills the process
+/// even when another scope started listening in the meantime: the
+/// cancelled scope still cleans up.
+#[test]
+fn child_second_sigint_during_on_cancel_kills_while_another_scope_listens() {
+    let output = child(&["second-signal", "on-cancel-beside-a-listener", "none"]);
+    assert_killed_by(
+        &output,
+        Signal::Interrupt,
+        &[
+            "raising the first SIGINT",
+            "on_cancel started: Signal(Interrupt)",
+            "another scope listens for SIGINT",
+            "raising a second SIGINT",
+        ],
+    );
+    assert!(
+        !stdout_lines(&output)
+            .iter()
+            .any(|line| line == "on_cancel finished"),
+        "{}",
+        describe(&output)
+    );
+}
+
+/// With the application's own Ctrl-C handler, a second SIGINT during the
+/// cleanup reaches that handler instead, and the process lives.
+fn second_sigint_during_cleanup_reaches_the_app_handler(cleanup: &str, handler: &str) {
+    let output = child(&["second-signal", cleanup, handler]);
+    let finished = match cleanup {
+        "shielded" => "shielded cleanup finished",
+        _ => "on_cancel finished",
+    };
+    assert_exited_normally(
+        &output,
+        &[
+            "raising the first SIGINT",
+            "raising a second SIGINT",
+            finished,
+            "scope ended: cancelled: Signal(Interrupt)",
+            "the app's handler saw SIGINT",
+            "exiting normally",
+        ],
+    );
+}
+
+#[test]
+fn child_second_sigint_during_shielded_cleanup_reaches_tokio_ctrl_c() {
+    second_sigint_during_cleanup_reaches_the_app_handler("shielded", "tokio");
+}
+
+#[test]
+fn child_second_sigint_during_on_cancel_reaches_tokio_ctrl_c() {
+    second_sigint_during_cleanup_reaches_the_app_handler("on-cancel", "tokio");
+}
+
+#[test]
+fn child_second_sigint_during_shielded_cleanup_reaches_a_sigaction_handler() {
+    second_sigint_during_cleanup_reaches_the_app_handler("shielded", "sigaction");
+}
+
+#[test]
+fn child_second_sigint_during_on_cancel_reaches_a_sigaction_handler() {
+    second_sigint_during_cleanup_reaches_the_app_handler("on-cancel", "sigaction");
 }
 
 /// Listening fails when no file descriptor is left: the scope ends at
@@ -428,22 +667,25 @@ fn child_a_signal_that_cannot_be_registered_ends_the_scope_with_the_os_error() {
     );
 }
 
-/// A burst of 1,000 SIGINTs while one listener stays alive and other
-/// listening scopes start and finish: no crash, every scope that waited
-/// for a signal got one, the long-lived listener ends with
-/// `Signal(Interrupt)`; once the last listener ended, SIGINT kills.
+/// A burst of 1,000 SIGINTs, in a program with its own SIGINT handler,
+/// while one listener stays alive and other listening scopes start and
+/// finish: no crash, every scope that waited for a signal got one, the
+/// long-lived listener ends with `Signal(Interrupt)`, the app's handler
+/// caught the signals; once the last listener ended, the app's handler is
+/// the disposition again and catches SIGINT.
 mod child_burst_of_1000_sigints {
     use super::*;
 
     fn burst(backend: &str) {
         let output = child(&["burst", backend]);
-        assert_killed_by(
+        assert_exited_normally(
             &output,
-            Signal::Interrupt,
             &[
                 "long-lived listener cancelled: Signal(Interrupt)",
                 "burst of 1000 SIGINTs survived",
+                "SIGINT disposition: the app's handler",
                 "raising SIGINT with no listening scope",
+                "the app's handler caught it",
             ],
         );
     }

@@ -8,7 +8,8 @@
 //!
 //! Every mode first resets the signals it raises to their default action
 //! and unblocks them (a non-interactive shell starts background jobs with
-//! SIGINT ignored, and that is inherited), and arms `alarm(20)` so that a
+//! SIGINT ignored, and that is inherited) — except `inherited-ignore`,
+//! whose parent ignores SIGINT on purpose — and arms `alarm(20)` so that a
 //! child that hangs is killed by SIGALRM instead of hanging the tests.
 //!
 //! Exit codes: `0` the mode's checks passed and it was meant to exit;
@@ -29,13 +30,18 @@ fn main() {
 #[cfg(unix)]
 mod unix {
     use std::fs::File;
+    use std::future::Future;
     use std::io::Write;
+    use std::pin::Pin;
     use std::process::exit;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
+    use std::task::Context;
     use std::time::Duration;
 
-    use cancelable::{checkpoint, shield, CancelReason, CancelScope, Cancelled, Signal};
+    use cancelable::{
+        cancellable, checkpoint, shield, CancelReason, CancelScope, Cancelled, Signal,
+    };
 
     /// How many SIGINTs the burst raises.
     const BURST: usize = 1_000;
@@ -56,12 +62,18 @@ mod unix {
             ["restored"] => restored(),
             ["dropped"] => dropped(),
             ["ignored"] => ignored(),
+            ["inherited-ignore"] => inherited_ignore(),
             ["burst", backend] => burst(backend),
             ["emfile"] => emfile(),
+            ["after-scope", handler, order, signal] => after_scope(handler, order, signal),
+            ["second-signal", cleanup, handler] => second_signal(cleanup, handler),
             _ => {
                 eprintln!(
                     "usage: signal-child baseline | other-signal | restored | dropped | ignored \
-                     | burst BACKEND | emfile"
+                     | inherited-ignore | burst BACKEND | emfile \
+                     | after-scope none|tokio|signal-hook|sigaction before|after SIGNAL \
+                     | second-signal shielded|on-cancel|on-cancel-beside-a-listener \
+                       none|tokio|sigaction"
                 );
                 exit(2);
             }
@@ -121,6 +133,172 @@ mod unix {
         std::thread::sleep(Duration::from_millis(500));
         say(format_args!("survived {signal}"));
         exit(3);
+    }
+
+    /// Sends `signal` to the whole process, as Ctrl-C or `kill` does: any
+    /// thread may run the handler.
+    fn kill_self(signal: Signal) {
+        // SAFETY: kill(2) on our own pid with a valid signal number.
+        if unsafe { libc::kill(libc::getpid(), signal.number()) } != 0 {
+            fail(format_args!("kill({signal}) failed"));
+        }
+    }
+
+    /// The handler of `signal`'s disposition right now: `SIG_DFL`,
+    /// `SIG_IGN` or the address of a function.
+    fn disposition(signal: Signal) -> libc::sighandler_t {
+        // SAFETY: sigaction(2) only reads the disposition into a live,
+        // zero-initialised `sigaction`.
+        unsafe {
+            let mut current: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(signal.number(), std::ptr::null(), &mut current) != 0 {
+                fail(format_args!("cannot read the disposition of {signal}"));
+            }
+            current.sa_sigaction
+        }
+    }
+
+    /// Checks that `signal`'s disposition is `expected` (named `what`), as
+    /// it was before cancelable first listened: a scope that ended leaves
+    /// no trace in the process (children spawned later inherit an ignored
+    /// signal, but not a handler).
+    fn expect_disposition(signal: Signal, expected: libc::sighandler_t, what: &str) {
+        let current = disposition(signal);
+        if current != expected {
+            fail(format_args!(
+                "the disposition of {signal} is {current:#x}, not {what} ({expected:#x})"
+            ));
+        }
+        say(format_args!("{signal} disposition: {what}"));
+    }
+
+    /// How many signals [`count_signal`] caught.
+    static CAUGHT: AtomicUsize = AtomicUsize::new(0);
+
+    /// A plain `sigaction` handler, as a C-style program installs.
+    extern "C" fn count_signal(_: libc::c_int) {
+        CAUGHT.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn count_signal_address() -> libc::sighandler_t {
+        count_signal as extern "C" fn(libc::c_int) as libc::sighandler_t
+    }
+
+    /// Installs [`count_signal`] for `signal` with `sigaction`.
+    fn install_counting_handler(signal: Signal) {
+        // SAFETY: sigaction(2) with a zero-initialised action whose handler
+        // is an `extern "C" fn(c_int)` that only touches an atomic
+        // (async-signal-safe).
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = count_signal_address();
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            if libc::sigaction(signal.number(), &action, std::ptr::null_mut()) != 0 {
+                fail(format_args!("cannot install a handler for {signal}"));
+            }
+        }
+    }
+
+    /// An application's own handler for a signal, of the kinds programs
+    /// install to shut down gracefully.
+    enum AppHandler {
+        /// No handler: the signal's default action.
+        None,
+        /// `tokio::signal::ctrl_c()` (or `tokio::signal::unix::signal`).
+        Tokio(Pin<Box<dyn Future<Output = std::io::Result<()>>>>),
+        /// `signal_hook::flag::register`.
+        SignalHook(Arc<AtomicBool>),
+        /// A plain `sigaction` handler, [`count_signal`].
+        Sigaction,
+    }
+
+    impl AppHandler {
+        /// Installs a handler of `kind` for `signal` (call it inside a
+        /// tokio runtime: tokio's handler is installed at the first poll of
+        /// its future, which this does).
+        fn install(kind: &str, signal: Signal) -> AppHandler {
+            let handler = match kind {
+                "none" => AppHandler::None,
+                "tokio" => {
+                    let mut wait: Pin<Box<dyn Future<Output = std::io::Result<()>>>> = match signal
+                    {
+                        Signal::Interrupt => Box::pin(tokio::signal::ctrl_c()),
+                        other => Box::pin(async move {
+                            let kind = tokio::signal::unix::SignalKind::from_raw(other.number());
+                            tokio::signal::unix::signal(kind)?.recv().await;
+                            Ok(())
+                        }),
+                    };
+                    let waker = futures::task::noop_waker();
+                    if wait
+                        .as_mut()
+                        .poll(&mut Context::from_waker(&waker))
+                        .is_ready()
+                    {
+                        fail("tokio's signal future ended at its first poll");
+                    }
+                    AppHandler::Tokio(wait)
+                }
+                "signal-hook" => {
+                    let flag = Arc::new(AtomicBool::new(false));
+                    if let Err(error) = signal_hook::flag::register(signal.number(), flag.clone()) {
+                        fail(format_args!("signal_hook::flag::register failed: {error}"));
+                    }
+                    AppHandler::SignalHook(flag)
+                }
+                "sigaction" => {
+                    install_counting_handler(signal);
+                    AppHandler::Sigaction
+                }
+                other => {
+                    eprintln!("unknown handler `{other}`");
+                    exit(2);
+                }
+            };
+            say(format_args!("installed the app's handler: {kind}"));
+            handler
+        }
+
+        /// Waits (5 s at most) until the app's handler saw `signal`, and
+        /// says so. With no handler the signal should have killed the
+        /// process: says that it survived and exits with 3.
+        async fn expect_seen(self, signal: Signal) {
+            const PATIENCE: Duration = Duration::from_secs(5);
+            let seen = match self {
+                AppHandler::None => {
+                    std::thread::sleep(Duration::from_millis(500));
+                    say(format_args!("survived {signal}"));
+                    exit(3);
+                }
+                AppHandler::Tokio(wait) => match tokio::time::timeout(PATIENCE, wait).await {
+                    Ok(Ok(())) => true,
+                    Ok(Err(error)) => fail(format_args!("tokio's signal future failed: {error}")),
+                    Err(_) => false,
+                },
+                AppHandler::SignalHook(flag) => {
+                    poll_until(PATIENCE, || flag.load(Ordering::SeqCst)).await
+                }
+                AppHandler::Sigaction => {
+                    poll_until(PATIENCE, || CAUGHT.load(Ordering::SeqCst) > 0).await
+                }
+            };
+            if !seen {
+                fail(format_args!("the app's handler never saw {signal}"));
+            }
+            say(format_args!("the app's handler saw {signal}"));
+        }
+    }
+
+    async fn poll_until(patience: Duration, done: impl Fn() -> bool) -> bool {
+        let start = std::time::Instant::now();
+        while !done() {
+            if start.elapsed() > patience {
+                return false;
+            }
+            cancelable_tests::sleep(Duration::from_millis(5)).await;
+        }
+        true
     }
 
     fn describe(outcome: &Result<(), Cancelled>) -> String {
@@ -201,6 +379,7 @@ mod unix {
                 other => fail(format_args!("scope {round} ended {}", describe(other))),
             }
         }
+        expect_disposition(Signal::Interrupt, libc::SIG_DFL, "default");
         raise_expecting_death(Signal::Interrupt)
     }
 
@@ -219,6 +398,7 @@ mod unix {
             drop(run);
             say("scope dropped mid-run");
         });
+        expect_disposition(Signal::Interrupt, libc::SIG_DFL, "default");
         raise_expecting_death(Signal::Interrupt)
     }
 
@@ -226,6 +406,21 @@ mod unix {
     /// still cancels a listening scope, and stays ignored afterwards.
     fn ignored() -> ! {
         set_disposition(Signal::Interrupt, libc::SIG_IGN);
+        ignored_after_a_scope()
+    }
+
+    /// Like [`ignored`], with SIGINT ignored by the parent before `exec`
+    /// (as a non-interactive shell does for background jobs, or `nohup`
+    /// for SIGHUP): the child does not touch the disposition itself.
+    fn inherited_ignore() -> ! {
+        if disposition(Signal::Interrupt) != libc::SIG_IGN {
+            fail("SIGINT is not ignored at start: the parent must ignore it before exec");
+        }
+        say("SIGINT ignored at start");
+        ignored_after_a_scope()
+    }
+
+    fn ignored_after_a_scope() -> ! {
         let outcome = futures::executor::block_on(cancelled_by_own_signal(Signal::Interrupt));
         match &outcome {
             Err(cancelled) if cancelled.reason() == &CancelReason::Signal(Signal::Interrupt) => {
@@ -233,10 +428,170 @@ mod unix {
             }
             other => fail(format_args!("the scope ended {}", describe(other))),
         }
-        say("raising SIGINT with no listening scope");
-        raise(Signal::Interrupt);
+        expect_disposition(Signal::Interrupt, libc::SIG_IGN, "ignored");
+        say("sending SIGINT with no listening scope");
+        kill_self(Signal::Interrupt);
         std::thread::sleep(Duration::from_millis(100));
         say("survived SIGINT: it stayed ignored");
+        exit(0);
+    }
+
+    /// Starts a scope listening for `signal` on another thread, and
+    /// returns once it listens.
+    fn start_a_listener_beside(signal: Signal) {
+        let armed = Arc::new(AtomicBool::new(false));
+        let listening = armed.clone();
+        std::thread::spawn(move || {
+            let outcome = futures::executor::block_on(
+                CancelScope::new()
+                    .on_signal(signal)
+                    .timeout(BACKSTOP)
+                    .run(async move {
+                        listening.store(true, Ordering::SeqCst);
+                        std::future::pending::<()>().await
+                    }),
+            );
+            say(format_args!(
+                "the scope beside ended: {}",
+                describe(&outcome)
+            ));
+        });
+        while !armed.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        say(format_args!("another scope listens for {signal}"));
+    }
+
+    /// A `#[cancellable]` function listening for SIGINT that runs and
+    /// finishes (by its timeout).
+    #[cancellable(timeout = "50ms", on_signal = "SIGINT")]
+    async fn sigint_job() -> Result<(), Cancelled> {
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+
+    /// The same, listening for SIGTERM.
+    #[cancellable(timeout = "50ms", on_signal = "SIGTERM")]
+    async fn sigterm_job() -> Result<(), Cancelled> {
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+
+    /// The application installs its own handler for `signal` (`before` or
+    /// `after` a `#[cancellable]` function listening for it runs and
+    /// finishes); then `signal` arrives. The app's handler must see it and
+    /// the process live; with no handler (`none`), the signal must kill.
+    fn after_scope(handler: &str, order: &str, signal: &str) -> ! {
+        let signal: Signal = signal.parse().unwrap_or_else(|error| {
+            eprintln!("{error}");
+            exit(2)
+        });
+        let before = match order {
+            "before" => true,
+            "after" => false,
+            other => {
+                eprintln!("expected `before` or `after`, not `{other}`");
+                exit(2);
+            }
+        };
+        reset_to_default(signal);
+        cancelable_tests::tokio_current_thread(async {
+            let mut app = before.then(|| AppHandler::install(handler, signal));
+            let outcome = match signal {
+                Signal::Interrupt => sigint_job().await,
+                Signal::Terminate => sigterm_job().await,
+                other => fail(format_args!("no annotated function listens for {other}")),
+            };
+            match &outcome {
+                Err(cancelled) if cancelled.is_timeout() => {}
+                other => fail(format_args!(
+                    "the annotated function ended {}",
+                    describe(other)
+                )),
+            }
+            say(format_args!(
+                "the annotated function finished: {}",
+                describe(&outcome)
+            ));
+            let app = app
+                .take()
+                .unwrap_or_else(|| AppHandler::install(handler, signal));
+            say(format_args!("sending {signal} with no listening scope"));
+            kill_self(signal);
+            app.expect_seen(signal).await;
+        });
+        say("exiting normally");
+        exit(0);
+    }
+
+    /// The first SIGINT cancels a listening scope; a second one arrives
+    /// while the scope still cleans up (`shielded`: in a shielded part of
+    /// its body; `on-cancel`: in its `on_cancel` callback). It must take
+    /// the action the process takes without cancelable: the app's
+    /// handler, or (`none`) the default action, which kills.
+    fn second_signal(cleanup: &str, handler: &str) -> ! {
+        let signal = Signal::Interrupt;
+        // `on-cancel-beside-a-listener`: another scope starts listening
+        // during the callback, before the second SIGINT arrives.
+        let (shielded, beside) = match cleanup {
+            "shielded" => (true, false),
+            "on-cancel" => (false, false),
+            "on-cancel-beside-a-listener" => (false, true),
+            other => {
+                eprintln!(
+                    "expected `shielded`, `on-cancel` or `on-cancel-beside-a-listener`, \
+                     not `{other}`"
+                );
+                exit(2);
+            }
+        };
+        reset_to_default(signal);
+        cancelable_tests::tokio_current_thread(async move {
+            let app = AppHandler::install(handler, signal);
+            let scope = CancelScope::new()
+                .on_signal(signal)
+                .timeout(BACKSTOP)
+                .on_cancel(move |cancelled| {
+                    if !shielded {
+                        say(format_args!("on_cancel started: {:?}", cancelled.reason()));
+                        if beside {
+                            start_a_listener_beside(signal);
+                        }
+                        say("raising a second SIGINT");
+                        raise(signal);
+                        std::thread::sleep(Duration::from_millis(300));
+                        say("on_cancel finished");
+                    }
+                });
+            let token = scope.cancel_token();
+            let outcome = scope
+                .run(async move {
+                    if let Err(cancelled) = checkpoint().await {
+                        fail(format_args!("the scope failed to arm: {cancelled}"));
+                    }
+                    say("raising the first SIGINT");
+                    raise(signal);
+                    if shielded {
+                        shield(async {
+                            token.cancelled().await;
+                            say(format_args!(
+                                "shielded cleanup started: {:?}",
+                                token.reason()
+                            ));
+                            say("raising a second SIGINT");
+                            raise(signal);
+                            cancelable_tests::sleep(Duration::from_millis(300)).await;
+                            say("shielded cleanup finished");
+                        })
+                        .await;
+                    }
+                    std::future::pending::<()>().await
+                })
+                .await;
+            say(format_args!("scope ended: {}", describe(&outcome)));
+            app.expect_seen(signal).await;
+        });
+        say("exiting normally");
         exit(0);
     }
 
@@ -330,8 +685,13 @@ mod unix {
         futures::join!(long, churn)
     }
 
+    /// The application has its own SIGINT handler ([`count_signal`]): a
+    /// burst of SIGINTs while a scope cancelled by SIGINT still runs is a
+    /// "second Ctrl-C during cleanup", which without a handler would (and
+    /// should) kill the process.
     fn burst(backend: &str) -> ! {
         reset_to_default(Signal::Interrupt);
+        install_counting_handler(Signal::Interrupt);
         let state = Arc::new(BurstState::default());
         let raiser = {
             let state = state.clone();
@@ -384,7 +744,23 @@ mod unix {
             fail("some churning scope did not end as expected");
         }
         say(format_args!("burst of {BURST} SIGINTs survived"));
-        raise_expecting_death(Signal::Interrupt)
+        let caught = CAUGHT.load(Ordering::SeqCst);
+        if caught == 0 {
+            fail("the app's handler caught no SIGINT during the burst");
+        }
+        say(format_args!("the app's handler caught {caught} SIGINTs"));
+        expect_disposition(
+            Signal::Interrupt,
+            count_signal_address(),
+            "the app's handler",
+        );
+        say("raising SIGINT with no listening scope");
+        raise(Signal::Interrupt);
+        if CAUGHT.load(Ordering::SeqCst) == caught {
+            fail("the app's handler did not catch the SIGINT after the burst");
+        }
+        say("the app's handler caught it");
+        exit(0);
     }
 
     /// With no file descriptor left, listening fails: the scope ends at
