@@ -4,9 +4,11 @@ use std::time::Duration;
 
 use proc_macro2::{Delimiter, Group, Ident, Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned, ToTokens};
-use syn::{GenericArgument, PathArguments, ReturnType, Type};
+use syn::visit_mut::{self, VisitMut};
+use syn::{ReturnType, Token, Type, TypeInfer};
 
-use crate::parse::{self, Args, DurationArg, Errors, ItemFn};
+use crate::errors::Errors;
+use crate::parse::{self, Args, DurationArg, ItemFn};
 use crate::validate::{self, Config};
 
 /// How often `condition` is checked when `check_every` is absent.
@@ -33,10 +35,7 @@ pub(crate) fn cancellable(args: TokenStream, item: TokenStream) -> TokenStream {
 /// The errors, next to the user's item unchanged, so that the rest of the crate
 /// still type-checks against the function as written.
 fn fallback(errors: Errors, item: TokenStream) -> TokenStream {
-    let mut tokens = match errors.finish() {
-        Err(err) => err.into_compile_error(),
-        Ok(()) => TokenStream::new(),
-    };
+    let mut tokens = errors.into_compile_errors();
     tokens.extend(item);
     tokens
 }
@@ -164,54 +163,26 @@ fn duration(arg: &DurationArg) -> TokenStream {
     }
 }
 
-/// Replaces every `impl Trait` in a type by `_`, which is allowed in a turbofish.
-fn erase_impl_trait(ty: Type) -> Type {
-    match ty {
-        Type::ImplTrait(impl_trait) => Type::Infer(syn::TypeInfer {
-            underscore_token: syn::Token![_](impl_trait.impl_token.span),
-        }),
-        Type::Group(mut group) => {
-            *group.elem = erase_impl_trait(*group.elem);
-            Type::Group(group)
-        }
-        Type::Paren(mut paren) => {
-            *paren.elem = erase_impl_trait(*paren.elem);
-            Type::Paren(paren)
-        }
-        Type::Reference(mut reference) => {
-            *reference.elem = erase_impl_trait(*reference.elem);
-            Type::Reference(reference)
-        }
-        Type::Array(mut array) => {
-            *array.elem = erase_impl_trait(*array.elem);
-            Type::Array(array)
-        }
-        Type::Slice(mut slice) => {
-            *slice.elem = erase_impl_trait(*slice.elem);
-            Type::Slice(slice)
-        }
-        Type::Ptr(mut ptr) => {
-            *ptr.elem = erase_impl_trait(*ptr.elem);
-            Type::Ptr(ptr)
-        }
-        Type::Tuple(mut tuple) => {
-            tuple.elems = tuple.elems.into_iter().map(erase_impl_trait).collect();
-            Type::Tuple(tuple)
-        }
-        Type::Path(mut path) => {
-            for segment in &mut path.path.segments {
-                if let PathArguments::AngleBracketed(args) = &mut segment.arguments {
-                    for arg in &mut args.args {
-                        if let GenericArgument::Type(ty) = arg {
-                            *ty = erase_impl_trait(ty.clone());
-                        }
-                    }
-                }
+/// Replaces every `impl Trait` in a type by `_`, which is allowed in a turbofish:
+/// `Result<impl Iterator<Item = impl Display>, E>` becomes `Result<_, E>`, and an
+/// `impl Trait` nested anywhere else (a tuple, a reference, a `dyn` or `fn` type, an
+/// associated-type binding) becomes `_` where it stands.
+fn erase_impl_trait(mut ty: Type) -> Type {
+    struct ImplTraitEraser;
+
+    impl VisitMut for ImplTraitEraser {
+        fn visit_type_mut(&mut self, ty: &mut Type) {
+            if let Type::ImplTrait(impl_trait) = ty {
+                let underscore_token = Token![_](impl_trait.impl_token.span);
+                *ty = Type::Infer(TypeInfer { underscore_token });
+            } else {
+                visit_mut::visit_type_mut(self, ty);
             }
-            Type::Path(path)
         }
-        other => other,
     }
+
+    ImplTraitEraser.visit_type_mut(&mut ty);
+    ty
 }
 
 /// The spans of the first and the last token of a stream.

@@ -12,6 +12,9 @@
 //!
 //! [`cancelable`]: https://docs.rs/cancelable
 
+#![forbid(unsafe_code)]
+
+mod errors;
 mod expand;
 mod parse;
 mod validate;

@@ -7,42 +7,89 @@
 use std::time::Duration;
 
 use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::ToTokens;
 use syn::ext::IdentExt;
 use syn::parse::discouraged::Speculative;
 use syn::parse::{Parse, ParseStream, Parser};
-use syn::{Attribute, Expr, ExprLit, Ident, Lit, LitStr, Path, Signature, Token, Visibility};
+use syn::{Attribute, Expr, ExprLit, Ident, Item, Lit, LitStr, Path, Signature, Token, Visibility};
 
+use crate::errors::Errors;
 use crate::value::{self, edit_distance, Signal};
 
-/// Every argument the attribute accepts, in the order the docs list them.
-pub(crate) const KEYS: [&str; 7] = [
-    "timeout",
-    "on_signal",
-    "token",
-    "condition",
-    "check_every",
-    "name",
-    "crate",
+/// One argument of `#[cancellable]`: a row of [`KEYS`].
+pub(crate) struct Key {
+    /// The key as written, e.g. `timeout`.
+    pub(crate) name: &'static str,
+    /// A whole valid argument, shown when the value is missing.
+    pub(crate) example: &'static str,
+    /// Other names users reach for, answered with "did you mean" (as are
+    /// misspellings of `name`).
+    pub(crate) aliases: &'static [&'static str],
+    /// Parses the value and stores it, with the span of the key, in [`Args`].
+    set: fn(&mut Args, Expr, Span) -> syn::Result<()>,
+}
+
+/// Every argument `#[cancellable]` accepts, in the order the docs and the messages
+/// list them. Adding an argument is adding a row here and a field to [`Args`].
+pub(crate) const KEYS: [Key; 7] = [
+    Key {
+        name: "timeout",
+        example: "timeout = \"5s\"",
+        aliases: &["time_out", "deadline", "timeout_after"],
+        set: |args, value, span| {
+            duration_arg(value, "timeout").map(|v| args.timeout = Some((v, span)))
+        },
+    },
+    Key {
+        name: "on_signal",
+        example: "on_signal = \"SIGINT\"",
+        aliases: &["signal", "signals", "on_signals", "onsignal"],
+        set: |args, value, span| signals(value).map(|v| args.on_signal = Some((v, span))),
+    },
+    Key {
+        name: "token",
+        example: "token = tok",
+        aliases: &["cancel_token", "cancellation_token"],
+        set: |args, value, span| token(value).map(|v| args.token = Some((v, span))),
+    },
+    Key {
+        name: "condition",
+        example: "condition = stop_requested",
+        aliases: &["cond", "when", "until"],
+        set: |args, value, span| condition(value).map(|v| args.condition = Some((v, span))),
+    },
+    Key {
+        name: "check_every",
+        example: "check_every = \"100ms\"",
+        aliases: &["check_interval", "interval", "every", "poll_every"],
+        set: |args, value, span| {
+            duration_arg(value, "check_every").map(|v| args.check_every = Some((v, span)))
+        },
+    },
+    Key {
+        name: "name",
+        example: "name = \"job\"",
+        aliases: &[],
+        set: |args, value, span| op_name(value).map(|v| args.name = Some((v, span))),
+    },
+    Key {
+        name: "crate",
+        example: "crate = \"cancelable\"",
+        aliases: &[],
+        set: |args, value, span| krate(value).map(|v| args.krate = Some((v, span))),
+    },
 ];
 
-/// Collects the errors of one expansion, so that all of them are reported at once.
-#[derive(Default)]
-pub(crate) struct Errors(Option<syn::Error>);
-
-impl Errors {
-    pub(crate) fn push(&mut self, error: syn::Error) {
-        match &mut self.0 {
-            Some(first) => first.combine(error),
-            None => self.0 = Some(error),
-        }
+impl Key {
+    /// The row of `name`, if it is an argument.
+    fn named(name: &str) -> Option<&'static Key> {
+        KEYS.iter().find(|key| key.name == name)
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_none()
-    }
-
-    pub(crate) fn finish(self) -> syn::Result<()> {
-        self.0.map_or(Ok(()), Err)
+    /// Whether an unknown key is probably a misspelling of this one.
+    fn is_close_to(&self, unknown: &str) -> bool {
+        let unknown = unknown.to_ascii_lowercase().replace('-', "_");
+        self.aliases.contains(&unknown.as_str()) || edit_distance(&unknown, self.name) <= 2
     }
 }
 
@@ -76,9 +123,9 @@ pub(crate) struct Args {
     pub(crate) check_every: Option<(DurationArg, Span)>,
     pub(crate) name: Option<(LitStr, Span)>,
     pub(crate) krate: Option<(Path, Span)>,
-    /// Valid keys seen so far, with the span of each, whether its value was
+    /// The keys written so far, with the span of each, whether its value was
     /// accepted or not: duplicates and cross-argument checks use them.
-    seen: Vec<(String, Span)>,
+    seen: Vec<(&'static Key, Span)>,
 }
 
 /// Parses the attribute arguments; `Err` holds every problem found, combined.
@@ -111,7 +158,7 @@ impl Args {
             match parse_entry(&fork) {
                 Ok((key, value)) => {
                     input.advance_to(&fork);
-                    self.set(key, value, errors);
+                    self.set(&key, value, errors);
                 }
                 Err(err) => {
                     errors.push(err);
@@ -131,66 +178,48 @@ impl Args {
         }
     }
 
-    /// The span of `key` if the argument was written (even with an invalid value).
-    pub(crate) fn key_span(&self, key: &str) -> Option<Span> {
+    /// The span of the key `name` if the argument was written (even with an
+    /// invalid value).
+    pub(crate) fn written(&self, name: &str) -> Option<Span> {
+        debug_assert!(Key::named(name).is_some(), "`{name}` is not a key");
         self.seen
             .iter()
-            .find(|(seen, _)| seen == key)
+            .find(|(seen, _)| seen.name == name)
             .map(|(_, span)| *span)
     }
 
-    /// Whether the argument was written (even with an invalid value).
-    pub(crate) fn is_set(&self, key: &str) -> bool {
-        self.key_span(key).is_some()
-    }
-
-    fn set(&mut self, key: Ident, value: Expr, errors: &mut Errors) {
-        let name = key.unraw().to_string();
+    fn set(&mut self, key: &Ident, value: Expr, errors: &mut Errors) {
         let span = key.span();
-        if !KEYS.contains(&name.as_str()) {
+        let name = key.unraw().to_string();
+        let Some(key) = Key::named(&name) else {
             errors.push(syn::Error::new(span, unknown_key_message(&name)));
             return;
-        }
-        if self.is_set(&name) {
+        };
+        if self.written(&name).is_some() {
             errors.push(syn::Error::new(
                 span,
                 format!("`{name}` is set more than once; keep one `{name} = ...`"),
             ));
             return;
         }
-        self.seen.push((name.clone(), span));
-        let parsed = match name.as_str() {
-            "timeout" => duration_arg(value, "timeout").map(|v| self.timeout = Some((v, span))),
-            "check_every" => {
-                duration_arg(value, "check_every").map(|v| self.check_every = Some((v, span)))
-            }
-            "on_signal" => signals(value).map(|v| self.on_signal = Some((v, span))),
-            "token" => token(value).map(|v| self.token = Some((v, span))),
-            "condition" => condition(value).map(|v| self.condition = Some((v, span))),
-            "name" => op_name(value).map(|v| self.name = Some((v, span))),
-            _ => krate(value).map(|v| self.krate = Some((v, span))),
-        };
-        if let Err(err) = parsed {
-            errors.push(err);
-        }
+        self.seen.push((key, span));
+        errors.ok((key.set)(self, value, span));
     }
 }
 
-/// Parses one `key = value`.
+/// Parses one `key = value`; the key is looked up afterwards, so that an unknown
+/// key's value is skipped as a whole expression.
 fn parse_entry(input: ParseStream<'_>) -> syn::Result<(Ident, Expr)> {
-    let key = match input.call(Ident::parse_any) {
-        Ok(key) => key,
-        Err(_) => {
-            return Err(input.error(format!(
-                "expected an argument like `timeout = \"5s\"`; the arguments are {}",
-                key_list()
-            )))
-        }
+    let Ok(key) = input.call(Ident::parse_any) else {
+        return Err(input.error(format!(
+            "expected an argument like `timeout = \"5s\"`; the arguments are {}",
+            key_list()
+        )));
     };
+    let name = key.unraw().to_string();
     if !input.peek(Token![=]) {
-        let name = key.unraw().to_string();
-        let message = match example(&name) {
-            Some(example) => format!("expected `{name} = ...`, e.g. `{example}`"),
+        let message = match Key::named(&name) {
+            Some(known) => format!("expected `{name} = ...`, e.g. `{}`", known.example),
             None => unknown_key_message(&name),
         };
         return Err(syn::Error::new(key.span(), message));
@@ -199,7 +228,7 @@ fn parse_entry(input: ParseStream<'_>) -> syn::Result<(Ident, Expr)> {
     if input.is_empty() || input.peek(Token![,]) {
         return Err(syn::Error::new(
             key.span(),
-            format!("`{}` has no value", key.unraw()),
+            format!("`{name}` has no value"),
         ));
     }
     let value = input.parse::<Expr>()?;
@@ -217,53 +246,24 @@ fn skip_to_comma(input: ParseStream<'_>) {
 
 fn key_list() -> String {
     KEYS.iter()
-        .map(|key| format!("`{key}`"))
+        .map(|key| format!("`{}`", key.name))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-fn example(key: &str) -> Option<&'static str> {
-    Some(match key {
-        "timeout" => "timeout = \"5s\"",
-        "on_signal" => "on_signal = \"SIGINT\"",
-        "token" => "token = tok",
-        "condition" => "condition = stop_requested",
-        "check_every" => "check_every = \"100ms\"",
-        "name" => "name = \"job\"",
-        "crate" => "crate = \"cancelable\"",
-        _ => return None,
-    })
-}
-
-fn unknown_key_message(key: &str) -> String {
-    let hint = KEYS
-        .iter()
-        .find(|valid| is_close(key, valid))
-        .map(|valid| format!("did you mean `{valid}`? "));
-    match hint {
-        Some(hint) => format!(
-            "unknown argument `{key}`; {hint}(the arguments of `#[cancellable]` are {})",
+fn unknown_key_message(name: &str) -> String {
+    match KEYS.iter().find(|key| key.is_close_to(name)) {
+        Some(key) => format!(
+            "unknown argument `{name}`; did you mean `{}`? (the arguments of `#[cancellable]` \
+             are {})",
+            key.name,
             key_list()
         ),
         None => format!(
-            "unknown argument `{key}`; the arguments of `#[cancellable]` are {}",
+            "unknown argument `{name}`; the arguments of `#[cancellable]` are {}",
             key_list()
         ),
     }
-}
-
-/// Whether an unknown key is probably a misspelling of `valid`.
-fn is_close(key: &str, valid: &str) -> bool {
-    let key = key.to_ascii_lowercase().replace('-', "_");
-    let aliases: &[&str] = match valid {
-        "on_signal" => &["signal", "signals", "on_signals", "onsignal"],
-        "timeout" => &["time_out", "deadline", "timeout_after"],
-        "check_every" => &["check_interval", "interval", "every", "poll_every"],
-        "token" => &["cancel_token", "cancellation_token"],
-        "condition" => &["cond", "when", "until"],
-        _ => &[],
-    };
-    aliases.contains(&key.as_str()) || edit_distance(&key, valid) <= 2
 }
 
 /// Strips the invisible groups that `macro_rules!` puts around `$e:expr`.
@@ -501,69 +501,44 @@ impl Parse for ItemFn {
 
 /// The error for an item that is not a function with a body, on its keyword and name.
 pub(crate) fn not_a_function(item: TokenStream) -> syn::Error {
-    use quote::ToTokens;
-    use syn::Item;
-
-    let parsed = match syn::parse2::<Item>(item.clone()) {
-        Ok(parsed) => parsed,
-        Err(_) => {
-            return syn::Error::new(
-                first_span(item),
-                "`#[cancellable]` can only be applied to an `async fn`",
-            )
-        }
+    let Ok(parsed) = syn::parse2::<Item>(item.clone()) else {
+        return syn::Error::new(
+            first_span(item),
+            "`#[cancellable]` can only be applied to an `async fn`",
+        );
     };
-    let mut tokens = TokenStream::new();
-    let what = match &parsed {
-        Item::Struct(i) => {
-            i.struct_token.to_tokens(&mut tokens);
-            i.ident.to_tokens(&mut tokens);
-            "a struct"
-        }
-        Item::Enum(i) => {
-            i.enum_token.to_tokens(&mut tokens);
-            i.ident.to_tokens(&mut tokens);
-            "an enum"
-        }
-        Item::Union(i) => {
-            i.union_token.to_tokens(&mut tokens);
-            i.ident.to_tokens(&mut tokens);
-            "a union"
-        }
-        Item::Const(i) => {
-            i.const_token.to_tokens(&mut tokens);
-            i.ident.to_tokens(&mut tokens);
-            "a constant"
-        }
-        Item::Static(i) => {
-            i.static_token.to_tokens(&mut tokens);
-            i.ident.to_tokens(&mut tokens);
-            "a static"
-        }
-        Item::Trait(i) => {
-            i.trait_token.to_tokens(&mut tokens);
-            i.ident.to_tokens(&mut tokens);
-            "a trait; put it on an `async fn` with a body"
-        }
-        Item::Impl(i) => {
-            i.impl_token.to_tokens(&mut tokens);
-            i.self_ty.to_tokens(&mut tokens);
-            "an `impl` block; put it on each `async fn` inside"
-        }
-        Item::Mod(i) => {
-            i.mod_token.to_tokens(&mut tokens);
-            i.ident.to_tokens(&mut tokens);
-            "a module"
-        }
-        Item::Type(i) => {
-            i.type_token.to_tokens(&mut tokens);
-            i.ident.to_tokens(&mut tokens);
-            "a type alias"
-        }
-        Item::Use(i) => {
-            i.use_token.to_tokens(&mut tokens);
-            "a `use` item"
-        }
+    // What the item is, then the tokens underlined: its keyword and its name.
+    let (what, keyword, name): (&str, &dyn ToTokens, Option<&dyn ToTokens>) = match &parsed {
+        Item::Struct(i) => ("a struct", &i.struct_token, Some(&i.ident)),
+        Item::Enum(i) => ("an enum", &i.enum_token, Some(&i.ident)),
+        Item::Union(i) => ("a union", &i.union_token, Some(&i.ident)),
+        Item::Const(i) => ("a constant", &i.const_token, Some(&i.ident)),
+        Item::Static(i) => ("a static", &i.static_token, Some(&i.ident)),
+        Item::Trait(i) => (
+            "a trait; put it on an `async fn` with a body",
+            &i.trait_token,
+            Some(&i.ident),
+        ),
+        Item::TraitAlias(i) => ("a trait alias", &i.trait_token, Some(&i.ident)),
+        Item::Impl(i) => (
+            "an `impl` block; put it on each `async fn` inside",
+            &i.impl_token,
+            Some(&*i.self_ty),
+        ),
+        Item::Mod(i) => ("a module", &i.mod_token, Some(&i.ident)),
+        Item::Type(i) => ("a type alias", &i.type_token, Some(&i.ident)),
+        Item::Use(i) => ("a `use` item", &i.use_token, None),
+        Item::ExternCrate(i) => ("an `extern crate` item", &i.crate_token, Some(&i.ident)),
+        Item::ForeignMod(i) => (
+            "an `extern` block; put it on an `async fn` with a body",
+            &i.abi,
+            None,
+        ),
+        Item::Macro(i) => (
+            "a macro",
+            &i.mac.path,
+            i.ident.as_ref().map(|ident| ident as &dyn ToTokens),
+        ),
         Item::Verbatim(verbatim) if is_bodyless_fn(verbatim) => {
             return syn::Error::new_spanned(
                 verbatim,
@@ -571,11 +546,12 @@ pub(crate) fn not_a_function(item: TokenStream) -> syn::Error {
                  `async fn` of the `impl` block, not on the declaration",
             )
         }
-        other => {
-            other.to_tokens(&mut tokens);
-            "this item"
-        }
+        other => ("this item", other, None),
     };
+    let mut tokens = keyword.to_token_stream();
+    if let Some(name) = name {
+        name.to_tokens(&mut tokens);
+    }
     syn::Error::new_spanned(
         tokens,
         format!("`#[cancellable]` can only be applied to an `async fn`, not to {what}"),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use crate::parse::{parse_args, Args, DurationArg};
+use crate::parse::{parse_args, Args, DurationArg, KEYS};
 use crate::value::{parse_duration, parse_signal, Signal};
 
 /// The messages of a combined error, in order.
@@ -50,6 +50,12 @@ fn expand_ok(attr: TokenStream, item: TokenStream) -> syn::ItemFn {
     let text = out.to_string();
     assert!(!text.contains("compile_error"), "{text}");
     syn::parse2(out).expect("the expansion parses as a function")
+}
+
+/// Runs the whole macro on a valid input and returns the generated body as text.
+fn expanded_body(attr: TokenStream, item: TokenStream) -> String {
+    let block = expand_ok(attr, item).block;
+    quote!(#block).to_string()
 }
 
 fn literal(arg: &DurationArg) -> Duration {
@@ -272,6 +278,25 @@ fn signal_lists() {
     assert!(err.contains("`SIGINT` is listed more than once"), "{err}");
     let errors = arg_errors(quote!(on_signal = ["sigint", "SIGKILL", 3]));
     assert_eq!(errors.len(), 3, "{errors:#?}");
+}
+
+#[test]
+fn every_key_has_a_valid_example_and_its_aliases_point_to_it() {
+    for key in &KEYS {
+        let example: TokenStream = key.example.parse().unwrap();
+        let parsed = args(example.clone());
+        assert!(parsed.written(key.name).is_some(), "{}", key.example);
+        let err = one_error(arg_errors(quote!(#example, #example)));
+        assert!(err.starts_with(&format!("`{}` is set more than once", key.name)));
+        for alias in key.aliases {
+            let alias = syn::Ident::new(alias, proc_macro2::Span::call_site());
+            let err = one_error(arg_errors(quote!(#alias = 1)));
+            assert!(
+                err.contains(&format!("did you mean `{}`?", key.name)),
+                "{alias}: {err}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -637,7 +662,7 @@ fn token_must_name_a_parameter() {
 
 #[test]
 fn token_field_path_is_linked_as_written() {
-    let expanded = expand_ok(
+    let body = expanded_body(
         quote!(token = self.inner.stop),
         quote!(
             async fn job(&self) -> Result<(), E> {
@@ -645,8 +670,6 @@ fn token_field_path_is_linked_as_written() {
             }
         ),
     );
-    let block = &expanded.block;
-    let body = quote!(#block).to_string();
     assert!(
         body.contains(
             "let __cancelable_scope = :: cancelable :: __private :: link_token \
@@ -750,6 +773,32 @@ fn not_a_function() {
             ),
             "needs the function's body",
         ),
+        (
+            quote!(
+                extern crate alloc;
+            ),
+            "not to an `extern crate` item",
+        ),
+        (
+            quote!(
+                extern "C" {}
+            ),
+            "not to an `extern` block",
+        ),
+        (
+            quote!(
+                macro_rules! m {
+                    () => {};
+                }
+            ),
+            "not to a macro",
+        ),
+        (
+            quote!(
+                use std::fmt;
+            ),
+            "not to a `use` item",
+        ),
     ];
     for (item, expected) in cases {
         let err = one_error(macro_errors(quote!(), item.clone()));
@@ -803,7 +852,7 @@ fn expansion_keeps_the_signature_and_attributes() {
 
 #[test]
 fn expansion_of_every_argument() {
-    let expanded = expand_ok(
+    let body = expanded_body(
         quote!(
             timeout = "1m30s",
             on_signal = ["SIGINT", "SIGUSR2"],
@@ -818,8 +867,6 @@ fn expansion_of_every_argument() {
             }
         ),
     );
-    let block = &expanded.block;
-    let body = quote!(#block).to_string();
     for expected in [
         "let __cancelable_scope = :: cancelable :: __private :: CancelScope :: new () \
          . name (\"the job\") \
@@ -840,44 +887,37 @@ fn expansion_of_every_argument() {
 #[test]
 fn expansion_details() {
     // Default check period.
-    let body = expand_ok(
+    let body = expanded_body(
         quote!(condition = || true),
         quote!(
             async fn job() -> Result<(), E> {
                 Ok(())
             }
         ),
-    )
-    .block;
-    let body = quote!(#body).to_string();
+    );
     assert!(
         body.contains("Duration :: new (0u64 , 100000000u32)"),
         "{body}"
     );
     // Duration expressions are used as written.
-    let body = expand_ok(
+    let body = expanded_body(
         quote!(timeout = self.limit),
         quote!(
             async fn job(&self) -> Result<(), E> {
                 Ok(())
             }
         ),
-    )
-    .block;
-    assert!(quote!(#body)
-        .to_string()
-        .contains(". timeout (self . limit)"));
+    );
+    assert!(body.contains(". timeout (self . limit)"));
     // The crate path override.
-    let body = expand_ok(
+    let body = expanded_body(
         quote!(crate = "::deps::cancel"),
         quote!(
             async fn job() -> Result<(), E> {
                 Ok(())
             }
         ),
-    )
-    .block;
-    let body = quote!(#body).to_string();
+    );
     assert!(
         body.contains(":: deps :: cancel :: __private :: CancelScope"),
         "{body}"
@@ -888,29 +928,55 @@ fn expansion_details() {
     );
     assert!(!body.contains(":: cancelable ::"), "{body}");
     // A raw identifier names the scope without `r#`.
-    let body = expand_ok(
+    let body = expanded_body(
         quote!(),
         quote!(
             async fn r#type() -> Result<(), E> {
                 Ok(())
             }
         ),
-    )
-    .block;
-    assert!(quote!(#body).to_string().contains(". name (\"type\")"));
+    );
+    assert!(body.contains(". name (\"type\")"));
     // `impl Trait` in the return type is erased in the type anchor.
-    let body = expand_ok(
+    let body = expanded_body(
         quote!(),
         quote!(
             async fn job() -> Result<Vec<impl Display>, E> {
                 Ok(vec![])
             }
         ),
-    )
-    .block;
-    let body = quote!(#body).to_string();
+    );
     assert!(
         body.contains("None :: < Result < Vec < _ > , E > >"),
         "{body}"
     );
+    // Wherever it is nested: bindings, `dyn` and `fn` types, tuples, references.
+    for (ret, anchor) in [
+        (
+            quote!(Result<impl Iterator<Item = impl Display>, E>),
+            "Result < _ , E >",
+        ),
+        (
+            quote!(Result<Box<dyn Iterator<Item = impl Display>>, E>),
+            "Result < Box < dyn Iterator < Item = _ > > , E >",
+        ),
+        (
+            quote!(Result<Box<dyn Fn(impl Display) -> impl Debug>, E>),
+            "Result < Box < dyn Fn (_) -> _ > , E >",
+        ),
+        (
+            quote!(Result<(impl Display, &'static [impl Debug]), E>),
+            "Result < (_ , & 'static [_]) , E >",
+        ),
+        (
+            quote!(Result<fn(u8) -> impl Debug, E>),
+            "Result < fn (u8) -> _ , E >",
+        ),
+    ] {
+        let body = expanded_body(quote!(), quote!(async fn job() -> #ret { todo!() }));
+        assert!(
+            body.contains(&format!("None :: < {anchor} >")),
+            "{ret}: {body}"
+        );
+    }
 }

@@ -9,7 +9,8 @@ use syn::{
     Type, TypeParamBound,
 };
 
-use crate::parse::{Args, DurationArg, Errors, ItemFn, TokenArg};
+use crate::errors::Errors;
+use crate::parse::{Args, DurationArg, ItemFn, TokenArg};
 use crate::value::Signal;
 
 /// Everything expansion needs, checked.
@@ -79,10 +80,10 @@ pub(crate) fn build(args: Args, item: &ItemFn, errors: &mut Errors) -> Option<Co
     let ret = if future_output.is_some() {
         None
     } else {
-        check_return(sig).map_err(|err| errors.push(err)).ok()
+        errors.ok(check_return(sig))
     };
 
-    if let (Some(span), false) = (args.key_span("check_every"), args.is_set("condition")) {
+    if let (Some(span), None) = (args.written("check_every"), args.written("condition")) {
         errors.push(syn::Error::new(
             span,
             "`check_every` sets how often `condition` is checked, but there is no `condition`; \
@@ -90,7 +91,7 @@ pub(crate) fn build(args: Args, item: &ItemFn, errors: &mut Errors) -> Option<Co
         ));
     }
     if let Some((token, _)) = &args.token {
-        check_token(token, sig).map_err(|err| errors.push(err)).ok();
+        errors.ok(check_token(token, sig));
     }
 
     if !errors.is_empty() {

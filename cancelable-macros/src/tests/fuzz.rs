@@ -1,5 +1,5 @@
 //! Property tests: whatever the input, parsing and expansion never panic; they give
-//! a configuration or a diagnostic (issue 5, point 7: `cargo fuzz` needs nightly).
+//! a configuration or a diagnostic (`cargo fuzz` would need nightly).
 
 use std::str::FromStr;
 
@@ -66,7 +66,11 @@ const OTHER_PIECES: &[&str] = &[
 ];
 
 fn piece_stream() -> impl Strategy<Value = String> {
-    let pieces: Vec<&'static str> = KEYS.iter().chain(OTHER_PIECES).copied().collect();
+    let pieces: Vec<&'static str> = KEYS
+        .iter()
+        .map(|key| key.name)
+        .chain(OTHER_PIECES.iter().copied())
+        .collect();
     proptest::collection::vec(proptest::sample::select(pieces), 0..24)
         .prop_map(|pieces| pieces.join(" "))
 }
