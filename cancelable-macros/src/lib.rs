@@ -75,7 +75,7 @@ use proc_macro::TokenStream;
 /// | argument | meaning |
 /// |---|---|
 /// | `timeout = "5s"` | cancel after this long: a [humantime] string (`"250ms"`, `"1m30s"`, `"1.5s"`; not zero, no months or years) or any `Duration` expression (`timeout = self.limit`) |
-/// | `on_signal = "SIGINT"` | cancel when the process receives this signal; several: `on_signal = ["SIGINT", "SIGTERM"]`. One of `SIGINT`, `SIGTERM`, `SIGHUP`, `SIGQUIT`, `SIGUSR1`, `SIGUSR2` |
+/// | `on_signal = "SIGINT"` | cancel when the process receives this signal; several: `on_signal = ["SIGINT", "SIGTERM"]`. One of `SIGINT`, `SIGTERM`, `SIGHUP`, `SIGQUIT`, `SIGUSR1`, `SIGUSR2`, in any case and with `SIG` optional (`"sigint"`, `"INT"`), as `Signal::from_str` reads them |
 /// | `token = tok` | cancel when the `CancellationToken` parameter `tok` is cancelled; a field of a parameter works too: `token = self.stop`, `token = job.token` |
 /// | `condition = stop_requested` | cancel when this function or closure returns `true` (or a future of `true`); it must be `Send + Sync + 'static` |
 /// | `check_every = "100ms"` | how often `condition` is checked (default `"100ms"`); needs `condition` |
@@ -91,8 +91,8 @@ use proc_macro::TokenStream;
 /// (a sync fn returning `impl Future` is told to become an `async fn`); a return
 /// type that is obviously not a `Result` (`()`, tuples, `Option`, primitive types,
 /// references, `impl Trait`); an unknown, duplicated or ill-typed argument; an
-/// invalid, zero or calendar duration; an unknown signal (with a hint: `"sigint"`
-/// → `SIGINT`); a `token` that is not a parameter or a field path starting at one;
+/// invalid, zero or calendar duration; an unknown signal (with a hint: `"SIGTREM"`
+/// → `SIGTERM`, `"Interrupt"` → `SIGINT`); a `token` that is not a parameter or a field path starting at one;
 /// `check_every` without `condition`. Any other path type is left to the compiler,
 /// which reports on the return type a type that is not a `Result` (such as an
 /// alias of `Option`) or whose error type has no `From<Cancelled>` (such as

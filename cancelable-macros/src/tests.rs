@@ -140,17 +140,115 @@ fn signal_names() {
     assert_eq!(Signal::User2.variant(), "User2");
 }
 
+/// Every spelling of every signal: `SIG` in any case or absent, the rest in any
+/// case, surrounding whitespace.
+fn spellings() -> Vec<(String, Signal)> {
+    let mut spellings = Vec::new();
+    for (signal, name, _) in Signal::ALL {
+        let bare = &name[3..];
+        let title: String = bare
+            .chars()
+            .enumerate()
+            .map(|(i, c)| if i == 0 { c } else { c.to_ascii_lowercase() })
+            .collect();
+        let alternating: String = bare
+            .chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if i % 2 == 1 {
+                    c.to_ascii_lowercase()
+                } else {
+                    c
+                }
+            })
+            .collect();
+        for prefix in ["", "SIG", "sig", "Sig", "sIG"] {
+            for rest in [
+                bare.to_owned(),
+                bare.to_ascii_lowercase(),
+                title.clone(),
+                alternating.clone(),
+            ] {
+                for (before, after) in [
+                    ("", ""),
+                    (" ", ""),
+                    ("", " "),
+                    ("\t", "\n "),
+                    ("\u{a0}", "\u{3000}"),
+                ] {
+                    spellings.push((format!("{before}{prefix}{rest}{after}"), signal));
+                }
+            }
+        }
+    }
+    spellings
+}
+
+#[test]
+fn signal_names_in_any_case_with_or_without_sig() {
+    for (text, signal) in spellings() {
+        assert_eq!(parse_signal(&text), Ok(signal), "{text:?}");
+    }
+    let args = args(quote!(on_signal = ["sigint", "TERM", " SigHup "]));
+    let signals: Vec<Signal> = args.on_signal.unwrap().0.into_iter().map(|s| s.0).collect();
+    assert_eq!(
+        signals,
+        [Signal::Interrupt, Signal::Terminate, Signal::Hangup]
+    );
+    // Two spellings of one signal are one signal listed twice.
+    let err = one_error(arg_errors(quote!(on_signal = ["SIGINT", "int"])));
+    assert!(err.contains("`SIGINT` is listed more than once"), "{err}");
+}
+
+/// The attribute and `cancelable::Signal::from_str` read a name the same way:
+/// both accept it, as the same signal, or both reject it.
+fn assert_same_as_runtime(text: &str) {
+    let runtime = text
+        .parse::<cancelable::Signal>()
+        .ok()
+        .map(cancelable::Signal::name);
+    let attribute = parse_signal(text).ok().map(Signal::name);
+    assert_eq!(attribute, runtime, "{text:?}");
+}
+
+#[test]
+fn signal_grammar_is_the_runtime_one() {
+    for (text, _) in spellings() {
+        assert_same_as_runtime(&text);
+    }
+    for text in [
+        "",
+        " ",
+        "SIG",
+        "sig",
+        "SIGSIGINT",
+        "SIG INT",
+        "SIG-INT",
+        "SIG_INT",
+        "INT!",
+        "Interrupt",
+        "SIGKILL",
+        "SIGWINCH",
+        "SIGUSR3",
+        "ctrl-c",
+        "SIGİNT",
+        "ſigint",
+        "SIGINT\0",
+        "2",
+    ] {
+        assert_same_as_runtime(text);
+    }
+}
+
 #[test]
 fn signal_hints() {
     let hint = |text: &str| parse_signal(text).unwrap_err();
     for (text, name) in [
-        ("sigint", "SIGINT"),
-        ("SigTerm", "SIGTERM"),
-        ("INT", "SIGINT"),
-        ("hup", "SIGHUP"),
         ("Interrupt", "SIGINT"),
         ("terminate", "SIGTERM"),
+        ("SIGHANGUP", "SIGHUP"),
         ("SIGTREM", "SIGTERM"),
+        ("sigtrem", "SIGTERM"),
         ("SIGUSR3", "SIGUSR1"),
         ("ctrl-c", "SIGINT"),
     ] {
@@ -165,7 +263,10 @@ fn signal_hints() {
     }
     let err = hint("SIGWINCH");
     assert!(
-        err.contains("expected one of \"SIGINT\", \"SIGTERM\""),
+        err.ends_with(
+            "expected one of \"SIGINT\", \"SIGTERM\", \"SIGHUP\", \"SIGQUIT\", \"SIGUSR1\", \
+             \"SIGUSR2\" (in any case, `SIG` optional)"
+        ),
         "{err}"
     );
     assert!(hint("").contains("expected one of"));
@@ -276,7 +377,7 @@ fn signal_lists() {
         on_signal = ["SIGINT", "SIGTERM", "SIGINT"]
     )));
     assert!(err.contains("`SIGINT` is listed more than once"), "{err}");
-    let errors = arg_errors(quote!(on_signal = ["sigint", "SIGKILL", 3]));
+    let errors = arg_errors(quote!(on_signal = ["Interrupt", "SIGKILL", 3]));
     assert_eq!(errors.len(), 3, "{errors:#?}");
 }
 
@@ -349,7 +450,7 @@ fn syntax_errors_recover_at_the_next_comma() {
 fn all_errors_of_an_attribute_at_once() {
     let errors = arg_errors(quote!(
         timeout = "0s",
-        on_signal = "sigint",
+        on_signal = "SIGTREM",
         bogus = 1,
         name = "",
         name = "again",

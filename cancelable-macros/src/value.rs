@@ -119,14 +119,17 @@ impl Signal {
     }
 }
 
-/// Parses a signal name: exactly one of `SIGINT`, `SIGTERM`, `SIGHUP`, `SIGQUIT`,
-/// `SIGUSR1`, `SIGUSR2`. Anything else gets a message with a hint.
+/// Parses a signal name with the grammar of `cancelable::Signal::from_str`, so
+/// that a name reads the same in the attribute and in a configuration file: a
+/// name of [`Signal::ALL`] in any case, `SIG` optional, surrounding whitespace
+/// ignored (`"SIGINT"`, `"sigint"`, `"INT"`, `" Int "`). Anything else gets a
+/// message with a hint.
 pub(crate) fn parse_signal(text: &str) -> Result<Signal, String> {
-    if let Some(&(signal, _, _)) = Signal::ALL.iter().find(|entry| entry.1 == text) {
-        return Ok(signal);
-    }
     let upper = text.trim().to_ascii_uppercase();
     let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if let Some(&(signal, _, _)) = Signal::ALL.iter().find(|(_, name, _)| name[3..] == *bare) {
+        return Ok(signal);
+    }
     if matches!(bare, "KILL" | "STOP") {
         return Err(format!(
             "`SIG{bare}` cannot be caught by a process, so it cannot cancel a scope; \
@@ -135,7 +138,7 @@ pub(crate) fn parse_signal(text: &str) -> Result<Signal, String> {
     }
     let guess = Signal::ALL
         .iter()
-        .find(|(_, name, variant)| name[3..] == *bare || variant.eq_ignore_ascii_case(bare))
+        .find(|(_, _, variant)| variant.eq_ignore_ascii_case(bare))
         .or_else(|| {
             Signal::ALL
                 .iter()
@@ -149,7 +152,7 @@ pub(crate) fn parse_signal(text: &str) -> Result<Signal, String> {
     match guess {
         Some(name) => Err(format!("unknown signal {text:?}; did you mean `{name}`?")),
         None => Err(format!(
-            "unknown signal {text:?}; expected one of {}",
+            "unknown signal {text:?}; expected one of {} (in any case, `SIG` optional)",
             Signal::ALL
                 .iter()
                 .map(|entry| format!("\"{}\"", entry.1))

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cancelable::{
-    cancel_point, cancellable, current_token, CancelReason, CancellationToken, Cancelled,
+    cancel_point, cancellable, current_token, CancelReason, CancellationToken, Cancelled, Signal,
 };
 use cancelable_tests::{on_every_backend, sleep};
 
@@ -164,7 +164,19 @@ async fn spin_on_token(stop: &CancellationToken) -> Result<u64, Cancelled> {
     }
 }
 
+/// Names its signals as `Signal::from_str` reads them: any case, `SIG` optional.
+#[cancellable(on_signal = ["sigterm", "hup"])]
+async fn listens_for_signals_named_in_lower_case() -> Result<u32, Cancelled> {
+    Ok(7)
+}
+
 on_every_backend! {
+    async fn signal_names_in_the_attribute_are_those_signal_from_str_reads() {
+        assert_eq!(listens_for_signals_named_in_lower_case().await.unwrap(), 7);
+        assert_eq!("sigterm".parse::<Signal>(), Ok(Signal::Terminate));
+        assert_eq!("hup".parse::<Signal>(), Ok(Signal::Hangup));
+    }
+
     async fn cancel_point_with_a_token_leaves_when_that_token_is_cancelled() {
         let stop = CancellationToken::new();
         let remote = stop.clone();

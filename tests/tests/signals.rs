@@ -76,6 +76,15 @@ async fn interrupted_job() -> Result<(), Cancelled> {
     Ok(())
 }
 
+/// Names its signal as `Signal::from_str` reads it (lower case, spaces around);
+/// it raises SIGTERM itself and waits.
+#[cancellable(on_signal = " sigterm ", timeout = "10s")]
+async fn terminated_job() -> Result<(), Cancelled> {
+    raise(Signal::Terminate);
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
 // Every in-process test holds [`LOCK`] around its run.
 cancelable_tests::on_every_backend_with! {
     guard = lock();
@@ -86,6 +95,14 @@ cancelable_tests::on_every_backend_with! {
         let cancelled = interrupted_job().await.unwrap_err();
         assert_eq!(cancelled.reason(), &CancelReason::Signal(Signal::Interrupt));
         assert_eq!(cancelled.operation_name(), Some("interrupted_job"));
+    }
+
+    /// `on_signal = " sigterm "` listens for the signal that
+    /// `" sigterm ".parse::<Signal>()` names: a real SIGTERM cancels it.
+    async fn a_signal_named_in_lower_case_in_the_attribute_cancels_the_function() {
+        assert_eq!(" sigterm ".parse::<Signal>(), Ok(Signal::Terminate));
+        let cancelled = terminated_job().await.unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Signal(Signal::Terminate));
     }
 
     /// A real SIGINT cancels a scope listening for it, with reason

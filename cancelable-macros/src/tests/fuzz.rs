@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use quote::quote;
 
 use crate::parse::{parse_args, KEYS};
-use crate::value::{parse_duration, parse_signal};
+use crate::value::parse_duration;
 
 /// Pieces that argument lists are made of besides the valid keys, to reach
 /// deep into the parser more often than random characters do.
@@ -117,15 +117,11 @@ proptest! {
     }
 
     #[test]
-    fn signals_never_panic(text in ".{0,16}") {
-        let _ = parse_signal(&text);
-    }
-
-    #[test]
-    fn signal_like_strings_never_panic(text in "(?i)(sig)?[a-z0-9+_-]{0,6}") {
-        if let Ok(signal) = parse_signal(&text) {
-            prop_assert_eq!(signal.name(), text);
-        }
+    fn signal_names_never_panic_and_read_as_the_runtime_reads_them(text in prop_oneof![
+        "\\s{0,2}(?i)(sig)?(int|term|hup|quit|usr[0-9]|[a-z0-9+_-]{0,6})\\s{0,2}",
+        ".{0,16}",
+    ]) {
+        super::assert_same_as_runtime(&text);
     }
 
     #[test]

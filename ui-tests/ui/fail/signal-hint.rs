@@ -1,6 +1,6 @@
 use cancelable::{cancellable, Cancelled};
 
-#[cancellable(on_signal = ["sigint", "TERM"])]
+#[cancellable(on_signal = ["Interrupt", "SIGTREM"])]
 async fn job() -> Result<(), Cancelled> {
     Ok(())
 }
