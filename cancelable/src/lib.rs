@@ -72,6 +72,7 @@ mod backend;
 mod cancelled;
 mod context;
 mod current;
+mod panic;
 mod reason;
 mod scope;
 mod shield;

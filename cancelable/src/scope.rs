@@ -18,7 +18,7 @@ use crate::context::{ContextData, OperationContext, OperationStatus, Progress, P
 use crate::current;
 use crate::source::{ArmedSources, Predicate, Sink, Source};
 use crate::sync::{lock, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
-use crate::token::{Cause, ChildLink};
+use crate::token::{Cause, ChildLink, Link};
 use crate::{CancelReason, CancellationToken, Cancelled, Signal};
 
 static NEXT_OPERATION_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -671,7 +671,7 @@ impl Driver {
         let parent_link = parent
             .as_ref()
             .filter(|p| !p.shielded)
-            .and_then(|p| p.scope.token.attach(&shared.token, false));
+            .and_then(|p| p.scope.token.attach(&shared.token, Link::Parent));
         let nested_in = parent.as_ref().map(|p| NestedIn::new(&p.scope));
         if let Some(parent) = parent {
             let _ = shared.parent.set(parent);
@@ -691,7 +691,7 @@ impl Driver {
             // The first plain token source, the common case, is kept inline.
             let source = match source.into_token() {
                 Ok(token) if token_link.is_none() => {
-                    token_link = token.attach(&shared.token, true);
+                    token_link = token.attach(&shared.token, Link::Transparent);
                     continue;
                 }
                 Ok(token) => Source::token(&token),

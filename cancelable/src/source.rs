@@ -12,7 +12,7 @@ use crate::backend::{Backend, Blocking, Timer};
 use crate::reason::SourceError;
 use crate::signal::{listen, SignalGuard};
 use crate::sync::{AtomicBool, AtomicUsize, Ordering};
-use crate::token::{CallbackGuard, Cause, ChildLink};
+use crate::token::{CallbackGuard, Cause, ChildLink, Link};
 use crate::{CancelReason, CancellationToken, Signal};
 
 /// Something that can cancel a scope: a timeout, a signal, a token, a
@@ -281,7 +281,7 @@ impl ArmedSources {
                 let Sink::Token(scope_token) = &sink else {
                     unreachable!("matched above")
                 };
-                if let Some(link) = token.attach(scope_token, true) {
+                if let Some(link) = token.attach(scope_token, Link::Transparent) {
                     self.links.push(link);
                 }
             }
