@@ -223,6 +223,20 @@ pub mod __private {
     }
 }
 
+// `TryRun` accepts every body output the macro support accepts: the
+// scope's `Outcome` comes from `__private::CancellableResult`, whose
+// diagnostic explains a wrong return type of `#[cancellable]`. The scope
+// itself does not depend on the macro support.
+impl<R: __private::CancellableResult> scope::Outcome for R {
+    fn from_cancelled(cancelled: Cancelled) -> Self {
+        <R as __private::CancellableResult>::from_cancelled(cancelled)
+    }
+
+    fn is_failure(&self) -> bool {
+        <R as __private::CancellableResult>::is_err(self)
+    }
+}
+
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]

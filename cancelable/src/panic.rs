@@ -8,7 +8,7 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// A panic of user code that [`contain`] caught.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Panicked {
     message: String,
 }

@@ -58,8 +58,8 @@ use std::time::Instant;
 
 use slab::Slab;
 
-use super::{Backend, Clock};
-use crate::scope::ScopeShared;
+use super::state::ScopeShared;
+use crate::backend::{Backend, Clock};
 use crate::sync::{lock, Mutex};
 
 thread_local! {
