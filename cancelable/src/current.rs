@@ -56,15 +56,7 @@ pub fn current_scope() -> Option<ScopeHandle> {
 /// # });
 /// ```
 pub fn current_token() -> Option<CancellationToken> {
-    slot::try_with(|current| {
-        current
-            .scope
-            .borrow()
-            .as_ref()
-            .map(|scope| scope.token.clone())
-    })
-    .ok()
-    .flatten()
+    slot::with_scope(|scope| scope.token.clone())
 }
 
 /// Reports progress to the current scope: it is recorded in the scope's

@@ -17,7 +17,7 @@ use std::time::Instant;
 use super::deadlines::{Registration, Shard};
 use super::slot;
 use super::state::ScopeShared;
-use super::{CancelScope, Config, Extras};
+use super::{Callback, CancelScope, Config, Extras};
 use crate::backend::Backend;
 use crate::context::{ContextData, OperationStatus};
 use crate::panic;
@@ -301,21 +301,15 @@ impl Driver {
                 let cancelled = cancelled
                     .cloned()
                     .unwrap_or_else(|| shared.cancelled_error());
-                for callback in extras.on_cancel {
-                    let _ = panic::contain("an on_cancel callback", || callback(&cancelled));
-                }
+                run_callbacks("an on_cancel callback", extras.on_cancel, &cancelled);
             }
             OperationStatus::Completed if !extras.on_complete.is_empty() => {
                 let context = shared.context();
-                for callback in extras.on_complete {
-                    let _ = panic::contain("an on_complete callback", || callback(&context));
-                }
+                run_callbacks("an on_complete callback", extras.on_complete, &context);
             }
             OperationStatus::Failed if !extras.on_error.is_empty() => {
                 let context = shared.context();
-                for callback in extras.on_error {
-                    let _ = panic::contain("an on_error callback", || callback(&context));
-                }
+                run_callbacks("an on_error callback", extras.on_error, &context);
             }
             _ => {}
         }
@@ -352,6 +346,14 @@ impl Armed {
         if let Some(sources) = &mut self.sources {
             sources.poll(cx, self.backend);
         }
+    }
+}
+
+/// Runs each of a scope's callbacks, containing their panics: the scope's
+/// result is returned whatever they do.
+fn run_callbacks<T>(what: &'static str, callbacks: Vec<Callback<T>>, arg: &T) {
+    for callback in callbacks {
+        let _ = panic::contain(what, || callback(arg));
     }
 }
 

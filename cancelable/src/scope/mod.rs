@@ -36,8 +36,8 @@ use crate::source::{Predicate, Source};
 use crate::{CancelReason, OperationStatus};
 use crate::{CancellationToken, Cancelled, Signal};
 
-type CancelCallback = Box<dyn FnOnce(&Cancelled) + Send>;
-type ContextCallback = Box<dyn FnOnce(&OperationContext) + Send>;
+/// A callback run once when the scope ends.
+type Callback<T> = Box<dyn FnOnce(&T) + Send>;
 
 /// A scope of cancellation: build it from sources and options, then run a
 /// future inside it.
@@ -94,9 +94,9 @@ struct Config {
 struct Extras {
     metadata: BTreeMap<String, String>,
     on_progress: Vec<ProgressCallback>,
-    on_cancel: Vec<CancelCallback>,
-    on_complete: Vec<ContextCallback>,
-    on_error: Vec<ContextCallback>,
+    on_cancel: Vec<Callback<Cancelled>>,
+    on_complete: Vec<Callback<OperationContext>>,
+    on_error: Vec<Callback<OperationContext>>,
 }
 
 impl Config {

@@ -105,12 +105,17 @@ pub(crate) fn enter_shield<R>(poll: impl FnOnce() -> R) -> R {
     }
 }
 
-/// A clone of the current scope's shared state.
-pub(crate) fn current_shared() -> Option<Arc<ScopeShared>> {
+/// `read` applied to the current scope, if there is one.
+pub(crate) fn with_scope<R>(read: impl FnOnce(&Arc<ScopeShared>) -> R) -> Option<R> {
     CURRENT
-        .try_with(|current| current.scope.borrow().clone())
+        .try_with(|current| current.scope.borrow().as_ref().map(read))
         .ok()
         .flatten()
+}
+
+/// A clone of the current scope's shared state.
+pub(crate) fn current_shared() -> Option<Arc<ScopeShared>> {
+    with_scope(Arc::clone)
 }
 
 /// The parent of a scope starting now: the current scope, and whether a
@@ -132,15 +137,5 @@ pub(crate) fn current_parent() -> Option<Parent> {
 /// [`chain`](ScopeShared::chain) of the current scope (scopes beyond the
 /// nearest shield further out cannot reach the code here anyway).
 pub(crate) fn current_chain() -> Vec<Arc<ScopeShared>> {
-    CURRENT
-        .try_with(|current| {
-            current
-                .scope
-                .borrow()
-                .as_ref()
-                .map(|scope| scope.chain().cloned().collect())
-        })
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+    with_scope(|scope| scope.chain().cloned().collect()).unwrap_or_default()
 }

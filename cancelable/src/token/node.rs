@@ -173,16 +173,10 @@ impl TokenInner {
     pub(super) fn new_child(self: &Arc<Self>) -> Arc<TokenInner> {
         let mut inherited = None;
         let child = Arc::new_cyclic(|weak: &Weak<TokenInner>| {
-            let link = match self.register(Listener::Child(weak.clone(), Link::Parent)) {
-                Ok(key) => Some(ChildLink {
-                    parent: self.clone(),
-                    key,
-                }),
-                Err((_, cause)) => {
-                    inherited = Some(cause);
-                    None
-                }
-            };
+            let link = self
+                .link(weak.clone(), Link::Parent)
+                .map_err(|cause| inherited = Some(cause))
+                .ok();
             TokenInner::new(link)
         });
         // Invariant 5: the parent was cancelled before we registered, or
@@ -204,15 +198,20 @@ impl TokenInner {
     ) -> Option<ChildLink> {
         // `child` is alive, so a cancel that takes this registration
         // reaches it; a parent already cancelled hands its cause back.
-        match self.register(Listener::Child(Arc::downgrade(child), link)) {
-            Ok(key) => Some(ChildLink {
+        self.link(Arc::downgrade(child), link)
+            .map_err(|cause| child.cancel(link.cause_for_child(&cause)))
+            .ok()
+    }
+
+    /// Registers `child` with `self`: the link, or the cause if `self` is
+    /// already cancelled.
+    fn link(self: &Arc<Self>, child: Weak<TokenInner>, link: Link) -> Result<ChildLink, Cause> {
+        match self.register(Listener::Child(child, link)) {
+            Ok(key) => Ok(ChildLink {
                 parent: self.clone(),
                 key,
             }),
-            Err((_, cause)) => {
-                child.cancel(link.cause_for_child(&cause));
-                None
-            }
+            Err((_, cause)) => Err(cause),
         }
     }
 
