@@ -8,6 +8,44 @@
 //! `futures::executor::block_on`: the backend is detected at run time.
 //!
 //! ```
+//! use cancelable::{cancel_point, cancellable, CancelReason, Cancelled};
+//!
+//! /// Counts until its scope is cancelled: after 20 ms here.
+//! #[cancellable(timeout = "20ms")]
+//! async fn crunch() -> Result<u64, Cancelled> {
+//!     let mut n = 0u64;
+//!     loop {
+//!         // Leaves with `Err(Cancelled)` once the scope is cancelled;
+//!         // notices a passed deadline even in a loop that awaits nothing else.
+//!         cancel_point!();
+//!         n = n.wrapping_add(1);
+//!     }
+//! }
+//!
+//! # futures::executor::block_on(async {
+//! let cancelled = crunch().await.unwrap_err();
+//! assert_eq!(cancelled.reason(), &CancelReason::Timeout);
+//! # });
+//! ```
+//!
+//! The pieces:
+//!
+//! * [`macro@cancellable`] — `#[cancellable(timeout = "5s", on_signal = "SIGINT")]`
+//!   on an `async fn` runs its body in a scope; misuse is a compile error
+//!   on the offending argument.
+//! * [`cancel_point!()`](macro@cancel_point) / [`checkpoint`] — cheap cancellation checks inside
+//!   loops; [`shield`] — cleanup that cancellation cannot interrupt.
+//! * [`CancellationToken`] — clone it anywhere, cancel from any thread,
+//!   with a [`CancelReason`] and a message; parent/child trees.
+//! * [`CancelScope`] — runs a future under sources ([`Source`]) and
+//!   options, with an [`OperationContext`], callbacks and a [`ScopeHandle`].
+//! * [`report_progress`], [`current_token`], [`current_scope`] — reach the
+//!   current scope from any code it runs.
+//!
+//! Without the macro, a scope is built and run explicitly; here a token
+//! cancelled from another thread ends it:
+//!
+//! ```
 //! use std::time::Duration;
 //! use cancelable::{checkpoint, CancelScope, CancellationToken, CancelReason};
 //!
@@ -36,20 +74,6 @@
 //! # });
 //! ```
 //!
-//! The pieces:
-//!
-//! * [`macro@cancellable`] — `#[cancellable(timeout = "5s", on_signal = "SIGINT")]`
-//!   on an `async fn` runs its body in a scope; misuse is a compile error
-//!   on the offending argument.
-//! * [`CancellationToken`] — clone it anywhere, cancel from any thread,
-//!   with a [`CancelReason`] and a message; parent/child trees.
-//! * [`CancelScope`] — runs a future under sources ([`Source`]) and
-//!   options, with an [`OperationContext`], callbacks and a [`ScopeHandle`].
-//! * [`checkpoint`] / `cancel_point!()` — cheap cancellation checks inside
-//!   loops; [`shield`] — cleanup that cancellation cannot interrupt.
-//! * [`report_progress`], [`current_token`], [`current_scope`] — reach the
-//!   current scope from any code it runs.
-//!
 //! The current scope lives in a thread-local that the scope sets around
 //! each poll of its body, so it does not follow work spawned onto other
 //! tasks (`tokio::spawn`, `smol::spawn`): give such tasks
@@ -68,18 +92,28 @@
 #[allow(unused_extern_crates)]
 extern crate self as cancelable;
 
+// The modules by layer: a module uses modules of the layers above it and
+// of its own layer, without cycles (checked by `tests/module_graph.rs`,
+// which lists the one known exception: the signal dispatcher still in
+// `signal`).
+//
+// Leaf values, sync shims, panic containment, executor primitives:
 mod backend;
 mod cancelled;
 mod context;
-mod current;
 mod panic;
 mod reason;
-mod scope;
-mod shield;
 mod signal;
-mod source;
 mod sync;
+// The token: public API, engine, tokio-util interop.
 mod token;
+// What can cancel a scope, and how a firing reaches it.
+mod source;
+// The scope: state, current-scope slot, deadlines, driver, builder, futures.
+mod scope;
+// Reaching the current scope: checkpoints, accessors; then shields.
+mod current;
+mod shield;
 
 pub use cancelled::Cancelled;
 pub use context::{OperationContext, OperationStatus, Progress};
