@@ -1,18 +1,19 @@
-//! The current scope: a thread-local slot that a scope fills around each
-//! poll of its body, and the checkpoint that reads it.
+//! The current scope as user code reaches it — [`current_scope`],
+//! [`current_token`], [`report_progress`] — and the checkpoint that reads
+//! it, whose hot path is one thread-local access and one atomic load.
 //!
-//! A thread-local rather than `tokio::task_local!`, which exists only on
-//! tokio. The scope moves its `Arc` into the slot and back, so entering
-//! costs no reference-count traffic.
+//! The thread-local slot itself is scope machinery (`crate::scope::slot`);
+//! its functions are re-exported here.
 
-use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::context::{OperationStatus, Progress};
-use crate::scope::{Parent, ScopeHandle, ScopeShared};
+pub(crate) use crate::scope::slot::{current_chain, current_shared, enter_shield};
+
+use crate::context::Progress;
+use crate::scope::slot::{self, Current};
+use crate::scope::ScopeHandle;
 use crate::{CancellationToken, Cancelled};
 
 /// How many checkpoints pass between two reads of the clock for deadline
@@ -24,119 +25,6 @@ const DEADLINE_CHECK_EVERY: u32 = 32;
 /// busy loop lets other tasks and timers on its thread run. A power of two,
 /// and a multiple of `DEADLINE_CHECK_EVERY` (yields happen on the slow path).
 const YIELD_EVERY: u32 = 256;
-
-struct Current {
-    scope: RefCell<Option<Arc<ScopeShared>>>,
-    /// A shield runs between the current scope and the running code: the
-    /// scope's cancellation and deadlines do not show there.
-    shielded: Cell<bool>,
-    ticks: Cell<u32>,
-}
-
-thread_local! {
-    static CURRENT: Current = const {
-        Current {
-            scope: RefCell::new(None),
-            shielded: Cell::new(false),
-            ticks: Cell::new(0),
-        }
-    };
-}
-
-/// Runs `poll` with `slot`'s scope as the current scope, not shielded,
-/// restoring the previous state afterwards, even on panic.
-pub(crate) fn enter<R>(slot: &mut Option<Arc<ScopeShared>>, poll: impl FnOnce() -> R) -> R {
-    struct Restore<'a> {
-        slot: &'a mut Option<Arc<ScopeShared>>,
-        previous: Option<Arc<ScopeShared>>,
-        shielded: bool,
-    }
-    impl Drop for Restore<'_> {
-        fn drop(&mut self) {
-            let ours = CURRENT
-                .try_with(|current| {
-                    current.shielded.set(self.shielded);
-                    current.scope.replace(self.previous.take())
-                })
-                .ok()
-                .flatten();
-            if let Some(scope) = &ours {
-                if std::thread::panicking() {
-                    // The body panicked: the panic propagates unchanged, the
-                    // operation is recorded as failed.
-                    scope.set_status(OperationStatus::Failed);
-                }
-            }
-            *self.slot = ours;
-        }
-    }
-    let entered = CURRENT.try_with(|current| {
-        let shielded = current.shielded.replace(false);
-        (current.scope.replace(slot.take()), shielded)
-    });
-    match entered {
-        Ok((previous, shielded)) => {
-            let _restore = Restore {
-                slot,
-                previous,
-                shielded,
-            };
-            poll()
-        }
-        // Thread-local storage is being torn down (thread exit): poll
-        // without a current scope.
-        Err(_) => poll(),
-    }
-}
-
-/// Runs `poll` shielded: the current scope stays current, but neither its
-/// cancellation nor its deadlines show to checkpoints until a scope started
-/// inside takes over; restores the previous state afterwards, even on panic.
-pub(crate) fn enter_shield<R>(poll: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let _ = CURRENT.try_with(|current| current.shielded.set(self.0));
-        }
-    }
-    match CURRENT.try_with(|current| current.shielded.replace(true)) {
-        Ok(shielded) => {
-            let _restore = Restore(shielded);
-            poll()
-        }
-        Err(_) => poll(),
-    }
-}
-
-/// A clone of the current scope's shared state.
-pub(crate) fn current_shared() -> Option<Arc<ScopeShared>> {
-    CURRENT
-        .try_with(|current| current.scope.borrow().clone())
-        .ok()
-        .flatten()
-}
-
-/// The parent of a scope starting now: the current scope, and whether a
-/// shield runs in between.
-pub(crate) fn current_parent() -> Option<Parent> {
-    CURRENT
-        .try_with(|current| {
-            let scope = current.scope.borrow().clone()?;
-            Some(Parent {
-                scope,
-                shielded: current.shielded.get(),
-            })
-        })
-        .ok()
-        .flatten()
-}
-
-/// The scopes whose cancellation a shield starting now hides: from the
-/// current one outwards, up to the nearest shield further out (scopes
-/// beyond it cannot reach the code here anyway).
-pub(crate) fn current_chain() -> Vec<Arc<ScopeShared>> {
-    std::iter::successors(current_shared(), |scope| scope.outer().cloned()).collect()
-}
 
 /// A handle to the innermost scope running the calling code, if any.
 ///
@@ -168,16 +56,7 @@ pub fn current_scope() -> Option<ScopeHandle> {
 /// # });
 /// ```
 pub fn current_token() -> Option<CancellationToken> {
-    CURRENT
-        .try_with(|current| {
-            current
-                .scope
-                .borrow()
-                .as_ref()
-                .map(|scope| scope.token.clone())
-        })
-        .ok()
-        .flatten()
+    slot::with_scope(|scope| scope.token.clone())
 }
 
 /// Reports progress to the current scope: it is recorded in the scope's
@@ -305,7 +184,7 @@ impl Future for Checkpoint<'_> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        match CURRENT.try_with(|current| this.step(current)) {
+        match slot::try_with(|current| this.step(current)) {
             Ok(Step::Ready(outcome)) => Poll::Ready(outcome),
             Ok(Step::Yield) => {
                 this.yielded = true;

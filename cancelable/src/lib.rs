@@ -8,6 +8,44 @@
 //! `futures::executor::block_on`: the backend is detected at run time.
 //!
 //! ```
+//! use cancelable::{cancel_point, cancellable, CancelReason, Cancelled};
+//!
+//! /// Counts until its scope is cancelled: after 20 ms here.
+//! #[cancellable(timeout = "20ms")]
+//! async fn crunch() -> Result<u64, Cancelled> {
+//!     let mut n = 0u64;
+//!     loop {
+//!         // Leaves with `Err(Cancelled)` once the scope is cancelled;
+//!         // notices a passed deadline even in a loop that awaits nothing else.
+//!         cancel_point!();
+//!         n = n.wrapping_add(1);
+//!     }
+//! }
+//!
+//! # futures::executor::block_on(async {
+//! let cancelled = crunch().await.unwrap_err();
+//! assert_eq!(cancelled.reason(), &CancelReason::Timeout);
+//! # });
+//! ```
+//!
+//! The pieces:
+//!
+//! * [`macro@cancellable`] — `#[cancellable(timeout = "5s", on_signal = "SIGINT")]`
+//!   on an `async fn` runs its body in a scope; misuse is a compile error
+//!   on the offending argument.
+//! * [`cancel_point!()`](macro@cancel_point) / [`checkpoint`] — cheap cancellation checks inside
+//!   loops; [`shield`] — cleanup that cancellation cannot interrupt.
+//! * [`CancellationToken`] — clone it anywhere, cancel from any thread,
+//!   with a [`CancelReason`] and a message; parent/child trees.
+//! * [`CancelScope`] — runs a future under sources ([`Source`]) and
+//!   options, with an [`OperationContext`], callbacks and a [`ScopeHandle`].
+//! * [`report_progress`], [`current_token`], [`current_scope`] — reach the
+//!   current scope from any code it runs.
+//!
+//! Without the macro, a scope is built and run explicitly; here a token
+//! cancelled from another thread ends it:
+//!
+//! ```
 //! use std::time::Duration;
 //! use cancelable::{checkpoint, CancelScope, CancellationToken, CancelReason};
 //!
@@ -36,20 +74,6 @@
 //! # });
 //! ```
 //!
-//! The pieces:
-//!
-//! * [`macro@cancellable`] — `#[cancellable(timeout = "5s", on_signal = "SIGINT")]`
-//!   on an `async fn` runs its body in a scope; misuse is a compile error
-//!   on the offending argument.
-//! * [`CancellationToken`] — clone it anywhere, cancel from any thread,
-//!   with a [`CancelReason`] and a message; parent/child trees.
-//! * [`CancelScope`] — runs a future under sources ([`Source`]) and
-//!   options, with an [`OperationContext`], callbacks and a [`ScopeHandle`].
-//! * [`checkpoint`] / `cancel_point!()` — cheap cancellation checks inside
-//!   loops; [`shield`] — cleanup that cancellation cannot interrupt.
-//! * [`report_progress`], [`current_token`], [`current_scope`] — reach the
-//!   current scope from any code it runs.
-//!
 //! The current scope lives in a thread-local that the scope sets around
 //! each poll of its body, so it does not follow work spawned onto other
 //! tasks (`tokio::spawn`, `smol::spawn`): give such tasks
@@ -60,7 +84,7 @@
 //! needs its time driver enabled (`enable_time()` / `enable_all()`),
 //! which tokio gives no way to check.
 // `unsafe` is denied everywhere but in the signal dispatcher
-// (`signal::dispatch`), which needs `sigaction` to install, read and
+// (`source::signal`), which needs `sigaction` to install, read and
 // restore signal dispositions.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -71,17 +95,26 @@
 #[allow(unused_extern_crates)]
 extern crate self as cancelable;
 
+// The modules by layer: a module uses modules of the layers above it and
+// of its own layer, without cycles (checked by `tests/module_graph.rs`).
+//
+// Leaf values, sync shims, panic containment, executor primitives:
 mod backend;
 mod cancelled;
 mod context;
-mod current;
+mod panic;
 mod reason;
-mod scope;
-mod shield;
 mod signal;
-mod source;
 mod sync;
+// The token: public API, engine, tokio-util interop.
 mod token;
+// What can cancel a scope, and how a firing reaches it.
+mod source;
+// The scope: state, current-scope slot, deadlines, driver, builder, futures.
+mod scope;
+// Reaching the current scope: checkpoints, accessors; then shields.
+mod current;
+mod shield;
 
 pub use cancelled::Cancelled;
 pub use context::{OperationContext, OperationStatus, Progress};
@@ -156,163 +189,8 @@ macro_rules! cancel_point {
 
 /// Items the macros expand to. **Not public API**: no semver guarantees.
 #[doc(hidden)]
-pub mod __private {
-    use std::future::Future;
-
-    pub use crate::{
-        checkpoint, checkpoint_token, CancelScope, CancellationToken, Cancelled, Signal,
-    };
-
-    /// Not public API. The return type of a `#[cancellable]` function: a
-    /// `Result` whose error type is a [`CancellableError`].
-    #[diagnostic::on_unimplemented(
-        message = "`#[cancellable]` functions must return `Result<T, E>` where `E: From<cancelable::Cancelled>`, but `{Self}` is not a `Result`",
-        label = "this is `{Self}`, which cannot carry a cancellation",
-        note = "return `Result<T, cancelable::Cancelled>`, or `Result<T, E>` with an error type `E` that implements `From<cancelable::Cancelled>`"
-    )]
-    pub trait CancellableResult: Sized {
-        /// Not public API.
-        fn from_cancelled(cancelled: Cancelled) -> Self;
-        /// Not public API.
-        fn is_err(&self) -> bool;
-    }
-
-    // The bound is a trait of ours, not `From<Cancelled>` itself, so that an
-    // error type without the conversion (e.g. `io::Result`) is reported with
-    // the message of `CancellableError`, not as a plain E0277 listing
-    // unrelated `From` impls.
-    impl<T, E: CancellableError> CancellableResult for Result<T, E> {
-        fn from_cancelled(cancelled: Cancelled) -> Self {
-            Err(E::from_cancelled(cancelled))
-        }
-
-        fn is_err(&self) -> bool {
-            Result::is_err(self)
-        }
-    }
-
-    /// Not public API. The error type of a `#[cancellable]` function.
-    #[diagnostic::on_unimplemented(
-        message = "`#[cancellable]` functions must return `Result<T, E>` where `E: From<cancelable::Cancelled>`, but the error type `{Self}` has no `From<cancelable::Cancelled>` impl",
-        label = "the error type `{Self}` cannot carry a cancellation",
-        note = "use an error type that converts from `cancelable::Cancelled`: `cancelable::Cancelled` itself, `Box<dyn std::error::Error + Send + Sync>`, or your own type with `impl From<cancelable::Cancelled>`"
-    )]
-    pub trait CancellableError {
-        /// Not public API.
-        fn from_cancelled(cancelled: Cancelled) -> Self;
-    }
-
-    // Without this, an unsatisfied `E: From<Cancelled>` is reported as a
-    // plain E0277 listing unrelated `From` impls, and the message above is
-    // never shown.
-    #[diagnostic::do_not_recommend]
-    impl<E: From<Cancelled>> CancellableError for E {
-        fn from_cancelled(cancelled: Cancelled) -> Self {
-            E::from(cancelled)
-        }
-    }
-
-    /// Not public API. What the function or async block around
-    /// `cancel_point!()` returns: a `Result`, whatever its error type.
-    #[diagnostic::on_unimplemented(
-        message = "`cancel_point!()` returns `Err(..)` from the enclosing `async fn` or async block, which must return `Result<T, E>` where `E: From<cancelable::Cancelled>`, but it returns `{Self}`",
-        label = "this returns `Err(..)` where `{Self}` is expected",
-        note = "make the enclosing `async fn` return `Result<T, cancelable::Cancelled>`, or `Result<T, E>` with an error type `E` that implements `From<cancelable::Cancelled>`",
-        note = "in an async block, end the block with `Ok::<_, MyError>(..)` so that its type is known"
-    )]
-    pub trait CancelPointReturn {
-        /// Not public API.
-        type Error;
-        /// Not public API.
-        fn from_error(error: Self::Error) -> Self;
-    }
-
-    #[diagnostic::do_not_recommend]
-    impl<T, E> CancelPointReturn for Result<T, E> {
-        type Error = E;
-
-        fn from_error(error: E) -> Self {
-            Err(error)
-        }
-    }
-
-    /// Not public API. The error type of the function or async block around
-    /// `cancel_point!()`.
-    #[diagnostic::on_unimplemented(
-        message = "`cancel_point!()` returns `Err(..)` with an error type that converts from `cancelable::Cancelled`, but the error type here is `{Self}`",
-        label = "the error type `{Self}` has no `From<cancelable::Cancelled>` impl",
-        note = "in an async block whose error type is not named anywhere, the compiler falls back to `()` or `!`: name it by ending the block with `Ok::<_, MyError>(..)`",
-        note = "otherwise use an error type that converts from `cancelable::Cancelled`: `cancelable::Cancelled` itself, `Box<dyn std::error::Error + Send + Sync>`, or your own type with `impl From<cancelable::Cancelled>`"
-    )]
-    pub trait CancelPointError {
-        /// Not public API.
-        fn from_cancelled(cancelled: Cancelled) -> Self;
-    }
-
-    #[diagnostic::do_not_recommend]
-    impl<E: From<Cancelled>> CancelPointError for E {
-        fn from_cancelled(cancelled: Cancelled) -> Self {
-            E::from(cancelled)
-        }
-    }
-
-    /// Not public API. What `cancel_point!()` returns once cancelled:
-    /// `Err(E::from(cancelled))` for the enclosing `Result<T, E>`.
-    ///
-    /// `error_type` is never called: `cancel_point!()` passes
-    /// `|| panic!()`, whose `!` makes an error type that nothing else names
-    /// fall back to `()` (or `!`), so that an async block without a named
-    /// error type gets the message of [`CancelPointError`] instead of a bare
-    /// "type annotations needed".
-    #[inline]
-    pub fn cancel_point_return<R, N>(cancelled: Cancelled, _error_type: N) -> R
-    where
-        R: CancelPointReturn,
-        R::Error: CancelPointError,
-        N: FnOnce() -> R::Error,
-    {
-        R::from_error(R::Error::from_cancelled(cancelled))
-    }
-
-    /// Not public API. Runs a `#[cancellable]` body in its scope.
-    pub fn run<F>(scope: CancelScope, body: F) -> crate::TryRun<F>
-    where
-        F: Future,
-        F::Output: CancellableResult,
-    {
-        crate::TryRun::new(scope, body)
-    }
-
-    /// Not public API. What `token = param` accepts.
-    pub trait LinkToken {
-        /// Not public API.
-        fn link(&self, scope: CancelScope) -> CancelScope;
-    }
-
-    impl LinkToken for CancellationToken {
-        fn link(&self, scope: CancelScope) -> CancelScope {
-            scope.token(self)
-        }
-    }
-
-    #[cfg(feature = "tokio-util")]
-    impl LinkToken for tokio_util::sync::CancellationToken {
-        fn link(&self, scope: CancelScope) -> CancelScope {
-            scope.tokio_util_token(self)
-        }
-    }
-
-    impl<T: LinkToken + ?Sized> LinkToken for &T {
-        fn link(&self, scope: CancelScope) -> CancelScope {
-            (**self).link(scope)
-        }
-    }
-
-    /// Not public API. Links `token = param` to the scope.
-    pub fn link_token<T: LinkToken + ?Sized>(scope: CancelScope, token: &T) -> CancelScope {
-        token.link(scope)
-    }
-}
+#[path = "private.rs"]
+pub mod __private;
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../../README.md")]

@@ -126,45 +126,34 @@ macro_rules! on_every_backend_with {
 
                 async fn body() $body
 
-                #[test]
-                fn tokio_current_thread() {
-                    let _guard = $guard;
-                    $crate::with_watchdog(concat!(stringify!($name), "::tokio_current_thread"), || {
-                        $crate::tokio_current_thread(body())
-                    })
+                // The backends: each is the name of a runner of this crate
+                // and of the test that runs the body with it.
+                $crate::__test_per_backend! {
+                    $name, $guard;
+                    tokio_current_thread,
+                    tokio_multi_thread,
+                    async_std,
+                    smol,
+                    block_on,
                 }
+            }
+        )*
+    };
+}
 
-                #[test]
-                fn tokio_multi_thread() {
-                    let _guard = $guard;
-                    $crate::with_watchdog(concat!(stringify!($name), "::tokio_multi_thread"), || {
-                        $crate::tokio_multi_thread(body())
-                    })
-                }
-
-                #[test]
-                fn async_std() {
-                    let _guard = $guard;
-                    $crate::with_watchdog(concat!(stringify!($name), "::async_std"), || {
-                        $crate::async_std(body())
-                    })
-                }
-
-                #[test]
-                fn smol() {
-                    let _guard = $guard;
-                    $crate::with_watchdog(concat!(stringify!($name), "::smol"), || {
-                        $crate::smol(body())
-                    })
-                }
-
-                #[test]
-                fn block_on() {
-                    let _guard = $guard;
-                    $crate::with_watchdog(concat!(stringify!($name), "::block_on"), || {
-                        $crate::block_on(body())
-                    })
-                }
+/// Not public API: one `#[test]` per backend runner named in the list,
+/// running the `body()` of the module it expands in.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __test_per_backend {
+    ($name:ident, $guard:expr; $($backend:ident,)*) => {
+        $(
+            #[test]
+            fn $backend() {
+                let _guard = $guard;
+                $crate::with_watchdog(concat!(stringify!($name), "::", stringify!($backend)), || {
+                    $crate::$backend(body())
+                })
             }
         )*
     };

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use cancelable::{CancelScope, OperationStatus};
+use cancelable::{CancelReason, CancelScope, OperationStatus};
 use cancelable_tests::on_every_backend;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -100,6 +100,45 @@ on_every_backend! {
                 .any(|line| line.contains("scope cancelled") && line.contains("reason=timeout")),
             "no cancel event with its reason after {}: {seen:#?}",
             seen[span]
+        );
+    }
+
+    async fn a_panicking_scope_callback_is_reported_as_an_error_event() {
+        install_recorder();
+        let marker = unique_name("callback-panic");
+        let message = marker.clone();
+        let cancelled = CancelScope::new()
+            .timeout(Duration::from_millis(1))
+            .on_cancel(move |_| panic!("{message}"))
+            .run(pending::<()>())
+            .await
+            .unwrap_err();
+        assert!(cancelled.is_timeout(), "the panic was contained");
+        let seen = SEEN.lock().unwrap().clone();
+        assert!(
+            seen.iter().any(|line| line.starts_with("event")
+                && line.contains("an on_cancel callback panicked")
+                && line.contains(&marker)),
+            "no error event for the panic: {seen:#?}"
+        );
+    }
+
+    async fn a_panicking_condition_predicate_is_reported_as_an_error_event() {
+        install_recorder();
+        let marker = unique_name("predicate-panic");
+        let message = marker.clone();
+        let cancelled = CancelScope::new()
+            .condition(move || -> bool { panic!("{message}") }, Duration::from_millis(10))
+            .run(pending::<()>())
+            .await
+            .unwrap_err();
+        assert!(matches!(cancelled.reason(), CancelReason::Error(_)), "{cancelled}");
+        let seen = SEEN.lock().unwrap().clone();
+        assert!(
+            seen.iter().any(|line| line.starts_with("event")
+                && line.contains("a condition predicate panicked")
+                && line.contains(&marker)),
+            "no error event for the panic: {seen:#?}"
         );
     }
 

@@ -1,5 +1,6 @@
 //! The few primitives that differ between executors: the clock, a timer and
-//! a thread to run blocking predicates on.
+//! a thread to run blocking predicates on. Nothing else of the crate is
+//! used here.
 //!
 //! The backend is detected at run time, never configured: a live tokio
 //! runtime on this thread means tokio's timer (so `tokio::time::pause()`
@@ -8,10 +9,6 @@
 //! `futures::executor::block_on` — gets the executor-neutral `async-io`
 //! timer and the `blocking` thread pool. No code path that can run outside
 //! tokio touches a tokio-only primitive.
-
-mod deadlines;
-
-pub(crate) use deadlines::{Registration, Shard};
 
 use std::future::Future;
 use std::pin::Pin;

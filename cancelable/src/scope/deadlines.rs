@@ -58,8 +58,8 @@ use std::time::Instant;
 
 use slab::Slab;
 
-use super::{Backend, Clock};
-use crate::scope::ScopeShared;
+use super::state::ScopeShared;
+use crate::backend::{Backend, Clock};
 use crate::sync::{lock, Mutex};
 
 thread_local! {
@@ -116,10 +116,36 @@ struct Entry {
 type Expired = Vec<Weak<ScopeShared>>;
 
 impl ShardState {
+    fn new() -> Self {
+        ShardState {
+            entries: Slab::new(),
+            queue: BinaryHeap::new(),
+            next_generation: 0,
+            armed_at: None,
+        }
+    }
+
     fn is_live(&self, generation: u64, key: usize) -> bool {
-        self.entries
-            .get(key)
-            .is_some_and(|entry| entry.generation == generation)
+        is_live(&self.entries, generation, key)
+    }
+
+    /// Adds an entry for `scope` at `deadline`: its key and generation.
+    fn insert(&mut self, deadline: Instant, scope: Weak<ScopeShared>) -> (usize, u64) {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let key = self.entries.insert(Entry { generation, scope });
+        self.queue.push(Reverse((deadline, generation, key)));
+        self.compact();
+        (key, generation)
+    }
+
+    /// Removes the entry `key` of `generation`, if it is still there; its
+    /// heap item stays until it reaches the top or the heap is compacted.
+    fn remove(&mut self, generation: u64, key: usize) {
+        if self.is_live(generation, key) {
+            self.entries.remove(key);
+        }
+        self.compact();
     }
 
     /// The earliest live deadline, dropping dead entries from the top.
@@ -138,11 +164,8 @@ impl ShardState {
     fn compact(&mut self) {
         if self.queue.len() > 64 && self.queue.len() > 2 * self.entries.len() {
             let entries = &self.entries;
-            self.queue.retain(|Reverse((_, generation, key))| {
-                entries
-                    .get(*key)
-                    .is_some_and(|entry| entry.generation == *generation)
-            });
+            self.queue
+                .retain(|Reverse((_, generation, key))| is_live(entries, *generation, *key));
         }
     }
 
@@ -161,6 +184,14 @@ impl ShardState {
         self.armed_at = self.earliest();
         self.armed_at
     }
+}
+
+/// `true` if the heap item `(generation, key)` is still an entry: a key is
+/// reused once its entry is removed, the generation tells them apart.
+fn is_live(entries: &Slab<Entry>, generation: u64, key: usize) -> bool {
+    entries
+        .get(key)
+        .is_some_and(|entry| entry.generation == generation)
 }
 
 /// The async-io timer's waker: expires and re-arms on the reactor's thread.
@@ -189,11 +220,7 @@ pub(crate) struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut state = lock(&self.shard.state);
-        if state.is_live(self.generation, self.key) {
-            state.entries.remove(self.key);
-        }
-        state.compact();
+        lock(&self.shard.state).remove(self.generation, self.key);
         // The timer may stay armed at this entry's deadline: it then wakes
         // once for nothing and re-arms at the next one.
     }
@@ -211,12 +238,7 @@ impl Shard {
     fn new(kind: ShardKind) -> Arc<Shard> {
         Arc::new_cyclic(|shard| Shard {
             kind,
-            state: Mutex::new(ShardState {
-                entries: Slab::new(),
-                queue: BinaryHeap::new(),
-                next_generation: 0,
-                armed_at: None,
-            }),
+            state: Mutex::new(ShardState::new()),
             driver: match kind {
                 #[cfg(feature = "tokio")]
                 ShardKind::Tokio(_) => Driver::Tokio {
@@ -308,11 +330,7 @@ impl Shard {
     ) -> Registration {
         let (key, generation, earlier) = {
             let mut state = lock(&self.state);
-            let generation = state.next_generation;
-            state.next_generation += 1;
-            let key = state.entries.insert(Entry { generation, scope });
-            state.queue.push(Reverse((deadline, generation, key)));
-            state.compact();
+            let (key, generation) = state.insert(deadline, scope);
             let earlier = state.armed_at.is_none_or(|armed| deadline < armed);
             if earlier {
                 state.armed_at = Some(deadline);
@@ -448,5 +466,106 @@ fn tell_expired(expired: Expired) {
         if let Some(scope) = scope.upgrade() {
             scope.deadline_reached();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// `count` deadlines one millisecond apart, the earliest first.
+    fn deadlines(count: usize) -> Vec<Instant> {
+        let start = Instant::now();
+        (0..count)
+            .map(|n| start + Duration::from_millis(n as u64))
+            .collect()
+    }
+
+    /// Registers `count` entries one millisecond apart: each deadline with
+    /// the entry's key and generation.
+    fn register(state: &mut ShardState, count: usize) -> Vec<(Instant, (usize, u64))> {
+        deadlines(count)
+            .into_iter()
+            .map(|deadline| (deadline, state.insert(deadline, Weak::new())))
+            .collect()
+    }
+
+    fn expire_all(state: &mut ShardState) -> usize {
+        let mut expired = Vec::new();
+        let far = Instant::now() + Duration::from_secs(3600);
+        assert_eq!(state.expire(far, &mut expired), None);
+        expired.len()
+    }
+
+    #[test]
+    fn removed_entries_are_compacted_out_of_the_heap() {
+        let mut state = ShardState::new();
+        let registered = register(&mut state, 1000);
+        assert_eq!(state.queue.len(), 1000);
+        // Scopes that end long before their deadline: all but the last 10.
+        for (_, (key, generation)) in &registered[..990] {
+            state.remove(*generation, *key);
+            assert!(
+                state.queue.len() <= 64 || state.queue.len() <= 2 * state.entries.len() + 1,
+                "the heap holds {} items for {} entries",
+                state.queue.len(),
+                state.entries.len()
+            );
+        }
+        assert_eq!(state.entries.len(), 10);
+        assert!(state.queue.len() <= 64, "{} items left", state.queue.len());
+        // Every live entry survived the compactions, the earliest first.
+        assert_eq!(state.earliest(), Some(registered[990].0));
+        assert_eq!(expire_all(&mut state), 10);
+        assert!(state.entries.is_empty());
+    }
+
+    #[test]
+    fn a_small_heap_is_cleaned_lazily() {
+        let mut state = ShardState::new();
+        let registered = register(&mut state, 50);
+        for (_, (key, generation)) in &registered[..49] {
+            state.remove(*generation, *key);
+        }
+        // Below the compaction threshold the dead items stay in the heap...
+        assert_eq!(state.queue.len(), 50);
+        // ...until they reach the top.
+        assert_eq!(state.earliest(), Some(registered[49].0));
+        assert_eq!(state.queue.len(), 1);
+    }
+
+    #[test]
+    fn a_reused_key_is_not_mistaken_for_the_removed_entry() {
+        let mut state = ShardState::new();
+        let times = deadlines(2);
+        let (first, first_generation) = state.insert(times[0], Weak::new());
+        state.remove(first_generation, first);
+        // The slab hands the key out again, for a later deadline.
+        let (second, _) = state.insert(times[1], Weak::new());
+        assert_eq!(second, first);
+        assert_eq!(state.queue.len(), 2);
+        assert_eq!(state.earliest(), Some(times[1]));
+        for _ in 0..100 {
+            let (key, generation) = state.insert(times[1], Weak::new());
+            state.remove(generation, key);
+        }
+        assert_eq!(state.earliest(), Some(times[1]));
+        assert_eq!(expire_all(&mut state), 1);
+    }
+
+    #[test]
+    fn churn_keeps_the_heap_bounded() {
+        let mut state = ShardState::new();
+        let far = Instant::now() + Duration::from_secs(60);
+        let (kept, _) = state.insert(far, Weak::new());
+        for n in 0..10_000u64 {
+            let (key, generation) = state.insert(far + Duration::from_nanos(n), Weak::new());
+            state.remove(generation, key);
+            assert!(state.queue.len() <= 65, "{} items", state.queue.len());
+        }
+        assert!(state.entries.contains(kept));
+        assert_eq!(state.earliest(), Some(far));
     }
 }

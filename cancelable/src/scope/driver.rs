@@ -1,0 +1,392 @@
+//! The scope's poll state machine, shared by `Run` and `TryRun`: starts
+//! the scope at its first poll (parent, deadline, sources), polls the body
+//! inside the current-scope slot and then the sources, and finishes it
+//! (status, callbacks) exactly once.
+//!
+//! Poll order is the body first, then the sources, like
+//! `tokio::time::timeout`. A scope cancelled while a shield inside its body
+//! runs keeps polling the body until the shield is done, then ends with its
+//! reason.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use super::deadlines::{Registration, Shard};
+use super::slot;
+use super::state::ScopeShared;
+use super::{Callback, CancelScope, Config, Extras};
+use crate::backend::Backend;
+use crate::context::{ContextData, OperationStatus};
+use crate::panic;
+use crate::source::{ArmedSources, Sink, Source};
+use crate::sync::{lock, Ordering};
+use crate::token::{Cause, ChildLink, Link};
+use crate::{CancelReason, Cancelled};
+
+/// What a running scope holds: created at its first poll.
+struct Armed {
+    /// Callbacks, run when the scope finishes.
+    extras: Option<Box<Extras>>,
+    /// The first token source, linked to the scope's token.
+    _token_link: Option<ChildLink>,
+    backend: Backend,
+    _parent_link: Option<ChildLink>,
+    _nested_in: Option<NestedIn>,
+    /// The scope's deadline in its thread's shared timer.
+    deadline: Option<Registration>,
+    deadline_generation: u64,
+    /// The deadline computed at the start, with the generation it had:
+    /// spares a lock at the first pend.
+    initial_deadline: (u64, Option<Instant>),
+    /// Boxed, and only when the scope has sources besides its deadline.
+    sources: Option<Box<ArmedSources>>,
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
+}
+
+/// Counts a running scope in its parent's `nested` while it lives.
+struct NestedIn(Arc<ScopeShared>);
+
+impl NestedIn {
+    fn new(parent: &Arc<ScopeShared>) -> Self {
+        parent.nested.fetch_add(1, Ordering::AcqRel);
+        NestedIn(parent.clone())
+    }
+}
+
+impl Drop for NestedIn {
+    fn drop(&mut self) {
+        self.0.nested.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The engine shared by [`Run`](super::Run) and [`TryRun`](super::TryRun).
+pub(super) struct Driver {
+    /// `None` only while the body is polled: the scope then sits in the
+    /// thread-local current-scope slot.
+    shared: Option<Arc<ScopeShared>>,
+    stage: Stage,
+    /// The scope was seen cancelled while a shield inside its body ran: it
+    /// ends with its reason whatever the body does afterwards.
+    held_by_shield: bool,
+}
+
+/// Where the scope future is; an enum so that the configuration and the
+/// running state share their room in the future.
+enum Stage {
+    Configured(Config),
+    Running(Armed),
+    Finished,
+}
+
+impl Driver {
+    pub(super) fn new(scope: CancelScope) -> Self {
+        Driver {
+            shared: Some(scope.shared),
+            stage: Stage::Configured(scope.config),
+            held_by_shield: false,
+        }
+    }
+
+    fn shared(&self) -> &Arc<ScopeShared> {
+        lent_back(&self.shared)
+    }
+
+    fn start(&mut self, mut config: Config) {
+        let parent = slot::current_parent();
+        let backend = Backend::detect();
+        let started = backend.now();
+        let timeout_at = config
+            .timeout
+            .and_then(|timeout| started.checked_add(timeout));
+        let shared = self
+            .shared
+            .as_mut()
+            .expect("the scope is only lent out while its body is polled");
+        let handle_set_deadline = shared.deadline_generation.load(Ordering::Acquire) > 0;
+        let deadline = with_data(shared, |data| {
+            data.started = Some(started);
+            data.name = config.name.take();
+            if let Some(extras) = &mut config.extras {
+                let extra = data.extra.get_or_insert_with(Default::default);
+                extra.metadata = std::mem::take(&mut extras.metadata);
+                extra.progress_callbacks = std::mem::take(&mut extras.on_progress);
+            }
+            // A deadline set through a handle before the start was set
+            // after the builder's: the last one set wins.
+            if !handle_set_deadline {
+                data.deadline = config.deadline.into_iter().chain(timeout_at).min();
+            }
+            data.deadline
+        });
+        let shared = lent_back(&self.shared);
+        shared
+            .clock
+            .store(backend.clock().number(), Ordering::Release);
+        let parent_link = parent
+            .as_ref()
+            .filter(|p| !p.shielded)
+            .and_then(|p| p.scope.token.attach(&shared.token, Link::Parent));
+        let nested_in = parent.as_ref().map(|p| NestedIn::new(&p.scope));
+        if let Some(parent) = parent {
+            let _ = shared.parent.set(parent);
+        }
+        shared.set_status(OperationStatus::Running);
+        #[cfg(feature = "tracing")]
+        let span = {
+            let name = lock(&shared.data).name.clone();
+            let span =
+                tracing::debug_span!("cancel_scope", id = shared.id(), name = name.as_deref());
+            tracing::debug!(parent: &span, "scope started");
+            span
+        };
+        let mut token_link = None;
+        let mut sources = None;
+        for source in config.sources {
+            // The first plain token source, the common case, is kept inline.
+            let source = match source.into_token() {
+                Ok(token) if token_link.is_none() => {
+                    token_link = token.attach(&shared.token, Link::Transparent);
+                    continue;
+                }
+                Ok(token) => Source::token(&token),
+                Err(source) => source,
+            };
+            let sources = sources.get_or_insert_with(Box::<ArmedSources>::default);
+            if let Err(error) = sources.arm(source, Sink::Token(shared.token.clone()), started) {
+                shared
+                    .token
+                    .cancel_cause(Cause::new(CancelReason::Error(error)));
+                break;
+            }
+        }
+        let initial_deadline = (shared.deadline_generation.load(Ordering::Acquire), deadline);
+        self.stage = Stage::Running(Armed {
+            extras: config.extras,
+            _token_link: token_link,
+            backend,
+            _parent_link: parent_link,
+            _nested_in: nested_in,
+            deadline: None,
+            deadline_generation: u64::MAX,
+            initial_deadline,
+            sources,
+            #[cfg(feature = "tracing")]
+            span,
+        });
+    }
+
+    pub(super) fn poll<F: Future>(
+        &mut self,
+        mut body: Pin<&mut F>,
+        cx: &mut Context<'_>,
+        is_failure: fn(&F::Output) -> bool,
+    ) -> Poll<Result<F::Output, Cancelled>> {
+        match std::mem::replace(&mut self.stage, Stage::Finished) {
+            Stage::Configured(config) => self.start(config),
+            Stage::Finished => panic!("a cancel scope future was polled after it completed"),
+            running => self.stage = running,
+        }
+        #[cfg(feature = "tracing")]
+        let _entered = match &self.stage {
+            Stage::Running(armed) => armed.span.clone().entered(),
+            _ => unreachable!("started above"),
+        };
+        let cancelled_before = self.shared().token.is_cancelled();
+        if cancelled_before && self.shared().shields.load(Ordering::Acquire) > 0 {
+            // Cancelled while a shield runs: only the shield keeps the body
+            // going from here on.
+            self.held_by_shield = true;
+        }
+        if let Poll::Ready(output) = slot::enter(&mut self.shared, || body.as_mut().poll(cx)) {
+            return Poll::Ready(self.complete(output, is_failure));
+        }
+
+        let shared = lent_back(&self.shared);
+        let Stage::Running(armed) = &mut self.stage else {
+            unreachable!("started above")
+        };
+        shared.token.register_owner(cx.waker());
+        if !shared.token.is_cancelled() {
+            armed.poll_sources(shared, cx);
+        }
+        if !shared.token.is_cancelled() {
+            return Poll::Pending;
+        }
+        if shared.shields.load(Ordering::Acquire) > 0 {
+            // Cancelled, but a shield inside the body runs: keep polling the
+            // body until it is done, then end with the reason.
+            self.held_by_shield = true;
+            return Poll::Pending;
+        }
+        // The cancellation arrived during this poll, after the body was
+        // polled, and scopes are running inside the body: poll it once more
+        // so that they end with their `Parent` reason, which the body may
+        // pass on (a caller receiving an inner error through `?` then
+        // still learns what fired). Without nested scopes the body is not
+        // polled again, as with `tokio::time::timeout`.
+        if !cancelled_before && shared.nested.load(Ordering::Acquire) > 0 {
+            if let Poll::Ready(output) = slot::enter(&mut self.shared, || body.poll(cx)) {
+                return Poll::Ready(self.complete(output, is_failure));
+            }
+        }
+        let cancelled = self.shared().cancelled_error();
+        self.finish(OperationStatus::Cancelled, Some(&cancelled));
+        Poll::Ready(Err(cancelled))
+    }
+
+    /// The body finished: record how, and hand its output back — unless
+    /// the scope was seen cancelled while a shield held it open, in which
+    /// case it ends with its reason, as it would have without the shield,
+    /// and the output is dropped.
+    fn complete<T>(&mut self, output: T, is_failure: fn(&T) -> bool) -> Result<T, Cancelled> {
+        if self.held_by_shield {
+            drop(output);
+            let cancelled = self.shared().cancelled_error();
+            self.finish(OperationStatus::Cancelled, Some(&cancelled));
+            return Err(cancelled);
+        }
+        let shared = self.shared();
+        let status = if !is_failure(&output) {
+            OperationStatus::Completed
+        } else if shared.observed.load(Ordering::Acquire) || shared.token.recorded_cause().is_some()
+        {
+            // An error after the scope was cancelled — even while the cancel
+            // is still reaching the scopes inside it — is the cancellation's
+            // doing.
+            OperationStatus::Cancelled
+        } else {
+            OperationStatus::Failed
+        };
+        let cancelled = (status == OperationStatus::Cancelled).then(|| shared.cancelled_error());
+        self.finish(status, cancelled.as_ref());
+        Ok(output)
+    }
+
+    /// Records the outcome, releases every source and runs the callbacks.
+    fn finish(&mut self, status: OperationStatus, cancelled: Option<&Cancelled>) {
+        let Stage::Running(mut armed) = std::mem::replace(&mut self.stage, Stage::Finished) else {
+            unreachable!("only a running scope finishes")
+        };
+        let shared = lent_back(&self.shared);
+        let extras = armed
+            .extras
+            .take()
+            .map(|extras| *extras)
+            .unwrap_or_default();
+        // The end time can only be read through a handle or a callback:
+        // spare the clock read when there is neither.
+        let observed = Arc::strong_count(shared) > 1
+            || !extras.on_complete.is_empty()
+            || !extras.on_error.is_empty();
+        if observed {
+            lock(&shared.data).ended = Some(armed.backend.clock().now());
+        }
+        shared.set_status(status);
+        #[cfg(feature = "tracing")]
+        match cancelled {
+            Some(cancelled) => {
+                tracing::info!(parent: &armed.span, reason = %cancelled.reason(), "scope cancelled")
+            }
+            None => tracing::debug!(parent: &armed.span, %status, "scope finished"),
+        }
+        // Unregister timers, signal listeners and token callbacks, and
+        // detach from the parent, before user callbacks run. A signal that
+        // reached the scope counts it as cleaning up until the callbacks
+        // ran: a second one meanwhile does what it would do without
+        // cancelable (see the `signal` module).
+        let _cleaning = armed.sources.as_mut().map(|sources| sources.stop_signals());
+        drop(armed);
+        match status {
+            OperationStatus::Cancelled => {
+                let cancelled = cancelled
+                    .cloned()
+                    .unwrap_or_else(|| shared.cancelled_error());
+                run_callbacks("an on_cancel callback", extras.on_cancel, &cancelled);
+            }
+            OperationStatus::Completed if !extras.on_complete.is_empty() => {
+                let context = shared.context();
+                run_callbacks("an on_complete callback", extras.on_complete, &context);
+            }
+            OperationStatus::Failed if !extras.on_error.is_empty() => {
+                let context = shared.context();
+                run_callbacks("an on_error callback", extras.on_error, &context);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Armed {
+    /// Registers the scope's deadline with the shared timer on the first
+    /// pend (and again when the deadline moved), then polls the sources
+    /// that need polling.
+    fn poll_sources(&mut self, shared: &Arc<ScopeShared>, cx: &mut Context<'_>) {
+        let generation = shared.deadline_generation.load(Ordering::Acquire);
+        // A registration whose tokio runtime shut down can no longer fire:
+        // register again where the scope is polled now.
+        let lost = self
+            .deadline
+            .as_ref()
+            .is_some_and(|registration| !registration.is_live());
+        if self.deadline_generation != generation || lost {
+            self.deadline_generation = generation;
+            self.deadline = None;
+            let deadline = match self.initial_deadline {
+                (initial, deadline) if initial == generation => deadline,
+                _ => shared.deadline(),
+            };
+            if let Some(deadline) = deadline {
+                let shard = Shard::current(self.backend);
+                self.deadline = Some(shard.register(deadline, Arc::downgrade(shared)));
+                if shared.token.is_cancelled() {
+                    return;
+                }
+            }
+        }
+        if let Some(sources) = &mut self.sources {
+            sources.poll(cx, self.backend);
+        }
+    }
+}
+
+/// Runs each of a scope's callbacks, containing their panics: the scope's
+/// result is returned whatever they do.
+fn run_callbacks<T>(what: &'static str, callbacks: Vec<Callback<T>>, arg: &T) {
+    for callback in callbacks {
+        let _ = panic::contain(what, || callback(arg));
+    }
+}
+
+/// The scope's state, which the driver holds except while the body is
+/// polled (then it sits in the current-scope slot).
+fn lent_back(shared: &Option<Arc<ScopeShared>>) -> &Arc<ScopeShared> {
+    shared
+        .as_ref()
+        .expect("the scope is only lent out while its body is polled")
+}
+
+/// Runs `write` on the scope's context data: without locking while nothing
+/// else holds the state yet (no handle was taken), under the lock otherwise.
+fn with_data<R>(shared: &mut Arc<ScopeShared>, write: impl FnOnce(&mut ContextData) -> R) -> R {
+    match Arc::get_mut(shared) {
+        Some(state) => write(crate::sync::get_mut(&mut state.data)),
+        None => write(&mut lock(&shared.data)),
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // Dropped mid-run from outside: the operation did not complete.
+        if matches!(self.stage, Stage::Running(_)) {
+            if let Some(shared) = &self.shared {
+                if shared.status() == OperationStatus::Running {
+                    shared.set_status(OperationStatus::Cancelled);
+                }
+            }
+        }
+    }
+}

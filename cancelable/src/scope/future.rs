@@ -1,0 +1,112 @@
+//! The scope futures: [`Run`] for any body, [`TryRun`] for a fallible
+//! body whose error type can carry the cancellation.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+
+use super::driver::Driver;
+use super::CancelScope;
+use crate::Cancelled;
+
+/// The output of a [`TryRun`] body: it can carry a cancellation, and it
+/// tells a failure apart from a success.
+///
+/// `Result<T, E>` with `E: From<Cancelled>` is one, through the macro
+/// support's result trait (see the crate root), whose diagnostic explains
+/// a wrong return type of `#[cancellable]`.
+pub(crate) trait Outcome {
+    /// The output of a body cut short by `cancelled`.
+    fn from_cancelled(cancelled: Cancelled) -> Self;
+    /// `true` if the body failed on its own (an `Err`).
+    fn is_failure(&self) -> bool;
+}
+
+pin_project! {
+    /// The future returned by [`CancelScope::run`].
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct Run<F> {
+        #[pin]
+        body: F,
+        driver: Driver,
+    }
+}
+
+impl<F: Future> Run<F> {
+    pub(super) fn new(scope: CancelScope, body: F) -> Self {
+        Run {
+            body,
+            driver: Driver::new(scope),
+        }
+    }
+}
+
+impl<F: Future> Future for Run<F> {
+    type Output = Result<F::Output, Cancelled>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        this.driver.poll(this.body, cx, |_| false)
+    }
+}
+
+impl<F> fmt::Debug for Run<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Run").finish_non_exhaustive()
+    }
+}
+
+pin_project! {
+    /// The future returned by [`CancelScope::try_run`].
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct TryRun<F>
+    where
+        F: Future,
+    {
+        #[pin]
+        body: F,
+        driver: Driver,
+        // How to turn a cancellation into the body's output, and whether an
+        // output is a failure: stored so that the `Future` impl needs no
+        // bound of its own (a bound there would report a wrong return type
+        // of `#[cancellable]` twice).
+        from_cancelled: fn(Cancelled) -> F::Output,
+        is_err: fn(&F::Output) -> bool,
+    }
+}
+
+impl<F: Future> TryRun<F> {
+    pub(crate) fn new(scope: CancelScope, body: F) -> Self
+    where
+        F::Output: Outcome,
+    {
+        TryRun {
+            body,
+            driver: Driver::new(scope),
+            from_cancelled: F::Output::from_cancelled,
+            is_err: F::Output::is_failure,
+        }
+    }
+}
+
+impl<F: Future> Future for TryRun<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.driver.poll(this.body, cx, *this.is_err) {
+            Poll::Ready(Ok(output)) => Poll::Ready(output),
+            Poll::Ready(Err(cancelled)) => Poll::Ready((this.from_cancelled)(cancelled)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<F: Future> fmt::Debug for TryRun<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TryRun").finish_non_exhaustive()
+    }
+}

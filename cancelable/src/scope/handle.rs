@@ -1,0 +1,90 @@
+//! `ScopeHandle`: control and observe a scope from outside — cancel it,
+//! move its deadline, read its status and context.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::state::ScopeShared;
+use crate::context::{OperationContext, OperationStatus};
+use crate::{CancelReason, CancellationToken};
+
+/// A handle to a scope, to control and observe it from outside.
+#[derive(Clone)]
+pub struct ScopeHandle {
+    pub(crate) shared: Arc<ScopeShared>,
+}
+
+impl ScopeHandle {
+    /// Cancels the scope (reason [`CancelReason::Manual`]). Returns `true`
+    /// if this call cancelled it.
+    pub fn cancel(&self) -> bool {
+        self.shared.token.cancel()
+    }
+
+    /// Cancels the scope with `reason` and a message.
+    pub fn cancel_with(&self, reason: CancelReason, message: impl Into<String>) -> bool {
+        self.shared.token.cancel_with(reason, message)
+    }
+
+    /// `true` once the scope is cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.shared.token.is_cancelled()
+    }
+
+    /// The scope's token (cancelling it cancels the scope).
+    pub fn token(&self) -> CancellationToken {
+        self.shared.token.clone()
+    }
+
+    /// The operation's id, unique within the process.
+    pub fn id(&self) -> u64 {
+        self.shared.id()
+    }
+
+    /// Where the operation is in its life.
+    pub fn status(&self) -> OperationStatus {
+        self.shared.status()
+    }
+
+    /// A snapshot of the operation's context.
+    pub fn context(&self) -> OperationContext {
+        self.shared.context()
+    }
+
+    /// The scope's own deadline (set by `timeout`, `deadline` or
+    /// [`set_deadline`](Self::set_deadline)). A timeout only becomes a
+    /// deadline when the scope starts.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.shared.deadline()
+    }
+
+    /// The earliest deadline of this scope and the scopes around it, up
+    /// to the nearest [`shield`](crate::shield): deadlines outside a shield
+    /// do not reach a scope started inside it.
+    pub fn effective_deadline(&self) -> Option<Instant> {
+        self.shared
+            .chain()
+            .filter_map(|scope| scope.deadline())
+            .min()
+    }
+
+    /// Moves the scope's deadline, earlier or later (`None` removes it).
+    /// A running scope re-arms its timer; a deadline that has passed
+    /// cancels a pending body at once. Set before the scope starts, it
+    /// replaces the builder's `timeout` and `deadline`: the last one set
+    /// wins.
+    pub fn set_deadline(&self, deadline: Option<Instant>) {
+        self.shared.set_deadline(deadline);
+    }
+}
+
+impl fmt::Debug for ScopeHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScopeHandle")
+            .field("id", &self.id())
+            .field("status", &self.status())
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}

@@ -1,0 +1,282 @@
+//! `CancelScope`: run a future under a set of cancellation sources.
+//!
+//! This module is the builder and its configuration; the rest of the scope
+//! lives beside it, each file using only those listed before it:
+//!
+//! * `state.rs` — the state a running scope shares (`ScopeShared`), its
+//!   operation id, and the one walk up the scope chain;
+//! * `slot.rs` — the thread-local current-scope slot;
+//! * `deadlines.rs` — the per-thread shard of scope deadlines and its timer;
+//! * `handle.rs` — [`ScopeHandle`];
+//! * `driver.rs` — the poll state machine;
+//! * `future.rs` — the futures [`Run`] and [`TryRun`].
+
+mod deadlines;
+mod driver;
+mod future;
+mod handle;
+pub(crate) mod slot;
+mod state;
+
+pub(crate) use future::Outcome;
+pub use future::{Run, TryRun};
+pub use handle::ScopeHandle;
+pub(crate) use state::ScopeShared;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::context::{OperationContext, Progress, ProgressCallback};
+use crate::source::{Predicate, Source};
+#[cfg(doc)]
+use crate::{CancelReason, OperationStatus};
+use crate::{CancellationToken, Cancelled, Signal};
+
+/// A callback run once when the scope ends.
+type Callback<T> = Box<dyn FnOnce(&T) + Send>;
+
+/// A scope of cancellation: build it from sources and options, then run a
+/// future inside it.
+///
+/// * Sources combine as "any of": the first that fires cancels the scope.
+///   Use [`Source::all_of`] for "all of".
+/// * The body is polled first, then the sources, exactly like
+///   `tokio::time::timeout`: a body that is ready at its first poll returns
+///   `Ok` even under a passed deadline.
+/// * Scopes nest: inside the body, the scope is the *current scope*.
+///   A scope started inside another is cancelled with it (reason
+///   [`CancelReason::Parent`]), and [`checkpoint`](crate::checkpoint) and
+///   `cancel_point!()` see the cancellation and the earliest deadline of
+///   the whole chain — up to the nearest [`shield`](crate::shield): a scope
+///   started inside a shield has the scope around it as its parent (for
+///   its context) but is not cancelled with it.
+/// * The same code runs on tokio, async-std, smol or any executor: the
+///   backend is detected when the scope starts. On tokio the runtime needs
+///   its time driver (`enable_time()` or `enable_all()`) for timeouts.
+///
+/// ```
+/// use std::time::Duration;
+/// use cancelable::{CancelScope, CancelReason};
+///
+/// # futures::executor::block_on(async {
+/// let outcome = CancelScope::new()
+///     .name("slow")
+///     .timeout(Duration::from_millis(10))
+///     .run(std::future::pending::<()>())
+///     .await;
+/// let cancelled = outcome.unwrap_err();
+/// assert_eq!(cancelled.reason(), &CancelReason::Timeout);
+/// assert_eq!(cancelled.operation_name(), Some("slow"));
+/// # });
+/// ```
+#[must_use = "a scope does nothing until `run` or `try_run` is awaited"]
+pub struct CancelScope {
+    shared: Arc<ScopeShared>,
+    config: Config,
+}
+
+#[derive(Default)]
+struct Config {
+    name: Option<Cow<'static, str>>,
+    deadline: Option<Instant>,
+    timeout: Option<Duration>,
+    sources: Vec<Source>,
+    /// Boxed: most scopes have none of it, and the builder and the scope
+    /// future move `Config` around by value.
+    extras: Option<Box<Extras>>,
+}
+
+#[derive(Default)]
+struct Extras {
+    metadata: BTreeMap<String, String>,
+    on_progress: Vec<ProgressCallback>,
+    on_cancel: Vec<Callback<Cancelled>>,
+    on_complete: Vec<Callback<OperationContext>>,
+    on_error: Vec<Callback<OperationContext>>,
+}
+
+impl Config {
+    fn extras(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Default::default)
+    }
+}
+
+impl CancelScope {
+    /// A scope with no sources: it is cancelled only through its handle,
+    /// its token, or an enclosing scope.
+    pub fn new() -> Self {
+        CancelScope {
+            shared: Arc::new(ScopeShared::new()),
+            config: Config::default(),
+        }
+    }
+
+    /// Names the operation, for errors, logs and [`OperationContext`].
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.config.name = Some(name.into());
+        self
+    }
+
+    /// Attaches a key/value pair to the operation's context.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config
+            .extras()
+            .metadata
+            .insert(key.into(), value.into());
+        self
+    }
+
+    /// Cancels the scope `duration` after it starts (reason
+    /// [`CancelReason::Timeout`]). With several timeouts and deadlines the
+    /// earliest wins. A zero duration cancels a body that pends at once.
+    pub fn timeout(mut self, duration: Duration) -> Self {
+        self.config.timeout = Some(match self.config.timeout {
+            Some(earlier) => earlier.min(duration),
+            None => duration,
+        });
+        self
+    }
+
+    /// Cancels the scope at `deadline` (reason [`CancelReason::Timeout`]).
+    /// A deadline in the past cancels a body that pends at once. The
+    /// deadline can be moved while the scope runs, through
+    /// [`ScopeHandle::set_deadline`].
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.config.deadline = Some(match self.config.deadline {
+            Some(earlier) => earlier.min(deadline),
+            None => deadline,
+        });
+        self
+    }
+
+    /// Cancels the scope when the process receives `signal` (reason
+    /// [`CancelReason::Signal`]). Listening scopes share one OS
+    /// registration; once no scope listens, the signal behaves as before.
+    /// If the handler cannot be installed, the scope ends with
+    /// [`CancelReason::Error`] carrying the OS error.
+    pub fn on_signal(self, signal: Signal) -> Self {
+        self.source(Source::signal(signal))
+    }
+
+    /// Cancels the scope when `token` is cancelled, with the token's reason.
+    pub fn token(self, token: &CancellationToken) -> Self {
+        self.source(Source::token(token))
+    }
+
+    /// Cancels the scope when a `tokio_util` token is cancelled.
+    #[cfg(feature = "tokio-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio-util")))]
+    pub fn tokio_util_token(self, token: &tokio_util::sync::CancellationToken) -> Self {
+        self.source(Source::tokio_util_token(token))
+    }
+
+    /// Cancels the scope when `predicate` returns `true` (reason
+    /// [`CancelReason::Condition`]); see [`Source::condition`].
+    pub fn condition<P, M>(self, predicate: P, check_every: Duration) -> Self
+    where
+        P: Predicate<M>,
+    {
+        self.source(Source::condition(predicate, check_every))
+    }
+
+    /// Adds a source; the first source to fire cancels the scope.
+    pub fn source(mut self, source: Source) -> Self {
+        self.config.sources.push(source);
+        self
+    }
+
+    /// Adds a source that fires when the first of `sources` fires.
+    pub fn any_of(self, sources: impl IntoIterator<Item = Source>) -> Self {
+        self.source(Source::any_of(sources))
+    }
+
+    /// Adds a source that fires once all of `sources` have fired.
+    pub fn all_of(self, sources: impl IntoIterator<Item = Source>) -> Self {
+        self.source(Source::all_of(sources))
+    }
+
+    /// Runs `callback` when the scope ends cancelled. A panicking callback
+    /// is contained: the scope's result is still returned.
+    pub fn on_cancel(mut self, callback: impl FnOnce(&Cancelled) + Send + 'static) -> Self {
+        self.config.extras().on_cancel.push(Box::new(callback));
+        self
+    }
+
+    /// Runs `callback` when the body completes without being cancelled
+    /// (with a value, or an `Ok` for [`try_run`](Self::try_run)).
+    pub fn on_complete(
+        mut self,
+        callback: impl FnOnce(&OperationContext) + Send + 'static,
+    ) -> Self {
+        self.config.extras().on_complete.push(Box::new(callback));
+        self
+    }
+
+    /// Runs `callback` when the body of [`try_run`](Self::try_run) returns
+    /// an `Err` of its own (status [`OperationStatus::Failed`]).
+    pub fn on_error(mut self, callback: impl FnOnce(&OperationContext) + Send + 'static) -> Self {
+        self.config.extras().on_error.push(Box::new(callback));
+        self
+    }
+
+    /// Runs `callback` on every [`report_progress`](crate::report_progress)
+    /// made inside the scope, on the reporting thread.
+    pub fn on_progress(mut self, callback: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
+        self.config.extras().on_progress.push(Arc::new(callback));
+        self
+    }
+
+    /// A handle to the scope: cancel it, move its deadline, read its status,
+    /// from anywhere, before, during or after the run.
+    pub fn handle(&self) -> ScopeHandle {
+        ScopeHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The scope's own token: cancelling it cancels the scope (reason
+    /// [`CancelReason::Manual`] unless given). Hand it to spawned tasks to
+    /// link them to the scope.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.shared.token.clone()
+    }
+
+    /// Runs `body` in the scope: `Ok(output)` if it finishes, `Err(Cancelled)`
+    /// if a source fires first. On cancellation the body is dropped.
+    pub fn run<F: Future>(self, body: F) -> Run<F> {
+        Run::new(self, body)
+    }
+
+    /// Runs a fallible `body` in the scope: its own result, or
+    /// `Err(E::from(cancelled))` if a source fires first.
+    ///
+    /// If the body returns an `Err` after a checkpoint observed the
+    /// cancellation, the operation counts as cancelled, not failed.
+    pub fn try_run<F, T, E>(self, body: F) -> TryRun<F>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: From<Cancelled>,
+    {
+        TryRun::new(self, body)
+    }
+}
+
+impl Default for CancelScope {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for CancelScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelScope")
+            .field("id", &self.shared.id())
+            .field("timeout", &self.config.timeout)
+            .field("sources", &self.config.sources)
+            .finish_non_exhaustive()
+    }
+}

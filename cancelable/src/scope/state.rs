@@ -1,0 +1,233 @@
+//! The state a running scope shares with its handles, the code inside it
+//! and the scopes nested in it: token, operation id, status, deadline,
+//! context data, and the link to the scope it started inside.
+//!
+//! Cancellation and deadlines reach a scope from the scopes around it, up
+//! to the nearest shield: [`ScopeShared::chain`] is that walk, the one way
+//! to go up the scope chain.
+
+use std::cell::Cell;
+use std::sync::atomic::AtomicU8;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use crate::backend::Clock;
+use crate::context::{ContextData, OperationContext, OperationStatus, Progress};
+use crate::panic;
+use crate::sync::{lock, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::token::Cause;
+use crate::{CancelReason, CancellationToken, Cancelled};
+
+static NEXT_OPERATION_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// How many ids a thread takes from the global counter at a time, so that
+/// threads cancelling many scopes at once do not fight over one counter.
+const ID_BLOCK: u64 = 1024;
+
+/// A process-unique operation id.
+fn next_operation_id() -> u64 {
+    thread_local! {
+        static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    }
+    let from_block = IDS.try_with(|ids| {
+        let (next, end) = ids.get();
+        if next < end {
+            ids.set((next + 1, end));
+            next
+        } else {
+            let start = NEXT_OPERATION_ID.fetch_add(ID_BLOCK, Ordering::Relaxed);
+            ids.set((start + 1, start + ID_BLOCK));
+            start
+        }
+    });
+    from_block.unwrap_or_else(|_| NEXT_OPERATION_ID.fetch_add(1, Ordering::Relaxed))
+}
+
+/// State shared by a running scope, its handles and the code inside it.
+pub(crate) struct ScopeShared {
+    pub(crate) token: CancellationToken,
+    /// 0 until someone asks: most scopes never need an id.
+    id: AtomicU64,
+    status: AtomicU8,
+    /// A checkpoint inside the body returned the cancellation.
+    pub(super) observed: AtomicBool,
+    /// Shielded futures running inside this scope.
+    pub(crate) shields: AtomicUsize,
+    /// Scopes running inside this one's body right now.
+    pub(super) nested: AtomicUsize,
+    pub(super) deadline_generation: AtomicU64,
+    /// Set when the scope starts inside another.
+    pub(super) parent: OnceLock<Parent>,
+    /// `Clock` as a number, 0 until the scope starts.
+    pub(super) clock: AtomicU8,
+    /// Name, deadline, timestamps, progress and metadata: locked when the
+    /// scope starts and finishes, and when somebody reads them.
+    pub(super) data: Mutex<ContextData>,
+}
+
+/// The scope a scope started inside.
+pub(crate) struct Parent {
+    pub(crate) scope: Arc<ScopeShared>,
+    /// The scope started inside a shield: it has its parent for its context
+    /// (parent id) only, neither its cancellation nor its deadlines.
+    pub(crate) shielded: bool,
+}
+
+impl ScopeShared {
+    pub(super) fn new() -> Self {
+        ScopeShared {
+            token: CancellationToken::new(),
+            id: AtomicU64::new(0),
+            status: AtomicU8::new(OperationStatus::Pending as u8),
+            observed: AtomicBool::new(false),
+            shields: AtomicUsize::new(0),
+            nested: AtomicUsize::new(0),
+            deadline_generation: AtomicU64::new(0),
+            parent: OnceLock::new(),
+            clock: AtomicU8::new(0),
+            data: Mutex::new(ContextData::default()),
+        }
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        match self.id.load(Ordering::Acquire) {
+            0 => {
+                let fresh = next_operation_id();
+                match self
+                    .id
+                    .compare_exchange(0, fresh, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => fresh,
+                    Err(assigned) => assigned,
+                }
+            }
+            assigned => assigned,
+        }
+    }
+
+    /// The scope this one started inside, if any, shield or not.
+    pub(crate) fn parent(&self) -> Option<&Arc<ScopeShared>> {
+        self.parent.get().map(|parent| &parent.scope)
+    }
+
+    /// This scope and the scopes whose cancellation and deadlines reach it,
+    /// from the innermost outwards: each one's parent, up to the first
+    /// scope that started inside a shield (its parent is not in the chain).
+    pub(crate) fn chain(self: &Arc<Self>) -> impl Iterator<Item = &Arc<ScopeShared>> {
+        std::iter::successors(Some(self), |scope| {
+            scope
+                .parent
+                .get()
+                .filter(|parent| !parent.shielded)
+                .map(|parent| &parent.scope)
+        })
+    }
+
+    pub(crate) fn status(&self) -> OperationStatus {
+        match self.status.load(Ordering::Acquire) {
+            0 => OperationStatus::Pending,
+            1 => OperationStatus::Running,
+            2 => OperationStatus::Completed,
+            3 => OperationStatus::Cancelled,
+            _ => OperationStatus::Failed,
+        }
+    }
+
+    pub(crate) fn set_status(&self, status: OperationStatus) {
+        self.status.store(status as u8, Ordering::Release);
+    }
+
+    /// The clock of the backend the scope runs on (detected now if it has
+    /// not started).
+    fn clock(&self) -> Clock {
+        Clock::from_number(self.clock.load(Ordering::Acquire)).unwrap_or_else(Clock::detect)
+    }
+
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        lock(&self.data).deadline
+    }
+
+    pub(super) fn set_deadline(&self, deadline: Option<Instant>) {
+        lock(&self.data).deadline = deadline;
+        self.deadline_generation.fetch_add(1, Ordering::AcqRel);
+        self.token.wake_owner();
+    }
+
+    /// The shared timer found this scope's registered deadline passed:
+    /// cancel the scope if the clock says so, unless the deadline moved
+    /// meanwhile, in which case the scope registers the new one when it is
+    /// polled.
+    pub(crate) fn deadline_reached(&self) {
+        let reached = self
+            .deadline()
+            .is_some_and(|deadline| self.clock().now() >= deadline);
+        if reached {
+            self.token.cancel_cause(Cause::new(CancelReason::Timeout));
+        } else {
+            // Its entry left the shard: make the scope register again.
+            self.deadline_generation.fetch_add(1, Ordering::AcqRel);
+            self.token.wake_owner();
+        }
+    }
+
+    /// Cancels every scope of the [`chain`](Self::chain) whose deadline has
+    /// passed; `true` if this scope is cancelled afterwards.
+    pub(crate) fn enforce_deadlines(self: &Arc<Self>) -> bool {
+        let mut now = None;
+        for current in self.chain() {
+            if let Some(deadline) = current.deadline() {
+                let now = *now.get_or_insert_with(|| current.clock().now());
+                if now >= deadline {
+                    current
+                        .token
+                        .cancel_cause(Cause::new(CancelReason::Timeout));
+                }
+            }
+        }
+        self.token.is_cancelled()
+    }
+
+    /// The error describing this scope's cancellation, as a checkpoint
+    /// inside it saw it: marks the cancellation as observed.
+    pub(crate) fn observe_cancellation(&self) -> Cancelled {
+        self.observed.store(true, Ordering::Release);
+        self.cancelled_error()
+    }
+
+    pub(super) fn cancelled_error(&self) -> Cancelled {
+        let cause = self
+            .token
+            .recorded_cause()
+            .unwrap_or(Cause::new(CancelReason::Manual));
+        let (name, started) = {
+            let data = lock(&self.data);
+            (data.name.clone(), data.started)
+        };
+        let elapsed = started.map(|started| self.clock().now().saturating_duration_since(started));
+        Cancelled::new(cause.reason)
+            .with_message(cause.message)
+            .with_operation(name, self.id(), elapsed)
+    }
+
+    pub(crate) fn report_progress(&self, progress: Progress) {
+        let callbacks = {
+            let mut data = lock(&self.data);
+            let extra = data.extra.get_or_insert_with(Default::default);
+            extra.progress = Some(progress.clone());
+            extra.progress_callbacks.clone()
+        };
+        for callback in callbacks {
+            // A panicking progress handler must not unwind into the body
+            // that reported progress.
+            let _ = panic::contain("an on_progress callback", || callback(&progress));
+        }
+    }
+
+    pub(super) fn context(&self) -> OperationContext {
+        let now = self.clock().now();
+        let status = self.status();
+        let reason = self.token.recorded_cause().map(|cause| cause.reason);
+        let parent_id = self.parent().map(|parent| parent.id());
+        lock(&self.data).snapshot(self.id(), parent_id, status, reason, now)
+    }
+}

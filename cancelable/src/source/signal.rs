@@ -1,0 +1,543 @@
+//! The process-wide signal dispatcher: one `sigaction` handler per signal,
+//! shared by every listening scope, and the delivery thread that fires
+//! them. The rules it follows for users are in the `signal` module's docs.
+
+pub(crate) use dispatch::{listen, SignalGuard};
+
+/// The process-wide dispatcher (Unix).
+///
+/// # Protocol
+///
+/// The handler (`handle`) runs in signal context: it touches only its
+/// signal's lock-free `Slot` (atomics) and makes async-signal-safe calls
+/// (`sigaction`, `raise`, `write`). Everything else runs outside signal
+/// context, under the `DISPATCHER` mutex:
+///
+/// 1. `listen` installs the handler (on first use, and again after a
+///    restore), recording the replaced disposition in the slot *before*
+///    the handler can run, then registers the listener and counts it in
+///    `listening`.
+/// 2. The handler counts the arrival and calls the replaced handler if it
+///    was a function. While someone listens, it marks the signal pending
+///    and writes a byte to the wake pipe. While nobody listens, or while a
+///    scope the signal reached earlier still cleans up (`cleaning`), it
+///    does what the replaced disposition does: if that was the default and
+///    cancelable's handler is the installed one, it resets the default and
+///    raises the signal again (a later handler that chained to ours owns
+///    the signal: then nothing).
+/// 3. The delivery thread, woken through the pipe, fires the sinks of the
+///    listeners registered before the arrival (`arrivals` tells) and
+///    counts them in `cleaning` until their guard is dropped.
+/// 4. When the last listener leaves and cancelable's handler is still the
+///    installed one, the replaced disposition is put back; otherwise the
+///    handler stays in the chain and passes signals on (step 2).
+#[cfg(unix)]
+// The one module of the crate with `unsafe`: installing, reading and
+// restoring dispositions with `sigaction`, and the handler itself. The
+// child-process tests in `tests/tests/signals.rs` check every rule of the
+// module docs against real handlers (tokio, signal-hook, `sigaction`).
+#[allow(unsafe_code)]
+mod dispatch {
+    use std::io::{self, Read};
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+    use std::sync::{Mutex, MutexGuard};
+
+    use slab::Slab;
+
+    use crate::reason::SourceError;
+    use crate::signal::Signal;
+    use crate::source::Sink;
+    use crate::CancelReason;
+
+    /// What the handler of one signal reads: lock-free.
+    struct Slot {
+        /// The handler of the disposition cancelable replaced: `SIG_DFL`,
+        /// `SIG_IGN` or a function's address.
+        previous: AtomicUsize,
+        /// Whether that function takes `SA_SIGINFO`'s three arguments.
+        previous_siginfo: AtomicBool,
+        /// Whether it was installed with `SA_RESETHAND` (runs once, then
+        /// the default action).
+        previous_once: AtomicBool,
+        /// Listeners registered right now.
+        listening: AtomicUsize,
+        /// Listeners that a delivery of this signal reached and whose
+        /// scope has not finished yet: they are cleaning up.
+        cleaning: AtomicUsize,
+        /// How many times the signal arrived (wrapping).
+        arrivals: AtomicUsize,
+        /// Arrived while someone listened, not yet delivered.
+        pending: AtomicBool,
+    }
+
+    impl Slot {
+        const fn new() -> Slot {
+            Slot {
+                previous: AtomicUsize::new(libc::SIG_DFL),
+                previous_siginfo: AtomicBool::new(false),
+                previous_once: AtomicBool::new(false),
+                listening: AtomicUsize::new(0),
+                cleaning: AtomicUsize::new(0),
+                arrivals: AtomicUsize::new(0),
+                pending: AtomicBool::new(false),
+            }
+        }
+    }
+
+    static SLOTS: [Slot; Signal::ALL.len()] = [const { Slot::new() }; Signal::ALL.len()];
+
+    /// The write end of the pipe that wakes the delivery thread; `-1`
+    /// until the thread runs.
+    static WAKE: AtomicI32 = AtomicI32::new(-1);
+
+    /// The process-wide state behind the mutex: started on first use.
+    struct Dispatcher {
+        signals: [SignalState; Signal::ALL.len()],
+    }
+
+    #[derive(Default)]
+    struct SignalState {
+        /// The disposition cancelable's handler replaced, while that
+        /// handler is in the process's chain for this signal (installed,
+        /// and possibly wrapped since by a later handler).
+        replaced: Option<Disposition>,
+        listeners: Slab<Listener>,
+    }
+
+    struct Listener {
+        /// `None` once the scope stopped listening (it runs its
+        /// `on_cancel` callbacks).
+        sink: Option<Sink>,
+        /// A delivery reached this listener: counted in `cleaning`.
+        reached: bool,
+        /// `arrivals` when last delivered to (or registered): a signal
+        /// only reaches listeners registered before it arrived.
+        seen: usize,
+    }
+
+    /// A signal disposition, as `sigaction` reads and sets it.
+    #[derive(Clone, Copy)]
+    struct Disposition {
+        handler: libc::sighandler_t,
+        flags: libc::c_int,
+        mask: libc::sigset_t,
+    }
+
+    impl Disposition {
+        fn is_function(&self) -> bool {
+            self.handler != libc::SIG_DFL && self.handler != libc::SIG_IGN
+        }
+    }
+
+    static DISPATCHER: Mutex<Option<Dispatcher>> = Mutex::new(None);
+
+    fn lock() -> MutexGuard<'static, Option<Dispatcher>> {
+        DISPATCHER.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps a scope listening for a signal; dropping it stops listening
+    /// and, for the last listener, gives the signal back the disposition
+    /// it had.
+    pub(crate) struct SignalGuard {
+        signal: Signal,
+        key: usize,
+    }
+
+    impl SignalGuard {
+        /// Stops delivering the signal to the scope, which goes on to run
+        /// its `on_cancel` callbacks: if a delivery reached the scope, a
+        /// second one still counts as arriving during its cleanup until
+        /// the guard is dropped.
+        pub(crate) fn stop_listening(&mut self) {
+            self.release(false);
+        }
+
+        fn release(&mut self, remove: bool) {
+            let mut dispatcher = lock();
+            let Some(dispatcher) = dispatcher.as_mut() else {
+                return;
+            };
+            let state = &mut dispatcher.signals[self.signal.index()];
+            let slot = &SLOTS[self.signal.index()];
+            let Some(listener) = state.listeners.get_mut(self.key) else {
+                return;
+            };
+            let stopped = listener.sink.take().is_some();
+            if remove {
+                let listener = state.listeners.remove(self.key);
+                if listener.reached {
+                    slot.cleaning.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            if stopped && slot.listening.fetch_sub(1, Ordering::SeqCst) == 1 {
+                restore_if_installed(self.signal, state);
+            }
+        }
+    }
+
+    impl Drop for SignalGuard {
+        fn drop(&mut self) {
+            self.release(true);
+        }
+    }
+
+    /// Starts delivering `signal` to `sink`.
+    pub(crate) fn listen(signal: Signal, sink: Sink) -> Result<SignalGuard, SourceError> {
+        let mut guard = lock();
+        if guard.is_none() {
+            *guard = Some(start().map_err(|error| {
+                SourceError::with_cause(format!("cannot listen for {signal}"), error)
+            })?);
+        }
+        let dispatcher = guard.as_mut().expect("the dispatcher was just started");
+        let state = &mut dispatcher.signals[signal.index()];
+        if state.replaced.is_none() {
+            state.replaced = Some(install(signal).map_err(|error| {
+                SourceError::with_cause(format!("cannot install a handler for {signal}"), error)
+            })?);
+        }
+        let slot = &SLOTS[signal.index()];
+        let key = state.listeners.insert(Listener {
+            sink: Some(sink),
+            reached: false,
+            seen: slot.arrivals.load(Ordering::SeqCst),
+        });
+        slot.listening.fetch_add(1, Ordering::SeqCst);
+        Ok(SignalGuard { signal, key })
+    }
+
+    /// Starts the delivery thread and the pipe that wakes it.
+    fn start() -> io::Result<Dispatcher> {
+        let (reader, writer) = io::pipe()?;
+        // The handler must never block on a full pipe: a byte already in
+        // it wakes the thread, which then looks at every pending signal.
+        // SAFETY: fcntl(2) on a descriptor this function owns.
+        unsafe {
+            let fd = writer.as_raw_fd();
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags == -1 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        std::thread::Builder::new()
+            .name("cancelable-signals".into())
+            .spawn(move || deliver(reader))?;
+        // The write end stays open for the life of the process.
+        WAKE.store(writer.into_raw_fd(), Ordering::SeqCst);
+        Ok(Dispatcher {
+            signals: Default::default(),
+        })
+    }
+
+    /// The address of [`handle`], as `sigaction` reports it.
+    fn handler_address() -> libc::sighandler_t {
+        handle as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
+            as libc::sighandler_t
+    }
+
+    /// The disposition of `signal` right now.
+    fn current(number: libc::c_int) -> io::Result<Disposition> {
+        // SAFETY: sigaction(2) only writes the current disposition into a
+        // live, zero-initialised `sigaction` (a valid value of that type).
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(number, std::ptr::null(), &mut action) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(Disposition {
+                handler: action.sa_sigaction,
+                flags: action.sa_flags,
+                mask: action.sa_mask,
+            })
+        }
+    }
+
+    /// Sets the disposition of `signal`, returning the one it replaced.
+    fn set(number: libc::c_int, disposition: &Disposition) -> io::Result<Disposition> {
+        // SAFETY: both `sigaction`s are live and start zero-initialised;
+        // the handler set is `SIG_DFL`, `SIG_IGN`, [`handle`] (whose
+        // signature matches the `SA_SIGINFO` it is installed with) or a
+        // disposition `sigaction` itself reported earlier.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = disposition.handler;
+            action.sa_flags = disposition.flags;
+            action.sa_mask = disposition.mask;
+            let mut replaced: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(number, &action, &mut replaced) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(Disposition {
+                handler: replaced.sa_sigaction,
+                flags: replaced.sa_flags,
+                mask: replaced.sa_mask,
+            })
+        }
+    }
+
+    /// Installs [`handle`] for `signal`, returning the disposition it
+    /// replaced (which the handler then passes signals on to).
+    fn install(signal: Signal) -> io::Result<Disposition> {
+        let number = signal.number();
+        let slot = &SLOTS[signal.index()];
+        let before = current(number)?;
+        if before.handler == handler_address() {
+            // Put back by someone who saved it while it was installed: it
+            // still passes signals on to what it replaced then.
+            return Ok(Disposition {
+                handler: slot.previous.load(Ordering::SeqCst),
+                flags: if slot.previous_siginfo.load(Ordering::SeqCst) {
+                    libc::SA_SIGINFO
+                } else {
+                    0
+                },
+                mask: before.mask,
+            });
+        }
+        remember(slot, &before);
+        // Behave towards the rest of the process like the handler being
+        // replaced: its mask and restart behaviour if it was a function;
+        // otherwise restart interrupted calls, as a signal that is not
+        // caught never interrupts them.
+        let ours = if before.is_function() {
+            Disposition {
+                handler: handler_address(),
+                flags: libc::SA_SIGINFO
+                    | (before.flags & (libc::SA_RESTART | libc::SA_ONSTACK | libc::SA_NODEFER)),
+                mask: before.mask,
+            }
+        } else {
+            // SAFETY: sigemptyset(3) initialises the zeroed set.
+            let mask = unsafe {
+                let mut mask: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut mask);
+                mask
+            };
+            Disposition {
+                handler: handler_address(),
+                flags: libc::SA_SIGINFO | libc::SA_RESTART,
+                mask,
+            }
+        };
+        let replaced = set(number, &ours)?;
+        if replaced.handler != before.handler {
+            // Someone changed it in between: pass signals on to theirs.
+            remember(slot, &replaced);
+        }
+        Ok(replaced)
+    }
+
+    fn remember(slot: &Slot, disposition: &Disposition) {
+        slot.previous_siginfo
+            .store(disposition.flags & libc::SA_SIGINFO != 0, Ordering::SeqCst);
+        slot.previous_once.store(
+            disposition.flags & libc::SA_RESETHAND != 0,
+            Ordering::SeqCst,
+        );
+        slot.previous.store(disposition.handler, Ordering::SeqCst);
+    }
+
+    /// The last listener left: if cancelable's handler is still the
+    /// installed one, put the disposition it replaced back. Otherwise a
+    /// later handler wraps it: it stays, passing signals on.
+    fn restore_if_installed(signal: Signal, state: &mut SignalState) {
+        let Some(replaced) = state.replaced else {
+            return;
+        };
+        let number = signal.number();
+        if !current(number).is_ok_and(|now| now.handler == handler_address()) {
+            return;
+        }
+        let mut restored = replaced;
+        // A one-shot handler that has run since is gone, as it would be.
+        if replaced.is_function()
+            && SLOTS[signal.index()].previous.load(Ordering::SeqCst) == libc::SIG_DFL
+        {
+            restored.handler = libc::SIG_DFL;
+            restored.flags &= !(libc::SA_SIGINFO | libc::SA_RESETHAND);
+        }
+        if set(number, &restored).is_ok() {
+            state.replaced = None;
+        }
+    }
+
+    /// The signal handler.
+    extern "C" fn handle(
+        number: libc::c_int,
+        info: *mut libc::siginfo_t,
+        context: *mut libc::c_void,
+    ) {
+        let errno = errno::save();
+        let Some(index) = Signal::ALL.iter().position(|s| s.number() == number) else {
+            return;
+        };
+        let slot = &SLOTS[index];
+        slot.arrivals.fetch_add(1, Ordering::SeqCst);
+        let previous = slot.previous.load(Ordering::SeqCst);
+        if previous != libc::SIG_DFL && previous != libc::SIG_IGN {
+            if slot.previous_once.load(Ordering::SeqCst) {
+                slot.previous.store(libc::SIG_DFL, Ordering::SeqCst);
+            }
+            // SAFETY: `previous` is a handler address `sigaction` reported
+            // for this signal, with `SA_SIGINFO` telling which of the two
+            // signatures it has; it is called as the kernel would call it.
+            unsafe {
+                if slot.previous_siginfo.load(Ordering::SeqCst) {
+                    let previous: extern "C" fn(
+                        libc::c_int,
+                        *mut libc::siginfo_t,
+                        *mut libc::c_void,
+                    ) = std::mem::transmute(previous);
+                    previous(number, info, context);
+                } else {
+                    let previous: extern "C" fn(libc::c_int) = std::mem::transmute(previous);
+                    previous(number);
+                }
+            }
+        }
+        // Read before waking the delivery thread, which counts the
+        // listeners this arrival reaches in `cleaning`.
+        let listening = slot.listening.load(Ordering::SeqCst) > 0;
+        let cleaning = slot.cleaning.load(Ordering::SeqCst) > 0;
+        // Nobody listens, or a scope this signal reached still cleans up:
+        // the signal does what it would do without cancelable. With the
+        // default disposition, that is the default action (every signal
+        // of `Signal` terminates): reset it and raise the signal again,
+        // delivered as soon as this handler returns. This runs before the
+        // delivery thread is woken: a scope that the wake-up ends could
+        // otherwise restore the default first and make it look as if a
+        // later handler owned the signal. A later handler that chained
+        // here does own it: then nothing.
+        if (!listening || cleaning) && previous == libc::SIG_DFL {
+            // SAFETY: sigaction(2), sigemptyset(3) and raise(3) are
+            // async-signal-safe; the actions are live and zero-initialised.
+            unsafe {
+                let mut now: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(number, std::ptr::null(), &mut now) == 0 {
+                    if now.sa_sigaction == handler_address() {
+                        let mut default: libc::sigaction = std::mem::zeroed();
+                        default.sa_sigaction = libc::SIG_DFL;
+                        libc::sigemptyset(&mut default.sa_mask);
+                        libc::sigaction(number, &default, std::ptr::null_mut());
+                        libc::raise(number);
+                    } else if now.sa_sigaction == libc::SIG_DFL {
+                        // The last listener left meanwhile and restored
+                        // the default.
+                        libc::raise(number);
+                    }
+                }
+            }
+        }
+        if listening {
+            slot.pending.store(true, Ordering::SeqCst);
+            let fd = WAKE.load(Ordering::SeqCst);
+            if fd >= 0 {
+                // SAFETY: write(2) of one byte from a live buffer; a full
+                // pipe (EAGAIN) already holds a wake-up.
+                unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
+            }
+        }
+        errno::restore(errno);
+    }
+
+    /// The delivery thread: fires the sinks of the listeners a signal
+    /// reached, outside signal context.
+    fn deliver(mut wake: io::PipeReader) {
+        let mut buffer = [0u8; 64];
+        loop {
+            match wake.read(&mut buffer) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            }
+            for signal in Signal::ALL {
+                let slot = &SLOTS[signal.index()];
+                if !slot.pending.swap(false, Ordering::SeqCst) {
+                    continue;
+                }
+                let arrivals = slot.arrivals.load(Ordering::SeqCst);
+                let sinks: Vec<Sink> = {
+                    let mut dispatcher = lock();
+                    let Some(dispatcher) = dispatcher.as_mut() else {
+                        continue;
+                    };
+                    dispatcher.signals[signal.index()]
+                        .listeners
+                        .iter_mut()
+                        .filter(|(_, listener)| listener.seen != arrivals)
+                        .filter_map(|(_, listener)| {
+                            listener.seen = arrivals;
+                            let sink = listener.sink.clone()?;
+                            if !listener.reached {
+                                listener.reached = true;
+                                slot.cleaning.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Some(sink)
+                        })
+                        .collect()
+                };
+                for sink in sinks {
+                    sink.fire(CancelReason::Signal(signal));
+                }
+            }
+        }
+    }
+
+    /// Saving and restoring `errno` around the handler, which must not
+    /// change it for the code it interrupted.
+    mod errno {
+        /// The calling thread's `errno`, on the platforms that say where
+        /// it is.
+        fn location() -> Option<*mut libc::c_int> {
+            // SAFETY: these functions only return the address of the
+            // calling thread's `errno`.
+            #[cfg(any(target_os = "linux", target_os = "emscripten", target_os = "redox"))]
+            return Some(unsafe { libc::__errno_location() });
+            #[cfg(any(target_os = "android", target_os = "netbsd", target_os = "openbsd"))]
+            return Some(unsafe { libc::__errno() });
+            #[cfg(any(
+                target_vendor = "apple",
+                target_os = "freebsd",
+                target_os = "dragonfly"
+            ))]
+            return Some(unsafe { libc::__error() });
+            #[allow(unreachable_code)]
+            None
+        }
+
+        pub(super) fn save() -> libc::c_int {
+            // SAFETY: the thread's `errno` location is valid for the
+            // thread's life.
+            location().map_or(0, |errno| unsafe { *errno })
+        }
+
+        pub(super) fn restore(value: libc::c_int) {
+            if let Some(errno) = location() {
+                // SAFETY: as above.
+                unsafe { *errno = value }
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+mod dispatch {
+    use crate::reason::SourceError;
+    use crate::signal::Signal;
+    use crate::source::Sink;
+
+    /// Placeholder guard: signals are not supported on this platform.
+    pub(crate) struct SignalGuard;
+
+    impl SignalGuard {
+        pub(crate) fn stop_listening(&mut self) {}
+    }
+
+    pub(crate) fn listen(signal: Signal, _sink: Sink) -> Result<SignalGuard, SourceError> {
+        Err(SourceError::new(format!(
+            "cannot listen for {signal}: signals are supported on Unix only"
+        )))
+    }
+}

@@ -1,0 +1,398 @@
+//! The token engine: one node of a cancellation tree, its listeners, and
+//! the cancel protocol. [`CancellationToken`](super::CancellationToken) is a
+//! handle to a node.
+//!
+//! A node holds the `cancelled` flag (read without a lock), the waker of
+//! the scope that owns it, and under its lock the recorded [`Cause`] and a
+//! slab of listeners: waiters' wakers, child nodes (held weakly) and cancel
+//! callbacks. Cancelling records the cause, cancels the children, publishes
+//! the flag, then wakes the waiters and runs the callbacks.
+//!
+//! # Invariants
+//!
+//! 1. **Cause before flag.** The cause is recorded under the lock before
+//!    the flag is published (`Release`); whoever reads the flag set
+//!    (`Acquire`) finds a cause. Only the first cancel records one: later
+//!    cancels return `false` and change nothing.
+//! 2. **Children before flag.** A cancel takes the listeners, cancels every
+//!    child among them, and only then publishes the flag: whoever sees a
+//!    token cancelled (a scope woken by it, a checkpoint) also sees its
+//!    whole subtree cancelled, so nested scopes polled in reaction end with
+//!    their `Parent` reason instead of still pending.
+//! 3. **Late-listener sweep.** A listener registered while the children are
+//!    being cancelled (cause recorded, flag not yet published) lands in the
+//!    fresh slab, which the cancel takes again when it publishes the flag,
+//!    under the lock: none is lost. A registration checks the flag under
+//!    the lock, so it is either swept or handed back with the cause.
+//! 4. **Key validity during a cancel.** A listener key names an entry of
+//!    the live slab only while no cause is recorded. Once a cancel has
+//!    begun, a key may point into the slab the cancel took: unregistering
+//!    (a callback guard, a dropped waiter, a child link) then leaves the
+//!    entry to the cancel, and a waiter polled again registers afresh.
+//! 5. **A new child never misses a cancel in progress.** Linking a child
+//!    reads the *recorded* cause after registering, not only the flag, so a
+//!    cancel that took the listeners before the child was registered (or
+//!    before its weak pointer could be upgraded) still reaches it.
+//!
+//! # Deadlock safety
+//!
+//! * At most one node's lock is held at a time: a cancel releases its lock
+//!   before it cancels the children and takes it again to publish the
+//!   flag; linking registers with the parent, then cancels the child, one
+//!   lock after the other.
+//! * No user code runs under a node's lock: wakers are woken and callbacks
+//!   run after the lock is released (a panicking callback is contained,
+//!   see [`crate::panic`]); a listener removed by unregistering is dropped
+//!   after the lock is released too.
+//! * Foreign locks: tokio-util's lock may be taken under ours, never ours
+//!   under theirs (see [`super::tokio_util`]).
+
+use std::sync::Arc as StdArc;
+use std::task::{Context, Poll, Waker};
+
+use atomic_waker::AtomicWaker;
+use slab::Slab;
+
+use crate::panic;
+use crate::sync::{lock, Arc, AtomicBool, Mutex, Ordering, Weak};
+use crate::CancelReason;
+
+pub(crate) struct TokenInner {
+    pub(super) cancelled: AtomicBool,
+    /// The waker of the scope that owns this token, if any: cheaper to
+    /// update on every poll than an entry in `listeners`.
+    owner: AtomicWaker,
+    pub(super) state: Mutex<TokenState>,
+    /// Keeps this token registered with its parent; dropping it detaches.
+    _parent: Option<ChildLink>,
+}
+
+pub(super) struct TokenState {
+    // Boxed: only cancelled tokens have one, and every token has the slot.
+    cause: Option<Box<Cause>>,
+    pub(super) listeners: Slab<Listener>,
+    /// The `tokio_util` token every conversion of this token is a child of,
+    /// made by the first conversion (see `super::tokio_util`).
+    #[cfg(feature = "tokio-util")]
+    pub(super) tokio_util: Option<::tokio_util::sync::CancellationToken>,
+}
+
+/// The reason and message recorded by the first cancel.
+#[derive(Clone, Debug)]
+pub(crate) struct Cause {
+    pub(crate) reason: CancelReason,
+    pub(crate) message: Option<StdArc<str>>,
+}
+
+impl Cause {
+    /// A cause without a message.
+    pub(crate) fn new(reason: CancelReason) -> Self {
+        Cause {
+            reason,
+            message: None,
+        }
+    }
+
+    /// A cause with a message for logs and errors (an empty message is
+    /// recorded as none).
+    pub(crate) fn with_message(reason: CancelReason, message: String) -> Self {
+        Cause {
+            reason,
+            message: (!message.is_empty()).then(|| StdArc::from(message)),
+        }
+    }
+
+    /// The cause as a child sees it: `Parent(root reason)`, same message.
+    pub(crate) fn for_child(&self) -> Self {
+        Cause {
+            reason: self.reason.for_child(),
+            message: self.message.clone(),
+        }
+    }
+}
+
+pub(crate) type Callback = Box<dyn FnOnce(&Cause) + Send>;
+
+/// How a parent's cancellation reaches a linked child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Link {
+    /// With [`CancelReason::Parent`] carrying the parent's reason: a child
+    /// token, a scope started inside another.
+    Parent,
+    /// With the parent's own reason and message: a scope linked to a token
+    /// source, which reports the token's reason as its own.
+    Transparent,
+}
+
+pub(super) enum Listener {
+    Waker(Option<Waker>),
+    /// A linked child, held weakly: its `ChildLink` unregisters it.
+    Child(Weak<TokenInner>, Link),
+    Callback(Callback),
+}
+
+/// A child's registration in its parent; removes itself when dropped.
+pub(crate) struct ChildLink {
+    parent: Arc<TokenInner>,
+    key: usize,
+}
+
+impl Drop for ChildLink {
+    fn drop(&mut self) {
+        // A cancelled parent has handed its listeners over already: no
+        // lock needed (and none taken while a cancel wakes many children).
+        if self.parent.cancelled.load(Ordering::Acquire) {
+            return;
+        }
+        let mut state = lock(&self.parent.state);
+        // Invariant 4: only while no cancel has begun.
+        if state.cause.is_none()
+            && matches!(state.listeners.get(self.key), Some(Listener::Child(..)))
+        {
+            state.listeners.remove(self.key);
+        }
+    }
+}
+
+impl TokenInner {
+    pub(super) fn new(parent: Option<ChildLink>) -> Self {
+        TokenInner {
+            cancelled: AtomicBool::new(false),
+            owner: AtomicWaker::new(),
+            state: Mutex::new(TokenState {
+                cause: None,
+                listeners: Slab::new(),
+                #[cfg(feature = "tokio-util")]
+                tokio_util: None,
+            }),
+            _parent: parent,
+        }
+    }
+
+    /// A new node linked under `self` as a child ([`Link::Parent`]).
+    pub(super) fn new_child(self: &Arc<Self>) -> Arc<TokenInner> {
+        let mut inherited = None;
+        let child = Arc::new_cyclic(|weak: &Weak<TokenInner>| {
+            let link = self
+                .link(weak.clone(), Link::Parent)
+                .map_err(|cause| inherited = Some(cause))
+                .ok();
+            TokenInner::new(link)
+        });
+        // Invariant 5: the parent was cancelled before we registered, or
+        // while the child was still being built (its weak pointer could not
+        // be upgraded then): copy the cause in both cases.
+        if let Some(cause) = inherited.or_else(|| self.recorded_cause()) {
+            child.cancel(cause.for_child());
+        }
+        child
+    }
+
+    /// Links the existing node `child` under `self`; the link lasts until
+    /// the returned value is dropped. A parent already cancelled cancels
+    /// the child now instead.
+    pub(super) fn attach(
+        self: &Arc<Self>,
+        child: &Arc<TokenInner>,
+        link: Link,
+    ) -> Option<ChildLink> {
+        // `child` is alive, so a cancel that takes this registration
+        // reaches it; a parent already cancelled hands its cause back.
+        self.link(Arc::downgrade(child), link)
+            .map_err(|cause| child.cancel(link.cause_for_child(&cause)))
+            .ok()
+    }
+
+    /// Registers `child` with `self`: the link, or the cause if `self` is
+    /// already cancelled.
+    fn link(self: &Arc<Self>, child: Weak<TokenInner>, link: Link) -> Result<ChildLink, Cause> {
+        match self.register(Listener::Child(child, link)) {
+            Ok(key) => Ok(ChildLink {
+                parent: self.clone(),
+                key,
+            }),
+            Err((_, cause)) => Err(cause),
+        }
+    }
+
+    #[inline]
+    pub(super) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// The cause, once the flag reads as cancelled.
+    pub(super) fn cause(&self) -> Option<Cause> {
+        if !self.is_cancelled() {
+            return None;
+        }
+        lock(&self.state).cause.as_deref().cloned()
+    }
+
+    /// The recorded cause even while the flag is not yet published (a
+    /// cancel is cancelling the children): used when linking new children,
+    /// which must not miss a cancel in progress (invariant 5).
+    pub(super) fn recorded_cause(&self) -> Option<Cause> {
+        lock(&self.state).cause.as_deref().cloned()
+    }
+
+    /// Records `cause` if no cause is recorded yet, cancels every child,
+    /// publishes the flag, then wakes every waiter and runs every callback
+    /// (invariants 1 to 3). `true` if this call cancelled the node.
+    pub(super) fn cancel(&self, cause: Cause) -> bool {
+        if self.is_cancelled() {
+            return false;
+        }
+        let early = {
+            let mut state = lock(&self.state);
+            if state.cause.is_some() {
+                return false;
+            }
+            state.cause = Some(Box::new(cause.clone()));
+            std::mem::take(&mut state.listeners)
+        };
+        let mut to_notify = Vec::new();
+        cancel_children(early, &cause, &mut to_notify);
+        let late = {
+            let state = &mut *lock(&self.state);
+            self.cancelled.store(true, Ordering::Release);
+            std::mem::take(&mut state.listeners)
+        };
+        cancel_children(late, &cause, &mut to_notify);
+        self.owner.wake();
+        for listener in to_notify {
+            match listener {
+                Listener::Waker(Some(waker)) => waker.wake(),
+                Listener::Callback(callback) => run_callback(callback, &cause),
+                Listener::Waker(None) | Listener::Child(..) => {}
+            }
+        }
+        true
+    }
+
+    /// Registers `listener` unless the token is already cancelled, in which
+    /// case the listener is handed back together with the cause.
+    fn register(&self, listener: Listener) -> Result<usize, (Listener, Cause)> {
+        let mut state = lock(&self.state);
+        if self.is_cancelled() {
+            let cause = state
+                .cause
+                .as_deref()
+                .cloned()
+                .expect("a cause is recorded before the flag is set");
+            return Err((listener, cause));
+        }
+        Ok(state.listeners.insert(listener))
+    }
+
+    /// Registers a cancel callback, or runs it now if the token is already
+    /// cancelled: the key to unregister it with, if registered.
+    pub(super) fn add_callback(&self, callback: Callback) -> Option<usize> {
+        match self.register(Listener::Callback(callback)) {
+            Ok(key) => Some(key),
+            Err((listener, cause)) => {
+                if let Listener::Callback(callback) = listener {
+                    run_callback(callback, &cause);
+                }
+                None
+            }
+        }
+    }
+
+    pub(super) fn unregister(&self, key: usize) {
+        if self.is_cancelled() {
+            return;
+        }
+        let removed = {
+            let mut state = lock(&self.state);
+            // Invariant 4: once a cancel has begun, keys may belong to the
+            // slab it took: leave everything to the cancel, which drains
+            // what is left.
+            if state.cause.is_some() {
+                return;
+            }
+            state.listeners.try_remove(key)
+        };
+        // Dropped outside the lock: a callback's captures may take locks.
+        drop(removed);
+    }
+
+    /// Polls a waiter registered under `key` (none yet if `None`):
+    /// `Ready` once the token is cancelled, else (re)registers the waker.
+    pub(super) fn poll_waiter(&self, key: &mut Option<usize>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_cancelled() {
+            return Poll::Ready(());
+        }
+        let mut state = lock(&self.state);
+        if self.is_cancelled() {
+            return Poll::Ready(());
+        }
+        let cancelling = state.cause.is_some();
+        match key.and_then(|key| state.listeners.get_mut(key)) {
+            // Invariant 4: while a cancel is in progress our key may point
+            // into the slab it took: register afresh, the cancel collects it
+            // when it publishes the flag (invariant 3).
+            Some(Listener::Waker(slot)) if !cancelling => match slot {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                _ => *slot = Some(cx.waker().clone()),
+            },
+            _ => {
+                *key = Some(
+                    state
+                        .listeners
+                        .insert(Listener::Waker(Some(cx.waker().clone()))),
+                )
+            }
+        }
+        Poll::Pending
+    }
+
+    /// The number of linked children.
+    pub(super) fn child_count(&self) -> usize {
+        lock(&self.state)
+            .listeners
+            .iter()
+            .filter(|(_, listener)| matches!(listener, Listener::Child(..)))
+            .count()
+    }
+
+    /// Registers the waker of the scope that owns this token.
+    #[inline]
+    pub(super) fn register_owner(&self, waker: &Waker) {
+        self.owner.register(waker);
+    }
+
+    /// Wakes the scope that owns this token.
+    pub(super) fn wake_owner(&self) {
+        self.owner.wake();
+    }
+}
+
+impl Link {
+    /// The cause a child linked this way is cancelled with.
+    fn cause_for_child(self, cause: &Cause) -> Cause {
+        match self {
+            Link::Parent => cause.for_child(),
+            Link::Transparent => cause.clone(),
+        }
+    }
+}
+
+/// Cancels the children among `listeners` and keeps the others for notifying.
+fn cancel_children(listeners: Slab<Listener>, cause: &Cause, others: &mut Vec<Listener>) {
+    for (_, listener) in listeners {
+        match listener {
+            Listener::Child(child, link) => {
+                if let Some(child) = child.upgrade() {
+                    child.cancel(link.cause_for_child(cause));
+                }
+            }
+            other => others.push(other),
+        }
+    }
+}
+
+/// Runs a cancel callback; a panic in user code is contained so that the
+/// remaining callbacks, waiters and children are still served.
+fn run_callback(callback: Callback, cause: &Cause) {
+    let _ = panic::contain("a cancel callback", || callback(cause));
+}
