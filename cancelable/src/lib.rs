@@ -79,6 +79,7 @@ mod signal;
 mod source;
 mod sync;
 mod token;
+pub mod wait;
 
 pub use cancelled::Cancelled;
 pub use context::{OperationContext, OperationStatus, Progress};
@@ -91,6 +92,7 @@ pub use shield::{shield, Shielded};
 pub use signal::{ParseSignalError, Signal};
 pub use source::{AsyncPredicate, BlockingPredicate, Predicate, Source};
 pub use token::{CallbackGuard, CancellationToken, WaitForCancellation, WaitForCancellationOwned};
+pub use wait::{cancelled, sleep, sleep_until, OrCancelled};
 
 #[doc(inline)]
 pub use cancelable_macros::cancellable;
