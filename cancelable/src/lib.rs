@@ -77,6 +77,7 @@ mod scope;
 mod shield;
 mod signal;
 mod source;
+pub mod stream;
 mod sync;
 mod token;
 pub mod wait;
@@ -91,6 +92,7 @@ pub use scope::{CancelScope, Run, ScopeHandle, TryRun};
 pub use shield::{shield, Shielded};
 pub use signal::{ParseSignalError, Signal};
 pub use source::{AsyncPredicate, BlockingPredicate, Predicate, Source};
+pub use stream::{Cancellable, CancellableStream, Partial, PartialTail};
 pub use token::{CallbackGuard, CancellationToken, WaitForCancellation, WaitForCancellationOwned};
 pub use wait::{cancelled, sleep, sleep_until, OrCancelled};
 
