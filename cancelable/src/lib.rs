@@ -69,6 +69,7 @@
 extern crate self as cancelable;
 
 mod backend;
+pub mod blocking;
 mod cancelled;
 mod context;
 mod current;
@@ -82,6 +83,7 @@ mod sync;
 mod token;
 pub mod wait;
 
+pub use blocking::{run_blocking, BlockingContext};
 pub use cancelled::Cancelled;
 pub use context::{OperationContext, OperationStatus, Progress};
 pub use current::{
