@@ -536,8 +536,8 @@ impl<S: Stream> Stream for Cancellable<S> {
     #[inline]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
         let this = self.project();
-        if let Some(item) = this.held.pop_front() {
-            return Poll::Ready(Some(item));
+        if !this.held.is_empty() {
+            return Poll::Ready(this.held.pop_front());
         }
         Self::poll_pull_projected(this, cx)
     }
@@ -554,7 +554,7 @@ impl<S: Stream> Stream for Cancellable<S> {
 }
 
 impl<S: Stream> Cancellable<S> {
-    #[inline]
+    #[inline(always)]
     fn poll_pull_projected(
         this: CancellableProj<'_, S>,
         cx: &mut Context<'_>,
@@ -562,8 +562,10 @@ impl<S: Stream> Cancellable<S> {
         if !matches!(this.end, End::Running) {
             return Poll::Ready(None);
         }
-        if let Err(cancelled) = this.watch.check() {
-            *this.end = End::Cancelled(cancelled);
+        // Checked before the inner stream is polled: an item it hands over
+        // is always returned. (Bound at construction: no binding to do.)
+        if this.watch.is_cancelled() {
+            *this.end = End::Cancelled(this.watch.error());
             return Poll::Ready(None);
         }
         match this.stream.poll_next(cx) {

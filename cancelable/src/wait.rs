@@ -162,7 +162,7 @@ impl Watch {
     }
 
     /// Binds to the current scope if not bound yet; `true` if it bound now.
-    #[inline]
+    #[inline(always)]
     fn bind(&mut self) -> bool {
         if !matches!(self.target, Target::Unbound) {
             return false;
@@ -191,8 +191,10 @@ impl Watch {
         }
     }
 
-    #[inline]
-    fn is_cancelled(&self) -> bool {
+    /// `true` if the watched scope or token is cancelled (`false` while
+    /// unbound: see [`Watch::check`]). One atomic load.
+    #[inline(always)]
+    pub(crate) fn is_cancelled(&self) -> bool {
         match &self.target {
             Target::Scope(scope) => scope.token.is_cancelled(),
             Target::Token(token) => token.is_cancelled(),
@@ -202,7 +204,7 @@ impl Watch {
 
     /// The error for the cancellation seen.
     #[cold]
-    fn error(&self) -> Cancelled {
+    pub(crate) fn error(&self) -> Cancelled {
         match &self.target {
             Target::Scope(scope) => scope.observe_cancellation(),
             Target::Token(token) => token_error(token),
@@ -211,7 +213,7 @@ impl Watch {
     }
 
     /// `Err` if the watched scope or token is cancelled. One atomic load.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn check(&mut self) -> Result<(), Cancelled> {
         self.bind();
         if self.is_cancelled() {
