@@ -58,6 +58,19 @@ pub struct Progress {
     pub message: String,
 }
 
+impl Progress {
+    /// A report with `fraction` clamped to `0.0..=1.0` (a NaN counts as
+    /// unknown).
+    pub(crate) fn new(fraction: Option<f64>, message: String) -> Self {
+        Progress {
+            fraction: fraction
+                .filter(|fraction| !fraction.is_nan())
+                .map(|fraction| fraction.clamp(0.0, 1.0)),
+            message,
+        }
+    }
+}
+
 /// A snapshot of an operation: one scope's identity, status and progress.
 ///
 /// Get one from [`ScopeHandle::context`](crate::ScopeHandle::context) or in

@@ -69,14 +69,7 @@ pub fn report_progress(fraction: impl Into<Option<f64>>, message: impl Into<Stri
     let Some(scope) = current_shared() else {
         return false;
     };
-    let fraction = fraction
-        .into()
-        .filter(|fraction| !fraction.is_nan())
-        .map(|fraction| fraction.clamp(0.0, 1.0));
-    scope.report_progress(Progress {
-        fraction,
-        message: message.into(),
-    });
+    scope.report_progress(Progress::new(fraction.into(), message.into()));
     true
 }
 

@@ -115,7 +115,12 @@ mod scope;
 // Reaching the current scope: checkpoints, accessors; then shields.
 mod current;
 mod shield;
+// Work in flight: cancellation-aware waits, streams, blocking work.
+pub mod blocking;
+pub mod stream;
+pub mod wait;
 
+pub use blocking::{run_blocking, BlockingContext};
 pub use cancelled::Cancelled;
 pub use context::{OperationContext, OperationStatus, Progress};
 pub use current::{
@@ -126,7 +131,9 @@ pub use scope::{CancelScope, Run, ScopeHandle, TryRun};
 pub use shield::{shield, Shielded};
 pub use signal::{ParseSignalError, Signal};
 pub use source::{AsyncPredicate, BlockingPredicate, Predicate, Source};
+pub use stream::{Cancellable, CancellableStream, Partial, PartialTail};
 pub use token::{CallbackGuard, CancellationToken, WaitForCancellation, WaitForCancellationOwned};
+pub use wait::{cancelled, sleep, sleep_until, OrCancelled};
 
 #[doc(inline)]
 pub use cancelable_macros::cancellable;

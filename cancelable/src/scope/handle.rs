@@ -63,10 +63,7 @@ impl ScopeHandle {
     /// to the nearest [`shield`](crate::shield): deadlines outside a shield
     /// do not reach a scope started inside it.
     pub fn effective_deadline(&self) -> Option<Instant> {
-        self.shared
-            .chain()
-            .filter_map(|scope| scope.deadline())
-            .min()
+        self.shared.effective_deadline()
     }
 
     /// Moves the scope's deadline, earlier or later (`None` removes it).

@@ -123,6 +123,11 @@ impl ScopeShared {
         })
     }
 
+    /// The earliest deadline of this scope's [`chain`](Self::chain).
+    pub(crate) fn effective_deadline(self: &Arc<Self>) -> Option<Instant> {
+        self.chain().filter_map(|scope| scope.deadline()).min()
+    }
+
     pub(crate) fn status(&self) -> OperationStatus {
         match self.status.load(Ordering::Acquire) {
             0 => OperationStatus::Pending,
