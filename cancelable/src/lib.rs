@@ -72,6 +72,7 @@ mod backend;
 mod cancelled;
 mod context;
 mod current;
+mod group;
 mod reason;
 mod scope;
 mod shield;
@@ -84,6 +85,10 @@ pub use cancelled::Cancelled;
 pub use context::{OperationContext, OperationStatus, Progress};
 pub use current::{
     checkpoint, checkpoint_token, current_scope, current_token, report_progress, Checkpoint,
+};
+pub use group::{
+    ChildErrors, Group, GroupError, GroupExecutor, GroupRun, Results, SpawnError, TaskError,
+    TaskFailure, TaskGroup, TaskHandle, TaskOutcome, Wait,
 };
 pub use reason::{CancelReason, SourceError};
 pub use scope::{CancelScope, Run, ScopeHandle, TryRun};
