@@ -531,6 +531,99 @@ on_every_backend! {
         assert_eq!(value, 11);
     }
 
+    async fn a_shielded_child_finishes_its_shield_when_the_group_is_cancelled() {
+        let flushed = Arc::new(AtomicBool::new(false));
+        let seen = flushed.clone();
+        let error = TaskGroup::new()
+            .timeout(Duration::from_millis(10))
+            .run(|group| async move {
+                group.start_soon(async move {
+                    cancelable::shield(async {
+                        sleep(Duration::from_millis(40)).await;
+                        seen.store(true, Ordering::SeqCst);
+                    })
+                    .await;
+                    Ok::<_, Cancelled>(())
+                });
+                pending::<()>().await;
+                Ok::<_, Cancelled>(())
+            })
+            .await
+            .unwrap_err();
+        assert!(error.is_timeout());
+        assert!(flushed.load(Ordering::SeqCst), "the group dropped a shielded child");
+    }
+
+    async fn the_group_scope_records_how_the_group_ended() {
+        // Completed.
+        let group = TaskGroup::new().name("fine");
+        let scope = group.handle();
+        group
+            .run(|group| async move {
+                group.start_soon(async { Ok::<_, Cancelled>(()) });
+                Ok::<_, Cancelled>(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(scope.status(), cancelable::OperationStatus::Completed);
+        // Failed: a child failed.
+        let group = TaskGroup::new();
+        let scope = group.handle();
+        group
+            .run(|group| async move {
+                group.start_soon(async { Err::<(), _>(Missing(0)) });
+                until_cancelled().await?;
+                Ok::<_, Cancelled>(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(scope.status(), cancelable::OperationStatus::Failed);
+        // Cancelled from outside, through a token.
+        let token = cancelable::CancellationToken::new();
+        let group = TaskGroup::new().token(&token);
+        let scope = group.handle();
+        let remote = token.clone();
+        let error = group
+            .run(|group| async move {
+                let child = group.start_soon(until_cancelled());
+                remote.cancel_with(CancelReason::Manual, "shutting down");
+                let seen = child.await.unwrap_err();
+                assert!(seen.cancelled().unwrap().reason().is_from_parent());
+                assert_eq!(seen.cancelled().unwrap().message(), Some("shutting down"));
+                until_cancelled().await?;
+                Ok::<_, Cancelled>(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(error.cancelled().unwrap().message(), Some("shutting down"));
+        assert_eq!(scope.status(), cancelable::OperationStatus::Cancelled);
+    }
+
+    async fn handles_report_ids_and_whether_they_finished() {
+        TaskGroup::new()
+            .run(|group| async move {
+                let quick = group.start_soon(async { Ok::<_, Cancelled>(1) });
+                let id = quick.id().expect("started");
+                assert!(!quick.is_finished());
+                yield_once().await;
+                assert!(quick.is_finished());
+                assert_eq!(quick.scope().unwrap().id(), id);
+                assert_eq!(quick.await.unwrap(), 1);
+                group.close();
+                assert!(group.is_closed());
+                let refused = group.start_soon(async { Ok::<_, Cancelled>(2) });
+                assert!(refused.is_finished());
+                assert_eq!(refused.id(), None);
+                assert!(matches!(
+                    group.spawn(async { Ok::<_, Cancelled>(3) }),
+                    Err(SpawnError::Closed | SpawnError::NoExecutor)
+                ));
+                Ok::<_, Cancelled>(())
+            })
+            .await
+            .unwrap();
+    }
+
     async fn spawn_without_an_executor_off_tokio_is_a_documented_error() {
         let on_tokio = tokio::runtime::Handle::try_current().is_ok();
         TaskGroup::new()
@@ -614,16 +707,18 @@ mod spawned {
     /// spawned siblings, a child in its grace period is waited for, and
     /// the group returns only after all of them ended.
     async fn failing_and_grace(group: TaskGroup, live: Live) {
+        let children = live.clone();
         let cleaned = Arc::new(AtomicBool::new(false));
         let seen = cleaned.clone();
         let started = Instant::now();
         let error = group
-            .grace(Duration::from_secs(30))
+            // Children that never reach a checkpoint are aborted after it.
+            .grace(Duration::from_millis(300))
             .run(|group| async move {
                 for _ in 0..4 {
-                    group.spawn(forever(live.clone())).unwrap();
+                    group.spawn(forever(children.clone())).unwrap();
                 }
-                let live2 = live.clone();
+                let live2 = children.clone();
                 group
                     .spawn(async move {
                         let _guard = live2.enter();
@@ -639,14 +734,16 @@ mod spawned {
                         Err::<(), _>(Missing(4))
                     })
                     .unwrap();
-                pending::<()>().await;
+                until_cancelled().await?;
                 Ok::<_, Cancelled>(())
             })
             .await
             .unwrap_err();
         assert!(cleaned.load(Ordering::SeqCst));
+        assert_eq!(live.count(), 0);
         assert_eq!(error.primary().unwrap().name(), Some("broken"));
-        assert!(started.elapsed() < GENEROUS + Duration::from_secs(30));
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(started.elapsed() < GENEROUS);
     }
 
     /// Waits (boundedly) until `live` drops to zero.
