@@ -7,7 +7,7 @@ use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering as StdOrdering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
@@ -17,7 +17,7 @@ use super::state::{lock, GroupShared, Panic};
 use crate::current;
 use crate::scope::ScopeShared;
 use crate::sync::Ordering;
-use crate::{CancelScope, CancellationToken, OperationStatus, ScopeHandle, TryRun};
+use crate::{CancelReason, CancelScope, CancellationToken, Cancelled, ScopeHandle, TryRun};
 
 /// Keeps scopes polling their body once cancelled, as a running
 /// [`shield`](crate::shield) does, while it lives: the group uses it to
@@ -73,7 +73,7 @@ pin_project! {
 
 pub(crate) struct Grace {
     _hold: Hold,
-    own: ScopeHandle,
+    own: CancellationToken,
     group: CancellationToken,
 }
 
@@ -89,7 +89,7 @@ where
         if let Some(grace) = this.grace.as_ref() {
             // The group records its cause before it cancels its children.
             if grace.own.is_cancelled() && grace.group.recorded_cause().is_none() {
-                let cancelled = grace.own.shared.observe_cancellation();
+                let cancelled = token_cancelled(&grace.own);
                 this.body.set(None);
                 *this.grace = None;
                 return Poll::Ready(Err(Box::new(cancelled)));
@@ -142,6 +142,41 @@ impl<T> Slot<T> {
     }
 }
 
+/// What a child's handle, its end report and the child itself know of
+/// it. No strong reference to the child's scope: a scope that nothing else
+/// observes spares a clock read when it ends.
+#[derive(Clone)]
+pub(crate) struct ChildRef {
+    id: u64,
+    token: CancellationToken,
+    scope: Weak<ScopeShared>,
+}
+
+impl ChildRef {
+    /// The child's scope name, while its scope exists.
+    fn name(&self) -> Option<Arc<str>> {
+        let scope = self.scope.upgrade()?;
+        let name = ScopeHandle { shared: scope }.context().name?;
+        Some(Arc::from(name))
+    }
+
+    /// The error describing the child's cancellation.
+    fn cancelled(&self) -> Cancelled {
+        match self.scope.upgrade() {
+            Some(scope) => scope.observe_cancellation(),
+            None => token_cancelled(&self.token),
+        }
+    }
+}
+
+/// The cancellation recorded by `token` (`Manual` if none is).
+fn token_cancelled(token: &CancellationToken) -> Cancelled {
+    match token.check() {
+        Err(cancelled) => cancelled,
+        Ok(()) => Cancelled::new(CancelReason::Manual),
+    }
+}
+
 /// An awaitable handle to a child of a [`TaskGroup`](crate::TaskGroup),
 /// returned by [`Group::start_soon`](crate::Group::start_soon) and
 /// [`Group::spawn`](crate::Group::spawn).
@@ -168,7 +203,7 @@ impl<T> Slot<T> {
 /// ```
 pub struct TaskHandle<T> {
     slot: Arc<Slot<T>>,
-    scope: Option<ScopeHandle>,
+    child: Option<ChildRef>,
 }
 
 impl<T> TaskHandle<T> {
@@ -176,17 +211,17 @@ impl<T> TaskHandle<T> {
     pub(crate) fn not_started() -> Self {
         TaskHandle {
             slot: Slot::new(Some(Err(TaskError::NotStarted))),
-            scope: None,
+            child: None,
         }
     }
 
     /// Cancels the child's scope (reason [`CancelReason::Manual`]): it
     /// ends with [`TaskError::Cancelled`], which is not a failure, so the
     /// group goes on. Returns `true` if this call cancelled it.
-    ///
-    /// [`CancelReason::Manual`]: crate::CancelReason::Manual
     pub fn cancel(&self) -> bool {
-        self.scope.as_ref().is_some_and(ScopeHandle::cancel)
+        self.child
+            .as_ref()
+            .is_some_and(|child| child.token.cancel())
     }
 
     /// `true` once the child has ended (or was never started).
@@ -194,15 +229,20 @@ impl<T> TaskHandle<T> {
         self.slot.finished.load(StdOrdering::Acquire)
     }
 
-    /// The operation id of the child's scope; `None` if it never started.
+    /// The child's id in its group (1 for the first child started, and so
+    /// on), as [`TaskOutcome::id`](crate::TaskOutcome::id) and
+    /// [`TaskFailure::id`](crate::TaskFailure::id) report it; `None` if it
+    /// was never started.
     pub fn id(&self) -> Option<u64> {
-        self.scope.as_ref().map(ScopeHandle::id)
+        self.child.as_ref().map(|child| child.id)
     }
 
-    /// A handle to the child's scope (its status, context, deadline);
-    /// `None` if it never started.
-    pub fn scope(&self) -> Option<&ScopeHandle> {
-        self.scope.as_ref()
+    /// A handle to the child's scope (its operation id, status, context,
+    /// deadline) while the child runs; `None` once it has ended or if it
+    /// never started.
+    pub fn scope(&self) -> Option<ScopeHandle> {
+        let shared = self.child.as_ref()?.scope.upgrade()?;
+        Some(ScopeHandle { shared })
     }
 }
 
@@ -241,28 +281,21 @@ impl<T> fmt::Debug for TaskHandle<T> {
 pub(crate) struct Done<T> {
     slot: Arc<Slot<T>>,
     group: Arc<GroupShared>,
-    scope: ScopeHandle,
     pub(crate) spawned: Option<usize>,
 }
 
 impl<T> Done<T> {
-    fn end(&self, result: Result<T, TaskError>, panic: Option<Panic>) {
+    fn end(
+        self,
+        child: &ChildRef,
+        result: Result<T, TaskError>,
+        panic: Option<Panic>,
+        name: Option<Arc<str>>,
+    ) {
         let error = result.as_ref().err().cloned();
         self.slot.fill(result);
         self.group
-            .child_ended(&self.scope, error.as_ref(), panic, self.spawned);
-    }
-}
-
-/// A child that was armed but never reported its end (see [`Done`]).
-struct Armed<T>(Option<Done<T>>);
-
-impl<T> Drop for Armed<T> {
-    fn drop(&mut self) {
-        if let Some(done) = self.0.take() {
-            let cancelled = done.scope.shared.observe_cancellation();
-            done.end(Err(TaskError::Cancelled(cancelled)), None);
-        }
+            .child_ended(child.id, name, error.as_ref(), panic, self.spawned);
     }
 }
 
@@ -276,8 +309,24 @@ pin_project! {
         // so that nothing of it outlives the group.
         #[pin]
         run: Option<TryRun<Held<F>>>,
-        scope: ScopeHandle,
-        done: Armed<T>,
+        child: ChildRef,
+        done: Option<Done<T>>,
+    }
+
+    impl<F, T> PinnedDrop for ChildTask<F, T>
+    where
+        Held<F>: Future,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            // Dropped before its end: cancelled.
+            if let Some(done) = this.done.take() {
+                let name = done.group.wants_names().then(|| this.child.name()).flatten();
+                let cancelled = this.child.cancelled();
+                this.run.set(None);
+                done.end(this.child, Err(TaskError::Cancelled(cancelled)), None, name);
+            }
+        }
     }
 }
 
@@ -293,47 +342,52 @@ where
         scope: CancelScope,
         body: F,
     ) -> (Self, TaskHandle<T>) {
-        let handle = scope.handle();
+        let token = scope.cancel_token();
+        let shared = scope.handle().shared;
         let grace = group.grace.map(|_| Grace {
-            _hold: Hold::scope(&handle.shared),
-            own: handle.clone(),
+            _hold: Hold::scope(&shared),
+            own: token.clone(),
             group: group.scope.shared.token.clone(),
         });
+        let child = ChildRef {
+            id: group.next_id(),
+            token,
+            scope: Arc::downgrade(&shared),
+        };
+        drop(shared);
         let held = Held {
             body: Some(body),
             grace,
         };
-        let slot = Slot::new(None);
-        let child = ChildTask {
+        let task = ChildTask {
             run: Some(scope.try_run(held)),
-            scope: handle.clone(),
-            done: Armed(None),
+            child: child.clone(),
+            done: None,
         };
-        let task = TaskHandle {
-            slot,
-            scope: Some(handle),
+        let handle = TaskHandle {
+            slot: Slot::new(None),
+            child: Some(child),
         };
-        (child, task)
+        (task, handle)
     }
 
     /// The group accepted the child: from now on its end is reported.
     pub(crate) fn arm(&mut self, group: &Arc<GroupShared>, task: &TaskHandle<T>) {
-        self.done.0 = Some(Done {
+        self.done = Some(Done {
             slot: task.slot.clone(),
             group: group.clone(),
-            scope: self.scope.clone(),
             spawned: None,
         });
     }
 
     /// Forgets the arming of a child its group refused after all.
     pub(crate) fn disarm(self: Pin<&mut Self>) {
-        self.project().done.0 = None;
+        *self.project().done = None;
     }
 
     /// Records the key of the child's abort handle in its group.
     pub(crate) fn set_spawned(&mut self, key: usize) {
-        if let Some(done) = &mut self.done.0 {
+        if let Some(done) = &mut self.done {
             done.spawned = Some(key);
         }
     }
@@ -354,30 +408,36 @@ where
         let (result, panic) = match catch_unwind(AssertUnwindSafe(|| run.poll(cx))) {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(Ok(value))) => (Ok(value), None),
-            Ok(Poll::Ready(Err(error))) => (Err(classify(error, this.scope)), None),
+            Ok(Poll::Ready(Err(error))) => (Err(classify(error, this.child)), None),
             Err(payload) => (
                 Err(TaskError::Panicked(panic_message(&*payload).into())),
                 Some(payload),
             ),
         };
+        let Some(done) = this.done.take() else {
+            this.run.set(None);
+            return Poll::Ready(());
+        };
+        let failed = result.as_ref().is_err_and(TaskError::is_failure);
+        let name = (failed || done.group.wants_names())
+            .then(|| this.child.name())
+            .flatten();
         this.run.set(None);
-        if let Some(done) = this.done.0.take() {
-            done.end(result, panic);
-        }
+        done.end(this.child, result, panic, name);
         Poll::Ready(())
     }
 }
 
-/// A child's `Err`: a cancellation if its scope ended cancelled (a
-/// source fired, or the body returned after a checkpoint saw the
-/// cancellation), a failure otherwise.
-fn classify(error: BoxError, scope: &ScopeHandle) -> TaskError {
-    if scope.status() != OperationStatus::Cancelled {
+/// A child's `Err`: a cancellation if its scope was cancelled (a source
+/// fired, or the body returned after the cancellation), as the scope
+/// itself counts it; a failure otherwise.
+fn classify(error: BoxError, child: &ChildRef) -> TaskError {
+    if child.token.recorded_cause().is_none() {
         return TaskError::Failed(Arc::from(error));
     }
-    match error.downcast::<crate::Cancelled>() {
+    match error.downcast::<Cancelled>() {
         Ok(cancelled) => TaskError::Cancelled(*cancelled),
-        Err(_) => TaskError::Cancelled(scope.shared.observe_cancellation()),
+        Err(_) => TaskError::Cancelled(child.cancelled()),
     }
 }
 

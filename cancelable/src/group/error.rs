@@ -109,7 +109,9 @@ pub struct TaskFailure {
 }
 
 impl TaskFailure {
-    /// The operation id of the child's scope; `None` for the group's body.
+    /// The child's id in its group (as
+    /// [`TaskHandle::id`](crate::TaskHandle::id)); `None` for the group's
+    /// body.
     pub fn id(&self) -> Option<u64> {
         self.id
     }
@@ -134,8 +136,8 @@ impl fmt::Display for TaskFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.name, self.id) {
             (_, None) => f.write_str("the group's body")?,
-            (Some(name), Some(id)) => write!(f, "task `{name}` (#{id})")?,
-            (None, Some(id)) => write!(f, "task #{id}")?,
+            (Some(name), Some(_)) => write!(f, "task `{name}`")?,
+            (None, Some(id)) => write!(f, "task {id}")?,
         }
         match &self.error {
             TaskError::Failed(error) => write!(f, " failed: {error}"),

@@ -322,6 +322,9 @@ impl Group {
     /// ```
     pub fn results(&self) -> Results {
         let subscriber = Arc::new(Subscriber::default());
+        self.shared
+            .subscribed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         lock(&self.shared.state)
             .subscribers
             .push(Arc::downgrade(&subscriber));

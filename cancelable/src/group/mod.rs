@@ -30,6 +30,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -325,6 +326,8 @@ impl TaskGroup {
             grace: self.grace,
             executor: self.executor,
             waker: AtomicWaker::new(),
+            next_id: AtomicU64::new(1),
+            subscribed: AtomicBool::new(false),
         });
         let body = body(Group {
             shared: shared.clone(),

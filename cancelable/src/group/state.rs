@@ -28,6 +28,7 @@ use std::any::Any;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::Waker;
 use std::time::Duration;
@@ -102,8 +103,11 @@ pub(crate) struct GroupShared {
     pub(crate) grace: Option<Duration>,
     pub(crate) executor: Option<Executor>,
     /// The task polling the group's future: woken when a child is added
-    /// from elsewhere or a spawned child ends.
+    /// from elsewhere or the last spawned child ends.
     pub(crate) waker: AtomicWaker,
+    pub(crate) next_id: AtomicU64,
+    /// A results stream was made: children's names are worth reading.
+    pub(crate) subscribed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -142,8 +146,7 @@ pub struct TaskOutcome {
 }
 
 impl TaskOutcome {
-    /// The operation id of the child's scope (as on its
-    /// [`TaskHandle::id`](crate::TaskHandle::id)).
+    /// The child's id in its group (as [`TaskHandle::id`](crate::TaskHandle::id)).
     pub fn id(&self) -> u64 {
         self.id
     }
@@ -221,22 +224,26 @@ impl GroupState {
 }
 
 impl GroupShared {
+    /// A new child's id in the group.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// `true` once a results stream exists.
+    pub(crate) fn wants_names(&self) -> bool {
+        self.subscribed.load(Ordering::Relaxed)
+    }
+
     /// Records the end of an accepted child (see the invariants).
     pub(crate) fn child_ended(
         &self,
-        scope: &ScopeHandle,
+        id: u64,
+        name: Option<Arc<str>>,
         error: Option<&TaskError>,
         panic: Option<Panic>,
         spawned: Option<usize>,
     ) {
         let failed = error.is_some_and(TaskError::is_failure) && self.policy != ChildErrors::Ignore;
-        let subscribed = !lock(&self.state).subscribers.is_empty();
-        let (id, name) = if failed || subscribed {
-            let context = scope.context();
-            (context.id, context.name.map(Arc::from))
-        } else {
-            (0, None)
-        };
         if failed {
             let failure = TaskFailure {
                 id: Some(id),
@@ -246,7 +253,7 @@ impl GroupShared {
             self.record_failure(failure, panic, self.policy == ChildErrors::CancelGroup);
         }
         let mut wakeups = Wakeups::default();
-        {
+        let idle = {
             let mut state = lock(&self.state);
             state.active -= 1;
             if let Some(key) = spawned {
@@ -269,9 +276,11 @@ impl GroupShared {
                 });
             }
             state.idle_wakeups(&mut wakeups);
-        }
-        if spawned.is_some() {
-            // The group is not polling this child: tell it.
+            state.active == 0
+        };
+        if spawned.is_some() && idle {
+            // The group does not poll spawned children: it waits for the
+            // last one to end.
             self.waker.wake();
         }
         wakeups.wake();
