@@ -87,9 +87,9 @@ async fn group_cancel(spawned: bool) -> Duration {
                     Ok::<_, Cancelled>(())
                 };
                 if spawned {
-                    let _ = group.spawn(child).expect("on tokio");
+                    group.spawn(child).expect("on tokio");
                 } else {
-                    let _ = group.start_soon(child);
+                    group.start_soon(child);
                 }
             }
             while started.load(Ordering::Relaxed) < CHILDREN {
@@ -193,9 +193,9 @@ fn per_child(c: &mut Criterion) {
                         TaskGroup::new()
                             .run(|group| async move {
                                 for n in 0..batch {
-                                    let _ = group.start_soon(async move {
-                                        Ok::<_, Cancelled>(black_box(n))
-                                    });
+                                    group.start_soon(
+                                        async move { Ok::<_, Cancelled>(black_box(n)) },
+                                    );
                                 }
                                 Ok::<_, Cancelled>(())
                             })

@@ -246,7 +246,7 @@ on_every_backend! {
                         })
                         .await;
                     let error = result.unwrap_err();
-                    assert!(error.is_timeout());
+                    assert!(error.is_timeout(), "{error:?}");
                     assert!(error.cancelled().unwrap().reason().is_from_parent());
                     Err::<(), _>(error)
                 });

@@ -255,6 +255,12 @@ where
                 }
             }
             if this.body.is_none() && core.try_end() {
+                // Cancelled before everything ended — possibly from another
+                // thread during this very poll, the children ending with
+                // it: the cancellation is the outcome, not the body's value.
+                if core.shared.scope.shared.token.recorded_cause().is_some() {
+                    *this.output = None;
+                }
                 return Poll::Ready(this.output.take());
             }
             let newly_cancelled = !core.draining && core.cancelled();

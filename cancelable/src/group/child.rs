@@ -292,10 +292,23 @@ impl<T> Done<T> {
         panic: Option<Panic>,
         name: Option<Arc<str>>,
     ) {
-        let error = result.as_ref().err().cloned();
+        // A copy of the error only for whoever reads it besides the handle:
+        // the failure record and results streams.
+        let streamed = self.group.wants_names();
+        let error = match &result {
+            Err(error) if error.is_failure() || streamed => Some(error.clone()),
+            _ => None,
+        };
         self.slot.fill(result);
-        self.group
-            .child_ended(child.id, name, error.as_ref(), panic, self.spawned);
+        let end = super::state::End {
+            id: child.id,
+            name,
+            error: error.as_ref(),
+            streamed,
+            panic,
+            spawned: self.spawned,
+        };
+        self.group.child_ended(end);
     }
 }
 

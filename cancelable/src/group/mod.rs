@@ -99,10 +99,13 @@ use crate::{
 ///         group.start_soon(async { Ok::<_, cancelable::Cancelled>(()) });
 ///         // Never ends by itself: cancelled when its sibling fails.
 ///         group.start_soon(async {
-///             loop {
+///             let mut polls = 0u64;
+///             while polls < u64::MAX {
 ///                 checkpoint().await?;
 ///                 async_io::Timer::after(Duration::from_millis(1)).await;
+///                 polls += 1;
 ///             }
+///             Ok::<_, cancelable::Cancelled>(polls)
 ///         });
 ///         group.start_soon(async { Err::<(), _>("item 3 is missing") });
 ///         Ok::<_, cancelable::Cancelled>("never returned")
@@ -201,15 +204,16 @@ impl TaskGroup {
     ///     .grace(Duration::from_secs(5))
     ///     .run(|group| async move {
     ///         group.start_soon(async move {
-    ///             loop {
+    ///             let cancelled = loop {
     ///                 if let Err(cancelled) = checkpoint().await {
-    ///                     // Cleanup that needs to await.
-    ///                     async_io::Timer::after(Duration::from_millis(5)).await;
-    ///                     seen.store(true, Ordering::SeqCst);
-    ///                     return Err(cancelled);
+    ///                     break cancelled;
     ///                 }
     ///                 async_io::Timer::after(Duration::from_millis(1)).await;
-    ///             }
+    ///             };
+    ///             // Cleanup that needs to await.
+    ///             async_io::Timer::after(Duration::from_millis(5)).await;
+    ///             seen.store(true, Ordering::SeqCst);
+    ///             Err::<(), _>(cancelled)
     ///         });
     ///         Ok::<_, cancelable::Cancelled>(())
     ///     })
@@ -307,7 +311,9 @@ impl TaskGroup {
     /// # Errors
     ///
     /// [`GroupError`] when a child or the body failed (under the default
-    /// policy and `Collect`), or the group was cancelled from outside.
+    /// policy and `Collect`), or the group was cancelled from outside
+    /// before its body and every child had ended (even if they then ended
+    /// within the same poll).
     ///
     /// # Panics
     ///
@@ -394,7 +400,8 @@ where
         let (value, cancelled) = match outcome {
             Ok(Some(value)) => (Some(value), None),
             Err(cancelled) => (None, external(cancelled)),
-            Ok(None) if scope.token.is_cancelled() => {
+            // The cause is recorded before the flag is published.
+            Ok(None) if scope.token.recorded_cause().is_some() => {
                 (None, external(scope.observe_cancellation()))
             }
             Ok(None) => (None, None),

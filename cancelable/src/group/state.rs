@@ -168,6 +168,20 @@ impl TaskOutcome {
     }
 }
 
+/// How an accepted child ended, as its group records it.
+pub(crate) struct End<'a> {
+    pub(crate) id: u64,
+    pub(crate) name: Option<Arc<str>>,
+    /// The error, if the child failed or a results stream wants it.
+    pub(crate) error: Option<&'a TaskError>,
+    /// Results streams existed when the end was taken: `error` and `name`
+    /// are there for them.
+    pub(crate) streamed: bool,
+    pub(crate) panic: Option<Panic>,
+    /// The key of a spawned child's abort handle.
+    pub(crate) spawned: Option<usize>,
+}
+
 /// Locks `mutex`, ignoring poisoning (no user code runs under our locks).
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -235,14 +249,15 @@ impl GroupShared {
     }
 
     /// Records the end of an accepted child (see the invariants).
-    pub(crate) fn child_ended(
-        &self,
-        id: u64,
-        name: Option<Arc<str>>,
-        error: Option<&TaskError>,
-        panic: Option<Panic>,
-        spawned: Option<usize>,
-    ) {
+    pub(crate) fn child_ended(&self, end: End<'_>) {
+        let End {
+            id,
+            name,
+            error,
+            streamed,
+            panic,
+            spawned,
+        } = end;
         let failed = error.is_some_and(TaskError::is_failure) && self.policy != ChildErrors::Ignore;
         if failed {
             let failure = TaskFailure {
@@ -259,7 +274,9 @@ impl GroupShared {
             if let Some(key) = spawned {
                 state.spawned.try_remove(key);
             }
-            if !state.subscribers.is_empty() {
+            // A stream made while this child was ending may miss it: it
+            // sees the children that end after it was made.
+            if streamed && !state.subscribers.is_empty() {
                 let outcome = TaskOutcome {
                     id,
                     name,
