@@ -101,6 +101,26 @@ impl Error for TaskError {
 
 /// One failure recorded by a group: a child that returned an `Err` or
 /// panicked, or the group's body that returned an `Err`.
+///
+/// ```
+/// use cancelable::{CancelScope, TaskGroup};
+///
+/// # futures::executor::block_on(async {
+/// let error = TaskGroup::new()
+///     .run(|group| async move {
+///         group.start_soon_in(CancelScope::new().name("parse"), async {
+///             "x".parse::<u32>()
+///         });
+///         Ok::<_, cancelable::Cancelled>(())
+///     })
+///     .await
+///     .unwrap_err();
+/// let failure = error.primary().unwrap();
+/// assert_eq!((failure.id(), failure.name()), (Some(1), Some("parse")));
+/// assert!(!failure.is_body());
+/// assert_eq!(failure.to_string(), "task `parse` failed: invalid digit found in string");
+/// # });
+/// ```
 #[derive(Clone, Debug)]
 pub struct TaskFailure {
     pub(crate) id: Option<u64>,
@@ -267,6 +287,23 @@ impl Error for GroupError {
 }
 
 /// Why [`Group::spawn`](crate::Group::spawn) could not start a task.
+///
+/// ```
+/// use cancelable::{SpawnError, TaskGroup};
+///
+/// # futures::executor::block_on(async {
+/// TaskGroup::new()
+///     .run(|group| async move {
+///         group.close();
+///         let refused = group.spawn(async { Ok::<_, cancelable::Cancelled>(()) });
+///         // Off tokio and without an executor, that is said first.
+///         assert!(matches!(refused, Err(SpawnError::NoExecutor | SpawnError::Closed)));
+///         Ok::<_, cancelable::Cancelled>(())
+///     })
+///     .await
+///     .unwrap();
+/// # });
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum SpawnError {

@@ -355,6 +355,26 @@ impl Group {
     /// Returns `true` if this call cancelled it.
     ///
     /// [`CancelReason::Manual`]: crate::CancelReason::Manual
+    ///
+    /// ```
+    /// use cancelable::{CancelReason, TaskGroup};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let error = TaskGroup::new()
+    ///     .run(|group| async move {
+    ///         let child = group.start_soon(std::future::pending::<Result<(), cancelable::Cancelled>>());
+    ///         assert!(group.cancel());
+    ///         assert!(group.is_cancelled());
+    ///         // The group's id is the parent of its children's scopes.
+    ///         assert_eq!(group.scope().context().status, cancelable::OperationStatus::Running);
+    ///         drop(child);
+    ///         cancelable::checkpoint().await
+    ///     })
+    ///     .await
+    ///     .unwrap_err();
+    /// assert_eq!(error.cancelled().unwrap().reason(), &CancelReason::Manual);
+    /// # });
+    /// ```
     pub fn cancel(&self) -> bool {
         self.shared.scope.cancel()
     }
