@@ -115,6 +115,8 @@ mod scope;
 // Reaching the current scope: checkpoints, accessors; then shields.
 mod current;
 mod shield;
+// Structured concurrency on the scope machinery.
+mod group;
 // Work in flight: cancellation-aware waits, streams, blocking work.
 pub mod blocking;
 pub mod stream;
@@ -125,6 +127,10 @@ pub use cancelled::Cancelled;
 pub use context::{OperationContext, OperationStatus, Progress};
 pub use current::{
     checkpoint, checkpoint_token, current_scope, current_token, report_progress, Checkpoint,
+};
+pub use group::{
+    ChildErrors, Group, GroupError, GroupExecutor, GroupRun, Results, SpawnError, TaskError,
+    TaskFailure, TaskGroup, TaskHandle, TaskOutcome, Wait,
 };
 pub use reason::{CancelReason, SourceError};
 pub use scope::{CancelScope, Run, ScopeHandle, TryRun};

@@ -1,0 +1,275 @@
+//! The group's own future, run as the body of the group's scope: it polls
+//! the user's body and the `start_soon` children, and on cancellation
+//! gives them the grace period before dropping them.
+//!
+//! # How it stays polled
+//!
+//! * A child woken wakes the group's task through `FuturesUnordered`,
+//!   which the group polls with the task's waker.
+//! * A child started from anywhere is queued in the shared state and the
+//!   group's waker is woken; a child started during the group's own poll
+//!   (by the body or another child) is picked up in the same poll.
+//! * A spawned child that ends wakes the group's waker.
+//!
+//! # Cancellation
+//!
+//! The group holds its scope and the scopes around it (a [`Hold`]) from
+//! its first poll until it returns, so a cancelled scope keeps polling it
+//! instead of dropping it: the group drains. Its children, in child scopes,
+//! see the cancellation at once. Without a grace period, the body is
+//! dropped at once and the children end at their next poll (their scopes
+//! drop their bodies, as any cancelled scope does); spawned children end on
+//! their executor. With a grace period the children's scopes are held too,
+//! so children and body keep running until they reach a checkpoint; when
+//! the grace period runs out, what is left is dropped and spawned children
+//! are aborted. Either way the group returns only once every child ended.
+
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use pin_project_lite::pin_project;
+
+use super::child::{panic_message, Hold};
+use super::error::{BoxError, TaskError, TaskFailure};
+use super::state::{lock, GroupShared, LocalChild, Wakeups};
+use crate::backend::{Backend, Timer};
+use crate::sync::Ordering;
+
+/// How many times one poll goes round picking up children started during
+/// it before it yields to the executor.
+const ROUNDS: usize = 16;
+
+pin_project! {
+    /// The body of the group's scope.
+    pub(crate) struct GroupBody<Fut, T> {
+        #[pin]
+        body: Option<Fut>,
+        output: Option<T>,
+        core: Core,
+    }
+}
+
+impl<Fut, T> GroupBody<Fut, T> {
+    pub(crate) fn new(body: Fut, shared: Arc<GroupShared>) -> Self {
+        GroupBody {
+            body: Some(body),
+            output: None,
+            core: Core {
+                shared,
+                local: FuturesUnordered::new(),
+                hold: None,
+                draining: false,
+                expired: false,
+                timer: None,
+                finished: false,
+            },
+        }
+    }
+}
+
+pub(crate) struct Core {
+    shared: Arc<GroupShared>,
+    local: FuturesUnordered<LocalChild>,
+    hold: Option<Hold>,
+    /// The group was seen cancelled.
+    draining: bool,
+    /// The grace period ran out: what is left was dropped or aborted.
+    expired: bool,
+    timer: Option<Timer>,
+    finished: bool,
+}
+
+impl Core {
+    fn cancelled(&self) -> bool {
+        self.shared.scope.shared.token.is_cancelled()
+    }
+
+    /// Moves the children started since the last poll into the set the
+    /// group polls; `true` if there were any.
+    fn take_incoming(&mut self) -> bool {
+        let incoming = std::mem::take(&mut lock(&self.shared.state).incoming);
+        let any = !incoming.is_empty();
+        for child in incoming {
+            self.local.push(child);
+        }
+        any
+    }
+
+    fn has_incoming(&self) -> bool {
+        !lock(&self.shared.state).incoming.is_empty()
+    }
+
+    fn start_draining(&mut self) {
+        self.draining = true;
+        if let Some(grace) = self.shared.grace {
+            let backend = Backend::detect();
+            // A grace period too long to add to the clock never runs out.
+            self.timer = backend
+                .now()
+                .checked_add(grace)
+                .map(|end| backend.timer(end));
+        }
+    }
+
+    /// The grace period ran out: no new children, drop the local ones,
+    /// abort the spawned ones.
+    fn expire(&mut self) {
+        self.expired = true;
+        self.timer = None;
+        let mut wakeups = Wakeups::default();
+        let (incoming, aborts) = {
+            let mut state = lock(&self.shared.state);
+            state.close(&mut wakeups);
+            let aborts: Vec<_> = state.spawned.iter().map(|(_, a)| a.clone()).collect();
+            (std::mem::take(&mut state.incoming), aborts)
+        };
+        drop(incoming);
+        for abort in aborts {
+            abort.abort();
+        }
+        self.local.clear();
+        wakeups.wake();
+    }
+
+    /// Polls the children until none is ready.
+    fn poll_children(&mut self, cx: &mut Context<'_>) {
+        while let Poll::Ready(Some(())) = self.local.poll_next_unpin(cx) {}
+    }
+
+    /// The body returned `Err`: a failure unless the group was cancelled.
+    fn body_failed(&self, error: BoxError) {
+        if self.shared.scope.shared.token.recorded_cause().is_some() {
+            return;
+        }
+        let failure = TaskFailure {
+            id: None,
+            name: None,
+            error: TaskError::Failed(Arc::from(error)),
+        };
+        self.shared.record_failure(failure, None, true);
+    }
+
+    fn body_panicked(&self, payload: super::state::Panic) {
+        let failure = TaskFailure {
+            id: None,
+            name: None,
+            error: TaskError::Panicked(panic_message(&*payload).into()),
+        };
+        self.shared.record_failure(failure, Some(payload), true);
+    }
+
+    /// Ends the group if no child runs.
+    fn try_end(&mut self) -> bool {
+        let mut wakeups = Wakeups::default();
+        let ended = lock(&self.shared.state).try_end(&mut wakeups);
+        wakeups.wake();
+        if ended {
+            self.finished = true;
+            self.hold = None;
+        }
+        ended
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // Dropped before the end (the group's future was dropped): nothing
+        // it started may outlive it.
+        let (incoming, aborts) = {
+            let mut state = lock(&self.shared.state);
+            state.closed = true;
+            state.ended = true;
+            let aborts: Vec<_> = state.spawned.iter().map(|(_, a)| a.clone()).collect();
+            (std::mem::take(&mut state.incoming), aborts)
+        };
+        drop(incoming);
+        for abort in aborts {
+            abort.abort();
+        }
+        self.local.clear();
+        let mut wakeups = Wakeups::default();
+        lock(&self.shared.state).close(&mut wakeups);
+        wakeups.wake();
+    }
+}
+
+impl<Fut, T, E> Future for GroupBody<Fut, T>
+where
+    Fut: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Option<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let mut this = self.project();
+        let core: &mut Core = this.core;
+        if core.hold.is_none() {
+            core.hold = Some(Hold::chain());
+        }
+        core.shared.waker.register(cx.waker());
+        for _ in 0..ROUNDS {
+            core.take_incoming();
+            if !core.draining && core.cancelled() {
+                core.start_draining();
+            }
+            if let Some(timer) = &mut core.timer {
+                if timer.poll_fired(cx).is_ready() {
+                    core.expire();
+                }
+            }
+            core.poll_children(cx);
+            if this.body.is_some() {
+                // Without a grace period a cancelled group drops its body
+                // at once, as a cancelled scope does — unless something in
+                // it holds the scope (a shield, a nested group).
+                let drop_now = core.expired
+                    || (core.draining
+                        && core.shared.grace.is_none()
+                        && core.shared.scope.shared.shields.load(Ordering::Acquire) <= 1);
+                if drop_now {
+                    this.body.set(None);
+                } else {
+                    let body = this.body.as_mut().as_pin_mut().expect("checked above");
+                    match catch_unwind(AssertUnwindSafe(|| body.poll(cx))) {
+                        Ok(Poll::Pending) => {}
+                        Ok(Poll::Ready(Ok(value))) => {
+                            *this.output = Some(value);
+                            this.body.set(None);
+                        }
+                        Ok(Poll::Ready(Err(error))) => {
+                            this.body.set(None);
+                            core.body_failed(error.into());
+                        }
+                        Err(payload) => {
+                            this.body.set(None);
+                            core.body_panicked(payload);
+                        }
+                    }
+                }
+            }
+            if this.body.is_none() && core.try_end() {
+                // Cancelled before everything ended — possibly from another
+                // thread during this very poll, the children ending with
+                // it: the cancellation is the outcome, not the body's value.
+                if core.shared.scope.shared.token.recorded_cause().is_some() {
+                    *this.output = None;
+                }
+                return Poll::Ready(this.output.take());
+            }
+            let newly_cancelled = !core.draining && core.cancelled();
+            if !newly_cancelled && !core.has_incoming() {
+                return Poll::Pending;
+            }
+        }
+        // Children keep starting children: let the executor run others.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}

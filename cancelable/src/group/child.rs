@@ -1,0 +1,496 @@
+//! One child of a group: its scope, the wrapper that gives it the group's
+//! grace period, the guard that reports its end exactly once, and the
+//! handle that receives its result.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering as StdOrdering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
+
+use pin_project_lite::pin_project;
+
+use super::error::{BoxError, TaskError};
+use super::state::{lock, GroupShared, Panic};
+use crate::current;
+use crate::scope::ScopeShared;
+use crate::sync::Ordering;
+use crate::{CancelReason, CancelScope, CancellationToken, Cancelled, ScopeHandle, TryRun};
+
+/// Keeps scopes polling their body once cancelled, as a running
+/// [`shield`](crate::shield) does, while it lives: the group uses it to
+/// give its children (and itself) their grace period instead of being
+/// dropped at once.
+pub(crate) struct Hold(Vec<Arc<ScopeShared>>);
+
+impl Hold {
+    /// Holds the current scope and the scopes around it, up to the nearest
+    /// shield (those whose cancellation reaches the code here).
+    pub(crate) fn chain() -> Hold {
+        Hold::scopes(current::current_chain())
+    }
+
+    /// Holds one scope.
+    pub(crate) fn scope(scope: &Arc<ScopeShared>) -> Hold {
+        Hold::scopes(vec![scope.clone()])
+    }
+
+    fn scopes(scopes: Vec<Arc<ScopeShared>>) -> Hold {
+        for scope in &scopes {
+            scope.shields.fetch_add(1, Ordering::AcqRel);
+        }
+        Hold(scopes)
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        for scope in self.0.drain(..) {
+            scope.shields.fetch_sub(1, Ordering::AcqRel);
+            // A cancelled scope waiting for us can end now.
+            if scope.token.is_cancelled() {
+                scope.token.wake_owner();
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// A child's body inside its scope: turns its error into a
+    /// [`BoxError`], and in a group with a grace period keeps the scope
+    /// polling the body once the *group* is cancelled, so that the body
+    /// reaches a checkpoint and cleans up. A cancellation of the child's
+    /// own (its scope's sources, its handle) drops the body at once, as
+    /// any scope does.
+    pub(crate) struct Held<F> {
+        #[pin]
+        body: Option<F>,
+        grace: Option<Grace>,
+    }
+}
+
+pub(crate) struct Grace {
+    _hold: Hold,
+    own: CancellationToken,
+    group: CancellationToken,
+}
+
+impl<F, T, E> Future for Held<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(grace) = this.grace.as_ref() {
+            // The group records its cause before it cancels its children.
+            if grace.own.is_cancelled() && grace.group.recorded_cause().is_none() {
+                let cancelled = token_cancelled(&grace.own);
+                this.body.set(None);
+                *this.grace = None;
+                return Poll::Ready(Err(Box::new(cancelled)));
+            }
+        }
+        let Some(body) = this.body.as_mut().as_pin_mut() else {
+            return Poll::Pending;
+        };
+        let output = std::task::ready!(body.poll(cx));
+        this.body.set(None);
+        *this.grace = None;
+        Poll::Ready(output.map_err(Into::into))
+    }
+}
+
+/// The result of a child, shared by the child and its handle.
+pub(crate) struct Slot<T> {
+    inner: Mutex<SlotInner<T>>,
+    finished: AtomicBool,
+}
+
+struct SlotInner<T> {
+    result: Option<Result<T, TaskError>>,
+    waker: Option<Waker>,
+    taken: bool,
+}
+
+impl<T> Slot<T> {
+    fn new(result: Option<Result<T, TaskError>>) -> Arc<Self> {
+        Arc::new(Slot {
+            finished: AtomicBool::new(result.is_some()),
+            inner: Mutex::new(SlotInner {
+                result,
+                waker: None,
+                taken: false,
+            }),
+        })
+    }
+
+    fn fill(&self, result: Result<T, TaskError>) {
+        let waker = {
+            let mut inner = lock(&self.inner);
+            inner.result = Some(result);
+            self.finished.store(true, StdOrdering::Release);
+            inner.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// What a child's handle, its end report and the child itself know of
+/// it. No strong reference to the child's scope: a scope that nothing else
+/// observes spares a clock read when it ends.
+#[derive(Clone)]
+pub(crate) struct ChildRef {
+    id: u64,
+    token: CancellationToken,
+    scope: Weak<ScopeShared>,
+}
+
+impl ChildRef {
+    /// The child's scope name, while its scope exists.
+    fn name(&self) -> Option<Arc<str>> {
+        let scope = self.scope.upgrade()?;
+        let name = ScopeHandle { shared: scope }.context().name?;
+        Some(Arc::from(name))
+    }
+
+    /// The error describing the child's cancellation.
+    fn cancelled(&self) -> Cancelled {
+        match self.scope.upgrade() {
+            Some(scope) => scope.observe_cancellation(),
+            None => token_cancelled(&self.token),
+        }
+    }
+}
+
+/// The cancellation recorded by `token` (`Manual` if none is).
+fn token_cancelled(token: &CancellationToken) -> Cancelled {
+    match token.check() {
+        Err(cancelled) => cancelled,
+        Ok(()) => Cancelled::new(CancelReason::Manual),
+    }
+}
+
+/// An awaitable handle to a child of a [`TaskGroup`](crate::TaskGroup),
+/// returned by [`Group::start_soon`](crate::Group::start_soon) and
+/// [`Group::spawn`](crate::Group::spawn).
+///
+/// It resolves to the child's value, or to a [`TaskError`] saying why
+/// there is none. Dropping it leaves the child running (the group still
+/// waits for it).
+///
+/// ```
+/// use cancelable::TaskGroup;
+///
+/// # futures::executor::block_on(async {
+/// TaskGroup::new()
+///     .run(|group| async move {
+///         let forever = group.start_soon(std::future::pending::<Result<(), cancelable::Cancelled>>());
+///         assert!(!forever.is_finished());
+///         forever.cancel();
+///         assert!(forever.await.unwrap_err().is_cancelled());
+///         Ok::<_, cancelable::Cancelled>(())
+///     })
+///     .await
+///     .unwrap();
+/// # });
+/// ```
+pub struct TaskHandle<T> {
+    slot: Arc<Slot<T>>,
+    child: Option<ChildRef>,
+}
+
+impl<T> TaskHandle<T> {
+    /// A handle to a child that was never started.
+    pub(crate) fn not_started() -> Self {
+        TaskHandle {
+            slot: Slot::new(Some(Err(TaskError::NotStarted))),
+            child: None,
+        }
+    }
+
+    /// Cancels the child's scope (reason [`CancelReason::Manual`]): it
+    /// ends with [`TaskError::Cancelled`], which is not a failure, so the
+    /// group goes on. Returns `true` if this call cancelled it.
+    pub fn cancel(&self) -> bool {
+        self.child
+            .as_ref()
+            .is_some_and(|child| child.token.cancel())
+    }
+
+    /// `true` once the child has ended (or was never started).
+    pub fn is_finished(&self) -> bool {
+        self.slot.finished.load(StdOrdering::Acquire)
+    }
+
+    /// The child's id in its group (1 for the first child started, and so
+    /// on), as [`TaskOutcome::id`](crate::TaskOutcome::id) and
+    /// [`TaskFailure::id`](crate::TaskFailure::id) report it; `None` if it
+    /// was never started.
+    pub fn id(&self) -> Option<u64> {
+        self.child.as_ref().map(|child| child.id)
+    }
+
+    /// A handle to the child's scope (its operation id, status, context,
+    /// deadline) while the child runs; `None` once it has ended or if it
+    /// never started.
+    pub fn scope(&self) -> Option<ScopeHandle> {
+        let shared = self.child.as_ref()?.scope.upgrade()?;
+        Some(ScopeHandle { shared })
+    }
+}
+
+impl<T> Future for TaskHandle<T> {
+    type Output = Result<T, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut inner = lock(&self.slot.inner);
+        if let Some(result) = inner.result.take() {
+            inner.taken = true;
+            return Poll::Ready(result);
+        }
+        assert!(!inner.taken, "a TaskHandle was polled after it completed");
+        match &mut inner.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            waker => *waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl<T> Unpin for TaskHandle<T> {}
+
+impl<T> fmt::Debug for TaskHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("id", &self.id())
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+/// Reports an accepted child's end to its handle and its group, exactly
+/// once: when it ends, or when it is dropped before (its group ran out of
+/// grace, was dropped, or aborted it).
+pub(crate) struct Done<T> {
+    slot: Arc<Slot<T>>,
+    group: Arc<GroupShared>,
+    pub(crate) spawned: Option<usize>,
+}
+
+impl<T> Done<T> {
+    fn end(
+        self,
+        child: &ChildRef,
+        result: Result<T, TaskError>,
+        panic: Option<Panic>,
+        name: Option<Arc<str>>,
+    ) {
+        // A copy of the error only for whoever reads it besides the handle:
+        // the failure record and results streams.
+        let streamed = self.group.wants_names();
+        let error = match &result {
+            Err(error) if error.is_failure() || streamed => Some(error.clone()),
+            _ => None,
+        };
+        self.slot.fill(result);
+        let end = super::state::End {
+            id: child.id,
+            name,
+            error: error.as_ref(),
+            streamed,
+            panic,
+            spawned: self.spawned,
+        };
+        self.group.child_ended(end);
+    }
+}
+
+pin_project! {
+    /// A child: its body run in its own scope, a child scope of the group.
+    pub(crate) struct ChildTask<F, T>
+    where
+        Held<F>: Future,
+    {
+        // `None` once ended: the body is dropped before the end is reported,
+        // so that nothing of it outlives the group.
+        #[pin]
+        run: Option<TryRun<Held<F>>>,
+        child: ChildRef,
+        done: Option<Done<T>>,
+    }
+
+    impl<F, T> PinnedDrop for ChildTask<F, T>
+    where
+        Held<F>: Future,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            // Dropped before its end: cancelled.
+            if let Some(done) = this.done.take() {
+                let name = done.group.wants_names().then(|| this.child.name()).flatten();
+                let cancelled = this.child.cancelled();
+                this.run.set(None);
+                done.end(this.child, Err(TaskError::Cancelled(cancelled)), None, name);
+            }
+        }
+    }
+}
+
+impl<F, T, E> ChildTask<F, T>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    /// The child `body` in `scope`, and its handle; not yet counted by the
+    /// group (see [`arm`](Self::arm)).
+    pub(crate) fn new(
+        group: &Arc<GroupShared>,
+        scope: CancelScope,
+        body: F,
+    ) -> (Self, TaskHandle<T>) {
+        let token = scope.cancel_token();
+        let shared = scope.handle().shared;
+        let grace = group.grace.map(|_| Grace {
+            _hold: Hold::scope(&shared),
+            own: token.clone(),
+            group: group.scope.shared.token.clone(),
+        });
+        let child = ChildRef {
+            id: group.next_id(),
+            token,
+            scope: Arc::downgrade(&shared),
+        };
+        drop(shared);
+        let held = Held {
+            body: Some(body),
+            grace,
+        };
+        let task = ChildTask {
+            run: Some(scope.try_run(held)),
+            child: child.clone(),
+            done: None,
+        };
+        let handle = TaskHandle {
+            slot: Slot::new(None),
+            child: Some(child),
+        };
+        (task, handle)
+    }
+
+    /// The group accepted the child: from now on its end is reported.
+    pub(crate) fn arm(&mut self, group: &Arc<GroupShared>, task: &TaskHandle<T>) {
+        self.done = Some(Done {
+            slot: task.slot.clone(),
+            group: group.clone(),
+            spawned: None,
+        });
+    }
+
+    /// Forgets the arming of a child its group refused after all.
+    pub(crate) fn disarm(self: Pin<&mut Self>) {
+        *self.project().done = None;
+    }
+
+    /// Records the key of the child's abort handle in its group.
+    pub(crate) fn set_spawned(&mut self, key: usize) {
+        if let Some(done) = &mut self.done {
+            done.spawned = Some(key);
+        }
+    }
+}
+
+impl<F, T, E> Future for ChildTask<F, T>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        let Some(run) = this.run.as_mut().as_pin_mut() else {
+            return Poll::Ready(());
+        };
+        let (result, panic) = match catch_unwind(AssertUnwindSafe(|| run.poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(Ok(value))) => (Ok(value), None),
+            Ok(Poll::Ready(Err(error))) => (Err(classify(error, this.child)), None),
+            Err(payload) => (
+                Err(TaskError::Panicked(panic_message(&*payload).into())),
+                Some(payload),
+            ),
+        };
+        let Some(done) = this.done.take() else {
+            this.run.set(None);
+            return Poll::Ready(());
+        };
+        let failed = result.as_ref().is_err_and(TaskError::is_failure);
+        let name = (failed || done.group.wants_names())
+            .then(|| this.child.name())
+            .flatten();
+        this.run.set(None);
+        done.end(this.child, result, panic, name);
+        Poll::Ready(())
+    }
+}
+
+/// A child's `Err`: a cancellation if its scope was cancelled (a source
+/// fired, or the body returned after the cancellation), as the scope
+/// itself counts it; a failure otherwise.
+fn classify(error: BoxError, child: &ChildRef) -> TaskError {
+    if child.token.recorded_cause().is_none() {
+        return TaskError::Failed(Arc::from(error));
+    }
+    match error.downcast::<Cancelled>() {
+        Ok(cancelled) => TaskError::Cancelled(*cancelled),
+        Err(_) => TaskError::Cancelled(child.cancelled()),
+    }
+}
+
+/// The message of a panic payload, as the standard panic hook prints it.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "a task panicked (with a non-string payload)".to_owned()
+    }
+}
+
+pin_project! {
+    /// A child running on an executor: polled with the group's scope as the
+    /// current scope, so that the child's scope starts as its child.
+    pub(crate) struct Spawned<C> {
+        #[pin]
+        child: C,
+        group: Option<Arc<ScopeShared>>,
+    }
+}
+
+impl<C> Spawned<C> {
+    pub(crate) fn new(child: C, group: &Arc<GroupShared>) -> Self {
+        Spawned {
+            child,
+            group: Some(group.scope.shared.clone()),
+        }
+    }
+}
+
+impl<C: Future<Output = ()>> Future for Spawned<C> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let child = this.child;
+        // `ChildTask` contains panics, so none crosses `enter`.
+        crate::scope::slot::enter(this.group, || child.poll(cx))
+    }
+}

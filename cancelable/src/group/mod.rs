@@ -1,0 +1,430 @@
+//! Task groups: structured concurrency on any executor (anyio's task
+//! groups, trio's nurseries).
+//!
+//! * [`TaskGroup`] — the builder: the group's scope (name, timeout,
+//!   sources), grace period, failure policy, executor; then
+//!   [`run`](TaskGroup::run).
+//! * [`Group`] — the handle the body gets: `start_soon`, `spawn`, `close`,
+//!   `wait`, `results`, counts.
+//! * [`TaskHandle`] — one child's awaitable result, with `cancel()`.
+//!
+//! Layout: `state.rs` (what handles and children share, invariants),
+//! `child.rs` (one child: scope, grace, end report, handle), `body.rs`
+//! (the group's own future), `handle.rs` (the `Group` handle),
+//! `executor.rs` (where `spawn` runs), `error.rs`.
+
+mod body;
+mod child;
+mod error;
+mod executor;
+mod handle;
+mod state;
+
+pub use child::TaskHandle;
+pub use error::{GroupError, SpawnError, TaskError, TaskFailure};
+pub use executor::GroupExecutor;
+pub use handle::{Group, Results, Wait};
+pub use state::{ChildErrors, TaskOutcome};
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use atomic_waker::AtomicWaker;
+use futures_util::task::Spawn;
+use pin_project_lite::pin_project;
+
+use self::body::GroupBody;
+use self::error::BoxError;
+use self::executor::Executor;
+use self::state::{lock, GroupShared};
+use crate::{
+    CancelScope, CancellationToken, Cancelled, OperationStatus, Run, ScopeHandle, Signal, Source,
+};
+
+/// A task group: runs a body and the children it starts concurrently, and
+/// returns only once every child has ended — anyio's task group, trio's
+/// nursery, on any executor.
+///
+/// * **A scope itself.** The group runs in a [`CancelScope`] built with the
+///   methods below (`name`, `timeout`, `token`, `on_signal`, ...); inside
+///   the body it is the current scope, and each child runs in a child
+///   scope of it, so checkpoints, [`current_token`](crate::current_token)
+///   and [`report_progress`](crate::report_progress) work in children and
+///   their contexts name the group as parent.
+/// * **Children.** [`Group::start_soon`] runs a child inside the group's
+///   own future: no spawning, any executor, `futures::executor::block_on`
+///   included. [`Group::spawn`] runs it on an executor, in parallel: the
+///   tokio runtime running here, or the one given with [`on`](Self::on) /
+///   [`on_spawn`](Self::on_spawn); without one it is an error, never a
+///   silent fallback.
+/// * **Structured.** The group's future returns only after every child
+///   has ended — finished, failed, cancelled or panicked. Dropping it
+///   drops the children it polls and aborts the spawned ones: nothing it
+///   started outlives it.
+/// * **Failures.** By default the first child that returns `Err` or
+///   panics cancels the group — its body and the other children — with
+///   reason `Manual` (children see `Parent(Manual)`) and the failure as
+///   the message; the group returns [`GroupError`] carrying every failure
+///   (the first is primary), and re-raises a panic once the others have
+///   ended. See [`ChildErrors`] for the alternatives.
+/// * **Shutdown.** [`Group::close`] + [`Group::wait`] end the group from
+///   inside; when the group is cancelled, the children get its
+///   [`grace`](Self::grace) period to reach a checkpoint before they are
+///   dropped or aborted.
+///
+/// | | `TaskGroup` | anyio `create_task_group()` | tokio `JoinSet` |
+/// |---|---|---|---|
+/// | children run | in the group's future (`start_soon`) or on an executor (`spawn`) | in the event loop | tokio tasks |
+/// | returns when | every child ended | every child ended | you join them (or drop the set) |
+/// | dropped / left early | children dropped, spawned ones aborted | children cancelled | tasks aborted |
+/// | a child fails | siblings and body cancelled; all errors returned; a panic re-raised | siblings cancelled; `ExceptionGroup` raised | nothing; `join_next` returns the error |
+/// | cancellation | the group's scope: timeout, token, signal, enclosing scope; children see `Parent(reason)` | the enclosing cancel scope | `abort_all` |
+/// | cleanup on cancel | `grace` period to reach a checkpoint, then dropped | until the next checkpoint (shielded cleanup possible) | none: aborted at the next await |
+///
+/// ```
+/// use std::time::Duration;
+/// use cancelable::{checkpoint, TaskGroup};
+///
+/// # futures::executor::block_on(async {
+/// let outcome = TaskGroup::new()
+///     .name("fan-out")
+///     .timeout(Duration::from_secs(5))
+///     .run(|group| async move {
+///         group.start_soon(async { Ok::<_, cancelable::Cancelled>(()) });
+///         // Never ends by itself: cancelled when its sibling fails.
+///         group.start_soon(async {
+///             let mut polls = 0u64;
+///             while polls < u64::MAX {
+///                 checkpoint().await?;
+///                 async_io::Timer::after(Duration::from_millis(1)).await;
+///                 polls += 1;
+///             }
+///             Ok::<_, cancelable::Cancelled>(polls)
+///         });
+///         group.start_soon(async { Err::<(), _>("item 3 is missing") });
+///         Ok::<_, cancelable::Cancelled>("never returned")
+///     })
+///     .await;
+/// let error = outcome.unwrap_err();
+/// assert_eq!(error.failures().len(), 1);
+/// assert_eq!(error.to_string(), format!("task group failed: {}", error.failures()[0]));
+/// # });
+/// ```
+#[must_use = "a task group does nothing until `run` is awaited"]
+pub struct TaskGroup {
+    scope: CancelScope,
+    grace: Option<Duration>,
+    policy: ChildErrors,
+    executor: Option<Executor>,
+}
+
+impl TaskGroup {
+    /// A group with no sources of its own: it is cancelled by its handle,
+    /// its failing children or an enclosing scope.
+    pub fn new() -> Self {
+        TaskGroup {
+            scope: CancelScope::new(),
+            grace: None,
+            policy: ChildErrors::default(),
+            executor: None,
+        }
+    }
+
+    /// Names the group's scope (see [`CancelScope::name`]).
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.scope = self.scope.name(name);
+        self
+    }
+
+    /// Attaches metadata to the group's context (see [`CancelScope::metadata`]).
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.scope = self.scope.metadata(key, value);
+        self
+    }
+
+    /// Cancels the group `duration` after it starts (see [`CancelScope::timeout`]).
+    pub fn timeout(mut self, duration: Duration) -> Self {
+        self.scope = self.scope.timeout(duration);
+        self
+    }
+
+    /// Cancels the group at `deadline` (see [`CancelScope::deadline`]).
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.scope = self.scope.deadline(deadline);
+        self
+    }
+
+    /// Cancels the group when the process receives `signal` (see
+    /// [`CancelScope::on_signal`]).
+    pub fn on_signal(mut self, signal: Signal) -> Self {
+        self.scope = self.scope.on_signal(signal);
+        self
+    }
+
+    /// Cancels the group when `token` is cancelled (see [`CancelScope::token`]).
+    pub fn token(mut self, token: &CancellationToken) -> Self {
+        self.scope = self.scope.token(token);
+        self
+    }
+
+    /// Adds a cancellation source to the group's scope (see
+    /// [`CancelScope::source`]).
+    pub fn source(mut self, source: Source) -> Self {
+        self.scope = self.scope.source(source);
+        self
+    }
+
+    /// How long the children (and the body) keep running once the group
+    /// is cancelled, so that they reach a checkpoint, which reports the
+    /// cancellation, and clean up; what is still running then is dropped
+    /// (spawned children are aborted). Without it (the default) they are
+    /// dropped at once, as a cancelled scope drops its body.
+    ///
+    /// A cancellation of a child's own (its scope's timeout, its handle)
+    /// drops it at once either way. Scopes around the group wait for its
+    /// grace period.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use cancelable::{checkpoint, TaskGroup};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let cleaned = Arc::new(AtomicBool::new(false));
+    /// let seen = cleaned.clone();
+    /// let outcome = TaskGroup::new()
+    ///     .timeout(Duration::from_millis(10))
+    ///     .grace(Duration::from_secs(5))
+    ///     .run(|group| async move {
+    ///         group.start_soon(async move {
+    ///             let cancelled = loop {
+    ///                 if let Err(cancelled) = checkpoint().await {
+    ///                     break cancelled;
+    ///                 }
+    ///                 async_io::Timer::after(Duration::from_millis(1)).await;
+    ///             };
+    ///             // Cleanup that needs to await.
+    ///             async_io::Timer::after(Duration::from_millis(5)).await;
+    ///             seen.store(true, Ordering::SeqCst);
+    ///             Err::<(), _>(cancelled)
+    ///         });
+    ///         Ok::<_, cancelable::Cancelled>(())
+    ///     })
+    ///     .await;
+    /// assert!(outcome.unwrap_err().is_timeout());
+    /// assert!(cleaned.load(Ordering::SeqCst));
+    /// # });
+    /// ```
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = Some(grace);
+        self
+    }
+
+    /// What the group does when a child fails (default
+    /// [`ChildErrors::CancelGroup`]).
+    pub fn on_child_error(mut self, policy: ChildErrors) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The executor [`Group::spawn`] runs children on: a tokio `Runtime`
+    /// or `Handle`, or an `Arc<smol::Executor<'static>>` (feature `smol`);
+    /// see [`GroupExecutor`]. Without it, `spawn` uses the tokio runtime
+    /// running where it is called, if any.
+    ///
+    /// ```
+    /// # #[cfg(feature = "tokio")] {
+    /// use cancelable::TaskGroup;
+    ///
+    /// let runtime = tokio::runtime::Runtime::new().unwrap();
+    /// // A group polled by `block_on`, its spawned children on tokio.
+    /// let sum = futures::executor::block_on(TaskGroup::new().on(&runtime).run(|group| async move {
+    ///     let a = group.spawn(async { Ok::<_, cancelable::Cancelled>(1) }).unwrap();
+    ///     let b = group.spawn(async { Ok::<_, cancelable::Cancelled>(2) }).unwrap();
+    ///     Ok::<_, cancelable::Cancelled>(a.await.unwrap() + b.await.unwrap())
+    /// }));
+    /// assert_eq!(sum.unwrap(), 3);
+    /// # }
+    /// ```
+    pub fn on<E: GroupExecutor + ?Sized>(mut self, executor: &E) -> Self {
+        self.executor = Some(executor::executor_of(executor));
+        self
+    }
+
+    /// The executor [`Group::spawn`] runs children on: anything
+    /// implementing `futures::task::Spawn` (a `futures::executor::ThreadPool`,
+    /// say).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use futures::task::{FutureObj, Spawn, SpawnError};
+    /// use cancelable::TaskGroup;
+    ///
+    /// /// Runs every task on a thread of its own.
+    /// struct ThreadPerTask;
+    ///
+    /// impl Spawn for ThreadPerTask {
+    ///     fn spawn_obj(&self, task: FutureObj<'static, ()>) -> Result<(), SpawnError> {
+    ///         std::thread::spawn(move || futures::executor::block_on(task));
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # futures::executor::block_on(async {
+    /// let value = TaskGroup::new()
+    ///     .on_spawn(ThreadPerTask)
+    ///     .run(|group| async move {
+    ///         let child = group.spawn(async { Ok::<_, cancelable::Cancelled>(5) }).unwrap();
+    ///         Ok::<_, cancelable::Cancelled>(child.await.unwrap())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(value, 5);
+    /// # });
+    /// ```
+    pub fn on_spawn<S: Spawn + Send + Sync + 'static>(mut self, spawner: S) -> Self {
+        self.executor = Some(Executor::Spawn(Arc::new(spawner)));
+        self
+    }
+
+    /// A handle to the group's scope: cancel it from anywhere, read its
+    /// status and context.
+    pub fn handle(&self) -> ScopeHandle {
+        self.scope.handle()
+    }
+
+    /// Runs `body` with the [`Group`] handle, inside the group's scope,
+    /// and returns its value once every child has ended.
+    ///
+    /// The body returns a `Result` whose error converts into
+    /// `Box<dyn Error + Send + Sync>`; an `Err` of its own (not the
+    /// group's cancellation seen by a checkpoint) cancels the group and is
+    /// recorded as a failure.
+    ///
+    /// # Errors
+    ///
+    /// [`GroupError`] when a child or the body failed (under the default
+    /// policy and `Collect`), or the group was cancelled from outside
+    /// before its body and every child had ended (even if they then ended
+    /// within the same poll).
+    ///
+    /// # Panics
+    ///
+    /// Re-raises the first panic of the body or of a child (except under
+    /// [`ChildErrors::Ignore`] for children), once every child has ended.
+    pub fn run<B, Fut, T, E>(self, body: B) -> GroupRun<Fut, T>
+    where
+        B: FnOnce(Group) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Into<BoxError>,
+    {
+        let shared = Arc::new(GroupShared {
+            state: Default::default(),
+            scope: self.scope.handle(),
+            policy: self.policy,
+            grace: self.grace,
+            executor: self.executor,
+            waker: AtomicWaker::new(),
+            next_id: AtomicU64::new(1),
+            subscribed: AtomicBool::new(false),
+        });
+        let body = body(Group {
+            shared: shared.clone(),
+        });
+        GroupRun {
+            run: self.scope.run(GroupBody::new(body, shared.clone())),
+            shared,
+        }
+    }
+}
+
+impl Default for TaskGroup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for TaskGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskGroup")
+            .field("scope", &self.scope)
+            .field("grace", &self.grace)
+            .field("policy", &self.policy)
+            .field("executor", &self.executor)
+            .finish()
+    }
+}
+
+pin_project! {
+    /// The future returned by [`TaskGroup::run`].
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct GroupRun<Fut, T> {
+        #[pin]
+        run: Run<GroupBody<Fut, T>>,
+        shared: Arc<GroupShared>,
+    }
+}
+
+impl<Fut, T, E> Future for GroupRun<Fut, T>
+where
+    Fut: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, GroupError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let outcome = std::task::ready!(this.run.poll(cx));
+        let scope = &this.shared.scope.shared;
+        let (failures, panic, failure_cancelled) = {
+            let mut state = lock(&this.shared.state);
+            (
+                std::mem::take(&mut state.failures),
+                state.panic.take(),
+                state.failure_cancelled,
+            )
+        };
+        if let Some(payload) = panic {
+            scope.set_status(OperationStatus::Failed);
+            std::panic::resume_unwind(payload);
+        }
+        // Cancelled from outside, not by a failing child?
+        let external = |cancelled: Cancelled| (!failure_cancelled).then_some(cancelled);
+        let (value, cancelled) = match outcome {
+            Ok(Some(value)) => (Some(value), None),
+            Err(cancelled) => (None, external(cancelled)),
+            // The cause is recorded before the flag is published.
+            Ok(None) if scope.token.recorded_cause().is_some() => {
+                (None, external(scope.observe_cancellation()))
+            }
+            Ok(None) => (None, None),
+        };
+        Poll::Ready(match value {
+            Some(value) if failures.is_empty() => Ok(value),
+            _ => {
+                let status = if failures.is_empty() {
+                    OperationStatus::Cancelled
+                } else {
+                    OperationStatus::Failed
+                };
+                scope.set_status(status);
+                Err(GroupError::new(cancelled, failures))
+            }
+        })
+    }
+}
+
+impl<Fut, T> fmt::Debug for GroupRun<Fut, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GroupRun")
+            .field("id", &self.shared.scope.id())
+            .finish_non_exhaustive()
+    }
+}
