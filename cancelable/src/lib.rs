@@ -72,6 +72,9 @@ mod backend;
 mod cancelled;
 mod context;
 mod current;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod http;
 mod reason;
 mod scope;
 mod shield;
