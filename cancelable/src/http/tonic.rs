@@ -15,9 +15,10 @@ use crate::{CancelReason, Cancelled};
 /// A tonic [`Interceptor`] that sends the current scope's remaining time,
 /// less a margin (default 5 ms), as `grpc-timeout`, and refuses the call
 /// with `DEADLINE_EXCEEDED` when no more than the margin is left (the
-/// status's [`source`](std::error::Error::source) is the [`Cancelled`],
-/// reason [`Timeout`](CancelReason::Timeout)). A request with a shorter
-/// timeout of its own keeps it.
+/// message is that of the [`Cancelled`], reason
+/// [`Timeout`](CancelReason::Timeout); tonic turns an interceptor's
+/// status into a response, so only code and message reach the caller).
+/// A request with a shorter timeout of its own keeps it.
 ///
 /// The scope is the one current when the client call is polled, such as
 /// the handler's [`RequestScope`](super::RequestScope). An interceptor
