@@ -64,3 +64,38 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for RequestScope {
         Ok(parts.extensions.get::<RequestScope>().cloned())
     }
 }
+
+/// A cancellation as an axum response, so that handlers can return
+/// `Result<T, Cancelled>` (and use `cancel_point!()` and `?`): `504` for a
+/// timeout, `499` for a client that went away, `503` otherwise (a signal,
+/// the server shutting down), with the cancellation's `Display` as a
+/// plain-text body.
+///
+/// When a request's deadline passes, a handler that runs `#[cancellable]`
+/// functions (scopes nested in the request's scope) gets one more poll to
+/// end with their error: this is then the answer, not the layer's own.
+///
+/// ```no_run
+/// use cancelable::{cancel_point, Cancelled};
+///
+/// async fn handler() -> Result<&'static str, Cancelled> {
+///     for _ in 0..100 {
+///         cancel_point!();
+///         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+///     }
+///     Ok("done")
+/// }
+/// # let _ = axum::Router::<()>::new().route("/", axum::routing::get(handler));
+/// ```
+impl IntoResponse for crate::Cancelled {
+    fn into_response(self) -> Response {
+        let status = if self.is_timeout() {
+            StatusCode::GATEWAY_TIMEOUT
+        } else if self.message() == Some(super::CLIENT_DISCONNECTED) {
+            StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        (status, format!("{self}\n")).into_response()
+    }
+}

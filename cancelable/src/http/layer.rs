@@ -335,11 +335,17 @@ where
         });
         let handler = Graced::new(self.inner.call(request), &handle, config.grace);
         let run = scope.run(handler);
-        let stage = match (config.disconnect, tokio::runtime::Handle::try_current()) {
-            (DisconnectMode::Detach | DisconnectMode::Notify, Ok(runtime)) => Stage::Spawned {
+        let runtime = match config.disconnect {
+            DisconnectMode::Drop => None,
+            DisconnectMode::Detach | DisconnectMode::Notify => {
+                tokio::runtime::Handle::try_current().ok()
+            }
+        };
+        let stage = match runtime {
+            Some(runtime) => Stage::Spawned {
                 task: runtime.spawn(run),
             },
-            _ => Stage::Inline { run },
+            None => Stage::Inline { run },
         };
         ResponseFuture {
             guard: Guard {
@@ -398,10 +404,19 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 /// when there is one, else the path).
 fn operation_name<B>(request: &Request<B>) -> String {
     #[cfg(feature = "axum")]
-    if let Some(route) = request.extensions().get::<axum::extract::MatchedPath>() {
-        return format!("{} {}", request.method(), route.as_str());
-    }
-    format!("{} {}", request.method(), request.uri().path())
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(axum::extract::MatchedPath::as_str);
+    #[cfg(not(feature = "axum"))]
+    let route = None;
+    let route = route.unwrap_or_else(|| request.uri().path());
+    let method = request.method().as_str();
+    let mut name = String::with_capacity(method.len() + 1 + route.len());
+    name.push_str(method);
+    name.push(' ');
+    name.push_str(route);
+    name
 }
 
 /// The `400` for a malformed timeout header.

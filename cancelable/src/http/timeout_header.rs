@@ -143,7 +143,8 @@ pub fn parse_grpc_timeout(value: &[u8]) -> Result<Duration, TimeoutHeaderError> 
 /// use std::time::Duration;
 /// use cancelable::http::{format_grpc_timeout, parse_grpc_timeout};
 ///
-/// assert_eq!(format_grpc_timeout(Duration::from_millis(100)), "100000000n");
+/// assert_eq!(format_grpc_timeout(Duration::from_millis(99)), "99000000n");
+/// assert_eq!(format_grpc_timeout(Duration::from_millis(100)), "100000u");
 /// assert_eq!(format_grpc_timeout(Duration::from_secs(30)), "30000000u");
 /// let timeout = Duration::from_millis(1234);
 /// assert!(parse_grpc_timeout(format_grpc_timeout(timeout).as_bytes()).unwrap() <= timeout);
@@ -340,7 +341,7 @@ mod tests {
             (b"1h 5m", Duration::from_secs(3900)),
             (b"1m30s", Duration::from_secs(90)),
             (b"10us", Duration::from_micros(10)),
-            (b"2 seconds", Duration::from_secs(2)),
+            (b"2seconds", Duration::from_secs(2)),
             (b"1.5s", Duration::from_millis(1500)),
         ];
         for (value, expected) in cases {
