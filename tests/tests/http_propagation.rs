@@ -459,7 +459,11 @@ fn a_chain_of_three_services_shares_the_first_deadline() {
         for _ in 0..5 {
             let (run, status, body) = chain.run_once(Duration::from_secs(3)).await;
             assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{run:?} {body}");
-            assert!(body.contains("deadline exceeded"), "{body}");
+            // The layer's answer, or a hop's own deadline error.
+            assert!(
+                body.contains("deadline exceeded") || body.contains("timeout"),
+                "{body}"
+            );
             let deadline = run.first_deadline.expect("A's deadline");
             for hop in 0..3 {
                 let stopped = run
@@ -501,7 +505,8 @@ fn chain_deadline_offsets_over_many_runs() {
         .ok()
         .and_then(|runs| runs.parse().ok())
         .unwrap_or(runs.min(50));
-    run("chain_measure", async move {
+    // Longer than the watchdog of `run` allows: no watchdog here.
+    cancelable_tests::tokio_multi_thread(async move {
         let chain = start_chain(true, Duration::from_millis(1), DisconnectMode::Drop).await;
         // Warm the pooled connections up.
         chain.run_once(Duration::from_secs(3)).await;

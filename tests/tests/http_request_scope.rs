@@ -450,3 +450,42 @@ fn a_50_mb_streaming_post_reaches_the_handler_as_it_is_sent() {
         }
     });
 }
+
+#[test]
+fn tonic_handlers_find_their_request_scope_in_the_request_extensions() {
+    run("tonic_extensions", async {
+        let router = grpc::route(|request: tonic::Request<grpc::WorkRequest>| async move {
+            let scope = request
+                .extensions()
+                .get::<RequestScope>()
+                .expect("the layer's RequestScope")
+                .clone();
+            let current = current_scope().expect("the handler runs in its scope");
+            assert_eq!(current.id(), scope.handle().id());
+            Ok(tonic::Response::new(grpc::WorkReply {
+                outcome: format!(
+                    "{:?} {}",
+                    scope.deadline_source(),
+                    scope.handle().context().name.unwrap_or_default()
+                ),
+            }))
+        })
+        .layer(RequestScopeLayer::new());
+        let server = serve(router).await;
+        let mut request = tonic::Request::new(grpc::WorkRequest { millis: 0 });
+        request.set_timeout(Duration::from_secs(3));
+        let reply = grpc::call(grpc::channel(), server.addr, request)
+            .await
+            .expect("call");
+        assert!(
+            reply.outcome.starts_with("Some(GrpcTimeout("),
+            "{}",
+            reply.outcome
+        );
+        assert!(
+            reply.outcome.ends_with("POST /test.Worker/Work"),
+            "{}",
+            reply.outcome
+        );
+    });
+}

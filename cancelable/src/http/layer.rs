@@ -118,6 +118,14 @@ pub enum DisconnectMode {
 /// `INVALID_ARGUMENT`) saying what format is expected, without calling
 /// the handler.
 ///
+/// gRPC services: serve them through axum (tonic's
+/// `Routes::into_axum_router()`, or axum routes calling
+/// `tonic::server::Grpc`) with this layer. tonic's own
+/// `transport::Server` enforces `grpc-timeout` itself, outside every
+/// layer, and answers `CANCELLED` when it fires — a hair before this
+/// layer's `DEADLINE_EXCEEDED` for the same deadline; the handler's scope
+/// is then dropped with it.
+///
 /// The layer never touches the request body: it reaches the handler
 /// untouched, however large or slow. It covers the handler's future, up to
 /// the response head; a streaming response body is not part of the scope.
@@ -481,7 +489,9 @@ impl Pending {
             .config
             .server_token
             .as_ref()
-            .is_some_and(CancellationToken::is_cancelled)
+            // The cause, not the flag: a token cancels its children (the
+            // request scopes) before its own flag reads as cancelled.
+            .is_some_and(|token| token.recorded_cause().is_some())
         {
             CancelCause::Shutdown
         } else {

@@ -268,6 +268,12 @@ where
                     .check()
                     .err()
                     .unwrap_or_else(|| Cancelled::new(CancelReason::Manual));
+                let cancelled = match cancelled.message() {
+                    Some(_) => cancelled,
+                    None => cancelled.with_message(Some(
+                        "the calling scope was cancelled while the request was in flight".into(),
+                    )),
+                };
                 return Poll::Ready(Err(cancelled.into()));
             }
         }
