@@ -121,6 +121,10 @@ mod group;
 pub mod blocking;
 pub mod stream;
 pub mod wait;
+// Services: request scopes for tower, axum and tonic (tokio only).
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod http;
 
 pub use blocking::{run_blocking, BlockingContext};
 pub use cancelled::Cancelled;

@@ -12,6 +12,8 @@
 //! expands to a module `timeout_fires` with one `#[test]` per backend, so
 //! the test output names the backend of each run.
 
+pub mod http;
+
 use std::future::Future;
 use std::sync::mpsc;
 use std::time::Duration;

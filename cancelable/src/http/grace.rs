@@ -1,0 +1,117 @@
+//! The layer's grace period: a cancelled request scope keeps polling its
+//! handler for a while, so that checkpoints report the cancellation and
+//! cleanup runs, then drops it.
+//!
+//! A scope drops its body as soon as it is cancelled, unless a shield
+//! inside the body holds it open (see [`shield`](crate::shield)). The
+//! handler must *see* the cancellation, so it cannot run shielded; instead
+//! [`Graced`] holds the scope open the same way a shield does — it counts
+//! itself among the scope's shields — without hiding anything from the
+//! code inside, and lets go when the handler ends or the grace runs out.
+//! The scope then ends with its reason, as it does after a shield.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+
+use crate::scope::ScopeShared;
+use crate::sync::Ordering;
+use crate::{ScopeHandle, WaitForCancellationOwned};
+
+/// Holds a scope open after its cancellation while it lives.
+struct Hold(Arc<ScopeShared>);
+
+impl Hold {
+    fn new(handle: &ScopeHandle) -> Self {
+        handle.shared.shields.fetch_add(1, Ordering::AcqRel);
+        Hold(handle.shared.clone())
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.shields.fetch_sub(1, Ordering::AcqRel);
+        // A scope cancelled meanwhile can end now.
+        self.0.token.wake_owner();
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    #[project_replace = StateReplace]
+    enum State<F> {
+        Running { #[pin] handler: F },
+        Dropped,
+    }
+}
+
+pin_project! {
+    /// A handler run with a grace period: `Some(output)` if it ends,
+    /// `None` if the grace ran out after the cancellation (the handler is
+    /// dropped then, before this returns).
+    pub(super) struct Graced<F> {
+        #[pin]
+        state: State<F>,
+        grace: Duration,
+        // `None` without a grace: the scope then drops the handler at once.
+        hold: Option<Hold>,
+        cancelled: Option<WaitForCancellationOwned>,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl<F> Graced<F> {
+    /// Must be created before the scope runs (the hold has to be in place
+    /// when the scope first looks at its cancellation).
+    pub(super) fn new(handler: F, handle: &ScopeHandle, grace: Duration) -> Self {
+        let graced = !grace.is_zero();
+        Graced {
+            state: State::Running { handler },
+            grace,
+            hold: graced.then(|| Hold::new(handle)),
+            cancelled: graced.then(|| handle.token().cancelled_owned()),
+            timer: None,
+        }
+    }
+}
+
+impl<F: Future> Future for Graced<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let StateProj::Running { handler } = this.state.as_mut().project() else {
+            return Poll::Ready(None);
+        };
+        if let Poll::Ready(output) = handler.poll(cx) {
+            this.hold.take();
+            return Poll::Ready(Some(output));
+        }
+        // Without a hold the scope itself drops the handler when cancelled.
+        if this.hold.is_none() {
+            return Poll::Pending;
+        }
+        if let Some(cancelled) = this.cancelled {
+            // Wakes this task when the scope is cancelled, so that the grace
+            // starts even if the handler waits on something else.
+            if Pin::new(cancelled).poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            *this.cancelled = None;
+        }
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(*this.grace)));
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        // The grace ran out: drop the handler, then let the scope end.
+        this.state.project_replace(State::Dropped);
+        this.hold.take();
+        Poll::Ready(None)
+    }
+}

@@ -1,0 +1,671 @@
+//! `RequestScopeLayer`: every request in its own cancel scope.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::body::ScopedBody;
+use super::grace::Graced;
+use super::request::{now, DeadlineSource, RequestScope};
+use super::timeout_header::{
+    parse_grpc_timeout, parse_http_timeout_named, TimeoutHeaderError, GRPC_TIMEOUT,
+    X_REQUEST_TIMEOUT,
+};
+use super::CLIENT_DISCONNECTED;
+use crate::{CancelReason, CancelScope, CancellationToken, Cancelled, Run, ScopeHandle};
+
+/// Why a request's scope was cancelled, as the layer tells it to the
+/// client: each cause has its own HTTP status and gRPC code, set with
+/// [`RequestScopeLayer::status`] and [`RequestScopeLayer::grpc_code`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CancelCause {
+    /// The request's deadline passed: `504 Gateway Timeout`, gRPC
+    /// `DEADLINE_EXCEEDED` (4).
+    Deadline,
+    /// The server token was cancelled (the server is shutting down):
+    /// `503 Service Unavailable`, gRPC `UNAVAILABLE` (14).
+    Shutdown,
+    /// The client went away. Nobody receives the answer; it shows in logs
+    /// as `499`, gRPC `CANCELLED` (1).
+    ClientDisconnected,
+    /// The scope was cancelled some other way (the handler cancelled its
+    /// own scope through its handle): `503`, gRPC `CANCELLED` (1).
+    Cancelled,
+}
+
+impl CancelCause {
+    #[cfg(test)]
+    const ALL: [CancelCause; 4] = [
+        CancelCause::Deadline,
+        CancelCause::Shutdown,
+        CancelCause::ClientDisconnected,
+        CancelCause::Cancelled,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for CancelCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CancelCause::Deadline => "deadline exceeded",
+            CancelCause::Shutdown => "server shutting down",
+            CancelCause::ClientDisconnected => "client disconnected",
+            CancelCause::Cancelled => "request cancelled",
+        })
+    }
+}
+
+/// What happens to a handler whose client goes away before the response
+/// is ready (hyper drops the response future: the connection closed, or
+/// an HTTP/2 stream was reset).
+///
+/// | mode | handler | its token | work it started |
+/// |---|---|---|---|
+/// | [`Drop`](Self::Drop) | dropped at its current `.await` | cancelled | cancelled |
+/// | [`Detach`](Self::Detach) | runs to completion (its deadline and the server's shutdown still apply) | untouched | untouched |
+/// | [`Notify`](Self::Notify) | keeps running, dropped after the layer's [`grace`](RequestScopeLayer::grace) | cancelled | cancelled |
+///
+/// In each case the token is cancelled with reason
+/// [`Manual`](crate::CancelReason::Manual) and the message
+/// [`CLIENT_DISCONNECTED`](super::CLIENT_DISCONNECTED), so checkpoints
+/// in the handler and tasks linked to the token learn why.
+/// `Detach` and `Notify` run the handler in a task of its own on the
+/// current tokio runtime (outside a tokio runtime they behave as `Drop`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DisconnectMode {
+    /// Drop the handler, as hyper and axum do by themselves; its token is
+    /// cancelled first, so work linked to it stops too.
+    #[default]
+    Drop,
+    /// Let the handler run to completion; its answer is discarded.
+    Detach,
+    /// Cancel the handler's token, keep polling the handler for the
+    /// layer's grace period so that it sees the cancellation at its next
+    /// checkpoint and cleans up, then drop it.
+    Notify,
+}
+
+/// A tower [`Layer`] that runs each request in its own cancel scope.
+///
+/// The scope's deadline is the earliest of the layer's
+/// [`timeout`](Self::timeout), an incoming `grpc-timeout` and the HTTP
+/// timeout header (`x-request-timeout` by default, in milliseconds or
+/// humantime form). It is cancelled with the server token, when the
+/// deadline passes, and according to the [`DisconnectMode`] when the
+/// client goes away. The handler runs inside the scope: it is the current
+/// scope there, and a [`RequestScope`] in the request extensions.
+///
+/// A cancelled request is answered by the layer: `504` for a passed
+/// deadline, `503` while shutting down, with a one-line `text/plain` body
+/// that names the cause (for gRPC requests, `content-type:
+/// application/grpc*`: `grpc-status` 4 or 14 and `grpc-message`). A
+/// malformed timeout header is answered with `400` (gRPC:
+/// `INVALID_ARGUMENT`) saying what format is expected, without calling
+/// the handler.
+///
+/// gRPC services: serve them through axum (tonic's
+/// `Routes::into_axum_router()`, or axum routes calling
+/// `tonic::server::Grpc`) with this layer. tonic's own
+/// `transport::Server` enforces `grpc-timeout` itself, outside every
+/// layer, and answers `CANCELLED` when it fires — a hair before this
+/// layer's `DEADLINE_EXCEEDED` for the same deadline; the handler's scope
+/// is then dropped with it.
+///
+/// The layer never touches the request body: it reaches the handler
+/// untouched, however large or slow. It covers the handler's future, up to
+/// the response head; a streaming response body is not part of the scope.
+///
+/// ```no_run
+/// # #[cfg(feature = "axum")]
+/// # async fn doc() -> std::io::Result<()> {
+/// use std::time::Duration;
+/// use axum::{routing::get, Router};
+/// use cancelable::{cancel_point, Cancelled};
+/// use cancelable::http::{DisconnectMode, RequestScopeLayer};
+///
+/// async fn slow() -> Result<&'static str, String> {
+///     for _ in 0..100 {
+///         tokio::time::sleep(Duration::from_millis(100)).await;
+///         // Leaves once the deadline passed or the client went away.
+///         async { cancel_point!(); Ok::<_, Cancelled>(()) }.await.map_err(|c| c.to_string())?;
+///     }
+///     Ok("done")
+/// }
+///
+/// let app = Router::new().route("/slow", get(slow)).layer(
+///     RequestScopeLayer::new()
+///         .timeout(Duration::from_secs(5))
+///         .on_disconnect(DisconnectMode::Notify)
+///         .grace(Duration::from_millis(500)),
+/// );
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// axum::serve(listener, app).await
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct RequestScopeLayer {
+    config: Arc<Config>,
+}
+
+#[derive(Clone, Debug)]
+struct Config {
+    timeout: Option<Duration>,
+    grpc_timeout: bool,
+    header: Option<HeaderName>,
+    server_token: Option<CancellationToken>,
+    disconnect: DisconnectMode,
+    grace: Duration,
+    statuses: [StatusCode; 4],
+    grpc_codes: [i32; 4],
+}
+
+impl Default for RequestScopeLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RequestScopeLayer {
+    /// A layer without a timeout of its own that honours `grpc-timeout`
+    /// and `x-request-timeout`, drops handlers whose client went away
+    /// ([`DisconnectMode::Drop`]) and has no grace period.
+    pub fn new() -> Self {
+        RequestScopeLayer {
+            config: Arc::new(Config {
+                timeout: None,
+                grpc_timeout: true,
+                header: Some(X_REQUEST_TIMEOUT),
+                server_token: None,
+                disconnect: DisconnectMode::Drop,
+                grace: Duration::ZERO,
+                statuses: [
+                    StatusCode::GATEWAY_TIMEOUT,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    // nginx's "client closed request"; always a valid code.
+                    StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                ],
+                grpc_codes: [4, 14, 1, 1],
+            }),
+        }
+    }
+
+    fn config(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// The server's own timeout for every request; a request asking for
+    /// less (through its headers) gets less.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config().timeout = Some(timeout);
+        self
+    }
+
+    /// Whether an incoming `grpc-timeout` sets the deadline (default: yes).
+    pub fn grpc_timeout(mut self, honour: bool) -> Self {
+        self.config().grpc_timeout = honour;
+        self
+    }
+
+    /// The HTTP header that carries the client's timeout (default
+    /// `x-request-timeout`): milliseconds (`2500`) or a humantime duration
+    /// (`2.5s`, `1m30s`).
+    pub fn timeout_header(mut self, name: HeaderName) -> Self {
+        self.config().header = Some(name);
+        self
+    }
+
+    /// Ignores HTTP timeout headers; only `grpc-timeout` (if honoured) and
+    /// the layer's timeout set deadlines.
+    pub fn without_timeout_header(mut self) -> Self {
+        self.config().header = None;
+        self
+    }
+
+    /// The server-wide token: cancelling it cancels every request scope
+    /// (answered with `503`, [`CancelCause::Shutdown`]).
+    /// [`GracefulShutdown::layer`](super::GracefulShutdown::layer) sets it.
+    pub fn server_token(mut self, token: &CancellationToken) -> Self {
+        self.config().server_token = Some(token.clone());
+        self
+    }
+
+    /// What happens to a handler whose client goes away.
+    pub fn on_disconnect(mut self, mode: DisconnectMode) -> Self {
+        self.config().disconnect = mode;
+        self
+    }
+
+    /// How long a cancelled handler keeps running (its checkpoints report
+    /// the cancellation, its cleanup runs) before it is dropped. Without
+    /// one (the default) a cancelled handler is dropped at its current
+    /// `.await`, as with `tokio::time::timeout`. The answer is sent when
+    /// the handler ends or the grace runs out.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.config().grace = grace;
+        self
+    }
+
+    /// The HTTP status answered for `cause`.
+    pub fn status(mut self, cause: CancelCause, status: StatusCode) -> Self {
+        self.config().statuses[cause.index()] = status;
+        self
+    }
+
+    /// The gRPC status code (`grpc-status`) answered for `cause` to gRPC
+    /// requests.
+    pub fn grpc_code(mut self, cause: CancelCause, code: i32) -> Self {
+        self.config().grpc_codes[cause.index()] = code;
+        self
+    }
+}
+
+impl<S> Layer<S> for RequestScopeLayer {
+    type Service = RequestScopeService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestScopeService {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The service of [`RequestScopeLayer`].
+#[derive(Clone, Debug)]
+pub struct RequestScopeService<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> RequestScopeService<S> {
+    /// Wraps `inner` with the settings of `layer`.
+    pub fn new(inner: S, layer: &RequestScopeLayer) -> Self {
+        layer.layer(inner)
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for RequestScopeService<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = Response<ScopedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let config = &self.config;
+        let grpc = is_grpc(request.headers());
+        let source = match config.deadline_source(request.headers()) {
+            Ok(source) => source,
+            Err(error) => {
+                #[cfg(feature = "tracing")]
+                tracing::info!(%error, "request rejected");
+                return ResponseFuture::ready(bad_request(&error, grpc));
+            }
+        };
+        let mut scope = CancelScope::new().name(operation_name(&request));
+        if let Some(deadline) = source
+            .as_ref()
+            .and_then(|source| now().checked_add(source.timeout()))
+        {
+            scope = scope.deadline(deadline);
+        }
+        if let Some(token) = &config.server_token {
+            scope = scope.token(token);
+        }
+        let handle = scope.handle();
+        request.extensions_mut().insert(RequestScope {
+            handle: handle.clone(),
+            source: source.clone(),
+        });
+        let handler = Graced::new(self.inner.call(request), &handle, config.grace);
+        let run = scope.run(handler);
+        let runtime = match config.disconnect {
+            DisconnectMode::Drop => None,
+            DisconnectMode::Detach | DisconnectMode::Notify => {
+                tokio::runtime::Handle::try_current().ok()
+            }
+        };
+        let stage = match runtime {
+            Some(runtime) => Stage::Spawned {
+                task: runtime.spawn(run),
+            },
+            None => Stage::Inline { run },
+        };
+        ResponseFuture {
+            guard: Guard {
+                request: Some(Pending {
+                    handle,
+                    source,
+                    grpc,
+                    config: self.config.clone(),
+                }),
+            },
+            stage,
+        }
+    }
+}
+
+impl Config {
+    /// The earliest deadline the request asks for, or a malformed header.
+    fn deadline_source(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<DeadlineSource>, TimeoutHeaderError> {
+        let mut earliest = self.timeout.map(DeadlineSource::Server);
+        let mut consider = |candidate: DeadlineSource| {
+            if earliest
+                .as_ref()
+                .is_none_or(|current| candidate.timeout() < current.timeout())
+            {
+                earliest = Some(candidate);
+            }
+        };
+        if self.grpc_timeout {
+            if let Some(value) = headers.get(GRPC_TIMEOUT) {
+                consider(DeadlineSource::GrpcTimeout(parse_grpc_timeout(
+                    value.as_bytes(),
+                )?));
+            }
+        }
+        if let Some(name) = &self.header {
+            if let Some(value) = headers.get(name) {
+                let timeout = parse_http_timeout_named(name, value.as_bytes())?;
+                consider(DeadlineSource::Header(name.clone(), timeout));
+            }
+        }
+        Ok(earliest)
+    }
+}
+
+/// `true` for gRPC requests (`content-type: application/grpc*`).
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The operation's name: the method and the route (axum's matched path
+/// when there is one, else the path).
+fn operation_name<B>(request: &Request<B>) -> String {
+    #[cfg(feature = "axum")]
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(axum::extract::MatchedPath::as_str);
+    #[cfg(not(feature = "axum"))]
+    let route = None;
+    let route = route.unwrap_or_else(|| request.uri().path());
+    let method = request.method().as_str();
+    let mut name = String::with_capacity(method.len() + 1 + route.len());
+    name.push_str(method);
+    name.push(' ');
+    name.push_str(route);
+    name
+}
+
+/// The `400` for a malformed timeout header.
+fn bad_request<B>(error: &TimeoutHeaderError, grpc: bool) -> Response<ScopedBody<B>> {
+    // gRPC's INVALID_ARGUMENT.
+    answer(grpc, StatusCode::BAD_REQUEST, 3, &error.to_string())
+}
+
+/// The layer's own answer: plain text over HTTP, a trailers-only response
+/// for gRPC.
+fn answer<B>(grpc: bool, status: StatusCode, code: i32, message: &str) -> Response<ScopedBody<B>> {
+    if grpc {
+        let mut response = Response::new(ScopedBody::message(Bytes::new()));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-status", HeaderValue::from(code));
+        if let Ok(message) = HeaderValue::try_from(percent_encode(message)) {
+            headers.insert("grpc-message", message);
+        }
+        return response;
+    }
+    let mut response = Response::new(ScopedBody::message(format!("{message}\n")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// gRPC's percent-encoding of `grpc-message`: every byte outside printable
+/// ASCII, and `%` itself.
+fn percent_encode(message: &str) -> String {
+    let mut encoded = String::with_capacity(message.len());
+    for byte in message.bytes() {
+        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+/// What the response future knows about its request.
+struct Pending {
+    handle: ScopeHandle,
+    source: Option<DeadlineSource>,
+    grpc: bool,
+    config: Arc<Config>,
+}
+
+impl Pending {
+    fn cause(&self, cancelled: &Cancelled) -> CancelCause {
+        if cancelled.message() == Some(CLIENT_DISCONNECTED)
+            && matches!(cancelled.reason().root(), CancelReason::Manual)
+        {
+            CancelCause::ClientDisconnected
+        } else if cancelled.is_timeout() {
+            CancelCause::Deadline
+        } else if self
+            .config
+            .server_token
+            .as_ref()
+            // The cause, not the flag: a token cancels its children (the
+            // request scopes) before its own flag reads as cancelled.
+            .is_some_and(|token| token.recorded_cause().is_some())
+        {
+            CancelCause::Shutdown
+        } else {
+            CancelCause::Cancelled
+        }
+    }
+
+    /// The answer to a cancelled request.
+    fn cancelled<B>(&self, cancelled: &Cancelled) -> Response<ScopedBody<B>> {
+        let cause = self.cause(cancelled);
+        let why = match cancelled.message() {
+            Some(message) => format!("{}: {message}", cancelled.reason()),
+            None => cancelled.reason().to_string(),
+        };
+        let message = match cause {
+            CancelCause::Deadline => match &self.source {
+                Some(source) => format!("deadline exceeded: {source} passed"),
+                _ => "deadline exceeded: the request's deadline passed".to_owned(),
+            },
+            CancelCause::Shutdown => format!("service unavailable: server shutting down ({why})"),
+            CancelCause::ClientDisconnected => CLIENT_DISCONNECTED.to_owned(),
+            CancelCause::Cancelled => format!("request cancelled: {why}"),
+        };
+        let status = self.config.statuses[cause.index()];
+        #[cfg(feature = "tracing")]
+        tracing::info!(
+            operation = self.handle.id(),
+            %cause,
+            status = status.as_u16(),
+            "{message}"
+        );
+        answer(
+            self.grpc,
+            status,
+            self.config.grpc_codes[cause.index()],
+            &message,
+        )
+    }
+}
+
+/// Tells the scope when the response future is dropped unfinished: the
+/// client went away. Declared before the stage, so that it runs before the
+/// handler is dropped (in [`DisconnectMode::Drop`]).
+struct Guard {
+    /// `None` once the response is ready, or for an immediate answer.
+    request: Option<Pending>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let Some(request) = self.request.take() else {
+            return;
+        };
+        if request.config.disconnect != DisconnectMode::Detach {
+            request
+                .handle
+                .cancel_with(CancelReason::Manual, CLIENT_DISCONNECTED);
+        }
+        #[cfg(feature = "tracing")]
+        tracing::info!(
+            operation = request.handle.id(),
+            mode = ?request.config.disconnect,
+            status = request.config.statuses[CancelCause::ClientDisconnected.index()].as_u16(),
+            "client disconnected"
+        );
+    }
+}
+
+/// What the handler's scope ends with.
+type Outcome<T> = Result<Option<T>, Cancelled>;
+
+pin_project! {
+    #[project = StageProj]
+    enum Stage<F, B>
+    where
+        F: Future,
+    {
+        Ready { response: Option<Response<ScopedBody<B>>> },
+        Inline { #[pin] run: Run<Graced<F>> },
+        Spawned { task: tokio::task::JoinHandle<Outcome<F::Output>> },
+    }
+}
+
+pin_project! {
+    /// The response future of [`RequestScopeService`].
+    pub struct ResponseFuture<F, B>
+    where
+        F: Future,
+    {
+        guard: Guard,
+        #[pin]
+        stage: Stage<F, B>,
+    }
+}
+
+impl<F: Future, B> ResponseFuture<F, B> {
+    fn ready(response: Response<ScopedBody<B>>) -> Self {
+        ResponseFuture {
+            guard: Guard { request: None },
+            stage: Stage::Ready {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ScopedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let outcome = match this.stage.project() {
+            StageProj::Ready { response } => {
+                return Poll::Ready(Ok(response
+                    .take()
+                    .expect("a response future was polled after it completed")));
+            }
+            StageProj::Inline { run } => ready!(run.poll(cx)),
+            StageProj::Spawned { task } => match ready!(Pin::new(task).poll(cx)) {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    if error.is_panic() {
+                        // The handler panicked: nothing to tell the scope.
+                        this.guard.request = None;
+                        std::panic::resume_unwind(error.into_panic());
+                    }
+                    // Aborted: the runtime is shutting down.
+                    Err(Cancelled::new(CancelReason::Manual)
+                        .with_message(Some("the runtime shut down".into())))
+                }
+            },
+        };
+        let Some(request) = this.guard.request.take() else {
+            panic!("a response future was polled after it completed");
+        };
+        Poll::Ready(match outcome {
+            Ok(Some(Ok(response))) => Ok(response.map(ScopedBody::handler)),
+            Ok(Some(Err(error))) => Err(error),
+            Ok(None) => {
+                let cancelled = request
+                    .handle
+                    .token()
+                    .check()
+                    .err()
+                    .unwrap_or_else(|| Cancelled::new(CancelReason::Manual));
+                Ok(request.cancelled(&cancelled))
+            }
+            Err(cancelled) => Ok(request.cancelled(&cancelled)),
+        })
+    }
+}
+
+impl<F: Future, B> fmt::Debug for ResponseFuture<F, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_messages_are_percent_encoded() {
+        assert_eq!(percent_encode("a 100% é"), "a 100%25 %C3%A9");
+    }
+
+    #[test]
+    fn every_cause_has_a_slot() {
+        for (index, cause) in CancelCause::ALL.into_iter().enumerate() {
+            assert_eq!(cause.index(), index);
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! An axum service with request scopes, deadline propagation, the three
+//! client-disconnect modes and graceful shutdown.
+//!
+//! `cargo run --example web_service` prints the URLs to try and serves
+//! until Ctrl-C (a second Ctrl-C ends the shutdown at once).
+//! `cargo run --example web_service -- --demo` runs a short demo against
+//! itself and exits within seconds.
+
+use std::time::{Duration, Instant};
+
+use axum::http::Uri;
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use cancelable::http::{
+    BoxError, DisconnectMode, GracefulShutdown, PropagateDeadlineLayer, RequestScope,
+};
+use cancelable::{cancel_point, cancellable, CancelReason, Cancelled};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use tower::{Layer, ServiceExt};
+
+type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// `?ms=N` from the query string.
+fn millis(uri: &Uri, default: u64) -> u64 {
+    uri.query()
+        .and_then(|query| query.split('&').find_map(|pair| pair.strip_prefix("ms=")))
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `ms` milliseconds of work in 10 ms steps, with a checkpoint before each
+/// and progress reported to the request scope. A `#[cancellable]`
+/// function: it nests under the request's scope.
+#[cancellable]
+async fn work(ms: u64) -> Result<u64, Cancelled> {
+    let steps = ms.div_ceil(10).max(1);
+    for step in 1..=steps {
+        cancel_point!();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        cancelable::report_progress(step as f64 / steps as f64, format!("step {step}/{steps}"));
+    }
+    Ok(steps)
+}
+
+/// `GET /work?ms=N`: works N ms (default 500).
+/// A `Cancelled` answers 504 for a timeout, 503 for a shutdown.
+async fn work_route(uri: Uri) -> Result<String, Cancelled> {
+    let ms = millis(&uri, 500);
+    let steps = work(ms).await?;
+    Ok(format!("worked {ms} ms in {steps} steps\n"))
+}
+
+/// `GET /remaining`: the request's deadline as the handler sees it.
+async fn remaining(scope: RequestScope) -> String {
+    format!(
+        "remaining: {:?}\nfrom: {}\nscope: {:?}\n",
+        scope.remaining(),
+        scope
+            .deadline_source()
+            .map_or("no deadline".to_owned(), ToString::to_string),
+        scope.handle().context().name,
+    )
+}
+
+/// `GET /fanout`: calls `/echo-timeout` on this server through
+/// `PropagateDeadlineLayer`: the call carries our remaining time.
+async fn fanout(
+    scope: RequestScope,
+    axum::extract::State(base): axum::extract::State<String>,
+) -> String {
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let client = PropagateDeadlineLayer::http()
+        .margin(Duration::from_millis(5))
+        .layer(client);
+    let request = http::Request::get(format!("{base}/echo-timeout"))
+        .body(Empty::new())
+        .expect("request");
+    let downstream = match client.oneshot(request).await {
+        Ok(response) => {
+            let body = response.into_body().collect().await.map(|b| b.to_bytes());
+            format!(
+                "{:?}",
+                body.map(|b| String::from_utf8_lossy(&b).into_owned())
+            )
+        }
+        Err(error) => describe_error(&error),
+    };
+    format!(
+        "we had {:?} left; the downstream call said: {downstream}\n",
+        scope.remaining()
+    )
+}
+
+fn describe_error(error: &BoxError) -> String {
+    match error.downcast_ref::<Cancelled>() {
+        Some(cancelled) => format!("not sent or cut short: {cancelled}"),
+        None => format!("failed: {error}"),
+    }
+}
+
+/// `GET /echo-timeout`: the `x-request-timeout` this request came with.
+async fn echo_timeout(headers: http::HeaderMap) -> String {
+    format!("x-request-timeout: {:?}", headers.get("x-request-timeout"))
+}
+
+/// `GET /notify?ms=N` (Notify mode): if the client goes away, the handler
+/// sees it at its next checkpoint and cleans up within the grace.
+async fn notify(uri: Uri) -> Result<String, String> {
+    let ms = millis(&uri, 3000);
+    match work(ms).await {
+        Ok(_) => Ok(format!("worked {ms} ms\n")),
+        Err(cancelled) => {
+            println!(
+                "  [server] /notify saw: {} ({}) — cleaning up",
+                cancelled.message().unwrap_or("?"),
+                cancelled.reason()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            println!("  [server] /notify cleaned up");
+            Err(cancelled.to_string())
+        }
+    }
+}
+
+/// `GET /detach?ms=N` (Detach mode): runs to completion even if the
+/// client goes away.
+async fn detach(uri: Uri) -> String {
+    let ms = millis(&uri, 1000);
+    let outcome = work(ms).await;
+    println!("  [server] /detach finished: {outcome:?}");
+    format!("{outcome:?}\n")
+}
+
+fn app(shutdown: &GracefulShutdown, base: String) -> Router {
+    // Every route gets a request scope: 5 s at most, less if the client
+    // asks (x-request-timeout, grpc-timeout), cancelled at shutdown.
+    let scopes = shutdown.layer().timeout(Duration::from_secs(5));
+    let dropping = Router::new()
+        .route("/work", get(work_route))
+        .route("/remaining", get(remaining))
+        .route("/fanout", get(fanout))
+        .route("/echo-timeout", get(echo_timeout))
+        .with_state(base)
+        .layer(scopes.clone());
+    let notifying = Router::new().route("/notify", get(notify)).layer(
+        scopes
+            .clone()
+            .on_disconnect(DisconnectMode::Notify)
+            .grace(Duration::from_millis(500)),
+    );
+    let detaching = Router::new()
+        .route("/detach", get(detach))
+        .layer(scopes.on_disconnect(DisconnectMode::Detach));
+    dropping.merge(notifying).merge(detaching)
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let demo = std::env::args().any(|arg| arg == "--demo");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let shutdown = GracefulShutdown::new()
+        .grace(Duration::from_millis(if demo { 300 } else { 2000 }))
+        .hard_deadline(Duration::from_secs(5));
+    let app = app(&shutdown, base.clone());
+    if demo {
+        let trigger = shutdown.trigger();
+        let client_base = base.clone();
+        tokio::spawn(async move {
+            run_demo(&client_base).await;
+            println!("\n6. shutdown with a request in flight (grace 300 ms):");
+            let in_flight = tokio::spawn(show(client_base.clone(), "/work?ms=4000", &[]));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            trigger.cancel_with(CancelReason::Manual, "the demo is over");
+            let _ = in_flight.await;
+        });
+    } else {
+        println!("listening on {base} — try:");
+        println!("  curl {base}/work?ms=300");
+        println!("  curl -H 'x-request-timeout: 200ms' {base}/work?ms=1000      # 504");
+        println!("  curl -H 'x-request-timeout: soon' {base}/work               # 400");
+        println!("  curl -H 'x-request-timeout: 1.5s' {base}/remaining");
+        println!(
+            "  curl -H 'x-request-timeout: 300' {base}/fanout              # deadline propagation"
+        );
+        println!(
+            "  curl {base}/notify?ms=5000   # then Ctrl-C curl: the server log shows the cleanup"
+        );
+        println!("  curl {base}/detach?ms=3000   # then Ctrl-C curl: the handler still finishes");
+        println!("Ctrl-C stops the server gracefully (grace 2 s, hard deadline 5 s); twice ends it at once.");
+    }
+    let report = shutdown.serve(listener, app).await?;
+    println!("server: {report}");
+    Ok(())
+}
+
+/// Sends `path` with `headers` and prints the status and body.
+async fn show(base: String, path: &'static str, headers: &[(&str, &str)]) {
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let mut request = http::Request::get(format!("{base}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let started = Instant::now();
+    match client
+        .request(request.body(Empty::new()).expect("request"))
+        .await
+    {
+        Ok(response) => {
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map(|body| body.to_bytes())
+                .unwrap_or_default();
+            print!(
+                "   GET {path} {headers:?} -> {status} after {:.0?}: {}",
+                started.elapsed(),
+                String::from_utf8_lossy(&body)
+            );
+            if !body.ends_with(b"\n") {
+                println!();
+            }
+        }
+        Err(error) => println!("   GET {path} -> failed: {error}"),
+    }
+}
+
+async fn run_demo(base: &str) {
+    let base = base.to_owned();
+    println!("1. a request within its deadline:");
+    show(base.clone(), "/work?ms=100", &[]).await;
+    println!("\n2. the client's x-request-timeout passes first:");
+    show(
+        base.clone(),
+        "/work?ms=2000",
+        &[("x-request-timeout", "300ms")],
+    )
+    .await;
+    println!("\n3. a malformed timeout header:");
+    show(
+        base.clone(),
+        "/work?ms=100",
+        &[("x-request-timeout", "soon")],
+    )
+    .await;
+    show(base.clone(), "/work?ms=100", &[("grpc-timeout", "10s")]).await;
+    println!("\n4. what the handler sees, and deadline propagation to a downstream call:");
+    show(base.clone(), "/remaining", &[("x-request-timeout", "1.5s")]).await;
+    show(base.clone(), "/fanout", &[("x-request-timeout", "250")]).await;
+    println!("\n5. the client goes away after 200 ms (Notify, then Detach):");
+    for path in ["/notify?ms=3000", "/detach?ms=600"] {
+        let request = tokio::spawn(show(base.clone(), path, &[]));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        request.abort();
+        println!("   (client gone from {path})");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+}

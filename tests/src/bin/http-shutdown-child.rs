@@ -1,0 +1,113 @@
+//! Child process of the graceful-shutdown tests (`tests/http_shutdown.rs`):
+//! an axum server under `GracefulShutdown`, which the tests stop with real
+//! signals.
+//!
+//! Usage: `http-shutdown-child <grace-ms> <hard-deadline-ms>`. Prints
+//! `listening <port>` once it accepts connections, and the shutdown
+//! report when `serve` returns, then exits 0. Routes:
+//! * `/quick` — answers after 300 ms;
+//! * `/stuck` — works for a minute, checking for cancellation;
+//! * `/unscoped` — outside the request scopes: sleeps for a minute, and
+//!   is not cancelled by the shutdown.
+//!
+//! SIGINT and SIGTERM are reset to their default action and unblocked
+//! first (a non-interactive shell starts background jobs with SIGINT
+//! ignored), and `alarm(30)` kills a child that hangs.
+
+#[cfg(unix)]
+fn main() {
+    unix::main();
+}
+
+#[cfg(not(unix))]
+fn main() {
+    eprintln!("http-shutdown-child: signals are supported on Unix only");
+    std::process::exit(2);
+}
+
+#[cfg(unix)]
+mod unix {
+    use std::io::Write;
+    use std::time::Duration;
+
+    use axum::routing::get;
+    use axum::Router;
+    use cancelable::http::GracefulShutdown;
+    use cancelable::{checkpoint, Cancelled, Signal};
+
+    pub(super) fn main() {
+        let args: Vec<u64> = std::env::args()
+            .skip(1)
+            .map(|arg| arg.parse().expect("milliseconds"))
+            .collect();
+        let [grace, hard] = args[..] else {
+            eprintln!("usage: http-shutdown-child <grace-ms> <hard-deadline-ms>");
+            std::process::exit(2);
+        };
+        // SAFETY: plain libc calls with valid arguments, made before this
+        // program starts any thread or installs any handler.
+        unsafe {
+            libc::alarm(30);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for signal in [Signal::Interrupt, Signal::Terminate] {
+                libc::signal(signal.number(), libc::SIG_DFL);
+                libc::sigaddset(&mut set, signal.number());
+            }
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        }
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(serve(
+                Duration::from_millis(grace),
+                Duration::from_millis(hard),
+            ));
+    }
+
+    async fn stuck() -> Result<&'static str, String> {
+        async {
+            for _ in 0..6_000 {
+                checkpoint().await?;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok::<_, Cancelled>("worked a minute")
+        }
+        .await
+        .map_err(|cancelled| cancelled.to_string())
+    }
+
+    async fn serve(grace: Duration, hard: Duration) {
+        let shutdown = GracefulShutdown::new().grace(grace).hard_deadline(hard);
+        let scoped = Router::new()
+            .route(
+                "/quick",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    "quick done"
+                }),
+            )
+            .route("/stuck", get(stuck))
+            .layer(shutdown.layer());
+        let app = scoped.route(
+            "/unscoped",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                "slept a minute"
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        println!("listening {port}");
+        std::io::stdout().flush().expect("flush");
+        match shutdown.serve(listener, app).await {
+            Ok(report) => println!("{report}"),
+            Err(error) => println!("serve failed: {error}"),
+        }
+        println!("exit");
+    }
+}

@@ -1,0 +1,491 @@
+//! `RequestScopeLayer` on real servers: deadlines from `x-request-timeout`,
+//! `grpc-timeout` and the server's own timeout; the answers (504, gRPC
+//! `DEADLINE_EXCEEDED`, 503, 400); what handlers see; request bodies that
+//! pass through untouched. Tokio only, by nature.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::Request;
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use cancelable::http::{CancelCause, RequestScope, RequestScopeLayer};
+use cancelable::{cancellable, current_scope, CancelReason, CancellationToken, Cancelled};
+use cancelable_tests::http::{
+    fetch, get as get_request, grpc, run, serve, text, Version, VERSIONS,
+};
+use http::StatusCode;
+use http_body_util::BodyExt;
+
+/// A generous upper bound for "answered at the deadline, not much later".
+const LATE: Duration = Duration::from_secs(5);
+
+/// A handler that would answer after a minute.
+async fn sluggish() -> &'static str {
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    "too late"
+}
+
+fn sluggish_router(layer: RequestScopeLayer) -> Router {
+    Router::new().route("/slow", get(sluggish)).layer(layer)
+}
+
+#[test]
+fn x_request_timeout_in_milliseconds_or_humantime_ends_the_request_with_504_naming_the_header() {
+    run("x_request_timeout", async {
+        let server = serve(sluggish_router(RequestScopeLayer::new())).await;
+        for version in VERSIONS {
+            for (value, shown) in [("100", "100ms"), ("150ms", "150ms"), ("0.2s", "200ms")] {
+                let started = Instant::now();
+                let response = fetch(
+                    server.addr,
+                    version,
+                    get_request(&server.url("/slow"), &[("x-request-timeout", value)]),
+                )
+                .await;
+                let elapsed = started.elapsed();
+                assert_eq!(
+                    response.status(),
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "{version:?} {value}"
+                );
+                let body = text(&response);
+                assert!(
+                    body.contains(&format!("`x-request-timeout` of {shown}")),
+                    "{version:?}: {body}"
+                );
+                assert!(elapsed >= Duration::from_millis(100), "{elapsed:?}");
+                assert!(elapsed < LATE, "{elapsed:?}");
+            }
+        }
+    });
+}
+
+#[test]
+fn the_server_timeout_applies_without_headers_and_the_earliest_deadline_wins() {
+    run("server_timeout", async {
+        let layer = RequestScopeLayer::new().timeout(Duration::from_millis(200));
+        let server = serve(sluggish_router(layer)).await;
+        for version in VERSIONS {
+            let response =
+                fetch(server.addr, version, get_request(&server.url("/slow"), &[])).await;
+            assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+            assert!(
+                text(&response).contains("the server's request timeout of 200ms"),
+                "{}",
+                text(&response)
+            );
+            // A header asking for less gets less; one asking for more does not.
+            let response = fetch(
+                server.addr,
+                version,
+                get_request(&server.url("/slow"), &[("x-request-timeout", "50")]),
+            )
+            .await;
+            assert!(text(&response).contains("`x-request-timeout` of 50ms"));
+            let response = fetch(
+                server.addr,
+                version,
+                get_request(&server.url("/slow"), &[("x-request-timeout", "1h")]),
+            )
+            .await;
+            assert!(text(&response).contains("server's request timeout"));
+        }
+    });
+}
+
+#[test]
+fn a_custom_timeout_header_name_is_honoured_and_the_default_one_ignored() {
+    run("custom_header", async {
+        let layer = RequestScopeLayer::new()
+            .timeout(Duration::from_millis(300))
+            .timeout_header(http::HeaderName::from_static("x-budget"));
+        let server = serve(sluggish_router(layer)).await;
+        let response = fetch(
+            server.addr,
+            Version::Http1,
+            get_request(
+                &server.url("/slow"),
+                &[("x-budget", "50ms"), ("x-request-timeout", "garbage")],
+            ),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert!(
+            text(&response).contains("`x-budget` of 50ms"),
+            "{}",
+            text(&response)
+        );
+    });
+}
+
+#[test]
+fn grpc_timeout_ends_a_grpc_call_with_deadline_exceeded_naming_the_header() {
+    run("grpc_timeout", async {
+        let router = grpc::route(|_request| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(tonic::Response::new(grpc::WorkReply::default()))
+        })
+        .layer(RequestScopeLayer::new());
+        let server = serve(router).await;
+        let mut request = tonic::Request::new(grpc::WorkRequest { millis: 0 });
+        request.set_timeout(Duration::from_millis(100));
+        let started = Instant::now();
+        let status = grpc::call(grpc::channel(), server.addr, request)
+            .await
+            .unwrap_err();
+        let elapsed = started.elapsed();
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+        assert!(
+            status.message().contains("`grpc-timeout` of 100ms"),
+            "{status:?}"
+        );
+        assert!(
+            elapsed >= Duration::from_millis(100) && elapsed < LATE,
+            "{elapsed:?}"
+        );
+    });
+}
+
+#[test]
+fn malformed_timeout_headers_are_400_saying_what_is_expected_and_the_handler_never_runs() {
+    run("malformed", async {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let router = Router::new()
+            .route(
+                "/",
+                get(move || {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    async { "ran" }
+                }),
+            )
+            .layer(RequestScopeLayer::new());
+        let server = serve(router).await;
+        let cases = [
+            ("x-request-timeout", "soon", "expected milliseconds"),
+            ("x-request-timeout", "-1", "expected milliseconds"),
+            ("x-request-timeout", "1.5.5s", "expected milliseconds"),
+            (
+                "x-request-timeout",
+                "99999999999999999999999",
+                "expected milliseconds",
+            ),
+            ("grpc-timeout", "10s", "expected 1 to 8 digits"),
+            ("grpc-timeout", "123456789m", "expected 1 to 8 digits"),
+            ("grpc-timeout", "", "expected 1 to 8 digits"),
+        ];
+        for version in VERSIONS {
+            for (header, value, expected) in cases {
+                let response = fetch(
+                    server.addr,
+                    version,
+                    get_request(&server.url("/"), &[(header, value)]),
+                )
+                .await;
+                assert_eq!(
+                    response.status(),
+                    StatusCode::BAD_REQUEST,
+                    "{header}: {value}"
+                );
+                let body = text(&response);
+                assert!(
+                    body.contains(&format!("malformed `{header}` header")),
+                    "{body}"
+                );
+                assert!(body.contains(expected), "{body}");
+            }
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        // A well-formed request still works.
+        let response = fetch(
+            server.addr,
+            Version::Http1,
+            get_request(&server.url("/"), &[]),
+        )
+        .await;
+        assert_eq!(text(&response), "ran");
+    });
+}
+
+#[test]
+fn a_malformed_grpc_timeout_on_a_grpc_call_is_invalid_argument() {
+    run("malformed_grpc", async {
+        let router =
+            grpc::route(|_request| async { Ok(tonic::Response::new(grpc::WorkReply::default())) })
+                .layer(RequestScopeLayer::new());
+        let server = serve(router).await;
+        let mut request = tonic::Request::new(grpc::WorkRequest { millis: 0 });
+        request
+            .metadata_mut()
+            .insert("grpc-timeout", "5 seconds".parse().expect("metadata"));
+        let status = grpc::call(grpc::channel(), server.addr, request)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains("expected 1 to 8 digits"),
+            "{status:?}"
+        );
+    });
+}
+
+#[cancellable]
+async fn nested_wait() -> Result<(), Cancelled> {
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    Ok(())
+}
+
+#[test]
+fn handlers_see_their_request_scope_and_cancellable_functions_nest_under_it() {
+    run("handler_scope", async {
+        let router = Router::new()
+            .route(
+                "/scope",
+                get(|scope: RequestScope| async move {
+                    let current = current_scope().expect("the handler runs in its scope");
+                    assert_eq!(current.id(), scope.handle().id());
+                    let remaining = scope.remaining().expect("a deadline");
+                    scope.report_progress(0.5, "half way");
+                    let progress = current.context().progress.map(|p| p.message);
+                    // A #[cancellable] function nests under the request scope
+                    // and ends with its reason when the deadline passes.
+                    let nested = nested_wait().await.unwrap_err();
+                    format!(
+                        "remaining {} ms; {progress:?}; nested: {}; source: {:?}",
+                        remaining.as_millis(),
+                        nested.reason(),
+                        scope.deadline_source(),
+                    )
+                }),
+            )
+            .layer(RequestScopeLayer::new());
+        let server = serve(router).await;
+        let response = fetch(
+            server.addr,
+            Version::Http1,
+            get_request(&server.url("/scope"), &[("x-request-timeout", "300")]),
+        )
+        .await;
+        let body = text(&response);
+        assert_eq!(response.status(), StatusCode::OK, "{body}");
+        let remaining: u64 = body
+            .strip_prefix("remaining ")
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|ms| ms.parse().ok())
+            .expect("remaining");
+        assert!(remaining <= 300 && remaining > 0, "{body}");
+        assert!(body.contains("Some(\"half way\")"), "{body}");
+        assert!(
+            body.contains("nested: enclosing scope cancelled (timeout)"),
+            "{body}"
+        );
+        assert!(
+            body.contains("Header(\"x-request-timeout\", 300ms)"),
+            "{body}"
+        );
+    });
+}
+
+#[test]
+fn without_the_layer_the_extractor_says_how_to_add_it() {
+    run("missing_layer", async {
+        let router = Router::new()
+            .route("/", get(|_scope: RequestScope| async { "never" }))
+            .route(
+                "/optional",
+                get(|scope: Option<RequestScope>| async move { format!("{}", scope.is_some()) }),
+            );
+        let server = serve(router).await;
+        let response = fetch(
+            server.addr,
+            Version::Http1,
+            get_request(&server.url("/"), &[]),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(text(&response).contains("RequestScopeLayer"));
+        let response = fetch(
+            server.addr,
+            Version::Http1,
+            get_request(&server.url("/optional"), &[]),
+        )
+        .await;
+        assert_eq!(text(&response), "false");
+    });
+}
+
+#[test]
+fn cancelling_the_server_token_answers_503_saying_the_server_shuts_down() {
+    run("server_token", async {
+        let token = CancellationToken::new();
+        let server = serve(sluggish_router(
+            RequestScopeLayer::new().server_token(&token),
+        ))
+        .await;
+        let cancel = {
+            let token = token.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                token.cancel_with(CancelReason::Manual, "maintenance window");
+            })
+        };
+        for version in VERSIONS {
+            let response =
+                fetch(server.addr, version, get_request(&server.url("/slow"), &[])).await;
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let body = text(&response);
+            assert!(body.contains("server shutting down"), "{body}");
+            assert!(body.contains("maintenance window"), "{body}");
+        }
+        cancel.await.expect("cancel task");
+    });
+}
+
+#[test]
+fn the_status_of_each_cause_is_configurable() {
+    run("statuses", async {
+        let layer =
+            RequestScopeLayer::new().status(CancelCause::Deadline, StatusCode::REQUEST_TIMEOUT);
+        let server = serve(sluggish_router(layer)).await;
+        let response = fetch(
+            server.addr,
+            Version::Http2,
+            get_request(&server.url("/slow"), &[("x-request-timeout", "20")]),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    });
+}
+
+/// The request body reaches the handler as the client sends it: the
+/// client sends the rest of 50 MB only once the handler has seen the first
+/// chunk, which deadlocks (and times out) if the layer read or buffered
+/// the body first.
+#[test]
+fn a_50_mb_streaming_post_reaches_the_handler_as_it_is_sent() {
+    const CHUNK: usize = 64 * 1024;
+    const TOTAL: usize = 50 * 1024 * 1024;
+    run("streaming_post", async {
+        for version in VERSIONS {
+            let (first_seen, mut first_seen_rx) = tokio::sync::mpsc::channel::<()>(1);
+            let first_seen = Arc::new(Mutex::new(Some(first_seen)));
+            let router = Router::new()
+                .route(
+                    "/upload",
+                    post(move |request: Request| {
+                        let first_seen = first_seen.clone();
+                        async move {
+                            let mut body = request.into_body();
+                            let mut total = 0usize;
+                            while let Some(frame) = body.frame().await {
+                                let frame = frame.map_err(|error| error.to_string())?;
+                                if let Some(data) = frame.data_ref() {
+                                    total += data.len();
+                                    if let Some(seen) = first_seen.lock().unwrap().take() {
+                                        seen.try_send(()).map_err(|error| error.to_string())?;
+                                    }
+                                }
+                            }
+                            Ok::<_, String>(total.to_string())
+                        }
+                    }),
+                )
+                .layer(RequestScopeLayer::new().timeout(Duration::from_secs(60)));
+            let server = serve(router).await;
+
+            let (chunks, chunks_rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+            let stream = futures::stream::unfold(chunks_rx, |mut rx| async move {
+                rx.recv().await.map(|bytes| {
+                    (
+                        Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes)),
+                        rx,
+                    )
+                })
+            });
+            let body = http_body_util::StreamBody::new(Box::pin(stream));
+            let request = http::Request::post(server.url("/upload"))
+                .body(body)
+                .expect("request");
+            let io = hyper_util::rt::TokioIo::new(
+                tokio::net::TcpStream::connect(server.addr)
+                    .await
+                    .expect("connect"),
+            );
+            let response = match version {
+                Version::Http1 => {
+                    let (mut send, connection) = hyper::client::conn::http1::handshake(io)
+                        .await
+                        .expect("handshake");
+                    tokio::spawn(connection);
+                    tokio::spawn(async move { send.send_request(request).await })
+                }
+                Version::Http2 => {
+                    let (mut send, connection) = hyper::client::conn::http2::handshake(
+                        hyper_util::rt::TokioExecutor::new(),
+                        io,
+                    )
+                    .await
+                    .expect("handshake");
+                    tokio::spawn(connection);
+                    tokio::spawn(async move { send.send_request(request).await })
+                }
+            };
+            let chunk = Bytes::from(vec![7u8; CHUNK]);
+            chunks.send(chunk.clone()).await.expect("first chunk");
+            tokio::time::timeout(Duration::from_secs(30), first_seen_rx.recv())
+                .await
+                .expect("the handler sees the first chunk before the rest is sent")
+                .expect("signal");
+            for _ in 1..TOTAL / CHUNK {
+                chunks.send(chunk.clone()).await.expect("chunk");
+            }
+            drop(chunks);
+            let response = response.await.expect("client task").expect("response");
+            let response = cancelable_tests::http::collect(response).await;
+            assert_eq!(response.status(), StatusCode::OK, "{version:?}");
+            assert_eq!(text(&response), TOTAL.to_string(), "{version:?}");
+        }
+    });
+}
+
+#[test]
+fn tonic_handlers_find_their_request_scope_in_the_request_extensions() {
+    run("tonic_extensions", async {
+        let router = grpc::route(|request: tonic::Request<grpc::WorkRequest>| async move {
+            let scope = request
+                .extensions()
+                .get::<RequestScope>()
+                .expect("the layer's RequestScope")
+                .clone();
+            let current = current_scope().expect("the handler runs in its scope");
+            assert_eq!(current.id(), scope.handle().id());
+            Ok(tonic::Response::new(grpc::WorkReply {
+                outcome: format!(
+                    "{:?} {}",
+                    scope.deadline_source(),
+                    scope.handle().context().name.unwrap_or_default()
+                ),
+            }))
+        })
+        .layer(RequestScopeLayer::new());
+        let server = serve(router).await;
+        let mut request = tonic::Request::new(grpc::WorkRequest { millis: 0 });
+        request.set_timeout(Duration::from_secs(3));
+        let reply = grpc::call(grpc::channel(), server.addr, request)
+            .await
+            .expect("call");
+        assert!(
+            reply.outcome.starts_with("Some(GrpcTimeout("),
+            "{}",
+            reply.outcome
+        );
+        assert!(
+            reply.outcome.ends_with("POST /test.Worker/Work"),
+            "{}",
+            reply.outcome
+        );
+    });
+}

@@ -1,0 +1,185 @@
+//! `GracefulShutdown` stopped by real signals, in a child process
+//! (`src/bin/http-shutdown-child.rs`): stop accepting, the grace, 503 for
+//! what is cancelled after it, the hard deadline, and a second Ctrl-C.
+#![cfg(unix)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cancelable::Signal;
+use cancelable_tests::http::{fetch, get, run, text, Version};
+use http::StatusCode;
+
+/// A running child server.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Server {
+    fn start(grace_ms: u64, hard_ms: u64) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_http-shutdown-child"))
+            .args([grace_ms.to_string(), hard_ms.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn http-shutdown-child");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("first line");
+        let port: u16 = line
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        Server {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            stdout,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn signal(&self, signal: Signal) {
+        // SAFETY: kill(2) on our own child with a valid signal number.
+        let status = unsafe { libc::kill(self.child.id() as libc::pid_t, signal.number()) };
+        assert_eq!(status, 0, "kill({signal})");
+    }
+
+    /// Waits for the child to exit; its exit status and the rest of its
+    /// output.
+    fn wait(mut self) -> (std::process::ExitStatus, String) {
+        let mut output = String::new();
+        self.stdout.read_to_string(&mut output).expect("output");
+        let status = self.child.wait().expect("wait");
+        (status, output)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// Starts `path` on its own connection.
+fn in_flight(
+    server: &Server,
+    path: &str,
+) -> tokio::task::JoinHandle<(http::Response<bytes::Bytes>, Instant)> {
+    let addr = server.addr;
+    let request = get(&server.url(path), &[]);
+    tokio::spawn(async move {
+        let response = fetch(addr, Version::Http1, request).await;
+        (response, Instant::now())
+    })
+}
+
+#[test]
+fn sigterm_stops_accepting_lets_requests_finish_in_the_grace_and_cancels_the_rest_with_503() {
+    run("shutdown_grace", async {
+        let server = Server::start(600, 10_000);
+        let quick = in_flight(&server, "/quick");
+        let stuck = in_flight(&server, "/stuck");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.signal(Signal::Terminate);
+        let signalled = Instant::now();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            tokio::net::TcpStream::connect(server.addr).await.is_err(),
+            "still accepting connections after SIGTERM"
+        );
+        let (quick, _) = quick.await.expect("quick");
+        assert_eq!(text(&quick), "quick done");
+        let (stuck, answered) = stuck.await.expect("stuck");
+        assert_eq!(stuck.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = text(&stuck);
+        assert!(body.contains("server shutting down"), "{body}");
+        assert!(body.contains("SIGTERM"), "{body}");
+        assert!(body.contains("grace of 600ms ran out"), "{body}");
+        assert!(answered - signalled >= Duration::from_millis(600));
+        let (status, output) = tokio::task::spawn_blocking(move || server.wait())
+            .await
+            .expect("wait");
+        assert!(status.success(), "{status:?}: {output}");
+        assert!(
+            output.contains(
+                "shut down on SIGTERM: the grace ran out; requests in flight were cancelled"
+            ),
+            "{output}"
+        );
+        assert!(signalled.elapsed() < Duration::from_secs(8), "{output}");
+    });
+}
+
+#[test]
+fn requests_done_within_the_grace_let_the_server_drain_before_it() {
+    run("shutdown_drain", async {
+        let server = Server::start(5_000, 10_000);
+        let quick = in_flight(&server, "/quick");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.signal(Signal::Interrupt);
+        let signalled = Instant::now();
+        let (quick, _) = quick.await.expect("quick");
+        assert_eq!(text(&quick), "quick done");
+        let (status, output) = tokio::task::spawn_blocking(move || server.wait())
+            .await
+            .expect("wait");
+        assert!(status.success(), "{status:?}: {output}");
+        assert!(
+            output.contains("shut down on SIGINT: every request finished within the grace"),
+            "{output}"
+        );
+        assert!(signalled.elapsed() < Duration::from_secs(4), "{output}");
+    });
+}
+
+#[test]
+fn the_hard_deadline_ends_the_shutdown_with_a_request_still_running() {
+    run("shutdown_hard", async {
+        let server = Server::start(200, 1_000);
+        let _unscoped = in_flight(&server, "/unscoped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.signal(Signal::Terminate);
+        let signalled = Instant::now();
+        let (status, output) = tokio::task::spawn_blocking(move || server.wait())
+            .await
+            .expect("wait");
+        let took = signalled.elapsed();
+        assert!(status.success(), "{status:?}: {output}");
+        assert!(output.contains("the hard deadline passed"), "{output}");
+        assert!(
+            took >= Duration::from_millis(1_000) && took < Duration::from_secs(8),
+            "{took:?}"
+        );
+    });
+}
+
+#[test]
+fn a_second_sigint_ends_the_shutdown_at_once() {
+    run("shutdown_second_signal", async {
+        let server = Server::start(200, 20_000);
+        let _unscoped = in_flight(&server, "/unscoped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.signal(Signal::Interrupt);
+        // Past the grace: the server waits for the hard deadline.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        server.signal(Signal::Interrupt);
+        let signalled = Instant::now();
+        let (status, output) = tokio::task::spawn_blocking(move || server.wait())
+            .await
+            .expect("wait");
+        assert!(status.success(), "{status:?}: {output}");
+        assert!(
+            output.contains("a second SIGINT ended it at once"),
+            "{output}"
+        );
+        assert!(signalled.elapsed() < Duration::from_secs(5), "{output}");
+    });
+}
