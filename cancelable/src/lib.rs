@@ -138,7 +138,10 @@ pub use shield::{shield, Shielded};
 pub use signal::{ParseSignalError, Signal};
 pub use source::{AsyncPredicate, BlockingPredicate, Predicate, Source};
 pub use stream::{Cancellable, CancellableStream, Partial, PartialTail};
-pub use token::{CallbackGuard, CancellationToken, WaitForCancellation, WaitForCancellationOwned};
+pub use token::{
+    CallbackGuard, CancellationToken, DropGuard, DropGuardRef, RunUntilCancelled,
+    RunUntilCancelledOwned, WaitForCancellation, WaitForCancellationOwned,
+};
 pub use wait::{cancelled, sleep, sleep_until, OrCancelled};
 
 #[doc(inline)]
