@@ -12,21 +12,40 @@ use crate::CancelReason;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
+#[repr(u8)]
 pub enum OperationStatus {
     /// Built but not yet polled.
-    Pending,
+    Pending = 0,
     /// Its body is running.
-    Running,
+    Running = 1,
     /// The body finished with a value (or an `Ok`).
-    Completed,
+    Completed = 2,
     /// A source cancelled it, or the body returned an error after a
     /// checkpoint had observed the cancellation.
-    Cancelled,
+    Cancelled = 3,
     /// The body returned an `Err` of its own, or panicked.
-    Failed,
+    Failed = 4,
 }
 
 impl OperationStatus {
+    /// The status as stored in a scope's atomic (see [`from_u8`](Self::from_u8)).
+    pub(crate) const fn as_u8(self) -> u8 {
+        self as u8
+    }
+
+    /// The status stored as `value` by [`as_u8`](Self::as_u8), or `None`
+    /// for a value no status encodes to.
+    pub(crate) const fn from_u8(value: u8) -> Option<Self> {
+        Some(match value {
+            0 => OperationStatus::Pending,
+            1 => OperationStatus::Running,
+            2 => OperationStatus::Completed,
+            3 => OperationStatus::Cancelled,
+            4 => OperationStatus::Failed,
+            _ => return None,
+        })
+    }
+
     /// `true` for `Completed`, `Cancelled` and `Failed`.
     pub fn is_finished(self) -> bool {
         matches!(
@@ -51,6 +70,7 @@ impl fmt::Display for OperationStatus {
 /// A progress report from inside a scope (see [`report_progress`](crate::report_progress)).
 #[derive(Clone, Debug, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct Progress {
     /// How far along, from 0.0 to 1.0, if known.
     pub fraction: Option<f64>,
@@ -60,8 +80,17 @@ pub struct Progress {
 
 impl Progress {
     /// A report with `fraction` clamped to `0.0..=1.0` (a NaN counts as
-    /// unknown).
-    pub(crate) fn new(fraction: Option<f64>, message: String) -> Self {
+    /// unknown) — what [`report_progress`](crate::report_progress) hands to
+    /// the `on_progress` callbacks; build one to test a callback.
+    ///
+    /// ```
+    /// use cancelable::Progress;
+    ///
+    /// let progress = Progress::new(Some(1.5), "done".to_owned());
+    /// assert_eq!(progress.fraction, Some(1.0));
+    /// assert_eq!(Progress::new(Some(f64::NAN), String::new()).fraction, None);
+    /// ```
+    pub fn new(fraction: Option<f64>, message: String) -> Self {
         Progress {
             fraction: fraction
                 .filter(|fraction| !fraction.is_nan())
@@ -77,6 +106,7 @@ impl Progress {
 /// the `on_complete` / `on_error` callbacks.
 #[derive(Clone, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct OperationContext {
     /// Unique id within the process.
     pub id: u64,
@@ -149,5 +179,26 @@ impl ContextData {
                 .map(|extra| extra.metadata.clone())
                 .unwrap_or_default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OperationStatus;
+
+    #[test]
+    fn every_status_decodes_to_itself_and_nothing_else_decodes() {
+        let all = [
+            OperationStatus::Pending,
+            OperationStatus::Running,
+            OperationStatus::Completed,
+            OperationStatus::Cancelled,
+            OperationStatus::Failed,
+        ];
+        for status in all {
+            assert_eq!(OperationStatus::from_u8(status.as_u8()), Some(status));
+        }
+        assert_eq!(OperationStatus::from_u8(all.len() as u8), None);
+        assert_eq!(OperationStatus::from_u8(u8::MAX), None);
     }
 }

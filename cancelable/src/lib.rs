@@ -36,7 +36,9 @@
 //! * [`cancel_point!()`](macro@cancel_point) / [`checkpoint`] — cheap cancellation checks inside
 //!   loops; [`shield`] — cleanup that cancellation cannot interrupt.
 //! * [`CancellationToken`] — clone it anywhere, cancel from any thread,
-//!   with a [`CancelReason`] and a message; parent/child trees.
+//!   with a [`CancelReason`] and a message; parent/child trees, tokens
+//!   [linked](CancellationToken::linked) to several parents, and
+//!   tokio-util's API (drop guards, `run_until_cancelled`).
 //! * [`CancelScope`] — runs a future under sources ([`Source`]) and
 //!   options, with an [`OperationContext`], callbacks and a [`ScopeHandle`].
 //! * [`report_progress`], [`current_token`], [`current_scope`] — reach the
@@ -142,7 +144,10 @@ pub use shield::{shield, Shielded};
 pub use signal::{ParseSignalError, Signal};
 pub use source::{AsyncPredicate, BlockingPredicate, Predicate, Source};
 pub use stream::{Cancellable, CancellableStream, Partial, PartialTail};
-pub use token::{CallbackGuard, CancellationToken, WaitForCancellation, WaitForCancellationOwned};
+pub use token::{
+    CallbackGuard, CancellationToken, DropGuard, DropGuardRef, RunUntilCancelled,
+    RunUntilCancelledOwned, WaitForCancellation, WaitForCancellationOwned,
+};
 pub use wait::{cancelled, sleep, sleep_until, OrCancelled};
 
 #[doc(inline)]

@@ -73,6 +73,31 @@ fn a_child_dropped_during_cancel_leaves_no_entry() {
 }
 
 #[test]
+#[ignore = "open: loom reports a causality violation (the canceller loads the new \
+            node's flag after upgrading std's `Weak`, which loom does not model); \
+            `child()` in the same race passes; to be explained before enabling"]
+fn a_token_linked_while_its_first_parent_cancels_is_cancelled_and_unlinks_from_both() {
+    loom::model(|| {
+        let first = CancellationToken::new();
+        let second = CancellationToken::new();
+        let remote = first.clone();
+        let canceller = thread::spawn(move || {
+            remote.cancel();
+        });
+        let linked = CancellationToken::linked([&first, &second]);
+        canceller.join().unwrap();
+        assert!(linked.is_cancelled());
+        assert_eq!(
+            linked.reason(),
+            Some(CancelReason::Parent(Box::new(CancelReason::Manual)))
+        );
+        drop(linked);
+        assert_eq!(first.child_count(), 0);
+        assert_eq!(second.child_count(), 0);
+    });
+}
+
+#[test]
 fn a_child_dropped_without_cancel_detaches() {
     loom::model(|| {
         let parent = CancellationToken::new();

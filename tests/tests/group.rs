@@ -381,7 +381,7 @@ on_every_backend! {
                     let scope = current_scope().expect("a child runs in a scope");
                     assert_eq!(scope.context().parent_id, Some(group_id));
                     assert_eq!(scope.context().name.as_deref(), Some("child"));
-                    assert!(current_token().unwrap().same_as(&scope.token()));
+                    assert_eq!(current_token().unwrap(), scope.cancel_token());
                     assert!(report_progress(0.5, "half way"));
                     Ok::<_, Cancelled>(scope.context().progress.unwrap().message)
                 });

@@ -1,5 +1,6 @@
-//! Memory returns to its baseline after a million create/drop cycles, and
-//! after many conversions to and from `tokio_util` tokens.
+//! Memory returns to its baseline after a million create/drop cycles, after
+//! many tokens linked to several parents, and after many conversions to and
+//! from `tokio_util` tokens.
 //!
 //! A counting global allocator measures live heap bytes. This binary holds
 //! a single test so that no other test allocates concurrently.
@@ -47,6 +48,23 @@ const TOKEN_CYCLES: usize = 1_000_000;
 const SCOPE_CYCLES: usize = 50_000;
 const TO_TOKIO_UTIL_CYCLES: usize = 1_000_000;
 const FROM_TOKIO_UTIL_CYCLES: usize = 250_000;
+const LINKED_CYCLES: usize = 500_000;
+
+/// Links a token to two long-lived parents again and again, each dropped
+/// at once (at times cancelled first, or with a child of its own).
+fn linked_cycles(first: &CancellationToken, second: &CancellationToken, cycles: usize) {
+    for i in 0..cycles {
+        let linked = CancellationToken::linked([first, second]);
+        match i % 3 {
+            0 => drop(linked.child()),
+            1 => {
+                linked.cancel();
+            }
+            _ => {}
+        }
+        drop(linked);
+    }
+}
 
 /// Converts one long-lived token into a `tokio_util` token again and again,
 /// each dropped at once (with, at times, a child of it, or a short-lived
@@ -131,6 +149,16 @@ fn memory_returns_to_baseline() {
     let grown = live() - baseline;
     assert!(grown <= SLACK, "token cycles leaked {grown} bytes");
     assert_eq!(parent.child_count(), 0);
+
+    // Tokens linked to two parents: dropping one unlinks it from both.
+    let other = CancellationToken::new();
+    linked_cycles(&parent, &other, 1_000);
+    let baseline = live();
+    linked_cycles(&parent, &other, LINKED_CYCLES);
+    let grown = live() - baseline;
+    assert!(grown <= SLACK, "linked token cycles leaked {grown} bytes");
+    assert_eq!(parent.child_count(), 0);
+    assert_eq!(other.child_count(), 0);
 
     // Conversions to `tokio_util` tokens: a million, each dropped at once.
     to_tokio_util_cycles(&parent, 1_000);

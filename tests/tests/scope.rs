@@ -305,7 +305,7 @@ on_every_backend! {
             remote.cancel();
         });
         let cancelled = CancelScope::new()
-            .any_of([Source::token(&token), Source::timeout(Duration::from_secs(60))])
+            .source(Source::any_of([Source::token(&token), Source::timeout(Duration::from_secs(60))]))
             .run(pending::<()>())
             .await
             .unwrap_err();
@@ -335,6 +335,99 @@ on_every_backend! {
             .await
             .unwrap_err();
         assert_eq!(cancelled.reason(), &CancelReason::Manual);
+    }
+
+    async fn a_future_source_ends_the_scope_when_it_completes() {
+        let (stop, stopped) = futures::channel::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            let _ = stop.send(());
+        });
+        let cancelled = CancelScope::new()
+            .source(Source::future(async move {
+                let _ = stopped.await;
+            }))
+            .run(pending::<()>())
+            .await
+            .unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Manual);
+    }
+
+    async fn a_future_source_reports_the_reason_it_yields() {
+        let cancelled = CancelScope::new()
+            .source(Source::future_with_reason(async {
+                sleep(Duration::from_millis(5)).await;
+                CancelReason::Condition
+            }))
+            .run(pending::<()>())
+            .await
+            .unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Condition);
+    }
+
+    async fn a_future_source_that_never_completes_leaves_the_body_alone_and_is_dropped() {
+        struct Dropped(std::sync::Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let held = Dropped(dropped.clone());
+        let output = CancelScope::new()
+            .source(Source::future(async move {
+                let _held = held;
+                pending::<()>().await;
+            }))
+            .run(async {
+                sleep(Duration::from_millis(5)).await;
+                "body"
+            })
+            .await;
+        assert_eq!(output.unwrap(), "body");
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst), "the source is dropped with the scope");
+    }
+
+    async fn a_panicking_future_source_cancels_the_scope_with_an_error() {
+        let cancelled = CancelScope::new()
+            .source(Source::future(async { panic!("the source broke") }))
+            .run(pending::<()>())
+            .await
+            .unwrap_err();
+        let CancelReason::Error(error) = cancelled.reason() else {
+            panic!("expected an error reason, got {:?}", cancelled.reason());
+        };
+        assert!(error.to_string().contains("the source broke"), "{error}");
+    }
+
+    async fn a_future_source_composes_with_all_of() {
+        let started = Instant::now();
+        let cancelled = CancelScope::new()
+            .source(Source::all_of([
+                Source::future(async {}),
+                Source::timeout(Duration::from_millis(20)),
+            ]))
+            .run(pending::<()>())
+            .await
+            .unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Timeout);
+        assert!(started.elapsed() >= Duration::from_millis(20));
+    }
+
+    async fn the_handles_cancel_token_is_the_scopes_own_token() {
+        let scope = CancelScope::new();
+        let handle = scope.handle();
+        let own = handle.cancel_token();
+        assert_eq!(own, scope.handle().cancel_token(), "one token per scope");
+        let output = scope
+            .run(async move {
+                assert_eq!(current_token(), Some(own.clone()));
+                own.cancel_with(CancelReason::Manual, "from inside");
+                pending::<()>().await
+            })
+            .await;
+        assert_eq!(output.unwrap_err().message(), Some("from inside"));
+        assert!(handle.is_cancelled());
     }
 
     async fn dropped_scope_detaches_from_its_token_sources() {

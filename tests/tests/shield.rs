@@ -147,7 +147,7 @@ on_every_backend! {
             .name("flush")
             .on_progress(move |progress| seen.lock().unwrap().push(progress.message.clone()));
         let handle = scope.handle();
-        let token = scope.cancel_token();
+        let token = scope.handle().cancel_token();
         let outcome = scope
             .run(async {
                 handle.cancel();
@@ -157,7 +157,7 @@ on_every_backend! {
                     assert_eq!(current.id(), handle.id());
                     assert!(current.is_cancelled(), "the cancellation can be read");
                     let linked = current_token().expect("the token stays reachable");
-                    assert!(linked.same_as(&token));
+                    assert_eq!(linked, token);
                     checkpoint().await.expect("but checkpoints do not report it");
                     assert!(report_progress(0.5, "flushing"), "progress reaches the scope");
                 })

@@ -290,7 +290,7 @@ cancelable_tests::on_every_backend_with! {
         let inner = inner.expect("the inner scope ended before the outer one");
         assert_eq!(reason(&inner), Some(&expected), "{inner:?}");
         assert_eq!(inner.unwrap_err().reason().signal(), Some(Signal::Interrupt));
-        assert_eq!(inner_handle.token().reason(), Some(expected));
+        assert_eq!(inner_handle.cancel_token().reason(), Some(expected));
     }
 }
 

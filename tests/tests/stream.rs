@@ -537,7 +537,7 @@ async fn run_case(case: Case) -> Result<(), String> {
     let handle = scope.handle();
     let token = match case.bind {
         Bind::Token => CancellationToken::new(),
-        Bind::Handle | Bind::Current => handle.token(),
+        Bind::Handle | Bind::Current => handle.cancel_token(),
     };
     let source = Source {
         next: 0,

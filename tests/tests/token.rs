@@ -251,7 +251,7 @@ on_every_backend! {
     async fn a_token_survives_a_round_trip_through_tokio_util() {
         let token = CancellationToken::new();
         let back = CancellationToken::from(token.to_tokio_util());
-        assert!(!back.same_as(&token), "the round trip makes a new token");
+        assert_ne!(back, token, "the round trip makes a new token");
         let remote = token.clone();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(5));
@@ -277,6 +277,210 @@ on_every_backend! {
             .unwrap_err();
         assert_eq!(cancelled.reason(), &CancelReason::Manual);
     }
+}
+
+on_every_backend! {
+    async fn a_drop_guard_cancels_its_token_when_dropped() {
+        let token = CancellationToken::new();
+        let guard = token.clone().drop_guard();
+        assert_eq!(guard.token(), &token);
+        assert!(!token.is_cancelled());
+        drop(guard);
+        assert!(token.is_cancelled());
+        assert_eq!(token.reason(), Some(CancelReason::Manual));
+    }
+
+    async fn a_disarmed_drop_guard_leaves_its_token_alone() {
+        let token = CancellationToken::new();
+        let back = token.clone().drop_guard().disarm();
+        assert_eq!(back, token);
+        assert!(!token.is_cancelled());
+
+        let borrowed = token.drop_guard_ref().disarm();
+        assert_eq!(borrowed, &token);
+        assert!(!token.is_cancelled());
+    }
+
+    async fn a_borrowing_drop_guard_cancels_its_token_when_dropped() {
+        let token = CancellationToken::new();
+        {
+            let _guard = token.drop_guard_ref();
+        }
+        assert!(token.is_cancelled());
+    }
+
+    async fn a_drop_guard_cancels_when_its_owner_unwinds() {
+        let token = CancellationToken::new();
+        let owned = token.clone();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _guard = owned.drop_guard();
+            panic!("the owner fails");
+        }));
+        assert!(outcome.is_err());
+        assert!(token.is_cancelled());
+    }
+
+    async fn run_until_cancelled_returns_the_output_or_none_when_cancelled_from_a_thread() {
+        let token = CancellationToken::new();
+        assert_eq!(token.run_until_cancelled(async { 7 }).await, Some(7));
+
+        let remote = token.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(10));
+            remote.cancel();
+        });
+        let run = token.clone().run_until_cancelled_owned(std::future::pending::<()>());
+        assert_eq!(run.await, None);
+    }
+
+    async fn run_until_cancelled_prefers_the_output_once_started() {
+        // Cancelled and done in the same (second) poll: the output wins,
+        // as in tokio-util.
+        let token = CancellationToken::new();
+        let canceller = token.clone();
+        let mut first = true;
+        let body = std::future::poll_fn(move |cx| {
+            if std::mem::take(&mut first) {
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            } else {
+                canceller.cancel();
+                std::task::Poll::Ready("done")
+            }
+        });
+        assert_eq!(token.run_until_cancelled(body).await, Some("done"));
+        assert!(token.is_cancelled());
+    }
+
+    async fn a_linked_token_is_cancelled_by_any_parent_with_its_reason() {
+        for cancelled_parent in 0..3 {
+            let parents = [
+                CancellationToken::new(),
+                CancellationToken::new(),
+                CancellationToken::new(),
+            ];
+            let linked = CancellationToken::linked(&parents);
+            assert!(!linked.is_cancelled());
+            let remote = parents[cancelled_parent].clone();
+            let thread =
+                std::thread::spawn(move || remote.cancel_with(CancelReason::Timeout, "too slow"));
+            linked.cancelled().await;
+            // The parent publishes its own flag after its children's.
+            assert!(thread.join().unwrap());
+            assert_eq!(
+                linked.reason(),
+                Some(CancelReason::Parent(Box::new(CancelReason::Timeout)))
+            );
+            assert_eq!(linked.message().as_deref(), Some("too slow"));
+            for (i, parent) in parents.iter().enumerate() {
+                assert_eq!(parent.is_cancelled(), i == cancelled_parent);
+            }
+        }
+    }
+
+    async fn a_linked_token_keeps_the_first_parents_reason() {
+        let first = CancellationToken::new();
+        let second = CancellationToken::new();
+        let linked = CancellationToken::linked([&first, &second]);
+        first.cancel_with(CancelReason::Timeout, "");
+        second.cancel();
+        assert_eq!(
+            linked.reason(),
+            Some(CancelReason::Parent(Box::new(CancelReason::Timeout)))
+        );
+    }
+
+    async fn cancelling_a_linked_token_leaves_its_parents_alone() {
+        let first = CancellationToken::new();
+        let second = CancellationToken::new();
+        let linked = CancellationToken::linked([&first, &second]);
+        let grandchild = linked.child();
+        assert!(linked.cancel());
+        assert!(grandchild.is_cancelled());
+        assert!(!first.is_cancelled());
+        assert!(!second.is_cancelled());
+    }
+
+    async fn a_token_linked_to_a_cancelled_parent_is_cancelled_at_once() {
+        let live = CancellationToken::new();
+        let cancelled = CancellationToken::new();
+        cancelled.cancel_with(CancelReason::Timeout, "");
+        let linked = CancellationToken::linked([&live, &cancelled]);
+        assert!(linked.is_cancelled());
+        assert_eq!(
+            linked.reason(),
+            Some(CancelReason::Parent(Box::new(CancelReason::Timeout)))
+        );
+        assert!(!live.is_cancelled());
+    }
+
+    async fn a_token_linked_to_no_parent_is_a_plain_token() {
+        let linked = CancellationToken::linked([]);
+        assert!(!linked.is_cancelled());
+        assert!(linked.cancel());
+        assert_eq!(linked.reason(), Some(CancelReason::Manual));
+    }
+
+    async fn dropping_a_linked_token_unlinks_it_from_every_parent() {
+        let first = CancellationToken::new();
+        let second = CancellationToken::new();
+        let linked = CancellationToken::linked([&first, &second]);
+        let clone = linked.clone();
+        assert_eq!(first.child_count(), 1);
+        assert_eq!(second.child_count(), 1);
+        drop(linked);
+        assert_eq!(first.child_count(), 1, "a live clone keeps it linked");
+        drop(clone);
+        assert_eq!(first.child_count(), 0);
+        assert_eq!(second.child_count(), 0);
+
+        let many: Vec<_> = (0..10)
+            .map(|_| CancellationToken::linked([&first, &second]))
+            .collect();
+        assert_eq!(first.child_count(), 10);
+        assert_eq!(second.child_count(), 10);
+        drop(many);
+        assert_eq!(first.child_count(), 0);
+        assert_eq!(second.child_count(), 0);
+    }
+
+    async fn a_scope_linked_to_a_linked_token_ends_with_its_parents_reason() {
+        let shutdown = CancellationToken::new();
+        let request = CancellationToken::new();
+        let linked = CancellationToken::linked([&shutdown, &request]);
+        let remote = shutdown.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            remote.cancel();
+        });
+        let cancelled = cancelable::CancelScope::new()
+            .token(&linked)
+            .run(std::future::pending::<()>())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            cancelled.reason(),
+            &CancelReason::Parent(Box::new(CancelReason::Manual))
+        );
+    }
+
+    async fn tokens_are_equal_and_hash_alike_only_when_clones() {
+        tokens_as_set_keys();
+    }
+}
+
+/// Tokens as keys: they hash by identity, which cancelling does not
+/// change (hence the allowed lint, which only sees interior mutability).
+#[allow(clippy::mutable_key_type)]
+fn tokens_as_set_keys() {
+    let token = CancellationToken::new();
+    let set: std::collections::HashSet<_> = [token.clone(), token.clone(), token.child()]
+        .into_iter()
+        .collect();
+    assert_eq!(set.len(), 2);
+    assert!(set.contains(&token));
+    token.cancel();
+    assert!(set.contains(&token), "cancelling does not change the hash");
 }
 
 #[test]

@@ -355,8 +355,8 @@ where
         scope: CancelScope,
         body: F,
     ) -> (Self, TaskHandle<T>) {
-        let token = scope.cancel_token();
         let shared = scope.handle().shared;
+        let token = shared.token.clone();
         let grace = group.grace.map(|_| Grace {
             _hold: Hold::scope(&shared),
             own: token.clone(),

@@ -32,8 +32,24 @@ impl ScopeHandle {
         self.shared.token.is_cancelled()
     }
 
-    /// The scope's token (cancelling it cancels the scope).
-    pub fn token(&self) -> CancellationToken {
+    /// The scope's own token: cancelling it cancels the scope (reason
+    /// [`CancelReason::Manual`] unless given), and it reads as cancelled
+    /// once the scope is, whatever cancelled it. Hand it to spawned tasks
+    /// or threads to link them to the scope.
+    ///
+    /// Not to be confused with [`CancelScope::token`](crate::CancelScope::token),
+    /// which adds a token *source*: a token of someone else's that cancels
+    /// the scope.
+    ///
+    /// ```
+    /// use cancelable::CancelScope;
+    ///
+    /// let scope = CancelScope::new();
+    /// let token = scope.handle().cancel_token();
+    /// token.cancel();
+    /// assert!(scope.handle().is_cancelled());
+    /// ```
+    pub fn cancel_token(&self) -> CancellationToken {
         self.shared.token.clone()
     }
 

@@ -162,7 +162,25 @@ impl CancelScope {
         self.source(Source::signal(signal))
     }
 
-    /// Cancels the scope when `token` is cancelled, with the token's reason.
+    /// Cancels the scope when `token` is cancelled, with the token's reason
+    /// (a shortcut for `.source(Source::token(token))`).
+    ///
+    /// `token` is a *source*, someone else's token watched by the scope;
+    /// the scope's own token is [`ScopeHandle::cancel_token`].
+    ///
+    /// ```
+    /// use cancelable::{CancelScope, CancellationToken, CancelReason};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let shutdown = CancellationToken::new();
+    /// shutdown.cancel_with(CancelReason::Manual, "stopping");
+    /// let outcome = CancelScope::new()
+    ///     .token(&shutdown)
+    ///     .run(std::future::pending::<()>())
+    ///     .await;
+    /// assert_eq!(outcome.unwrap_err().reason(), &CancelReason::Manual);
+    /// # });
+    /// ```
     pub fn token(self, token: &CancellationToken) -> Self {
         self.source(Source::token(token))
     }
@@ -183,15 +201,12 @@ impl CancelScope {
         self.source(Source::condition(predicate, check_every))
     }
 
-    /// Adds a source; the first source to fire cancels the scope.
+    /// Adds a source; the first source to fire cancels the scope (sources
+    /// combine as "any of": nest [`Source::any_of`] inside
+    /// [`Source::all_of`] for other combinations).
     pub fn source(mut self, source: Source) -> Self {
         self.config.sources.push(source);
         self
-    }
-
-    /// Adds a source that fires when the first of `sources` fires.
-    pub fn any_of(self, sources: impl IntoIterator<Item = Source>) -> Self {
-        self.source(Source::any_of(sources))
     }
 
     /// Adds a source that fires once all of `sources` have fired.
@@ -236,13 +251,6 @@ impl CancelScope {
         ScopeHandle {
             shared: self.shared.clone(),
         }
-    }
-
-    /// The scope's own token: cancelling it cancels the scope (reason
-    /// [`CancelReason::Manual`] unless given). Hand it to spawned tasks to
-    /// link them to the scope.
-    pub fn cancel_token(&self) -> CancellationToken {
-        self.shared.token.clone()
     }
 
     /// Runs `body` in the scope: `Ok(output)` if it finishes, `Err(Cancelled)`

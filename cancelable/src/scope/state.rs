@@ -78,7 +78,7 @@ impl ScopeShared {
         ScopeShared {
             token: CancellationToken::new(),
             id: AtomicU64::new(0),
-            status: AtomicU8::new(OperationStatus::Pending as u8),
+            status: AtomicU8::new(OperationStatus::Pending.as_u8()),
             observed: AtomicBool::new(false),
             shields: AtomicUsize::new(0),
             nested: AtomicUsize::new(0),
@@ -129,17 +129,12 @@ impl ScopeShared {
     }
 
     pub(crate) fn status(&self) -> OperationStatus {
-        match self.status.load(Ordering::Acquire) {
-            0 => OperationStatus::Pending,
-            1 => OperationStatus::Running,
-            2 => OperationStatus::Completed,
-            3 => OperationStatus::Cancelled,
-            _ => OperationStatus::Failed,
-        }
+        OperationStatus::from_u8(self.status.load(Ordering::Acquire))
+            .expect("the status holds only what `set_status` stores")
     }
 
     pub(crate) fn set_status(&self, status: OperationStatus) {
-        self.status.store(status as u8, Ordering::Release);
+        self.status.store(status.as_u8(), Ordering::Release);
     }
 
     /// The clock of the backend the scope runs on (detected now if it has

@@ -1,16 +1,12 @@
 //! The sources of a running scope: armed when the scope starts (signal
 //! listeners, token links and callbacks registered), polled while its body
-//! pends (timers, conditions, foreign tokens), released when it ends.
+//! pends (timers, conditions, futures), released when it ends.
 
-#[cfg(feature = "tokio-util")]
-use std::future::Future;
-#[cfg(feature = "tokio-util")]
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::signal::{listen, SignalGuard};
-use super::{BoxBoolFuture, Condition, Sink, Source, SourceKind};
+use super::{BoxBoolFuture, BoxReasonFuture, Condition, Sink, Source, SourceKind};
 use crate::backend::{Backend, Blocking, Timer};
 use crate::panic::{self, Panicked};
 use crate::reason::SourceError;
@@ -19,6 +15,8 @@ use crate::CancelReason;
 
 /// What a contained panic of a condition predicate is reported as.
 const PREDICATE: &str = "a condition predicate";
+/// What a contained panic of a future source is reported as.
+const FUTURE: &str = "a source future";
 
 /// The live state of a scope's sources while it runs. Dropping it
 /// unregisters every signal listener and token callback.
@@ -70,11 +68,7 @@ impl ArmedSources {
                 }));
                 self.callbacks.push(guard);
             }
-            #[cfg(feature = "tokio-util")]
-            SourceKind::TokioUtil(token) => self.polled.push(Polled::TokioUtil {
-                cancelled: Box::pin(token.cancelled_owned()),
-                sink,
-            }),
+            SourceKind::Future(future) => self.polled.push(Polled::Future { future, sink }),
             SourceKind::Condition(condition, check_every) => {
                 if check_every.is_zero() {
                     return Err(SourceError::new(
@@ -116,7 +110,7 @@ impl ArmedSources {
         signals
     }
 
-    /// Polls the sources that need polling: timers, conditions, foreign tokens.
+    /// Polls the sources that need polling: timers, conditions, futures.
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>, backend: Backend) {
         self.polled
             .retain_mut(|polled| polled.poll(cx, backend).is_pending());
@@ -131,9 +125,8 @@ enum Polled {
         sink: Sink,
     },
     Condition(ConditionState),
-    #[cfg(feature = "tokio-util")]
-    TokioUtil {
-        cancelled: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    Future {
+        future: BoxReasonFuture,
         sink: Sink,
     },
 }
@@ -161,13 +154,15 @@ impl Polled {
                 Poll::Pending
             }
             Polled::Condition(state) => state.poll(cx, backend),
-            #[cfg(feature = "tokio-util")]
-            Polled::TokioUtil { cancelled, sink } => {
-                if cancelled.as_mut().poll(cx).is_ready() {
-                    sink.fire(CancelReason::Manual);
-                    return Poll::Ready(());
+            Polled::Future { future, sink } => {
+                match panic::contain(FUTURE, || future.as_mut().poll(cx)) {
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Ready(reason)) => sink.fire(reason),
+                    Err(panicked) => sink.fire(CancelReason::Error(SourceError::new(format!(
+                        "the source future panicked: {panicked}"
+                    )))),
                 }
-                Poll::Pending
+                Poll::Ready(())
             }
         }
     }

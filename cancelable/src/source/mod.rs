@@ -18,9 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[cfg(doc)]
-use crate::CancelReason;
-use crate::{CancellationToken, Signal};
+use crate::{CancelReason, CancellationToken, Signal};
 
 /// Something that can cancel a scope: a timeout, a signal, a token, a
 /// condition, or a combination of those.
@@ -52,8 +50,7 @@ enum SourceKind {
     Deadline(Instant),
     Signal(Signal),
     Token(CancellationToken),
-    #[cfg(feature = "tokio-util")]
-    TokioUtil(tokio_util::sync::CancellationToken),
+    Future(BoxReasonFuture),
     Condition(Condition, Duration),
     AnyOf(Vec<Source>),
     AllOf(Vec<Source>),
@@ -93,8 +90,63 @@ impl Source {
     #[cfg(feature = "tokio-util")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tokio-util")))]
     pub fn tokio_util_token(token: &tokio_util::sync::CancellationToken) -> Source {
+        Source::future(token.clone().cancelled_owned())
+    }
+
+    /// Fires when `future` completes (reason [`CancelReason::Manual`]):
+    /// a shutdown future, a channel's `recv`, a foreign token's
+    /// `cancelled()` become sources without code of their own.
+    ///
+    /// The scope polls `future` while its body pends, on the body's task;
+    /// it is dropped when the scope ends. A `future` that panics cancels
+    /// the scope with [`CancelReason::Error`] carrying the panic message.
+    ///
+    /// ```
+    /// use cancelable::{CancelReason, CancelScope, Source};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let (stop, stopped) = futures::channel::oneshot::channel::<()>();
+    /// stop.send(()).unwrap();
+    /// let outcome = CancelScope::new()
+    ///     .source(Source::future(async move {
+    ///         let _ = stopped.await;
+    ///     }))
+    ///     .run(std::future::pending::<()>())
+    ///     .await;
+    /// assert_eq!(outcome.unwrap_err().reason(), &CancelReason::Manual);
+    /// # });
+    /// ```
+    pub fn future<F>(future: F) -> Source
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        Source::future_with_reason(async move {
+            future.await;
+            CancelReason::Manual
+        })
+    }
+
+    /// Like [`future`](Self::future), with the reason the future completes
+    /// with.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cancelable::{CancelReason, CancelScope, Source};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let outcome = CancelScope::new()
+    ///     .source(Source::future_with_reason(async { CancelReason::Timeout }))
+    ///     .run(std::future::pending::<()>())
+    ///     .await;
+    /// assert_eq!(outcome.unwrap_err().reason(), &CancelReason::Timeout);
+    /// # });
+    /// ```
+    pub fn future_with_reason<F>(future: F) -> Source
+    where
+        F: Future<Output = CancelReason> + Send + 'static,
+    {
         Source {
-            kind: SourceKind::TokioUtil(token.clone()),
+            kind: SourceKind::Future(Box::pin(future)),
         }
     }
 
@@ -146,8 +198,7 @@ impl fmt::Debug for Source {
             SourceKind::Deadline(deadline) => f.debug_tuple("Deadline").field(deadline).finish(),
             SourceKind::Signal(signal) => f.debug_tuple("Signal").field(signal).finish(),
             SourceKind::Token(token) => f.debug_tuple("Token").field(token).finish(),
-            #[cfg(feature = "tokio-util")]
-            SourceKind::TokioUtil(token) => f.debug_tuple("TokioUtilToken").field(token).finish(),
+            SourceKind::Future(_) => f.debug_tuple("Future").finish_non_exhaustive(),
             SourceKind::Condition(_, every) => f.debug_tuple("Condition").field(every).finish(),
             SourceKind::AnyOf(sources) => f.debug_tuple("AnyOf").field(sources).finish(),
             SourceKind::AllOf(sources) => f.debug_tuple("AllOf").field(sources).finish(),
@@ -192,6 +243,7 @@ where
 }
 
 type BoxBoolFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
+type BoxReasonFuture = Pin<Box<dyn Future<Output = CancelReason> + Send>>;
 
 /// A type-erased condition predicate (not public API).
 #[doc(hidden)]

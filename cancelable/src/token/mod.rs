@@ -12,6 +12,7 @@ mod tokio_util;
 
 use std::fmt;
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
@@ -50,7 +51,37 @@ impl CancellationToken {
     /// A new, uncancelled token with no parent.
     pub fn new() -> Self {
         CancellationToken {
-            inner: Arc::new(TokenInner::new(None)),
+            inner: Arc::new(TokenInner::new(Box::default())),
+        }
+    }
+
+    /// A token linked to every one of `parents`: cancelled as soon as any
+    /// of them is, with reason [`CancelReason::Parent`] carrying that
+    /// parent's reason (and its message), as a [`child`](Self::child) is.
+    /// Cancelling it leaves the parents alone.
+    ///
+    /// Like a child, it stays registered with each parent only while a
+    /// clone of it is alive: dropping the last clone unlinks it from all
+    /// of them. A parent already cancelled cancels it at once; with no
+    /// parents it is a plain new token.
+    ///
+    /// ```
+    /// use cancelable::{CancellationToken, CancelReason};
+    ///
+    /// let shutdown = CancellationToken::new();
+    /// let request = CancellationToken::new();
+    /// let work = CancellationToken::linked([&shutdown, &request]);
+    ///
+    /// request.cancel_with(CancelReason::Manual, "client went away");
+    /// assert!(work.is_cancelled());
+    /// assert_eq!(work.reason(), Some(CancelReason::Parent(Box::new(CancelReason::Manual))));
+    /// assert_eq!(work.message().as_deref(), Some("client went away"));
+    /// assert!(!shutdown.is_cancelled());
+    /// ```
+    pub fn linked<'a>(parents: impl IntoIterator<Item = &'a CancellationToken>) -> Self {
+        let parents: Vec<&Arc<TokenInner>> = parents.into_iter().map(|p| &p.inner).collect();
+        CancellationToken {
+            inner: TokenInner::new_linked(&parents),
         }
     }
 
@@ -162,10 +193,23 @@ impl CancellationToken {
         }
     }
 
-    /// The number of live child tokens and scopes linked to this token.
+    /// The number of live child tokens, linked tokens and scopes registered
+    /// with this token.
     ///
-    /// Meant for diagnostics and tests: it returns to zero once every child
-    /// has been dropped or the token is cancelled.
+    /// **Diagnostics only** (leak checks in tests, metrics): the count is a
+    /// snapshot that other threads may change at once, so never base a
+    /// decision on it. It returns to zero once every child has been
+    /// dropped or the token is cancelled.
+    ///
+    /// ```
+    /// use cancelable::CancellationToken;
+    ///
+    /// let parent = CancellationToken::new();
+    /// let child = parent.child();
+    /// assert_eq!(parent.child_count(), 1);
+    /// drop(child);
+    /// assert_eq!(parent.child_count(), 0);
+    /// ```
     pub fn child_count(&self) -> usize {
         self.inner.child_count()
     }
@@ -188,9 +232,118 @@ impl CancellationToken {
         self.inner.wake_owner();
     }
 
-    /// `true` if both handles refer to the same token.
-    pub fn same_as(&self, other: &CancellationToken) -> bool {
+    /// A guard that cancels this token (reason [`CancelReason::Manual`])
+    /// when dropped, unless [disarmed](DropGuard::disarm) first: ties a
+    /// token's life to a value, so work spawned with a clone stops when
+    /// the owner goes away, even by unwinding.
+    ///
+    /// ```
+    /// use cancelable::CancellationToken;
+    ///
+    /// let token = CancellationToken::new();
+    /// let watcher = token.clone();
+    /// {
+    ///     let _guard = token.drop_guard();
+    /// }
+    /// assert!(watcher.is_cancelled());
+    /// ```
+    pub fn drop_guard(self) -> DropGuard {
+        DropGuard { token: Some(self) }
+    }
+
+    /// Like [`drop_guard`](Self::drop_guard), but borrows the token.
+    ///
+    /// ```
+    /// use cancelable::CancellationToken;
+    ///
+    /// let token = CancellationToken::new();
+    /// let guard = token.drop_guard_ref();
+    /// guard.disarm();
+    /// assert!(!token.is_cancelled());
+    /// ```
+    pub fn drop_guard_ref(&self) -> DropGuardRef<'_> {
+        DropGuardRef { token: Some(self) }
+    }
+
+    /// Runs `future` until it completes (`Some(output)`) or the token is
+    /// cancelled (`None`, and `future` is dropped), as tokio-util's method
+    /// of the same name does:
+    ///
+    /// * a token already cancelled when the returned future is first
+    ///   polled gives `None` without polling `future` at all;
+    /// * after that, `future` is polled before the token is checked: when
+    ///   both are ready at once, the output wins.
+    ///
+    /// Cancel-safe if `future` is.
+    ///
+    /// ```
+    /// use cancelable::CancellationToken;
+    ///
+    /// # futures::executor::block_on(async {
+    /// let token = CancellationToken::new();
+    /// assert_eq!(token.run_until_cancelled(async { 42 }).await, Some(42));
+    ///
+    /// token.cancel();
+    /// let never = token.run_until_cancelled(async { unreachable!("not polled") });
+    /// assert_eq!(never.await, None::<()>);
+    /// # });
+    /// ```
+    pub fn run_until_cancelled<F: Future>(&self, future: F) -> RunUntilCancelled<'_, F> {
+        RunUntilCancelled {
+            future,
+            cancelled: self.cancelled(),
+            started: false,
+        }
+    }
+
+    /// Like [`run_until_cancelled`](Self::run_until_cancelled), but owns
+    /// the token, so the future is `'static` when `future` is.
+    ///
+    /// ```
+    /// use cancelable::CancellationToken;
+    ///
+    /// # futures::executor::block_on(async {
+    /// let token = CancellationToken::new();
+    /// let run = token.clone().run_until_cancelled_owned(std::future::pending::<()>());
+    /// token.cancel();
+    /// assert_eq!(run.await, None);
+    /// # });
+    /// ```
+    pub fn run_until_cancelled_owned<F: Future>(self, future: F) -> RunUntilCancelledOwned<F> {
+        RunUntilCancelledOwned {
+            future,
+            cancelled: self.cancelled_owned(),
+            started: false,
+        }
+    }
+}
+
+/// Identity: two handles are equal when they are clones of one token (a
+/// child or a linked token is a different token).
+///
+/// ```
+/// use cancelable::CancellationToken;
+///
+/// let token = CancellationToken::new();
+/// assert_eq!(token, token.clone());
+/// assert_ne!(token, token.child());
+/// assert_ne!(token, CancellationToken::new());
+/// ```
+impl PartialEq for CancellationToken {
+    fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Eq for CancellationToken {}
+
+/// Hashes the identity, consistent with [`PartialEq`]: clones hash alike.
+/// Cancelling never changes the hash, so tokens are sound keys of a
+/// `HashSet` or `HashMap` (clippy's `mutable_key_type` lint, which sees
+/// the interior mutability, can be allowed for them).
+impl Hash for CancellationToken {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.inner).hash(state);
     }
 }
 
@@ -301,4 +454,188 @@ impl fmt::Debug for WaitForCancellationOwned {
         f.debug_struct("WaitForCancellationOwned")
             .finish_non_exhaustive()
     }
+}
+
+/// Cancels its token when dropped, unless disarmed; made by
+/// [`CancellationToken::drop_guard`].
+#[must_use = "dropping the guard cancels the token at once"]
+pub struct DropGuard {
+    /// `None` only once disarmed.
+    token: Option<CancellationToken>,
+}
+
+impl DropGuard {
+    /// The guarded token.
+    ///
+    /// ```
+    /// use cancelable::CancellationToken;
+    ///
+    /// let guard = CancellationToken::new().drop_guard();
+    /// assert!(!guard.token().is_cancelled());
+    /// # guard.disarm();
+    /// ```
+    pub fn token(&self) -> &CancellationToken {
+        self.token
+            .as_ref()
+            .expect("a guard is disarmed only by `disarm`, which consumes it")
+    }
+
+    /// Gives the token back without cancelling it.
+    ///
+    /// ```
+    /// use cancelable::CancellationToken;
+    ///
+    /// let token = CancellationToken::new().drop_guard().disarm();
+    /// assert!(!token.is_cancelled());
+    /// ```
+    pub fn disarm(mut self) -> CancellationToken {
+        self.token
+            .take()
+            .expect("a guard is disarmed only by `disarm`, which consumes it")
+    }
+}
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        if let Some(token) = &self.token {
+            token.cancel();
+        }
+    }
+}
+
+impl fmt::Debug for DropGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DropGuard")
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+/// Cancels the token it borrows when dropped, unless disarmed; made by
+/// [`CancellationToken::drop_guard_ref`].
+#[must_use = "dropping the guard cancels the token at once"]
+pub struct DropGuardRef<'a> {
+    /// `None` only once disarmed.
+    token: Option<&'a CancellationToken>,
+}
+
+impl<'a> DropGuardRef<'a> {
+    /// The guarded token.
+    ///
+    /// ```
+    /// use cancelable::CancellationToken;
+    ///
+    /// let token = CancellationToken::new();
+    /// let guard = token.drop_guard_ref();
+    /// assert_eq!(guard.token(), &token);
+    /// # guard.disarm();
+    /// ```
+    pub fn token(&self) -> &'a CancellationToken {
+        self.token
+            .expect("a guard is disarmed only by `disarm`, which consumes it")
+    }
+
+    /// Gives the token back without cancelling it.
+    ///
+    /// ```
+    /// use cancelable::CancellationToken;
+    ///
+    /// let token = CancellationToken::new();
+    /// let same = token.drop_guard_ref().disarm();
+    /// assert!(!same.is_cancelled());
+    /// ```
+    pub fn disarm(mut self) -> &'a CancellationToken {
+        self.token
+            .take()
+            .expect("a guard is disarmed only by `disarm`, which consumes it")
+    }
+}
+
+impl Drop for DropGuardRef<'_> {
+    fn drop(&mut self) {
+        if let Some(token) = self.token {
+            token.cancel();
+        }
+    }
+}
+
+impl fmt::Debug for DropGuardRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DropGuardRef")
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Future returned by [`CancellationToken::run_until_cancelled`].
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct RunUntilCancelled<'a, F> {
+        #[pin]
+        future: F,
+        cancelled: WaitForCancellation<'a>,
+        started: bool,
+    }
+}
+
+impl<F: Future> Future for RunUntilCancelled<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let token = this.cancelled.token;
+        poll_until_cancelled(this.future, this.cancelled, token, this.started, cx)
+    }
+}
+
+impl<F> fmt::Debug for RunUntilCancelled<'_, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunUntilCancelled").finish_non_exhaustive()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Future returned by [`CancellationToken::run_until_cancelled_owned`].
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct RunUntilCancelledOwned<F> {
+        #[pin]
+        future: F,
+        cancelled: WaitForCancellationOwned,
+        started: bool,
+    }
+}
+
+impl<F: Future> Future for RunUntilCancelledOwned<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let token = this.cancelled.token.clone();
+        poll_until_cancelled(this.future, this.cancelled, &token, this.started, cx)
+    }
+}
+
+impl<F> fmt::Debug for RunUntilCancelledOwned<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunUntilCancelledOwned")
+            .finish_non_exhaustive()
+    }
+}
+
+/// tokio-util's rule: cancelled at the first poll → `None`, `future`
+/// never polled; afterwards `future` first, then the token.
+fn poll_until_cancelled<F: Future>(
+    future: Pin<&mut F>,
+    cancelled: &mut (impl Future<Output = ()> + Unpin),
+    token: &CancellationToken,
+    started: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<Option<F::Output>> {
+    if !std::mem::replace(started, true) && token.is_cancelled() {
+        return Poll::Ready(None);
+    }
+    if let Poll::Ready(output) = future.poll(cx) {
+        return Poll::Ready(Some(output));
+    }
+    Pin::new(cancelled).poll(cx).map(|()| None)
 }

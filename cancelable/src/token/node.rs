@@ -63,8 +63,10 @@ pub(crate) struct TokenInner {
     /// update on every poll than an entry in `listeners`.
     owner: AtomicWaker,
     pub(super) state: Mutex<TokenState>,
-    /// Keeps this token registered with its parent; dropping it detaches.
-    _parent: Option<ChildLink>,
+    /// Keeps this token registered with its parents (none, one, or several
+    /// for a linked token); dropping it detaches from all of them. A boxed
+    /// slice: as small as an `Option`, no allocation when empty.
+    _parents: Box<[ChildLink]>,
 }
 
 pub(super) struct TokenState {
@@ -155,7 +157,7 @@ impl Drop for ChildLink {
 }
 
 impl TokenInner {
-    pub(super) fn new(parent: Option<ChildLink>) -> Self {
+    pub(super) fn new(parents: Box<[ChildLink]>) -> Self {
         TokenInner {
             cancelled: AtomicBool::new(false),
             owner: AtomicWaker::new(),
@@ -165,7 +167,7 @@ impl TokenInner {
                 #[cfg(feature = "tokio-util")]
                 tokio_util: None,
             }),
-            _parent: parent,
+            _parents: parents,
         }
     }
 
@@ -177,12 +179,39 @@ impl TokenInner {
                 .link(weak.clone(), Link::Parent)
                 .map_err(|cause| inherited = Some(cause))
                 .ok();
-            TokenInner::new(link)
+            TokenInner::new(link.into_iter().collect())
         });
         // Invariant 5: the parent was cancelled before we registered, or
         // while the child was still being built (its weak pointer could not
         // be upgraded then): copy the cause in both cases.
         if let Some(cause) = inherited.or_else(|| self.recorded_cause()) {
+            child.cancel(cause.for_child());
+        }
+        child
+    }
+
+    /// A new node linked under every one of `parents` ([`Link::Parent`]):
+    /// cancelled with the cause of the first of them to be cancelled.
+    pub(super) fn new_linked(parents: &[&Arc<Self>]) -> Arc<TokenInner> {
+        let mut inherited = None;
+        let child = Arc::new_cyclic(|weak: &Weak<TokenInner>| {
+            let links = parents
+                .iter()
+                .filter_map(|parent| {
+                    parent
+                        .link(weak.clone(), Link::Parent)
+                        .map_err(|cause| {
+                            inherited.get_or_insert(cause);
+                        })
+                        .ok()
+                })
+                .collect();
+            TokenInner::new(links)
+        });
+        // Invariant 5, for each parent: one cancelled before we registered,
+        // or while the child was being built.
+        let cause = inherited.or_else(|| parents.iter().find_map(|p| p.recorded_cause()));
+        if let Some(cause) = cause {
             child.cancel(cause.for_child());
         }
         child

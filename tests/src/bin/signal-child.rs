@@ -563,7 +563,7 @@ mod unix {
                         say("on_cancel finished");
                     }
                 });
-            let token = scope.cancel_token();
+            let token = scope.handle().cancel_token();
             let outcome = scope
                 .run(async move {
                     if let Err(cancelled) = checkpoint().await {
