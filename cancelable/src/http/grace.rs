@@ -73,7 +73,7 @@ impl<F> Graced<F> {
             state: State::Running { handler },
             grace,
             hold: graced.then(|| Hold::new(handle)),
-            cancelled: graced.then(|| handle.token().cancelled_owned()),
+            cancelled: graced.then(|| handle.cancel_token().cancelled_owned()),
             timer: None,
         }
     }

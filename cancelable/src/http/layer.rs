@@ -636,7 +636,7 @@ where
             Ok(None) => {
                 let cancelled = request
                     .handle
-                    .token()
+                    .cancel_token()
                     .check()
                     .err()
                     .unwrap_or_else(|| Cancelled::new(CancelReason::Manual));

@@ -45,7 +45,7 @@ pub(super) fn outgoing(margin: Duration) -> Result<Option<Outgoing>, Cancelled> 
     let Some(scope) = current_scope() else {
         return Ok(None);
     };
-    let token = scope.token();
+    let token = scope.cancel_token();
     token.check()?;
     let Some(deadline) = scope.effective_deadline() else {
         return Ok(Some(Outgoing {

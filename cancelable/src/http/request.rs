@@ -114,7 +114,7 @@ impl RequestScope {
     /// Hand it, or a [`child`](CancellationToken::child) of it, to work
     /// spawned onto other tasks.
     pub fn token(&self) -> CancellationToken {
-        self.handle.token()
+        self.handle.cancel_token()
     }
 
     /// `true` once the request's scope is cancelled.
