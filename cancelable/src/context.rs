@@ -85,6 +85,9 @@ pub struct OperationContext {
     pub reason: Option<CancelReason>,
     /// Metadata given with [`CancelScope::metadata`](crate::CancelScope::metadata).
     pub metadata: BTreeMap<String, String>,
+    /// The text of the body's own error, once it failed, if the scope
+    /// keeps it (see [`TryRun::keep_error_text`](crate::TryRun::keep_error_text)).
+    pub error: Option<String>,
 }
 
 /// The mutable part of a scope's context, kept behind the scope's lock.
@@ -104,6 +107,8 @@ pub(crate) struct ContextExtra {
     pub(crate) progress: Option<Progress>,
     pub(crate) progress_callbacks: Vec<ProgressCallback>,
     pub(crate) metadata: BTreeMap<String, String>,
+    /// The text of the body's error, when it failed and the text is kept.
+    pub(crate) error: Option<String>,
 }
 
 pub(crate) type ProgressCallback = std::sync::Arc<dyn Fn(&Progress) + Send + Sync>;
@@ -135,6 +140,7 @@ impl ContextData {
                 .as_ref()
                 .map(|extra| extra.metadata.clone())
                 .unwrap_or_default(),
+            error: self.extra.as_ref().and_then(|extra| extra.error.clone()),
         }
     }
 }

@@ -73,6 +73,9 @@ mod cancelled;
 mod context;
 mod current;
 mod reason;
+#[cfg(feature = "registry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
+pub mod registry;
 mod scope;
 mod shield;
 mod signal;

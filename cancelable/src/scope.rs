@@ -107,6 +107,11 @@ struct Extras {
     on_cancel: Vec<CancelCallback>,
     on_complete: Vec<ContextCallback>,
     on_error: Vec<ContextCallback>,
+    // --- registry hook: what `register()` / `key(..)` asked for ---
+    #[cfg(feature = "registry")]
+    register: Option<crate::registry::Request>,
+    // --- context completion: `on_start` callbacks ---
+    on_start: Vec<ContextCallback>,
 }
 
 impl Config {
@@ -134,7 +139,10 @@ pub(crate) struct ScopeShared {
     clock: AtomicU8,
     /// Name, deadline, timestamps, progress and metadata: locked when the
     /// scope starts and finishes, and when somebody reads them.
-    data: Mutex<ContextData>,
+    pub(crate) data: Mutex<ContextData>,
+    // --- registry hook: checkpoints that returned the cancellation ---
+    #[cfg(feature = "registry")]
+    pub(crate) checkpoints_after_cancel: std::sync::atomic::AtomicU32,
 }
 
 /// The scope a scope started inside.
@@ -158,6 +166,8 @@ impl ScopeShared {
             parent: OnceLock::new(),
             clock: AtomicU8::new(0),
             data: Mutex::new(ContextData::default()),
+            #[cfg(feature = "registry")]
+            checkpoints_after_cancel: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -197,7 +207,7 @@ impl ScopeShared {
         std::iter::successors(Some(self), |scope| scope.outer().map(Arc::as_ref))
     }
 
-    fn status(&self) -> OperationStatus {
+    pub(crate) fn status(&self) -> OperationStatus {
         match self.status.load(Ordering::Acquire) {
             0 => OperationStatus::Pending,
             1 => OperationStatus::Running,
@@ -269,6 +279,10 @@ impl ScopeShared {
     /// inside it saw it: marks the cancellation as observed.
     pub(crate) fn observe_cancellation(&self) -> Cancelled {
         self.observed.store(true, Ordering::Release);
+        // --- registry hook: count checkpoints since the cancel ---
+        #[cfg(feature = "registry")]
+        self.checkpoints_after_cancel
+            .fetch_add(1, Ordering::Relaxed);
         self.cancelled_error()
     }
 
@@ -301,7 +315,7 @@ impl ScopeShared {
         }
     }
 
-    fn context(&self) -> OperationContext {
+    pub(crate) fn context(&self) -> OperationContext {
         let now = self.clock().now();
         let status = self.status();
         let reason = self.token.recorded_cause().map(|cause| cause.reason);
@@ -425,6 +439,49 @@ impl CancelScope {
     pub fn on_error(mut self, callback: impl FnOnce(&OperationContext) + Send + 'static) -> Self {
         self.config.extras().on_error.push(Box::new(callback));
         self
+    }
+
+    /// Runs `callback` when the scope starts (its first poll), with the
+    /// operation's context (status [`OperationStatus::Running`]). A
+    /// panicking callback is contained.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use cancelable::{CancelScope, OperationStatus};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let seen = Arc::new(Mutex::new(None));
+    /// let record = seen.clone();
+    /// CancelScope::new()
+    ///     .name("load")
+    ///     .on_start(move |context| *record.lock().unwrap() = Some(context.status))
+    ///     .run(async {})
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(*seen.lock().unwrap(), Some(OperationStatus::Running));
+    /// # });
+    /// ```
+    pub fn on_start(mut self, callback: impl FnOnce(&OperationContext) + Send + 'static) -> Self {
+        self.config.extras().on_start.push(Box::new(callback));
+        self
+    }
+
+    /// Registry hook: the scope's state and the registration that
+    /// `register()` and `key(..)` fill in (see `registry/mod.rs`).
+    #[cfg(feature = "registry")]
+    pub(crate) fn registration(
+        &mut self,
+    ) -> (
+        &Arc<ScopeShared>,
+        Option<&Cow<'static, str>>,
+        &mut Option<crate::registry::Request>,
+    ) {
+        let extras = self.config.extras.get_or_insert_with(Default::default);
+        (
+            &self.shared,
+            self.config.name.as_ref(),
+            &mut extras.register,
+        )
     }
 
     /// Runs `callback` on every [`report_progress`](crate::report_progress)
@@ -587,6 +644,10 @@ struct Armed {
     sources: Option<Box<ArmedSources>>,
     #[cfg(feature = "tracing")]
     span: tracing::Span,
+    // --- registry hook: the scope's place in the registry; dropping it
+    // (finish, or the scope future dropped mid-run) leaves the live set ---
+    #[cfg(feature = "registry")]
+    _registry: Option<crate::registry::Entry>,
 }
 
 /// Counts a running scope in its parent's `nested` while it lives.
@@ -677,6 +738,17 @@ impl Driver {
             let _ = shared.parent.set(parent);
         }
         shared.set_status(OperationStatus::Running);
+        // --- registry hook: join the live set if `register()` asked ---
+        #[cfg(feature = "registry")]
+        let registry = crate::registry::Entry::join(
+            shared,
+            config
+                .extras
+                .as_deref_mut()
+                .and_then(|extras| extras.register.take()),
+            backend.clock(),
+            started,
+        );
         #[cfg(feature = "tracing")]
         let span = {
             let name = lock(&shared.data).name.clone();
@@ -707,6 +779,15 @@ impl Driver {
             }
         }
         let initial_deadline = (shared.deadline_generation.load(Ordering::Acquire), deadline);
+        // --- context completion: `on_start` callbacks ---
+        if let Some(extras) = config.extras.as_deref_mut() {
+            if !extras.on_start.is_empty() {
+                let context = shared.context();
+                for callback in std::mem::take(&mut extras.on_start) {
+                    let _ = catch_unwind(AssertUnwindSafe(|| callback(&context)));
+                }
+            }
+        }
         self.stage = Stage::Running(Armed {
             extras: config.extras,
             _token_link: token_link,
@@ -719,6 +800,8 @@ impl Driver {
             sources,
             #[cfg(feature = "tracing")]
             span,
+            #[cfg(feature = "registry")]
+            _registry: registry,
         });
     }
 

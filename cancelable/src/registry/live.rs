@@ -1,0 +1,391 @@
+//! The live set: one record per registered running operation, in shards
+//! chosen by id, and the entry a running scope holds to stay in it.
+//!
+//! # Invariants
+//! 1. A record is in the live set from the scope's start (`Entry::join`) to
+//!    its exit or drop (`Entry`'s `Drop`): the scope future owns the entry,
+//!    so no record outlives its scope's run, whatever way the run ends.
+//! 2. A record's shard is a function of its id alone, so lookups by id take
+//!    one shard lock. Ids come in per-thread blocks of 1,024 (see
+//!    `next_operation_id`); a shard per block keeps threads that register
+//!    at the same time on different shards.
+//! 3. Per-name statistics live in the shard of the operation that finishes
+//!    and are updated under the lock its exit takes anyway.
+//!
+//! # Deadlock safety
+//! A shard lock, a key lock or a history slot lock is never held while
+//! another of them is taken, except a key lock around the key holder's
+//! context lock (which never takes a registry lock); no user code runs under
+//! any of them.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use super::history::Finished;
+use super::stats::OperationStats;
+use super::{lock, Inner, Registry, RegistryError};
+use crate::backend::Clock;
+use crate::scope::ScopeShared;
+use crate::token::CallbackGuard;
+use crate::OperationStatus;
+
+/// How many consecutive ids share a shard (the size of a thread's id block).
+const IDS_PER_SHARD_RUN: u64 = 1024;
+pub(crate) const SHARDS: usize = 32;
+
+/// Hashes ids (already unique integers) with one multiplication.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+pub(crate) type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
+/// One registered, running operation.
+pub(crate) struct Record {
+    pub(crate) shared: Arc<ScopeShared>,
+    pub(crate) id: u64,
+    pub(crate) name: Option<Cow<'static, str>>,
+    pub(crate) key: Option<Arc<str>>,
+    pub(crate) clock: Clock,
+    /// On the scope's clock.
+    pub(crate) started: Instant,
+    /// When the scope's token was cancelled, on the real clock.
+    pub(crate) cancel_requested: OnceLock<Instant>,
+    pub(crate) stuck_reported: AtomicBool,
+    /// Set when the scope exits, before the record leaves the live set.
+    pub(crate) left: AtomicBool,
+}
+
+impl Record {
+    pub(crate) fn name_or_empty(&self) -> &str {
+        self.name.as_deref().unwrap_or("")
+    }
+
+    /// How long ago the cancel was requested, if it was.
+    pub(crate) fn cancelled_for(&self, real_now: Instant) -> Option<Duration> {
+        self.cancel_requested
+            .get()
+            .map(|at| real_now.saturating_duration_since(*at))
+    }
+
+    /// Running, cancelled at least `threshold` ago, not exited.
+    pub(crate) fn is_stuck(&self, real_now: Instant, threshold: Duration) -> bool {
+        !self.left.load(Ordering::Acquire)
+            && self
+                .cancelled_for(real_now)
+                .is_some_and(|ago| ago >= threshold)
+    }
+}
+
+/// A shard of the live set, alone on its cache lines.
+#[repr(align(128))]
+#[derive(Default)]
+pub(crate) struct Shard {
+    pub(crate) state: Mutex<ShardState>,
+}
+
+#[derive(Default)]
+pub(crate) struct ShardState {
+    pub(crate) live: IdMap<Arc<Record>>,
+    pub(crate) stats: HashMap<Cow<'static, str>, OperationStats>,
+}
+
+pub(crate) fn shard_of(id: u64) -> usize {
+    ((id / IDS_PER_SHARD_RUN) % SHARDS as u64) as usize
+}
+
+/// A shard of the key table.
+pub(crate) type KeyShard = Mutex<HashMap<Arc<str>, KeyHolder>>;
+
+/// Who holds a key.
+pub(crate) struct KeyHolder {
+    pub(crate) id: u64,
+    pub(crate) shared: Arc<ScopeShared>,
+    /// The name configured when the key was claimed, if any.
+    pub(crate) name: Option<Cow<'static, str>>,
+}
+
+/// A key held for a scope, from `.key(..)` until the scope exits (or is
+/// dropped without running).
+pub(crate) struct KeyClaim {
+    pub(crate) registry: Registry,
+    pub(crate) key: Arc<str>,
+    pub(crate) id: u64,
+}
+
+impl Drop for KeyClaim {
+    fn drop(&mut self) {
+        let released = {
+            let mut keys = lock(self.registry.inner.key_shard(&self.key));
+            match keys.get(&self.key) {
+                Some(holder) if holder.id == self.id => keys.remove(&self.key),
+                _ => None,
+            }
+        };
+        drop(released);
+    }
+}
+
+/// What `CancelScope::register()` / `.key(..)` ask for: kept in the scope's
+/// configuration until it starts.
+pub(crate) struct Request {
+    pub(crate) registry: Registry,
+    pub(crate) key: Option<KeyClaim>,
+}
+
+/// A running scope's place in the registry. Dropping it — when the scope
+/// finishes, or when its future is dropped mid-run — takes the operation
+/// out of the live set and records it in the history and statistics.
+///
+/// One pointer wide: it sits in every scope future's running state.
+pub(crate) struct Entry(Box<Parts>);
+
+struct Parts {
+    registry: Registry,
+    record: Arc<Record>,
+    _key: Option<KeyClaim>,
+    _on_cancel: CallbackGuard,
+}
+
+impl Entry {
+    /// Joins the registry if the scope asked to. An unregistered scope pays
+    /// for this one branch.
+    #[inline]
+    pub(crate) fn join(
+        shared: &Arc<ScopeShared>,
+        request: Option<Request>,
+        clock: Clock,
+        started: Instant,
+    ) -> Option<Entry> {
+        request.map(|request| Entry::join_now(shared, request, clock, started))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn join_now(
+        shared: &Arc<ScopeShared>,
+        request: Request,
+        clock: Clock,
+        started: Instant,
+    ) -> Entry {
+        let Request { registry, key } = request;
+        let id = shared.id();
+        let name = crate::sync::lock(&shared.data).name.clone();
+        let record = Arc::new(Record {
+            shared: shared.clone(),
+            id,
+            name,
+            key: key.as_ref().map(|claim| claim.key.clone()),
+            clock,
+            started,
+            cancel_requested: OnceLock::new(),
+            stuck_reported: AtomicBool::new(false),
+            left: AtomicBool::new(false),
+        });
+        #[cfg(feature = "metrics")]
+        super::metrics::started(&record);
+        lock(&registry.inner.shards[shard_of(id)].state)
+            .live
+            .insert(id, record.clone());
+        let on_cancel = {
+            let record = Arc::downgrade(&record);
+            let inner = Arc::downgrade(&registry.inner);
+            shared
+                .token
+                .on_cancel_cause(Box::new(move |_| cancel_requested(&record, &inner)))
+        };
+        Entry(Box::new(Parts {
+            registry,
+            record,
+            _key: key,
+            _on_cancel: on_cancel,
+        }))
+    }
+}
+
+/// The scope's token was cancelled: note when (for the lag) and have the
+/// stuck watcher look at it later.
+fn cancel_requested(record: &Weak<Record>, inner: &Weak<Inner>) {
+    let Some(record) = record.upgrade() else {
+        return;
+    };
+    let at = *record.cancel_requested.get_or_init(Instant::now);
+    #[cfg(any(feature = "tracing", feature = "metrics"))]
+    if let Some(inner) = inner.upgrade() {
+        inner.watch_stuck(&record, at);
+    }
+    #[cfg(not(any(feature = "tracing", feature = "metrics")))]
+    let _ = (inner, at);
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let record = &self.0.record;
+        let shared = &record.shared;
+        record.left.store(true, Ordering::Release);
+        // The scope set its final status before dropping its running state
+        // (or, dropped mid-run, marked itself cancelled).
+        let status = match shared.status() {
+            OperationStatus::Running | OperationStatus::Pending => OperationStatus::Cancelled,
+            finished => finished,
+        };
+        let ended = record.clock.now();
+        let lag = record.cancel_requested.get().map(Instant::elapsed);
+        let cause = shared
+            .token
+            .is_cancelled()
+            .then(|| shared.token.recorded_cause())
+            .flatten();
+        let (metadata, error) = match &crate::sync::lock(&shared.data).extra {
+            Some(extra) => (
+                (!extra.metadata.is_empty()).then(|| extra.metadata.clone()),
+                extra.error.clone(),
+            ),
+            None => (None, None),
+        };
+        let duration = ended.saturating_duration_since(record.started);
+        let inner = &self.0.registry.inner;
+        {
+            let mut shard = lock(&inner.shards[shard_of(record.id)].state);
+            let shard = &mut *shard;
+            shard.live.remove(&record.id);
+            let name = record.name_or_empty();
+            let stats = match shard.stats.get_mut(name) {
+                Some(stats) => stats,
+                None => shard
+                    .stats
+                    .entry(record.name.clone().unwrap_or(Cow::Borrowed("")))
+                    .or_default(),
+            };
+            stats.record(status, Some(duration), lag);
+        }
+        #[cfg(feature = "metrics")]
+        super::metrics::finished(
+            record,
+            status,
+            cause.as_ref().map(|c| &c.reason),
+            duration,
+            lag,
+        );
+        #[cfg(feature = "tracing")]
+        if record.stuck_reported.load(Ordering::Acquire) {
+            tracing::warn!(
+                operation = record.name_or_empty(),
+                id = record.id,
+                lag = ?lag,
+                "an operation flagged stuck after cancel has exited"
+            );
+        }
+        let (reason, message) = match cause {
+            Some(cause) => (Some(cause.reason), cause.message),
+            None => (None, None),
+        };
+        inner.history.push(Finished {
+            seq: 0,
+            id: record.id,
+            key: record.key.clone(),
+            name: record.name.clone(),
+            parent_id: shared.parent().map(|parent| parent.id()),
+            status,
+            reason,
+            message,
+            error,
+            metadata,
+            started: record.started,
+            ended,
+            clock: record.clock,
+            lag,
+        });
+    }
+}
+
+impl Inner {
+    /// The key shard of `key`.
+    pub(crate) fn key_shard(&self, key: &str) -> &KeyShard {
+        use std::hash::{BuildHasher, RandomState};
+        static SEED: OnceLock<RandomState> = OnceLock::new();
+        let hash = SEED.get_or_init(RandomState::new).hash_one(key);
+        &self.keys[(hash % self.keys.len() as u64) as usize]
+    }
+
+    /// Claims `key` for the scope `shared`, or says who holds it.
+    pub(crate) fn claim_key(
+        self: &Arc<Self>,
+        key: String,
+        shared: &Arc<ScopeShared>,
+        name: Option<Cow<'static, str>>,
+    ) -> Result<KeyClaim, RegistryError> {
+        if key.is_empty() {
+            return Err(RegistryError::EmptyKey);
+        }
+        let key: Arc<str> = Arc::from(key);
+        let id = shared.id();
+        let mut keys = lock(self.key_shard(&key));
+        if let Some(holder) = keys.get(&key) {
+            if holder.id != id {
+                return Err(RegistryError::KeyInUse {
+                    key: key.to_string(),
+                    holder: holder.id,
+                    holder_name: holder
+                        .name
+                        .clone()
+                        .or_else(|| crate::sync::lock(&holder.shared.data).name.clone())
+                        .map(String::from),
+                });
+            }
+        }
+        keys.insert(
+            key.clone(),
+            KeyHolder {
+                id,
+                shared: shared.clone(),
+                name,
+            },
+        );
+        Ok(KeyClaim {
+            registry: Registry {
+                inner: self.clone(),
+            },
+            key,
+            id,
+        })
+    }
+
+    /// Every live record, shard by shard (each shard locked only while its
+    /// records are copied out).
+    pub(crate) fn live_records(&self) -> Vec<Arc<Record>> {
+        let mut records = Vec::new();
+        for shard in self.shards.iter() {
+            let state = lock(&shard.state);
+            records.reserve(state.live.len());
+            records.extend(state.live.values().cloned());
+        }
+        records
+    }
+
+    pub(crate) fn live_record(&self, id: u64) -> Option<Arc<Record>> {
+        lock(&self.shards[shard_of(id)].state)
+            .live
+            .get(&id)
+            .cloned()
+    }
+}
