@@ -10,18 +10,21 @@ use proc_macro2::{Span, TokenStream, TokenTree};
 use syn::ext::IdentExt;
 use syn::parse::discouraged::Speculative;
 use syn::parse::{Parse, ParseStream, Parser};
-use syn::{Attribute, Expr, ExprLit, Ident, Lit, LitStr, Path, Signature, Token, Visibility};
+use syn::{
+    Attribute, Expr, ExprLit, Ident, Lit, LitBool, LitStr, Path, Signature, Token, Visibility,
+};
 
 use crate::value::{self, edit_distance, Signal};
 
 /// Every argument the attribute accepts, in the order the docs list them.
-pub(crate) const KEYS: [&str; 7] = [
+pub(crate) const KEYS: [&str; 8] = [
     "timeout",
     "on_signal",
     "token",
     "condition",
     "check_every",
     "name",
+    "register",
     "crate",
 ];
 
@@ -65,6 +68,7 @@ pub(crate) struct Args {
     pub(crate) condition: Option<(Box<Expr>, Span)>,
     pub(crate) check_every: Option<(DurationArg, Span)>,
     pub(crate) name: Option<(LitStr, Span)>,
+    pub(crate) register: Option<(LitBool, Span)>,
     pub(crate) krate: Option<(Path, Span)>,
     /// Valid keys seen so far, with the span of each, whether its value was
     /// accepted or not: duplicates and cross-argument checks use them.
@@ -158,6 +162,7 @@ impl Args {
             "token" => token(value).map(|v| self.token = Some((v, span))),
             "condition" => condition(value).map(|v| self.condition = Some((v, span))),
             "name" => op_name(value).map(|v| self.name = Some((v, span))),
+            "register" => register(value).map(|v| self.register = Some((v, span))),
             _ => krate(value).map(|v| self.krate = Some((v, span))),
         };
         if let Err(err) = parsed {
@@ -220,6 +225,7 @@ fn example(key: &str) -> Option<&'static str> {
         "condition" => "condition = stop_requested",
         "check_every" => "check_every = \"100ms\"",
         "name" => "name = \"job\"",
+        "register" => "register = true",
         "crate" => "crate = \"cancelable\"",
         _ => return None,
     })
@@ -410,6 +416,21 @@ fn op_name(value: Expr) -> syn::Result<LitStr> {
         other => Err(syn::Error::new_spanned(
             other,
             "`name` takes a string literal, e.g. `name = \"job\"`",
+        )),
+    }
+}
+
+/// `register = true`: a boolean literal.
+fn register(value: Expr) -> syn::Result<LitBool> {
+    match unwrap_expr(value) {
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(lit),
+            ..
+        }) => Ok(lit),
+        other => Err(syn::Error::new_spanned(
+            other,
+            "`register` takes `true` or `false`, e.g. `register = true` (the scope then joins \
+             `cancelable::registry::global()` while it runs)",
         )),
     }
 }

@@ -21,6 +21,8 @@ pub(crate) struct Config {
     pub(crate) condition: Option<(Box<Expr>, Option<DurationArg>)>,
     /// The declared return type, a path whose last segment is `Result`.
     pub(crate) ret: Type,
+    /// `register = true`: the span of the `register` key.
+    pub(crate) register: Option<Span>,
 }
 
 /// What a `#[cancellable]` function must return, quoted in every return-type error.
@@ -86,6 +88,10 @@ pub(crate) fn build(args: Args, item: &ItemFn, errors: &mut Errors) -> Option<Co
             .condition
             .map(|(cond, _)| (cond, args.check_every.map(|(every, _)| every))),
         ret: ret?,
+        register: args
+            .register
+            .filter(|(register, _)| register.value)
+            .map(|(_, span)| span),
     })
 }
 

@@ -249,7 +249,12 @@ impl Drop for Entry {
             finished => finished,
         };
         let ended = record.clock.now();
-        let lag = record.cancel_requested.get().map(Instant::elapsed);
+        // A cancel wakes the scope before it runs its callbacks: the scope
+        // may exit before ours noted the time. The two were then at once.
+        let lag = match shared.token.is_cancelled() {
+            true => Some(record.cancel_requested.get_or_init(Instant::now).elapsed()),
+            false => record.cancel_requested.get().map(Instant::elapsed),
+        };
         let cause = shared
             .token
             .is_cancelled()
@@ -288,11 +293,11 @@ impl Drop for Entry {
         );
         #[cfg(feature = "tracing")]
         if record.stuck_reported.load(Ordering::Acquire) {
-            tracing::warn!(
+            tracing::info!(
                 operation = record.name_or_empty(),
                 id = record.id,
                 lag = ?lag,
-                "an operation flagged stuck after cancel has exited"
+                "a stuck operation has exited at last"
             );
         }
         let (reason, message) = match cause {
