@@ -56,6 +56,9 @@ pub struct Progress {
     pub fraction: Option<f64>,
     /// What is happening, in words.
     pub message: String,
+    /// Key/value details given with the report (see
+    /// [`report_progress_with`](crate::report_progress_with)).
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// A snapshot of an operation: one scope's identity, status and progress.

@@ -86,7 +86,8 @@ mod token;
 pub use cancelled::Cancelled;
 pub use context::{OperationContext, OperationStatus, Progress};
 pub use current::{
-    checkpoint, checkpoint_token, current_scope, current_token, report_progress, Checkpoint,
+    checkpoint, checkpoint_token, current_scope, current_token, report_progress,
+    report_progress_with, Checkpoint,
 };
 pub use reason::{CancelReason, SourceError};
 pub use scope::{CancelScope, Run, ScopeHandle, TryRun};

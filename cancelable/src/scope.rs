@@ -810,6 +810,7 @@ impl Driver {
         mut body: Pin<&mut F>,
         cx: &mut Context<'_>,
         is_failure: fn(&F::Output) -> bool,
+        describe: Option<fn(&F::Output) -> String>,
     ) -> Poll<Result<F::Output, Cancelled>> {
         match std::mem::replace(&mut self.stage, Stage::Finished) {
             Stage::Configured(config) => self.start(config),
@@ -828,7 +829,7 @@ impl Driver {
             self.held_by_shield = true;
         }
         if let Poll::Ready(output) = current::enter(&mut self.shared, || body.as_mut().poll(cx)) {
-            return Poll::Ready(self.complete(output, is_failure));
+            return Poll::Ready(self.complete(output, is_failure, describe));
         }
 
         let shared = lent_back(&self.shared);
@@ -856,7 +857,7 @@ impl Driver {
         // polled again, as with `tokio::time::timeout`.
         if !cancelled_before && shared.nested.load(Ordering::Acquire) > 0 {
             if let Poll::Ready(output) = current::enter(&mut self.shared, || body.poll(cx)) {
-                return Poll::Ready(self.complete(output, is_failure));
+                return Poll::Ready(self.complete(output, is_failure, describe));
             }
         }
         let cancelled = self.shared().cancelled_error();
@@ -868,7 +869,12 @@ impl Driver {
     /// the scope was seen cancelled while a shield held it open, in which
     /// case it ends with its reason, as it would have without the shield,
     /// and the output is dropped.
-    fn complete<T>(&mut self, output: T, is_failure: fn(&T) -> bool) -> Result<T, Cancelled> {
+    fn complete<T>(
+        &mut self,
+        output: T,
+        is_failure: fn(&T) -> bool,
+        describe: Option<fn(&T) -> String>,
+    ) -> Result<T, Cancelled> {
         if self.held_by_shield {
             drop(output);
             let cancelled = self.shared().cancelled_error();
@@ -887,6 +893,13 @@ impl Driver {
         } else {
             OperationStatus::Failed
         };
+        // --- context completion: the failed body's error text ---
+        if let (OperationStatus::Failed, Some(describe)) = (status, describe) {
+            lock(&shared.data)
+                .extra
+                .get_or_insert_with(Default::default)
+                .error = Some(describe(&output));
+        }
         let cancelled = (status == OperationStatus::Cancelled).then(|| shared.cancelled_error());
         self.finish(status, cancelled.as_ref());
         Ok(output)
@@ -1026,7 +1039,7 @@ impl<F: Future> Future for Run<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        this.driver.poll(this.body, cx, |_| false)
+        this.driver.poll(this.body, cx, |_| false, None)
     }
 }
 
@@ -1052,6 +1065,8 @@ pin_project! {
         // of `#[cancellable]` twice).
         from_cancelled: fn(Cancelled) -> F::Output,
         is_err: fn(&F::Output) -> bool,
+        // The text of an error, when `keep_error_text` asked for it.
+        describe: Option<fn(&F::Output) -> String>,
     }
 }
 
@@ -1066,7 +1081,43 @@ where
             driver: Driver::new(scope),
             from_cancelled: F::Output::from_cancelled,
             is_err: F::Output::is_err,
+            describe: None,
         }
+    }
+}
+
+impl<F, T, E> TryRun<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: fmt::Display,
+{
+    /// Keeps the text (`Display`) of the body's own error in the
+    /// operation's context when the body fails: `on_error` callbacks read
+    /// it in [`OperationContext::error`], the registry's history in
+    /// [`FinishedOperation::error`](crate::registry::FinishedOperation::error).
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use cancelable::{CancelScope, Cancelled};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let seen = Arc::new(Mutex::new(None));
+    /// let record = seen.clone();
+    /// let outcome: Result<(), Box<dyn std::error::Error + Send + Sync>> = CancelScope::new()
+    ///     .on_error(move |context| *record.lock().unwrap() = context.error.clone())
+    ///     .try_run(async { Err("disk full".into()) })
+    ///     .keep_error_text()
+    ///     .await;
+    /// assert!(outcome.is_err());
+    /// assert_eq!(seen.lock().unwrap().as_deref(), Some("disk full"));
+    /// # });
+    /// ```
+    pub fn keep_error_text(mut self) -> Self {
+        self.describe = Some(|output| match output {
+            Err(error) => error.to_string(),
+            Ok(_) => String::new(),
+        });
+        self
     }
 }
 
@@ -1075,7 +1126,10 @@ impl<F: Future> Future for TryRun<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        match this.driver.poll(this.body, cx, *this.is_err) {
+        match this
+            .driver
+            .poll(this.body, cx, *this.is_err, *this.describe)
+        {
             Poll::Ready(Ok(output)) => Poll::Ready(output),
             Poll::Ready(Err(cancelled)) => Poll::Ready((this.from_cancelled)(cancelled)),
             Poll::Pending => Poll::Pending,

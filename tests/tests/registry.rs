@@ -482,6 +482,50 @@ on_every_backend! {
         assert_eq!(*seen.lock().unwrap(), Some((OperationStatus::Running, Some("starting".into()))));
     }
 
+    async fn on_error_receives_the_error_text_kept_in_the_context_and_the_history() {
+        let registry = fresh();
+        let seen = Arc::new(Mutex::new(None));
+        let record = seen.clone();
+        let scope = CancelScope::new()
+            .name("upload")
+            .register_in(&registry)
+            .on_error(move |context| *record.lock().unwrap() = Some(context.error.clone()));
+        let handle = scope.handle();
+        let outcome: Result<(), BoxError> = scope
+            .try_run(async { Err(std::io::Error::other("disk full").into()) })
+            .keep_error_text()
+            .await;
+        assert!(outcome.is_err());
+        assert_eq!(*seen.lock().unwrap(), Some(Some("disk full".to_owned())));
+        assert_eq!(handle.context().error.as_deref(), Some("disk full"));
+        let finished = &registry.history(1, &Filter::new())[0];
+        assert_eq!((finished.status, finished.error.as_deref()), (OperationStatus::Failed, Some("disk full")));
+        // Without `keep_error_text`, no text is kept.
+        let quiet = CancelScope::new();
+        let quiet_handle = quiet.handle();
+        let _: Result<(), BoxError> = quiet.try_run(async { Err("x".into()) }).await;
+        assert_eq!(quiet_handle.context().error, None);
+    }
+
+    async fn progress_reports_carry_metadata_into_the_snapshot() {
+        let registry = fresh();
+        let inside = registry.clone();
+        CancelScope::new()
+            .register_in(&registry)
+            .run(async move {
+                assert!(cancelable::report_progress_with(0.25, "copying", [("file", "a.txt"), ("copied", "3")]));
+                let info = &inside.list(&Filter::new())[0];
+                let progress = info.progress.as_ref().unwrap();
+                assert_eq!(progress.metadata["file"], "a.txt");
+                assert_eq!(progress.metadata["copied"], "3");
+                report_progress(0.5, "plain");
+                assert!(inside.list(&Filter::new())[0].progress.as_ref().unwrap().metadata.is_empty());
+            })
+            .await
+            .unwrap();
+        assert!(!cancelable::report_progress_with(None, "outside", [("a", "b")]));
+    }
+
     async fn metrics_count_registered_operations_by_name_and_reason() {
         let name = format!("metered-{}", NEXT.fetch_add(1, Ordering::Relaxed));
         let registry = fresh();
@@ -637,3 +681,5 @@ fn metrics_of(name: &str) -> HashMap<String, Metric> {
     }
     mine
 }
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;

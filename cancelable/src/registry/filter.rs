@@ -74,11 +74,12 @@ impl Filter {
 
     /// Whether an operation with these properties passes the filter; `age`
     /// is as [`older_than`](Self::older_than) describes.
+    /// `parent` is asked for only if the filter looks at it.
     pub(crate) fn accepts(
         &self,
         status: OperationStatus,
         name: Option<&str>,
-        parent: Option<u64>,
+        parent: impl FnOnce() -> Option<u64>,
         age: Option<Duration>,
     ) -> bool {
         (self.statuses.is_empty() || self.statuses.contains(&status))
@@ -86,7 +87,7 @@ impl Filter {
                 .name
                 .as_ref()
                 .is_none_or(|pattern| pattern.matches(name.unwrap_or("")))
-            && self.parent.is_none_or(|wanted| parent == Some(wanted))
+            && self.parent.is_none_or(|wanted| parent() == Some(wanted))
             && self
                 .older_than
                 .is_none_or(|min| age.is_some_and(|age| age >= min))
@@ -268,26 +269,29 @@ impl Pattern {
     /// Linear in the name for each star, with backtracking to the last star
     /// only: never exponential.
     pub fn matches(&self, name: &str) -> bool {
-        let text: Vec<char> = name.chars().collect();
         let tokens = &self.tokens;
+        let first_char = |at: usize| name[at..].chars().next().unwrap_or('\0');
+        // `t` is a byte offset into `name`, `p` an index into `tokens`.
         let (mut t, mut p) = (0, 0);
-        // Where to resume after the last star: (token after it, text position).
+        // Where to resume after the last star: (token after it, text offset).
         let mut resume: Option<(usize, usize)> = None;
-        while t < text.len() {
+        while t < name.len() {
+            let c = first_char(t);
             match tokens.get(p) {
                 Some(Token::AnyRun) => {
                     resume = Some((p + 1, t));
                     p += 1;
                 }
-                Some(token) if token.matches_one(text[t]) => {
+                Some(token) if token.matches_one(c) => {
                     p += 1;
-                    t += 1;
+                    t += c.len_utf8();
                 }
                 _ => match resume {
                     Some((after_star, from)) => {
+                        let next = from + first_char(from).len_utf8();
                         p = after_star;
-                        t = from + 1;
-                        resume = Some((after_star, from + 1));
+                        t = next;
+                        resume = Some((after_star, next));
                     }
                     None => return false,
                 },

@@ -1,37 +1,15 @@
 //! The bounded history of finished operations: a ring of slots written
 //! without a shared lock (one atomic cursor, one small lock per slot).
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::filter::Filter;
-use super::lock;
-use super::Now;
-use crate::backend::Clock;
+use super::live::Record;
+use super::{lock, Now};
 use crate::{CancelReason, OperationStatus};
-
-/// A finished operation as the history keeps it.
-#[derive(Clone)]
-pub(crate) struct Finished {
-    /// Order of arrival in the ring.
-    pub(crate) seq: u64,
-    pub(crate) id: u64,
-    pub(crate) key: Option<std::sync::Arc<str>>,
-    pub(crate) name: Option<Cow<'static, str>>,
-    pub(crate) parent_id: Option<u64>,
-    pub(crate) status: OperationStatus,
-    pub(crate) reason: Option<CancelReason>,
-    pub(crate) message: Option<std::sync::Arc<str>>,
-    pub(crate) error: Option<String>,
-    pub(crate) metadata: Option<BTreeMap<String, String>>,
-    pub(crate) started: Instant,
-    pub(crate) ended: Instant,
-    pub(crate) clock: Clock,
-    pub(crate) lag: Option<Duration>,
-}
 
 /// A finished operation, as [`Registry::history`](super::Registry::history)
 /// returns it.
@@ -69,49 +47,70 @@ pub struct FinishedOperation {
     pub lag: Option<Duration>,
 }
 
-impl Finished {
-    pub(crate) fn public(&self, now: &mut Now) -> FinishedOperation {
-        let clock_now = now.on(self.clock);
-        let wall = now.wall;
-        let at = |instant: Instant| wall.checked_sub(clock_now.saturating_duration_since(instant));
-        FinishedOperation {
-            id: self.id,
-            key: self.key.as_deref().map(str::to_owned),
-            name: self.name.as_deref().map(str::to_owned),
-            parent_id: self.parent_id,
-            status: self.status,
-            reason: self.reason.clone(),
-            message: self.message.as_deref().map(str::to_owned),
-            error: self.error.clone(),
-            metadata: self.metadata.clone().unwrap_or_default(),
-            started_at: at(self.started),
-            ended_at: at(self.ended),
-            duration: self.ended.saturating_duration_since(self.started),
-            lag: self.lag,
-        }
-    }
-
-    /// How long ago it ended.
-    fn age(&self, now: &mut Now) -> Duration {
-        now.on(self.clock).saturating_duration_since(self.ended)
-    }
-
-    fn accepted_by(&self, filter: &Filter, now: &mut Now) -> bool {
-        filter.accepts(
-            self.status,
-            self.name.as_deref(),
-            self.parent_id,
-            Some(self.age(now)),
-        )
+/// The public view of a finished record.
+pub(crate) fn public(record: &Record, now: &mut Now) -> FinishedOperation {
+    let exit = record
+        .exit
+        .get()
+        .expect("only finished records enter the history");
+    let shared = &record.shared;
+    let clock_now = now.on(record.clock);
+    let wall = now.wall;
+    let at = |instant: Instant| wall.checked_sub(clock_now.saturating_duration_since(instant));
+    let (reason, message) = match shared.token.recorded_cause() {
+        Some(cause) => (Some(cause.reason), cause.message.map(|m| m.to_string())),
+        None => (None, None),
+    };
+    let (metadata, error) = match &crate::sync::lock(&shared.data).extra {
+        Some(extra) => (extra.metadata.clone(), extra.error.clone()),
+        None => (BTreeMap::new(), None),
+    };
+    FinishedOperation {
+        id: record.id,
+        key: record.key.as_deref().map(str::to_owned),
+        name: record.name.as_deref().map(str::to_owned),
+        parent_id: shared.parent().map(|parent| parent.id()),
+        status: exit.status,
+        reason,
+        message,
+        error,
+        metadata,
+        started_at: at(record.started),
+        ended_at: at(exit.ended),
+        duration: exit.ended.saturating_duration_since(record.started),
+        lag: exit.lag,
     }
 }
+
+/// How long ago a finished record ended.
+fn age(record: &Record, now: &mut Now) -> Duration {
+    let ended = record.exit.get().map_or(record.started, |exit| exit.ended);
+    now.on(record.clock).saturating_duration_since(ended)
+}
+
+fn accepted_by(record: &Record, filter: &Filter, now: &mut Now) -> bool {
+    let status = record
+        .exit
+        .get()
+        .map_or(OperationStatus::Cancelled, |exit| exit.status);
+    filter.accepts(
+        status,
+        record.name.as_deref(),
+        || record.shared.parent().map(|parent| parent.id()),
+        Some(age(record, now)),
+    )
+}
+
+type Slot = Mutex<Option<(u64, Arc<Record>)>>;
 
 /// The ring: the last `capacity` operations to finish.
 pub(crate) struct History {
     capacity: usize,
     cursor: AtomicU64,
-    /// Allocated at the first push.
-    slots: OnceLock<Box<[Mutex<Option<Finished>>]>>,
+    /// Allocated at the first push. Each holds the arrival number and the
+    /// record, whose scope state it keeps (a few hundred bytes) until a
+    /// newer operation takes the slot.
+    slots: OnceLock<Box<[Slot]>>,
 }
 
 impl History {
@@ -123,48 +122,51 @@ impl History {
         }
     }
 
-    fn slots(&self) -> &[Mutex<Option<Finished>>] {
+    fn slots(&self) -> &[Slot] {
         self.slots
             .get_or_init(|| (0..self.capacity).map(|_| Mutex::new(None)).collect())
     }
 
-    pub(crate) fn push(&self, mut finished: Finished) {
+    pub(crate) fn push(&self, finished: Arc<Record>) {
         let seq = self.cursor.fetch_add(1, Ordering::Relaxed);
-        finished.seq = seq;
         let slot = &self.slots()[(seq % self.capacity as u64) as usize];
         let evicted = {
             let mut slot = lock(slot);
             // A writer that stalled a whole lap behind must not overwrite a
             // newer entry.
-            if slot.as_ref().is_some_and(|newer| newer.seq > seq) {
+            if slot.as_ref().is_some_and(|(newer, _)| *newer > seq) {
                 return;
             }
-            slot.replace(finished)
+            slot.replace((seq, finished))
         };
+        // The evicted operation's state is freed outside the lock.
         drop(evicted);
     }
 
     /// The newest `limit` entries that pass `filter`, newest first.
-    pub(crate) fn newest(&self, limit: usize, filter: &Filter, now: &mut Now) -> Vec<Finished> {
+    pub(crate) fn newest(&self, limit: usize, filter: &Filter, now: &mut Now) -> Vec<Arc<Record>> {
         let Some(slots) = self.slots.get() else {
             return Vec::new();
         };
-        let mut entries: Vec<Finished> = slots
+        let mut entries: Vec<(u64, Arc<Record>)> = slots
             .iter()
             .filter_map(|slot| lock(slot).clone())
-            .filter(|finished| finished.accepted_by(filter, now))
+            .filter(|(_, record)| accepted_by(record, filter, now))
             .collect();
-        entries.sort_unstable_by_key(|entry| std::cmp::Reverse(entry.seq));
+        entries.sort_unstable_by_key(|(seq, _)| std::cmp::Reverse(*seq));
         entries.truncate(limit);
-        entries
+        entries.into_iter().map(|(_, record)| record).collect()
     }
 
-    /// The entry of operation `id`, if the ring still holds it.
-    pub(crate) fn find(&self, id: u64) -> Option<Finished> {
-        self.slots
-            .get()?
-            .iter()
-            .find_map(|slot| lock(slot).as_ref().filter(|f| f.id == id).cloned())
+    /// Whether the ring still holds operation `id`.
+    pub(crate) fn contains(&self, id: u64) -> bool {
+        self.slots.get().is_some_and(|slots| {
+            slots.iter().any(|slot| {
+                lock(slot)
+                    .as_ref()
+                    .is_some_and(|(_, record)| record.id == id)
+            })
+        })
     }
 
     /// Drops the entries that ended at least `age` ago; returns how many.
@@ -177,7 +179,7 @@ impl History {
             let evicted = {
                 let mut slot = lock(slot);
                 match &*slot {
-                    Some(finished) if finished.age(now) >= age => {
+                    Some((_, record)) if self::age(record, now) >= age => {
                         removed += 1;
                         slot.take()
                     }

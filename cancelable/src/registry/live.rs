@@ -25,12 +25,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use super::history::Finished;
 use super::stats::OperationStats;
 use super::{lock, Inner, Registry, RegistryError};
 use crate::backend::Clock;
 use crate::scope::ScopeShared;
-use crate::token::CallbackGuard;
 use crate::OperationStatus;
 
 /// How many consecutive ids share a shard (the size of a thread's id block).
@@ -59,8 +57,11 @@ impl Hasher for IdHasher {
 
 pub(crate) type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
-/// One registered, running operation.
+/// One registered operation: in the live set while it runs, then in the
+/// history until newer operations push it out.
 pub(crate) struct Record {
+    /// Weak: the history holds records, and the registry the history.
+    pub(crate) registry: Weak<Inner>,
     pub(crate) shared: Arc<ScopeShared>,
     pub(crate) id: u64,
     pub(crate) name: Option<Cow<'static, str>>,
@@ -73,6 +74,18 @@ pub(crate) struct Record {
     pub(crate) stuck_reported: AtomicBool,
     /// Set when the scope exits, before the record leaves the live set.
     pub(crate) left: AtomicBool,
+    /// How it ended: set at exit.
+    pub(crate) exit: OnceLock<Exit>,
+    /// The key, held until the exit.
+    key_claim: Mutex<Option<KeyClaim>>,
+}
+
+/// How a registered operation ended.
+pub(crate) struct Exit {
+    pub(crate) status: OperationStatus,
+    /// On the scope's clock.
+    pub(crate) ended: Instant,
+    pub(crate) lag: Option<Duration>,
 }
 
 impl Record {
@@ -106,7 +119,7 @@ pub(crate) struct Shard {
 #[derive(Default)]
 pub(crate) struct ShardState {
     pub(crate) live: IdMap<Arc<Record>>,
-    pub(crate) stats: HashMap<Cow<'static, str>, OperationStats>,
+    pub(crate) stats: HashMap<Cow<'static, str>, OperationStats, BuildHasherDefault<IdHasher>>,
 }
 
 pub(crate) fn shard_of(id: u64) -> usize {
@@ -157,14 +170,7 @@ pub(crate) struct Request {
 /// out of the live set and records it in the history and statistics.
 ///
 /// One pointer wide: it sits in every scope future's running state.
-pub(crate) struct Entry(Box<Parts>);
-
-struct Parts {
-    registry: Registry,
-    record: Arc<Record>,
-    _key: Option<KeyClaim>,
-    _on_cancel: CallbackGuard,
-}
+pub(crate) struct Entry(Arc<Record>);
 
 impl Entry {
     /// Joins the registry if the scope asked to. An unregistered scope pays
@@ -190,35 +196,41 @@ impl Entry {
         let Request { registry, key } = request;
         let id = shared.id();
         let name = crate::sync::lock(&shared.data).name.clone();
-        let record = Arc::new(Record {
-            shared: shared.clone(),
-            id,
-            name,
-            key: key.as_ref().map(|claim| claim.key.clone()),
-            clock,
-            started,
-            cancel_requested: OnceLock::new(),
-            stuck_reported: AtomicBool::new(false),
-            left: AtomicBool::new(false),
+        let inner = Arc::downgrade(&registry.inner);
+        let record = Arc::new_cyclic(|record: &Weak<Record>| {
+            // Detached: it lives as long as the scope's token, which the
+            // record keeps; no unregistering at exit.
+            let (record, registry) = (record.clone(), inner.clone());
+            shared
+                .token
+                .on_cancel_cause(Box::new(move |_| cancel_requested(&record, &registry)))
+                .detach();
+            Record {
+                registry: inner.clone(),
+                shared: shared.clone(),
+                id,
+                name,
+                key: key.as_ref().map(|claim| claim.key.clone()),
+                clock,
+                started,
+                cancel_requested: OnceLock::new(),
+                stuck_reported: AtomicBool::new(false),
+                left: AtomicBool::new(false),
+                exit: OnceLock::new(),
+                key_claim: Mutex::new(key),
+            }
         });
+        // A token cancelled already ran the callback before the record
+        // existed.
+        if shared.token.is_cancelled() {
+            cancel_requested(&Arc::downgrade(&record), &inner);
+        }
         #[cfg(feature = "metrics")]
         super::metrics::started(&record);
         lock(&registry.inner.shards[shard_of(id)].state)
             .live
             .insert(id, record.clone());
-        let on_cancel = {
-            let record = Arc::downgrade(&record);
-            let inner = Arc::downgrade(&registry.inner);
-            shared
-                .token
-                .on_cancel_cause(Box::new(move |_| cancel_requested(&record, &inner)))
-        };
-        Entry(Box::new(Parts {
-            registry,
-            record,
-            _key: key,
-            _on_cancel: on_cancel,
-        }))
+        Entry(record)
     }
 }
 
@@ -228,6 +240,9 @@ fn cancel_requested(record: &Weak<Record>, inner: &Weak<Inner>) {
     let Some(record) = record.upgrade() else {
         return;
     };
+    if record.left.load(Ordering::Acquire) {
+        return;
+    }
     let at = *record.cancel_requested.get_or_init(Instant::now);
     #[cfg(any(feature = "tracing", feature = "metrics"))]
     if let Some(inner) = inner.upgrade() {
@@ -239,7 +254,7 @@ fn cancel_requested(record: &Weak<Record>, inner: &Weak<Inner>) {
 
 impl Drop for Entry {
     fn drop(&mut self) {
-        let record = &self.0.record;
+        let record = &self.0;
         let shared = &record.shared;
         record.left.store(true, Ordering::Release);
         // The scope set its final status before dropping its running state
@@ -255,26 +270,19 @@ impl Drop for Entry {
             true => Some(record.cancel_requested.get_or_init(Instant::now).elapsed()),
             false => record.cancel_requested.get().map(Instant::elapsed),
         };
-        let cause = shared
-            .token
-            .is_cancelled()
-            .then(|| shared.token.recorded_cause())
-            .flatten();
-        let (metadata, error) = match &crate::sync::lock(&shared.data).extra {
-            Some(extra) => (
-                (!extra.metadata.is_empty()).then(|| extra.metadata.clone()),
-                extra.error.clone(),
-            ),
-            None => (None, None),
-        };
         let duration = ended.saturating_duration_since(record.started);
-        let inner = &self.0.registry.inner;
-        {
+        let _ = record.exit.set(Exit { status, ended, lag });
+        if record.key.is_some() {
+            let claim = lock(&record.key_claim).take();
+            drop(claim);
+        }
+        let Some(inner) = record.registry.upgrade() else {
+            return;
+        };
+        let removed = {
             let mut shard = lock(&inner.shards[shard_of(record.id)].state);
             let shard = &mut *shard;
-            shard.live.remove(&record.id);
-            let name = record.name_or_empty();
-            let stats = match shard.stats.get_mut(name) {
+            let stats = match shard.stats.get_mut(record.name_or_empty()) {
                 Some(stats) => stats,
                 None => shard
                     .stats
@@ -282,15 +290,10 @@ impl Drop for Entry {
                     .or_default(),
             };
             stats.record(status, Some(duration), lag);
-        }
+            shard.live.remove(&record.id)
+        };
         #[cfg(feature = "metrics")]
-        super::metrics::finished(
-            record,
-            status,
-            cause.as_ref().map(|c| &c.reason),
-            duration,
-            lag,
-        );
+        super::metrics::finished(record, status, duration, lag);
         #[cfg(feature = "tracing")]
         if record.stuck_reported.load(Ordering::Acquire) {
             tracing::info!(
@@ -300,26 +303,9 @@ impl Drop for Entry {
                 "a stuck operation has exited at last"
             );
         }
-        let (reason, message) = match cause {
-            Some(cause) => (Some(cause.reason), cause.message),
-            None => (None, None),
-        };
-        inner.history.push(Finished {
-            seq: 0,
-            id: record.id,
-            key: record.key.clone(),
-            name: record.name.clone(),
-            parent_id: shared.parent().map(|parent| parent.id()),
-            status,
-            reason,
-            message,
-            error,
-            metadata,
-            started: record.started,
-            ended,
-            clock: record.clock,
-            lag,
-        });
+        if let Some(record) = removed {
+            inner.history.push(record);
+        }
     }
 }
 
@@ -376,15 +362,17 @@ impl Inner {
     }
 
     /// Every live record, shard by shard (each shard locked only while its
-    /// records are copied out).
+    /// records are copied out), ordered by id. The ids are copied beside
+    /// the records so that sorting does not visit every record.
     pub(crate) fn live_records(&self) -> Vec<Arc<Record>> {
-        let mut records = Vec::new();
+        let mut records: Vec<(u64, Arc<Record>)> = Vec::new();
         for shard in self.shards.iter() {
             let state = lock(&shard.state);
             records.reserve(state.live.len());
-            records.extend(state.live.values().cloned());
+            records.extend(state.live.iter().map(|(id, record)| (*id, record.clone())));
         }
-        records
+        records.sort_unstable_by_key(|(id, _)| *id);
+        records.into_iter().map(|(_, record)| record).collect()
     }
 
     pub(crate) fn live_record(&self, id: u64) -> Option<Arc<Record>> {

@@ -85,11 +85,15 @@ pub(crate) fn started(record: &Record) {
 pub(crate) fn finished(
     record: &Record,
     status: OperationStatus,
-    reason: Option<&CancelReason>,
     duration: Duration,
     lag: Option<Duration>,
 ) {
     let operation = label(record);
+    let cause = match status {
+        OperationStatus::Cancelled => record.shared.token.recorded_cause(),
+        _ => None,
+    };
+    let reason = cause.as_ref().map(|cause| &cause.reason);
     gauge!(LIVE, "operation" => operation.clone()).decrement(1.0);
     match status {
         OperationStatus::Completed => {

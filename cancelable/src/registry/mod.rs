@@ -264,6 +264,9 @@ pub(crate) struct Inner {
     keys: Box<[live::KeyShard]>,
     history: history::History,
     stuck_after: Duration,
+    /// The stuck watcher, started at the first cancel of a registered
+    /// operation; only its reports need it (`tracing`, `metrics`).
+    #[cfg(any(feature = "tracing", feature = "metrics"))]
     watch: OnceLock<Arc<stuck::Watch>>,
 }
 
@@ -277,6 +280,7 @@ impl Inner {
     }
 }
 
+#[cfg(any(feature = "tracing", feature = "metrics"))]
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(watch) = self.watch.get() {
@@ -347,6 +351,7 @@ impl RegistryBuilder {
                 keys: (0..live::SHARDS).map(|_| Mutex::default()).collect(),
                 history: history::History::new(self.history_capacity),
                 stuck_after: self.stuck_after,
+                #[cfg(any(feature = "tracing", feature = "metrics"))]
                 watch: OnceLock::new(),
             }),
         })
@@ -510,18 +515,20 @@ impl Registry {
     pub fn list(&self, filter: &Filter) -> Vec<OperationInfo> {
         let mut now = Now::new();
         let mut records = self.inner.live_records();
-        records.sort_unstable_by_key(|record| record.id);
+        records.retain(|record| {
+            filter.accepts(
+                record.shared.status(),
+                record.name.as_deref(),
+                || record.shared.parent().map(|parent| parent.id()),
+                Some(
+                    now.on(record.clock)
+                        .saturating_duration_since(record.started),
+                ),
+            )
+        });
         records
             .iter()
             .map(|record| OperationInfo::of(record, &mut now, self.inner.stuck_after))
-            .filter(|info| {
-                filter.accepts(
-                    info.status,
-                    info.name.as_deref(),
-                    info.parent_id,
-                    Some(info.elapsed),
-                )
-            })
             .collect()
     }
 
@@ -616,7 +623,7 @@ impl Registry {
     ) -> Result<bool, RegistryError> {
         match self.inner.live_record(id) {
             Some(record) => Ok(record.shared.token.cancel_with(reason, message)),
-            None if self.inner.history.find(id).is_some() => Ok(false),
+            None if self.inner.history.contains(id) => Ok(false),
             None => Err(RegistryError::NotFound { id }),
         }
     }
@@ -696,9 +703,9 @@ impl Registry {
         message: impl Into<String>,
     ) -> Result<usize, RegistryError> {
         let Some(root) = self.inner.live_record(id) else {
-            return match self.inner.history.find(id) {
-                Some(_) => Ok(0),
-                None => Err(RegistryError::NotFound { id }),
+            return match self.inner.history.contains(id) {
+                true => Ok(0),
+                false => Err(RegistryError::NotFound { id }),
             };
         };
         let message = message.into();
@@ -801,7 +808,7 @@ impl Registry {
             .history
             .newest(limit, filter, &mut now)
             .iter()
-            .map(|finished| finished.public(&mut now))
+            .map(|record| history::public(record, &mut now))
             .collect()
     }
 

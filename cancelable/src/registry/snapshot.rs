@@ -1,12 +1,12 @@
 //! What the registry shows of live operations: [`OperationInfo`] for one,
 //! [`Snapshot`] for the tree of all of them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::live::Record;
+use super::live::{IdMap, Record};
 use super::{stuck, Now};
 use crate::{CancelReason, OperationStatus, Progress};
 
@@ -72,11 +72,12 @@ impl OperationInfo {
                 None => (data.deadline, None, BTreeMap::new()),
             }
         };
-        let cause = shared
-            .token
-            .is_cancelled()
-            .then(|| shared.token.recorded_cause())
-            .flatten();
+        // The record notes the cancel (from the token's callback): the
+        // token itself is read only for cancelled operations.
+        let cause = record
+            .cancel_requested
+            .get()
+            .and_then(|_| shared.token.recorded_cause());
         let clock_now = now.on(record.clock);
         let real_now = now.real();
         let cancelled_for = record.cancelled_for(real_now);
@@ -159,26 +160,33 @@ impl Snapshot {
         self.iter().find(|node| node.operation.id == id)
     }
 
-    /// Builds the tree from the records of the live set.
+    /// Builds the tree from the records of the live set, ordered by id.
     pub(crate) fn build(
-        mut records: Vec<Arc<Record>>,
+        records: Vec<Arc<Record>>,
         now: &mut Now,
         stuck_after: Duration,
     ) -> Snapshot {
-        records.sort_unstable_by_key(|record| record.id);
-        let index: HashMap<u64, usize> = records
+        // The nearest registered, live enclosing operation of each record;
+        // no lookup table at all when no record has a parent scope.
+        let nested = records
             .iter()
-            .enumerate()
-            .map(|(at, record)| (record.id, at))
-            .collect();
-        // The nearest registered, live enclosing operation of each record.
-        let anchors: Vec<Option<usize>> = records
-            .iter()
-            .map(|record| {
-                std::iter::successors(record.shared.parent(), |scope| scope.parent())
-                    .find_map(|scope| index.get(&scope.id()).copied())
-            })
-            .collect();
+            .any(|record| record.shared.parent().is_some());
+        let anchors: Vec<Option<usize>> = if nested {
+            let index: IdMap<usize> = records
+                .iter()
+                .enumerate()
+                .map(|(at, record)| (record.id, at))
+                .collect();
+            records
+                .iter()
+                .map(|record| {
+                    std::iter::successors(record.shared.parent(), |scope| scope.parent())
+                        .find_map(|scope| index.get(&scope.id()).copied())
+                })
+                .collect()
+        } else {
+            vec![None; records.len()]
+        };
         let mut children: Vec<Vec<usize>> = vec![Vec::new(); records.len()];
         let mut roots = Vec::new();
         for (at, anchor) in anchors.iter().enumerate() {
@@ -187,38 +195,39 @@ impl Snapshot {
                 None => roots.push(at),
             }
         }
-        let mut infos: Vec<Option<OperationInfo>> = records
-            .iter()
-            .map(|record| Some(OperationInfo::of(record, now, stuck_after)))
-            .collect();
-        let stuck = infos.iter().flatten().filter(|info| info.stuck).count();
-        // Builds the nodes children first, without recursion (nesting can
-        // be deep).
-        let mut built: Vec<Option<OperationNode>> = (0..records.len()).map(|_| None).collect();
-        let mut stack: Vec<(usize, bool)> = roots.iter().rev().map(|&root| (root, false)).collect();
-        while let Some((at, expanded)) = stack.pop() {
+        // Children before their parent (post-order), without recursion:
+        // nesting can be deep.
+        let mut order = Vec::with_capacity(records.len());
+        let mut pending: Vec<(usize, bool)> =
+            roots.iter().rev().map(|&root| (root, false)).collect();
+        while let Some((at, expanded)) = pending.pop() {
             if expanded {
-                let node = OperationNode {
-                    operation: infos[at].take().expect("each node is built once"),
-                    children: children[at]
-                        .iter()
-                        .filter_map(|&child| built[child].take())
-                        .collect(),
-                };
-                built[at] = Some(node);
+                order.push(at);
             } else {
-                stack.push((at, true));
-                stack.extend(children[at].iter().rev().map(|&child| (child, false)));
+                pending.push((at, true));
+                pending.extend(children[at].iter().rev().map(|&child| (child, false)));
             }
+        }
+        // Each node is built in place: its children are the last nodes on
+        // the stack.
+        let mut stuck = 0;
+        let mut stack: Vec<OperationNode> = Vec::with_capacity(roots.len());
+        for at in order {
+            let operation = OperationInfo::of(&records[at], now, stuck_after);
+            stuck += usize::from(operation.stuck);
+            // `drain`, not `split_off`: an empty tail must not take the
+            // stack's buffer along.
+            let children = stack.drain(stack.len() - children[at].len()..).collect();
+            stack.push(OperationNode {
+                operation,
+                children,
+            });
         }
         Snapshot {
             taken_at: now.wall,
             live: records.len(),
             stuck,
-            operations: roots
-                .iter()
-                .filter_map(|&root| built[root].take())
-                .collect(),
+            operations: stack,
         }
     }
 }

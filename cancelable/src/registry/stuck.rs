@@ -12,10 +12,14 @@
 //! variable otherwise, and ends with its registry.
 
 use std::sync::atomic::Ordering;
+#[cfg(any(feature = "tracing", feature = "metrics"))]
 use std::sync::{Arc, Condvar, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(any(feature = "tracing", feature = "metrics"))]
+use std::time::Instant;
 
 use super::live::Record;
+#[cfg(any(feature = "tracing", feature = "metrics"))]
 use super::lock;
 
 /// Reports a stuck operation, once per operation.
@@ -41,12 +45,14 @@ pub(crate) fn report(record: &Record, cancelled_for: Duration) {
     let _ = cancelled_for;
 }
 
+#[cfg(any(feature = "tracing", feature = "metrics"))]
 pub(crate) struct Watch {
     threshold: Duration,
     state: Mutex<WatchState>,
     wake: Condvar,
 }
 
+#[cfg(any(feature = "tracing", feature = "metrics"))]
 #[derive(Default)]
 struct WatchState {
     pending: Vec<(Instant, Weak<Record>)>,
@@ -54,6 +60,7 @@ struct WatchState {
     closed: bool,
 }
 
+#[cfg(any(feature = "tracing", feature = "metrics"))]
 impl Watch {
     pub(crate) fn new(threshold: Duration) -> Self {
         Watch {
