@@ -622,7 +622,10 @@ enum Metric {
 
 static SNAPSHOTTER: OnceLock<metrics_util::debugging::Snapshotter> = OnceLock::new();
 /// What the recorder held, summed over every snapshot (a snapshot drains it).
-static METRICS: Mutex<Vec<(String, Vec<(String, String)>, Metric)>> = Mutex::new(Vec::new());
+static METRICS: Mutex<Vec<Recorded>> = Mutex::new(Vec::new());
+
+/// A metric's name, its labels and its value.
+type Recorded = (String, Vec<(String, String)>, Metric);
 
 fn install_recorders() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
