@@ -59,9 +59,10 @@ pub(crate) type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
 /// One registered operation: in the live set while it runs, then in the
 /// history until newer operations push it out.
+///
+/// A record holds no reference to its registry (the registry's history
+/// holds records): what it needs of it, the stuck threshold, is copied in.
 pub(crate) struct Record {
-    /// Weak: the history holds records, and the registry the history.
-    pub(crate) registry: Weak<Inner>,
     pub(crate) shared: Arc<ScopeShared>,
     pub(crate) id: u64,
     pub(crate) name: Option<Cow<'static, str>>,
@@ -71,6 +72,8 @@ pub(crate) struct Record {
     pub(crate) started: Instant,
     /// When the scope's token was cancelled, on the real clock.
     pub(crate) cancel_requested: OnceLock<Instant>,
+    /// The registry's stuck threshold.
+    pub(crate) stuck_after: Duration,
     pub(crate) stuck_reported: AtomicBool,
     /// Set when the scope exits, before the record leaves the live set.
     pub(crate) left: AtomicBool,
@@ -100,12 +103,12 @@ impl Record {
             .map(|at| real_now.saturating_duration_since(*at))
     }
 
-    /// Running, cancelled at least `threshold` ago, not exited.
-    pub(crate) fn is_stuck(&self, real_now: Instant, threshold: Duration) -> bool {
+    /// Running, cancelled at least the stuck threshold ago, not exited.
+    pub(crate) fn is_stuck(&self, real_now: Instant) -> bool {
         !self.left.load(Ordering::Acquire)
             && self
                 .cancelled_for(real_now)
-                .is_some_and(|ago| ago >= threshold)
+                .is_some_and(|ago| ago >= self.stuck_after)
     }
 }
 
@@ -169,8 +172,13 @@ pub(crate) struct Request {
 /// finishes, or when its future is dropped mid-run — takes the operation
 /// out of the live set and records it in the history and statistics.
 ///
-/// One pointer wide: it sits in every scope future's running state.
-pub(crate) struct Entry(Arc<Record>);
+/// Two pointers wide: it sits in every scope future's running state. It
+/// owns the registry reference the request brought, so that registering
+/// touches the registry's reference count once, not at every step.
+pub(crate) struct Entry {
+    record: Arc<Record>,
+    registry: Registry,
+}
 
 impl Entry {
     /// Joins the registry if the scope asked to. An unregistered scope pays
@@ -196,17 +204,15 @@ impl Entry {
         let Request { registry, key } = request;
         let id = shared.id();
         let name = crate::sync::lock(&shared.data).name.clone();
-        let inner = Arc::downgrade(&registry.inner);
         let record = Arc::new_cyclic(|record: &Weak<Record>| {
             // Detached: it lives as long as the scope's token, which the
             // record keeps; no unregistering at exit.
-            let (record, registry) = (record.clone(), inner.clone());
+            let record = record.clone();
             shared
                 .token
-                .on_cancel_cause(Box::new(move |_| cancel_requested(&record, &registry)))
+                .on_cancel_cause(Box::new(move |_| cancel_requested(&record)))
                 .detach();
             Record {
-                registry: inner.clone(),
                 shared: shared.clone(),
                 id,
                 name,
@@ -214,6 +220,7 @@ impl Entry {
                 clock,
                 started,
                 cancel_requested: OnceLock::new(),
+                stuck_after: registry.inner.stuck_after,
                 stuck_reported: AtomicBool::new(false),
                 left: AtomicBool::new(false),
                 exit: OnceLock::new(),
@@ -223,20 +230,20 @@ impl Entry {
         // A token cancelled already ran the callback before the record
         // existed.
         if shared.token.is_cancelled() {
-            cancel_requested(&Arc::downgrade(&record), &inner);
+            cancel_requested(&Arc::downgrade(&record));
         }
         #[cfg(feature = "metrics")]
         super::metrics::started(&record);
         lock(&registry.inner.shards[shard_of(id)].state)
             .live
             .insert(id, record.clone());
-        Entry(record)
+        Entry { record, registry }
     }
 }
 
 /// The scope's token was cancelled: note when (for the lag) and have the
 /// stuck watcher look at it later.
-fn cancel_requested(record: &Weak<Record>, inner: &Weak<Inner>) {
+fn cancel_requested(record: &Weak<Record>) {
     let Some(record) = record.upgrade() else {
         return;
     };
@@ -245,16 +252,14 @@ fn cancel_requested(record: &Weak<Record>, inner: &Weak<Inner>) {
     }
     let at = *record.cancel_requested.get_or_init(Instant::now);
     #[cfg(any(feature = "tracing", feature = "metrics"))]
-    if let Some(inner) = inner.upgrade() {
-        inner.watch_stuck(&record, at);
-    }
+    super::stuck::watch(&record, at);
     #[cfg(not(any(feature = "tracing", feature = "metrics")))]
-    let _ = (inner, at);
+    let _ = at;
 }
 
 impl Drop for Entry {
     fn drop(&mut self) {
-        let record = &self.0;
+        let record = &self.record;
         let shared = &record.shared;
         record.left.store(true, Ordering::Release);
         // The scope set its final status before dropping its running state
@@ -276,9 +281,7 @@ impl Drop for Entry {
             let claim = lock(&record.key_claim).take();
             drop(claim);
         }
-        let Some(inner) = record.registry.upgrade() else {
-            return;
-        };
+        let inner = &self.registry.inner;
         let removed = {
             let mut shard = lock(&inner.shards[shard_of(record.id)].state);
             let shard = &mut *shard;

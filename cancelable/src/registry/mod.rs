@@ -264,29 +264,6 @@ pub(crate) struct Inner {
     keys: Box<[live::KeyShard]>,
     history: history::History,
     stuck_after: Duration,
-    /// The stuck watcher, started at the first cancel of a registered
-    /// operation; only its reports need it (`tracing`, `metrics`).
-    #[cfg(any(feature = "tracing", feature = "metrics"))]
-    watch: OnceLock<Arc<stuck::Watch>>,
-}
-
-impl Inner {
-    /// Has the stuck watcher look at `record` once the threshold passed.
-    #[cfg(any(feature = "tracing", feature = "metrics"))]
-    pub(crate) fn watch_stuck(&self, record: &Arc<live::Record>, requested: Instant) {
-        self.watch
-            .get_or_init(|| Arc::new(stuck::Watch::new(self.stuck_after)))
-            .watch(record, requested);
-    }
-}
-
-#[cfg(any(feature = "tracing", feature = "metrics"))]
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Some(watch) = self.watch.get() {
-            watch.close();
-        }
-    }
 }
 
 /// Settings of a new [`Registry`].
@@ -351,8 +328,6 @@ impl RegistryBuilder {
                 keys: (0..live::SHARDS).map(|_| Mutex::default()).collect(),
                 history: history::History::new(self.history_capacity),
                 stuck_after: self.stuck_after,
-                #[cfg(any(feature = "tracing", feature = "metrics"))]
-                watch: OnceLock::new(),
             }),
         })
     }
@@ -528,7 +503,7 @@ impl Registry {
         });
         records
             .iter()
-            .map(|record| OperationInfo::of(record, &mut now, self.inner.stuck_after))
+            .map(|record| OperationInfo::of(record, &mut now))
             .collect()
     }
 
@@ -552,11 +527,7 @@ impl Registry {
     /// ```
     pub fn get(&self, id: u64) -> Option<OperationInfo> {
         let record = self.inner.live_record(id)?;
-        Some(OperationInfo::of(
-            &record,
-            &mut Now::new(),
-            self.inner.stuck_after,
-        ))
+        Some(OperationInfo::of(&record, &mut Now::new()))
     }
 
     /// The live operation holding `key`, or `None`.
@@ -871,7 +842,7 @@ impl Registry {
                 .entry(record.name_or_empty().to_owned())
                 .or_default();
             stats.running += 1;
-            if record.is_stuck(real_now, self.inner.stuck_after) {
+            if record.is_stuck(real_now) {
                 stats.stuck += 1;
                 if let Some(ago) = record.cancelled_for(real_now) {
                     stuck::report(&record, ago);
@@ -918,11 +889,7 @@ impl Registry {
     /// # });
     /// ```
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot::build(
-            self.inner.live_records(),
-            &mut Now::new(),
-            self.inner.stuck_after,
-        )
+        Snapshot::build(self.inner.live_records(), &mut Now::new())
     }
 }
 

@@ -58,7 +58,7 @@ pub struct OperationInfo {
 impl OperationInfo {
     /// Builds the view of `record` at `now`, and reports it if it is newly
     /// found stuck.
-    pub(crate) fn of(record: &Record, now: &mut Now, stuck_after: Duration) -> OperationInfo {
+    pub(crate) fn of(record: &Record, now: &mut Now) -> OperationInfo {
         let shared = &record.shared;
         let status = shared.status();
         let (deadline, progress, metadata) = {
@@ -81,7 +81,7 @@ impl OperationInfo {
         let clock_now = now.on(record.clock);
         let real_now = now.real();
         let cancelled_for = record.cancelled_for(real_now);
-        let stuck = record.is_stuck(real_now, stuck_after);
+        let stuck = record.is_stuck(real_now);
         if let (true, Some(ago)) = (stuck, cancelled_for) {
             stuck::report(record, ago);
         }
@@ -161,11 +161,7 @@ impl Snapshot {
     }
 
     /// Builds the tree from the records of the live set, ordered by id.
-    pub(crate) fn build(
-        records: Vec<Arc<Record>>,
-        now: &mut Now,
-        stuck_after: Duration,
-    ) -> Snapshot {
+    pub(crate) fn build(records: Vec<Arc<Record>>, now: &mut Now) -> Snapshot {
         // The nearest registered, live enclosing operation of each record;
         // no lookup table at all when no record has a parent scope.
         let nested = records
@@ -213,7 +209,7 @@ impl Snapshot {
         let mut stuck = 0;
         let mut stack: Vec<OperationNode> = Vec::with_capacity(roots.len());
         for at in order {
-            let operation = OperationInfo::of(&records[at], now, stuck_after);
+            let operation = OperationInfo::of(&records[at], now);
             stuck += usize::from(operation.stuck);
             // `drain`, not `split_off`: an empty tail must not take the
             // stack's buffer along.

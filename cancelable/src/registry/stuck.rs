@@ -7,13 +7,14 @@
 //! cancelled registered operation passes. A thread, because a stuck
 //! operation is by definition one that no longer returns to the executor:
 //! a timer on the scope's own executor may be blocked with it, and the
-//! registry must work the same on every backend. The thread starts at the
-//! first cancellation of a registered operation, sleeps on a condition
-//! variable otherwise, and ends with its registry.
+//! registry must work the same on every backend. One thread serves every
+//! registry of the process: it starts at the first cancellation of a
+//! registered operation and sleeps on a condition variable whenever no
+//! cancelled operation is pending.
 
 use std::sync::atomic::Ordering;
 #[cfg(any(feature = "tracing", feature = "metrics"))]
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::Duration;
 #[cfg(any(feature = "tracing", feature = "metrics"))]
 use std::time::Instant;
@@ -45,9 +46,19 @@ pub(crate) fn report(record: &Record, cancelled_for: Duration) {
     let _ = cancelled_for;
 }
 
+/// Has the watcher look at `record` once its stuck threshold has passed
+/// since `requested`.
 #[cfg(any(feature = "tracing", feature = "metrics"))]
-pub(crate) struct Watch {
-    threshold: Duration,
+pub(crate) fn watch(record: &Arc<Record>, requested: Instant) {
+    static WATCH: OnceLock<Arc<Watch>> = OnceLock::new();
+    WATCH
+        .get_or_init(|| Arc::new(Watch::default()))
+        .watch(record, requested);
+}
+
+#[cfg(any(feature = "tracing", feature = "metrics"))]
+#[derive(Default)]
+struct Watch {
     state: Mutex<WatchState>,
     wake: Condvar,
 }
@@ -57,28 +68,15 @@ pub(crate) struct Watch {
 struct WatchState {
     pending: Vec<(Instant, Weak<Record>)>,
     started: bool,
-    closed: bool,
 }
 
 #[cfg(any(feature = "tracing", feature = "metrics"))]
 impl Watch {
-    pub(crate) fn new(threshold: Duration) -> Self {
-        Watch {
-            threshold,
-            state: Mutex::new(WatchState::default()),
-            wake: Condvar::new(),
-        }
-    }
-
-    /// Looks at `record` again once `threshold` has passed since `requested`.
-    pub(crate) fn watch(self: &Arc<Self>, record: &Arc<Record>, requested: Instant) {
-        let Some(due) = requested.checked_add(self.threshold) else {
+    fn watch(self: &Arc<Self>, record: &Arc<Record>, requested: Instant) {
+        let Some(due) = requested.checked_add(record.stuck_after) else {
             return;
         };
         let mut state = lock(&self.state);
-        if state.closed {
-            return;
-        }
         state.pending.push((due, Arc::downgrade(record)));
         if !state.started {
             let watch = self.clone();
@@ -93,18 +91,9 @@ impl Watch {
         }
     }
 
-    /// Ends the watcher thread (the registry is gone).
-    pub(crate) fn close(&self) {
-        lock(&self.state).closed = true;
-        self.wake.notify_one();
-    }
-
     fn run(self: Arc<Self>) {
         let mut state = lock(&self.state);
         loop {
-            if state.closed {
-                return;
-            }
             let now = Instant::now();
             let mut due = Vec::new();
             state.pending.retain(|(at, record)| {
@@ -121,7 +110,7 @@ impl Watch {
                 drop(state);
                 for record in due.iter().filter_map(Weak::upgrade) {
                     if let Some(ago) = record.cancelled_for(Instant::now()) {
-                        if record.is_stuck(Instant::now(), self.threshold) {
+                        if record.is_stuck(Instant::now()) {
                             report(&record, ago);
                         }
                     }
