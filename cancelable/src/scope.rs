@@ -107,9 +107,15 @@ struct Extras {
     on_cancel: Vec<CancelCallback>,
     on_complete: Vec<ContextCallback>,
     on_error: Vec<ContextCallback>,
-    // --- registry hook: what `register()` / `key(..)` asked for ---
+    // --- registry hook: what `register()` / `key(..)` asked for, then,
+    // once started, the scope's place in the registry; dropping it (the
+    // scope finished, or its future was dropped mid-run) leaves the live
+    // set. Registered scopes always have extras: the future stays as small
+    // as an unregistered one's ---
     #[cfg(feature = "registry")]
     register: Option<crate::registry::Request>,
+    #[cfg(feature = "registry")]
+    registry_entry: Option<crate::registry::Entry>,
     // --- context completion: `on_start` callbacks ---
     on_start: Vec<ContextCallback>,
 }
@@ -644,10 +650,6 @@ struct Armed {
     sources: Option<Box<ArmedSources>>,
     #[cfg(feature = "tracing")]
     span: tracing::Span,
-    // --- registry hook: the scope's place in the registry; dropping it
-    // (finish, or the scope future dropped mid-run) leaves the live set ---
-    #[cfg(feature = "registry")]
-    _registry: Option<crate::registry::Entry>,
 }
 
 /// Counts a running scope in its parent's `nested` while it lives.
@@ -740,15 +742,11 @@ impl Driver {
         shared.set_status(OperationStatus::Running);
         // --- registry hook: join the live set if `register()` asked ---
         #[cfg(feature = "registry")]
-        let registry = crate::registry::Entry::join(
-            shared,
-            config
-                .extras
-                .as_deref_mut()
-                .and_then(|extras| extras.register.take()),
-            backend.clock(),
-            started,
-        );
+        if let Some(extras) = config.extras.as_deref_mut() {
+            let request = extras.register.take();
+            extras.registry_entry =
+                crate::registry::Entry::join(shared, request, backend.clock(), started);
+        }
         #[cfg(feature = "tracing")]
         let span = {
             let name = lock(&shared.data).name.clone();
@@ -800,8 +798,6 @@ impl Driver {
             sources,
             #[cfg(feature = "tracing")]
             span,
-            #[cfg(feature = "registry")]
-            _registry: registry,
         });
     }
 
@@ -911,7 +907,8 @@ impl Driver {
             unreachable!("only a running scope finishes")
         };
         let shared = lent_back(&self.shared);
-        let extras = armed
+        #[cfg_attr(not(feature = "registry"), allow(unused_mut))]
+        let mut extras = armed
             .extras
             .take()
             .map(|extras| *extras)
@@ -935,6 +932,9 @@ impl Driver {
         // Unregister timers, signal listeners and token callbacks, and
         // detach from the parent, before user callbacks run.
         drop(armed);
+        // --- registry hook: leave the live set before user callbacks run ---
+        #[cfg(feature = "registry")]
+        drop(extras.registry_entry.take());
         match status {
             OperationStatus::Cancelled => {
                 let cancelled = cancelled

@@ -4,7 +4,9 @@
 //! # Invariants
 //! 1. A record is in the live set from the scope's start (`Entry::join`) to
 //!    its exit or drop (`Entry`'s `Drop`): the scope future owns the entry,
-//!    so no record outlives its scope's run, whatever way the run ends.
+//!    so no record stays live after its scope's run, whatever way the run
+//!    ends. The history then keeps the record (and the scope's state) until
+//!    newer operations push it out.
 //! 2. A record's shard is a function of its id alone, so lookups by id take
 //!    one shard lock. Ids come in per-thread blocks of 1,024 (see
 //!    `next_operation_id`); a shard per block keeps threads that register
@@ -172,9 +174,10 @@ pub(crate) struct Request {
 /// finishes, or when its future is dropped mid-run — takes the operation
 /// out of the live set and records it in the history and statistics.
 ///
-/// Two pointers wide: it sits in every scope future's running state. It
-/// owns the registry reference the request brought, so that registering
-/// touches the registry's reference count once, not at every step.
+/// It sits in the scope's boxed extras (which only scopes with callbacks,
+/// metadata or a registration have), so the scope future of an
+/// unregistered scope is no larger. It owns the registry reference the
+/// request brought: registering touches the registry's reference count once.
 pub(crate) struct Entry {
     record: Arc<Record>,
     registry: Registry,
