@@ -321,7 +321,7 @@ impl ScopeShared {
         }
     }
 
-    pub(crate) fn context(&self) -> OperationContext {
+    fn context(&self) -> OperationContext {
         let now = self.clock().now();
         let status = self.status();
         let reason = self.token.recorded_cause().map(|cause| cause.reason);
