@@ -121,12 +121,17 @@ mod group;
 pub mod blocking;
 pub mod stream;
 pub mod wait;
+// The process-wide operations registry, on the scope machinery.
+#[cfg(feature = "registry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
+pub mod registry;
 
 pub use blocking::{run_blocking, BlockingContext};
 pub use cancelled::Cancelled;
 pub use context::{OperationContext, OperationStatus, Progress};
 pub use current::{
-    checkpoint, checkpoint_token, current_scope, current_token, report_progress, Checkpoint,
+    checkpoint, checkpoint_token, current_scope, current_token, report_progress,
+    report_progress_with, Checkpoint,
 };
 pub use group::{
     ChildErrors, Group, GroupError, GroupExecutor, GroupRun, Results, SpawnError, TaskError,
