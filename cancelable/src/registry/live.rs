@@ -31,7 +31,7 @@ use super::record::{Exit, KeyClaim, Record};
 use super::stats::OperationStats;
 use super::{lock, Inner, Registry, RegistryError};
 use crate::backend::Clock;
-use crate::scope::{ScopeShared, StartHook};
+use crate::scope::{HookSlot, ScopeShared, StartHook};
 use crate::OperationStatus;
 
 /// How many consecutive ids share a shard (the size of a thread's id block).
@@ -121,7 +121,7 @@ pub(crate) struct Registration {
 impl Registration {
     /// The request in a scope's hook slot, making the slot a registration
     /// if it is empty (the registry is the only user of the slot).
-    pub(crate) fn request_in(slot: &mut Option<Box<dyn StartHook>>) -> &mut Option<Request> {
+    pub(crate) fn request_in(slot: &mut HookSlot) -> &mut Option<Request> {
         let is_ours = slot
             .as_mut()
             .is_some_and(|hook| hook.as_any_mut().is::<Registration>());

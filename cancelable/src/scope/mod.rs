@@ -106,10 +106,14 @@ struct Extras {
     // as an unregistered one's. The scope knows it only as a `StartHook`:
     // the registry depends on the scope, not the other way round ---
     #[cfg(feature = "registry")]
-    registration: Option<Box<dyn StartHook>>,
+    registration: HookSlot,
     // --- context completion: `on_start` callbacks ---
     on_start: Vec<Callback<OperationContext>>,
 }
+
+/// Where a scope keeps its [`StartHook`], if it has one.
+#[cfg(feature = "registry")]
+pub(crate) type HookSlot = Option<Box<dyn StartHook>>;
 
 /// Crate-internal: something a scope carries from its configuration into
 /// its run, told when the scope starts and dropped when it ends (finished,
@@ -277,11 +281,7 @@ impl CancelScope {
     #[cfg(feature = "registry")]
     pub(crate) fn registration(
         &mut self,
-    ) -> (
-        &Arc<ScopeShared>,
-        Option<&Cow<'static, str>>,
-        &mut Option<Box<dyn StartHook>>,
-    ) {
+    ) -> (&Arc<ScopeShared>, Option<&Cow<'static, str>>, &mut HookSlot) {
         let extras = self.config.extras.get_or_insert_with(Default::default);
         (
             &self.shared,
