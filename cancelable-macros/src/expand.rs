@@ -76,6 +76,13 @@ pub(crate) fn expand(config: &Config, function: ItemFn) -> TokenStream {
         let path = &token.expr;
         quote_spanned!(span=> let #scope = #private::link_token(#scope, &#path);)
     });
+    // `register = true`: spanned at the key, where a missing `registry`
+    // feature is reported.
+    let register = config.register.map(|span| {
+        let span = Span::mixed_site().located_at(span);
+        let private = private(span);
+        quote_spanned!(span=> let #scope = #private::register_scope::<#private::RegistryFeature>(#scope);)
+    });
     let condition = config.condition.as_ref().map(|(predicate, every)| {
         let every = match every {
             Some(every) => duration(every),
@@ -137,6 +144,7 @@ pub(crate) fn expand(config: &Config, function: ItemFn) -> TokenStream {
                 #(#signals)*;
             #token
             #condition
+            #register
             let #future = async move {
                 #fake_return
                 #body_group

@@ -11,7 +11,9 @@ use quote::ToTokens;
 use syn::ext::IdentExt;
 use syn::parse::discouraged::Speculative;
 use syn::parse::{Parse, ParseStream, Parser};
-use syn::{Attribute, Expr, ExprLit, Ident, Item, Lit, LitStr, Path, Signature, Token, Visibility};
+use syn::{
+    Attribute, Expr, ExprLit, Ident, Item, Lit, LitBool, LitStr, Path, Signature, Token, Visibility,
+};
 
 use crate::errors::Errors;
 use crate::value::{self, edit_distance, Signal};
@@ -31,7 +33,7 @@ pub(crate) struct Key {
 
 /// Every argument `#[cancellable]` accepts, in the order the docs and the messages
 /// list them. Adding an argument is adding a row here and a field to [`Args`].
-pub(crate) const KEYS: [Key; 7] = [
+pub(crate) const KEYS: [Key; 8] = [
     Key {
         name: "timeout",
         example: "timeout = \"5s\"",
@@ -71,6 +73,12 @@ pub(crate) const KEYS: [Key; 7] = [
         example: "name = \"job\"",
         aliases: &[],
         set: |args, value, span| op_name(value).map(|v| args.name = Some((v, span))),
+    },
+    Key {
+        name: "register",
+        example: "register = true",
+        aliases: &["registered", "registry"],
+        set: |args, value, span| register(value).map(|v| args.register = Some((v, span))),
     },
     Key {
         name: "crate",
@@ -122,6 +130,7 @@ pub(crate) struct Args {
     pub(crate) condition: Option<(Box<Expr>, Span)>,
     pub(crate) check_every: Option<(DurationArg, Span)>,
     pub(crate) name: Option<(LitStr, Span)>,
+    pub(crate) register: Option<(LitBool, Span)>,
     pub(crate) krate: Option<(Path, Span)>,
     /// The keys written so far, with the span of each, whether its value was
     /// accepted or not: duplicates and cross-argument checks use them.
@@ -427,6 +436,21 @@ fn op_name(value: Expr) -> syn::Result<LitStr> {
         other => Err(syn::Error::new_spanned(
             other,
             "`name` takes a string literal, e.g. `name = \"job\"`",
+        )),
+    }
+}
+
+/// `register = true`: a boolean literal.
+fn register(value: Expr) -> syn::Result<LitBool> {
+    match unwrap_expr(value) {
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(lit),
+            ..
+        }) => Ok(lit),
+        other => Err(syn::Error::new_spanned(
+            other,
+            "`register` takes `true` or `false`, e.g. `register = true` (the scope then joins \
+             `cancelable::registry::global()` while it runs)",
         )),
     }
 }

@@ -401,12 +401,26 @@ fn every_key_has_a_valid_example_and_its_aliases_point_to_it() {
 }
 
 #[test]
+fn register_takes_a_boolean() {
+    assert!(args(quote!(register = true)).register.unwrap().0.value);
+    assert!(!args(quote!(register = false)).register.unwrap().0.value);
+    for value in [quote!("yes"), quote!(1), quote!(yes)] {
+        let err = one_error(arg_errors(quote!(register = #value)));
+        assert!(
+            err.starts_with("`register` takes `true` or `false`"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn unknown_and_duplicate_arguments() {
-    let err = one_error(arg_errors(quote!(register = true)));
-    assert!(err.starts_with("unknown argument `register`;"), "{err}");
+    let err = one_error(arg_errors(quote!(retries = 3)));
+    assert!(err.starts_with("unknown argument `retries`;"), "{err}");
     assert!(
         err.ends_with(
-            "`timeout`, `on_signal`, `token`, `condition`, `check_every`, `name`, `crate`"
+            "`timeout`, `on_signal`, `token`, `condition`, `check_every`, `name`, `register`, \
+             `crate`"
         ),
         "{err}"
     );

@@ -26,6 +26,8 @@ pub(crate) struct Config {
     /// The declared return type, a path type (the compiler checks that it is a
     /// `Result` whose error type converts from `Cancelled`).
     pub(crate) ret: Type,
+    /// `register = true`: the span of the `register` key.
+    pub(crate) register: Option<Span>,
 }
 
 /// What a `#[cancellable]` function must return, quoted in every return-type error.
@@ -113,6 +115,10 @@ pub(crate) fn build(args: Args, item: &ItemFn, errors: &mut Errors) -> Option<Co
             .condition
             .map(|(cond, _)| (cond, args.check_every.map(|(every, _)| every))),
         ret: ret?,
+        register: args
+            .register
+            .filter(|(register, _)| register.value)
+            .map(|(_, span)| span),
     })
 }
 

@@ -76,6 +76,9 @@ pub struct Progress {
     pub fraction: Option<f64>,
     /// What is happening, in words.
     pub message: String,
+    /// Key/value details given with the report (see
+    /// [`report_progress_with`](crate::report_progress_with)).
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl Progress {
@@ -96,7 +99,15 @@ impl Progress {
                 .filter(|fraction| !fraction.is_nan())
                 .map(|fraction| fraction.clamp(0.0, 1.0)),
             message,
+            metadata: BTreeMap::new(),
         }
+    }
+
+    /// The report with `metadata` attached (see
+    /// [`report_progress_with`](crate::report_progress_with)).
+    pub(crate) fn with_metadata(mut self, metadata: BTreeMap<String, String>) -> Self {
+        self.metadata = metadata;
+        self
     }
 }
 
@@ -128,6 +139,9 @@ pub struct OperationContext {
     pub reason: Option<CancelReason>,
     /// Metadata given with [`CancelScope::metadata`](crate::CancelScope::metadata).
     pub metadata: BTreeMap<String, String>,
+    /// The text of the body's own error, once it failed, if the scope
+    /// keeps it (see [`TryRun::keep_error_text`](crate::TryRun::keep_error_text)).
+    pub error: Option<String>,
 }
 
 /// The mutable part of a scope's context, kept behind the scope's lock.
@@ -147,6 +161,8 @@ pub(crate) struct ContextExtra {
     pub(crate) progress: Option<Progress>,
     pub(crate) progress_callbacks: Vec<ProgressCallback>,
     pub(crate) metadata: BTreeMap<String, String>,
+    /// The text of the body's error, when it failed and the text is kept.
+    pub(crate) error: Option<String>,
 }
 
 pub(crate) type ProgressCallback = std::sync::Arc<dyn Fn(&Progress) + Send + Sync>;
@@ -178,6 +194,7 @@ impl ContextData {
                 .as_ref()
                 .map(|extra| extra.metadata.clone())
                 .unwrap_or_default(),
+            error: self.extra.as_ref().and_then(|extra| extra.error.clone()),
         }
     }
 }

@@ -66,10 +66,46 @@ pub fn current_token() -> Option<CancellationToken> {
 /// `fraction` is clamped to `0.0..=1.0`; a NaN counts as unknown. Returns
 /// `false` (and does nothing) outside any scope.
 pub fn report_progress(fraction: impl Into<Option<f64>>, message: impl Into<String>) -> bool {
+    report_progress_with(fraction, message, std::iter::empty::<(String, String)>())
+}
+
+/// [`report_progress`] with key/value details attached to the report
+/// ([`Progress::metadata`]): items done, the current file, a rate.
+///
+/// ```
+/// use cancelable::{report_progress_with, CancelScope};
+///
+/// # futures::executor::block_on(async {
+/// let scope = CancelScope::new();
+/// let handle = scope.handle();
+/// scope
+///     .run(async { report_progress_with(0.4, "copying", [("file", "a.txt"), ("done", "4")]) })
+///     .await
+///     .unwrap();
+/// let progress = handle.context().progress.unwrap();
+/// assert_eq!(progress.metadata["file"], "a.txt");
+/// # });
+/// ```
+pub fn report_progress_with<K, V>(
+    fraction: impl Into<Option<f64>>,
+    message: impl Into<String>,
+    metadata: impl IntoIterator<Item = (K, V)>,
+) -> bool
+where
+    K: Into<String>,
+    V: Into<String>,
+{
     let Some(scope) = current_shared() else {
         return false;
     };
-    scope.report_progress(Progress::new(fraction.into(), message.into()));
+    scope.report_progress(
+        Progress::new(fraction.into(), message.into()).with_metadata(
+            metadata
+                .into_iter()
+                .map(|(key, value)| (key.into(), value.into()))
+                .collect(),
+        ),
+    );
     true
 }
 

@@ -127,12 +127,17 @@ pub mod wait;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod http;
+// The process-wide operations registry, on the scope machinery.
+#[cfg(feature = "registry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
+pub mod registry;
 
 pub use blocking::{run_blocking, BlockingContext};
 pub use cancelled::Cancelled;
 pub use context::{OperationContext, OperationStatus, Progress};
 pub use current::{
-    checkpoint, checkpoint_token, current_scope, current_token, report_progress, Checkpoint,
+    checkpoint, checkpoint_token, current_scope, current_token, report_progress,
+    report_progress_with, Checkpoint,
 };
 pub use group::{
     ChildErrors, Group, GroupError, GroupExecutor, GroupRun, Results, SpawnError, TaskError,

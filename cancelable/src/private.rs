@@ -151,6 +151,44 @@ impl<T: LinkToken + ?Sized> LinkToken for &T {
     }
 }
 
+/// Not public API. Stands for the `registry` feature in
+/// [`register_scope`]'s bound.
+pub struct RegistryFeature;
+
+/// Not public API. Implemented for [`RegistryFeature`] only when the
+/// `registry` feature is on, so that `#[cancellable(register = true)]`
+/// without it is an error that says which feature to enable.
+#[diagnostic::on_unimplemented(
+    message = "`#[cancellable(register = true)]` needs the `registry` feature of `cancelable`",
+    label = "the scope would join the operations registry, which this build leaves out",
+    note = "enable the feature: `cancelable = {{ version = \"0.1\", features = [\"registry\"] }}` (it is on by default), or remove `register = true`"
+)]
+pub trait RegistryEnabled {}
+
+#[cfg(feature = "registry")]
+impl RegistryEnabled for RegistryFeature {}
+
+/// Not public API. What `register = true` expands to: joins the global
+/// registry.
+///
+/// Without the `registry` feature the bound is unmet and the build
+/// fails with the message above:
+///
+#[cfg_attr(feature = "registry", doc = "```")]
+#[cfg_attr(not(feature = "registry"), doc = "```compile_fail")]
+/// #[cancelable::cancellable(register = true)]
+/// async fn job() -> Result<(), cancelable::Cancelled> {
+///     Ok(())
+/// }
+/// # futures::executor::block_on(job()).unwrap();
+/// ```
+pub fn register_scope<Feature: RegistryEnabled>(scope: CancelScope) -> CancelScope {
+    #[cfg(feature = "registry")]
+    return scope.register();
+    #[cfg(not(feature = "registry"))]
+    scope
+}
+
 /// Not public API. Links `token = param` to the scope.
 pub fn link_token<T: LinkToken + ?Sized>(scope: CancelScope, token: &T) -> CancelScope {
     token.link(scope)

@@ -126,14 +126,9 @@ impl RequestScope {
     /// [`report_progress`](crate::report_progress)), from anywhere.
     /// `fraction` is clamped to `0.0..=1.0`; a NaN counts as unknown.
     pub fn report_progress(&self, fraction: impl Into<Option<f64>>, message: impl Into<String>) {
-        let fraction = fraction
-            .into()
-            .filter(|fraction| !fraction.is_nan())
-            .map(|fraction| fraction.clamp(0.0, 1.0));
-        self.handle.shared.report_progress(Progress {
-            fraction,
-            message: message.into(),
-        });
+        self.handle
+            .shared
+            .report_progress(Progress::new(fraction.into(), message.into()));
     }
 
     /// The scope's handle: its id, context, status, and its deadline,

@@ -135,6 +135,15 @@ impl Driver {
             let _ = shared.parent.set(parent);
         }
         shared.set_status(OperationStatus::Running);
+        // --- registry hook: join the live set if `register()` asked ---
+        #[cfg(feature = "registry")]
+        if let Some(hook) = config
+            .extras
+            .as_deref_mut()
+            .and_then(|extras| extras.registration.as_mut())
+        {
+            hook.start(shared, backend.clock(), started);
+        }
         #[cfg(feature = "tracing")]
         let span = {
             let name = lock(&shared.data).name.clone();
@@ -164,6 +173,14 @@ impl Driver {
             }
         }
         let initial_deadline = (shared.deadline_generation.load(Ordering::Acquire), deadline);
+        // --- context completion: `on_start` callbacks ---
+        if let Some(extras) = config.extras.as_deref_mut() {
+            if !extras.on_start.is_empty() {
+                let context = shared.context();
+                let callbacks = std::mem::take(&mut extras.on_start);
+                run_callbacks("an on_start callback", callbacks, &context);
+            }
+        }
         self.stage = Stage::Running(Armed {
             extras: config.extras,
             _token_link: token_link,
@@ -184,6 +201,7 @@ impl Driver {
         mut body: Pin<&mut F>,
         cx: &mut Context<'_>,
         is_failure: fn(&F::Output) -> bool,
+        describe: Option<fn(&F::Output) -> String>,
     ) -> Poll<Result<F::Output, Cancelled>> {
         match std::mem::replace(&mut self.stage, Stage::Finished) {
             Stage::Configured(config) => self.start(config),
@@ -202,7 +220,7 @@ impl Driver {
             self.held_by_shield = true;
         }
         if let Poll::Ready(output) = slot::enter(&mut self.shared, || body.as_mut().poll(cx)) {
-            return Poll::Ready(self.complete(output, is_failure));
+            return Poll::Ready(self.complete(output, is_failure, describe));
         }
 
         let shared = lent_back(&self.shared);
@@ -230,7 +248,7 @@ impl Driver {
         // polled again, as with `tokio::time::timeout`.
         if !cancelled_before && shared.nested.load(Ordering::Acquire) > 0 {
             if let Poll::Ready(output) = slot::enter(&mut self.shared, || body.poll(cx)) {
-                return Poll::Ready(self.complete(output, is_failure));
+                return Poll::Ready(self.complete(output, is_failure, describe));
             }
         }
         let cancelled = self.shared().cancelled_error();
@@ -242,7 +260,12 @@ impl Driver {
     /// the scope was seen cancelled while a shield held it open, in which
     /// case it ends with its reason, as it would have without the shield,
     /// and the output is dropped.
-    fn complete<T>(&mut self, output: T, is_failure: fn(&T) -> bool) -> Result<T, Cancelled> {
+    fn complete<T>(
+        &mut self,
+        output: T,
+        is_failure: fn(&T) -> bool,
+        describe: Option<fn(&T) -> String>,
+    ) -> Result<T, Cancelled> {
         if self.held_by_shield {
             drop(output);
             let cancelled = self.shared().cancelled_error();
@@ -261,6 +284,13 @@ impl Driver {
         } else {
             OperationStatus::Failed
         };
+        // --- context completion: the failed body's error text ---
+        if let (OperationStatus::Failed, Some(describe)) = (status, describe) {
+            lock(&shared.data)
+                .extra
+                .get_or_insert_with(Default::default)
+                .error = Some(describe(&output));
+        }
         let cancelled = (status == OperationStatus::Cancelled).then(|| shared.cancelled_error());
         self.finish(status, cancelled.as_ref());
         Ok(output)
@@ -272,7 +302,8 @@ impl Driver {
             unreachable!("only a running scope finishes")
         };
         let shared = lent_back(&self.shared);
-        let extras = armed
+        #[cfg_attr(not(feature = "registry"), allow(unused_mut))]
+        let mut extras = armed
             .extras
             .take()
             .map(|extras| *extras)
@@ -300,6 +331,9 @@ impl Driver {
         // cancelable (see the `signal` module).
         let _cleaning = armed.sources.as_mut().map(|sources| sources.stop_signals());
         drop(armed);
+        // --- registry hook: leave the live set before user callbacks run ---
+        #[cfg(feature = "registry")]
+        drop(extras.registration.take());
         match status {
             OperationStatus::Cancelled => {
                 let cancelled = cancelled

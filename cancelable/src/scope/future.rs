@@ -49,7 +49,7 @@ impl<F: Future> Future for Run<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        this.driver.poll(this.body, cx, |_| false)
+        this.driver.poll(this.body, cx, |_| false, None)
     }
 }
 
@@ -75,6 +75,8 @@ pin_project! {
         // of `#[cancellable]` twice).
         from_cancelled: fn(Cancelled) -> F::Output,
         is_err: fn(&F::Output) -> bool,
+        // The text of an error, when `keep_error_text` asked for it.
+        describe: Option<fn(&F::Output) -> String>,
     }
 }
 
@@ -88,7 +90,44 @@ impl<F: Future> TryRun<F> {
             driver: Driver::new(scope),
             from_cancelled: F::Output::from_cancelled,
             is_err: F::Output::is_failure,
+            describe: None,
         }
+    }
+}
+
+impl<F, T, E> TryRun<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: fmt::Display,
+{
+    /// Keeps the text (`Display`) of the body's own error in the
+    /// operation's context when the body fails: `on_error` callbacks read
+    /// it in [`OperationContext::error`](crate::OperationContext::error),
+    /// the registry's history in `FinishedOperation::error` (feature
+    /// `registry`).
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use cancelable::{CancelScope, Cancelled};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let seen = Arc::new(Mutex::new(None));
+    /// let record = seen.clone();
+    /// let outcome: Result<(), Box<dyn std::error::Error + Send + Sync>> = CancelScope::new()
+    ///     .on_error(move |context| *record.lock().unwrap() = context.error.clone())
+    ///     .try_run(async { Err("disk full".into()) })
+    ///     .keep_error_text()
+    ///     .await;
+    /// assert!(outcome.is_err());
+    /// assert_eq!(seen.lock().unwrap().as_deref(), Some("disk full"));
+    /// # });
+    /// ```
+    pub fn keep_error_text(mut self) -> Self {
+        self.describe = Some(|output| match output {
+            Err(error) => error.to_string(),
+            Ok(_) => String::new(),
+        });
+        self
     }
 }
 
@@ -97,7 +136,10 @@ impl<F: Future> Future for TryRun<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        match this.driver.poll(this.body, cx, *this.is_err) {
+        match this
+            .driver
+            .poll(this.body, cx, *this.is_err, *this.describe)
+        {
             Poll::Ready(Ok(output)) => Poll::Ready(output),
             Poll::Ready(Err(cancelled)) => Poll::Ready((this.from_cancelled)(cancelled)),
             Poll::Pending => Poll::Pending,

@@ -30,6 +30,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "registry")]
+use crate::backend::Clock;
 use crate::context::{OperationContext, Progress, ProgressCallback};
 use crate::source::{Predicate, Source};
 #[cfg(doc)]
@@ -97,6 +99,32 @@ struct Extras {
     on_cancel: Vec<Callback<Cancelled>>,
     on_complete: Vec<Callback<OperationContext>>,
     on_error: Vec<Callback<OperationContext>>,
+    // --- registry hook: what `register()` / `key(..)` asked for, then,
+    // once started, the scope's place in the registry; dropping it (the
+    // scope finished, or its future was dropped mid-run) leaves the live
+    // set. Registered scopes always have extras: the future stays as small
+    // as an unregistered one's. The scope knows it only as a `StartHook`:
+    // the registry depends on the scope, not the other way round ---
+    #[cfg(feature = "registry")]
+    registration: HookSlot,
+    // --- context completion: `on_start` callbacks ---
+    on_start: Vec<Callback<OperationContext>>,
+}
+
+/// Where a scope keeps its [`StartHook`], if it has one.
+#[cfg(feature = "registry")]
+pub(crate) type HookSlot = Option<Box<dyn StartHook>>;
+
+/// Crate-internal: something a scope carries from its configuration into
+/// its run, told when the scope starts and dropped when it ends (finished,
+/// or its future dropped mid-run) before the user callbacks run. The
+/// operations registry's registration is one.
+#[cfg(feature = "registry")]
+pub(crate) trait StartHook: std::any::Any + Send {
+    /// The scope started: `shared` is running, on `clock`, since `started`.
+    fn start(&mut self, shared: &Arc<ScopeShared>, clock: Clock, started: Instant);
+    /// The hook as `Any`, for its owner to read back its own type.
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
 }
 
 impl Config {
@@ -236,6 +264,45 @@ impl CancelScope {
     pub fn on_error(mut self, callback: impl FnOnce(&OperationContext) + Send + 'static) -> Self {
         self.config.extras().on_error.push(Box::new(callback));
         self
+    }
+
+    /// Runs `callback` when the scope starts (its first poll), with the
+    /// operation's context (status [`OperationStatus::Running`]). A
+    /// panicking callback is contained.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use cancelable::{CancelScope, OperationStatus};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let seen = Arc::new(Mutex::new(None));
+    /// let record = seen.clone();
+    /// CancelScope::new()
+    ///     .name("load")
+    ///     .on_start(move |context| *record.lock().unwrap() = Some(context.status))
+    ///     .run(async {})
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(*seen.lock().unwrap(), Some(OperationStatus::Running));
+    /// # });
+    /// ```
+    pub fn on_start(mut self, callback: impl FnOnce(&OperationContext) + Send + 'static) -> Self {
+        self.config.extras().on_start.push(Box::new(callback));
+        self
+    }
+
+    /// Registry hook: the scope's state, its name and the start hook that
+    /// `register()` and `key(..)` fill in (see `registry/mod.rs`).
+    #[cfg(feature = "registry")]
+    pub(crate) fn registration(
+        &mut self,
+    ) -> (&Arc<ScopeShared>, Option<&Cow<'static, str>>, &mut HookSlot) {
+        let extras = self.config.extras.get_or_insert_with(Default::default);
+        (
+            &self.shared,
+            self.config.name.as_ref(),
+            &mut extras.registration,
+        )
     }
 
     /// Runs `callback` on every [`report_progress`](crate::report_progress)

@@ -62,7 +62,10 @@ pub(crate) struct ScopeShared {
     pub(super) clock: AtomicU8,
     /// Name, deadline, timestamps, progress and metadata: locked when the
     /// scope starts and finishes, and when somebody reads them.
-    pub(super) data: Mutex<ContextData>,
+    pub(crate) data: Mutex<ContextData>,
+    // --- registry hook: checkpoints that returned the cancellation ---
+    #[cfg(feature = "registry")]
+    pub(crate) checkpoints_after_cancel: std::sync::atomic::AtomicU32,
 }
 
 /// The scope a scope started inside.
@@ -86,6 +89,8 @@ impl ScopeShared {
             parent: OnceLock::new(),
             clock: AtomicU8::new(0),
             data: Mutex::new(ContextData::default()),
+            #[cfg(feature = "registry")]
+            checkpoints_after_cancel: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -191,6 +196,10 @@ impl ScopeShared {
     /// inside it saw it: marks the cancellation as observed.
     pub(crate) fn observe_cancellation(&self) -> Cancelled {
         self.observed.store(true, Ordering::Release);
+        // --- registry hook: count checkpoints since the cancel ---
+        #[cfg(feature = "registry")]
+        self.checkpoints_after_cancel
+            .fetch_add(1, Ordering::Relaxed);
         self.cancelled_error()
     }
 

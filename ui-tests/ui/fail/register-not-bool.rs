@@ -1,6 +1,6 @@
 use cancelable::{cancellable, Cancelled};
 
-#[cancellable(register = true)]
+#[cancellable(register = "yes")]
 async fn job() -> Result<(), Cancelled> {
     Ok(())
 }

@@ -1,0 +1,89 @@
+//! One registered operation's record, and the key it may hold: what the
+//! live set, the history, the snapshots, the stuck watcher and the metrics
+//! all read.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::{lock, Registry};
+use crate::backend::Clock;
+use crate::scope::ScopeShared;
+use crate::OperationStatus;
+
+/// One registered operation: in the live set while it runs, then in the
+/// history until newer operations push it out.
+///
+/// A record holds no reference to its registry (the registry's history
+/// holds records): what it needs of it, the stuck threshold, is copied in.
+pub(crate) struct Record {
+    pub(crate) shared: Arc<ScopeShared>,
+    pub(crate) id: u64,
+    pub(crate) name: Option<Cow<'static, str>>,
+    pub(crate) key: Option<Arc<str>>,
+    pub(crate) clock: Clock,
+    /// On the scope's clock.
+    pub(crate) started: Instant,
+    /// When the scope's token was cancelled, on the real clock.
+    pub(crate) cancel_requested: OnceLock<Instant>,
+    /// The registry's stuck threshold.
+    pub(crate) stuck_after: Duration,
+    pub(crate) stuck_reported: AtomicBool,
+    /// Set when the scope exits, before the record leaves the live set.
+    pub(crate) left: AtomicBool,
+    /// How it ended: set at exit.
+    pub(crate) exit: OnceLock<Exit>,
+    /// The key, held until the exit.
+    pub(crate) key_claim: Mutex<Option<KeyClaim>>,
+}
+
+/// How a registered operation ended.
+pub(crate) struct Exit {
+    pub(crate) status: OperationStatus,
+    /// On the scope's clock.
+    pub(crate) ended: Instant,
+    pub(crate) lag: Option<Duration>,
+}
+
+impl Record {
+    pub(crate) fn name_or_empty(&self) -> &str {
+        self.name.as_deref().unwrap_or("")
+    }
+
+    /// How long ago the cancel was requested, if it was.
+    pub(crate) fn cancelled_for(&self, real_now: Instant) -> Option<Duration> {
+        self.cancel_requested
+            .get()
+            .map(|at| real_now.saturating_duration_since(*at))
+    }
+
+    /// Running, cancelled at least the stuck threshold ago, not exited.
+    pub(crate) fn is_stuck(&self, real_now: Instant) -> bool {
+        !self.left.load(Ordering::Acquire)
+            && self
+                .cancelled_for(real_now)
+                .is_some_and(|ago| ago >= self.stuck_after)
+    }
+}
+
+/// A key held for a scope, from `.key(..)` until the scope exits (or is
+/// dropped without running).
+pub(crate) struct KeyClaim {
+    pub(crate) registry: Registry,
+    pub(crate) key: Arc<str>,
+    pub(crate) id: u64,
+}
+
+impl Drop for KeyClaim {
+    fn drop(&mut self) {
+        let released = {
+            let mut keys = lock(self.registry.inner.key_shard(&self.key));
+            match keys.get(&self.key) {
+                Some(holder) if holder.id == self.id => keys.remove(&self.key),
+                _ => None,
+            }
+        };
+        drop(released);
+    }
+}

@@ -1,0 +1,230 @@
+//! What the registry shows of live operations: [`OperationInfo`] for one,
+//! [`Snapshot`] for the tree of all of them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::live::IdMap;
+use super::record::Record;
+use super::{stuck, Now};
+use crate::{CancelReason, OperationStatus, Progress};
+
+/// A live registered operation, as [`Registry::list`](super::Registry::list),
+/// [`get`](super::Registry::get) and [`snapshot`](super::Registry::snapshot)
+/// show it.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct OperationInfo {
+    /// The operation's id, unique within the process.
+    pub id: u64,
+    /// The user key it was registered under, if any.
+    pub key: Option<String>,
+    /// Its name, if it has one.
+    pub name: Option<String>,
+    /// The id of the scope it runs inside, if any (registered or not).
+    pub parent_id: Option<u64>,
+    /// `Running` while live (a finished operation leaves the live set).
+    pub status: OperationStatus,
+    /// When it started (wall clock).
+    pub started_at: Option<SystemTime>,
+    /// How long it has run.
+    pub elapsed: Duration,
+    /// Time left before the scope's own deadline: zero once passed, `None`
+    /// without a deadline.
+    pub remaining: Option<Duration>,
+    /// The last progress reported.
+    pub progress: Option<Progress>,
+    /// Its metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Why it was cancelled, if it was.
+    pub reason: Option<CancelReason>,
+    /// The message given with the cancellation, if any.
+    pub message: Option<String>,
+    /// How long ago its cancellation was requested, if it was.
+    pub cancelled_for: Option<Duration>,
+    /// How many checkpoints inside it returned the cancellation since: a
+    /// stuck operation with none is blocked in code without checkpoints
+    /// (or a blocking call); one with many ignores what they return.
+    pub checkpoints_since_cancel: u64,
+    /// A [`shield`](crate::shield) runs inside it, holding it open.
+    pub shielded: bool,
+    /// Cancelled longer ago than the registry's stuck threshold, and still
+    /// running.
+    pub stuck: bool,
+}
+
+impl OperationInfo {
+    /// Builds the view of `record` at `now`, and reports it if it is newly
+    /// found stuck.
+    pub(crate) fn of(record: &Record, now: &mut Now) -> OperationInfo {
+        let shared = &record.shared;
+        let status = shared.status();
+        let (deadline, progress, metadata) = {
+            let data = crate::sync::lock(&shared.data);
+            match &data.extra {
+                Some(extra) => (
+                    data.deadline,
+                    extra.progress.clone(),
+                    extra.metadata.clone(),
+                ),
+                None => (data.deadline, None, BTreeMap::new()),
+            }
+        };
+        // The record notes the cancel (from the token's callback): the
+        // token itself is read only for cancelled operations.
+        let cause = record
+            .cancel_requested
+            .get()
+            .and_then(|_| shared.token.recorded_cause());
+        let clock_now = now.on(record.clock);
+        let real_now = now.real();
+        let cancelled_for = record.cancelled_for(real_now);
+        let stuck = record.is_stuck(real_now);
+        if let (true, Some(ago)) = (stuck, cancelled_for) {
+            stuck::report(record, ago);
+        }
+        let elapsed = clock_now.saturating_duration_since(record.started);
+        let (reason, message) = match cause {
+            Some(cause) => (Some(cause.reason), cause.message.map(|m| m.to_string())),
+            None => (None, None),
+        };
+        OperationInfo {
+            id: record.id,
+            key: record.key.as_deref().map(str::to_owned),
+            name: record.name.as_deref().map(str::to_owned),
+            parent_id: shared.parent().map(|parent| parent.id()),
+            status,
+            started_at: now.wall.checked_sub(elapsed),
+            elapsed,
+            remaining: deadline.map(|deadline| deadline.saturating_duration_since(clock_now)),
+            progress,
+            metadata,
+            reason,
+            message,
+            cancelled_for,
+            checkpoints_since_cancel: u64::from(
+                shared.checkpoints_after_cancel.load(Ordering::Relaxed),
+            ),
+            shielded: shared.shields.load(Ordering::Acquire) > 0,
+            stuck,
+        }
+    }
+}
+
+/// The tree of live registered operations at one moment: what an admin
+/// endpoint or a CLI prints. See [`Registry::snapshot`](super::Registry::snapshot).
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// When it was taken (wall clock).
+    pub taken_at: SystemTime,
+    /// How many operations it holds, at every depth.
+    pub live: usize,
+    /// How many of them are stuck after cancel.
+    pub stuck: usize,
+    /// The operations with no registered operation around them, each with
+    /// the registered operations inside it; ordered by id (start order).
+    pub operations: Vec<OperationNode>,
+}
+
+/// One operation of a [`Snapshot`] and the registered operations that run
+/// inside it.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct OperationNode {
+    /// The operation.
+    #[cfg_attr(feature = "serde", serde(flatten))]
+    pub operation: OperationInfo,
+    /// The registered operations whose nearest registered enclosing
+    /// operation is this one (unregistered scopes in between are skipped).
+    pub children: Vec<OperationNode>,
+}
+
+impl Snapshot {
+    /// Every node, depth first.
+    pub fn iter(&self) -> impl Iterator<Item = &OperationNode> {
+        let mut stack: Vec<&OperationNode> = self.operations.iter().rev().collect();
+        std::iter::from_fn(move || {
+            let node = stack.pop()?;
+            stack.extend(node.children.iter().rev());
+            Some(node)
+        })
+    }
+
+    /// The node of operation `id`, if it is in the snapshot.
+    pub fn find(&self, id: u64) -> Option<&OperationNode> {
+        self.iter().find(|node| node.operation.id == id)
+    }
+
+    /// Builds the tree from the records of the live set, ordered by id.
+    pub(crate) fn build(records: Vec<Arc<Record>>, now: &mut Now) -> Snapshot {
+        // The nearest registered, live enclosing operation of each record;
+        // no lookup table at all when no record has a parent scope.
+        let nested = records
+            .iter()
+            .any(|record| record.shared.parent().is_some());
+        let anchors: Vec<Option<usize>> = if nested {
+            let index: IdMap<usize> = records
+                .iter()
+                .enumerate()
+                .map(|(at, record)| (record.id, at))
+                .collect();
+            records
+                .iter()
+                .map(|record| {
+                    std::iter::successors(record.shared.parent(), |scope| scope.parent())
+                        .find_map(|scope| index.get(&scope.id()).copied())
+                })
+                .collect()
+        } else {
+            vec![None; records.len()]
+        };
+        let mut children: Vec<Vec<usize>> = vec![Vec::new(); records.len()];
+        let mut roots = Vec::new();
+        for (at, anchor) in anchors.iter().enumerate() {
+            match anchor {
+                Some(parent) => children[*parent].push(at),
+                None => roots.push(at),
+            }
+        }
+        // Children before their parent (post-order), without recursion:
+        // nesting can be deep.
+        let mut order = Vec::with_capacity(records.len());
+        let mut pending: Vec<(usize, bool)> =
+            roots.iter().rev().map(|&root| (root, false)).collect();
+        while let Some((at, expanded)) = pending.pop() {
+            if expanded {
+                order.push(at);
+            } else {
+                pending.push((at, true));
+                pending.extend(children[at].iter().rev().map(|&child| (child, false)));
+            }
+        }
+        // Each node is built in place: its children are the last nodes on
+        // the stack.
+        let mut stuck = 0;
+        let mut stack: Vec<OperationNode> = Vec::with_capacity(roots.len());
+        for at in order {
+            let operation = OperationInfo::of(&records[at], now);
+            stuck += usize::from(operation.stuck);
+            // `drain`, not `split_off`: an empty tail must not take the
+            // stack's buffer along.
+            let children = stack.drain(stack.len() - children[at].len()..).collect();
+            stack.push(OperationNode {
+                operation,
+                children,
+            });
+        }
+        Snapshot {
+            taken_at: now.wall,
+            live: records.len(),
+            stuck,
+            operations: stack,
+        }
+    }
+}
