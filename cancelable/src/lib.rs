@@ -140,8 +140,8 @@ pub use current::{
     report_progress_with, Checkpoint,
 };
 pub use group::{
-    ChildErrors, Group, GroupError, GroupExecutor, GroupRun, Results, SpawnError, TaskError,
-    TaskFailure, TaskGroup, TaskHandle, TaskOutcome, Wait,
+    ChildErrors, Group, GroupError, GroupExecutor, GroupRun, RestartsExhausted, Results,
+    SpawnError, Supervision, TaskError, TaskFailure, TaskGroup, TaskHandle, TaskOutcome, Wait,
 };
 pub use reason::{CancelReason, SourceError};
 pub use scope::{CancelScope, Run, ScopeHandle, TryRun};
