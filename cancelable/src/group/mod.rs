@@ -94,7 +94,9 @@ use crate::{
 ///   reason `Manual` (children see `Parent(Manual)`) and the failure as
 ///   the message; the group returns [`GroupError`] carrying every failure
 ///   (the first is primary), and re-raises a panic once the others have
-///   ended. See [`ChildErrors`] for the alternatives.
+///   ended. See [`ChildErrors`] for the alternatives, and
+///   [`supervise`](Self::supervise) / [`Supervision`] for children that
+///   restart.
 /// * **Shutdown.** [`Group::close`] + [`Group::wait`] end the group from
 ///   inside; when the group is cancelled, the children get its
 ///   [`grace`](Self::grace) period to reach a checkpoint before they are

@@ -40,6 +40,14 @@ use crate::CancelScope;
 /// The default is `Supervision::restart()`: 3 restarts within 5 s, no
 /// backoff.
 ///
+/// Beside the other failure policies:
+///
+/// | when a child fails | the child | its siblings | the group returns | a panic |
+/// |---|---|---|---|---|
+/// | default ([`ChildErrors::CancelGroup`](crate::ChildErrors::CancelGroup)) | ends | cancelled | `Err(GroupError)` with every failure | re-raised once every child ended |
+/// | [`on_child_error(Ignore)`](crate::TaskGroup::on_child_error) | ends; its handle has the error | keep running | the body's result | caught; its handle has it |
+/// | `supervise(..)` + `start_supervised` / `spawn_supervised` | restarted in a fresh scope while the budget lasts, then fails with [`RestartsExhausted`] | keep running; once it gives up, as the group's policy says | as the policy says | caught and restarted, never re-raised |
+///
 /// ```
 /// use std::sync::atomic::{AtomicU32, Ordering};
 /// use std::sync::Arc;
