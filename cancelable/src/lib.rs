@@ -148,6 +148,9 @@ pub use scope::{CancelScope, Run, ScopeHandle, TryRun};
 pub use shield::{shield, Shielded};
 pub use signal::{ParseSignalError, Signal};
 pub use source::{AsyncPredicate, BlockingPredicate, Predicate, Source};
+#[cfg(feature = "resource")]
+#[cfg_attr(docsrs, doc(cfg(feature = "resource")))]
+pub use source::{ResourceError, ResourceLimits};
 pub use stream::{Cancellable, CancellableStream, Partial, PartialTail};
 pub use token::{
     CallbackGuard, CancellationToken, DropGuard, DropGuardRef, RunUntilCancelled,
