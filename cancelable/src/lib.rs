@@ -103,6 +103,7 @@ extern crate self as cancelable;
 // Leaf values, sync shims, panic containment, executor primitives:
 mod backend;
 mod cancelled;
+mod clock;
 mod context;
 mod panic;
 mod reason;
@@ -127,6 +128,10 @@ pub mod wait;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod http;
+// The testing kit, on everything above.
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 // The process-wide operations registry, on the scope machinery.
 #[cfg(feature = "registry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
