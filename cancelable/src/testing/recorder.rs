@@ -201,6 +201,14 @@ impl OperationRecorder {
         self.lock().iter().map(Event::label).collect()
     }
 
+    /// How many events of `kind` were recorded so far.
+    pub fn count(&self, kind: EventKind) -> usize {
+        self.lock()
+            .iter()
+            .filter(|event| event.kind == kind)
+            .count()
+    }
+
     /// Forgets the events recorded so far.
     pub fn clear(&self) {
         self.lock().clear();
