@@ -9,7 +9,7 @@ use crate::CancelScope;
 /// Cancels a scope at a chosen checkpoint of its body: after `n`
 /// checkpoints have gone through, the next one ([`checkpoint`](crate::checkpoint)
 /// or [`cancel_point!`](crate::cancel_point), in the scope or in scopes
-/// nested in it, not inside a [`shield`](crate::shield)) cancels the scope
+/// nested in it, not inside a [`shield`](fn@crate::shield)) cancels the scope
 /// with [`CancelReason::Manual`](crate::CancelReason::Manual) and returns
 /// the cancellation.
 ///

@@ -4,8 +4,8 @@
 //! * [`on_every_backend!`](crate::on_every_backend) — one async test body,
 //!   one `#[test]` per backend: tokio current-thread, tokio multi-thread,
 //!   async-std, smol, `futures::executor::block_on` (the runners are here:
-//!   [`tokio_current_thread`], [`tokio_multi_thread`], [`async_std`],
-//!   [`smol`], [`block_on`]), with a [`WATCHDOG`] per run.
+//!   [`tokio_current_thread`], [`tokio_multi_thread`], [`async_std`](fn@async_std),
+//!   [`smol`](fn@smol), [`block_on`]), with a [`WATCHDOG`] per run.
 //! * [`OperationRecorder`] — records the start, progress, cancellation and
 //!   completion of scopes and asserts on their order.
 //! * [`assert_cancelled_within`] — the `Cancelled` of a future that must
