@@ -10,6 +10,7 @@
 use std::future::{pending, Future};
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -132,6 +133,52 @@ cancelable_tests::on_every_backend_with! {
         assert_eq!(cancelled.reason(), &CancelReason::Timeout);
     }
 
+    async fn manual_clock_drives_condition_intervals() {
+        let clock = ManualClock::install();
+        let checks = Arc::new(AtomicUsize::new(0));
+        let counted = checks.clone();
+        // False at the first check (when the body pends), true at the next.
+        let holds = move || counted.fetch_add(1, Ordering::SeqCst) >= 1;
+        let mut run = pin!(CancelScope::new()
+            .condition(holds, Duration::from_secs(3600))
+            .run(pending::<()>()));
+        assert!(is_pending(&mut run).await);
+        for _ in 0..500 {
+            if checks.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            settle().await;
+            assert!(is_pending(&mut run).await, "the first check does not hold");
+        }
+        assert_eq!(checks.load(Ordering::SeqCst), 1, "checked once, at the start");
+        // The scope takes the check's outcome (from the blocking thread)
+        // at its next poll, and only then waits for the interval.
+        settle().await;
+        assert!(is_pending(&mut run).await, "the first check does not hold");
+        clock.advance(Duration::from_secs(3600));
+        let cancelled = assert_cancelled_within(GENEROUS, run).await;
+        assert_eq!(cancelled.reason(), &CancelReason::Condition);
+        assert_eq!(checks.load(Ordering::SeqCst), 2);
+    }
+
+    async fn the_recorder_sees_a_failed_body_with_its_error_text() {
+        let recorder = OperationRecorder::new();
+        let outcome = recorder
+            .record(CancelScope::new().name("job"))
+            .try_run(async {
+                report_progress(None, "writing");
+                Err::<(), _>(JobError("disk full"))
+            })
+            .keep_error_text()
+            .await;
+        assert!(outcome.is_err());
+        recorder.assert_events(&["start job", "progress job", "error job"]);
+        assert_eq!(recorder.count(EventKind::Error), 1);
+        let events = recorder.events();
+        assert_eq!(events[2].detail, "the job failed: disk full");
+        assert_eq!(events[2].to_string(), "error job (the job failed: disk full)");
+    }
+
     async fn real_time_comes_back_when_the_manual_clock_is_dropped() {
         drop(ManualClock::install());
         let cancelled = assert_cancelled_within(
@@ -235,6 +282,22 @@ cancelable_tests::on_every_backend_with! {
                 "cleanup inside step 2",
             ]
         );
+    }
+}
+
+/// A body's own error.
+#[derive(Debug)]
+struct JobError(&'static str);
+
+impl std::fmt::Display for JobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the job failed: {}", self.0)
+    }
+}
+
+impl From<Cancelled> for JobError {
+    fn from(_: Cancelled) -> Self {
+        JobError("cancelled")
     }
 }
 

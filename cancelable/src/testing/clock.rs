@@ -28,6 +28,10 @@ static UNINSTALLED: Condvar = Condvar::new();
 /// deadlines computed on the manual clock's time, which started at the
 /// real time of the install and moved only as advanced.
 ///
+/// A condition's next check is due one interval after the scope took the
+/// previous check's outcome (from the blocking thread, for a blocking
+/// predicate): poll the scope once the predicate has run before advancing.
+///
 /// Reading it (every clock read of the crate) costs one atomic load while
 /// none is installed, and nothing without the `testing` feature.
 ///
