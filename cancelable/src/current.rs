@@ -283,9 +283,17 @@ pub(crate) mod trips {
     /// A checkpoint runs with `current` as this thread's slot: counts it
     /// for each trip whose scope is in the current scope's chain, and
     /// cancels the trip's scope when its count runs out.
-    #[cold]
+    #[inline]
     pub(crate) fn on_checkpoint(current: &Current) {
-        if ACTIVE.load(Ordering::Acquire) == 0 || current.shielded.get() {
+        if ACTIVE.load(Ordering::Acquire) != 0 {
+            count(current);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn count(current: &Current) {
+        if current.shielded.get() {
             return;
         }
         let Some(scope) = current.scope.borrow().clone() else {
