@@ -103,6 +103,7 @@ extern crate self as cancelable;
 // Leaf values, sync shims, panic containment, executor primitives:
 mod backend;
 mod cancelled;
+mod clock;
 mod context;
 mod panic;
 mod reason;
@@ -127,6 +128,10 @@ pub mod wait;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod http;
+// The testing kit, on everything above.
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 // The process-wide operations registry, on the scope machinery.
 #[cfg(feature = "registry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
@@ -148,6 +153,9 @@ pub use scope::{CancelScope, Run, ScopeHandle, TryRun};
 pub use shield::{shield, Shielded};
 pub use signal::{ParseSignalError, Signal};
 pub use source::{AsyncPredicate, BlockingPredicate, Predicate, Source};
+#[cfg(feature = "resource")]
+#[cfg_attr(docsrs, doc(cfg(feature = "resource")))]
+pub use source::{ResourceError, ResourceLimits};
 pub use stream::{Cancellable, CancellableStream, Partial, PartialTail};
 pub use token::{
     CallbackGuard, CancellationToken, DropGuard, DropGuardRef, RunUntilCancelled,
