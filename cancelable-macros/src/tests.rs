@@ -420,7 +420,7 @@ fn unknown_and_duplicate_arguments() {
     assert!(
         err.ends_with(
             "`timeout`, `on_signal`, `token`, `condition`, `check_every`, `name`, `register`, \
-             `crate`"
+             `grace`, `crate`"
         ),
         "{err}"
     );

@@ -9,14 +9,14 @@
 use std::cell::Cell;
 use std::sync::atomic::AtomicU8;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::backend::Clock;
 use crate::context::{ContextData, OperationContext, OperationStatus, Progress};
 use crate::panic;
 use crate::sync::{lock, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
 use crate::token::Cause;
-use crate::{CancelReason, CancellationToken, Cancelled};
+use crate::{CancelReason, CancellationToken, Cancelled, GraceOutcome};
 
 static NEXT_OPERATION_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -60,12 +60,23 @@ pub(crate) struct ScopeShared {
     pub(super) parent: OnceLock<Parent>,
     /// `Clock` as a number, 0 until the scope starts.
     pub(super) clock: AtomicU8,
+    /// The grace period, for a scope that has one: set when it starts.
+    /// Scopes nested inside read it to clip theirs.
+    pub(super) grace: OnceLock<Box<Grace>>,
     /// Name, deadline, timestamps, progress and metadata: locked when the
     /// scope starts and finishes, and when somebody reads them.
     pub(crate) data: Mutex<ContextData>,
     // --- registry hook: checkpoints that returned the cancellation ---
     #[cfg(feature = "registry")]
     pub(crate) checkpoints_after_cancel: std::sync::atomic::AtomicU32,
+}
+
+/// The grace period of a scope that has one (see `CancelScope::grace`).
+pub(crate) struct Grace {
+    pub(super) period: Duration,
+    /// When the grace period ends, unclipped: set when the scope first
+    /// sees its cancellation.
+    pub(super) end: OnceLock<Instant>,
 }
 
 /// The scope a scope started inside.
@@ -88,6 +99,7 @@ impl ScopeShared {
             deadline_generation: AtomicU64::new(0),
             parent: OnceLock::new(),
             clock: AtomicU8::new(0),
+            grace: OnceLock::new(),
             data: Mutex::new(ContextData::default()),
             #[cfg(feature = "registry")]
             checkpoints_after_cancel: std::sync::atomic::AtomicU32::new(0),
@@ -133,6 +145,28 @@ impl ScopeShared {
         self.chain().filter_map(|scope| scope.deadline()).min()
     }
 
+    /// How long the scopes around this one (its [`chain`](Self::chain)
+    /// without itself) let a grace period of this one run: each one's
+    /// grace end once it is cancelled, before that its deadline plus its
+    /// own grace period (a grace never outlives an enclosing scope).
+    pub(super) fn grace_limit_from_outside(self: &Arc<Self>) -> Option<Instant> {
+        self.chain()
+            .skip(1)
+            .filter_map(|scope| {
+                let grace = scope.grace.get();
+                match grace.and_then(|grace| grace.end.get()) {
+                    Some(end) => Some(*end),
+                    None => {
+                        let period = grace.map_or(Duration::ZERO, |grace| grace.period);
+                        scope
+                            .deadline()
+                            .map(|deadline| deadline.checked_add(period).unwrap_or(deadline))
+                    }
+                }
+            })
+            .min()
+    }
+
     pub(crate) fn status(&self) -> OperationStatus {
         OperationStatus::from_u8(self.status.load(Ordering::Acquire))
             .expect("the status holds only what `set_status` stores")
@@ -163,6 +197,12 @@ impl ScopeShared {
     /// meanwhile, in which case the scope registers the new one when it is
     /// polled.
     pub(crate) fn deadline_reached(&self) {
+        if self.token.is_cancelled() {
+            // The end of its grace period (or a deadline that no longer
+            // matters): the scope reads the clock itself when woken.
+            self.token.wake_owner();
+            return;
+        }
         let reached = self
             .deadline()
             .is_some_and(|deadline| self.clock().now() >= deadline);
@@ -213,9 +253,16 @@ impl ScopeShared {
             (data.name.clone(), data.started)
         };
         let elapsed = started.map(|started| self.clock().now().saturating_duration_since(started));
+        // Inside a scope with a grace period, the body may still clean up;
+        // the scope sets the final outcome when it ends.
+        let grace = match self.grace.get() {
+            Some(_) => GraceOutcome::InGrace,
+            None => GraceOutcome::NoGrace,
+        };
         Cancelled::new(cause.reason)
             .with_message(cause.message)
             .with_operation(name, self.id(), elapsed)
+            .with_grace_outcome(grace)
     }
 
     pub(crate) fn report_progress(&self, progress: Progress) {
