@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use super::deadlines::{Registration, Shard};
 use super::slot;
-use super::state::{Grace, ScopeShared};
+use super::state::ScopeShared;
 use super::{Callback, CancelScope, Config, Extras};
 use crate::backend::Backend;
 use crate::context::{ContextData, OperationStatus};
@@ -84,6 +84,8 @@ pub(super) struct Driver {
     /// The scope was seen cancelled while a shield inside its body ran: it
     /// ends with its reason whatever the body does afterwards.
     held_by_shield: bool,
+    /// The scope has a grace period (`CancelScope::grace`).
+    grace: bool,
 }
 
 /// Where the scope future is; an enum so that the configuration and the
@@ -100,6 +102,7 @@ impl Driver {
             shared: Some(scope.shared),
             stage: Stage::Configured(scope.config),
             held_by_shield: false,
+            grace: false,
         }
     }
 
@@ -126,6 +129,7 @@ impl Driver {
                 let extra = data.extra.get_or_insert_with(Default::default);
                 extra.metadata = std::mem::take(&mut extras.metadata);
                 extra.progress_callbacks = std::mem::take(&mut extras.on_progress);
+                extra.grace = extras.grace.map(|period| (period, None));
             }
             // A deadline set through a handle before the start was set
             // after the builder's: the last one set wins.
@@ -138,12 +142,10 @@ impl Driver {
         shared
             .clock
             .store(backend.clock().number(), Ordering::Release);
-        if let Some(period) = config.extras.as_ref().and_then(|extras| extras.grace) {
-            let _ = shared.grace.set(Box::new(Grace {
-                period,
-                end: std::sync::OnceLock::new(),
-            }));
-        }
+        self.grace = config
+            .extras
+            .as_ref()
+            .is_some_and(|extras| extras.grace.is_some());
         let parent_link = parent
             .as_ref()
             .filter(|p| !p.shielded)
@@ -238,7 +240,7 @@ impl Driver {
             // going from here on.
             self.held_by_shield = true;
         }
-        let has_grace = self.shared().grace.get().is_some();
+        let has_grace = self.grace;
         if cancelled_before && has_grace && self.grace_is_over() {
             return Poll::Ready(Err(self.drop_after_grace()));
         }
@@ -305,13 +307,10 @@ impl Driver {
             unreachable!("started before")
         };
         let shared = lent_back(&self.shared);
-        let Some(grace) = shared.grace.get() else {
+        let now = armed.backend.clock().now();
+        let Some(own_end) = shared.start_grace(now) else {
             return true;
         };
-        let now = armed.backend.clock().now();
-        let own_end = *grace
-            .end
-            .get_or_init(|| now.checked_add(grace.period).unwrap_or(now));
         let end = match shared.grace_limit_from_outside() {
             Some(limit) => limit.min(own_end),
             None => own_end,
@@ -359,7 +358,7 @@ impl Driver {
         describe: Option<fn(&T) -> String>,
     ) -> Result<T, Cancelled> {
         let shared = self.shared();
-        if shared.grace.get().is_some() && shared.token.is_cancelled() {
+        if self.grace && shared.token.is_cancelled() {
             // Cancelled, and the body returned within its grace period: an
             // `Err` is the cancellation's doing, a value is returned (the
             // body finished its work after all).

@@ -60,23 +60,12 @@ pub(crate) struct ScopeShared {
     pub(super) parent: OnceLock<Parent>,
     /// `Clock` as a number, 0 until the scope starts.
     pub(super) clock: AtomicU8,
-    /// The grace period, for a scope that has one: set when it starts.
-    /// Scopes nested inside read it to clip theirs.
-    pub(super) grace: OnceLock<Box<Grace>>,
     /// Name, deadline, timestamps, progress and metadata: locked when the
     /// scope starts and finishes, and when somebody reads them.
     pub(crate) data: Mutex<ContextData>,
     // --- registry hook: checkpoints that returned the cancellation ---
     #[cfg(feature = "registry")]
     pub(crate) checkpoints_after_cancel: std::sync::atomic::AtomicU32,
-}
-
-/// The grace period of a scope that has one (see `CancelScope::grace`).
-pub(crate) struct Grace {
-    pub(super) period: Duration,
-    /// When the grace period ends, unclipped: set when the scope first
-    /// sees its cancellation.
-    pub(super) end: OnceLock<Instant>,
 }
 
 /// The scope a scope started inside.
@@ -99,7 +88,6 @@ impl ScopeShared {
             deadline_generation: AtomicU64::new(0),
             parent: OnceLock::new(),
             clock: AtomicU8::new(0),
-            grace: OnceLock::new(),
             data: Mutex::new(ContextData::default()),
             #[cfg(feature = "registry")]
             checkpoints_after_cancel: std::sync::atomic::AtomicU32::new(0),
@@ -153,18 +141,25 @@ impl ScopeShared {
         self.chain()
             .skip(1)
             .filter_map(|scope| {
-                let grace = scope.grace.get();
-                match grace.and_then(|grace| grace.end.get()) {
-                    Some(end) => Some(*end),
-                    None => {
-                        let period = grace.map_or(Duration::ZERO, |grace| grace.period);
-                        scope
-                            .deadline()
+                let data = lock(&scope.data);
+                match data.extra.as_ref().and_then(|extra| extra.grace) {
+                    Some((_, Some(end))) => Some(end),
+                    grace => {
+                        let period = grace.map_or(Duration::ZERO, |(period, _)| period);
+                        data.deadline
                             .map(|deadline| deadline.checked_add(period).unwrap_or(deadline))
                     }
                 }
             })
             .min()
+    }
+
+    /// The end of this scope's grace period, which starts at `now` if it
+    /// has not started yet (unclipped; `None` if the scope has none).
+    pub(super) fn start_grace(&self, now: Instant) -> Option<Instant> {
+        let mut data = lock(&self.data);
+        let (period, end) = data.extra.as_mut()?.grace.as_mut()?;
+        Some(*end.get_or_insert_with(|| now.checked_add(*period).unwrap_or(now)))
     }
 
     pub(crate) fn status(&self) -> OperationStatus {
@@ -248,16 +243,17 @@ impl ScopeShared {
             .token
             .recorded_cause()
             .unwrap_or(Cause::new(CancelReason::Manual));
-        let (name, started) = {
+        let (name, started, has_grace) = {
             let data = lock(&self.data);
-            (data.name.clone(), data.started)
+            let has_grace = data.extra.as_ref().is_some_and(|extra| extra.grace.is_some());
+            (data.name.clone(), data.started, has_grace)
         };
         let elapsed = started.map(|started| self.clock().now().saturating_duration_since(started));
         // Inside a scope with a grace period, the body may still clean up;
         // the scope sets the final outcome when it ends.
-        let grace = match self.grace.get() {
-            Some(_) => GraceOutcome::InGrace,
-            None => GraceOutcome::NoGrace,
+        let grace = match has_grace {
+            true => GraceOutcome::InGrace,
+            false => GraceOutcome::NoGrace,
         };
         Cancelled::new(cause.reason)
             .with_message(cause.message)
