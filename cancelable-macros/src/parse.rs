@@ -325,13 +325,12 @@ fn duration_arg(value: Expr, key: &str) -> syn::Result<DurationArg> {
                  `{key} = \"5s\"` or `{key} = Duration::from_secs(5)`"
             ),
         )),
-        Expr::Unary(syn::ExprUnary {
-            op: syn::UnOp::Neg(_),
-            expr: negated,
-            ..
-        }) if matches!(unwrap_expr((*negated).clone()), Expr::Lit(_)) => {
+        Expr::Unary(negative)
+            if matches!(negative.op, syn::UnOp::Neg(_))
+                && matches!(unwrap_expr((*negative.expr).clone()), Expr::Lit(_)) =>
+        {
             Err(syn::Error::new_spanned(
-                negated,
+                negative,
                 format!(
                     "`{key}` cannot be negative; write a duration string like \"5s\" or \
                      \"250ms\", or a `Duration` expression"
