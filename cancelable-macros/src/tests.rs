@@ -114,7 +114,10 @@ fn grace_takes_a_duration_and_zero_means_none() {
         DurationArg::Expr(_)
     ));
     let err = one_error(arg_errors(quote!(grace = "-2s")));
-    assert!(err.starts_with("a grace period cannot be negative"), "{err}");
+    assert!(
+        err.starts_with("a grace period cannot be negative"),
+        "{err}"
+    );
     let err = one_error(arg_errors(quote!(grace = -2)));
     assert!(err.starts_with("`grace` cannot be negative"), "{err}");
     let err = one_error(arg_errors(quote!(grace = "soon")));

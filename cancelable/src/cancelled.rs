@@ -74,9 +74,7 @@ impl fmt::Display for GraceOutcome {
             GraceOutcome::NoGrace => "no grace period: the body was dropped at its await",
             GraceOutcome::InGrace => "the grace period runs: clean up and return",
             GraceOutcome::FinishedWithinGrace => "the body finished within its grace period",
-            GraceOutcome::DroppedAfterGrace => {
-                "the body was dropped when its grace period ran out"
-            }
+            GraceOutcome::DroppedAfterGrace => "the body was dropped when its grace period ran out",
         })
     }
 }

@@ -29,7 +29,10 @@ async fn copy_files(flush: Duration) -> Result<usize, Cancelled> {
     let cancelled = copy_each_file(&mut copied)
         .await
         .expect_err("the loop only ends when cancelled");
-    println!("  cancelled after {copied} files ({}); flushing...", cancelled.reason());
+    println!(
+        "  cancelled after {copied} files ({}); flushing...",
+        cancelled.reason()
+    );
     // The cleanup's own awaits run to their end: the shield hides the
     // cancellation from them.
     shield(async {

@@ -245,7 +245,10 @@ impl ScopeShared {
             .unwrap_or(Cause::new(CancelReason::Manual));
         let (name, started, has_grace) = {
             let data = lock(&self.data);
-            let has_grace = data.extra.as_ref().is_some_and(|extra| extra.grace.is_some());
+            let has_grace = data
+                .extra
+                .as_ref()
+                .is_some_and(|extra| extra.grace.is_some());
             (data.name.clone(), data.started, has_grace)
         };
         let elapsed = started.map(|started| self.clock().now().saturating_duration_since(started));
