@@ -423,7 +423,9 @@ impl CancelScope {
     }
 
     /// Runs `body` in the scope: `Ok(output)` if it finishes, `Err(Cancelled)`
-    /// if a source fires first. On cancellation the body is dropped.
+    /// if a source fires first. On cancellation the body is dropped — at
+    /// once, or when its [`grace`](Self::grace) period runs out (a body
+    /// that finishes within it returns its output).
     pub fn run<F: Future>(self, body: F) -> Run<F> {
         Run::new(self, body)
     }
