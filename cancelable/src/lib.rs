@@ -138,7 +138,7 @@ pub mod testing;
 pub mod registry;
 
 pub use blocking::{run_blocking, BlockingContext};
-pub use cancelled::Cancelled;
+pub use cancelled::{Cancelled, GraceOutcome};
 pub use context::{OperationContext, OperationStatus, Progress};
 pub use current::{
     checkpoint, checkpoint_token, current_scope, current_token, report_progress,

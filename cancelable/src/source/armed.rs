@@ -110,6 +110,13 @@ impl ArmedSources {
         signals
     }
 
+    /// `true` once a signal that cancelled the scope arrived a second time
+    /// while the scope still listened (a scope in its grace period then
+    /// ends it).
+    pub(crate) fn signalled_again(&self) -> bool {
+        self.signals.iter().any(SignalGuard::reached_again)
+    }
+
     /// Polls the sources that need polling: timers, conditions, futures.
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>, backend: Backend) {
         self.polled
