@@ -33,7 +33,8 @@ use std::task::{Context, Poll};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use pin_project_lite::pin_project;
 
-use super::child::{panic_message, Hold};
+use super::child::Hold;
+use super::error::panic_message;
 use super::error::{BoxError, TaskError, TaskFailure};
 use super::state::{lock, GroupShared, LocalChild, Wakeups};
 use crate::backend::{Backend, Timer};

@@ -12,7 +12,7 @@ use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
 
-use super::error::{BoxError, TaskError};
+use super::error::{panic_message, BoxError, TaskError};
 use super::state::{lock, GroupShared, Panic};
 use crate::current;
 use crate::scope::ScopeShared;
@@ -470,17 +470,6 @@ fn classify(error: BoxError, child: &ChildRef) -> TaskError {
     match error.downcast::<Cancelled>() {
         Ok(cancelled) => TaskError::Cancelled(*cancelled),
         Err(_) => TaskError::Cancelled(child.cancelled()),
-    }
-}
-
-/// The message of a panic payload, as the standard panic hook prints it.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        (*message).to_owned()
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        "a task panicked (with a non-string payload)".to_owned()
     }
 }
 

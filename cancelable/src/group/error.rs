@@ -4,7 +4,6 @@ use std::error::Error;
 use std::fmt;
 use std::sync::Arc;
 
-use super::RestartsExhausted;
 use crate::Cancelled;
 
 /// A boxed error: what the body of a group and its children's errors are
@@ -71,16 +70,6 @@ impl TaskError {
     pub fn cancelled(&self) -> Option<&Cancelled> {
         match self {
             TaskError::Cancelled(cancelled) => Some(cancelled),
-            _ => None,
-        }
-    }
-
-    /// For a supervised child that gave up (a [`TaskError::Failed`] with
-    /// a [`RestartsExhausted`]): how many restarts it had and its last
-    /// error.
-    pub fn restarts_exhausted(&self) -> Option<&RestartsExhausted> {
-        match self {
-            TaskError::Failed(error) => error.downcast_ref::<RestartsExhausted>(),
             _ => None,
         }
     }
@@ -349,3 +338,14 @@ impl fmt::Display for SpawnError {
 }
 
 impl Error for SpawnError {}
+
+/// The message of a panic payload, as the standard panic hook prints it.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "a task panicked (with a non-string payload)".to_owned()
+    }
+}

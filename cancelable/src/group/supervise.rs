@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 
-use super::child::panic_message;
+use super::error::panic_message;
 use super::error::{BoxError, TaskError};
 use crate::backend::Backend;
 use crate::CancelScope;
@@ -176,6 +176,21 @@ impl RestartsExhausted {
     /// The supervision that gave up.
     pub fn supervision(&self) -> &Supervision {
         &self.supervision
+    }
+}
+
+// Kept beside the type it reads, not in `error.rs`: the error types stay
+// free of the supervision module, so the group's modules import in one
+// direction (supervise -> child -> error).
+impl TaskError {
+    /// For a supervised child that gave up (a [`TaskError::Failed`] with
+    /// a [`RestartsExhausted`]): how many restarts it had and its last
+    /// error.
+    pub fn restarts_exhausted(&self) -> Option<&RestartsExhausted> {
+        match self {
+            TaskError::Failed(error) => error.downcast_ref::<RestartsExhausted>(),
+            _ => None,
+        }
     }
 }
 
