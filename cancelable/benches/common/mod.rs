@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::future::Future;
+use std::task::Poll;
 
 /// An executor to run a measurement on.
 #[derive(Clone, Copy, Debug)]
@@ -62,4 +63,20 @@ impl Backend {
             Backend::Smol => smol::block_on(work),
         }
     }
+}
+
+/// Pends exactly once, waking itself first: the body of the overhead
+/// measurements.
+pub(crate) async fn pend_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
 }
