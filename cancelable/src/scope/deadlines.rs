@@ -286,10 +286,15 @@ impl Shard {
         };
         let found = SHARDS.try_with(|shards| {
             let mut shards = shards.borrow_mut();
-            shards.retain(|shard| !shard.is_dead());
-            if let Some(shard) = shards.iter().find(|shard| shard.kind == kind) {
+            if let Some(shard) = shards
+                .iter()
+                .find(|shard| shard.kind == kind && !shard.is_dead())
+            {
                 return shard.clone();
             }
+            // Dead shards (their runtime shut down) leave when a new one
+            // comes, not on every lookup.
+            shards.retain(|shard| !shard.is_dead());
             let shard = Shard::new(kind);
             shard.start();
             if !shard.is_dead() {

@@ -154,7 +154,10 @@ impl Driver {
         };
         let mut token_link = None;
         let mut sources = None;
-        for source in config.sources {
+        // Most scopes have no source besides their deadline: the loop
+        // (and its iterator) only for those that do.
+        let configured_sources = (!config.sources.is_empty()).then_some(config.sources);
+        for source in configured_sources.into_iter().flatten() {
             // The first plain token source, the common case, is kept inline.
             let source = match source.into_token() {
                 Ok(token) if token_link.is_none() => {
@@ -302,17 +305,16 @@ impl Driver {
             unreachable!("only a running scope finishes")
         };
         let shared = lent_back(&self.shared);
+        // Most scopes have no extras: no default `Extras` is built (and
+        // dropped) for them.
         #[cfg_attr(not(feature = "registry"), allow(unused_mut))]
-        let mut extras = armed
-            .extras
-            .take()
-            .map(|extras| *extras)
-            .unwrap_or_default();
+        let mut extras = armed.extras.take();
         // The end time can only be read through a handle or a callback:
         // spare the clock read when there is neither.
         let observed = Arc::strong_count(shared) > 1
-            || !extras.on_complete.is_empty()
-            || !extras.on_error.is_empty();
+            || extras.as_deref().is_some_and(|extras| {
+                !extras.on_complete.is_empty() || !extras.on_error.is_empty()
+            });
         if observed {
             lock(&shared.data).ended = Some(armed.backend.clock().now());
         }
@@ -333,9 +335,14 @@ impl Driver {
         drop(armed);
         // --- registry hook: leave the live set before user callbacks run ---
         #[cfg(feature = "registry")]
-        drop(extras.registration.take());
+        if let Some(extras) = extras.as_deref_mut() {
+            drop(extras.registration.take());
+        }
+        let Some(extras) = extras else {
+            return;
+        };
         match status {
-            OperationStatus::Cancelled => {
+            OperationStatus::Cancelled if !extras.on_cancel.is_empty() => {
                 let cancelled = cancelled
                     .cloned()
                     .unwrap_or_else(|| shared.cancelled_error());
