@@ -77,6 +77,29 @@ const HOT_PATHS: &[HotPath] = &[
             }))
         },
     },
+    // The hand-written peers, for the ratio: measured, never gated.
+    HotPath {
+        name: "peer/select_async_io_timer/async-io",
+        run: |n| {
+            block_on(repeat(n, || async {
+                let body = Box::pin(pend_once());
+                match futures::future::select(body, async_io::Timer::after(FIVE_SECONDS)).await {
+                    futures::future::Either::Left((output, _)) => output,
+                    futures::future::Either::Right(_) => unreachable!("5 s passed"),
+                }
+            }))
+        },
+    },
+    HotPath {
+        name: "peer/tokio_timeout/tokio-current-thread",
+        run: |n| {
+            tokio_current_thread(repeat(n, || async {
+                tokio::time::timeout(FIVE_SECONDS, pend_once())
+                    .await
+                    .unwrap()
+            }))
+        },
+    },
     HotPath {
         name: "checkpoint/scope_with_deadline",
         run: |n| {

@@ -156,23 +156,25 @@ impl Driver {
         let mut sources = None;
         // Most scopes have no source besides their deadline: the loop
         // (and its iterator) only for those that do.
-        let configured_sources = (!config.sources.is_empty()).then_some(config.sources);
-        for source in configured_sources.into_iter().flatten() {
-            // The first plain token source, the common case, is kept inline.
-            let source = match source.into_token() {
-                Ok(token) if token_link.is_none() => {
-                    token_link = token.attach(&shared.token, Link::Transparent);
-                    continue;
+        if !config.sources.is_empty() {
+            for source in config.sources {
+                // The first plain token source, the common case, is kept inline.
+                let source = match source.into_token() {
+                    Ok(token) if token_link.is_none() => {
+                        token_link = token.attach(&shared.token, Link::Transparent);
+                        continue;
+                    }
+                    Ok(token) => Source::token(&token),
+                    Err(source) => source,
+                };
+                let sources = sources.get_or_insert_with(Box::<ArmedSources>::default);
+                if let Err(error) = sources.arm(source, Sink::Token(shared.token.clone()), started)
+                {
+                    shared
+                        .token
+                        .cancel_cause(Cause::new(CancelReason::Error(error)));
+                    break;
                 }
-                Ok(token) => Source::token(&token),
-                Err(source) => source,
-            };
-            let sources = sources.get_or_insert_with(Box::<ArmedSources>::default);
-            if let Err(error) = sources.arm(source, Sink::Token(shared.token.clone()), started) {
-                shared
-                    .token
-                    .cancel_cause(Cause::new(CancelReason::Error(error)));
-                break;
             }
         }
         let initial_deadline = (shared.deadline_generation.load(Ordering::Acquire), deadline);
@@ -206,10 +208,18 @@ impl Driver {
         is_failure: fn(&F::Output) -> bool,
         describe: Option<fn(&F::Output) -> String>,
     ) -> Poll<Result<F::Output, Cancelled>> {
-        match std::mem::replace(&mut self.stage, Stage::Finished) {
-            Stage::Configured(config) => self.start(config),
+        // Matched in place: a running scope's state is not moved out and
+        // back on every poll.
+        match &self.stage {
+            Stage::Running(_) => {}
+            Stage::Configured(_) => {
+                let Stage::Configured(config) = std::mem::replace(&mut self.stage, Stage::Finished)
+                else {
+                    unreachable!("matched above")
+                };
+                self.start(config);
+            }
             Stage::Finished => panic!("a cancel scope future was polled after it completed"),
-            running => self.stage = running,
         }
         #[cfg(feature = "tracing")]
         let _entered = match &self.stage {
