@@ -35,23 +35,11 @@ const HOT_PATHS: &[HotPath] = &[
     },
     HotPath {
         name: "scope_no_source/async-io",
-        run: |n| {
-            block_on(repeat(n, || async {
-                CancelScope::new().run(pend_once()).await.unwrap()
-            }))
-        },
+        run: |n| block_on(repeat(n, scope_no_source)),
     },
     HotPath {
         name: "scope_timeout/async-io",
-        run: |n| {
-            block_on(repeat(n, || async {
-                CancelScope::new()
-                    .timeout(FIVE_SECONDS)
-                    .run(pend_once())
-                    .await
-                    .unwrap()
-            }))
-        },
+        run: |n| block_on(repeat(n, scope_timeout)),
     },
     HotPath {
         name: "bare_body/tokio-current-thread",
@@ -59,23 +47,11 @@ const HOT_PATHS: &[HotPath] = &[
     },
     HotPath {
         name: "scope_no_source/tokio-current-thread",
-        run: |n| {
-            tokio_current_thread(repeat(n, || async {
-                CancelScope::new().run(pend_once()).await.unwrap()
-            }))
-        },
+        run: |n| tokio_current_thread(repeat(n, scope_no_source)),
     },
     HotPath {
         name: "scope_timeout/tokio-current-thread",
-        run: |n| {
-            tokio_current_thread(repeat(n, || async {
-                CancelScope::new()
-                    .timeout(FIVE_SECONDS)
-                    .run(pend_once())
-                    .await
-                    .unwrap()
-            }))
-        },
+        run: |n| tokio_current_thread(repeat(n, scope_timeout)),
     },
     // The hand-written peers, for the ratio: measured, never gated.
     HotPath {
@@ -170,6 +146,18 @@ const HOT_PATHS: &[HotPath] = &[
         },
     },
 ];
+
+async fn scope_no_source() {
+    CancelScope::new().run(pend_once()).await.unwrap()
+}
+
+async fn scope_timeout() {
+    CancelScope::new()
+        .timeout(FIVE_SECONDS)
+        .run(pend_once())
+        .await
+        .unwrap()
+}
 
 /// Runs `op().await` `n` times.
 async fn repeat<F, Fut>(n: u64, op: F)
