@@ -53,6 +53,10 @@ const HOT_PATHS: &[HotPath] = &[
         name: "scope_timeout/tokio-current-thread",
         run: |n| tokio_current_thread(repeat(n, scope_timeout)),
     },
+    HotPath {
+        name: "scope_timeout/tokio-task",
+        run: |n| tokio_current_thread(spawned(repeat(n, scope_timeout))),
+    },
     // The hand-written peers, for the ratio: measured, never gated.
     HotPath {
         name: "peer/select_async_io_timer/async-io",
@@ -173,6 +177,15 @@ where
 /// The async-io backend: no tokio runtime entered.
 fn block_on<F: Future>(work: F) -> F::Output {
     futures::executor::block_on(work)
+}
+
+/// `work` as a spawned tokio task (awaited), where most tokio code runs.
+async fn spawned<F>(work: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(work).await.expect("the task does not panic")
 }
 
 fn tokio_current_thread<F: Future>(work: F) -> F::Output {
