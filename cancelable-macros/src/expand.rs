@@ -65,6 +65,10 @@ pub(crate) fn expand(config: &Config, function: ItemFn) -> TokenStream {
         let value = duration(timeout);
         quote!(.timeout(#value))
     });
+    let grace = config.grace.as_ref().map(|grace| {
+        let value = duration(grace);
+        quote!(.grace(#value))
+    });
     let signals = config.signals.iter().map(|(signal, span)| {
         let variant = Ident::new(signal.variant(), *span);
         let private = private(Span::mixed_site().located_at(*span));
@@ -141,6 +145,7 @@ pub(crate) fn expand(config: &Config, function: ItemFn) -> TokenStream {
             let #scope = #private_here::CancelScope::new()
                 .name(#name)
                 #timeout
+                #grace
                 #(#signals)*;
             #token
             #condition

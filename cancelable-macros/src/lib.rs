@@ -79,6 +79,7 @@ use proc_macro::TokenStream;
 /// | `token = tok` | cancel when the `CancellationToken` parameter `tok` is cancelled; a field of a parameter works too: `token = self.stop`, `token = job.token` |
 /// | `condition = stop_requested` | cancel when this function or closure returns `true` (or a future of `true`); it must be `Send + Sync + 'static` |
 /// | `check_every = "100ms"` | how often `condition` is checked (default `"100ms"`); needs `condition` |
+/// | `grace = "2s"` | once cancelled, keep polling the body this long so that it can clean up (checkpoints and cancellation-aware waits report the cancellation; the body is dropped when the grace runs out): a [humantime] string or a `Duration` expression; `"0s"` means no grace period. See `CancelScope::grace` |
 /// | `name = "job"` | the operation's name in reasons and logs (default: the function's name) |
 /// | `crate = "path"` | where the `cancelable` crate is, if you renamed or re-exported it |
 ///

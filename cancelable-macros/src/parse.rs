@@ -33,7 +33,7 @@ pub(crate) struct Key {
 
 /// Every argument `#[cancellable]` accepts, in the order the docs and the messages
 /// list them. Adding an argument is adding a row here and a field to [`Args`].
-pub(crate) const KEYS: [Key; 8] = [
+pub(crate) const KEYS: [Key; 9] = [
     Key {
         name: "timeout",
         example: "timeout = \"5s\"",
@@ -79,6 +79,12 @@ pub(crate) const KEYS: [Key; 8] = [
         example: "register = true",
         aliases: &["registered", "registry"],
         set: |args, value, span| register(value).map(|v| args.register = Some((v, span))),
+    },
+    Key {
+        name: "grace",
+        example: "grace = \"2s\"",
+        aliases: &["grace_period", "cleanup", "drain"],
+        set: |args, value, span| duration_arg(value, "grace").map(|v| args.grace = Some((v, span))),
     },
     Key {
         name: "crate",
@@ -131,6 +137,7 @@ pub(crate) struct Args {
     pub(crate) check_every: Option<(DurationArg, Span)>,
     pub(crate) name: Option<(LitStr, Span)>,
     pub(crate) register: Option<(LitBool, Span)>,
+    pub(crate) grace: Option<(DurationArg, Span)>,
     pub(crate) krate: Option<(Path, Span)>,
     /// The keys written so far, with the span of each, whether its value was
     /// accepted or not: duplicates and cross-argument checks use them.
@@ -285,7 +292,8 @@ fn unwrap_expr(mut expr: Expr) -> Expr {
     }
 }
 
-/// `timeout`, `check_every`: a duration string, or a `Duration` expression.
+/// `timeout`, `check_every`, `grace`: a duration string, or a `Duration`
+/// expression.
 fn duration_arg(value: Expr, key: &str) -> syn::Result<DurationArg> {
     match unwrap_expr(value) {
         Expr::Lit(ExprLit {
@@ -317,6 +325,18 @@ fn duration_arg(value: Expr, key: &str) -> syn::Result<DurationArg> {
                  `{key} = \"5s\"` or `{key} = Duration::from_secs(5)`"
             ),
         )),
+        Expr::Unary(negative)
+            if matches!(negative.op, syn::UnOp::Neg(_))
+                && matches!(unwrap_expr((*negative.expr).clone()), Expr::Lit(_)) =>
+        {
+            Err(syn::Error::new_spanned(
+                negative,
+                format!(
+                    "`{key}` cannot be negative; write a duration string like \"5s\" or \
+                     \"250ms\", or a `Duration` expression"
+                ),
+            ))
+        }
         expr @ (Expr::Array(_) | Expr::Tuple(_) | Expr::Range(_) | Expr::Closure(_)) => {
             Err(syn::Error::new_spanned(
                 expr,

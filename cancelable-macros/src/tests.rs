@@ -100,6 +100,35 @@ fn zero_duration_is_rejected() {
 }
 
 #[test]
+fn grace_takes_a_duration_and_zero_means_none() {
+    assert_eq!(
+        literal(&args(quote!(grace = "2s")).grace.unwrap().0),
+        Duration::from_secs(2)
+    );
+    assert_eq!(
+        literal(&args(quote!(grace = "0s")).grace.unwrap().0),
+        Duration::ZERO
+    );
+    assert!(matches!(
+        args(quote!(grace = self.grace)).grace.unwrap().0,
+        DurationArg::Expr(_)
+    ));
+    let err = one_error(arg_errors(quote!(grace = "-2s")));
+    assert!(
+        err.starts_with("a grace period cannot be negative"),
+        "{err}"
+    );
+    let err = one_error(arg_errors(quote!(grace = -2)));
+    assert!(err.starts_with("`grace` cannot be negative"), "{err}");
+    let err = one_error(arg_errors(quote!(grace = "soon")));
+    assert!(err.starts_with("invalid duration \"soon\""), "{err}");
+    let err = one_error(arg_errors(quote!(grace = 2)));
+    assert!(err.starts_with("a bare number has no unit"), "{err}");
+    let err = one_error(arg_errors(quote!(grace_period = "2s")));
+    assert!(err.contains("did you mean `grace`?"), "{err}");
+}
+
+#[test]
 fn calendar_units_are_rejected() {
     for text in ["1month", "2months", "1y", "1year", "3yrs", "1h 2M"] {
         let err = parse_duration(text, "timeout").unwrap_err();
@@ -420,7 +449,7 @@ fn unknown_and_duplicate_arguments() {
     assert!(
         err.ends_with(
             "`timeout`, `on_signal`, `token`, `condition`, `check_every`, `name`, `register`, \
-             `crate`"
+             `grace`, `crate`"
         ),
         "{err}"
     );

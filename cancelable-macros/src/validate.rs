@@ -28,6 +28,8 @@ pub(crate) struct Config {
     pub(crate) ret: Type,
     /// `register = true`: the span of the `register` key.
     pub(crate) register: Option<Span>,
+    /// The grace period (a zero literal is kept: the runtime reads zero as none).
+    pub(crate) grace: Option<DurationArg>,
 }
 
 /// What a `#[cancellable]` function must return, quoted in every return-type error.
@@ -119,6 +121,7 @@ pub(crate) fn build(args: Args, item: &ItemFn, errors: &mut Errors) -> Option<Co
             .register
             .filter(|(register, _)| register.value)
             .map(|(_, span)| span),
+        grace: args.grace.map(|(grace, _)| grace),
     })
 }
 

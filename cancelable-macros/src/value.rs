@@ -11,8 +11,15 @@ const DURATION_EXAMPLES: &str = "\"5s\", \"250ms\" or \"1m30s\"";
 /// Parses a humantime duration string (`"5s"`, `"250ms"`, `"1m30s"`, `"1.5s"`).
 ///
 /// Rejects the calendar units months and years, which have no fixed length, and a
-/// zero duration. `what` names the argument in messages (`timeout`, `check_every`).
+/// zero duration — except for `grace`, where zero means no grace period. `what`
+/// names the argument in messages (`timeout`, `check_every`, `grace`).
 pub(crate) fn parse_duration(text: &str, what: &str) -> Result<Duration, String> {
+    if what == "grace" && text.trim_start().starts_with('-') {
+        return Err(format!(
+            "a grace period cannot be negative ({text:?}); write how long a cancelled body may \
+             go on to clean up, e.g. \"2s\" or \"500ms\" (\"0s\" means no grace period)"
+        ));
+    }
     let duration = humantime::parse_duration(text).map_err(|err| describe(text, &err))?;
     if let Some(unit) = calendar_unit(text) {
         let hint = if unit == "M" {
@@ -25,7 +32,7 @@ pub(crate) fn parse_duration(text: &str, what: &str) -> Result<Duration, String>
              fixed units, e.g. \"30days\", \"12h\" or \"1m30s\""
         ));
     }
-    if duration.is_zero() {
+    if duration.is_zero() && what != "grace" {
         return Err(match what {
             "timeout" => format!(
                 "a zero `timeout` would cancel the function before it starts; write a positive \

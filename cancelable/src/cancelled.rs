@@ -41,6 +41,42 @@ struct Details {
     operation: Option<Cow<'static, str>>,
     operation_id: Option<u64>,
     elapsed: Option<Duration>,
+    grace: GraceOutcome,
+}
+
+/// What became of a scope's body after the scope was cancelled, as
+/// [`Cancelled::grace_outcome`] reports it: whether a grace period let it
+/// finish (see [`CancelScope::grace`](crate::CancelScope::grace)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GraceOutcome {
+    /// The scope had no grace period (none was set, or a zero one): its
+    /// body was dropped at the `.await` it was pending on. Also the
+    /// outcome of an error that did not come from a scope, such as a
+    /// cancelled token's.
+    NoGrace,
+    /// Returned inside a scope that has a grace period, by a checkpoint or
+    /// a cancellation-aware wait: the scope goes on polling the body for
+    /// the grace period, so the body can clean up and return.
+    InGrace,
+    /// The scope was cancelled and its body returned within the grace
+    /// period: its cleanup ran to its end.
+    FinishedWithinGrace,
+    /// The grace period ran out before the body returned (or was ended
+    /// early, by a second signal or by the end of an enclosing scope's
+    /// grace): the body was dropped at the `.await` it was pending on.
+    DroppedAfterGrace,
+}
+
+impl fmt::Display for GraceOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GraceOutcome::NoGrace => "no grace period: the body was dropped at its await",
+            GraceOutcome::InGrace => "the grace period runs: clean up and return",
+            GraceOutcome::FinishedWithinGrace => "the body finished within its grace period",
+            GraceOutcome::DroppedAfterGrace => "the body was dropped when its grace period ran out",
+        })
+    }
 }
 
 impl Cancelled {
@@ -53,6 +89,7 @@ impl Cancelled {
                 operation: None,
                 operation_id: None,
                 elapsed: None,
+                grace: GraceOutcome::NoGrace,
             }),
         }
     }
@@ -72,6 +109,32 @@ impl Cancelled {
         self.inner.operation_id = Some(id);
         self.inner.elapsed = elapsed;
         self
+    }
+
+    pub(crate) fn with_grace_outcome(mut self, grace: GraceOutcome) -> Self {
+        self.inner.grace = grace;
+        self
+    }
+
+    /// What became of the scope's body: dropped at once (no grace period),
+    /// finished within its grace period, or dropped when the grace period
+    /// ran out (see [`CancelScope::grace`](crate::CancelScope::grace)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cancelable::{CancelScope, GraceOutcome};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let cancelled = CancelScope::new()
+    ///     .timeout(Duration::from_millis(5))
+    ///     .run(std::future::pending::<()>())
+    ///     .await
+    ///     .unwrap_err();
+    /// assert_eq!(cancelled.grace_outcome(), GraceOutcome::NoGrace);
+    /// # });
+    /// ```
+    pub fn grace_outcome(&self) -> GraceOutcome {
+        self.inner.grace
     }
 
     /// Why the scope was cancelled.
@@ -119,6 +182,11 @@ impl fmt::Display for Cancelled {
         write!(f, ": {}", self.inner.reason)?;
         if let Some(message) = &self.inner.message {
             write!(f, " ({message})")?;
+        }
+        match self.inner.grace {
+            // The default: nothing to add.
+            GraceOutcome::NoGrace => {}
+            grace => write!(f, "; {grace}")?,
         }
         Ok(())
     }

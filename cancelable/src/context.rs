@@ -163,6 +163,9 @@ pub(crate) struct ContextExtra {
     pub(crate) metadata: BTreeMap<String, String>,
     /// The text of the body's error, when it failed and the text is kept.
     pub(crate) error: Option<String>,
+    /// The scope's grace period, and when it ends once the scope saw its
+    /// cancellation (see `CancelScope::grace`).
+    pub(crate) grace: Option<(std::time::Duration, Option<Instant>)>,
 }
 
 pub(crate) type ProgressCallback = std::sync::Arc<dyn Fn(&Progress) + Send + Sync>;

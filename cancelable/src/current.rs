@@ -213,7 +213,15 @@ impl Future for Checkpoint<'_> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        match slot::try_with(|current| this.step(current)) {
+        match slot::try_with(|current| {
+            // The testing kit's checkpoint counters: once per checkpoint
+            // (not again when it is polled after yielding).
+            #[cfg(feature = "testing")]
+            if this.token.is_none() && !this.yielded {
+                trips::on_checkpoint(current);
+            }
+            this.step(current)
+        }) {
             Ok(Step::Ready(outcome)) => Poll::Ready(outcome),
             Ok(Step::Yield) => {
                 this.yielded = true;
@@ -221,6 +229,99 @@ impl Future for Checkpoint<'_> {
                 Poll::Pending
             }
             Err(_) => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// The testing kit's `CancelAfterCheckpoints`: scopes that cancel
+/// themselves at a given checkpoint of their body. Here so that the
+/// checkpoint can count without the kit (which uses this module) being
+/// imported by it.
+#[cfg(feature = "testing")]
+pub(crate) mod trips {
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+    use crate::scope::slot::Current;
+    use crate::CancelReason;
+
+    /// Live trips; checkpoints skip the lock while there are none.
+    static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+    static TRIPS: Mutex<Vec<Weak<Trip>>> = Mutex::new(Vec::new());
+
+    /// A scope (by operation id) that cancels itself when a checkpoint
+    /// inside it finds `remaining` at zero.
+    pub(crate) struct Trip {
+        scope_id: u64,
+        remaining: AtomicU64,
+        /// Checkpoints counted inside the scope.
+        pub(crate) counted: AtomicU64,
+    }
+
+    impl Drop for Trip {
+        fn drop(&mut self) {
+            ACTIVE.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Arms a trip: the scope `scope_id` is cancelled at its checkpoint
+    /// number `after` (counting from 0), that is after `after` checkpoints
+    /// went through. It counts while the returned `Arc` lives.
+    pub(crate) fn arm(scope_id: u64, after: u64) -> Arc<Trip> {
+        let trip = Arc::new(Trip {
+            scope_id,
+            remaining: AtomicU64::new(after),
+            counted: AtomicU64::new(0),
+        });
+        let mut trips = TRIPS.lock().unwrap_or_else(PoisonError::into_inner);
+        trips.retain(|trip| trip.strong_count() > 0);
+        trips.push(Arc::downgrade(&trip));
+        ACTIVE.fetch_add(1, Ordering::AcqRel);
+        trip
+    }
+
+    /// A checkpoint runs with `current` as this thread's slot: counts it
+    /// for each trip whose scope is in the current scope's chain, and
+    /// cancels the trip's scope when its count runs out.
+    #[inline]
+    pub(crate) fn on_checkpoint(current: &Current) {
+        if ACTIVE.load(Ordering::Acquire) != 0 {
+            count(current);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn count(current: &Current) {
+        if current.shielded.get() {
+            return;
+        }
+        let Some(scope) = current.scope.borrow().clone() else {
+            return;
+        };
+        let trips: Vec<Arc<Trip>> = TRIPS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for trip in trips {
+            let Some(target) = scope.chain().find(|inner| inner.id() == trip.scope_id) else {
+                continue;
+            };
+            let number = trip.counted.fetch_add(1, Ordering::AcqRel);
+            let tripped = trip
+                .remaining
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                    left.checked_sub(1)
+                })
+                .is_err();
+            if tripped {
+                target.token.cancel_with(
+                    CancelReason::Manual,
+                    format!("cancelled at checkpoint {number} by CancelAfterCheckpoints"),
+                );
+            }
         }
     }
 }

@@ -103,6 +103,7 @@ extern crate self as cancelable;
 // Leaf values, sync shims, panic containment, executor primitives:
 mod backend;
 mod cancelled;
+mod clock;
 mod context;
 mod panic;
 mod reason;
@@ -127,27 +128,34 @@ pub mod wait;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod http;
+// The testing kit, on everything above.
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 // The process-wide operations registry, on the scope machinery.
 #[cfg(feature = "registry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
 pub mod registry;
 
 pub use blocking::{run_blocking, BlockingContext};
-pub use cancelled::Cancelled;
+pub use cancelled::{Cancelled, GraceOutcome};
 pub use context::{OperationContext, OperationStatus, Progress};
 pub use current::{
     checkpoint, checkpoint_token, current_scope, current_token, report_progress,
     report_progress_with, Checkpoint,
 };
 pub use group::{
-    ChildErrors, Group, GroupError, GroupExecutor, GroupRun, Results, SpawnError, TaskError,
-    TaskFailure, TaskGroup, TaskHandle, TaskOutcome, Wait,
+    ChildErrors, Group, GroupError, GroupExecutor, GroupRun, RestartsExhausted, Results,
+    SpawnError, Supervision, TaskError, TaskFailure, TaskGroup, TaskHandle, TaskOutcome, Wait,
 };
 pub use reason::{CancelReason, SourceError};
 pub use scope::{CancelScope, Run, ScopeHandle, TryRun};
 pub use shield::{shield, Shielded};
 pub use signal::{ParseSignalError, Signal};
 pub use source::{AsyncPredicate, BlockingPredicate, Predicate, Source};
+#[cfg(feature = "resource")]
+#[cfg_attr(docsrs, doc(cfg(feature = "resource")))]
+pub use source::{ResourceError, ResourceLimits};
 pub use stream::{Cancellable, CancellableStream, Partial, PartialTail};
 pub use token::{
     CallbackGuard, CancellationToken, DropGuard, DropGuardRef, RunUntilCancelled,

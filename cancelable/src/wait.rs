@@ -86,10 +86,11 @@
 //! token cancelled elsewhere, the timer thread enforcing a deadline)
 //! *while* the body is being polled, after its wait looked and before the
 //! scope does, ends the scope without polling the body again, as with
-//! `tokio::time::timeout`: the body never sees it. Closing that window
-//! takes the scope's cooperation — keeping on polling a cancelled body for
-//! a grace period — and these waits are built for it: whenever a cancelled
-//! scope polls them, they return `Err` at once.
+//! `tokio::time::timeout`: the body never sees it. A grace period
+//! ([`CancelScope::grace`](crate::CancelScope::grace)) closes that window:
+//! a cancelled scope with one keeps polling its body, and whenever it
+//! polls these waits they return `Err` at once — the cleanup then runs on
+//! every backend, every time.
 //!
 //! [`checkpoint`]: crate::checkpoint
 //! [`shield`]: crate::shield

@@ -1,21 +1,26 @@
 //! An axum service with request scopes, deadline propagation, the three
-//! client-disconnect modes and graceful shutdown.
+//! client-disconnect modes, graceful shutdown, and the operations
+//! registry's admin endpoints behind a bearer token.
 //!
 //! `cargo run --example web_service` prints the URLs to try and serves
-//! until Ctrl-C (a second Ctrl-C ends the shutdown at once).
+//! until Ctrl-C (a second Ctrl-C ends the shutdown at once). The admin
+//! token is `$ADMIN_TOKEN`, or a random one printed at start.
 //! `cargo run --example web_service -- --demo` runs a short demo against
 //! itself and exits within seconds.
 
 use std::time::{Duration, Instant};
 
-use axum::http::Uri;
+use axum::extract::Request;
+use axum::http::{StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use cancelable::http::{
-    BoxError, DisconnectMode, GracefulShutdown, PropagateDeadlineLayer, RequestScope,
+    admin_router, BoxError, DisconnectMode, GracefulShutdown, PropagateDeadlineLayer, RequestScope,
 };
-use cancelable::{cancel_point, cancellable, CancelReason, Cancelled};
+use cancelable::{cancel_point, cancellable, registry, CancelReason, Cancelled};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
@@ -33,8 +38,9 @@ fn millis(uri: &Uri, default: u64) -> u64 {
 
 /// `ms` milliseconds of work in 10 ms steps, with a checkpoint before each
 /// and progress reported to the request scope. A `#[cancellable]`
-/// function: it nests under the request's scope.
-#[cancellable]
+/// function: it nests under the request's scope, and registers in the
+/// global registry, where the admin endpoints list and cancel it.
+#[cancellable(register = true)]
 async fn work(ms: u64) -> Result<u64, Cancelled> {
     let steps = ms.div_ceil(10).max(1);
     for step in 1..=steps {
@@ -134,7 +140,46 @@ async fn detach(uri: Uri) -> String {
     format!("{outcome:?}\n")
 }
 
-fn app(shutdown: &GracefulShutdown, base: String) -> Router {
+/// The bearer token the admin endpoints want.
+#[derive(Clone)]
+struct AdminToken(String);
+
+/// `$ADMIN_TOKEN`, or a random token for this run.
+fn admin_token() -> AdminToken {
+    use std::hash::{BuildHasher, Hasher};
+    let token = std::env::var("ADMIN_TOKEN")
+        .ok()
+        .filter(|token| !token.is_empty())
+        .unwrap_or_else(|| {
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_nanos()),
+            );
+            format!("{:016x}", hasher.finish())
+        });
+    AdminToken(token)
+}
+
+/// Lets through requests that carry `Authorization: Bearer <token>`.
+async fn operators_only(
+    axum::extract::State(AdminToken(token)): axum::extract::State<AdminToken>,
+    request: Request,
+    next: Next,
+) -> Result<Response, StatusCode> {
+    let given = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match given {
+        Some(given) if given == token => Ok(next.run(request).await),
+        _ => Err(StatusCode::UNAUTHORIZED),
+    }
+}
+
+fn app(shutdown: &GracefulShutdown, base: String, token: AdminToken) -> Router {
     // Every route gets a request scope: 5 s at most, less if the client
     // asks (x-request-timeout, grpc-timeout), cancelled at shutdown.
     let scopes = shutdown.layer().timeout(Duration::from_secs(5));
@@ -154,7 +199,13 @@ fn app(shutdown: &GracefulShutdown, base: String) -> Router {
     let detaching = Router::new()
         .route("/detach", get(detach))
         .layer(scopes.on_disconnect(DisconnectMode::Detach));
-    dropping.merge(notifying).merge(detaching)
+    // The registry's admin endpoints: only with the bearer token.
+    let admin = admin_router(registry::global())
+        .layer(middleware::from_fn_with_state(token, operators_only));
+    dropping
+        .merge(notifying)
+        .merge(detaching)
+        .nest("/admin", admin)
 }
 
 #[tokio::main]
@@ -165,13 +216,15 @@ async fn main() -> std::io::Result<()> {
     let shutdown = GracefulShutdown::new()
         .grace(Duration::from_millis(if demo { 300 } else { 2000 }))
         .hard_deadline(Duration::from_secs(5));
-    let app = app(&shutdown, base.clone());
+    let token = admin_token();
+    let app = app(&shutdown, base.clone(), token.clone());
     if demo {
         let trigger = shutdown.trigger();
         let client_base = base.clone();
         tokio::spawn(async move {
             run_demo(&client_base).await;
-            println!("\n6. shutdown with a request in flight (grace 300 ms):");
+            admin_demo(&client_base, &token.0).await;
+            println!("\n7. shutdown with a request in flight (grace 300 ms):");
             let in_flight = tokio::spawn(show(client_base.clone(), "/work?ms=4000", &[]));
             tokio::time::sleep(Duration::from_millis(100)).await;
             trigger.cancel_with(CancelReason::Manual, "the demo is over");
@@ -190,6 +243,11 @@ async fn main() -> std::io::Result<()> {
             "  curl {base}/notify?ms=5000   # then Ctrl-C curl: the server log shows the cleanup"
         );
         println!("  curl {base}/detach?ms=3000   # then Ctrl-C curl: the handler still finishes");
+        let auth = format!("-H 'Authorization: Bearer {}'", token.0);
+        println!("  curl {auth} {base}/admin/operations?name=work        # while a /work runs");
+        println!(
+            "  curl {auth} -X POST -d reason=manual -d message=enough {base}/admin/operations/ID/cancel"
+        );
         println!("Ctrl-C stops the server gracefully (grace 2 s, hard deadline 5 s); twice ends it at once.");
     }
     let report = shutdown.serve(listener, app).await?;
@@ -228,6 +286,90 @@ async fn show(base: String, path: &'static str, headers: &[(&str, &str)]) {
         }
         Err(error) => println!("   GET {path} -> failed: {error}"),
     }
+}
+
+/// Sends `method path` to the admin endpoints, with the bearer token if
+/// given; the status and body.
+async fn admin_call(base: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let client: Client<HttpConnector, http_body_util::Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}"))
+        .header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let body = if method == "POST" {
+        r#"{"reason": "manual", "message": "stopped by the operator from the admin endpoint"}"#
+    } else {
+        ""
+    };
+    let request = request
+        .body(http_body_util::Full::new(Bytes::from(body)))
+        .expect("request");
+    match client.request(request).await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map(|body| body.to_bytes())
+                .unwrap_or_default();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+        Err(error) => (0, format!("failed: {error}")),
+    }
+}
+
+/// Step 6: the admin endpoints list a running `/work` and cancel it.
+async fn admin_demo(base: &str, token: &str) {
+    println!("\n6. the admin endpoints (bearer token required) list and cancel a running /work:");
+    let in_flight = tokio::spawn(show(base.to_owned(), "/work?ms=4000", &[]));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, _) = admin_call(base, "GET", "/admin/operations", None).await;
+    println!("   GET /admin/operations without the token -> {status}");
+    let (status, body) = admin_call(base, "GET", "/admin/operations?name=work", Some(token)).await;
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let operation = &listed["operations"][0];
+    println!(
+        "   GET /admin/operations?name=work -> {status}: {} live, {} matched; id {} {} at {}",
+        listed["live"],
+        listed["matched"],
+        operation["id"],
+        operation["name"],
+        operation["progress"]["message"],
+    );
+    let Some(id) = operation["id"].as_u64() else {
+        println!("   (no running /work found)");
+        return;
+    };
+    let (status, body) = admin_call(
+        base,
+        "POST",
+        &format!("/admin/operations/{id}/cancel"),
+        Some(token),
+    )
+    .await;
+    let outcome: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    println!(
+        "   POST /admin/operations/{id}/cancel -> {status}: {}",
+        outcome["outcome"]
+    );
+    let _ = in_flight.await;
+    let (status, body) = admin_call(
+        base,
+        "POST",
+        &format!("/admin/operations/{id}/cancel"),
+        Some(token),
+    )
+    .await;
+    let outcome: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    println!(
+        "   POST /admin/operations/{id}/cancel again -> {status}: {}",
+        outcome["error"]
+    );
 }
 
 async fn run_demo(base: &str) {

@@ -4,10 +4,11 @@
 
 use std::future::pending;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cancelable::testing::{EventKind, OperationRecorder};
 use cancelable::{
     checkpoint, current_scope, current_token, report_progress, shield, CancelReason, CancelScope,
     Cancelled, OperationStatus,
@@ -19,36 +20,37 @@ use futures::FutureExt;
 /// A bound far above any honest timing on a loaded 2-core machine.
 const GENEROUS: Duration = Duration::from_secs(10);
 
-/// Counts calls of a scope's `on_cancel` and `on_complete` callbacks.
-#[derive(Clone, Default)]
-struct Callbacks {
-    cancelled: Arc<AtomicUsize>,
-    completed: Arc<AtomicUsize>,
-}
+/// Records a scope's `on_cancel` and `on_complete` callbacks (the testing
+/// kit's recorder).
+#[derive(Default)]
+struct Callbacks(OperationRecorder);
 
 impl Callbacks {
     fn watch(&self, scope: CancelScope) -> CancelScope {
-        let cancelled = self.cancelled.clone();
-        let completed = self.completed.clone();
-        scope
-            .on_cancel(move |_| {
-                cancelled.fetch_add(1, Ordering::SeqCst);
-            })
-            .on_complete(move |_| {
-                completed.fetch_add(1, Ordering::SeqCst);
-            })
+        self.0.record(scope)
     }
 
+    fn cancelled(&self) -> usize {
+        self.0.count(EventKind::Cancel)
+    }
+
+    fn completed(&self) -> usize {
+        self.0.count(EventKind::Complete)
+    }
+
+    #[track_caller]
     fn assert_cancelled_once(&self) {
         assert_eq!(
-            self.cancelled.load(Ordering::SeqCst),
+            self.cancelled(),
             1,
-            "on_cancel runs once"
+            "on_cancel runs once: {:?}",
+            self.0.labels()
         );
         assert_eq!(
-            self.completed.load(Ordering::SeqCst),
+            self.completed(),
             0,
-            "on_complete never runs"
+            "on_complete never runs: {:?}",
+            self.0.labels()
         );
     }
 }
@@ -136,8 +138,8 @@ on_every_backend! {
             .await;
         assert_eq!(outcome.unwrap(), 7);
         assert_eq!(handle.status(), OperationStatus::Completed);
-        assert_eq!(callbacks.cancelled.load(Ordering::SeqCst), 0);
-        assert_eq!(callbacks.completed.load(Ordering::SeqCst), 1);
+        assert_eq!(callbacks.cancelled(), 0);
+        assert_eq!(callbacks.completed(), 1);
     }
 
     async fn code_inside_a_shield_keeps_its_scope() {
@@ -355,8 +357,8 @@ on_every_backend! {
             })
             .await;
         assert_eq!(outcome.unwrap(), "outer goes on");
-        assert_eq!(outer_callbacks.completed.load(Ordering::SeqCst), 1);
-        assert_eq!(outer_callbacks.cancelled.load(Ordering::SeqCst), 0);
+        assert_eq!(outer_callbacks.completed(), 1);
+        assert_eq!(outer_callbacks.cancelled(), 0);
     }
 
     async fn shield_dropped_midway_lets_the_scope_end_with_its_reason() {

@@ -1,6 +1,6 @@
 //! The few primitives that differ between executors: the clock, a timer and
 //! a thread to run blocking predicates on. Nothing else of the crate is
-//! used here.
+//! used here but `crate::clock`, the testing kit's manual-clock indirection.
 //!
 //! The backend is detected at run time, never configured: a live tokio
 //! runtime on this thread means tokio's timer (so `tokio::time::pause()`
@@ -57,8 +57,12 @@ impl Clock {
         Backend::detect().clock()
     }
 
-    /// The current time on this clock.
+    /// The current time on this clock (the testing kit's manual clock,
+    /// while one is installed).
     pub(crate) fn now(self) -> Instant {
+        if let Some(now) = crate::clock::manual_now() {
+            return now;
+        }
         match self {
             #[cfg(feature = "tokio")]
             Clock::Tokio => tokio::time::Instant::now().into_std(),
@@ -193,6 +197,15 @@ impl Timer {
 
     /// `Ready` once the clock reads at or past the deadline.
     pub(crate) fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Under the testing kit's manual clock, no backend timer: woken
+        // when the clock is advanced past the deadline.
+        if let Some(reached) = crate::clock::poll_reached(self.deadline, cx.waker()) {
+            return if reached {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            };
+        }
         if !self.inner.usable_here() {
             // Its runtime was dropped, or the scope moved to another
             // executor: a timer of whatever runs here now.

@@ -6,7 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering as StdOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering as StdOrdering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 
@@ -204,6 +204,8 @@ fn token_cancelled(token: &CancellationToken) -> Cancelled {
 pub struct TaskHandle<T> {
     slot: Arc<Slot<T>>,
     child: Option<ChildRef>,
+    /// A supervised child's restart count.
+    restarts: Option<Arc<AtomicU32>>,
 }
 
 impl<T> TaskHandle<T> {
@@ -212,7 +214,22 @@ impl<T> TaskHandle<T> {
         TaskHandle {
             slot: Slot::new(Some(Err(TaskError::NotStarted))),
             child: None,
+            restarts: None,
         }
+    }
+
+    /// The handle of a supervised child, whose restarts `restarts` counts.
+    pub(crate) fn with_restarts(mut self, restarts: Arc<AtomicU32>) -> Self {
+        self.restarts = Some(restarts);
+        self
+    }
+
+    /// How many times the child was restarted so far: always 0 but for a
+    /// supervised child (see [`Group::start_supervised`](crate::Group::start_supervised)).
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+            .as_ref()
+            .map_or(0, |restarts| restarts.load(StdOrdering::Relaxed))
     }
 
     /// Cancels the child's scope (reason [`CancelReason::Manual`]): it
@@ -271,6 +288,7 @@ impl<T> fmt::Debug for TaskHandle<T> {
         f.debug_struct("TaskHandle")
             .field("id", &self.id())
             .field("finished", &self.is_finished())
+            .field("restarts", &self.restarts())
             .finish()
     }
 }
@@ -380,6 +398,7 @@ where
         let handle = TaskHandle {
             slot: Slot::new(None),
             child: Some(child),
+            restarts: None,
         };
         (task, handle)
     }

@@ -4,6 +4,7 @@ use std::error::Error;
 use std::fmt;
 use std::sync::Arc;
 
+use super::RestartsExhausted;
 use crate::Cancelled;
 
 /// A boxed error: what the body of a group and its children's errors are
@@ -70,6 +71,16 @@ impl TaskError {
     pub fn cancelled(&self) -> Option<&Cancelled> {
         match self {
             TaskError::Cancelled(cancelled) => Some(cancelled),
+            _ => None,
+        }
+    }
+
+    /// For a supervised child that gave up (a [`TaskError::Failed`] with
+    /// a [`RestartsExhausted`]): how many restarts it had and its last
+    /// error.
+    pub fn restarts_exhausted(&self) -> Option<&RestartsExhausted> {
+        match self {
+            TaskError::Failed(error) => error.downcast_ref::<RestartsExhausted>(),
             _ => None,
         }
     }

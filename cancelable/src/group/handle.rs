@@ -5,6 +5,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -15,6 +16,7 @@ use super::child::{ChildTask, Spawned, TaskHandle};
 use super::error::{BoxError, SpawnError};
 use super::executor::Executor;
 use super::state::{lock, GroupShared, Subscriber, TaskOutcome, Wakeups};
+use super::supervise::supervised;
 use crate::{CancelScope, ScopeHandle};
 
 /// The handle to a running [`TaskGroup`](crate::TaskGroup), passed to its
@@ -248,6 +250,111 @@ impl Group {
             let _ = task.await;
         }))?;
         Ok(handle)
+    }
+
+    /// Starts a supervised child, polled by the group's own future as
+    /// [`start_soon`](Self::start_soon) children are: `make` makes the
+    /// child's future, and makes a fresh one whenever the last one failed
+    /// (returned an `Err` that is not its cancellation, or panicked), as
+    /// the group's [`Supervision`](crate::Supervision) allows (see
+    /// [`TaskGroup::supervise`](crate::TaskGroup::supervise)). Each attempt
+    /// runs in a fresh child scope of the child's scope (metadata
+    /// `attempt` = 1, 2, ...). Once the restart budget is spent, the child
+    /// fails with [`RestartsExhausted`](crate::RestartsExhausted), and the
+    /// group's failure policy applies.
+    ///
+    /// A cancellation is never restarted. The handle resolves to the value
+    /// of the first attempt that succeeds; [`TaskHandle::restarts`] counts
+    /// the restarts so far.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// use cancelable::TaskGroup;
+    ///
+    /// # futures::executor::block_on(async {
+    /// let calls = Arc::new(AtomicU32::new(0));
+    /// TaskGroup::new()
+    ///     .run(|group| async move {
+    ///         let mut worker = group.start_supervised(move || {
+    ///             let call = calls.fetch_add(1, Ordering::SeqCst);
+    ///             async move {
+    ///                 if call == 0 {
+    ///                     panic!("the first call crashes");
+    ///                 }
+    ///                 Ok::<_, std::io::Error>(call)
+    ///             }
+    ///         });
+    ///         assert_eq!((&mut worker).await.unwrap(), 1);
+    ///         assert_eq!(worker.restarts(), 1);
+    ///         Ok::<_, cancelable::Cancelled>(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// # });
+    /// ```
+    pub fn start_supervised<M, F, T, E>(&self, make: M) -> TaskHandle<T>
+    where
+        M: FnMut() -> F + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        self.start_supervised_in(CancelScope::new(), make)
+    }
+
+    /// [`start_supervised`](Self::start_supervised) with the child's scope
+    /// configured (a name, a timeout for the whole child, restarts
+    /// included); each attempt's scope takes its name.
+    pub fn start_supervised_in<M, F, T, E>(&self, scope: CancelScope, make: M) -> TaskHandle<T>
+    where
+        M: FnMut() -> F + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let restarts = Arc::new(AtomicU32::new(0));
+        let child = supervised(self.shared.supervision.clone(), make, restarts.clone());
+        self.start_soon_in(scope, child).with_restarts(restarts)
+    }
+
+    /// Spawns a supervised child on an executor, as [`spawn`](Self::spawn)
+    /// does; restarted as [`start_supervised`](Self::start_supervised)
+    /// says.
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    pub fn spawn_supervised<M, F, T, E>(&self, make: M) -> Result<TaskHandle<T>, SpawnError>
+    where
+        M: FnMut() -> F + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        self.spawn_supervised_in(CancelScope::new(), make)
+    }
+
+    /// [`spawn_supervised`](Self::spawn_supervised) with the child's scope
+    /// configured.
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    pub fn spawn_supervised_in<M, F, T, E>(
+        &self,
+        scope: CancelScope,
+        make: M,
+    ) -> Result<TaskHandle<T>, SpawnError>
+    where
+        M: FnMut() -> F + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let restarts = Arc::new(AtomicU32::new(0));
+        let child = supervised(self.shared.supervision.clone(), make, restarts.clone());
+        Ok(self.spawn_in(scope, child)?.with_restarts(restarts))
     }
 
     /// Closes the group: from now on children can no longer be started

@@ -7,11 +7,31 @@
 //! * [`Group`] — the handle the body gets: `start_soon`, `spawn`, `close`,
 //!   `wait`, `results`, counts.
 //! * [`TaskHandle`] — one child's awaitable result, with `cancel()`.
+//! * [`Supervision`] — restarting failed children started from a factory
+//!   ([`Group::start_supervised`], [`Group::spawn_supervised`]).
+//!
+//! # When a child fails
+//!
+//! A child fails when it returns an `Err` that is not its cancellation, or
+//! panics. What happens then:
+//!
+//! | | the failed child | its siblings | the group's result | a panic |
+//! |---|---|---|---|---|
+//! | default ([`ChildErrors::CancelGroup`]) | ends | cancelled (reason `Parent(Manual)`, the failure as message) | `Err(GroupError)` with every failure, the first primary | re-raised once every child ended |
+//! | [`on_child_error(Ignore)`](TaskGroup::on_child_error) | ends; only its handle and [`Group::results`] see the error | keep running | the body's own result | caught, seen by the handle |
+//! | [`supervise(..)`](TaskGroup::supervise) + `start_supervised` / `spawn_supervised` | restarted from its factory in a fresh child scope, after the backoff, while the restart budget lasts (`max_restarts` within a window); then ends with [`RestartsExhausted`] (the restarts and the last error) | keep running while it restarts; once it gives up, as the group's `on_child_error` policy says (by default: cancelled) | as the policy says; by default `Err(GroupError)` whose failure is the `RestartsExhausted` | caught and restarted like an `Err`; never re-raised |
+//!
+//! A cancellation — of the group, an enclosing scope, or the child's own
+//! handle — is never a failure and never restarted: a supervised child
+//! cancelled during an attempt or its backoff ends at once. Restarts are
+//! one-for-one (only the failed child restarts), and their count is on
+//! the child's handle ([`TaskHandle::restarts`]).
 //!
 //! Layout: `state.rs` (what handles and children share, invariants),
 //! `child.rs` (one child: scope, grace, end report, handle), `body.rs`
 //! (the group's own future), `handle.rs` (the `Group` handle),
-//! `executor.rs` (where `spawn` runs), `error.rs`.
+//! `executor.rs` (where `spawn` runs), `error.rs`, `supervise.rs` (the
+//! restart policy and loop).
 
 mod body;
 mod child;
@@ -19,12 +39,14 @@ mod error;
 mod executor;
 mod handle;
 mod state;
+mod supervise;
 
 pub use child::TaskHandle;
 pub use error::{GroupError, SpawnError, TaskError, TaskFailure};
 pub use executor::GroupExecutor;
 pub use handle::{Group, Results, Wait};
 pub use state::{ChildErrors, TaskOutcome};
+pub use supervise::{RestartsExhausted, Supervision};
 
 use std::borrow::Cow;
 use std::fmt;
@@ -72,7 +94,9 @@ use crate::{
 ///   reason `Manual` (children see `Parent(Manual)`) and the failure as
 ///   the message; the group returns [`GroupError`] carrying every failure
 ///   (the first is primary), and re-raises a panic once the others have
-///   ended. See [`ChildErrors`] for the alternatives.
+///   ended. See [`ChildErrors`] for the alternatives, and
+///   [`supervise`](Self::supervise) / [`Supervision`] for children that
+///   restart.
 /// * **Shutdown.** [`Group::close`] + [`Group::wait`] end the group from
 ///   inside; when the group is cancelled, the children get its
 ///   [`grace`](Self::grace) period to reach a checkpoint before they are
@@ -121,6 +145,7 @@ pub struct TaskGroup {
     scope: CancelScope,
     grace: Option<Duration>,
     policy: ChildErrors,
+    supervision: Supervision,
     executor: Option<Executor>,
 }
 
@@ -132,6 +157,7 @@ impl TaskGroup {
             scope: CancelScope::new(),
             grace: None,
             policy: ChildErrors::default(),
+            supervision: Supervision::default(),
             executor: None,
         }
     }
@@ -234,6 +260,41 @@ impl TaskGroup {
         self
     }
 
+    /// How the group restarts the children started with
+    /// [`Group::start_supervised`] and [`Group::spawn_supervised`]
+    /// (default [`Supervision::restart()`]: 3 restarts within 5 s, no
+    /// backoff). Other children are not restarted. A supervised child that
+    /// spends its budget fails with [`RestartsExhausted`], and the group's
+    /// [`on_child_error`](Self::on_child_error) policy applies to that
+    /// failure (by default its siblings are cancelled).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cancelable::{Supervision, TaskGroup};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let error = TaskGroup::new()
+    ///     .supervise(Supervision::restart().max_restarts(2).backoff(Duration::from_millis(1)))
+    ///     .run(|group| async move {
+    ///         group.start_supervised(|| async { Err::<(), _>("the database is down") });
+    ///         Ok::<_, cancelable::Cancelled>(())
+    ///     })
+    ///     .await
+    ///     .unwrap_err();
+    /// let gave_up = error.primary().unwrap().error().restarts_exhausted().unwrap();
+    /// assert_eq!(gave_up.restarts(), 2);
+    /// assert_eq!(
+    ///     error.to_string(),
+    ///     "task group failed: task 1 failed: gave up after 2 restarts (at most 2 within 5s): \
+    ///      the database is down"
+    /// );
+    /// # });
+    /// ```
+    pub fn supervise(mut self, supervision: Supervision) -> Self {
+        self.supervision = supervision;
+        self
+    }
+
     /// The executor [`Group::spawn`] runs children on: a tokio `Runtime`
     /// or `Handle`, or an `Arc<smol::Executor<'static>>` (feature `smol`);
     /// see [`GroupExecutor`]. Without it, `spawn` uses the tokio runtime
@@ -329,6 +390,7 @@ impl TaskGroup {
             state: Default::default(),
             scope: self.scope.handle(),
             policy: self.policy,
+            supervision: self.supervision,
             grace: self.grace,
             executor: self.executor,
             waker: AtomicWaker::new(),
@@ -357,6 +419,7 @@ impl fmt::Debug for TaskGroup {
             .field("scope", &self.scope)
             .field("grace", &self.grace)
             .field("policy", &self.policy)
+            .field("supervision", &self.supervision)
             .field("executor", &self.executor)
             .finish()
     }

@@ -100,6 +100,8 @@ pub(crate) struct GroupShared {
     /// The group's own scope.
     pub(crate) scope: ScopeHandle,
     pub(crate) policy: ChildErrors,
+    /// How `start_supervised` / `spawn_supervised` children restart.
+    pub(crate) supervision: super::Supervision,
     pub(crate) grace: Option<Duration>,
     pub(crate) executor: Option<Executor>,
     /// The task polling the group's future: woken when a child is added

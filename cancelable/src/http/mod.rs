@@ -27,6 +27,9 @@
 //!   SIGINT or SIGTERM, then stops accepting, gives in-flight requests a
 //!   grace, cancels them (`503 Service Unavailable`), and gives up at a
 //!   hard deadline; a second signal ends it at once.
+//! * [`admin_router`] (feature `admin`) shows and cancels the operations of
+//!   a [`registry`](crate::registry) over HTTP — mounted behind your own
+//!   authentication.
 //!
 //! Status codes and gRPC codes per cause (configurable with
 //! [`RequestScopeLayer::status`] and [`RequestScopeLayer::grpc_code`]):
@@ -72,6 +75,8 @@ mod propagate;
 mod request;
 mod timeout_header;
 
+#[cfg(feature = "admin")]
+mod admin;
 #[cfg(feature = "axum")]
 mod axum;
 #[cfg(feature = "axum")]
@@ -94,6 +99,9 @@ pub use timeout_header::{
 pub use self::axum::MissingRequestScope;
 #[cfg(feature = "tonic")]
 pub use self::tonic::DeadlineInterceptor;
+#[cfg(feature = "admin")]
+#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
+pub use admin::{admin_router, ADMIN_CANCEL_MESSAGE};
 #[cfg(feature = "axum")]
 pub use shutdown::{GracefulShutdown, ShutdownOutcome, ShutdownReport};
 

@@ -46,6 +46,9 @@
 //! 3. Lock order: the async-io `timer` lock, then `state`. Scopes are
 //!    cancelled and woken outside both locks (their callbacks may register
 //!    or drop other deadlines of this shard).
+//! 4. Under the testing kit's manual clock (`crate::clock`) neither driver
+//!    arms its backend timer: the clock's advance wakes the driver, which
+//!    expires and waits on the clock again.
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
@@ -373,6 +376,13 @@ impl Shard {
             loop {
                 let next = lock(&self.state).expire(self.clock().now(), &mut expired);
                 let Some(next) = next else { break };
+                // Under the testing kit's manual clock, its advance wakes
+                // the shard's waker instead of the timer.
+                match crate::clock::poll_reached(next, waker) {
+                    Some(true) => continue,
+                    Some(false) => break,
+                    None => {}
+                }
                 timer.set_at(next);
                 if Pin::new(&mut *timer).poll(&mut cx).is_pending() {
                     break;
@@ -476,6 +486,12 @@ async fn drive(guard: DriverGuard) {
             let Some(next) = next else {
                 return std::task::Poll::Pending;
             };
+            // Under the testing kit's manual clock, its advance wakes the task.
+            match crate::clock::poll_reached(next, cx.waker()) {
+                Some(true) => continue,
+                Some(false) => return std::task::Poll::Pending,
+                None => {}
+            }
             let next = tokio::time::Instant::from_std(next);
             let sleep = match &mut sleep {
                 Some(sleep) => {

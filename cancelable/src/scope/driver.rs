@@ -7,6 +7,15 @@
 //! `tokio::time::timeout`. A scope cancelled while a shield inside its body
 //! runs keeps polling the body until the shield is done, then ends with its
 //! reason.
+//!
+//! A scope with a grace period (`CancelScope::grace`) that is cancelled
+//! keeps polling its body until the body returns or the grace period ends
+//! — whichever comes first; a grace that ran out is checked *before* the
+//! body is polled, so that it bounds shields too. The end is the earliest
+//! of its own end, the limit of the scopes around it
+//! (`ScopeShared::grace_limit_from_outside`) and a second delivery of the
+//! signal that cancelled it; the thread's deadline shard wakes the scope
+//! at that end.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,7 +33,7 @@ use crate::panic;
 use crate::source::{ArmedSources, Sink, Source};
 use crate::sync::{lock, Ordering};
 use crate::token::{Cause, ChildLink, Link};
-use crate::{CancelReason, Cancelled};
+use crate::{CancelReason, Cancelled, GraceOutcome};
 
 /// What a running scope holds: created at its first poll.
 struct Armed {
@@ -43,6 +52,9 @@ struct Armed {
     initial_deadline: (u64, Option<Instant>),
     /// Boxed, and only when the scope has sources besides its deadline.
     sources: Option<Box<ArmedSources>>,
+    /// In the grace period: when the timer is set to wake the scope, and
+    /// its entry in the thread's deadline shard.
+    grace_timer: Option<Box<(Instant, Registration)>>,
     #[cfg(feature = "tracing")]
     span: tracing::Span,
 }
@@ -72,6 +84,8 @@ pub(super) struct Driver {
     /// The scope was seen cancelled while a shield inside its body ran: it
     /// ends with its reason whatever the body does afterwards.
     held_by_shield: bool,
+    /// The scope has a grace period (`CancelScope::grace`).
+    grace: bool,
 }
 
 /// Where the scope future is; an enum so that the configuration and the
@@ -88,6 +102,7 @@ impl Driver {
             shared: Some(scope.shared),
             stage: Stage::Configured(scope.config),
             held_by_shield: false,
+            grace: false,
         }
     }
 
@@ -114,6 +129,7 @@ impl Driver {
                 let extra = data.extra.get_or_insert_with(Default::default);
                 extra.metadata = std::mem::take(&mut extras.metadata);
                 extra.progress_callbacks = std::mem::take(&mut extras.on_progress);
+                extra.grace = extras.grace.map(|period| (period, None));
             }
             // A deadline set through a handle before the start was set
             // after the builder's: the last one set wins.
@@ -126,6 +142,10 @@ impl Driver {
         shared
             .clock
             .store(backend.clock().number(), Ordering::Release);
+        self.grace = config
+            .extras
+            .as_ref()
+            .is_some_and(|extras| extras.grace.is_some());
         let parent_link = parent
             .as_ref()
             .filter(|p| !p.shielded)
@@ -196,6 +216,7 @@ impl Driver {
             deadline_generation: u64::MAX,
             initial_deadline,
             sources,
+            grace_timer: None,
             #[cfg(feature = "tracing")]
             span,
         });
@@ -232,6 +253,10 @@ impl Driver {
             // going from here on.
             self.held_by_shield = true;
         }
+        let has_grace = self.grace;
+        if cancelled_before && has_grace && self.grace_is_over() {
+            return Poll::Ready(Err(self.drop_after_grace()));
+        }
         if let Poll::Ready(output) = slot::enter(&mut self.shared, || body.as_mut().poll(cx)) {
             return Poll::Ready(self.complete(output, is_failure, describe));
         }
@@ -245,6 +270,22 @@ impl Driver {
             armed.poll_sources(shared, cx);
         }
         if !shared.token.is_cancelled() {
+            return Poll::Pending;
+        }
+        if has_grace {
+            // Cancelled, with a grace period: the body goes on until it
+            // returns or the grace period ends.
+            if self.grace_is_over() {
+                return Poll::Ready(Err(self.drop_after_grace()));
+            }
+            if !cancelled_before {
+                // The cancellation arrived during this poll, after the body
+                // was polled: poll it again now, so that its checkpoints and
+                // waits report it without waiting for a wake-up.
+                if let Poll::Ready(output) = slot::enter(&mut self.shared, || body.poll(cx)) {
+                    return Poll::Ready(self.complete(output, is_failure, describe));
+                }
+            }
             return Poll::Pending;
         }
         if shared.shields.load(Ordering::Acquire) > 0 {
@@ -269,6 +310,56 @@ impl Driver {
         Poll::Ready(Err(cancelled))
     }
 
+    /// For a cancelled scope with a grace period: starts the grace period
+    /// the first time, and tells whether it is over (its end passed, an
+    /// enclosing scope's limit passed, or the signal that cancelled the
+    /// scope arrived again). Otherwise makes sure the deadline shard wakes
+    /// the scope at the end.
+    fn grace_is_over(&mut self) -> bool {
+        let Stage::Running(armed) = &mut self.stage else {
+            unreachable!("started before")
+        };
+        let shared = lent_back(&self.shared);
+        let now = armed.backend.clock().now();
+        let Some(own_end) = shared.start_grace(now) else {
+            return true;
+        };
+        let end = match shared.grace_limit_from_outside() {
+            Some(limit) => limit.min(own_end),
+            None => own_end,
+        };
+        if now >= end
+            || armed
+                .sources
+                .as_ref()
+                .is_some_and(|sources| sources.signalled_again())
+        {
+            armed.grace_timer = None;
+            return true;
+        }
+        if armed
+            .grace_timer
+            .as_ref()
+            .is_none_or(|timer| timer.0 != end || !timer.1.is_live())
+        {
+            armed.grace_timer = None;
+            let registration = Shard::current(armed.backend).register(end, Arc::downgrade(shared));
+            armed.grace_timer = Some(Box::new((end, registration)));
+        }
+        false
+    }
+
+    /// The grace period ran out: the scope ends with its cancellation, and
+    /// its body is dropped with the scope future.
+    fn drop_after_grace(&mut self) -> Cancelled {
+        let cancelled = self
+            .shared()
+            .cancelled_error()
+            .with_grace_outcome(GraceOutcome::DroppedAfterGrace);
+        self.finish(OperationStatus::Cancelled, Some(&cancelled));
+        cancelled
+    }
+
     /// The body finished: record how, and hand its output back — unless
     /// the scope was seen cancelled while a shield held it open, in which
     /// case it ends with its reason, as it would have without the shield,
@@ -279,6 +370,22 @@ impl Driver {
         is_failure: fn(&T) -> bool,
         describe: Option<fn(&T) -> String>,
     ) -> Result<T, Cancelled> {
+        let shared = self.shared();
+        if self.grace && shared.token.is_cancelled() {
+            // Cancelled, and the body returned within its grace period: an
+            // `Err` is the cancellation's doing, a value is returned (the
+            // body finished its work after all).
+            if is_failure(&output) {
+                drop(output);
+                let cancelled = shared
+                    .cancelled_error()
+                    .with_grace_outcome(GraceOutcome::FinishedWithinGrace);
+                self.finish(OperationStatus::Cancelled, Some(&cancelled));
+                return Err(cancelled);
+            }
+            self.finish(OperationStatus::Completed, None);
+            return Ok(output);
+        }
         if self.held_by_shield {
             drop(output);
             let cancelled = self.shared().cancelled_error();

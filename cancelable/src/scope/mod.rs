@@ -109,6 +109,8 @@ struct Extras {
     registration: HookSlot,
     // --- context completion: `on_start` callbacks ---
     on_start: Vec<Callback<OperationContext>>,
+    /// The grace period (`None`: none, or a zero one).
+    grace: Option<Duration>,
 }
 
 /// Where a scope keeps its [`StartHook`], if it has one.
@@ -178,6 +180,106 @@ impl CancelScope {
             Some(earlier) => earlier.min(deadline),
             None => deadline,
         });
+        self
+    }
+
+    /// Gives the body a grace period to clean up once the scope is
+    /// cancelled, instead of dropping it at the `.await` it is pending on.
+    ///
+    /// Without a grace period (the default, and what a zero `grace` means)
+    /// a cancelled scope drops its body at once, as `tokio::time::timeout`
+    /// does: code after that `.await` never runs, and whether cleanup
+    /// started in time depends on where the cancellation found the body.
+    ///
+    /// With one, once the scope is cancelled:
+    ///
+    /// * checkpoints (`cancel_point!()`, [`checkpoint`](crate::checkpoint))
+    ///   and the cancellation-aware waits ([`sleep`](crate::sleep),
+    ///   [`sleep_until`](crate::sleep_until), [`cancelled`](crate::cancelled),
+    ///   [`.or_cancelled()`](crate::OrCancelled::or_cancelled)) inside it
+    ///   return `Err(Cancelled)` at once, with
+    ///   [`GraceOutcome::InGrace`](crate::GraceOutcome::InGrace);
+    /// * the scope goes on polling the body for up to `grace`, so that it
+    ///   can run its cleanup (typically under a [`shield`](crate::shield),
+    ///   so that the cleanup's own awaits are not cut short) and return;
+    /// * if the body returns an `Err` within the grace period (with
+    ///   [`try_run`](Self::try_run) or `#[cancellable]`), the scope ends
+    ///   with its cancellation, `E::from(cancelled)`, whose
+    ///   [`grace_outcome`](Cancelled::grace_outcome) is
+    ///   [`FinishedWithinGrace`](crate::GraceOutcome::FinishedWithinGrace)
+    ///   (the body's own error is dropped: the cancellation is what
+    ///   happened);
+    /// * if the body returns `Ok(value)` within the grace period (or any
+    ///   value, with [`run`](Self::run)), the scope returns it: the body
+    ///   finished its work after all (as a trio scope whose body finished
+    ///   returns its value), and the operation counts as completed;
+    /// * when the grace period runs out, the body is dropped — shields
+    ///   inside it included: the grace period bounds them — and the scope
+    ///   ends with its cancellation, outcome
+    ///   [`DroppedAfterGrace`](crate::GraceOutcome::DroppedAfterGrace).
+    ///
+    /// The grace period starts when the scope first sees its cancellation
+    /// (when it is next polled). Its timer is the scope deadline timer, so
+    /// it works on every executor.
+    ///
+    /// **Nesting.** A grace period never outlives the scopes around it:
+    /// it ends at the latest when an enclosing scope's grace period ends
+    /// (once that scope is cancelled), or when an enclosing scope's
+    /// deadline passes — plus that scope's own grace period, if it has one:
+    /// a grace longer than what remains of an enclosing scope is clipped to
+    /// it. An enclosing scope without a grace period that is cancelled
+    /// drops its body, and with it every scope inside, grace or not (unless
+    /// a [`shield`](crate::shield) holds it open; then the inner grace
+    /// period still bounds the inner body).
+    ///
+    /// **Signals.** If the scope was cancelled by [`on_signal`](Self::on_signal)
+    /// and the same signal arrives again during the grace period, the grace
+    /// period ends at once (the body is dropped, outcome `DroppedAfterGrace`);
+    /// the second signal also does what it does without cancelable (the
+    /// application's handler, or the default action, which ends the process:
+    /// the usual "press Ctrl-C again to quit").
+    ///
+    /// Setting it again replaces the earlier value.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::time::Duration;
+    /// use cancelable::{cancel_point, shield, sleep, CancelScope, Cancelled, GraceOutcome};
+    ///
+    /// static CLEANED: AtomicBool = AtomicBool::new(false);
+    ///
+    /// async fn work() -> Result<(), Cancelled> {
+    ///     loop {
+    ///         cancel_point!();
+    ///         sleep(Duration::from_millis(1)).await?;
+    ///     }
+    /// }
+    ///
+    /// # futures::executor::block_on(async {
+    /// let outcome = CancelScope::new()
+    ///     .timeout(Duration::from_millis(10))
+    ///     .grace(Duration::from_secs(2))
+    ///     .try_run(async {
+    ///         let outcome = work().await;
+    ///         if outcome.is_err() {
+    ///             shield(async {
+    ///                 // Async cleanup with awaits of its own.
+    ///                 let _ = sleep(Duration::from_millis(5)).await;
+    ///                 CLEANED.store(true, Ordering::SeqCst);
+    ///             })
+    ///             .await;
+    ///         }
+    ///         outcome
+    ///     })
+    ///     .await;
+    /// let cancelled = outcome.unwrap_err();
+    /// assert!(cancelled.is_timeout());
+    /// assert_eq!(cancelled.grace_outcome(), GraceOutcome::FinishedWithinGrace);
+    /// assert!(CLEANED.load(Ordering::SeqCst));
+    /// # });
+    /// ```
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.config.extras().grace = (!grace.is_zero()).then_some(grace);
         self
     }
 
@@ -321,7 +423,9 @@ impl CancelScope {
     }
 
     /// Runs `body` in the scope: `Ok(output)` if it finishes, `Err(Cancelled)`
-    /// if a source fires first. On cancellation the body is dropped.
+    /// if a source fires first. On cancellation the body is dropped — at
+    /// once, or when its [`grace`](Self::grace) period runs out (a body
+    /// that finishes within it returns its output).
     pub fn run<F: Future>(self, body: F) -> Run<F> {
         Run::new(self, body)
     }

@@ -9,14 +9,14 @@
 use std::cell::Cell;
 use std::sync::atomic::AtomicU8;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::backend::Clock;
 use crate::context::{ContextData, OperationContext, OperationStatus, Progress};
 use crate::panic;
 use crate::sync::{lock, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
 use crate::token::Cause;
-use crate::{CancelReason, CancellationToken, Cancelled};
+use crate::{CancelReason, CancellationToken, Cancelled, GraceOutcome};
 
 static NEXT_OPERATION_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -133,6 +133,35 @@ impl ScopeShared {
         self.chain().filter_map(|scope| scope.deadline()).min()
     }
 
+    /// How long the scopes around this one (its [`chain`](Self::chain)
+    /// without itself) let a grace period of this one run: each one's
+    /// grace end once it is cancelled, before that its deadline plus its
+    /// own grace period (a grace never outlives an enclosing scope).
+    pub(super) fn grace_limit_from_outside(self: &Arc<Self>) -> Option<Instant> {
+        self.chain()
+            .skip(1)
+            .filter_map(|scope| {
+                let data = lock(&scope.data);
+                match data.extra.as_ref().and_then(|extra| extra.grace) {
+                    Some((_, Some(end))) => Some(end),
+                    grace => {
+                        let period = grace.map_or(Duration::ZERO, |(period, _)| period);
+                        data.deadline
+                            .map(|deadline| deadline.checked_add(period).unwrap_or(deadline))
+                    }
+                }
+            })
+            .min()
+    }
+
+    /// The end of this scope's grace period, which starts at `now` if it
+    /// has not started yet (unclipped; `None` if the scope has none).
+    pub(super) fn start_grace(&self, now: Instant) -> Option<Instant> {
+        let mut data = lock(&self.data);
+        let (period, end) = data.extra.as_mut()?.grace.as_mut()?;
+        Some(*end.get_or_insert_with(|| now.checked_add(*period).unwrap_or(now)))
+    }
+
     pub(crate) fn status(&self) -> OperationStatus {
         OperationStatus::from_u8(self.status.load(Ordering::Acquire))
             .expect("the status holds only what `set_status` stores")
@@ -163,6 +192,12 @@ impl ScopeShared {
     /// meanwhile, in which case the scope registers the new one when it is
     /// polled.
     pub(crate) fn deadline_reached(&self) {
+        if self.token.is_cancelled() {
+            // The end of its grace period (or a deadline that no longer
+            // matters): the scope reads the clock itself when woken.
+            self.token.wake_owner();
+            return;
+        }
         let reached = self
             .deadline()
             .is_some_and(|deadline| self.clock().now() >= deadline);
@@ -208,14 +243,25 @@ impl ScopeShared {
             .token
             .recorded_cause()
             .unwrap_or(Cause::new(CancelReason::Manual));
-        let (name, started) = {
+        let (name, started, has_grace) = {
             let data = lock(&self.data);
-            (data.name.clone(), data.started)
+            let has_grace = data
+                .extra
+                .as_ref()
+                .is_some_and(|extra| extra.grace.is_some());
+            (data.name.clone(), data.started, has_grace)
         };
         let elapsed = started.map(|started| self.clock().now().saturating_duration_since(started));
+        // Inside a scope with a grace period, the body may still clean up;
+        // the scope sets the final outcome when it ends.
+        let grace = match has_grace {
+            true => GraceOutcome::InGrace,
+            false => GraceOutcome::NoGrace,
+        };
         Cancelled::new(cause.reason)
             .with_message(cause.message)
             .with_operation(name, self.id(), elapsed)
+            .with_grace_outcome(grace)
     }
 
     pub(crate) fn report_progress(&self, progress: Progress) {

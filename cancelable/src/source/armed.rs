@@ -110,6 +110,13 @@ impl ArmedSources {
         signals
     }
 
+    /// `true` once a signal that cancelled the scope arrived a second time
+    /// while the scope still listened (a scope in its grace period then
+    /// ends it).
+    pub(crate) fn signalled_again(&self) -> bool {
+        self.signals.iter().any(SignalGuard::reached_again)
+    }
+
     /// Polls the sources that need polling: timers, conditions, futures.
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>, backend: Backend) {
         self.polled
@@ -176,11 +183,15 @@ struct ConditionState {
     sink: Sink,
 }
 
+/// What a check found: `None` if the condition does not hold, else
+/// `Some` with the message to cancel with, if the predicate gives one.
+type Met = Option<Option<String>>;
+
 /// A check of the predicate in progress. Its outcome is whether the
 /// condition holds, or the panic of the predicate: the blocking pool never
 /// loses work, so a panic is the only way a check fails.
 enum Check {
-    Blocking(Blocking<Result<bool, Panicked>>),
+    Blocking(Blocking<Result<Met, Panicked>>),
     Async(BoxBoolFuture),
     /// Making the predicate's future panicked.
     Failed(Panicked),
@@ -198,7 +209,7 @@ impl ConditionState {
                     Check::Async(future) => {
                         match panic::contain(PREDICATE, || future.as_mut().poll(cx)) {
                             Ok(Poll::Pending) => return Poll::Pending,
-                            Ok(Poll::Ready(met)) => Ok(met),
+                            Ok(Poll::Ready(met)) => Ok(met.then_some(None)),
                             Err(panicked) => Err(panicked),
                         }
                     }
@@ -206,11 +217,16 @@ impl ConditionState {
                 };
                 self.check = None;
                 match outcome {
-                    Ok(true) => {
-                        self.sink.fire(CancelReason::Condition);
+                    Ok(Some(message)) => {
+                        match message {
+                            Some(message) => self
+                                .sink
+                                .fire_cause(Cause::with_message(CancelReason::Condition, message)),
+                            None => self.sink.fire(CancelReason::Condition),
+                        }
                         return Poll::Ready(());
                     }
-                    Ok(false) => {
+                    Ok(None) => {
                         // An interval too long to represent means: never
                         // check again.
                         let Some(next) = backend.now().checked_add(self.check_every) else {
@@ -244,8 +260,15 @@ impl ConditionState {
         match &self.condition {
             Condition::Blocking(predicate) => {
                 let predicate = predicate.clone();
+                Check::Blocking(backend.run_blocking(move || {
+                    panic::contain(PREDICATE, || predicate().then_some(None))
+                }))
+            }
+            Condition::Described(predicate) => {
+                let predicate = predicate.clone();
                 Check::Blocking(
-                    backend.run_blocking(move || panic::contain(PREDICATE, || predicate())),
+                    backend
+                        .run_blocking(move || panic::contain(PREDICATE, || predicate().map(Some))),
                 )
             }
             Condition::Async(make) => match panic::contain(PREDICATE, || make()) {

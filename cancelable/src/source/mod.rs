@@ -6,10 +6,14 @@
 //! registered, polled, and released when the scope ends.
 
 mod armed;
+#[cfg(feature = "resource")]
+mod resource;
 mod signal;
 mod sink;
 
 pub(crate) use armed::ArmedSources;
+#[cfg(feature = "resource")]
+pub use resource::{ResourceError, ResourceLimits};
 pub(crate) use sink::Sink;
 
 use std::fmt;
@@ -250,4 +254,7 @@ type BoxReasonFuture = Pin<Box<dyn Future<Output = CancelReason> + Send>>;
 pub enum Condition {
     Blocking(Arc<dyn Fn() -> bool + Send + Sync>),
     Async(Arc<dyn Fn() -> BoxBoolFuture + Send + Sync>),
+    /// Run on a blocking thread: `Some(message)` once the condition holds,
+    /// the message saying what was met (the resource source's readings).
+    Described(Arc<dyn Fn() -> Option<String> + Send + Sync>),
 }

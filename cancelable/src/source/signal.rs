@@ -111,6 +111,9 @@ mod dispatch {
         sink: Option<Sink>,
         /// A delivery reached this listener: counted in `cleaning`.
         reached: bool,
+        /// A second delivery reached it, while its scope was still running
+        /// (in its grace period, which this ends: see `CancelScope::grace`).
+        reached_again: bool,
         /// `arrivals` when last delivered to (or registered): a signal
         /// only reaches listeners registered before it arrived.
         seen: usize,
@@ -151,6 +154,20 @@ mod dispatch {
         /// the guard is dropped.
         pub(crate) fn stop_listening(&mut self) {
             self.release(false);
+        }
+
+        /// `true` once the signal reached the scope a second time while it
+        /// still listened: a scope in its grace period then ends it.
+        pub(crate) fn reached_again(&self) -> bool {
+            let dispatcher = lock();
+            dispatcher
+                .as_ref()
+                .and_then(|dispatcher| {
+                    dispatcher.signals[self.signal.index()]
+                        .listeners
+                        .get(self.key)
+                })
+                .is_some_and(|listener| listener.reached_again)
         }
 
         fn release(&mut self, remove: bool) {
@@ -201,6 +218,7 @@ mod dispatch {
         let key = state.listeners.insert(Listener {
             sink: Some(sink),
             reached: false,
+            reached_again: false,
             seen: slot.arrivals.load(Ordering::SeqCst),
         });
         slot.listening.fetch_add(1, Ordering::SeqCst);
@@ -473,6 +491,10 @@ mod dispatch {
                             if !listener.reached {
                                 listener.reached = true;
                                 slot.cleaning.fetch_add(1, Ordering::SeqCst);
+                            } else {
+                                // Firing the sink again wakes the scope,
+                                // which then asks `reached_again`.
+                                listener.reached_again = true;
                             }
                             Some(sink)
                         })
@@ -533,6 +555,10 @@ mod dispatch {
 
     impl SignalGuard {
         pub(crate) fn stop_listening(&mut self) {}
+
+        pub(crate) fn reached_again(&self) -> bool {
+            false
+        }
     }
 
     pub(crate) fn listen(signal: Signal, _sink: Sink) -> Result<SignalGuard, SourceError> {

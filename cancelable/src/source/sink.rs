@@ -57,7 +57,11 @@ impl Sink {
     pub(crate) fn fire_cause(&self, cause: Cause) {
         match self {
             Sink::Token(token) => {
-                token.cancel_cause(cause);
+                if !token.cancel_cause(cause) {
+                    // Already cancelled: a scope in its grace period looks
+                    // for a second signal when woken (`CancelScope::grace`).
+                    token.wake_owner();
+                }
             }
             Sink::AnyOf(node) => {
                 if !node.fired.swap(true, Ordering::AcqRel) {

@@ -67,13 +67,15 @@ mod unix {
             ["emfile"] => emfile(),
             ["after-scope", handler, order, signal] => after_scope(handler, order, signal),
             ["second-signal", cleanup, handler] => second_signal(cleanup, handler),
+            ["grace-second-signal", handler] => grace_second_signal(handler),
             _ => {
                 eprintln!(
                     "usage: signal-child baseline | other-signal | restored | dropped | ignored \
                      | inherited-ignore | burst BACKEND | emfile \
                      | after-scope none|tokio|signal-hook|sigaction before|after SIGNAL \
                      | second-signal shielded|on-cancel|on-cancel-beside-a-listener \
-                       none|tokio|sigaction"
+                       none|tokio|sigaction \
+                     | grace-second-signal none|tokio|sigaction"
                 );
                 exit(2);
             }
@@ -589,6 +591,78 @@ mod unix {
                 })
                 .await;
             say(format_args!("scope ended: {}", describe(&outcome)));
+            app.expect_seen(signal).await;
+        });
+        say("exiting normally");
+        exit(0);
+    }
+
+    /// Sets its flag when dropped: shows that a scope dropped its body.
+    struct DropFlag(Arc<AtomicBool>);
+
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// The first SIGINT cancels a listening scope with a long grace period;
+    /// its body notices (a cancellation-aware sleep returns `Err`) and
+    /// starts a shielded cleanup, during which a second SIGINT arrives. It
+    /// must end the grace period at once (the body is dropped) and take the
+    /// action the process takes without cancelable: the app's handler, or
+    /// (`none`) the default action, which kills.
+    fn grace_second_signal(handler: &str) -> ! {
+        const GRACE: Duration = Duration::from_secs(8);
+        const CLEANUP: Duration = Duration::from_secs(4);
+        let signal = Signal::Interrupt;
+        reset_to_default(signal);
+        cancelable_tests::tokio_current_thread(async move {
+            let app = AppHandler::install(handler, signal);
+            let dropped = Arc::new(AtomicBool::new(false));
+            let guard = DropFlag(dropped.clone());
+            let started = std::time::Instant::now();
+            let outcome = CancelScope::new()
+                .on_signal(signal)
+                .timeout(BACKSTOP)
+                .grace(GRACE)
+                .try_run(async move {
+                    let _guard = guard;
+                    if let Err(cancelled) = checkpoint().await {
+                        fail(format_args!("the scope failed to arm: {cancelled}"));
+                    }
+                    say("raising the first SIGINT");
+                    raise(signal);
+                    let Err(cancelled) = cancelable::sleep(BACKSTOP).await else {
+                        fail("the sleep was not cut short by the first SIGINT");
+                    };
+                    say(format_args!("cleanup started: {:?}", cancelled.reason()));
+                    shield(async {
+                        say("raising a second SIGINT");
+                        raise(signal);
+                        cancelable_tests::sleep(CLEANUP).await;
+                        say("cleanup finished");
+                    })
+                    .await;
+                    Err::<(), _>(cancelled)
+                })
+                .await;
+            let Err(cancelled) = outcome else {
+                fail("the scope completed");
+            };
+            say(format_args!(
+                "scope ended: {:?}, {:?}, body {}",
+                cancelled.reason(),
+                cancelled.grace_outcome(),
+                if dropped.load(Ordering::SeqCst) {
+                    "dropped"
+                } else {
+                    "kept"
+                }
+            ));
+            if started.elapsed() < CLEANUP {
+                say("ended well before the grace period");
+            }
             app.expect_seen(signal).await;
         });
         say("exiting normally");

@@ -1,0 +1,660 @@
+//! The operations registry over HTTP: [`admin_router`] (feature `admin`).
+
+use std::fmt::Write as _;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, StatusCode};
+use serde::Serialize;
+
+use crate::registry::{Filter, FinishedOperation, OperationInfo, OperationNode, Pattern, Registry};
+use crate::{CancelReason, OperationStatus, Signal, SourceError};
+
+/// The message an operation is cancelled with when the request gives none.
+pub const ADMIN_CANCEL_MESSAGE: &str = "cancelled through the admin endpoint";
+
+/// The reasons `POST …/cancel` accepts, as its 400 answer lists them.
+const VALID_REASONS: &str =
+    "manual (the default), timeout, condition, error, or a signal such as signal:SIGTERM";
+
+/// The query parameters `GET /operations` accepts.
+const LIST_PARAMETERS: &str = "status (pending, running, completed, cancelled, failed; repeat \
+     or separate with commas), name (a glob such as export-*), parent (an operation id), \
+     older_than (milliseconds or humantime such as 1m30s)";
+
+/// An axum [`Router`] that shows and cancels the operations of `registry`
+/// (feature `admin`): the registry's admin API, JSON in and out.
+///
+/// | method and path | answer |
+/// |---|---|
+/// | `GET /operations` | the [`Snapshot`](crate::registry::Snapshot) of live operations: `taken_at`, `live`, `stuck`, `operations` (a tree: each with its `children`). Query filters as [`Filter`] takes them: `status` (repeatable or comma-separated), `name` (a glob [`Pattern`]), `parent` (an id), `older_than` (`2500` ms or humantime `1m30s`); with a filter, `operations` is the flat list of matching operations (`children` empty) and `matched` counts them. A bad filter is a `400` saying what is expected. |
+/// | `GET /operations/{id}` | the live operation ([`OperationInfo`] and its `children`, `"finished": false`), or a finished one the history remembers ([`FinishedOperation`], `"finished": true`); `404` with `{"error", "id"}` for an unknown id. |
+/// | `POST /operations/{id}/cancel` | cancels it with `reason` and `message` from a JSON body (`{"reason": "manual", "message": "…"}`), a form body or the query string; both optional (`manual`, [`ADMIN_CANCEL_MESSAGE`]). `200` with `"cancelled": true` and the operation as it is now, or `"cancelled": false` and the cause it was already cancelled with; `404` unknown id; `409` already finished (with its final status); `400` for a reason that is not one of `manual`, `timeout`, `condition`, `error`, `signal:SIGTERM` (any signal name). |
+/// | `GET /operations/by-key/{key}` | as `GET /operations/{id}`, for the live operation holding `key`. |
+/// | `POST /operations/by-key/{key}/cancel` | as `POST /operations/{id}/cancel`, by key. |
+///
+/// Every error answer is JSON with an `error` field saying what went wrong
+/// and what to do instead.
+///
+/// # Protect it
+/// The router is off unless you mount it, and it has no authentication of
+/// its own: anyone who reaches it can cancel any registered operation.
+/// Mount it behind your authentication, and only on an address your
+/// operators reach. With nothing but axum, a bearer token check:
+///
+/// ```no_run
+/// use axum::extract::Request;
+/// use axum::http::{header, StatusCode};
+/// use axum::middleware::{self, Next};
+/// use axum::response::Response;
+/// use axum::Router;
+/// use cancelable::{http::admin_router, registry};
+///
+/// async fn operators_only(request: Request, next: Next) -> Result<Response, StatusCode> {
+///     let expected = std::env::var("ADMIN_TOKEN").map_err(|_| StatusCode::UNAUTHORIZED)?;
+///     let given = request
+///         .headers()
+///         .get(header::AUTHORIZATION)
+///         .and_then(|value| value.to_str().ok())
+///         .and_then(|value| value.strip_prefix("Bearer "));
+///     match given {
+///         Some(token) if !expected.is_empty() && token == expected => Ok(next.run(request).await),
+///         _ => Err(StatusCode::UNAUTHORIZED),
+///     }
+/// }
+///
+/// # async fn doc() -> std::io::Result<()> {
+/// let app: Router = Router::new()
+///     // .route(..) your own routes
+///     .nest(
+///         "/admin",
+///         admin_router(registry::global()).layer(middleware::from_fn(operators_only)),
+///     );
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:9000").await?;
+/// axum::serve(listener, app).await
+/// # }
+/// ```
+///
+/// `curl -H "Authorization: Bearer $ADMIN_TOKEN" localhost:9000/admin/operations?name=export-*`
+/// then lists the running exports, and
+/// `curl -X POST -H "Authorization: Bearer $ADMIN_TOKEN" -d reason=manual -d message=stuck localhost:9000/admin/operations/42/cancel`
+/// cancels one.
+pub fn admin_router<S>(registry: &Registry) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/operations", get(list))
+        .route("/operations/{id}", get(get_by_id))
+        .route("/operations/{id}/cancel", post(cancel_by_id))
+        .route("/operations/by-key/{key}", get(get_by_key))
+        .route("/operations/by-key/{key}/cancel", post(cancel_by_key))
+        .with_state(registry.clone())
+}
+
+/// A JSON answer.
+fn json(status: StatusCode, body: &impl Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (status, [(CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(CONTENT_TYPE, "application/json")],
+            serde_json::json!({ "error": format!("could not encode the answer as JSON: {error}") })
+                .to_string(),
+        )
+            .into_response(),
+    }
+}
+
+/// A JSON error answer: `{"error": message, ..extra}`.
+fn error(status: StatusCode, message: impl Into<String>, extra: serde_json::Value) -> Response {
+    let mut body = serde_json::json!({ "error": message.into() });
+    if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
+        body.extend(extra);
+    }
+    json(status, &body)
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, message, serde_json::Value::Null)
+}
+
+/// `GET /operations`.
+async fn list(State(registry): State<Registry>, RawQuery(query): RawQuery) -> Response {
+    let filter = match list_filter(query.as_deref().unwrap_or("")) {
+        Ok(filter) => filter,
+        Err(message) => return bad_request(message),
+    };
+    let snapshot = registry.snapshot();
+    let Some(filter) = filter else {
+        return json(StatusCode::OK, &snapshot);
+    };
+    /// A [`Snapshot`] narrowed to the operations that pass a filter.
+    #[derive(Serialize)]
+    struct Filtered {
+        taken_at: std::time::SystemTime,
+        live: usize,
+        stuck: usize,
+        matched: usize,
+        operations: Vec<OperationNode>,
+    }
+    let operations: Vec<OperationNode> = snapshot
+        .iter()
+        .filter(|node| {
+            let operation = &node.operation;
+            filter.accepts(
+                operation.status,
+                operation.name.as_deref(),
+                || operation.parent_id,
+                Some(operation.elapsed),
+            )
+        })
+        .map(|node| OperationNode {
+            operation: node.operation.clone(),
+            children: Vec::new(),
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        &Filtered {
+            taken_at: snapshot.taken_at,
+            live: snapshot.live,
+            stuck: snapshot.stuck,
+            matched: operations.len(),
+            operations,
+        },
+    )
+}
+
+/// The filter of a `GET /operations` query string; `None` if it sets none.
+/// `Err` is the text of a `400`.
+fn list_filter(query: &str) -> Result<Option<Filter>, String> {
+    let pairs = form_pairs(query)?;
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+    let mut filter = Filter::new();
+    for (name, value) in pairs {
+        match name.as_str() {
+            "status" => {
+                for status in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    filter = filter.status(parse_status(status)?);
+                }
+            }
+            "name" => {
+                let pattern =
+                    Pattern::new(&value).map_err(|error| format!("bad `name` filter: {error}"))?;
+                filter = filter.name_pattern(pattern);
+            }
+            "parent" => {
+                let parent = value.trim().parse().map_err(|_| {
+                    format!(
+                        "bad `parent` filter {value:?}: expected an operation id, a whole \
+                         number such as 42"
+                    )
+                })?;
+                filter = filter.parent(parent);
+            }
+            "older_than" => {
+                let age = super::parse_http_timeout(value.trim().as_bytes()).map_err(|_| {
+                    format!(
+                        "bad `older_than` filter {value:?}: expected milliseconds (2500) or a \
+                         humantime duration (2.5s, 1m30s)"
+                    )
+                })?;
+                filter = filter.older_than(age);
+            }
+            other => {
+                return Err(format!(
+                    "unknown query parameter {other:?}; `GET /operations` takes {LIST_PARAMETERS}"
+                ))
+            }
+        }
+    }
+    Ok(Some(filter))
+}
+
+fn parse_status(status: &str) -> Result<OperationStatus, String> {
+    Ok(match status.to_ascii_lowercase().as_str() {
+        "pending" => OperationStatus::Pending,
+        "running" => OperationStatus::Running,
+        "completed" => OperationStatus::Completed,
+        "cancelled" | "canceled" => OperationStatus::Cancelled,
+        "failed" => OperationStatus::Failed,
+        _ => {
+            return Err(format!(
+                "bad `status` filter {status:?}: expected pending, running, completed, \
+                 cancelled or failed"
+            ))
+        }
+    })
+}
+
+/// Parses an operation id from the path; `Err` is the text of a `400`.
+fn parse_id(id: &str) -> Result<u64, String> {
+    id.parse().map_err(|_| {
+        format!(
+            "{id:?} is not an operation id: ids are whole numbers, as `GET /operations` lists \
+             them (use /operations/by-key/{{key}} for a key)"
+        )
+    })
+}
+
+/// The finished operation `matches` picks from the history, if it
+/// remembers one.
+fn finished(
+    registry: &Registry,
+    matches: impl Fn(&FinishedOperation) -> bool,
+) -> Option<FinishedOperation> {
+    registry
+        .history(registry.history_capacity(), &Filter::new())
+        .into_iter()
+        .find(|operation| matches(operation))
+}
+
+/// A live operation with the registered operations inside it.
+fn live_node(registry: &Registry, id: u64) -> Option<OperationNode> {
+    let snapshot = registry.snapshot();
+    snapshot.find(id).cloned().or_else(|| {
+        // Started after the snapshot: without children.
+        registry.get(id).map(|operation| OperationNode {
+            operation,
+            children: Vec::new(),
+        })
+    })
+}
+
+#[derive(Serialize)]
+struct Live {
+    finished: bool,
+    #[serde(flatten)]
+    node: OperationNode,
+}
+
+#[derive(Serialize)]
+struct Finished {
+    finished: bool,
+    #[serde(flatten)]
+    operation: FinishedOperation,
+}
+
+/// The live or finished operation `id`.
+fn show(registry: &Registry, id: u64) -> Response {
+    if let Some(node) = live_node(registry, id) {
+        return json(
+            StatusCode::OK,
+            &Live {
+                finished: false,
+                node,
+            },
+        );
+    }
+    match finished(registry, |operation| operation.id == id) {
+        Some(operation) => json(
+            StatusCode::OK,
+            &Finished {
+                finished: true,
+                operation,
+            },
+        ),
+        None => not_found_id(id),
+    }
+}
+
+fn not_found_id(id: u64) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no operation with id {id}: it never registered (call `register()` on its scope), \
+             or it finished long enough ago to leave the history; `GET /operations` lists the \
+             live ones"
+        ),
+        serde_json::json!({ "id": id }),
+    )
+}
+
+fn not_found_key(key: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no live operation holds the key {key:?}; `GET /operations` lists the live ones \
+             with their keys"
+        ),
+        serde_json::json!({ "key": key }),
+    )
+}
+
+/// `GET /operations/{id}`.
+async fn get_by_id(State(registry): State<Registry>, Path(id): Path<String>) -> Response {
+    match parse_id(&id) {
+        Ok(id) => show(&registry, id),
+        Err(message) => bad_request(message),
+    }
+}
+
+/// `GET /operations/by-key/{key}`.
+async fn get_by_key(State(registry): State<Registry>, Path(key): Path<String>) -> Response {
+    if let Some(operation) = registry.get_by_key(&key) {
+        if let Some(node) = live_node(&registry, operation.id) {
+            return json(
+                StatusCode::OK,
+                &Live {
+                    finished: false,
+                    node,
+                },
+            );
+        }
+    }
+    match finished(&registry, |operation| {
+        operation.key.as_deref() == Some(&key)
+    }) {
+        Some(operation) => json(
+            StatusCode::OK,
+            &Finished {
+                finished: true,
+                operation,
+            },
+        ),
+        None => not_found_key(&key),
+    }
+}
+
+/// The reason and message of a cancel request.
+struct CancelRequest {
+    reason: CancelReason,
+    reason_text: String,
+    message: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    reason: Option<String>,
+    message: Option<String>,
+}
+
+/// Reads `reason` and `message` from the query string, then the body
+/// (JSON, or form-encoded): the body wins. `Err` is the text of a `400`.
+fn cancel_request(
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<CancelRequest, String> {
+    let mut reason = None;
+    let mut message = None;
+    let mut take = |pairs: Vec<(String, String)>| -> Result<(), String> {
+        for (name, value) in pairs {
+            match name.as_str() {
+                "reason" => reason = Some(value),
+                "message" => message = Some(value),
+                other => {
+                    return Err(format!(
+                        "unknown parameter {other:?}: a cancel request takes `reason` ({VALID_REASONS}) \
+                         and `message`"
+                    ))
+                }
+            }
+        }
+        Ok(())
+    };
+    take(form_pairs(query.unwrap_or(""))?)?;
+    let is_json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.trim_start().starts_with("application/json"))
+        || body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if is_json {
+        let parsed: CancelBody = serde_json::from_slice(body).map_err(|error| {
+            format!(
+                "the body is not a cancel request: {error}; send \
+                 {{\"reason\": \"manual\", \"message\": \"why\"}} (both optional)"
+            )
+        })?;
+        reason = parsed.reason.or(reason);
+        message = parsed.message.or(message);
+    } else if !body.is_empty() {
+        let text =
+            std::str::from_utf8(body).map_err(|_| "the form body is not UTF-8 text".to_owned())?;
+        take(form_pairs(text)?)?;
+    }
+    let message = message.unwrap_or_else(|| ADMIN_CANCEL_MESSAGE.to_owned());
+    let reason_text = reason.unwrap_or_else(|| "manual".to_owned());
+    let reason = parse_reason(&reason_text, &message)?;
+    Ok(CancelRequest {
+        reason,
+        reason_text,
+        message,
+    })
+}
+
+/// A reason a client may cancel with (never `Parent`: that one is the
+/// scope machinery's).
+fn parse_reason(reason: &str, message: &str) -> Result<CancelReason, String> {
+    let lower = reason.trim().to_ascii_lowercase();
+    Ok(match lower.as_str() {
+        "manual" => CancelReason::Manual,
+        "timeout" => CancelReason::Timeout,
+        "condition" => CancelReason::Condition,
+        "error" => CancelReason::Error(SourceError::new(message)),
+        _ => match lower.strip_prefix("signal:") {
+            Some(signal) => CancelReason::Signal(
+                signal
+                    .parse::<Signal>()
+                    .map_err(|error| format!("bad reason {reason:?}: {error}"))?,
+            ),
+            None => {
+                return Err(format!(
+                    "unknown reason {reason:?}; valid reasons are {VALID_REASONS}"
+                ))
+            }
+        },
+    })
+}
+
+#[derive(Serialize)]
+struct CancelOutcome {
+    id: u64,
+    /// Whether this request cancelled it.
+    cancelled: bool,
+    /// What happened, in words.
+    outcome: String,
+    /// The reason and message asked for.
+    requested: Requested,
+    /// The operation now (its `reason` and `message` are those it was
+    /// cancelled with, which differ from the request's if it was already
+    /// cancelled).
+    operation: Option<OperationInfo>,
+}
+
+#[derive(Serialize)]
+struct Requested {
+    reason: String,
+    message: String,
+}
+
+/// Cancels the live operation `id` (found by id or key); `None` if it is
+/// not live.
+fn cancel_live(registry: &Registry, id: u64, request: CancelRequest) -> Option<Response> {
+    let cancelled = registry
+        .cancel(id, request.reason.clone(), request.message.clone())
+        .ok()?;
+    let operation = registry.get(id);
+    let outcome = match (cancelled, &operation) {
+        (true, _) => format!(
+            "cancelled operation {id} ({}: {:?}); it ends at its next checkpoint",
+            request.reason, request.message
+        ),
+        (false, Some(info)) => match (&info.reason, &info.message) {
+            (Some(reason), message) => format!(
+                "operation {id} was already cancelled ({reason}{}) and has not ended yet; \
+                 nothing changed",
+                message
+                    .as_deref()
+                    .map_or(String::new(), |message| format!(": {message:?}"))
+            ),
+            (None, _) => format!("operation {id} was already cancelled; nothing changed"),
+        },
+        // Finished between the look-up and the cancel.
+        (false, None) => return None,
+    };
+    Some(json(
+        StatusCode::OK,
+        &CancelOutcome {
+            id,
+            cancelled,
+            outcome,
+            requested: Requested {
+                reason: request.reason_text,
+                message: request.message,
+            },
+            operation,
+        },
+    ))
+}
+
+fn already_finished(operation: &FinishedOperation) -> Response {
+    let mut text = format!(
+        "operation {} has already finished ({:?}",
+        operation.id, operation.status
+    );
+    if let Some(reason) = &operation.reason {
+        let _ = write!(text, ", {reason}");
+    }
+    text.push_str("); there is nothing to cancel");
+    error(
+        StatusCode::CONFLICT,
+        text,
+        serde_json::json!({
+            "id": operation.id,
+            "key": operation.key,
+            "status": operation.status,
+        }),
+    )
+}
+
+/// `POST /operations/{id}/cancel`.
+async fn cancel_by_id(
+    State(registry): State<Registry>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request =
+        parse_id(&id).and_then(|id| Ok((id, cancel_request(query.as_deref(), &headers, &body)?)));
+    let (id, request) = match request {
+        Ok(parsed) => parsed,
+        Err(message) => return bad_request(message),
+    };
+    if registry.get(id).is_some() {
+        if let Some(response) = cancel_live(&registry, id, request) {
+            return response;
+        }
+    }
+    match finished(&registry, |operation| operation.id == id) {
+        Some(operation) => already_finished(&operation),
+        None => not_found_id(id),
+    }
+}
+
+/// `POST /operations/by-key/{key}/cancel`.
+async fn cancel_by_key(
+    State(registry): State<Registry>,
+    Path(key): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = match cancel_request(query.as_deref(), &headers, &body) {
+        Ok(request) => request,
+        Err(message) => return bad_request(message),
+    };
+    if let Some(operation) = registry.get_by_key(&key) {
+        if let Some(response) = cancel_live(&registry, operation.id, request) {
+            return response;
+        }
+    }
+    match finished(&registry, |operation| {
+        operation.key.as_deref() == Some(&key)
+    }) {
+        Some(operation) => already_finished(&operation),
+        None => not_found_key(&key),
+    }
+}
+
+/// The `name=value` pairs of a query string or form body, decoded
+/// (`+` is a space, `%XX` a byte); empty names are skipped.
+fn form_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
+    text.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(name)?, decode(value)?))
+        })
+        .filter(|pair: &Result<(String, String), String>| {
+            pair.as_ref().map_or(true, |(name, _)| !name.is_empty())
+        })
+        .collect()
+}
+
+fn decode(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|hex| std::str::from_utf8(hex).ok())
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                    .ok_or_else(|| {
+                        format!("bad percent-encoding in {text:?}: `%` must be followed by two hex digits")
+                    })?;
+                out.push(hex);
+                i += 2;
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| format!("{text:?} does not decode to UTF-8 text"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_pairs_decode_plus_and_percent() {
+        assert_eq!(
+            form_pairs("reason=manual&message=a+b%21&&x").unwrap(),
+            [
+                ("reason".to_owned(), "manual".to_owned()),
+                ("message".to_owned(), "a b!".to_owned()),
+                ("x".to_owned(), String::new()),
+            ]
+        );
+        assert!(form_pairs("message=%zz").is_err());
+        assert!(form_pairs("message=%c3").is_err());
+    }
+
+    #[test]
+    fn reasons_parse_and_bad_ones_list_the_valid_values() {
+        assert_eq!(parse_reason("Manual", "").unwrap(), CancelReason::Manual);
+        assert_eq!(
+            parse_reason("signal:term", "").unwrap(),
+            CancelReason::Signal(Signal::Terminate)
+        );
+        let error = parse_reason("parent", "").unwrap_err();
+        assert!(error.contains("manual"), "{error}");
+        assert!(parse_reason("signal:nope", "")
+            .unwrap_err()
+            .contains("SIGTERM"));
+    }
+}

@@ -1,0 +1,42 @@
+//! The testing kit (feature `testing`): what you need to test your own
+//! cancellation paths, on every backend.
+//!
+//! * [`on_every_backend!`](crate::on_every_backend) — one async test body,
+//!   one `#[test]` per backend: tokio current-thread, tokio multi-thread,
+//!   async-std, smol, `futures::executor::block_on` (the runners are here:
+//!   [`tokio_current_thread`], [`tokio_multi_thread`], [`async_std`](fn@async_std),
+//!   [`smol`](fn@smol), [`block_on`]), with a [`WATCHDOG`] per run.
+//! * [`OperationRecorder`] — records the start, progress, cancellation and
+//!   completion of scopes and asserts on their order.
+//! * [`assert_cancelled_within`] — the `Cancelled` of a future that must
+//!   be cancelled, or a panic saying what happened instead.
+//! * [`CancelAfterCheckpoints`] — a scope cancelled at its `n`-th
+//!   checkpoint: loop `n = 0..` to hit every cancellation point of a body.
+//! * [`ManualClock`] — a clock that moves only when advanced and drives
+//!   scope deadlines on every backend, with no real waiting.
+//!
+//! Enable it for tests only:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! cancelable = { version = "0.1", features = ["testing"] }
+//! ```
+//!
+//! The feature costs the rest of the crate one atomic load per clock read
+//! and per checkpoint while no manual clock or checkpoint counter is in
+//! use, and nothing when it is off.
+
+mod assert;
+mod checkpoints;
+mod clock;
+mod recorder;
+mod runner;
+
+pub use assert::assert_cancelled_within;
+pub use checkpoints::CancelAfterCheckpoints;
+pub use clock::ManualClock;
+pub use recorder::{Event, EventKind, OperationRecorder};
+pub use runner::{
+    async_std, block_on, sleep, smol, tokio_current_thread, tokio_multi_thread, with_watchdog,
+    yield_once, WATCHDOG,
+};

@@ -1,0 +1,478 @@
+//! `http::admin_router` on a real server with a real HTTP client: list
+//! (with filters), get, cancel by id and by key (the operation really ends
+//! with the reason and message given), 404, 409, 400, and mounting it
+//! behind a bearer-token check. Tokio only, as the services.
+
+use std::future::pending;
+use std::time::Duration;
+
+use axum::extract::Request as AxumRequest;
+use axum::middleware::{self, Next};
+use axum::response::Response as AxumResponse;
+use axum::Router;
+use bytes::Bytes;
+use cancelable::http::{admin_router, ADMIN_CANCEL_MESSAGE};
+use cancelable::registry::Registry;
+use cancelable::{shield, CancelReason, CancelScope, Cancelled, Signal};
+use cancelable_tests::http::{eventually, fetch, get, run, serve, text, Server, Version};
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+const WITHIN: Duration = Duration::from_secs(10);
+
+/// Starts a registered operation named `name` (with `key`, if given) that
+/// pends until cancelled, in a task; returns its id and the task.
+async fn start(
+    registry: &Registry,
+    name: &'static str,
+    key: Option<&str>,
+) -> (u64, JoinHandle<Result<(), Cancelled>>) {
+    let mut scope = CancelScope::new().name(name).register_in(registry);
+    if let Some(key) = key {
+        scope = scope.key(key).expect("free key");
+    }
+    let id = scope.handle().id();
+    let task = tokio::spawn(scope.run(pending::<()>()));
+    assert!(
+        eventually(WITHIN, || registry.get(id).is_some()).await,
+        "{name} never became live"
+    );
+    (id, task)
+}
+
+/// `import` with a registered child `parse` inside it.
+async fn start_nested(registry: &Registry) -> (u64, u64, JoinHandle<Result<(), Cancelled>>) {
+    let outer = CancelScope::new().name("import").register_in(registry);
+    let outer_id = outer.handle().id();
+    let inner = CancelScope::new().name("parse").register_in(registry);
+    let inner_id = inner.handle().id();
+    let task = tokio::spawn(outer.run(async move {
+        let _ = inner.run(pending::<()>()).await;
+    }));
+    assert!(eventually(WITHIN, || registry.get(inner_id).is_some()).await);
+    (outer_id, inner_id, task)
+}
+
+async fn admin_server(registry: &Registry) -> Server {
+    serve(admin_router(registry)).await
+}
+
+async fn get_json(server: &Server, path: &str) -> (StatusCode, Value) {
+    let response = fetch(server.addr, Version::Http1, get(&server.url(path), &[])).await;
+    let status = response.status();
+    let body = serde_json::from_slice(response.body())
+        .unwrap_or_else(|error| panic!("GET {path}: not JSON ({error}): {}", text(&response)));
+    (status, body)
+}
+
+async fn post(
+    server: &Server,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> (StatusCode, Value) {
+    let mut request = Request::post(server.url(path));
+    if let Some(content_type) = content_type {
+        request = request.header("content-type", content_type);
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("request");
+    let response = fetch(server.addr, Version::Http1, request).await;
+    let status = response.status();
+    let body = serde_json::from_slice(response.body())
+        .unwrap_or_else(|error| panic!("POST {path}: not JSON ({error}): {}", text(&response)));
+    (status, body)
+}
+
+fn names(operations: &Value) -> Vec<String> {
+    let mut names: Vec<String> = operations
+        .as_array()
+        .expect("an array of operations")
+        .iter()
+        .map(|operation| operation["name"].as_str().unwrap_or("").to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn error_text(body: &Value) -> &str {
+    body["error"].as_str().expect("an `error` field")
+}
+
+#[test]
+fn list_shows_the_snapshot_tree_and_filters_by_status_name_and_parent() {
+    run("admin_list", async {
+        let registry = Registry::new();
+        let (_, export_1) = start(&registry, "export-1", None).await;
+        let (_, export_2) = start(&registry, "export-2", Some("nightly")).await;
+        let (import, parse, nested) = start_nested(&registry).await;
+        let server = admin_server(&registry).await;
+
+        let (status, body) = get_json(&server, "/operations").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["live"], 4);
+        assert_eq!(body["stuck"], 0);
+        assert_eq!(
+            names(&body["operations"]),
+            ["export-1", "export-2", "import"]
+        );
+        let import_node = body["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|node| node["name"] == "import")
+            .unwrap();
+        assert_eq!(import_node["id"], import);
+        assert_eq!(import_node["children"][0]["name"], "parse");
+        assert_eq!(import_node["children"][0]["id"], parse);
+        assert_eq!(import_node["children"][0]["parent_id"], import);
+        assert_eq!(import_node["status"], "Running");
+
+        let (status, body) = get_json(&server, "/operations?name=export-*").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["matched"], 2);
+        assert_eq!(body["live"], 4);
+        assert_eq!(names(&body["operations"]), ["export-1", "export-2"]);
+        let keys: Vec<&Value> = body["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|operation| &operation["key"])
+            .collect();
+        assert!(keys.contains(&&Value::from("nightly")), "{body}");
+
+        let (_, body) = get_json(&server, &format!("/operations?parent={import}")).await;
+        assert_eq!(names(&body["operations"]), ["parse"]);
+        assert!(body["operations"][0]["children"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+
+        // Filters combine; percent-encoding is decoded.
+        let (_, body) = get_json(&server, "/operations?status=running&name=%2A-1").await;
+        assert_eq!(names(&body["operations"]), ["export-1"]);
+        let (_, body) = get_json(&server, "/operations?status=completed,failed").await;
+        assert_eq!(body["matched"], 0);
+        let (_, body) = get_json(&server, "/operations?older_than=1h").await;
+        assert_eq!(body["matched"], 0);
+        let (_, body) = get_json(&server, "/operations?older_than=0").await;
+        assert_eq!(body["matched"], 4);
+
+        for task in [export_1, export_2, nested] {
+            task.abort();
+        }
+    });
+}
+
+#[test]
+fn bad_filters_are_400_saying_what_is_expected() {
+    run("admin_bad_filters", async {
+        let registry = Registry::new();
+        let server = admin_server(&registry).await;
+        for (query, says) in [
+            ("name=job-[", "never closed"),
+            ("status=sleeping", "expected pending, running"),
+            ("parent=me", "expected an operation id"),
+            ("older_than=soon", "humantime"),
+            ("colour=red", "takes status"),
+            ("name=%zz", "percent-encoding"),
+        ] {
+            let (status, body) = get_json(&server, &format!("/operations?{query}")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+            assert!(error_text(&body).contains(says), "{query}: {body}");
+        }
+    });
+}
+
+#[test]
+fn get_shows_a_live_operation_a_finished_one_and_404_names_an_unknown_id() {
+    run("admin_get", async {
+        let registry = Registry::new();
+        let (id, task) = start(&registry, "export-1", Some("nightly")).await;
+        let (import, parse, nested) = start_nested(&registry).await;
+        let server = admin_server(&registry).await;
+
+        let (status, body) = get_json(&server, &format!("/operations/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["id"], id);
+        assert_eq!(body["name"], "export-1");
+        assert_eq!(body["key"], "nightly");
+        assert_eq!(body["finished"], false);
+        assert_eq!(body["status"], "Running");
+
+        let (_, body) = get_json(&server, &format!("/operations/{import}")).await;
+        assert_eq!(body["children"][0]["id"], parse);
+
+        let (status, body) = get_json(&server, "/operations/by-key/nightly").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["id"], id);
+
+        // Finished: the history remembers it.
+        CancelScope::new()
+            .name("quick")
+            .register_in(&registry)
+            .key("once")
+            .unwrap()
+            .run(async {})
+            .await
+            .unwrap();
+        let quick = registry.history(1, &Default::default())[0].id;
+        let (status, body) = get_json(&server, &format!("/operations/{quick}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["finished"], true);
+        assert_eq!(body["status"], "Completed");
+        let (_, body) = get_json(&server, "/operations/by-key/once").await;
+        assert_eq!(body["id"], quick);
+
+        let unknown = u64::MAX;
+        let (status, body) = get_json(&server, &format!("/operations/{unknown}")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert_eq!(body["id"], unknown);
+        assert!(error_text(&body).contains(&unknown.to_string()), "{body}");
+        let (status, body) = get_json(&server, "/operations/by-key/nobody").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert!(error_text(&body).contains("\"nobody\""), "{body}");
+
+        let (status, body) = get_json(&server, "/operations/forty-two").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(error_text(&body).contains("whole numbers"), "{body}");
+
+        task.abort();
+        nested.abort();
+    });
+}
+
+#[test]
+fn cancel_ends_the_operation_with_the_reason_and_message_given_then_409() {
+    run("admin_cancel", async {
+        let registry = Registry::new();
+        let server = admin_server(&registry).await;
+
+        // A JSON body.
+        let (id, task) = start(&registry, "export-1", None).await;
+        let (status, body) = post(
+            &server,
+            &format!("/operations/{id}/cancel"),
+            Some("application/json"),
+            r#"{"reason": "manual", "message": "operator: disk full"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["cancelled"], true);
+        assert_eq!(body["id"], id);
+        assert_eq!(body["requested"]["message"], "operator: disk full");
+        let cancelled = tokio::time::timeout(WITHIN, task)
+            .await
+            .expect("the operation ends")
+            .expect("no panic")
+            .expect_err("cancelled");
+        assert_eq!(cancelled.reason(), &CancelReason::Manual);
+        assert_eq!(cancelled.message(), Some("operator: disk full"));
+
+        // Finished now: 409, naming its final status.
+        let (status, body) = post(&server, &format!("/operations/{id}/cancel"), None, "").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["status"], "Cancelled");
+        assert!(error_text(&body).contains("already finished"), "{body}");
+
+        // A form body, by key, with a signal as the reason.
+        let (_, task) = start(&registry, "export-2", Some("nightly")).await;
+        let (status, body) = post(
+            &server,
+            "/operations/by-key/nightly/cancel",
+            Some("application/x-www-form-urlencoded"),
+            "reason=signal%3ASIGTERM&message=maintenance+window",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let cancelled = tokio::time::timeout(WITHIN, task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Signal(Signal::Terminate));
+        assert_eq!(cancelled.message(), Some("maintenance window"));
+        let (status, _) = post(&server, "/operations/by-key/nightly/cancel", None, "").await;
+        assert_eq!(status, StatusCode::CONFLICT);
+
+        // The query string, reason `timeout`; and no parameters at all.
+        let (id, task) = start(&registry, "export-3", None).await;
+        let (status, body) = post(
+            &server,
+            &format!("/operations/{id}/cancel?reason=timeout&message=too%20slow"),
+            None,
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let cancelled = tokio::time::timeout(WITHIN, task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Timeout);
+        assert_eq!(cancelled.message(), Some("too slow"));
+
+        let (id, task) = start(&registry, "export-4", None).await;
+        let (status, _) = post(&server, &format!("/operations/{id}/cancel"), None, "").await;
+        assert_eq!(status, StatusCode::OK);
+        let cancelled = tokio::time::timeout(WITHIN, task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Manual);
+        assert_eq!(cancelled.message(), Some(ADMIN_CANCEL_MESSAGE));
+    });
+}
+
+#[test]
+fn cancel_of_an_operation_already_cancelled_and_still_running_says_so_and_changes_nothing() {
+    run("admin_cancel_twice", async {
+        let registry = Registry::new();
+        let server = admin_server(&registry).await;
+        // A shield holds the operation open after its cancel until released.
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let scope = CancelScope::new().name("flush").register_in(&registry);
+        let id = scope.handle().id();
+        let task = tokio::spawn(scope.run(async move {
+            shield(async move {
+                let _ = released.await;
+            })
+            .await;
+            pending::<()>().await
+        }));
+        assert!(eventually(WITHIN, || registry.get(id).is_some()).await);
+
+        let (status, body) = post(
+            &server,
+            &format!("/operations/{id}/cancel?message=first"),
+            None,
+            "",
+        )
+        .await;
+        assert_eq!(
+            (status, &body["cancelled"]),
+            (StatusCode::OK, &Value::from(true))
+        );
+        let (status, body) = post(
+            &server,
+            &format!("/operations/{id}/cancel?reason=timeout&message=second"),
+            None,
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["cancelled"], false);
+        assert!(
+            body["outcome"]
+                .as_str()
+                .unwrap()
+                .contains("already cancelled"),
+            "{body}"
+        );
+        assert_eq!(body["operation"]["message"], "first");
+        assert_eq!(body["operation"]["reason"], "Manual");
+
+        release.send(()).unwrap();
+        let cancelled = tokio::time::timeout(WITHIN, task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(cancelled.message(), Some("first"));
+    });
+}
+
+#[test]
+fn cancel_of_an_unknown_operation_is_404_and_a_bad_reason_is_400_listing_the_valid_ones() {
+    run("admin_cancel_errors", async {
+        let registry = Registry::new();
+        let server = admin_server(&registry).await;
+        let (status, body) = post(&server, "/operations/987654321/cancel", None, "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert_eq!(body["id"], 987654321u64);
+        assert!(error_text(&body).contains("987654321"), "{body}");
+        let (status, body) = post(&server, "/operations/by-key/nobody/cancel", None, "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert_eq!(body["key"], "nobody");
+
+        let (id, task) = start(&registry, "export-1", None).await;
+        for (content_type, request, says) in [
+            (
+                Some("application/json"),
+                r#"{"reason": "bored"}"#,
+                "valid reasons are manual",
+            ),
+            (Some("application/json"), r#"{"reason": 3}"#, "send {"),
+            (Some("application/json"), r#"{"why": "x"}"#, "unknown field"),
+            (None, "reason=parent", "valid reasons are manual"),
+            (None, "reason=signal:SIGNOPE", "SIGTERM"),
+            (None, "urgency=high", "takes `reason`"),
+        ] {
+            let (status, body) = post(
+                &server,
+                &format!("/operations/{id}/cancel"),
+                content_type,
+                request,
+            )
+            .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{request}: {body}");
+            assert!(error_text(&body).contains(says), "{request}: {body}");
+        }
+        // None of them cancelled it.
+        let info = registry.get(id).expect("still live");
+        assert!(info.reason.is_none(), "{info:?}");
+        task.abort();
+    });
+}
+
+/// The documented way to protect it: a bearer token checked by an axum
+/// `middleware::from_fn`.
+async fn operators_only(request: AxumRequest, next: Next) -> Result<AxumResponse, StatusCode> {
+    let authorised = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        == Some("Bearer s3cret");
+    match authorised {
+        true => Ok(next.run(request).await),
+        false => Err(StatusCode::UNAUTHORIZED),
+    }
+}
+
+#[test]
+fn mounted_behind_a_bearer_token_check_it_answers_only_with_the_token() {
+    run("admin_auth", async {
+        let registry = Registry::new();
+        let (id, task) = start(&registry, "export-1", None).await;
+        let app: Router = Router::new().nest(
+            "/admin",
+            admin_router(&registry).layer(middleware::from_fn(operators_only)),
+        );
+        let server = serve(app).await;
+        let url = server.url("/admin/operations");
+        let response = fetch(server.addr, Version::Http1, get(&url, &[])).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let request = Request::post(server.url(&format!("/admin/operations/{id}/cancel")))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = fetch(server.addr, Version::Http1, request).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(registry.get(id).unwrap().reason.is_none());
+
+        let response = fetch(
+            server.addr,
+            Version::Http2,
+            get(&url, &[("authorization", "Bearer s3cret")]),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(body["live"], 1);
+        task.abort();
+    });
+}

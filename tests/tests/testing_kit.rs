@@ -1,0 +1,311 @@
+//! The public testing kit (`cancelable::testing`) on every backend: the
+//! manual clock drives scope deadlines with no real waiting, the recorder
+//! sees scope events in order, `assert_cancelled_within` fails with a
+//! readable message, and `CancelAfterCheckpoints` reaches every
+//! cancellation point of a body.
+//!
+//! The manual clock is process-wide, so the tests of this binary take
+//! turns (the `serial` guard).
+
+use std::future::{pending, Future};
+use std::panic::AssertUnwindSafe;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use cancelable::testing::{
+    assert_cancelled_within, CancelAfterCheckpoints, EventKind, ManualClock, OperationRecorder,
+};
+use cancelable::{cancel_point, report_progress, CancelReason, CancelScope, Cancelled, Source};
+use futures::FutureExt;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A bound no run here comes near unless something is broken.
+const GENEROUS: Duration = Duration::from_secs(10);
+
+/// Lets the executor run what an advance woke (a tokio shard's driver
+/// task, say), with a little real time for the multi-threaded ones.
+async fn settle() {
+    for _ in 0..8 {
+        cancelable_tests::yield_once().await;
+    }
+    cancelable_tests::sleep(Duration::from_millis(20)).await;
+}
+
+/// Polls `future` once.
+async fn is_pending<F: Future + Unpin>(future: &mut F) -> bool {
+    futures::poll!(future).is_pending()
+}
+
+/// The panic message of `future`, which must panic.
+async fn panic_message_of(future: impl Future) -> String {
+    let payload = AssertUnwindSafe(future)
+        .catch_unwind()
+        .await
+        .err()
+        .expect("the assertion panics");
+    match payload.downcast::<String>() {
+        Ok(message) => *message,
+        Err(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|message| message.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// A body with three cancellation points, recording what it did: the
+/// step it finished, and the cleanup after a cancellation.
+async fn three_steps(log: Arc<Mutex<Vec<String>>>) -> Result<(), Cancelled> {
+    let push = |entry: String| log.lock().unwrap().push(entry);
+    for step in 0..3 {
+        if let Err(cancelled) = cancelable::checkpoint().await {
+            push(format!("cleanup before step {step}"));
+            return Err(cancelled);
+        }
+        // A nested scope's checkpoints count for the outer one.
+        CancelScope::new()
+            .try_run(async {
+                cancel_point!();
+                Ok::<_, Cancelled>(())
+            })
+            .await
+            .inspect_err(|_| push(format!("cleanup inside step {step}")))?;
+        push(format!("step {step}"));
+    }
+    Ok(())
+}
+
+cancelable_tests::on_every_backend_with! {
+    guard = serial();
+
+    async fn manual_clock_times_a_scope_out_exactly_when_advanced_to_its_deadline() {
+        let real = Instant::now();
+        let clock = ManualClock::install();
+        let mut run = pin!(CancelScope::new()
+            .timeout(Duration::from_secs(3600))
+            .run(pending::<()>()));
+        assert!(is_pending(&mut run).await, "the scope starts");
+        clock.advance(Duration::from_secs(3599));
+        settle().await;
+        assert!(is_pending(&mut run).await, "one second before its deadline");
+        clock.advance(Duration::from_secs(1));
+        let cancelled = assert_cancelled_within(GENEROUS, run).await;
+        assert_eq!(cancelled.reason(), &CancelReason::Timeout);
+        assert_eq!(cancelled.elapsed(), Some(Duration::from_secs(3600)));
+        drop(clock);
+        assert!(real.elapsed() < GENEROUS, "an hour took {:?} of real time", real.elapsed());
+    }
+
+    async fn manual_clock_drives_deadlines_timeout_sources_and_sleep() {
+        let clock = ManualClock::install();
+        let deadline = clock.now() + Duration::from_secs(60);
+        let mut by_deadline = pin!(CancelScope::new().deadline(deadline).run(pending::<()>()));
+        let mut by_source = pin!(CancelScope::new()
+            .source(Source::any_of([Source::timeout(Duration::from_secs(30))]))
+            .run(pending::<()>()));
+        let mut sleeping = pin!(CancelScope::new()
+            .run(cancelable::sleep(Duration::from_secs(45))));
+        assert!(is_pending(&mut by_deadline).await);
+        assert!(is_pending(&mut by_source).await);
+        assert!(is_pending(&mut sleeping).await);
+
+        clock.advance(Duration::from_secs(30));
+        let cancelled = assert_cancelled_within(GENEROUS, by_source).await;
+        assert_eq!(cancelled.reason(), &CancelReason::Timeout);
+        settle().await;
+        assert!(is_pending(&mut sleeping).await, "the sleep ends at 45 s");
+        assert!(is_pending(&mut by_deadline).await, "the deadline is at 60 s");
+
+        clock.advance(Duration::from_secs(15));
+        let slept = assert_finishes_within(GENEROUS, sleeping).await;
+        assert!(slept.is_ok(), "the sleep ended and so did its scope");
+        settle().await;
+        assert!(is_pending(&mut by_deadline).await, "the deadline is at 60 s");
+
+        clock.advance(Duration::from_secs(15));
+        let cancelled = assert_cancelled_within(GENEROUS, by_deadline).await;
+        assert_eq!(cancelled.reason(), &CancelReason::Timeout);
+    }
+
+    async fn manual_clock_drives_condition_intervals() {
+        let clock = ManualClock::install();
+        let checks = Arc::new(AtomicUsize::new(0));
+        let counted = checks.clone();
+        // False at the first check (when the body pends), true at the next.
+        let holds = move || counted.fetch_add(1, Ordering::SeqCst) >= 1;
+        let mut run = pin!(CancelScope::new()
+            .condition(holds, Duration::from_secs(3600))
+            .run(pending::<()>()));
+        assert!(is_pending(&mut run).await);
+        for _ in 0..500 {
+            if checks.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            settle().await;
+            assert!(is_pending(&mut run).await, "the first check does not hold");
+        }
+        assert_eq!(checks.load(Ordering::SeqCst), 1, "checked once, at the start");
+        // The scope takes the check's outcome (from the blocking thread)
+        // at its next poll, and only then waits for the interval.
+        settle().await;
+        assert!(is_pending(&mut run).await, "the first check does not hold");
+        clock.advance(Duration::from_secs(3600));
+        let cancelled = assert_cancelled_within(GENEROUS, run).await;
+        assert_eq!(cancelled.reason(), &CancelReason::Condition);
+        assert_eq!(checks.load(Ordering::SeqCst), 2);
+    }
+
+    async fn the_recorder_sees_a_failed_body_with_its_error_text() {
+        let recorder = OperationRecorder::new();
+        let outcome = recorder
+            .record(CancelScope::new().name("job"))
+            .try_run(async {
+                report_progress(None, "writing");
+                Err::<(), _>(JobError("disk full"))
+            })
+            .keep_error_text()
+            .await;
+        assert!(outcome.is_err());
+        recorder.assert_events(&["start job", "progress job", "error job"]);
+        assert_eq!(recorder.count(EventKind::Error), 1);
+        let events = recorder.events();
+        assert_eq!(events[2].detail, "the job failed: disk full");
+        assert_eq!(events[2].to_string(), "error job (the job failed: disk full)");
+    }
+
+    async fn real_time_comes_back_when_the_manual_clock_is_dropped() {
+        drop(ManualClock::install());
+        let cancelled = assert_cancelled_within(
+            GENEROUS,
+            CancelScope::new().timeout(Duration::from_millis(20)).run(pending::<()>()),
+        )
+        .await;
+        assert_eq!(cancelled.reason(), &CancelReason::Timeout);
+    }
+
+    async fn the_recorder_sees_nested_scopes_start_progress_cancel_and_complete_in_order() {
+        let recorder = OperationRecorder::new();
+        let inner = recorder.record(CancelScope::new().name("inner"));
+        let handle = inner.handle();
+        let outcome = recorder
+            .record(CancelScope::new().name("outer"))
+            .run(async move {
+                report_progress(0.5, "half way");
+                let inner = inner.run(async {
+                    handle.cancel();
+                    pending::<()>().await
+                });
+                inner.await.expect_err("cancelled through its handle");
+            })
+            .await;
+        outcome.expect("the outer scope completes");
+        recorder.assert_events(&[
+            "start outer",
+            "progress outer",
+            "start inner",
+            "cancel inner",
+            "complete outer",
+        ]);
+        recorder.assert_order(&["start outer", "cancel inner", "complete outer"]);
+        let events = recorder.events();
+        assert_eq!(events[1].kind, EventKind::Progress);
+        assert_eq!(events[1].detail, "half way");
+        assert!(events[3].detail.contains("cancelled by request"), "{}", events[3].detail);
+
+        // A wrong order fails with the events listed.
+        let message = panic_message_of(async {
+            recorder.assert_order(&["complete outer", "start inner"]);
+        })
+        .await;
+        assert!(message.contains("expected `start inner` after `complete outer`, but it was recorded earlier"), "{message}");
+        assert!(message.contains("recorded events:\n  1. start outer\n  2. progress outer (half way)"), "{message}");
+        let message = panic_message_of(async { recorder.assert_order(&["error outer"]) }).await;
+        assert!(message.contains("`error outer`, but it was never recorded"), "{message}");
+    }
+
+    async fn assert_cancelled_within_fails_on_completion_and_on_a_body_still_running() {
+        let message = panic_message_of(assert_cancelled_within(
+            GENEROUS,
+            CancelScope::new().run(async { 7 }),
+        ))
+        .await;
+        assert!(message.contains("but the future completed with Ok(7)"), "{message}");
+        let message = panic_message_of(assert_cancelled_within(
+            Duration::from_millis(20),
+            CancelScope::new().run(pending::<()>()),
+        ))
+        .await;
+        assert!(message.contains("expected a cancellation within 20ms, but the future was still running"), "{message}");
+        assert!(message.contains("testing_kit.rs"), "names the caller: {message}");
+    }
+
+    async fn cancelling_at_each_checkpoint_in_turn_reaches_every_cancellation_point() {
+        let mut seen = Vec::new();
+        for n in 0.. {
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let trip = CancelAfterCheckpoints::new(n);
+            let outcome = trip.scope(CancelScope::new()).try_run(three_steps(log.clone())).await;
+            let log = log.lock().unwrap().clone();
+            match outcome {
+                Err(cancelled) => {
+                    // Seen from the nested scope, the outer one's cancellation.
+                    assert_eq!(cancelled.reason().root(), &CancelReason::Manual);
+                    assert_eq!(
+                        cancelled.message(),
+                        Some(format!("cancelled at checkpoint {n} by CancelAfterCheckpoints").as_str())
+                    );
+                    assert_eq!(trip.checkpoints(), n + 1, "counted up to the one that cancelled");
+                    seen.push(log.last().cloned().expect("a cleanup ran"));
+                }
+                Ok(()) => {
+                    assert_eq!(trip.checkpoints(), n, "every checkpoint went through");
+                    assert_eq!(log, ["step 0", "step 1", "step 2"]);
+                    break;
+                }
+            }
+            assert!(n < 100, "the body never completed");
+        }
+        assert_eq!(
+            seen,
+            [
+                "cleanup before step 0",
+                "cleanup inside step 0",
+                "cleanup before step 1",
+                "cleanup inside step 1",
+                "cleanup before step 2",
+                "cleanup inside step 2",
+            ]
+        );
+    }
+}
+
+/// A body's own error.
+#[derive(Debug)]
+struct JobError(&'static str);
+
+impl std::fmt::Display for JobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the job failed: {}", self.0)
+    }
+}
+
+impl From<Cancelled> for JobError {
+    fn from(_: Cancelled) -> Self {
+        JobError("cancelled")
+    }
+}
+
+/// `future`'s output, asserting it comes within `within` of real time.
+async fn assert_finishes_within<F: Future>(within: Duration, future: F) -> F::Output {
+    let bound = cancelable_tests::sleep(within);
+    futures::select_biased! {
+        output = future.fuse() => output,
+        _ = bound.fuse() => panic!("still running after {within:?}"),
+    }
+}
