@@ -15,7 +15,6 @@ use std::future::{pending, Future};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use cancelable::{Cancelled, TaskGroup};
@@ -24,24 +23,9 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::Backend;
+use common::{pend_once, Backend};
 
 const CHILDREN: usize = 10_000;
-
-/// Pends exactly once, waking itself first.
-async fn pend_once() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
-    .await
-}
 
 /// Where a measurement runs: a backend of the shared runner, or
 /// `futures::executor::block_on`.
@@ -255,16 +239,9 @@ fn per_child(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_millis(1500))
-        .sample_size(10)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::criterion_config(1500, 10);
     targets = cancel_all, per_child
 }
 criterion_main!(benches);

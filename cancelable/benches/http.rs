@@ -20,6 +20,9 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
 use tower::{Layer, Service, ServiceExt};
 
+#[path = "common/mod.rs"]
+mod common;
+
 /// The handler: answers at once.
 async fn bare(_request: Request<Empty<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
@@ -163,16 +166,9 @@ fn loopback(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_millis(1500))
-        .sample_size(20)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::criterion_config(1500, 20);
     targets = in_process, loopback
 }
 criterion_main!(benches);

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::hint::black_box;
 use std::pin::Pin;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use futures::stream::{self, Stream, StreamExt};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::Backend;
+use common::{Backend, Canceller};
 
 /// Items per stream run: the adapter's construction is amortised away.
 const ITEMS: u64 = 10_000;
@@ -70,40 +70,6 @@ fn stream_cost(c: &mut Criterion) {
     );
     group.finish();
     drop(scope);
-}
-
-type Job = Box<dyn FnOnce() + Send>;
-
-/// A persistent thread that runs cancel jobs after a short pause, so the
-/// waiting side is parked by the time the cancel comes.
-struct Canceller {
-    jobs: mpsc::Sender<Job>,
-}
-
-impl Canceller {
-    fn new() -> Self {
-        let (jobs, incoming) = mpsc::channel::<Job>();
-        std::thread::spawn(move || {
-            for job in incoming {
-                std::thread::sleep(Duration::from_micros(300));
-                job();
-            }
-        });
-        Canceller { jobs }
-    }
-
-    /// Cancels through `cancel` soon, recording the instant just before.
-    fn schedule(&self, cancel: impl FnOnce() + Send + 'static) -> Arc<Mutex<Option<Instant>>> {
-        let sent = Arc::new(Mutex::new(None));
-        let stamp = sent.clone();
-        self.jobs
-            .send(Box::new(move || {
-                *stamp.lock().unwrap() = Some(Instant::now());
-                cancel();
-            }))
-            .unwrap();
-        sent
-    }
 }
 
 /// Takes `samples` samples: each round starts a closure that blocks until
@@ -203,7 +169,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn blocking_latency(samples: usize) {
-    let canceller = Arc::new(Canceller::new());
+    let canceller = Arc::new(Canceller::new(Duration::from_micros(300)));
     println!(
         "cancel() on another thread → the side awaiting a blocking closure that never checks returns, {samples} samples each"
     );

@@ -8,51 +8,16 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cancelable::{CancelScope, CancellationToken};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::Backend;
+use common::{Backend, Canceller};
 
 const SAMPLES: usize = 2_000;
-
-type Job = Box<dyn FnOnce() + Send>;
-
-/// A persistent thread that runs cancel jobs after a short pause, so the
-/// scope is parked by the time the cancel comes.
-struct Canceller {
-    jobs: mpsc::Sender<Job>,
-}
-
-impl Canceller {
-    fn new() -> Self {
-        let (jobs, incoming) = mpsc::channel::<Job>();
-        std::thread::spawn(move || {
-            for job in incoming {
-                std::thread::sleep(Duration::from_micros(200));
-                job();
-            }
-        });
-        Canceller { jobs }
-    }
-
-    /// Cancels through `cancel` soon, recording the instant just before.
-    fn schedule(&self, cancel: impl FnOnce() + Send + 'static) -> Arc<Mutex<Option<Instant>>> {
-        let sent = Arc::new(Mutex::new(None));
-        let stamp = sent.clone();
-        self.jobs
-            .send(Box::new(move || {
-                *stamp.lock().unwrap() = Some(Instant::now());
-                cancel();
-            }))
-            .unwrap();
-        sent
-    }
-}
 
 type Measure = fn(Backend, Arc<Canceller>) -> Pin<Box<dyn Future<Output = Vec<Duration>> + Send>>;
 
@@ -159,7 +124,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported.
-    let canceller = Arc::new(Canceller::new());
+    let canceller = Arc::new(Canceller::new(Duration::from_micros(200)));
     println!("cancel() on another thread → the waiting code returns, {SAMPLES} samples each");
     println!(
         "{:<22} {:>26} {:>26} {:>26} {:>7}",

@@ -6,32 +6,16 @@
 
 use std::future::Future;
 use std::hint::black_box;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use cancelable::{checkpoint, CancelScope, CancellationToken, Cancelled};
-use criterion::{criterion_group, criterion_main, Bencher, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::Backend;
+use common::{pend_once, per_iteration, Backend};
 
 const FIVE_SECONDS: Duration = Duration::from_secs(5);
-
-/// Pends exactly once, waking itself first.
-async fn pend_once() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
-    .await
-}
 
 /// About 20 µs of work with three awaits in between.
 async fn realistic_body() -> u64 {
@@ -62,23 +46,6 @@ async fn peer_timeout<F: Future + Unpin>(backend: Backend, body: F) -> Option<F:
 
 async fn scoped<T>(body: impl Future<Output = T>) -> Result<T, Cancelled> {
     CancelScope::new().timeout(FIVE_SECONDS).run(body).await
-}
-
-/// Measures `op().await` per iteration, looping inside one run of `backend`.
-fn per_iteration<F, Fut>(b: &mut Bencher<'_>, backend: Backend, op: F)
-where
-    F: Fn() -> Fut + Copy + Send + 'static,
-    Fut: Future + Send,
-{
-    b.iter_custom(|iters| {
-        backend.run(async move {
-            let start = Instant::now();
-            for _ in 0..iters {
-                black_box(op().await);
-            }
-            start.elapsed()
-        })
-    })
 }
 
 fn scope_overhead(c: &mut Criterion) {
@@ -218,16 +185,9 @@ fn token_contention(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_millis(1200))
-        .sample_size(20)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::criterion_config(1200, 20);
     targets = scope_overhead, realistic, cancel_point, token_contention
 }
 criterion_main!(benches);

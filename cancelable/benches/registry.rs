@@ -13,44 +13,11 @@ use std::time::{Duration, Instant};
 
 use cancelable::registry::Registry;
 use cancelable::{CancelReason, CancelScope, Run};
-use criterion::{criterion_group, criterion_main, BatchSize, Bencher, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::Backend;
-
-/// Pends exactly once, waking itself first.
-async fn pend_once() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
-    .await
-}
-
-/// Measures `op().await` per iteration, looping inside one run of `backend`.
-fn per_iteration<F, Fut>(b: &mut Bencher<'_>, backend: Backend, op: F)
-where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: Future + Send,
-{
-    b.iter_custom(|iters| {
-        let op = op.clone();
-        backend.run(async move {
-            let start = Instant::now();
-            for _ in 0..iters {
-                black_box(op().await);
-            }
-            start.elapsed()
-        })
-    })
-}
+use common::{pend_once, per_iteration, Backend};
 
 fn registered_vs_unregistered(c: &mut Criterion) {
     for backend in Backend::ALL {
@@ -235,16 +202,9 @@ fn snapshot_under_load(c: &mut Criterion) {
     );
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_millis(1500))
-        .sample_size(20)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::criterion_config(1500, 20);
     targets = registered_vs_unregistered, cancel_by_id, throughput, snapshot_under_load
 }
 criterion_main!(benches);

@@ -1,8 +1,17 @@
-//! The runtimes every benchmark runs on, shared by the bench binaries.
+//! What the bench binaries share: the runtimes every benchmark runs on,
+//! the body of the overhead measurements, the per-iteration loop, the
+//! thread that cancels from outside, and the criterion settings.
 // Each bench binary uses part of this module.
 #![allow(dead_code)]
 
 use std::future::Future;
+use std::hint::black_box;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use criterion::{Bencher, Criterion};
 
 /// An executor to run a measurement on.
 #[derive(Clone, Copy, Debug)]
@@ -62,4 +71,86 @@ impl Backend {
             Backend::Smol => smol::block_on(work),
         }
     }
+}
+
+/// Pends exactly once, waking itself first: the body of the overhead
+/// measurements.
+pub(crate) async fn pend_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Measures `op().await` per iteration, looping inside one run of
+/// `backend`, so that entering the executor is not counted.
+pub(crate) fn per_iteration<F, Fut>(b: &mut Bencher<'_>, backend: Backend, op: F)
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: Future + Send,
+{
+    b.iter_custom(|iters| {
+        let op = op.clone();
+        backend.run(async move {
+            let start = Instant::now();
+            for _ in 0..iters {
+                black_box(op().await);
+            }
+            start.elapsed()
+        })
+    })
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A persistent thread that runs cancel jobs after a short pause, so the
+/// waiting side is parked by the time the cancel comes.
+pub(crate) struct Canceller {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Canceller {
+    /// A canceller that waits `pause` before each job.
+    pub(crate) fn new(pause: Duration) -> Self {
+        let (jobs, incoming) = mpsc::channel::<Job>();
+        std::thread::spawn(move || {
+            for job in incoming {
+                std::thread::sleep(pause);
+                job();
+            }
+        });
+        Canceller { jobs }
+    }
+
+    /// Cancels through `cancel` soon, recording the instant just before.
+    pub(crate) fn schedule(
+        &self,
+        cancel: impl FnOnce() + Send + 'static,
+    ) -> Arc<Mutex<Option<Instant>>> {
+        let sent = Arc::new(Mutex::new(None));
+        let stamp = sent.clone();
+        self.jobs
+            .send(Box::new(move || {
+                *stamp.lock().unwrap() = Some(Instant::now());
+                cancel();
+            }))
+            .unwrap();
+        sent
+    }
+}
+
+/// The shortened criterion runs every bench uses (0.3 s warm-up), with
+/// `measurement_ms` of measurement in `samples` samples.
+pub(crate) fn criterion_config(measurement_ms: u64, samples: usize) -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(measurement_ms))
+        .sample_size(samples)
 }

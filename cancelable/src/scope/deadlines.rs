@@ -281,18 +281,20 @@ impl Shard {
     pub(crate) fn current(backend: Backend) -> Arc<Shard> {
         let kind = match backend {
             #[cfg(feature = "tokio")]
-            Backend::Tokio => match tokio::runtime::Handle::try_current() {
-                Ok(handle) => ShardKind::Tokio(handle.id()),
-                Err(_) => ShardKind::AsyncIo,
-            },
+            Backend::Tokio => tokio_kind(),
             Backend::AsyncIo => ShardKind::AsyncIo,
         };
         let found = SHARDS.try_with(|shards| {
             let mut shards = shards.borrow_mut();
-            shards.retain(|shard| !shard.is_dead());
-            if let Some(shard) = shards.iter().find(|shard| shard.kind == kind) {
+            if let Some(shard) = shards
+                .iter()
+                .find(|shard| shard.kind == kind && !shard.is_dead())
+            {
                 return shard.clone();
             }
+            // Dead shards (their runtime shut down) leave when a new one
+            // comes, not on every lookup.
+            shards.retain(|shard| !shard.is_dead());
             let shard = Shard::new(kind);
             shard.start();
             if !shard.is_dead() {
@@ -408,6 +410,43 @@ impl Shard {
         for scope in scopes.into_iter().filter_map(|scope| scope.upgrade()) {
             scope.token.wake_owner();
         }
+    }
+}
+
+/// The shard kind of the tokio runtime entered on this thread.
+///
+/// `Handle::try_current` clones the runtime's handle (two atomic updates on
+/// a counter that every worker thread shares). Inside a task the answer is
+/// remembered per thread with the task's id, which is unique in the
+/// process and whose task never changes runtime, so the scopes that
+/// follow in the same task skip the clone.
+#[cfg(feature = "tokio")]
+fn tokio_kind() -> ShardKind {
+    use std::cell::Cell;
+    thread_local! {
+        static TASK_RUNTIME: Cell<Option<(tokio::task::Id, tokio::runtime::Id)>> =
+            const { Cell::new(None) };
+    }
+    let task = tokio::task::try_id();
+    if let Some(task) = task {
+        let remembered = TASK_RUNTIME
+            .try_with(|memo| memo.get())
+            .ok()
+            .flatten()
+            .filter(|(of, _)| *of == task);
+        if let Some((_, runtime)) = remembered {
+            return ShardKind::Tokio(runtime);
+        }
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            let runtime = handle.id();
+            if let Some(task) = task {
+                let _ = TASK_RUNTIME.try_with(|memo| memo.set(Some((task, runtime))));
+            }
+            ShardKind::Tokio(runtime)
+        }
+        Err(_) => ShardKind::AsyncIo,
     }
 }
 

@@ -174,22 +174,27 @@ impl Driver {
         };
         let mut token_link = None;
         let mut sources = None;
-        for source in config.sources {
-            // The first plain token source, the common case, is kept inline.
-            let source = match source.into_token() {
-                Ok(token) if token_link.is_none() => {
-                    token_link = token.attach(&shared.token, Link::Transparent);
-                    continue;
+        // Most scopes have no source besides their deadline: the loop
+        // (and its iterator) only for those that do.
+        if !config.sources.is_empty() {
+            for source in config.sources {
+                // The first plain token source, the common case, is kept inline.
+                let source = match source.into_token() {
+                    Ok(token) if token_link.is_none() => {
+                        token_link = token.attach(&shared.token, Link::Transparent);
+                        continue;
+                    }
+                    Ok(token) => Source::token(&token),
+                    Err(source) => source,
+                };
+                let sources = sources.get_or_insert_with(Box::<ArmedSources>::default);
+                if let Err(error) = sources.arm(source, Sink::Token(shared.token.clone()), started)
+                {
+                    shared
+                        .token
+                        .cancel_cause(Cause::new(CancelReason::Error(error)));
+                    break;
                 }
-                Ok(token) => Source::token(&token),
-                Err(source) => source,
-            };
-            let sources = sources.get_or_insert_with(Box::<ArmedSources>::default);
-            if let Err(error) = sources.arm(source, Sink::Token(shared.token.clone()), started) {
-                shared
-                    .token
-                    .cancel_cause(Cause::new(CancelReason::Error(error)));
-                break;
             }
         }
         let initial_deadline = (shared.deadline_generation.load(Ordering::Acquire), deadline);
@@ -224,10 +229,18 @@ impl Driver {
         is_failure: fn(&F::Output) -> bool,
         describe: Option<fn(&F::Output) -> String>,
     ) -> Poll<Result<F::Output, Cancelled>> {
-        match std::mem::replace(&mut self.stage, Stage::Finished) {
-            Stage::Configured(config) => self.start(config),
+        // Matched in place: a running scope's state is not moved out and
+        // back on every poll.
+        match &self.stage {
+            Stage::Running(_) => {}
+            Stage::Configured(_) => {
+                let Stage::Configured(config) = std::mem::replace(&mut self.stage, Stage::Finished)
+                else {
+                    unreachable!("matched above")
+                };
+                self.start(config);
+            }
             Stage::Finished => panic!("a cancel scope future was polled after it completed"),
-            running => self.stage = running,
         }
         #[cfg(feature = "tracing")]
         let _entered = match &self.stage {
@@ -409,17 +422,16 @@ impl Driver {
             unreachable!("only a running scope finishes")
         };
         let shared = lent_back(&self.shared);
+        // Most scopes have no extras: no default `Extras` is built (and
+        // dropped) for them.
         #[cfg_attr(not(feature = "registry"), allow(unused_mut))]
-        let mut extras = armed
-            .extras
-            .take()
-            .map(|extras| *extras)
-            .unwrap_or_default();
+        let mut extras = armed.extras.take();
         // The end time can only be read through a handle or a callback:
         // spare the clock read when there is neither.
         let observed = Arc::strong_count(shared) > 1
-            || !extras.on_complete.is_empty()
-            || !extras.on_error.is_empty();
+            || extras.as_deref().is_some_and(|extras| {
+                !extras.on_complete.is_empty() || !extras.on_error.is_empty()
+            });
         if observed {
             lock(&shared.data).ended = Some(armed.backend.clock().now());
         }
@@ -440,9 +452,14 @@ impl Driver {
         drop(armed);
         // --- registry hook: leave the live set before user callbacks run ---
         #[cfg(feature = "registry")]
-        drop(extras.registration.take());
+        if let Some(extras) = extras.as_deref_mut() {
+            drop(extras.registration.take());
+        }
+        let Some(extras) = extras else {
+            return;
+        };
         match status {
-            OperationStatus::Cancelled => {
+            OperationStatus::Cancelled if !extras.on_cancel.is_empty() => {
                 let cancelled = cancelled
                     .cloned()
                     .unwrap_or_else(|| shared.cancelled_error());

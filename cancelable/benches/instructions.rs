@@ -1,0 +1,230 @@
+//! The hot paths as plain loops, for instruction counting under
+//! `valgrind --tool=callgrind` (see `scripts/instructions`, which runs
+//! this binary and compares with `benches/instructions.baseline`).
+//!
+//! `instructions <hot path> <iterations>` sets the hot path up, runs it
+//! `iterations` times and exits. The script runs each hot path with N and
+//! 2N iterations and divides the difference by N, so that the setup
+//! (runtime, thread-locals, the first shard, the first allocations)
+//! cancels out without client requests in the code. Without arguments
+//! (as `cargo bench` runs it) every hot path runs a few iterations, as a
+//! smoke test.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::time::Duration;
+
+use cancelable::{checkpoint, CancelScope, CancellationToken};
+
+#[path = "common/mod.rs"]
+mod common;
+use common::pend_once;
+
+const FIVE_SECONDS: Duration = Duration::from_secs(5);
+
+/// A hot path: its name in the baseline, and the loop running it.
+struct HotPath {
+    name: &'static str,
+    run: fn(u64),
+}
+
+const HOT_PATHS: &[HotPath] = &[
+    HotPath {
+        name: "bare_body/async-io",
+        run: |n| block_on(repeat(n, pend_once)),
+    },
+    HotPath {
+        name: "scope_no_source/async-io",
+        run: |n| block_on(repeat(n, scope_no_source)),
+    },
+    HotPath {
+        name: "scope_timeout/async-io",
+        run: |n| block_on(repeat(n, scope_timeout)),
+    },
+    HotPath {
+        name: "bare_body/tokio-current-thread",
+        run: |n| tokio_current_thread(repeat(n, pend_once)),
+    },
+    HotPath {
+        name: "scope_no_source/tokio-current-thread",
+        run: |n| tokio_current_thread(repeat(n, scope_no_source)),
+    },
+    HotPath {
+        name: "scope_timeout/tokio-current-thread",
+        run: |n| tokio_current_thread(repeat(n, scope_timeout)),
+    },
+    HotPath {
+        name: "scope_timeout/tokio-task",
+        run: |n| tokio_current_thread(spawned(repeat(n, scope_timeout))),
+    },
+    // The hand-written peers, for the ratio: measured, never gated.
+    HotPath {
+        name: "peer/select_async_io_timer/async-io",
+        run: |n| {
+            block_on(repeat(n, || async {
+                let body = Box::pin(pend_once());
+                match futures::future::select(body, async_io::Timer::after(FIVE_SECONDS)).await {
+                    futures::future::Either::Left((output, _)) => output,
+                    futures::future::Either::Right(_) => unreachable!("5 s passed"),
+                }
+            }))
+        },
+    },
+    HotPath {
+        name: "peer/tokio_timeout/tokio-current-thread",
+        run: |n| {
+            tokio_current_thread(repeat(n, || async {
+                tokio::time::timeout(FIVE_SECONDS, pend_once())
+                    .await
+                    .unwrap()
+            }))
+        },
+    },
+    HotPath {
+        name: "checkpoint/scope_with_deadline",
+        run: |n| {
+            block_on(async move {
+                CancelScope::new()
+                    .timeout(Duration::from_secs(3600))
+                    .run(async move {
+                        for _ in 0..n {
+                            black_box(checkpoint().await).unwrap();
+                        }
+                    })
+                    .await
+                    .unwrap()
+            })
+        },
+    },
+    HotPath {
+        name: "checkpoint/outside_scope",
+        run: |n| {
+            block_on(async move {
+                for _ in 0..n {
+                    black_box(checkpoint().await).unwrap();
+                }
+            })
+        },
+    },
+    HotPath {
+        name: "token/new_cancel_drop",
+        run: |n| {
+            for _ in 0..n {
+                let token = black_box(CancellationToken::new());
+                black_box(token.cancel());
+            }
+        },
+    },
+    HotPath {
+        name: "token/cancel_with_child_and_waiter",
+        run: |n| {
+            for _ in 0..n {
+                let token = black_box(CancellationToken::new());
+                let child = token.child();
+                let mut waiter = Box::pin(child.cancelled());
+                let waker = futures::task::noop_waker();
+                let mut cx = std::task::Context::from_waker(&waker);
+                assert!(waiter.as_mut().poll(&mut cx).is_pending());
+                black_box(token.cancel());
+                assert!(waiter.as_mut().poll(&mut cx).is_ready());
+            }
+        },
+    },
+    HotPath {
+        name: "token/child_create_drop",
+        run: |n| {
+            let parent = CancellationToken::new();
+            for _ in 0..n {
+                drop(black_box(parent.child()));
+            }
+        },
+    },
+    HotPath {
+        name: "registry/registered_scope",
+        run: |n| {
+            let registry = cancelable::registry::Registry::new();
+            block_on(repeat(n, move || {
+                let scope = CancelScope::new().name("op").register_in(&registry);
+                async move { scope.run(pend_once()).await.unwrap() }
+            }))
+        },
+    },
+];
+
+async fn scope_no_source() {
+    CancelScope::new().run(pend_once()).await.unwrap()
+}
+
+async fn scope_timeout() {
+    CancelScope::new()
+        .timeout(FIVE_SECONDS)
+        .run(pend_once())
+        .await
+        .unwrap()
+}
+
+/// Runs `op().await` `n` times.
+async fn repeat<F, Fut>(n: u64, op: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future,
+{
+    for _ in 0..n {
+        black_box(op().await);
+    }
+}
+
+/// The async-io backend: no tokio runtime entered.
+fn block_on<F: Future>(work: F) -> F::Output {
+    futures::executor::block_on(work)
+}
+
+/// `work` as a spawned tokio task (awaited), where most tokio code runs.
+async fn spawned<F>(work: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(work).await.expect("the task does not panic")
+}
+
+fn tokio_current_thread<F: Future>(work: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(work)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench` (and filters); only our own two
+    // arguments select a hot path.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with("--"))
+        .collect();
+    match args.as_slice() {
+        [name, iterations] => {
+            let Some(path) = HOT_PATHS.iter().find(|path| path.name == name) else {
+                eprintln!("unknown hot path `{name}`; run with `--list` for the names");
+                std::process::exit(2);
+            };
+            let Ok(iterations) = iterations.parse::<u64>() else {
+                eprintln!("the iteration count `{iterations}` is not a whole number");
+                std::process::exit(2);
+            };
+            (path.run)(iterations);
+        }
+        _ if std::env::args().any(|arg| arg == "--list") => {
+            for path in HOT_PATHS {
+                println!("{}", path.name);
+            }
+        }
+        _ => {
+            for path in HOT_PATHS {
+                (path.run)(10);
+                println!("{}: ok", path.name);
+            }
+        }
+    }
+}
