@@ -13,6 +13,7 @@
 //! the test output names the backend of each run.
 
 pub mod http;
+pub mod redis;
 
 use std::future::Future;
 use std::sync::mpsc;
