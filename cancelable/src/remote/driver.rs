@@ -160,6 +160,9 @@ async fn session(
         .await;
         match event {
             Event::Shutdown => {
+                // Answers being sent (or waiting for an exit) go out first.
+                let drain = async { while tasks.next().await.is_some() {} };
+                let _ = within(settings.answer_within, drain).await;
                 deregister(shared, connection).await;
                 return Ok(());
             }

@@ -85,9 +85,10 @@ fn main() {
         for task in tasks {
             let _ = task.await;
         }
+        // Leave before exiting: the answers to the last cancels go out first.
+        remote.close().await;
         let mut out = out.lock().unwrap();
         let _ = writeln!(out, "done");
         let _ = out.flush();
-        drop(remote);
     });
 }
