@@ -189,17 +189,7 @@ async fn run(options: Options) -> Result<(), String> {
                         Ok(scope) => scope,
                         Err(error) => return println!("job-{n}: {error}"),
                     };
-                    let outcome = scope
-                        .try_run(async {
-                            loop {
-                                if let Err(cancelled) =
-                                    cancelable::sleep(Duration::from_millis(200)).await
-                                {
-                                    return Err::<(), _>(cancelled);
-                                }
-                            }
-                        })
-                        .await;
+                    let outcome = scope.try_run(work_until_cancelled()).await;
                     match outcome {
                         Err(cancelled) => println!("job-{n}: {cancelled}"),
                         Ok(()) => println!("job-{n}: done"),
@@ -210,6 +200,13 @@ async fn run(options: Options) -> Result<(), String> {
             Ok(())
         }
         _ => Err(USAGE.to_owned()),
+    }
+}
+
+/// A job's body: works in 200 ms steps until its scope is cancelled.
+async fn work_until_cancelled() -> Result<(), cancelable::Cancelled> {
+    loop {
+        cancelable::sleep(Duration::from_millis(200)).await?;
     }
 }
 

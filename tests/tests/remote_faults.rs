@@ -88,9 +88,9 @@ cancelable_tests::on_every_backend! {
         let mut server = RedisServer::start();
         let (registry_a, registry_b) = (Registry::new(), Registry::new());
         let a = join(&server, "a", &registry_a).await;
-        // Node b waits 5 s before each reconnection: it is away while a sends.
+        // Node b waits 10 s before each reconnection: it is away while a sends.
         let b = builder(&server, "b", &registry_b)
-            .backoff(Duration::from_secs(5), Duration::from_secs(5))
+            .backoff(Duration::from_secs(10), Duration::from_secs(10))
             .connect()
             .await
             .unwrap();

@@ -42,7 +42,9 @@
 //! **tombstone** (default TTL 3 h, at most 10,000 kept). A node keeps a
 //! local copy of the tombstones that its registration hook checks
 //! synchronously — no network on the registration path — so an operation
-//! cancelled before it started is cancelled as it registers. After every
+//! cancelled before it started is cancelled as it registers (its body is
+//! still polled once, as for any scope cancelled before its start, and
+//! ends at its first await or checkpoint). After every
 //! (re)connection a node subscribes first, then reads every tombstone and
 //! cancels the live operations they name, then writes back the tombstones
 //! it knows that the broker lacks (a broker restarted without persistence
@@ -427,7 +429,9 @@ impl RemoteRegistryBuilder {
 }
 
 /// A node of a cluster: the local registry joined to the others over
-/// Redis. Cheap to clone (clones share the node); the node leaves the
+/// Redis. Node names must be unique in the cluster (two live nodes of one
+/// name overwrite each other's snapshot, and both act on `NODE/ID`
+/// targets of that name). Cheap to clone (clones share the node); the node leaves the
 /// cluster when the last clone is dropped, or with
 /// [`close`](Self::close).
 ///
