@@ -13,26 +13,49 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The `redis-server` binary: `$REDIS_SERVER`, else the first on `PATH`,
-/// else `/usr/bin/redis-server` or `/usr/sbin/redis-server`.
+/// else `/usr/bin/redis-server` or `/usr/sbin/redis-server`. Panics with
+/// how to install it if there is none: a test never passes without it.
 pub fn redis_server_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("REDIS_SERVER") {
-        return PathBuf::from(path);
+    find_redis_server(
+        std::env::var_os("REDIS_SERVER"),
+        std::env::var_os("PATH"),
+        &[Path::new("/usr/bin"), Path::new("/usr/sbin")],
+    )
+    .unwrap_or_else(|message| panic!("{message}"))
+}
+
+/// Where `redis-server` is, given `$REDIS_SERVER`, `$PATH` and the
+/// directories to look in last; `Err` says how to install it.
+pub fn find_redis_server(
+    explicit: Option<std::ffi::OsString>,
+    path: Option<std::ffi::OsString>,
+    fallback: &[&Path],
+) -> Result<PathBuf, String> {
+    if let Some(explicit) = explicit {
+        let explicit = PathBuf::from(explicit);
+        if explicit.is_file() {
+            return Ok(explicit);
+        }
+        return Err(format!(
+            "REDIS_SERVER={} is not a file; point it at a redis-server binary, or unset it \
+             and install one with `apt-get update && apt-get install -y redis-server`",
+            explicit.display()
+        ));
     }
-    let on_path = std::env::var_os("PATH")
+    let on_path = path
         .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
         .unwrap_or_default();
     on_path
         .into_iter()
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+        .chain(fallback.iter().map(|dir| dir.to_path_buf()))
         .map(|dir| dir.join("redis-server"))
         .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "no `redis-server` found (on PATH, /usr/bin, /usr/sbin or $REDIS_SERVER): the remote \
-                 cancellation tests need a real broker. Install it with \
-                 `apt-get update && apt-get install -y redis-server` (Debian/Ubuntu), or run \
-                 `scripts/test`, which installs it when missing"
-            )
+        .ok_or_else(|| {
+            "no `redis-server` found (on PATH, /usr/bin, /usr/sbin or $REDIS_SERVER): the remote \
+             cancellation tests need a real broker. Install it with \
+             `apt-get update && apt-get install -y redis-server` (Debian/Ubuntu), or run \
+             `scripts/test`, which installs it when missing"
+                .to_owned()
         })
 }
 

@@ -35,6 +35,28 @@ async fn send(node: &RemoteRegistry, target: Target, message: String) {
     panic!("could not send the cancel of {target} in 10 s");
 }
 
+/// Without a `redis-server` the remote tests fail, saying how to install
+/// it; they never pass silently.
+#[test]
+fn a_missing_redis_server_fails_with_how_to_install_it() {
+    let empty = std::env::temp_dir().join("cancelable-no-redis-here");
+    let _ = std::fs::create_dir_all(&empty);
+    let error =
+        cancelable_tests::redis::find_redis_server(None, Some(empty.clone().into()), &[&empty])
+            .unwrap_err();
+    assert!(
+        error.contains("apt-get update && apt-get install -y redis-server"),
+        "{error}"
+    );
+    let error =
+        cancelable_tests::redis::find_redis_server(Some(empty.join("nope").into()), None, &[])
+            .unwrap_err();
+    assert!(error.contains("apt-get install -y redis-server"), "{error}");
+    let found =
+        cancelable_tests::redis::find_redis_server(None, None, &[std::path::Path::new("/usr/bin")]);
+    assert!(found.is_ok() || !std::path::Path::new("/usr/bin/redis-server").exists());
+}
+
 cancelable_tests::on_every_backend! {
     async fn a_broker_unreachable_at_start_is_a_clear_error() {
         let mut server = RedisServer::start();
