@@ -204,6 +204,23 @@ cancelable_tests::on_every_backend! {
         assert_eq!(names(a.list().await.unwrap()), ["a:on-a"]);
     }
 
+    async fn a_new_operation_is_listed_without_waiting_for_the_heartbeat() {
+        let server = RedisServer::start();
+        let registry = Registry::new();
+        let a = builder(&server, "a", &registry)
+            .heartbeat(Duration::from_secs(60), Duration::from_secs(120))
+            .connect()
+            .await
+            .unwrap();
+        assert!(a.list().await.unwrap().is_empty());
+        let _job = started(CancelScope::new().name("fresh").register_in(&registry)).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while a.list().await.unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "the new operation was not listed within 5 s");
+            cancelable_tests::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     async fn a_registry_joins_one_cluster_once() {
         let server = RedisServer::start();
         let registry = Registry::new();

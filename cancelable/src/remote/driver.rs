@@ -92,10 +92,15 @@ async fn drive(shared: &Arc<Shared>, ready: &Oneshot<Result<(), RemoteError>>) {
     }
 }
 
+/// How long after an operation joins the node publishes its snapshot
+/// (joins in between share it).
+const CHANGE_DEBOUNCE: Duration = Duration::from_millis(20);
+
 enum Event {
     Shutdown,
     Message(Option<redis::Msg>),
     Heartbeat,
+    Changed,
 }
 
 /// One connection: set up, then serve until the broker is lost (`Err`) or
@@ -140,6 +145,7 @@ async fn session(
 
     let mut messages = std::pin::pin!(pubsub.into_on_message());
     let mut heartbeat = async_io::Timer::interval(settings.heartbeat);
+    let mut soon: Option<async_io::Timer> = None;
     let mut tasks = Tasks::new();
     let shutdown = shared.shutdown.clone();
     let mut stop = std::pin::pin!(shutdown.cancelled());
@@ -155,6 +161,19 @@ async fn session(
             if let Poll::Ready(Some(_)) = heartbeat.poll_next_unpin(cx) {
                 return Poll::Ready(Event::Heartbeat);
             }
+            match &mut soon {
+                Some(timer) => {
+                    if timer.poll_next_unpin(cx).is_ready() {
+                        soon = None;
+                        return Poll::Ready(Event::Heartbeat);
+                    }
+                }
+                None => {
+                    if shared.changed.poll_take(cx).is_ready() {
+                        return Poll::Ready(Event::Changed);
+                    }
+                }
+            }
             Poll::Pending
         })
         .await;
@@ -168,6 +187,7 @@ async fn session(
             }
             Event::Message(None) => return Err("the subscription connection closed".to_owned()),
             Event::Message(Some(message)) => handle(shared, &message, &connection, &mut tasks),
+            Event::Changed => soon = Some(async_io::Timer::after(CHANGE_DEBOUNCE)),
             Event::Heartbeat => {
                 shared.cache.live(unix_ms());
                 let shared = shared.clone();

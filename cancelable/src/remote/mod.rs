@@ -376,8 +376,10 @@ impl RemoteRegistryBuilder {
             self.node.clone(),
             self.max_tombstones,
         ));
+        let changed = Arc::new(tombstones::Changed::default());
         let observer: Arc<dyn JoinObserver> = Arc::new(tombstones::Observer {
             cache: cache.clone(),
+            changed: changed.clone(),
         });
         {
             let mut slot = registry
@@ -405,6 +407,7 @@ impl RemoteRegistryBuilder {
             client,
             registry,
             cache,
+            changed,
             observer,
             connection: Mutex::new(None),
             connected: AtomicBool::new(false),
@@ -463,6 +466,8 @@ pub(crate) struct Shared {
     pub(crate) client: redis::Client,
     pub(crate) registry: Registry,
     pub(crate) cache: Arc<tombstones::Cache>,
+    /// Operations joined since the last snapshot.
+    pub(crate) changed: Arc<tombstones::Changed>,
     observer: Arc<dyn JoinObserver>,
     /// The command connection of the current session, if connected.
     pub(crate) connection: Mutex<Option<redis::aio::MultiplexedConnection>>,
@@ -748,7 +753,10 @@ impl RemoteRegistry {
     }
 
     /// The live operations of every node, from the snapshots they
-    /// published (at most one heartbeat old), ordered by node and id.
+    /// published, ordered by node and id. A node publishes one every
+    /// heartbeat and about 20 ms after operations join it, so a new
+    /// operation shows within tens of ms, a finished one leaves within a
+    /// heartbeat.
     pub async fn list(&self) -> Result<Vec<RemoteOperation>, RemoteError> {
         Ok(self
             .nodes()

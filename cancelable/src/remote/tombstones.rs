@@ -4,7 +4,7 @@
 //! without persistence has lost them).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::protocol::{Target, Tombstone};
@@ -158,14 +158,43 @@ impl State {
     }
 }
 
+/// Set when an operation joins the local registry, so that the node
+/// publishes a fresh snapshot soon (not on the registration path).
+#[derive(Default)]
+pub(crate) struct Changed {
+    flag: AtomicBool,
+    waker: atomic_waker::AtomicWaker,
+}
+
+impl Changed {
+    fn note(&self) {
+        // A load first: while the flag is set, registrations only read it.
+        if !self.flag.load(Ordering::Relaxed) && !self.flag.swap(true, Ordering::AcqRel) {
+            self.waker.wake();
+        }
+    }
+
+    /// `Ready` once something joined since the last time it returned
+    /// `Ready`.
+    pub(crate) fn poll_take(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.waker.register(cx.waker());
+        match self.flag.swap(false, Ordering::AcqRel) {
+            true => std::task::Poll::Ready(()),
+            false => std::task::Poll::Pending,
+        }
+    }
+}
+
 /// The registration hook: a scope registering in the node's local registry
 /// is cancelled at once if a tombstone names it.
 pub(crate) struct Observer {
     pub(crate) cache: Arc<Cache>,
+    pub(crate) changed: Arc<Changed>,
 }
 
 impl JoinObserver for Observer {
     fn joined(&self, id: u64, key: Option<&str>, token: &CancellationToken) {
+        self.changed.note();
         if let Some(cached) = self.cache.lookup(id, key) {
             if cached.expires_ms <= super::unix_ms() {
                 return;
