@@ -113,6 +113,19 @@ impl RedisServer {
         }
     }
 
+    /// Freezes (`true`: SIGSTOP) or thaws (`false`: SIGCONT) the server: a
+    /// broker that keeps its connections open and stops answering.
+    #[cfg(unix)]
+    pub fn freeze(&self, frozen: bool) {
+        let child = self.child.as_ref().expect("the server runs");
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("`kill` runs");
+        assert!(status.success(), "could not signal redis-server");
+    }
+
     /// Starts the server again on the same port (stopping it first if it
     /// runs), empty, and waits until it answers.
     pub fn restart(&mut self) {

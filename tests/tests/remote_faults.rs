@@ -105,6 +105,23 @@ cancelable_tests::on_every_backend! {
         assert_eq!(job.await.unwrap_err().message(), Some("remote again"));
     }
 
+    async fn a_broker_that_stops_answering_counts_as_lost_and_the_node_reconnects() {
+        let server = RedisServer::start();
+        let registry = Registry::new();
+        let a = builder(&server, "a", &registry)
+            .answer_within(std::time::Duration::from_millis(500))
+            .connect()
+            .await
+            .unwrap();
+        server.freeze(true);
+        eventually(Duration::from_secs(10), "the node gives up on the frozen broker", || !a.is_connected()).await;
+        server.freeze(false);
+        eventually(Duration::from_secs(10), "the node reconnects", || a.is_connected()).await;
+        let job = started(CancelScope::new().register_in(&registry).key("thawed").unwrap()).await;
+        a.cancel(Target::key("thawed"), CancelReason::Manual, "after the thaw").await.unwrap();
+        assert_eq!(job.await.unwrap_err().message(), Some("after the thaw"));
+    }
+
     async fn no_cancel_is_lost_while_a_node_is_away_and_the_broker_restarts() {
         const SENT: usize = 1_000;
         let mut server = RedisServer::start();

@@ -190,17 +190,17 @@ async fn session(
             Event::Changed => soon = Some(async_io::Timer::after(CHANGE_DEBOUNCE)),
             Event::Heartbeat => {
                 shared.cache.live(unix_ms());
-                let shared = shared.clone();
+                // Awaited here, bounded: a broker that stopped answering
+                // (but kept the connection open) is a lost broker.
                 let mut connection = connection.clone();
-                tasks.push(Box::pin(async move {
-                    if let Err(error) = publish_snapshot(&shared, &mut connection).await {
-                        log_warn!(
-                            "cancelable node {:?} could not publish its snapshot: {}",
-                            shared.node(),
-                            error
-                        );
+                let limit = settings.answer_within;
+                match within(limit, publish_snapshot(shared, &mut connection)).await {
+                    Some(Ok(())) => {}
+                    Some(Err(error)) => {
+                        return Err(format!("publishing the snapshot failed: {error}"))
                     }
-                }));
+                    None => return Err(format!("the broker did not answer within {limit:?}")),
+                }
             }
         }
     }
@@ -462,16 +462,18 @@ fn respond(
             node: shared.node().to_owned(),
             found: acks,
         };
-        let sent: RedisResult<()> = redis::cmd("PUBLISH")
-            .arg(reply_to)
-            .arg(answer.encode())
-            .query_async(&mut connection)
-            .await;
-        if let Err(error) = sent {
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(reply_to).arg(answer.encode());
+        let sent = within(
+            shared.settings.answer_within,
+            publish.query_async::<()>(&mut connection),
+        )
+        .await;
+        if !matches!(sent, Some(Ok(()))) {
             log_warn!(
-                "cancelable node {:?} could not answer a request: {}",
+                "cancelable node {:?} could not answer a request: {:?}",
                 shared.node(),
-                error
+                sent
             );
         }
     }));
