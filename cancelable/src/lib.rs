@@ -136,6 +136,10 @@ pub mod testing;
 #[cfg(feature = "registry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
 pub mod registry;
+// Cancellation across processes, over Redis, on the registry.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod remote;
 
 pub use blocking::{run_blocking, BlockingContext};
 pub use cancelled::{Cancelled, GraceOutcome};

@@ -14,6 +14,7 @@
 //! the test output names the backend of each run.
 
 pub mod http;
+pub mod redis;
 
 // The harness is the public testing kit's backend runner
 // (`cancelable::testing`); re-exported so the tests name it as before.

@@ -189,6 +189,20 @@ impl Entry {
         lock(&registry.inner.shards[shard_of(id)].state)
             .live
             .insert(id, record.clone());
+        // After the insert: a cancel that looks at the live set after this
+        // point finds the record; one before it left what the observer reads.
+        #[cfg(feature = "redis")]
+        {
+            let observer = registry
+                .inner
+                .join_observer
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone();
+            if let Some(observer) = observer {
+                observer.joined(id, record.key.as_deref(), &shared.token);
+            }
+        }
         Entry { record, registry }
     }
 }

@@ -265,6 +265,19 @@ pub(crate) struct Inner {
     keys: Box<[live::KeyShard]>,
     history: history::History,
     stuck_after: Duration,
+    /// Told of each scope that joins, synchronously (feature `redis`: the
+    /// remote registry's tombstone check).
+    #[cfg(feature = "redis")]
+    pub(crate) join_observer: std::sync::RwLock<Option<Arc<dyn JoinObserver>>>,
+}
+
+/// Told synchronously of every scope that joins a registry, after it is in
+/// the live set; must not block nor call into the network (it runs on the
+/// registration path). Set by `cancelable::remote`.
+#[cfg(feature = "redis")]
+pub(crate) trait JoinObserver: Send + Sync {
+    /// The scope `id`, holding `key` if any, with its token, has joined.
+    fn joined(&self, id: u64, key: Option<&str>, token: &crate::CancellationToken);
 }
 
 /// Settings of a new [`Registry`].
@@ -329,6 +342,8 @@ impl RegistryBuilder {
                 keys: (0..live::SHARDS).map(|_| Mutex::default()).collect(),
                 history: history::History::new(self.history_capacity),
                 stuck_after: self.stuck_after,
+                #[cfg(feature = "redis")]
+                join_observer: std::sync::RwLock::new(None),
             }),
         })
     }

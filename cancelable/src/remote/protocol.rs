@@ -1,0 +1,583 @@
+//! The wire format: versioned JSON messages, tombstones and node
+//! snapshots, and the Redis key and channel names. See the module docs of
+//! [`remote`](super) for the protocol as a whole.
+//!
+//! Decoding never panics on any input (checked by a property test below):
+//! a payload that is too large, not JSON, of another version or of an
+//! unknown shape is an `Err` that the node logs and ignores.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{CancelReason, Signal, SourceError};
+
+/// The protocol version every message and stored value carries as `"v"`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Payloads larger than this are ignored without parsing.
+pub(crate) const MAX_PAYLOAD: usize = 4 << 20;
+
+/// The Redis names of one cluster (one namespace).
+#[derive(Clone, Debug)]
+pub(crate) struct Names {
+    /// Channel of cancel requests, which every node subscribes to.
+    pub(crate) requests: String,
+    /// Sorted set of tombstones (score: expiry, Unix ms).
+    pub(crate) tombstones: String,
+    /// Sorted set of live node names (score: expiry, Unix ms).
+    pub(crate) nodes: String,
+    prefix: String,
+}
+
+impl Names {
+    pub(crate) fn new(namespace: &str) -> Names {
+        let prefix = format!("{namespace}:v{PROTOCOL_VERSION}");
+        Names {
+            requests: format!("{prefix}:requests"),
+            tombstones: format!("{prefix}:tombstones"),
+            nodes: format!("{prefix}:nodes"),
+            prefix,
+        }
+    }
+
+    /// String key holding a node's snapshot (expires with the node TTL).
+    pub(crate) fn node(&self, node: &str) -> String {
+        format!("{}:node:{node}", self.prefix)
+    }
+
+    /// Channel where the instance `instance` of `node` receives answers.
+    pub(crate) fn replies(&self, node: &str, instance: &str) -> String {
+        format!("{}:replies:{node}:{instance}", self.prefix)
+    }
+}
+
+/// Which operation a remote cancel is about: a cluster-unique id (the
+/// node's name and the operation's id there) or a user key the scope
+/// registered under with [`CancelScope::key`](crate::CancelScope::key).
+///
+/// Parsed from text as `NODE/ID` (the id is digits after the last `/`), or
+/// as a key otherwise; [`Target::key`] takes any text as a key.
+///
+/// ```
+/// use cancelable::remote::Target;
+///
+/// assert_eq!("worker-1/17".parse::<Target>(), Ok(Target::id("worker-1", 17)));
+/// assert_eq!("job-42".parse::<Target>(), Ok(Target::key("job-42")));
+/// assert_eq!(Target::id("worker-1", 17).to_string(), "worker-1/17");
+/// assert!("".parse::<Target>().is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum Target {
+    /// The operation `id` of node `node`.
+    Id {
+        /// The node's name.
+        node: String,
+        /// The operation's id on that node
+        /// ([`ScopeHandle::id`](crate::ScopeHandle::id)).
+        id: u64,
+    },
+    /// The operation holding this key, on whichever node.
+    Key {
+        /// The key.
+        key: String,
+    },
+}
+
+impl Target {
+    /// The operation `id` on node `node`.
+    pub fn id(node: impl Into<String>, id: u64) -> Target {
+        Target::Id {
+            node: node.into(),
+            id,
+        }
+    }
+
+    /// The operation holding `key`.
+    pub fn key(key: impl Into<String>) -> Target {
+        Target::Key { key: key.into() }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Id { node, id } => write!(f, "{node}/{id}"),
+            Target::Key { key } => f.write_str(key),
+        }
+    }
+}
+
+/// An empty target text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmptyTarget;
+
+impl fmt::Display for EmptyTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an operation target must not be empty: give NODE/ID or a key like \"job-42\"")
+    }
+}
+
+impl std::error::Error for EmptyTarget {}
+
+impl FromStr for Target {
+    type Err = EmptyTarget;
+
+    fn from_str(text: &str) -> Result<Target, EmptyTarget> {
+        if text.is_empty() {
+            return Err(EmptyTarget);
+        }
+        if let Some((node, id)) = text.rsplit_once('/') {
+            if !node.is_empty() && !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
+                if let Ok(id) = id.parse() {
+                    return Ok(Target::id(node, id));
+                }
+            }
+        }
+        Ok(Target::key(text))
+    }
+}
+
+/// A cancel reason on the wire. Round-trips every [`CancelReason`] (a
+/// source error keeps its message, not its cause).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum WireReason {
+    Timeout,
+    Signal { signal: String },
+    Condition,
+    Manual,
+    Parent { reason: Box<WireReason> },
+    Error { message: String },
+}
+
+impl WireReason {
+    pub(crate) fn from_reason(reason: &CancelReason) -> WireReason {
+        match reason {
+            CancelReason::Timeout => WireReason::Timeout,
+            CancelReason::Signal(signal) => WireReason::Signal {
+                signal: signal.name().to_owned(),
+            },
+            CancelReason::Condition => WireReason::Condition,
+            CancelReason::Manual => WireReason::Manual,
+            CancelReason::Parent(inner) => WireReason::Parent {
+                reason: Box::new(WireReason::from_reason(inner)),
+            },
+            CancelReason::Error(error) => WireReason::Error {
+                message: error.message().to_owned(),
+            },
+        }
+    }
+
+    /// The reason, or `None` for a signal name this build does not know.
+    pub(crate) fn to_reason(&self) -> Option<CancelReason> {
+        Some(match self {
+            WireReason::Timeout => CancelReason::Timeout,
+            WireReason::Signal { signal } => CancelReason::Signal(
+                Signal::ALL
+                    .into_iter()
+                    .find(|known| known.name() == signal)?,
+            ),
+            WireReason::Condition => CancelReason::Condition,
+            WireReason::Manual => CancelReason::Manual,
+            WireReason::Parent { reason } => CancelReason::Parent(Box::new(reason.to_reason()?)),
+            WireReason::Error { message } => CancelReason::Error(SourceError::new(message.clone())),
+        })
+    }
+}
+
+/// Which operations a [`RemoteRegistry::cancel_where`](super::RemoteRegistry::cancel_where)
+/// is about: every condition given must hold. An empty filter selects
+/// every live registered operation of every node.
+///
+/// ```
+/// use cancelable::remote::RemoteFilter;
+///
+/// let filter = RemoteFilter::new()
+///     .name("export-*")?
+///     .metadata("job", "42")
+///     .node("worker-1");
+/// assert!(RemoteFilter::new().name("job[").is_err());
+/// # let _ = filter;
+/// # Ok::<(), cancelable::registry::RegistryError>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) key: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) metadata: BTreeMap<String, String>,
+}
+
+impl RemoteFilter {
+    /// A filter that selects every operation.
+    pub fn new() -> RemoteFilter {
+        RemoteFilter::default()
+    }
+
+    /// Keeps operations of the node named `node`.
+    pub fn node(mut self, node: impl Into<String>) -> RemoteFilter {
+        self.node = Some(node.into());
+        self
+    }
+
+    /// Keeps operations whose name matches the glob `pattern` (see
+    /// [`Pattern`](crate::registry::Pattern)); `Err` if it does not parse.
+    pub fn name(mut self, pattern: &str) -> Result<RemoteFilter, crate::registry::RegistryError> {
+        crate::registry::Pattern::new(pattern)?;
+        self.name = Some(pattern.to_owned());
+        Ok(self)
+    }
+
+    /// Keeps the operation holding `key`.
+    pub fn key(mut self, key: impl Into<String>) -> RemoteFilter {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Keeps operations whose metadata has `key` set to `value`
+    /// (see [`CancelScope::metadata`](crate::CancelScope::metadata)).
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> RemoteFilter {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// A message on a channel: a request on the requests channel, an answer on
+/// a replies channel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum Message {
+    /// Cancel one target.
+    Cancel {
+        v: u32,
+        request: String,
+        reply_to: String,
+        target: Target,
+        reason: WireReason,
+        #[serde(default)]
+        message: String,
+        /// When the tombstone written with the request expires (Unix ms).
+        expires_ms: u64,
+        /// Answer once the operation exited, or after this long.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait_ms: Option<u64>,
+    },
+    /// Cancel every live operation passing a filter.
+    CancelWhere {
+        v: u32,
+        request: String,
+        reply_to: String,
+        filter: RemoteFilter,
+        reason: WireReason,
+        #[serde(default)]
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait_ms: Option<u64>,
+    },
+    /// A node's answer to a request: what it found (empty: nothing).
+    Ack {
+        v: u32,
+        request: String,
+        node: String,
+        #[serde(default)]
+        found: Vec<WireAck>,
+    },
+}
+
+/// One operation a node found for a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WireAck {
+    pub(crate) id: u64,
+    #[serde(default)]
+    pub(crate) key: Option<String>,
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+    /// `false`: it was cancelled already (a repeated cancel is a no-op).
+    pub(crate) cancelled_now: bool,
+    /// Still running when the answer was sent.
+    pub(crate) running: bool,
+    /// Microseconds from the cancel to its exit, if the request waited and
+    /// it exited.
+    #[serde(default)]
+    pub(crate) lag_us: Option<u64>,
+}
+
+/// A tombstone: a cancel that nodes apply to operations registering later
+/// and re-read after every reconnect. Stored as the member of the
+/// tombstones sorted set, scored by `expires_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Tombstone {
+    pub(crate) v: u32,
+    pub(crate) target: Target,
+    pub(crate) reason: WireReason,
+    #[serde(default)]
+    pub(crate) message: String,
+    pub(crate) expires_ms: u64,
+}
+
+/// Why a payload was ignored.
+#[derive(Debug)]
+pub(crate) enum DecodeError {
+    TooLarge(usize),
+    Version(u32),
+    Json(serde_json::Error),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::TooLarge(size) => {
+                write!(f, "payload of {size} bytes exceeds {MAX_PAYLOAD} bytes")
+            }
+            DecodeError::Version(v) => {
+                write!(
+                    f,
+                    "protocol version {v}, this node speaks {PROTOCOL_VERSION}"
+                )
+            }
+            DecodeError::Json(error) => write!(f, "not a valid message: {error}"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Versioned {
+    v: u32,
+}
+
+fn decode_versioned<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, DecodeError> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(DecodeError::TooLarge(payload.len()));
+    }
+    let versioned: Versioned = serde_json::from_slice(payload).map_err(DecodeError::Json)?;
+    if versioned.v != PROTOCOL_VERSION {
+        return Err(DecodeError::Version(versioned.v));
+    }
+    serde_json::from_slice(payload).map_err(DecodeError::Json)
+}
+
+impl Message {
+    pub(crate) fn decode(payload: &[u8]) -> Result<Message, DecodeError> {
+        decode_versioned(payload)
+    }
+
+    pub(crate) fn encode(&self) -> String {
+        serde_json::to_string(self).expect("messages serialise: no maps with non-string keys")
+    }
+}
+
+impl Tombstone {
+    pub(crate) fn decode(payload: &[u8]) -> Result<Tombstone, DecodeError> {
+        decode_versioned(payload)
+    }
+
+    pub(crate) fn encode(&self) -> String {
+        serde_json::to_string(self).expect("tombstones serialise")
+    }
+}
+
+/// A live operation of some node, as [`RemoteRegistry::list`](super::RemoteRegistry::list)
+/// shows it: what the node published in its last snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RemoteOperation {
+    /// The node running it.
+    pub node: String,
+    /// Its id on that node: `Target::id(node, id)` addresses it.
+    pub id: u64,
+    /// The user key it registered under, if any.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Its name, if it has one.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Its status (`"running"` while live).
+    pub status: String,
+    /// How long it had run when the snapshot was taken, in ms.
+    pub elapsed_ms: u64,
+    /// Its metadata.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Why it was cancelled, if it was (in words).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The message of its cancellation, if any.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Cancelled and not exited for longer than the node's stuck threshold.
+    #[serde(default)]
+    pub stuck: bool,
+}
+
+impl RemoteOperation {
+    /// The target that addresses this operation.
+    pub fn target(&self) -> Target {
+        Target::id(self.node.clone(), self.id)
+    }
+}
+
+/// What one node published: its live registered operations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct NodeSnapshot {
+    /// Always [`PROTOCOL_VERSION`].
+    pub v: u32,
+    /// The node's name.
+    pub node: String,
+    /// When it was taken, Unix time in ms.
+    pub published_ms: u64,
+    /// Its live operations (at most 10,000; see `truncated`).
+    pub operations: Vec<RemoteOperation>,
+    /// How many live operations did not fit in the snapshot.
+    #[serde(default)]
+    pub truncated: usize,
+}
+
+impl NodeSnapshot {
+    pub(crate) fn decode(payload: &[u8]) -> Result<NodeSnapshot, DecodeError> {
+        decode_versioned(payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cancel() -> Message {
+        Message::Cancel {
+            v: PROTOCOL_VERSION,
+            request: "r1".into(),
+            reply_to: "ns:v1:replies:a:1".into(),
+            target: Target::key("job-42"),
+            reason: WireReason::from_reason(&CancelReason::Parent(Box::new(CancelReason::Signal(
+                Signal::Terminate,
+            )))),
+            message: "operator".into(),
+            expires_ms: 1_000,
+            wait_ms: Some(100),
+        }
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let message = cancel();
+        assert_eq!(
+            Message::decode(message.encode().as_bytes()).unwrap(),
+            message
+        );
+    }
+
+    #[test]
+    fn every_reason_round_trips() {
+        let reasons = [
+            CancelReason::Timeout,
+            CancelReason::Condition,
+            CancelReason::Manual,
+            CancelReason::Signal(Signal::Hangup),
+            CancelReason::Error(SourceError::new("disk full")),
+            CancelReason::Parent(Box::new(CancelReason::Timeout)),
+        ];
+        for reason in reasons {
+            assert_eq!(WireReason::from_reason(&reason).to_reason(), Some(reason));
+        }
+    }
+
+    #[test]
+    fn another_version_is_refused() {
+        let text = cancel().encode().replace("\"v\":1", "\"v\":2");
+        assert!(matches!(
+            Message::decode(text.as_bytes()),
+            Err(DecodeError::Version(2))
+        ));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let mut text = String::new();
+        for _ in 0..100_000 {
+            text.push_str("{\"kind\":\"parent\",\"reason\":");
+        }
+        assert!(Message::decode(text.as_bytes()).is_err());
+    }
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(|f| serde_json::json!(f)),
+            prop_oneof![
+                Just("cancel".to_owned()),
+                Just("cancel_where".to_owned()),
+                Just("ack".to_owned()),
+                Just("key".to_owned()),
+                Just("id".to_owned()),
+                ".*"
+            ]
+            .prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::from),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("v".to_owned()),
+                        Just("type".to_owned()),
+                        Just("by".to_owned()),
+                        Just("kind".to_owned()),
+                        Just("target".to_owned()),
+                        Just("reason".to_owned()),
+                        Just("found".to_owned()),
+                        "[a-z_]{1,10}"
+                    ],
+                    inner,
+                    0..8
+                )
+                .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_random_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Message::decode(&bytes);
+            let _ = Tombstone::decode(&bytes);
+            let _ = NodeSnapshot::decode(&bytes);
+        }
+
+        #[test]
+        fn decoding_random_json_never_panics(value in json_value(), v in 0u32..3) {
+            let mut value = value;
+            if let serde_json::Value::Object(map) = &mut value {
+                map.insert("v".into(), v.into());
+            }
+            let bytes = serde_json::to_vec(&value).unwrap();
+            if let Ok(Message::Cancel { reason, .. } | Message::CancelWhere { reason, .. }) =
+                Message::decode(&bytes)
+            {
+                let _ = reason.to_reason();
+            }
+            let _ = Tombstone::decode(&bytes);
+            let _ = NodeSnapshot::decode(&bytes);
+        }
+
+        #[test]
+        fn mutated_valid_messages_never_panic(index in 0usize..400, byte in any::<u8>()) {
+            let mut bytes = cancel().encode().into_bytes();
+            let index = index % bytes.len();
+            bytes[index] = byte;
+            let _ = Message::decode(&bytes);
+        }
+    }
+}

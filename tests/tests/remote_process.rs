@@ -1,0 +1,92 @@
+//! Remote cancellation between real processes on a real `redis-server`:
+//! a cancel from this process stops an operation in a child process
+//! (`src/bin/remote-node.rs`), and a killed node leaves the cluster's list
+//! once its snapshot's TTL passes.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use cancelable::registry::Registry;
+use cancelable::remote::Target;
+use cancelable::CancelReason;
+use cancelable_tests::redis::{join, RedisServer};
+
+/// A `remote-node` child and the lines it prints.
+struct Node {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Node {
+    fn start(server: &RedisServer, name: &str, count: usize) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_remote-node"))
+            .args([
+                server.url(),
+                name.to_owned(),
+                count.to_string(),
+                "100".into(),
+                "500".into(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the remote-node child starts");
+        let stdout = child.stdout.take().unwrap();
+        let (send, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let node = Node { child, lines };
+        assert_eq!(node.line(), "ready");
+        node
+    }
+
+    fn line(&self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the child prints a line within 30 s")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+cancelable_tests::on_every_backend! {
+    async fn a_cancel_reaches_another_process_and_a_killed_node_leaves_the_list() {
+        let server = RedisServer::start();
+        let registry = Registry::new();
+        let a = join(&server, "a", &registry).await;
+        let mut child = Node::start(&server, "child", 3);
+
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while a.list().await.unwrap().iter().filter(|op| op.node == "child").count() < 3 {
+            assert!(std::time::Instant::now() < deadline, "the child's operations were never listed");
+            cancelable_tests::sleep(Duration::from_millis(20)).await;
+        }
+        let ack = a.cancel(Target::key("op-1"), CancelReason::Manual, "from the parent").await.unwrap();
+        assert_eq!(ack.node, "child");
+        let fired = child.line();
+        assert!(fired.starts_with("fired 1 ") && fired.ends_with(" cancelled by request|from the parent"), "{fired}");
+
+        // Killed without leaving: its snapshot expires (TTL 500 ms).
+        child.child.kill().unwrap();
+        child.child.wait().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while a.list().await.unwrap().iter().any(|op| op.node == "child") {
+            assert!(std::time::Instant::now() < deadline, "the killed node stayed listed");
+            cancelable_tests::sleep(Duration::from_millis(50)).await;
+        }
+        let error = a.cancel(Target::key("op-2"), CancelReason::Manual, "").await.unwrap_err();
+        assert!(matches!(error, cancelable::remote::RemoteError::NotFound { nodes: 1, .. }), "{error:?}");
+    }
+}
