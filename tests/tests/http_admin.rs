@@ -1,7 +1,9 @@
 //! `http::admin_router` on a real server with a real HTTP client: list
 //! (with filters), get, cancel by id and by key (the operation really ends
-//! with the reason and message given), 404, 409, 400, and mounting it
-//! behind a bearer-token check. Tokio only, as the services.
+//! with the reason and message given), 404, 409, 400, mounting it behind a
+//! bearer-token check, and in-flight requests of a `RequestScopeLayer`
+//! that registers them: listed, cancelled by id, answered. Tokio only, as
+//! the services.
 
 use std::future::pending;
 use std::time::Duration;
@@ -9,12 +11,15 @@ use std::time::Duration;
 use axum::extract::Request as AxumRequest;
 use axum::middleware::{self, Next};
 use axum::response::Response as AxumResponse;
+use axum::routing::get as route_get;
 use axum::Router;
 use bytes::Bytes;
-use cancelable::http::{admin_router, ADMIN_CANCEL_MESSAGE};
+use cancelable::http::{admin_router, RequestScopeLayer, ADMIN_CANCEL_MESSAGE};
 use cancelable::registry::Registry;
 use cancelable::{shield, CancelReason, CancelScope, Cancelled, Signal};
-use cancelable_tests::http::{eventually, fetch, get, run, serve, text, Server, Version};
+use cancelable_tests::http::{
+    eventually, fetch, get, run, serve, text, Connection, Server, Version, VERSIONS,
+};
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use serde_json::Value;
@@ -474,5 +479,131 @@ fn mounted_behind_a_bearer_token_check_it_answers_only_with_the_token() {
         let body: Value = serde_json::from_slice(response.body()).unwrap();
         assert_eq!(body["live"], 1);
         task.abort();
+    });
+}
+
+/// A service whose `GET /reports/{n}` pends until cancelled, with a
+/// registered operation `render` inside it, under a `RequestScopeLayer`
+/// built by `scopes`; the admin endpoints of `registry` at `/admin`,
+/// outside the layer.
+async fn reports_server(registry: &Registry, scopes: RequestScopeLayer) -> Server {
+    let inside = registry.clone();
+    let report = move || {
+        let inside = inside.clone();
+        async move {
+            let render = CancelScope::new().name("render").register_in(&inside);
+            let _ = render.run(pending::<()>()).await;
+            // Whatever `render` ended with, the handler waits to be dropped:
+            // the answer is the layer's own.
+            pending::<&'static str>().await
+        }
+    };
+    let app = Router::new()
+        .route("/reports/{n}", route_get(report))
+        .layer(scopes)
+        .nest("/admin", admin_router(registry));
+    serve(app).await
+}
+
+/// The top-level operation named `name` in a `GET /operations` answer.
+fn operation_named<'a>(body: &'a Value, name: &str) -> Option<&'a Value> {
+    body["operations"]
+        .as_array()?
+        .iter()
+        .find(|operation| operation["name"] == name)
+}
+
+#[test]
+fn a_registered_request_is_listed_cancelled_by_id_answered_503_with_the_message_and_leaves() {
+    run("admin_request_scopes", async {
+        for version in VERSIONS {
+            let registry = Registry::new();
+            let server =
+                reports_server(&registry, RequestScopeLayer::new().register_in(&registry)).await;
+            let mut connection = Connection::open(server.addr, version).await;
+            let client = connection.spawn(get(&server.url("/reports/7"), &[]));
+
+            // In flight: listed, named after its route, with the handler's
+            // registered operation as its child.
+            let route = "GET /reports/{n}";
+            assert!(
+                eventually(WITHIN, || registry.snapshot().live == 2).await,
+                "{version:?}: the request and its child never became live"
+            );
+            let (status, body) = get_json(&server, "/admin/operations").await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(body["live"], 2, "{version:?}: {body}");
+            let listed = operation_named(&body, route)
+                .unwrap_or_else(|| panic!("{version:?}: no `{route}` in {body}"));
+            assert_eq!(listed["status"], "Running", "{version:?}: {body}");
+            assert_eq!(listed["metadata"]["method"], "GET", "{body}");
+            assert_eq!(listed["metadata"]["path"], "/reports/7", "{body}");
+            assert_eq!(listed["children"][0]["name"], "render", "{body}");
+            let id = listed["id"].as_u64().expect("an id");
+
+            // Cancelled by id, with the operator's message.
+            let (status, body) = post(
+                &server,
+                &format!("/admin/operations/{id}/cancel"),
+                Some("application/json"),
+                r#"{"reason": "manual", "message": "operator: maintenance"}"#,
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(body["cancelled"], true, "{body}");
+
+            // The client gets the answer for a manual cancel.
+            let response = tokio::time::timeout(WITHIN, client)
+                .await
+                .unwrap_or_else(|_| panic!("{version:?}: no answer after the cancel"))
+                .expect("the client");
+            assert_eq!(
+                response.status(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{version:?}: {}",
+                text(&response)
+            );
+            assert!(
+                text(&response).contains("operator: maintenance"),
+                "{version:?}: {}",
+                text(&response)
+            );
+
+            // It left the live set, with its child; the history has it.
+            assert!(
+                eventually(WITHIN, || registry.get(id).is_none()).await,
+                "{version:?}: still live after its answer"
+            );
+            let (_, body) = get_json(&server, "/admin/operations").await;
+            assert_eq!(body["live"], 0, "{version:?}: {body}");
+            let (status, body) = get_json(&server, &format!("/admin/operations/{id}")).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(body["finished"], true, "{body}");
+            assert_eq!(body["status"], "Cancelled", "{body}");
+            assert_eq!(body["message"], "operator: maintenance", "{body}");
+        }
+    });
+}
+
+#[test]
+fn request_scopes_stay_out_of_the_registry_unless_the_layer_registers_them() {
+    run("admin_request_scopes_off", async {
+        let registry = Registry::new();
+        let server = reports_server(
+            &registry,
+            RequestScopeLayer::new()
+                .register_in(&registry)
+                .register(false),
+        )
+        .await;
+        let mut connection = Connection::open(server.addr, Version::Http1).await;
+        let client = connection.spawn(get(&server.url("/reports/1"), &[]));
+        // The handler's own registered operation shows that it runs; the
+        // request itself is not there.
+        assert!(eventually(WITHIN, || registry.snapshot().live == 1).await);
+        let (_, body) = get_json(&server, "/admin/operations").await;
+        assert_eq!(body["live"], 1, "{body}");
+        assert_eq!(body["operations"][0]["name"], "render", "{body}");
+        client.abort();
     });
 }

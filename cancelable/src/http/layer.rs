@@ -39,8 +39,14 @@ pub enum CancelCause {
     /// The client went away. Nobody receives the answer; it shows in logs
     /// as `499`, gRPC `CANCELLED` (1).
     ClientDisconnected,
-    /// The scope was cancelled some other way (the handler cancelled its
-    /// own scope through its handle): `503`, gRPC `CANCELLED` (1).
+    /// The scope was cancelled some other way — by an operator through the
+    /// operations registry (`POST /operations/{id}/cancel` on the
+    /// [`admin_router`](super::admin_router), or
+    /// [`Registry::cancel`](crate::registry::Registry::cancel)) for a layer
+    /// that [registers](RequestScopeLayer::register) its requests, or by
+    /// the handler through its own handle: `503 Service Unavailable` with a
+    /// body carrying the reason and the operator's message (`request
+    /// cancelled: cancelled by request: <message>`), gRPC `CANCELLED` (1).
     Cancelled,
 }
 
@@ -172,6 +178,9 @@ struct Config {
     grace: Duration,
     statuses: [StatusCode; 4],
     grpc_codes: [i32; 4],
+    /// The registry each request's scope joins, if any.
+    #[cfg(feature = "registry")]
+    registry: Option<crate::registry::Registry>,
 }
 
 impl Default for RequestScopeLayer {
@@ -201,6 +210,8 @@ impl RequestScopeLayer {
                     StatusCode::SERVICE_UNAVAILABLE,
                 ],
                 grpc_codes: [4, 14, 1, 1],
+                #[cfg(feature = "registry")]
+                registry: None,
             }),
         }
     }
@@ -273,6 +284,67 @@ impl RequestScopeLayer {
         self.config().grpc_codes[cause.index()] = code;
         self
     }
+
+    /// With `true`, every request's scope joins the process-wide
+    /// [`registry::global`](crate::registry::global) while it runs (see
+    /// [`register_in`](Self::register_in)); `false` (the default) leaves
+    /// requests out of every registry.
+    #[cfg(feature = "registry")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
+    pub fn register(self, register: bool) -> Self {
+        match register {
+            true => self.register_in(crate::registry::global()),
+            false => self.unregistered(),
+        }
+    }
+
+    /// Every request's scope joins `registry` while it runs: a live
+    /// operation named after its route (`GET /users/{id}`, axum's matched
+    /// path, else the request path) with the metadata `method` (`GET`) and
+    /// `path` (the request's path, `/users/42`), and the parent of the
+    /// registered operations its handler starts (`#[cancellable(register
+    /// = true)]` functions). The [`admin_router`](super::admin_router)
+    /// lists it under `GET /operations`, and `POST
+    /// /operations/{id}/cancel` (or
+    /// [`Registry::cancel`](crate::registry::Registry::cancel)) cancels
+    /// it: the handler is cancelled like any other scope (dropped, or run
+    /// for the layer's [`grace`](Self::grace)), and the client gets the
+    /// status for [`CancelCause::Cancelled`] — `503` unless configured
+    /// otherwise — with the reason and the operator's message in the body.
+    /// A cancel with reason `timeout` counts as a passed deadline (`504`).
+    ///
+    /// Off by default: an unregistered request scope pays nothing for the
+    /// registry; a registered one pays a registration at its start and
+    /// exit, and the two metadata strings.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "admin")]
+    /// # async fn doc() -> std::io::Result<()> {
+    /// use axum::{routing::get, Router};
+    /// use cancelable::http::{admin_router, RequestScopeLayer};
+    /// use cancelable::registry;
+    ///
+    /// let app = Router::new()
+    ///     .route("/report", get(|| async { "done" }))
+    ///     .layer(RequestScopeLayer::new().register_in(registry::global()))
+    ///     // Mount it behind your own authentication.
+    ///     .nest("/admin", admin_router(registry::global()));
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// axum::serve(listener, app).await
+    /// # }
+    /// ```
+    #[cfg(feature = "registry")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
+    pub fn register_in(mut self, registry: &crate::registry::Registry) -> Self {
+        self.config().registry = Some(registry.clone());
+        self
+    }
+
+    #[cfg(feature = "registry")]
+    fn unregistered(mut self) -> Self {
+        self.config().registry = None;
+        self
+    }
 }
 
 impl<S> Layer<S> for RequestScopeLayer {
@@ -327,6 +399,13 @@ where
             }
         };
         let mut scope = CancelScope::new().name(operation_name(&request));
+        #[cfg(feature = "registry")]
+        if let Some(registry) = &config.registry {
+            scope = scope
+                .metadata("method", request.method().as_str())
+                .metadata("path", request.uri().path())
+                .register_in(registry);
+        }
         if let Some(deadline) = source
             .as_ref()
             .and_then(|source| now().checked_add(source.timeout()))
