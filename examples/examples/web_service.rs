@@ -1,6 +1,7 @@
 //! An axum service with request scopes, deadline propagation, the three
 //! client-disconnect modes, graceful shutdown, and the operations
-//! registry's admin endpoints behind a bearer token.
+//! registry's admin endpoints behind a bearer token, where every request
+//! in flight is listed and can be cancelled.
 //!
 //! `cargo run --example web_service` prints the URLs to try and serves
 //! until Ctrl-C (a second Ctrl-C ends the shutdown at once). The admin
@@ -181,8 +182,13 @@ async fn operators_only(
 
 fn app(shutdown: &GracefulShutdown, base: String, token: AdminToken) -> Router {
     // Every route gets a request scope: 5 s at most, less if the client
-    // asks (x-request-timeout, grpc-timeout), cancelled at shutdown.
-    let scopes = shutdown.layer().timeout(Duration::from_secs(5));
+    // asks (x-request-timeout, grpc-timeout), cancelled at shutdown, and
+    // registered in the global registry as `GET /work` etc., where the
+    // admin endpoints list and cancel it.
+    let scopes = shutdown
+        .layer()
+        .timeout(Duration::from_secs(5))
+        .register(true);
     let dropping = Router::new()
         .route("/work", get(work_route))
         .route("/remaining", get(remaining))
@@ -244,7 +250,7 @@ async fn main() -> std::io::Result<()> {
         );
         println!("  curl {base}/detach?ms=3000   # then Ctrl-C curl: the handler still finishes");
         let auth = format!("-H 'Authorization: Bearer {}'", token.0);
-        println!("  curl {auth} {base}/admin/operations?name=work        # while a /work runs");
+        println!("  curl {auth} '{base}/admin/operations?name=GET%20/work'   # while a /work runs");
         println!(
             "  curl {auth} -X POST -d reason=manual -d message=enough {base}/admin/operations/ID/cancel"
         );
@@ -323,23 +329,31 @@ async fn admin_call(base: &str, method: &str, path: &str, token: Option<&str>) -
     }
 }
 
-/// Step 6: the admin endpoints list a running `/work` and cancel it.
+/// Step 6: the admin endpoints list a request in flight to `/work` (a
+/// registered request scope, with the registered `work` inside it) and
+/// cancel it by id: the client gets a 503 with the operator's message.
 async fn admin_demo(base: &str, token: &str) {
     println!("\n6. the admin endpoints (bearer token required) list and cancel a running /work:");
     let in_flight = tokio::spawn(show(base.to_owned(), "/work?ms=4000", &[]));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (status, _) = admin_call(base, "GET", "/admin/operations", None).await;
     println!("   GET /admin/operations without the token -> {status}");
-    let (status, body) = admin_call(base, "GET", "/admin/operations?name=work", Some(token)).await;
+    let (status, body) = admin_call(
+        base,
+        "GET",
+        "/admin/operations?name=GET%20/work",
+        Some(token),
+    )
+    .await;
     let listed: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     let operation = &listed["operations"][0];
     println!(
-        "   GET /admin/operations?name=work -> {status}: {} live, {} matched; id {} {} at {}",
+        "   GET /admin/operations?name=GET%20/work -> {status}: {} live, {} matched; id {} {} {}",
         listed["live"],
         listed["matched"],
         operation["id"],
         operation["name"],
-        operation["progress"]["message"],
+        operation["metadata"],
     );
     let Some(id) = operation["id"].as_u64() else {
         println!("   (no running /work found)");
