@@ -527,3 +527,39 @@ fn scope_futures_are_send() {
         .run(async { 1 });
     assert_send(&run);
 }
+
+on_every_backend! {
+    async fn a_deadline_set_through_a_dropped_handle_inside_the_body_still_fires() {
+        // The body moves the deadline through a handle it drops before it
+        // pends: nothing else holds the scope, yet its new deadline fires.
+        let cancelled = CancelScope::new()
+            .run(async {
+                current_scope()
+                    .expect("inside a scope")
+                    .set_deadline(Some(Instant::now() + Duration::from_millis(20)));
+                pending::<()>().await
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Timeout);
+    }
+
+    async fn a_token_handed_out_by_the_body_cancels_the_scope_after_it_pends() {
+        // A scope without any source pends; the token its body handed to
+        // another thread cancels it later, and the scope is woken.
+        let started = Instant::now();
+        let cancelled = CancelScope::new()
+            .run(async {
+                let token = current_token().expect("inside a scope");
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(20));
+                    token.cancel();
+                });
+                pending::<()>().await
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Manual);
+        assert!(started.elapsed() < GENEROUS);
+    }
+}

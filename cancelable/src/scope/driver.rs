@@ -265,9 +265,11 @@ impl Driver {
         let Stage::Running(armed) = &mut self.stage else {
             unreachable!("started above")
         };
-        shared.token.register_owner(cx.waker());
-        if !shared.token.is_cancelled() {
-            armed.poll_sources(shared, cx);
+        if armed.reachable(shared) {
+            shared.token.register_owner(cx.waker());
+            if !shared.token.is_cancelled() {
+                armed.poll_sources(shared, cx);
+            }
         }
         if !shared.token.is_cancelled() {
             return Poll::Pending;
@@ -479,6 +481,27 @@ impl Driver {
 }
 
 impl Armed {
+    /// `false` while nothing can cancel the scope or move its deadline: no
+    /// deadline, no source, no parent, and nobody else holds its state or
+    /// its token (a handle, `current_token()`, a nested scope or the
+    /// registry would). Such a scope pends without registering its waker
+    /// anywhere; every poll asks again, since only its body (polled just
+    /// before) can hand it out.
+    #[inline]
+    fn reachable(&self, shared: &Arc<ScopeShared>) -> bool {
+        self.initial_deadline.1.is_some()
+            || self.deadline.is_some()
+            // A deadline set (through a handle dropped since) after the start.
+            || shared.deadline_generation.load(Ordering::Acquire) != self.initial_deadline.0
+            || self.sources.is_some()
+            || self._token_link.is_some()
+            || self._parent_link.is_some()
+            || self.grace_timer.is_some()
+            || !(Arc::strong_count(shared) == 1
+                && Arc::weak_count(shared) == 0
+                && shared.token.is_unshared())
+    }
+
     /// Registers the scope's deadline with the shared timer on the first
     /// pend (and again when the deadline moved), then polls the sources
     /// that need polling.

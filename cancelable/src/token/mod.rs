@@ -221,6 +221,22 @@ impl CancellationToken {
         self.inner.attach(&child.inner, link)
     }
 
+    /// `true` if this is the only handle to the token and nothing links
+    /// to it (no parent lists it as a child): nobody else can cancel it or
+    /// wake its owner. Once `true`, it stays so until this handle is
+    /// cloned or linked; every cancel made through a handle dropped before
+    /// is visible afterwards.
+    #[inline]
+    pub(crate) fn is_unshared(&self) -> bool {
+        let unshared = Arc::strong_count(&self.inner) == 1 && Arc::weak_count(&self.inner) == 0;
+        if unshared {
+            // The other handles were dropped with a release decrement:
+            // see their writes (a cancel) before acting on the count.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        }
+        unshared
+    }
+
     /// Registers the waker of the scope that owns this token.
     #[inline]
     pub(crate) fn register_owner(&self, waker: &Waker) {
