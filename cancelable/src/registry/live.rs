@@ -174,6 +174,7 @@ impl Entry {
                 cancel_requested: OnceLock::new(),
                 stuck_after: registry.inner.stuck_after,
                 stuck_reported: AtomicBool::new(false),
+                stuck_report: Mutex::new(()),
                 left: AtomicBool::new(false),
                 exit: OnceLock::new(),
                 key_claim: Mutex::new(key),

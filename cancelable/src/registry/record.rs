@@ -29,7 +29,10 @@ pub(crate) struct Record {
     pub(crate) cancel_requested: OnceLock<Instant>,
     /// The registry's stuck threshold.
     pub(crate) stuck_after: Duration,
+    /// Set once the stuck report is out (after the warning is written).
     pub(crate) stuck_reported: AtomicBool,
+    /// Held while the stuck report is written: see `stuck::report`.
+    pub(crate) stuck_report: Mutex<()>,
     /// Set when the scope exits, before the record leaves the live set.
     pub(crate) left: AtomicBool,
     /// How it ended: set at exit.
