@@ -176,7 +176,7 @@ impl Entry {
                 stuck_reported: AtomicBool::new(false),
                 stuck_report: Mutex::new(()),
                 left: AtomicBool::new(false),
-                exit: OnceLock::new(),
+                exit: Mutex::new(None),
                 key_claim: Mutex::new(key),
             }
         });
@@ -243,7 +243,7 @@ impl Drop for Entry {
             false => record.cancel_requested.get().map(Instant::elapsed),
         };
         let duration = ended.saturating_duration_since(record.started);
-        let _ = record.exit.set(Exit { status, ended, lag });
+        *lock(&record.exit) = Some(Exit { status, ended, lag });
         if record.key.is_some() {
             let claim = lock(&record.key_claim).take();
             drop(claim);
