@@ -50,8 +50,7 @@ pub struct FinishedOperation {
 /// The public view of a finished record.
 pub(crate) fn public(record: &Record, now: &mut Now) -> FinishedOperation {
     let exit = record
-        .exit
-        .get()
+        .exit()
         .expect("only finished records enter the history");
     let shared = &record.shared;
     let clock_now = now.on(record.clock);
@@ -84,14 +83,13 @@ pub(crate) fn public(record: &Record, now: &mut Now) -> FinishedOperation {
 
 /// How long ago a finished record ended.
 fn age(record: &Record, now: &mut Now) -> Duration {
-    let ended = record.exit.get().map_or(record.started, |exit| exit.ended);
+    let ended = record.exit().map_or(record.started, |exit| exit.ended);
     now.on(record.clock).saturating_duration_since(ended)
 }
 
 fn accepted_by(record: &Record, filter: &Filter, now: &mut Now) -> bool {
     let status = record
-        .exit
-        .get()
+        .exit()
         .map_or(OperationStatus::Cancelled, |exit| exit.status);
     filter.accepts(
         status,

@@ -174,8 +174,9 @@ impl Entry {
                 cancel_requested: OnceLock::new(),
                 stuck_after: registry.inner.stuck_after,
                 stuck_reported: AtomicBool::new(false),
+                stuck_report: Mutex::new(()),
                 left: AtomicBool::new(false),
-                exit: OnceLock::new(),
+                exit: Mutex::new(None),
                 key_claim: Mutex::new(key),
             }
         });
@@ -242,7 +243,7 @@ impl Drop for Entry {
             false => record.cancel_requested.get().map(Instant::elapsed),
         };
         let duration = ended.saturating_duration_since(record.started);
-        let _ = record.exit.set(Exit { status, ended, lag });
+        *lock(&record.exit) = Some(Exit { status, ended, lag });
         if record.key.is_some() {
             let claim = lock(&record.key_claim).take();
             drop(claim);

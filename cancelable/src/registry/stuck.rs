@@ -24,8 +24,18 @@ use super::lock;
 use super::record::Record;
 
 /// Reports a stuck operation, once per operation.
+///
+/// Whoever calls this (the watcher, or a read that found the operation
+/// stuck) returns only once the report is out: a read that shows the stuck
+/// flag never comes before its warning. The first caller writes the report
+/// under the record's report lock and publishes `stuck_reported` after it;
+/// a concurrent caller waits on that lock for it.
 pub(crate) fn report(record: &Record, cancelled_for: Duration) {
-    if record.stuck_reported.swap(true, Ordering::AcqRel) {
+    if record.stuck_reported.load(Ordering::Acquire) {
+        return;
+    }
+    let _reporting = super::lock(&record.stuck_report);
+    if record.stuck_reported.load(Ordering::Acquire) {
         return;
     }
     #[cfg(feature = "tracing")]
@@ -44,6 +54,7 @@ pub(crate) fn report(record: &Record, cancelled_for: Duration) {
     #[cfg(feature = "metrics")]
     super::metrics::stuck(record);
     let _ = cancelled_for;
+    record.stuck_reported.store(true, Ordering::Release);
 }
 
 /// Has the watcher look at `record` once its stuck threshold has passed
