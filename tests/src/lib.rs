@@ -14,7 +14,10 @@
 //! the test output names the backend of each run.
 
 pub mod http;
+pub mod live;
 pub mod redis;
+
+pub use live::{Live, LiveGuard};
 
 // The harness is the public testing kit's backend runner
 // (`cancelable::testing`); re-exported so the tests name it as before.

@@ -12,35 +12,11 @@ use cancelable::{
     cancellable, checkpoint, current_scope, current_token, report_progress, CancelReason,
     CancelScope, Cancelled, ChildErrors, GroupError, SpawnError, TaskError, TaskGroup,
 };
-use cancelable_tests::{on_every_backend, sleep, yield_once};
+use cancelable_tests::{on_every_backend, sleep, yield_once, Live};
 use futures::{FutureExt, StreamExt};
 
 /// A bound far above any honest timing on a loaded 2-core machine.
 const GENEROUS: Duration = Duration::from_secs(10);
-
-/// Counts live children: incremented when one starts, decremented when
-/// it is dropped, whichever way it ends.
-#[derive(Clone, Default)]
-struct Live(Arc<AtomicUsize>);
-
-struct LiveGuard(Arc<AtomicUsize>);
-
-impl Live {
-    fn enter(&self) -> LiveGuard {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        LiveGuard(self.0.clone())
-    }
-
-    fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for LiveGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
 
 /// A child that pends forever, counted in `live` while it exists.
 async fn forever(live: Live) -> Result<(), Cancelled> {

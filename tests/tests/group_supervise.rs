@@ -7,7 +7,7 @@
 //! multi-thread and a smol executor.
 
 use std::future::pending;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,34 +15,10 @@ use cancelable::{
     checkpoint, current_scope, CancelScope, Cancelled, ChildErrors, Supervision, TaskError,
     TaskGroup,
 };
-use cancelable_tests::{on_every_backend, sleep};
+use cancelable_tests::{on_every_backend, sleep, Live};
 
 /// A bound far above any honest timing on a loaded 2-core machine.
 const GENEROUS: Duration = Duration::from_secs(10);
-
-/// Counts live children: incremented when one starts, decremented when
-/// it is dropped, whichever way it ends.
-#[derive(Clone, Default)]
-struct Live(Arc<AtomicUsize>);
-
-struct LiveGuard(Arc<AtomicUsize>);
-
-impl Live {
-    fn enter(&self) -> LiveGuard {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        LiveGuard(self.0.clone())
-    }
-
-    fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for LiveGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
 
 /// A sibling that only ends through a checkpoint, counted in `live`.
 async fn until_cancelled(live: Live) -> Result<(), Cancelled> {
