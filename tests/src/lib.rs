@@ -13,6 +13,7 @@
 //! expands to a module `timeout_fires` with one `#[test]` per backend, so
 //! the test output names the backend of each run.
 
+pub mod child_output;
 pub mod http;
 pub mod live;
 pub mod redis;

@@ -368,6 +368,7 @@ on_every_backend! {
 
 #[cfg(unix)]
 mod second_signal {
+    use cancelable_tests::child_output::{assert_lines_in_order, describe, stdout_lines};
     use std::process::{Command, Output, Stdio};
 
     /// Runs `signal-child grace-second-signal HANDLER` (it arms
@@ -380,35 +381,13 @@ mod second_signal {
             .expect("spawn signal-child")
     }
 
-    fn describe(output: &Output) -> String {
-        format!(
-            "status: {:?}\n--- stdout\n{}--- stderr\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    }
-
-    fn lines(output: &Output) -> Vec<String> {
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-
     #[track_caller]
     fn assert_lines(output: &Output, expected: &[&str]) {
-        let lines = lines(output);
-        let mut rest = lines.iter();
-        for want in expected {
-            assert!(
-                rest.any(|line| line == want),
-                "missing line `{want}` (in this order)\n{}",
-                describe(output)
-            );
-        }
+        assert_lines_in_order(output, expected);
         assert!(
-            !lines.iter().any(|line| line == "cleanup finished"),
+            !stdout_lines(output)
+                .iter()
+                .any(|line| line == "cleanup finished"),
             "the cleanup outlived the second SIGINT\n{}",
             describe(output)
         );

@@ -18,6 +18,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use cancelable::{cancellable, CancelReason, CancelScope, Cancelled, Signal};
+use cancelable_tests::child_output::{assert_lines_in_order, describe, stdout_lines};
 
 /// Serialises the in-process tests of this binary.
 static LOCK: Mutex<()> = Mutex::new(());
@@ -333,23 +334,7 @@ fn assert_exited_normally(output: &Output, expected: &[&str]) {
         "the child should have lived and exited normally\n{}",
         describe(output)
     );
-    assert_lines(output, expected);
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "status: {:?}\n--- stdout\n{}--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn stdout_lines(output: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    assert_lines_in_order(output, expected);
 }
 
 /// Asserts the child was killed by `signal` and printed `expected` lines,
@@ -363,20 +348,7 @@ fn assert_killed_by(output: &Output, signal: Signal, expected: &[&str]) {
         "the child should have been killed by {signal}\n{}",
         describe(output)
     );
-    assert_lines(output, expected);
-}
-
-#[track_caller]
-fn assert_lines(output: &Output, expected: &[&str]) {
-    let lines = stdout_lines(output);
-    let mut rest = lines.iter();
-    for want in expected {
-        assert!(
-            rest.any(|line| line == want),
-            "missing line `{want}` (in this order)\n{}",
-            describe(output)
-        );
-    }
+    assert_lines_in_order(output, expected);
 }
 
 /// Baseline: Ctrl-C kills a program that never listened for it (it used
@@ -669,7 +641,7 @@ fn child_second_sigint_during_on_cancel_reaches_a_sigaction_handler() {
 fn child_a_signal_that_cannot_be_registered_ends_the_scope_with_the_os_error() {
     let output = child(&["emfile"]);
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
-    assert_lines(
+    assert_lines_in_order(
         &output,
         &[
             "os error: EMFILE",
