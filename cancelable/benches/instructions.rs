@@ -139,6 +139,46 @@ const HOT_PATHS: &[HotPath] = &[
             }
         },
     },
+    // What the latency bench measures, as instructions: a scope linked to
+    // a token source pends, the token is cancelled, the scope returns.
+    HotPath {
+        name: "cancel/scope_with_token_source",
+        run: |n| {
+            for _ in 0..n {
+                let token = CancellationToken::new();
+                let run = CancelScope::new()
+                    .token(&token)
+                    .run(std::future::pending::<()>());
+                cancel_while_pending(
+                    run,
+                    || {
+                        black_box(token.cancel());
+                    },
+                    |outcome| assert!(outcome.is_err()),
+                );
+            }
+        },
+    },
+    HotPath {
+        name: "peer/cancel_tokio_util_select",
+        run: |n| {
+            for _ in 0..n {
+                let token = tokio_util::sync::CancellationToken::new();
+                let wait = async {
+                    let mut cancelled = std::pin::pin!(token.cancelled());
+                    let mut body = std::pin::pin!(std::future::pending::<()>());
+                    std::future::poll_fn(|cx| {
+                        if cancelled.as_mut().poll(cx).is_ready() {
+                            return std::task::Poll::Ready(Err(()));
+                        }
+                        body.as_mut().poll(cx).map(Ok)
+                    })
+                    .await
+                };
+                cancel_while_pending(wait, || token.cancel(), |outcome| assert!(outcome.is_err()));
+            }
+        },
+    },
     HotPath {
         name: "registry/registered_scope",
         run: |n| {
@@ -161,6 +201,20 @@ async fn scope_timeout() {
         .run(pend_once())
         .await
         .unwrap()
+}
+
+/// Polls `wait` once (it must pend), runs `cancel`, polls it again (it
+/// must be ready) and hands the output to `check`.
+fn cancel_while_pending<W: Future>(wait: W, cancel: impl FnOnce(), check: impl FnOnce(W::Output)) {
+    let mut wait = std::pin::pin!(wait);
+    let waker = futures::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    assert!(wait.as_mut().poll(&mut cx).is_pending());
+    cancel();
+    match wait.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(output) => check(output),
+        std::task::Poll::Pending => panic!("still pending after the cancel"),
+    }
 }
 
 /// Runs `op().await` `n` times.

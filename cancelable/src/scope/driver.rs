@@ -24,8 +24,8 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use super::deadlines::{Registration, Shard};
-use super::slot;
 use super::state::ScopeShared;
+use super::{pool, slot};
 use super::{Callback, CancelScope, Config, Extras};
 use crate::backend::Backend;
 use crate::context::{ContextData, OperationStatus};
@@ -568,6 +568,12 @@ impl Drop for Driver {
                     shared.set_status(OperationStatus::Cancelled);
                 }
             }
+            // Its sources, links and timer entry go first: they hold the
+            // state or its token, which could then not be reused.
+            self.stage = Stage::Finished;
+        }
+        if let Some(shared) = self.shared.take() {
+            pool::recycle(shared);
         }
     }
 }

@@ -6,6 +6,7 @@
 //! * `state.rs` — the state a running scope shares (`ScopeShared`), its
 //!   operation id, and the one walk up the scope chain;
 //! * `slot.rs` — the thread-local current-scope slot;
+//! * `pool.rs` — the per-thread pool of finished scopes' states;
 //! * `deadlines.rs` — the per-thread shard of scope deadlines and its timer;
 //! * `handle.rs` — [`ScopeHandle`];
 //! * `driver.rs` — the poll state machine;
@@ -15,6 +16,7 @@ mod deadlines;
 mod driver;
 mod future;
 mod handle;
+mod pool;
 pub(crate) mod slot;
 mod state;
 
@@ -140,7 +142,7 @@ impl CancelScope {
     /// its token, or an enclosing scope.
     pub fn new() -> Self {
         CancelScope {
-            shared: Arc::new(ScopeShared::new()),
+            shared: pool::take(),
             config: Config::default(),
         }
     }

@@ -94,6 +94,29 @@ impl ScopeShared {
         }
     }
 
+    /// Makes the state of a finished scope that nobody else holds as good
+    /// as new, for the scope-state pool (see `pool.rs`): `false`, leaving
+    /// it to be dropped, if its token is still held elsewhere.
+    pub(super) fn reset(&mut self) -> bool {
+        if !self.token.reset_if_unique() {
+            return false;
+        }
+        self.id.store(0, Ordering::Relaxed);
+        *self.status.get_mut() = OperationStatus::Pending.as_u8();
+        self.observed.store(false, Ordering::Relaxed);
+        self.shields.store(0, Ordering::Relaxed);
+        self.nested.store(0, Ordering::Relaxed);
+        self.deadline_generation.store(0, Ordering::Relaxed);
+        self.parent.take();
+        *self.clock.get_mut() = 0;
+        *crate::sync::get_mut(&mut self.data) = ContextData::default();
+        #[cfg(feature = "registry")]
+        {
+            *self.checkpoints_after_cancel.get_mut() = 0;
+        }
+        true
+    }
+
     pub(crate) fn id(&self) -> u64 {
         match self.id.load(Ordering::Acquire) {
             0 => {

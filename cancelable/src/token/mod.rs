@@ -237,6 +237,19 @@ impl CancellationToken {
         unshared
     }
 
+    /// Resets the token to a fresh, uncancelled one if this is its only
+    /// handle (no clone, no child link, no waiter holds it): `false`, and
+    /// nothing changed, otherwise. For the scope-state pool.
+    pub(crate) fn reset_if_unique(&mut self) -> bool {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => {
+                inner.reset();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Registers the waker of the scope that owns this token.
     #[inline]
     pub(crate) fn register_owner(&self, waker: &Waker) {

@@ -171,6 +171,26 @@ impl TokenInner {
         }
     }
 
+    /// Makes a node nobody else holds as good as new, for reuse by the
+    /// scope-state pool: no cause, no listeners, no owner waker, no parents.
+    /// The `&mut` proves that no handle, child link or waiter reaches it.
+    pub(super) fn reset(&mut self) {
+        self.cancelled.store(false, Ordering::Relaxed);
+        drop(self.owner.take());
+        let state = crate::sync::get_mut(&mut self.state);
+        state.cause = None;
+        // Keeps the slab's buffer: a reused node does not allocate again
+        // for its first listener.
+        state.listeners.clear();
+        #[cfg(feature = "tokio-util")]
+        {
+            state.tokio_util = None;
+        }
+        // Unregisters from the parents (there are none for a scope's token:
+        // its links are kept by the scope, not by the node).
+        self._parents = Box::default();
+    }
+
     /// A new node linked under `self` as a child ([`Link::Parent`]).
     pub(super) fn new_child(self: &Arc<Self>) -> Arc<TokenInner> {
         let mut inherited = None;
