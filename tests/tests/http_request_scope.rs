@@ -241,6 +241,10 @@ async fn nested_wait() -> Result<(), Cancelled> {
 #[test]
 fn handlers_see_their_request_scope_and_cancellable_functions_nest_under_it() {
     run("handler_scope", async {
+        // What the handler saw: it finishes after the deadline, so its own
+        // answer is not sent (the layer's 504 is).
+        let seen = Arc::new(Mutex::new(None::<String>));
+        let report = seen.clone();
         let router = Router::new()
             .route(
                 "/scope",
@@ -253,12 +257,13 @@ fn handlers_see_their_request_scope_and_cancellable_functions_nest_under_it() {
                     // A #[cancellable] function nests under the request scope
                     // and ends with its reason when the deadline passes.
                     let nested = nested_wait().await.unwrap_err();
-                    format!(
+                    *report.lock().unwrap() = Some(format!(
                         "remaining {} ms; {progress:?}; nested: {}; source: {:?}",
                         remaining.as_millis(),
                         nested.reason(),
                         scope.deadline_source(),
-                    )
+                    ));
+                    "the handler's own answer"
                 }),
             )
             .layer(RequestScopeLayer::new());
@@ -269,8 +274,17 @@ fn handlers_see_their_request_scope_and_cancellable_functions_nest_under_it() {
             get_request(&server.url("/scope"), &[("x-request-timeout", "300")]),
         )
         .await;
-        let body = text(&response);
-        assert_eq!(response.status(), StatusCode::OK, "{body}");
+        assert_eq!(
+            response.status(),
+            StatusCode::GATEWAY_TIMEOUT,
+            "{}",
+            text(&response)
+        );
+        let body = seen
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("the handler reported what it saw");
         let remaining: u64 = body
             .strip_prefix("remaining ")
             .and_then(|rest| rest.split(' ').next())
