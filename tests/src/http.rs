@@ -187,6 +187,25 @@ pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bo
     check()
 }
 
+/// A handler that returns in the very poll in which its request scope
+/// learns of its cancellation — the race of a handler whose checkpoint
+/// sees a cancel arriving from another thread and which returns its error
+/// at once — made deterministic: the handler blocks its poll (in
+/// [`block_in_place`](tokio::task::block_in_place)) until its scope is
+/// cancelled, then returns what its checkpoint says, as an `Err(String)`
+/// that axum answers with `200 OK`. The layer must answer with the
+/// cancellation's status instead. Multi-thread tokio runtimes only.
+pub async fn returns_in_the_poll_it_is_cancelled(
+    scope: cancelable::http::RequestScope,
+) -> Result<&'static str, String> {
+    let token = scope.token();
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(token.cancelled()));
+    cancelable::checkpoint()
+        .await
+        .map_err(|cancelled| format!("the handler's own answer: {cancelled}"))?;
+    Ok("the handler's own answer: never cancelled")
+}
+
 /// A gRPC service of one unary method, `/test.Worker/Work`, written
 /// without protoc: prost derives for the messages, tonic's
 /// `server::Grpc` and `client::Grpc` for the wire.

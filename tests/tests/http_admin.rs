@@ -18,7 +18,8 @@ use cancelable::http::{admin_router, RequestScopeLayer, ADMIN_CANCEL_MESSAGE};
 use cancelable::registry::Registry;
 use cancelable::{shield, CancelReason, CancelScope, Cancelled, Signal};
 use cancelable_tests::http::{
-    eventually, fetch, get, run, serve, text, Connection, Server, Version, VERSIONS,
+    eventually, fetch, get, returns_in_the_poll_it_is_cancelled, run, serve, text, Connection,
+    Server, Version, VERSIONS,
 };
 use http::{Request, StatusCode};
 use http_body_util::Full;
@@ -580,6 +581,68 @@ fn a_registered_request_is_listed_cancelled_by_id_answered_503_with_the_message_
             assert_eq!(status, StatusCode::OK, "{body}");
             assert_eq!(body["finished"], true, "{body}");
             assert_eq!(body["status"], "Cancelled", "{body}");
+            assert_eq!(body["message"], "operator: maintenance", "{body}");
+        }
+    });
+}
+
+#[test]
+fn a_registered_request_returning_in_the_poll_an_operator_cancels_it_is_answered_503_and_recorded_cancelled(
+) {
+    run("admin_request_returns_as_cancelled", async {
+        for version in VERSIONS {
+            let registry = Registry::new();
+            let app = Router::new()
+                .route("/racing", route_get(returns_in_the_poll_it_is_cancelled))
+                .layer(RequestScopeLayer::new().register_in(&registry))
+                .nest("/admin", admin_router(&registry));
+            let server = serve(app).await;
+            let mut connection = Connection::open(server.addr, version).await;
+            let client = connection.spawn(get(&server.url("/racing"), &[]));
+            assert!(
+                eventually(WITHIN, || registry.snapshot().live == 1).await,
+                "{version:?}: the request never became live"
+            );
+            let (_, body) = get_json(&server, "/admin/operations").await;
+            let id = operation_named(&body, "GET /racing")
+                .and_then(|operation| operation["id"].as_u64())
+                .unwrap_or_else(|| panic!("{version:?}: no `GET /racing` in {body}"));
+
+            // The handler is held in its poll until this cancel reaches its
+            // scope, and returns its own answer in that same poll.
+            let (status, body) = post(
+                &server,
+                &format!("/admin/operations/{id}/cancel"),
+                Some("application/json"),
+                r#"{"reason": "manual", "message": "operator: maintenance"}"#,
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(body["cancelled"], true, "{body}");
+
+            let response = tokio::time::timeout(WITHIN, client)
+                .await
+                .unwrap_or_else(|_| panic!("{version:?}: no answer after the cancel"))
+                .expect("the client");
+            let text = text(&response);
+            assert_eq!(
+                response.status(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{version:?}: {text}"
+            );
+            assert!(
+                text.contains("request cancelled") && text.contains("operator: maintenance"),
+                "{version:?}: {text}"
+            );
+
+            assert!(
+                eventually(WITHIN, || registry.get(id).is_none()).await,
+                "{version:?}: still live after its answer"
+            );
+            let (status, body) = get_json(&server, &format!("/admin/operations/{id}")).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(body["finished"], true, "{body}");
+            assert_eq!(body["status"], "Cancelled", "{version:?}: {body}");
             assert_eq!(body["message"], "operator: maintenance", "{body}");
         }
     });

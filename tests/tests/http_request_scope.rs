@@ -241,6 +241,10 @@ async fn nested_wait() -> Result<(), Cancelled> {
 #[test]
 fn handlers_see_their_request_scope_and_cancellable_functions_nest_under_it() {
     run("handler_scope", async {
+        // What the handler saw: it finishes after the deadline, so its own
+        // answer is not sent (the layer's 504 is).
+        let seen = Arc::new(Mutex::new(None::<String>));
+        let report = seen.clone();
         let router = Router::new()
             .route(
                 "/scope",
@@ -253,12 +257,13 @@ fn handlers_see_their_request_scope_and_cancellable_functions_nest_under_it() {
                     // A #[cancellable] function nests under the request scope
                     // and ends with its reason when the deadline passes.
                     let nested = nested_wait().await.unwrap_err();
-                    format!(
+                    *report.lock().unwrap() = Some(format!(
                         "remaining {} ms; {progress:?}; nested: {}; source: {:?}",
                         remaining.as_millis(),
                         nested.reason(),
                         scope.deadline_source(),
-                    )
+                    ));
+                    "the handler's own answer"
                 }),
             )
             .layer(RequestScopeLayer::new());
@@ -269,8 +274,17 @@ fn handlers_see_their_request_scope_and_cancellable_functions_nest_under_it() {
             get_request(&server.url("/scope"), &[("x-request-timeout", "300")]),
         )
         .await;
-        let body = text(&response);
-        assert_eq!(response.status(), StatusCode::OK, "{body}");
+        assert_eq!(
+            response.status(),
+            StatusCode::GATEWAY_TIMEOUT,
+            "{}",
+            text(&response)
+        );
+        let body = seen
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("the handler reported what it saw");
         let remaining: u64 = body
             .strip_prefix("remaining ")
             .and_then(|rest| rest.split(' ').next())
@@ -341,6 +355,55 @@ fn cancelling_the_server_token_answers_503_saying_the_server_shuts_down() {
             assert!(body.contains("maintenance window"), "{body}");
         }
         cancel.await.expect("cancel task");
+    });
+}
+
+/// A handler that works past its deadline without pending, then returns
+/// the error of the checkpoint that finds the deadline passed — in the
+/// poll in which its scope learns of the deadline — as an `Err(String)`,
+/// which axum answers with `200 OK`.
+async fn overruns_its_deadline(scope: RequestScope) -> Result<&'static str, String> {
+    let deadline = scope.deadline().expect("the request has a deadline");
+    tokio::task::block_in_place(|| {
+        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+    });
+    // A checkpoint enforces the deadlines every 32nd call, before it would
+    // yield: this loop returns without pending.
+    loop {
+        cancelable::checkpoint()
+            .await
+            .map_err(|cancelled| format!("the handler's own answer: {cancelled}"))?;
+    }
+}
+
+#[test]
+fn a_handler_returning_its_error_in_the_poll_its_deadline_passes_gets_504_not_its_own_answer() {
+    run("returns_as_deadline_passes", async {
+        for grace in [Duration::ZERO, Duration::from_secs(5)] {
+            let layer = RequestScopeLayer::new().grace(grace);
+            let app = Router::new()
+                .route("/racing", get(overruns_its_deadline))
+                .layer(layer);
+            let server = serve(app).await;
+            for version in VERSIONS {
+                let response = fetch(
+                    server.addr,
+                    version,
+                    get_request(&server.url("/racing"), &[("x-request-timeout", "50")]),
+                )
+                .await;
+                let body = text(&response);
+                assert_eq!(
+                    response.status(),
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "{version:?}, grace {grace:?}: {body}"
+                );
+                assert!(
+                    body.contains("`x-request-timeout` of 50ms passed"),
+                    "{version:?}, grace {grace:?}: {body}"
+                );
+            }
+        }
     });
 }
 

@@ -1,6 +1,7 @@
 //! `GracefulShutdown` stopped by real signals, in a child process
 //! (`src/bin/http-shutdown-child.rs`): stop accepting, the grace, 503 for
-//! what is cancelled after it, the hard deadline, and a second Ctrl-C.
+//! what is cancelled after it (even a handler returning in the very poll
+//! it is cancelled), the hard deadline, and a second Ctrl-C.
 #![cfg(unix)]
 
 use std::io::{BufRead, BufReader, Read};
@@ -39,6 +40,19 @@ impl Server {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             stdout,
+        }
+    }
+
+    /// Reads the child's output up to the line `expected`.
+    fn expect_line(&mut self, expected: &str) {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let read = self.stdout.read_line(&mut line).expect("a line");
+            assert!(read > 0, "the child exited before printing {expected:?}");
+            if line.trim() == expected {
+                return;
+            }
         }
     }
 
@@ -115,6 +129,33 @@ fn sigterm_stops_accepting_lets_requests_finish_in_the_grace_and_cancels_the_res
             "{output}"
         );
         assert!(signalled.elapsed() < Duration::from_secs(8), "{output}");
+    });
+}
+
+#[test]
+fn a_request_returning_its_error_in_the_poll_the_grace_runs_out_is_answered_503_not_with_its_own_answer(
+) {
+    run("shutdown_racing", async {
+        let mut server = Server::start(100, 10_000);
+        let racing = in_flight(&server, "/racing");
+        tokio::task::block_in_place(|| server.expect_line("racing in flight"));
+        server.signal(Signal::Terminate);
+        let (racing, _) = racing.await.expect("racing");
+        let body = text(&racing);
+        assert_eq!(racing.status(), StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("server shutting down"), "{body}");
+        assert!(body.contains("SIGTERM"), "{body}");
+        assert!(!body.contains("the handler's own answer"), "{body}");
+        let (status, output) = tokio::task::spawn_blocking(move || server.wait())
+            .await
+            .expect("wait");
+        assert!(status.success(), "{status:?}: {output}");
+        assert!(
+            output.contains(
+                "shut down on SIGTERM: the grace ran out; requests in flight were cancelled"
+            ),
+            "{output}"
+        );
     });
 }
 

@@ -9,6 +9,13 @@
 //! itself among the scope's shields — without hiding anything from the
 //! code inside, and lets go when the handler ends or the grace runs out.
 //! The scope then ends with its reason, as it does after a shield.
+//!
+//! [`Graced`] also decides whether the handler's output counts: a handler
+//! that returns after its scope was cancelled — within the grace, or in
+//! the very poll in which the cancel reaches the scope (its checkpoint saw
+//! it and it returned its error at once) — ends with the cancellation,
+//! which the layer answers with its status; only an output returned
+//! before the cancellation is the answer.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,7 +27,7 @@ use pin_project_lite::pin_project;
 
 use crate::scope::ScopeShared;
 use crate::sync::Ordering;
-use crate::{ScopeHandle, WaitForCancellationOwned};
+use crate::{CancellationToken, Cancelled, ScopeHandle, WaitForCancellationOwned};
 
 /// Holds a scope open after its cancellation while it lives.
 struct Hold(Arc<ScopeShared>);
@@ -50,13 +57,18 @@ pin_project! {
 }
 
 pin_project! {
-    /// A handler run with a grace period: `Some(output)` if it ends,
-    /// `None` if the grace ran out after the cancellation (the handler is
-    /// dropped then, before this returns).
+    /// A handler run with a grace period: `Ok(output)` if it ends before
+    /// its scope is cancelled, `Err` with the cancellation if it ends after
+    /// it (its output is dropped) or the grace runs out (the handler is
+    /// dropped then, before this returns). Run in its scope with
+    /// [`try_run`](crate::CancelScope::try_run), so that an `Err` is
+    /// recorded as the scope's cancellation.
     pub(super) struct Graced<F> {
         #[pin]
         state: State<F>,
         grace: Duration,
+        // The scope's token.
+        token: CancellationToken,
         // `None` without a grace: the scope then drops the handler at once.
         hold: Option<Hold>,
         cancelled: Option<WaitForCancellationOwned>,
@@ -69,27 +81,54 @@ impl<F> Graced<F> {
     /// when the scope first looks at its cancellation).
     pub(super) fn new(handler: F, handle: &ScopeHandle, grace: Duration) -> Self {
         let graced = !grace.is_zero();
+        let token = handle.cancel_token();
         Graced {
             state: State::Running { handler },
             grace,
             hold: graced.then(|| Hold::new(handle)),
-            cancelled: graced.then(|| handle.cancel_token().cancelled_owned()),
+            cancelled: graced.then(|| token.clone().cancelled_owned()),
+            token,
             timer: None,
         }
     }
 }
 
+/// The scope's cancellation, as soon as a cancel has recorded its cause —
+/// possibly while it still reaches the scopes inside, as the scope itself
+/// counts it when its body returns.
+fn cancellation(token: &CancellationToken) -> Option<Cancelled> {
+    token
+        .recorded_cause()
+        .map(|cause| Cancelled::new(cause.reason).with_message(cause.message))
+}
+
+/// The cancellation of a scope known to be cancelled.
+fn cancelled(token: &CancellationToken) -> Cancelled {
+    cancellation(token).unwrap_or_else(|| Cancelled::new(crate::CancelReason::Manual))
+}
+
 impl<F: Future> Future for Graced<F> {
-    type Output = Option<F::Output>;
+    type Output = Result<F::Output, Cancelled>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let StateProj::Running { handler } = this.state.as_mut().project() else {
-            return Poll::Ready(None);
+            return Poll::Ready(Err(cancelled(this.token)));
         };
         if let Poll::Ready(output) = handler.poll(cx) {
+            let outcome = match cancellation(this.token) {
+                // Cancelled before the handler returned — maybe in this very
+                // poll, from another thread, while a checkpoint of the
+                // handler reported it: the output is the cancellation's
+                // doing, and the answer is the cancellation's.
+                Some(cancelled) => {
+                    drop(output);
+                    Err(cancelled)
+                }
+                None => Ok(output),
+            };
             this.hold.take();
-            return Poll::Ready(Some(output));
+            return Poll::Ready(outcome);
         }
         // Without a hold the scope itself drops the handler when cancelled.
         if this.hold.is_none() {
@@ -112,6 +151,6 @@ impl<F: Future> Future for Graced<F> {
         // The grace ran out: drop the handler, then let the scope end.
         this.state.project_replace(State::Dropped);
         this.hold.take();
-        Poll::Ready(None)
+        Poll::Ready(Err(cancelled(this.token)))
     }
 }

@@ -22,7 +22,7 @@ use super::timeout_header::{
     X_REQUEST_TIMEOUT,
 };
 use super::CLIENT_DISCONNECTED;
-use crate::{CancelReason, CancelScope, CancellationToken, Cancelled, Run, ScopeHandle};
+use crate::{CancelReason, CancelScope, CancellationToken, Cancelled, ScopeHandle, TryRun};
 
 /// Why a request's scope was cancelled, as the layer tells it to the
 /// client: each cause has its own HTTP status and gRPC code, set with
@@ -123,6 +123,18 @@ pub enum DisconnectMode {
 /// malformed timeout header is answered with `400` (gRPC:
 /// `INVALID_ARGUMENT`) saying what format is expected, without calling
 /// the handler.
+///
+/// The rule: once the request's scope is cancelled — its deadline passed,
+/// the server token cancelled, the client gone, an operator's cancel —
+/// the answer is the layer's, whatever the handler's future returns
+/// afterwards: the error it returns on seeing the cancellation (even when
+/// the cancel arrives from another thread during the very poll in which
+/// it returns, and axum has already turned the error into a `200` or
+/// `500` response), or a response it completes within the
+/// [`grace`](Self::grace). Only a response the handler's future returned
+/// before the cancellation is sent as the handler made it. The request's
+/// operation then ends [`Cancelled`](crate::OperationStatus::Cancelled),
+/// in a registry too ([`register`](Self::register)).
 ///
 /// gRPC services: serve them through axum (tonic's
 /// `Routes::into_axum_router()`, or axum routes calling
@@ -265,8 +277,9 @@ impl RequestScopeLayer {
     /// How long a cancelled handler keeps running (its checkpoints report
     /// the cancellation, its cleanup runs) before it is dropped. Without
     /// one (the default) a cancelled handler is dropped at its current
-    /// `.await`, as with `tokio::time::timeout`. The answer is sent when
-    /// the handler ends or the grace runs out.
+    /// `.await`, as with `tokio::time::timeout`. The layer's answer for
+    /// the cancellation is sent when the handler ends or the grace runs
+    /// out — what the handler returns within the grace is dropped.
     pub fn grace(mut self, grace: Duration) -> Self {
         self.config().grace = grace;
         self
@@ -421,7 +434,9 @@ where
             source: source.clone(),
         });
         let handler = Graced::new(self.inner.call(request), &handle, config.grace);
-        let run = scope.run(handler);
+        // `try_run`: a handler that ends after the cancellation ends the
+        // scope as cancelled (see `Graced`).
+        let run = scope.try_run(handler);
         let runtime = match config.disconnect {
             DisconnectMode::Drop => None,
             DisconnectMode::Detach | DisconnectMode::Notify => {
@@ -639,8 +654,9 @@ impl Drop for Guard {
     }
 }
 
-/// What the handler's scope ends with.
-type Outcome<T> = Result<Option<T>, Cancelled>;
+/// What the handler's scope ends with: the handler's output, or the
+/// cancellation that the layer answers.
+type Outcome<T> = Result<T, Cancelled>;
 
 pin_project! {
     #[project = StageProj]
@@ -649,7 +665,7 @@ pin_project! {
         F: Future,
     {
         Ready { response: Option<Response<ScopedBody<B>>> },
-        Inline { #[pin] run: Run<Graced<F>> },
+        Inline { #[pin] run: TryRun<Graced<F>> },
         Spawned { task: tokio::task::JoinHandle<Outcome<F::Output>> },
     }
 }
@@ -710,17 +726,8 @@ where
             panic!("a response future was polled after it completed");
         };
         Poll::Ready(match outcome {
-            Ok(Some(Ok(response))) => Ok(response.map(ScopedBody::handler)),
-            Ok(Some(Err(error))) => Err(error),
-            Ok(None) => {
-                let cancelled = request
-                    .handle
-                    .cancel_token()
-                    .check()
-                    .err()
-                    .unwrap_or_else(|| Cancelled::new(CancelReason::Manual));
-                Ok(request.cancelled(&cancelled))
-            }
+            Ok(Ok(response)) => Ok(response.map(ScopedBody::handler)),
+            Ok(Err(error)) => Err(error),
             Err(cancelled) => Ok(request.cancelled(&cancelled)),
         })
     }

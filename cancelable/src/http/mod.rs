@@ -11,7 +11,10 @@
 //!   feature `axum`). When the deadline passes the answer is `504 Gateway
 //!   Timeout`, or `grpc-status: 4` (`DEADLINE_EXCEEDED`) for gRPC, with a
 //!   short message naming the deadline that fired; a malformed timeout
-//!   header is a `400 Bad Request` saying what is expected.
+//!   header is a `400 Bad Request` saying what is expected. Once the scope
+//!   is cancelled the answer is the layer's, whatever the handler returns
+//!   afterwards; only a response returned before the cancellation is sent
+//!   as it is.
 //! * [`DisconnectMode`] says what happens to a handler whose client went
 //!   away: dropped ([`Drop`](DisconnectMode::Drop), hyper's own
 //!   behaviour), run to completion ([`Detach`](DisconnectMode::Detach)),

@@ -249,7 +249,7 @@ enum Event {
     Timer,
 }
 
-/// The first of: the server ends, a signal, the deadline.
+/// The first of: a signal, the server ends, the deadline.
 async fn race(
     mut server: std::pin::Pin<&mut impl Future<Output = io::Result<()>>>,
     mut signal: std::pin::Pin<&mut impl Future<Output = Cancelled>>,
@@ -257,11 +257,15 @@ async fn race(
 ) -> Event {
     let mut timer = deadline.map(|deadline| Box::pin(tokio::time::sleep_until(deadline.into())));
     std::future::poll_fn(|cx| {
-        if let Poll::Ready(result) = server.as_mut().poll(cx) {
-            return Poll::Ready(Event::Server(result));
-        }
+        // The signals first: their scope starts listening on its first
+        // poll, which must come before the server's first poll accepts a
+        // connection. A request handled before it, on another worker,
+        // left a signal its default action (ending the process) meanwhile.
         if let Poll::Ready(cancelled) = signal.as_mut().poll(cx) {
             return Poll::Ready(Event::Signal(cancelled));
+        }
+        if let Poll::Ready(result) = server.as_mut().poll(cx) {
+            return Poll::Ready(Event::Server(result));
         }
         if let Some(timer) = &mut timer {
             if timer.as_mut().poll(cx).is_ready() {

@@ -7,6 +7,9 @@
 //! report when `serve` returns, then exits 0. Routes:
 //! * `/quick` — answers after 300 ms;
 //! * `/stuck` — works for a minute, checking for cancellation;
+//! * `/racing` — prints `racing in flight`, then returns its own answer in
+//!   the very poll in which the shutdown cancels it
+//!   (`cancelable_tests::http::returns_in_the_poll_it_is_cancelled`);
 //! * `/unscoped` — outside the request scopes: sleeps for a minute, and
 //!   is not cancelled by the shutdown.
 //!
@@ -32,8 +35,9 @@ mod unix {
 
     use axum::routing::get;
     use axum::Router;
-    use cancelable::http::GracefulShutdown;
+    use cancelable::http::{GracefulShutdown, RequestScope};
     use cancelable::{checkpoint, Cancelled, Signal};
+    use cancelable_tests::http::returns_in_the_poll_it_is_cancelled;
 
     pub(super) fn main() {
         let args: Vec<u64> = std::env::args()
@@ -90,6 +94,14 @@ mod unix {
                 }),
             )
             .route("/stuck", get(stuck))
+            .route(
+                "/racing",
+                get(|scope: RequestScope| async move {
+                    println!("racing in flight");
+                    std::io::stdout().flush().expect("flush");
+                    returns_in_the_poll_it_is_cancelled(scope).await
+                }),
+            )
             .layer(shutdown.layer());
         let app = scoped.route(
             "/unscoped",
