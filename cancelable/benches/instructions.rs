@@ -53,6 +53,16 @@ const HOT_PATHS: &[HotPath] = &[
         name: "scope_timeout/tokio-current-thread",
         run: |n| tokio_current_thread(repeat(n, scope_timeout)),
     },
+    // A scope started inside another: linked to its parent, which is
+    // cancelled with it and lends it its backend.
+    HotPath {
+        name: "scope_nested/async-io",
+        run: |n| block_on(CancelScope::new().run(repeat(n, scope_no_source))).unwrap(),
+    },
+    HotPath {
+        name: "scope_nested/tokio-current-thread",
+        run: |n| tokio_current_thread(CancelScope::new().run(repeat(n, scope_no_source))).unwrap(),
+    },
     HotPath {
         name: "scope_timeout/tokio-task",
         run: |n| tokio_current_thread(spawned(repeat(n, scope_timeout))),

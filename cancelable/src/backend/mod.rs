@@ -84,6 +84,15 @@ impl Backend {
         Backend::AsyncIo
     }
 
+    /// The backend whose clock is `clock`: one clock per backend.
+    pub(crate) fn of_clock(clock: Clock) -> Backend {
+        match clock {
+            #[cfg(feature = "tokio")]
+            Clock::Tokio => Backend::Tokio,
+            Clock::Std => Backend::AsyncIo,
+        }
+    }
+
     pub(crate) fn clock(self) -> Clock {
         match self {
             #[cfg(feature = "tokio")]

@@ -27,7 +27,7 @@ use super::deadlines::{Registration, Shard};
 use super::state::ScopeShared;
 use super::{pool, slot};
 use super::{Callback, CancelScope, Config, Extras};
-use crate::backend::Backend;
+use crate::backend::{Backend, Clock};
 use crate::context::{ContextData, OperationStatus};
 use crate::panic;
 use crate::source::{ArmedSources, Sink, Source};
@@ -112,7 +112,12 @@ impl Driver {
 
     fn start(&mut self, mut config: Config) {
         let parent = slot::current_parent();
-        let backend = Backend::detect();
+        // A scope started inside another runs on its thread, inside its
+        // poll: under the same executor, which the parent has detected.
+        let backend = parent
+            .as_ref()
+            .and_then(|parent| Clock::from_number(parent.scope.clock.load(Ordering::Acquire)))
+            .map_or_else(Backend::detect, Backend::of_clock);
         let started = backend.now();
         let timeout_at = config
             .timeout
