@@ -425,7 +425,9 @@ impl Driver {
 
     /// Records the outcome, releases every source and runs the callbacks.
     fn finish(&mut self, status: OperationStatus, cancelled: Option<&Cancelled>) {
-        let Stage::Running(mut armed) = std::mem::replace(&mut self.stage, Stage::Finished) else {
+        // The running state is read and dropped in place: moving it out
+        // would copy the whole of it on every scope's end.
+        let Stage::Running(armed) = &mut self.stage else {
             unreachable!("only a running scope finishes")
         };
         let shared = lent_back(&self.shared);
@@ -456,7 +458,7 @@ impl Driver {
         // ran: a second one meanwhile does what it would do without
         // cancelable (see the `signal` module).
         let _cleaning = armed.sources.as_mut().map(|sources| sources.stop_signals());
-        drop(armed);
+        self.stage = Stage::Finished;
         // --- registry hook: leave the live set before user callbacks run ---
         #[cfg(feature = "registry")]
         if let Some(extras) = extras.as_deref_mut() {
