@@ -14,7 +14,8 @@ use std::future::Future;
 use std::hint::black_box;
 use std::time::Duration;
 
-use cancelable::{checkpoint, CancelScope, CancellationToken};
+use cancelable::{checkpoint, CancelScope, CancellationToken, Cancelled, TaskGroup};
+use futures::stream::{FuturesUnordered, StreamExt};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -149,7 +150,86 @@ const HOT_PATHS: &[HotPath] = &[
             }))
         },
     },
+    // Task groups, per child: one group starts `n` children.
+    HotPath {
+        name: "group/start_soon_child/async-io",
+        run: |n| block_on(group_start_soon(n)),
+    },
+    HotPath {
+        name: "group/cancel_pending_child/async-io",
+        run: |n| block_on(group_cancel_pending(n)),
+    },
+    HotPath {
+        name: "peer/futures_unordered_push/async-io",
+        run: |n| {
+            block_on(async move {
+                let mut set = FuturesUnordered::new();
+                for _ in 0..n {
+                    set.push(async {
+                        pend_once().await;
+                        Ok::<_, Cancelled>(())
+                    });
+                }
+                while let Some(output) = set.next().await {
+                    black_box(output).unwrap();
+                }
+            })
+        },
+    },
+    HotPath {
+        name: "peer/futures_unordered_token_cancel/async-io",
+        run: |n| {
+            block_on(async move {
+                let token = tokio_util::sync::CancellationToken::new();
+                let mut set = FuturesUnordered::new();
+                for _ in 0..n {
+                    set.push(token.clone().cancelled_owned());
+                }
+                assert!(futures::poll!(set.next()).is_pending());
+                token.cancel();
+                while let Some(output) = set.next().await {
+                    black_box(output);
+                }
+            })
+        },
+    },
 ];
+
+/// A group whose body starts `n` children that pend once and finish.
+async fn group_start_soon(n: u64) {
+    TaskGroup::new()
+        .run(|group| async move {
+            for _ in 0..n {
+                group.start_soon(async {
+                    pend_once().await;
+                    Ok::<_, Cancelled>(())
+                });
+            }
+            Ok::<_, Cancelled>(())
+        })
+        .await
+        .unwrap()
+}
+
+/// A group with `n` children pending until it is cancelled, once all pend.
+async fn group_cancel_pending(n: u64) {
+    let outcome = TaskGroup::new()
+        .run(|group| async move {
+            for _ in 0..n {
+                group.start_soon(async {
+                    std::future::pending::<()>().await;
+                    Ok::<_, Cancelled>(())
+                });
+            }
+            // The children are polled (and pend) before the body's next poll.
+            pend_once().await;
+            group.cancel();
+            std::future::pending::<()>().await;
+            Ok::<_, Cancelled>(())
+        })
+        .await;
+    black_box(outcome.unwrap_err());
+}
 
 async fn scope_no_source() {
     CancelScope::new().run(pend_once()).await.unwrap()
