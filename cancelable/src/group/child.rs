@@ -464,7 +464,8 @@ where
 /// fired, or the body returned after the cancellation), as the scope
 /// itself counts it; a failure otherwise.
 fn classify(error: BoxError, child: &ChildRef) -> TaskError {
-    if child.token.recorded_cause().is_none() {
+    // The flag first: reading the cause copies it.
+    if !child.token.is_cancelled() && child.token.recorded_cause().is_none() {
         return TaskError::Failed(Arc::from(error));
     }
     match error.downcast::<Cancelled>() {
