@@ -129,7 +129,7 @@ impl Group {
         E: Into<BoxError> + 'static,
     {
         let (mut task, handle) = ChildTask::new(&self.shared, scope, child);
-        task.arm(&self.shared, &handle);
+        task.arm(&self.shared);
         let task = Box::pin(task);
         let rejected = {
             let mut state = lock(&self.shared.state);
@@ -243,7 +243,7 @@ impl Group {
         let Some(key) = accepted else {
             return Err(SpawnError::Closed);
         };
-        task.arm(&self.shared, &handle);
+        task.arm(&self.shared);
         task.set_spawned(key);
         let task = Abortable::new(Spawned::new(task, &self.shared), registration);
         executor.spawn(Box::pin(async move {
