@@ -385,6 +385,27 @@ where
         scope: CancelScope,
         body: F,
     ) -> (Self, TaskHandle<T>) {
+        Self::build(group, scope, body, false)
+    }
+
+    /// [`new`](Self::new), armed and boxed, for the group to poll: built in
+    /// one piece, so that the large child is moved once, into its box.
+    pub(crate) fn new_local(
+        group: &Arc<GroupShared>,
+        scope: CancelScope,
+        body: F,
+    ) -> (Pin<Box<Self>>, TaskHandle<T>) {
+        let (task, handle) = Self::build(group, scope, body, true);
+        (Box::pin(task), handle)
+    }
+
+    #[inline(always)]
+    fn build(
+        group: &Arc<GroupShared>,
+        scope: CancelScope,
+        body: F,
+        armed: bool,
+    ) -> (Self, TaskHandle<T>) {
         let shared = scope.handle().shared;
         let token = shared.token.clone();
         let grace = group.grace.map(|_| Grace {
@@ -406,7 +427,10 @@ where
         let task = ChildTask {
             run: Some(scope.try_run(held)),
             slot: slot.clone(),
-            done: None,
+            done: armed.then(|| Done {
+                group: group.clone(),
+                spawned: None,
+            }),
         };
         let handle = TaskHandle {
             slot,

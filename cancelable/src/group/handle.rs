@@ -128,9 +128,7 @@ impl Group {
         T: Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        let (mut task, handle) = ChildTask::new(&self.shared, scope, child);
-        task.arm(&self.shared);
-        let task = Box::pin(task);
+        let (task, handle) = ChildTask::new_local(&self.shared, scope, child);
         let rejected = {
             let mut state = lock(&self.shared.state);
             if state.closed || state.ended {
