@@ -59,7 +59,7 @@ impl Drop for Hold {
 
 pin_project! {
     /// A child's body inside its scope: turns its error into a
-    /// [`BoxError`], and in a group with a grace period keeps the scope
+    /// [`ChildError`], and in a group with a grace period keeps the scope
     /// polling the body once the *group* is cancelled, so that the body
     /// reaches a checkpoint and cleans up. A cancellation of the child's
     /// own (its scope's sources, its handle) drops the body at once, as
@@ -77,12 +77,25 @@ pub(crate) struct Grace {
     group: CancellationToken,
 }
 
+/// A child's error as its scope returns it: the scope's own cancellation
+/// as it is (no box to make and take apart again), or the body's error.
+pub(crate) enum ChildError {
+    Cancelled(Cancelled),
+    Body(BoxError),
+}
+
+impl From<Cancelled> for ChildError {
+    fn from(cancelled: Cancelled) -> Self {
+        ChildError::Cancelled(cancelled)
+    }
+}
+
 impl<F, T, E> Future for Held<F>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
 {
-    type Output = Result<T, BoxError>;
+    type Output = Result<T, ChildError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -92,7 +105,7 @@ where
                 let cancelled = token_cancelled(&grace.own);
                 this.body.set(None);
                 *this.grace = None;
-                return Poll::Ready(Err(Box::new(cancelled)));
+                return Poll::Ready(Err(ChildError::Cancelled(cancelled)));
             }
         }
         let Some(body) = this.body.as_mut().as_pin_mut() else {
@@ -101,7 +114,7 @@ where
         let output = std::task::ready!(body.poll(cx));
         this.body.set(None);
         *this.grace = None;
-        Poll::Ready(output.map_err(Into::into))
+        Poll::Ready(output.map_err(|error| ChildError::Body(error.into())))
     }
 }
 
@@ -501,14 +514,21 @@ where
 /// A child's `Err`: a cancellation if its scope was cancelled (a source
 /// fired, or the body returned after the cancellation), as the scope
 /// itself counts it; a failure otherwise.
-fn classify(error: BoxError, child: &ChildRef) -> TaskError {
+fn classify(error: ChildError, child: &ChildRef) -> TaskError {
     // The flag first: reading the cause copies it.
     if !child.token.is_cancelled() && child.token.recorded_cause().is_none() {
+        let error: BoxError = match error {
+            ChildError::Cancelled(cancelled) => Box::new(cancelled),
+            ChildError::Body(error) => error,
+        };
         return TaskError::Failed(Arc::from(error));
     }
-    match error.downcast::<Cancelled>() {
-        Ok(cancelled) => TaskError::Cancelled(*cancelled),
-        Err(_) => TaskError::Cancelled(child.cancelled()),
+    match error {
+        ChildError::Cancelled(cancelled) => TaskError::Cancelled(cancelled),
+        ChildError::Body(error) => match error.downcast::<Cancelled>() {
+            Ok(cancelled) => TaskError::Cancelled(*cancelled),
+            Err(_) => TaskError::Cancelled(child.cancelled()),
+        },
     }
 }
 
