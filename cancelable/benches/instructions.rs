@@ -161,6 +161,10 @@ const HOT_PATHS: &[HotPath] = &[
         run: |n| block_on(in_batches(n, group_cancel_pending)),
     },
     HotPath {
+        name: "group/spawn_child/tokio-current-thread",
+        run: |n| tokio_current_thread(spawned(in_batches(n, group_spawn))),
+    },
+    HotPath {
         name: "peer/futures_unordered_push/async-io",
         run: |n| {
             block_on(in_batches(n, |batch| async move {
@@ -194,6 +198,23 @@ const HOT_PATHS: &[HotPath] = &[
             }))
         },
     },
+    HotPath {
+        name: "peer/join_set_spawn/tokio-current-thread",
+        run: |n| {
+            tokio_current_thread(spawned(in_batches(n, |batch| async move {
+                let mut set = tokio::task::JoinSet::new();
+                for _ in 0..batch {
+                    set.spawn(async {
+                        pend_once().await;
+                        Ok::<_, Cancelled>(())
+                    });
+                }
+                while let Some(output) = set.join_next().await {
+                    black_box(output).unwrap().unwrap();
+                }
+            })))
+        },
+    },
 ];
 
 /// Children per group in the group hot paths: small enough that the
@@ -224,6 +245,25 @@ async fn group_start_soon(n: u64) {
                     pend_once().await;
                     Ok::<_, Cancelled>(())
                 });
+            }
+            Ok::<_, Cancelled>(())
+        })
+        .await
+        .unwrap()
+}
+
+/// A group whose body spawns `n` children on tokio that pend once and
+/// finish.
+async fn group_spawn(n: u64) {
+    TaskGroup::new()
+        .run(|group| async move {
+            for _ in 0..n {
+                group
+                    .spawn(async {
+                        pend_once().await;
+                        Ok::<_, Cancelled>(())
+                    })
+                    .expect("on tokio");
             }
             Ok::<_, Cancelled>(())
         })
