@@ -14,7 +14,8 @@ use std::future::Future;
 use std::hint::black_box;
 use std::time::Duration;
 
-use cancelable::{checkpoint, CancelScope, CancellationToken};
+use cancelable::{checkpoint, CancelScope, CancellationToken, Cancelled, TaskGroup};
+use futures::stream::{FuturesUnordered, StreamExt};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -199,7 +200,146 @@ const HOT_PATHS: &[HotPath] = &[
             }))
         },
     },
+    // Task groups, per child: groups of `GROUP_BATCH` children, the
+    // group's own cost shared among them.
+    HotPath {
+        name: "group/start_soon_child/async-io",
+        run: |n| block_on(in_batches(n, group_start_soon)),
+    },
+    HotPath {
+        name: "group/cancel_pending_child/async-io",
+        run: |n| block_on(in_batches(n, group_cancel_pending)),
+    },
+    HotPath {
+        name: "group/spawn_child/tokio-current-thread",
+        run: |n| tokio_current_thread(spawned(in_batches(n, group_spawn))),
+    },
+    HotPath {
+        name: "peer/futures_unordered_push/async-io",
+        run: |n| {
+            block_on(in_batches(n, |batch| async move {
+                let mut set = FuturesUnordered::new();
+                for _ in 0..batch {
+                    set.push(async {
+                        pend_once().await;
+                        Ok::<_, Cancelled>(())
+                    });
+                }
+                while let Some(output) = set.next().await {
+                    black_box(output).unwrap();
+                }
+            }))
+        },
+    },
+    HotPath {
+        name: "peer/futures_unordered_token_cancel/async-io",
+        run: |n| {
+            block_on(in_batches(n, |batch| async move {
+                let token = tokio_util::sync::CancellationToken::new();
+                let mut set = FuturesUnordered::new();
+                for _ in 0..batch {
+                    set.push(token.clone().cancelled_owned());
+                }
+                assert!(futures::poll!(set.next()).is_pending());
+                token.cancel();
+                while let Some(output) = set.next().await {
+                    black_box(output);
+                }
+            }))
+        },
+    },
+    HotPath {
+        name: "peer/join_set_spawn/tokio-current-thread",
+        run: |n| {
+            tokio_current_thread(spawned(in_batches(n, |batch| async move {
+                let mut set = tokio::task::JoinSet::new();
+                for _ in 0..batch {
+                    set.spawn(async {
+                        pend_once().await;
+                        Ok::<_, Cancelled>(())
+                    });
+                }
+                while let Some(output) = set.join_next().await {
+                    black_box(output).unwrap().unwrap();
+                }
+            })))
+        },
+    },
 ];
+
+/// Children per group in the group hot paths: small enough that the
+/// allocator's state repeats from one group to the next, so the count per
+/// child does not depend on the iteration count.
+const GROUP_BATCH: u64 = 100;
+
+/// Runs `op(batch).await` for batches of `GROUP_BATCH` making up `n`.
+async fn in_batches<F, Fut>(n: u64, op: F)
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(GROUP_BATCH);
+        left -= batch;
+        op(batch).await;
+    }
+}
+
+/// A group whose body starts `n` children that pend once and finish.
+async fn group_start_soon(n: u64) {
+    TaskGroup::new()
+        .run(|group| async move {
+            for _ in 0..n {
+                group.start_soon(async {
+                    pend_once().await;
+                    Ok::<_, Cancelled>(())
+                });
+            }
+            Ok::<_, Cancelled>(())
+        })
+        .await
+        .unwrap()
+}
+
+/// A group whose body spawns `n` children on tokio that pend once and
+/// finish.
+async fn group_spawn(n: u64) {
+    TaskGroup::new()
+        .run(|group| async move {
+            for _ in 0..n {
+                group
+                    .spawn(async {
+                        pend_once().await;
+                        Ok::<_, Cancelled>(())
+                    })
+                    .expect("on tokio");
+            }
+            Ok::<_, Cancelled>(())
+        })
+        .await
+        .unwrap()
+}
+
+/// A group with `n` children pending until it is cancelled, once all pend.
+async fn group_cancel_pending(n: u64) {
+    let outcome = TaskGroup::new()
+        .run(|group| async move {
+            for _ in 0..n {
+                group.start_soon(async {
+                    std::future::pending::<()>().await;
+                    Ok::<_, Cancelled>(())
+                });
+            }
+            // The children are polled (and pend) before the body's next poll.
+            pend_once().await;
+            group.cancel();
+            std::future::pending::<()>().await;
+            Ok::<_, Cancelled>(())
+        })
+        .await;
+    black_box(outcome.unwrap_err());
+}
 
 async fn scope_no_source() {
     CancelScope::new().run(pend_once()).await.unwrap()

@@ -62,6 +62,7 @@ impl<Fut, T> GroupBody<Fut, T> {
             core: Core {
                 shared,
                 local: FuturesUnordered::new(),
+                spare: Vec::new(),
                 hold: None,
                 draining: false,
                 expired: false,
@@ -75,6 +76,8 @@ impl<Fut, T> GroupBody<Fut, T> {
 pub(crate) struct Core {
     shared: Arc<GroupShared>,
     local: FuturesUnordered<LocalChild>,
+    /// The empty vector swapped with the shared `incoming` one.
+    spare: Vec<LocalChild>,
     hold: Option<Hold>,
     /// The group was seen cancelled.
     draining: bool,
@@ -92,9 +95,11 @@ impl Core {
     /// Moves the children started since the last poll into the set the
     /// group polls; `true` if there were any.
     fn take_incoming(&mut self) -> bool {
-        let incoming = std::mem::take(&mut lock(&self.shared.state).incoming);
-        let any = !incoming.is_empty();
-        for child in incoming {
+        // Swapped with a spare, emptied here: neither vector reallocates
+        // once it has grown to the largest batch.
+        std::mem::swap(&mut lock(&self.shared.state).incoming, &mut self.spare);
+        let any = !self.spare.is_empty();
+        for child in self.spare.drain(..) {
             self.local.push(child);
         }
         any

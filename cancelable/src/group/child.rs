@@ -59,7 +59,7 @@ impl Drop for Hold {
 
 pin_project! {
     /// A child's body inside its scope: turns its error into a
-    /// [`BoxError`], and in a group with a grace period keeps the scope
+    /// [`ChildError`], and in a group with a grace period keeps the scope
     /// polling the body once the *group* is cancelled, so that the body
     /// reaches a checkpoint and cleans up. A cancellation of the child's
     /// own (its scope's sources, its handle) drops the body at once, as
@@ -77,12 +77,25 @@ pub(crate) struct Grace {
     group: CancellationToken,
 }
 
+/// A child's error as its scope returns it: the scope's own cancellation
+/// as it is (no box to make and take apart again), or the body's error.
+pub(crate) enum ChildError {
+    Cancelled(Cancelled),
+    Body(BoxError),
+}
+
+impl From<Cancelled> for ChildError {
+    fn from(cancelled: Cancelled) -> Self {
+        ChildError::Cancelled(cancelled)
+    }
+}
+
 impl<F, T, E> Future for Held<F>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
 {
-    type Output = Result<T, BoxError>;
+    type Output = Result<T, ChildError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -92,7 +105,7 @@ where
                 let cancelled = token_cancelled(&grace.own);
                 this.body.set(None);
                 *this.grace = None;
-                return Poll::Ready(Err(Box::new(cancelled)));
+                return Poll::Ready(Err(ChildError::Cancelled(cancelled)));
             }
         }
         let Some(body) = this.body.as_mut().as_pin_mut() else {
@@ -101,12 +114,14 @@ where
         let output = std::task::ready!(body.poll(cx));
         this.body.set(None);
         *this.grace = None;
-        Poll::Ready(output.map_err(Into::into))
+        Poll::Ready(output.map_err(|error| ChildError::Body(error.into())))
     }
 }
 
-/// The result of a child, shared by the child and its handle.
+/// What a child and its handle share: who the child is, and its result.
 pub(crate) struct Slot<T> {
+    /// The child; `None` for a handle to a child never started.
+    child: Option<ChildRef>,
     inner: Mutex<SlotInner<T>>,
     finished: AtomicBool,
 }
@@ -118,8 +133,9 @@ struct SlotInner<T> {
 }
 
 impl<T> Slot<T> {
-    fn new(result: Option<Result<T, TaskError>>) -> Arc<Self> {
+    fn new(child: Option<ChildRef>, result: Option<Result<T, TaskError>>) -> Arc<Self> {
         Arc::new(Slot {
+            child,
             finished: AtomicBool::new(result.is_some()),
             inner: Mutex::new(SlotInner {
                 result,
@@ -143,9 +159,9 @@ impl<T> Slot<T> {
 }
 
 /// What a child's handle, its end report and the child itself know of
-/// it. No strong reference to the child's scope: a scope that nothing else
-/// observes spares a clock read when it ends.
-#[derive(Clone)]
+/// it, in the [`Slot`] they share. No strong reference to the child's
+/// scope: a scope that nothing else observes spares a clock read when it
+/// ends.
 pub(crate) struct ChildRef {
     id: u64,
     token: CancellationToken,
@@ -203,7 +219,6 @@ fn token_cancelled(token: &CancellationToken) -> Cancelled {
 /// ```
 pub struct TaskHandle<T> {
     slot: Arc<Slot<T>>,
-    child: Option<ChildRef>,
     /// A supervised child's restart count.
     restarts: Option<Arc<AtomicU32>>,
 }
@@ -212,8 +227,7 @@ impl<T> TaskHandle<T> {
     /// A handle to a child that was never started.
     pub(crate) fn not_started() -> Self {
         TaskHandle {
-            slot: Slot::new(Some(Err(TaskError::NotStarted))),
-            child: None,
+            slot: Slot::new(None, Some(Err(TaskError::NotStarted))),
             restarts: None,
         }
     }
@@ -236,7 +250,8 @@ impl<T> TaskHandle<T> {
     /// ends with [`TaskError::Cancelled`], which is not a failure, so the
     /// group goes on. Returns `true` if this call cancelled it.
     pub fn cancel(&self) -> bool {
-        self.child
+        self.slot
+            .child
             .as_ref()
             .is_some_and(|child| child.token.cancel())
     }
@@ -251,14 +266,14 @@ impl<T> TaskHandle<T> {
     /// [`TaskFailure::id`](crate::TaskFailure::id) report it; `None` if it
     /// was never started.
     pub fn id(&self) -> Option<u64> {
-        self.child.as_ref().map(|child| child.id)
+        self.slot.child.as_ref().map(|child| child.id)
     }
 
     /// A handle to the child's scope (its operation id, status, context,
     /// deadline) while the child runs; `None` once it has ended or if it
     /// never started.
     pub fn scope(&self) -> Option<ScopeHandle> {
-        let shared = self.child.as_ref()?.scope.upgrade()?;
+        let shared = self.slot.child.as_ref()?.scope.upgrade()?;
         Some(ScopeHandle { shared })
     }
 }
@@ -296,15 +311,15 @@ impl<T> fmt::Debug for TaskHandle<T> {
 /// Reports an accepted child's end to its handle and its group, exactly
 /// once: when it ends, or when it is dropped before (its group ran out of
 /// grace, was dropped, or aborted it).
-pub(crate) struct Done<T> {
-    slot: Arc<Slot<T>>,
+pub(crate) struct Done {
     group: Arc<GroupShared>,
     pub(crate) spawned: Option<usize>,
 }
 
-impl<T> Done<T> {
-    fn end(
+impl Done {
+    fn end<T>(
         self,
+        slot: &Arc<Slot<T>>,
         child: &ChildRef,
         result: Result<T, TaskError>,
         panic: Option<Panic>,
@@ -317,7 +332,13 @@ impl<T> Done<T> {
             Err(error) if error.is_failure() || streamed => Some(error.clone()),
             _ => None,
         };
-        self.slot.fill(result);
+        // Nobody can read the result once the handle is gone (the child
+        // holds the only reference): drop it here, unlocked.
+        if Arc::strong_count(slot) > 1 {
+            slot.fill(result);
+        } else {
+            drop(result);
+        }
         let end = super::state::End {
             id: child.id,
             name,
@@ -340,8 +361,9 @@ pin_project! {
         // so that nothing of it outlives the group.
         #[pin]
         run: Option<TryRun<Held<F>>>,
-        child: ChildRef,
-        done: Option<Done<T>>,
+        // Shared with the handle; its `child` is always there.
+        slot: Arc<Slot<T>>,
+        done: Option<Done>,
     }
 
     impl<F, T> PinnedDrop for ChildTask<F, T>
@@ -352,10 +374,13 @@ pin_project! {
             let mut this = this.project();
             // Dropped before its end: cancelled.
             if let Some(done) = this.done.take() {
-                let name = done.group.wants_names().then(|| this.child.name()).flatten();
-                let cancelled = this.child.cancelled();
+                let Some(child) = this.slot.child.as_ref() else {
+                    return;
+                };
+                let name = done.group.wants_names().then(|| child.name()).flatten();
+                let cancelled = child.cancelled();
                 this.run.set(None);
-                done.end(this.child, Err(TaskError::Cancelled(cancelled)), None, name);
+                done.end(this.slot, child, Err(TaskError::Cancelled(cancelled)), None, name);
             }
         }
     }
@@ -372,6 +397,27 @@ where
         group: &Arc<GroupShared>,
         scope: CancelScope,
         body: F,
+    ) -> (Self, TaskHandle<T>) {
+        Self::build(group, scope, body, false)
+    }
+
+    /// [`new`](Self::new), armed and boxed, for the group to poll: built in
+    /// one piece, so that the large child is moved once, into its box.
+    pub(crate) fn new_local(
+        group: &Arc<GroupShared>,
+        scope: CancelScope,
+        body: F,
+    ) -> (Pin<Box<Self>>, TaskHandle<T>) {
+        let (task, handle) = Self::build(group, scope, body, true);
+        (Box::pin(task), handle)
+    }
+
+    #[inline(always)]
+    fn build(
+        group: &Arc<GroupShared>,
+        scope: CancelScope,
+        body: F,
+        armed: bool,
     ) -> (Self, TaskHandle<T>) {
         let shared = scope.handle().shared;
         let token = shared.token.clone();
@@ -390,23 +436,25 @@ where
             body: Some(body),
             grace,
         };
+        let slot = Slot::new(Some(child), None);
         let task = ChildTask {
             run: Some(scope.try_run(held)),
-            child: child.clone(),
-            done: None,
+            slot: slot.clone(),
+            done: armed.then(|| Done {
+                group: group.clone(),
+                spawned: None,
+            }),
         };
         let handle = TaskHandle {
-            slot: Slot::new(None),
-            child: Some(child),
+            slot,
             restarts: None,
         };
         (task, handle)
     }
 
     /// The group accepted the child: from now on its end is reported.
-    pub(crate) fn arm(&mut self, group: &Arc<GroupShared>, task: &TaskHandle<T>) {
+    pub(crate) fn arm(&mut self, group: &Arc<GroupShared>) {
         self.done = Some(Done {
-            slot: task.slot.clone(),
             group: group.clone(),
             spawned: None,
         });
@@ -437,10 +485,13 @@ where
         let Some(run) = this.run.as_mut().as_pin_mut() else {
             return Poll::Ready(());
         };
+        let Some(child) = this.slot.child.as_ref() else {
+            return Poll::Ready(());
+        };
         let (result, panic) = match catch_unwind(AssertUnwindSafe(|| run.poll(cx))) {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(Ok(value))) => (Ok(value), None),
-            Ok(Poll::Ready(Err(error))) => (Err(classify(error, this.child)), None),
+            Ok(Poll::Ready(Err(error))) => (Err(classify(error, child)), None),
             Err(payload) => (
                 Err(TaskError::Panicked(panic_message(&*payload).into())),
                 Some(payload),
@@ -452,10 +503,10 @@ where
         };
         let failed = result.as_ref().is_err_and(TaskError::is_failure);
         let name = (failed || done.group.wants_names())
-            .then(|| this.child.name())
+            .then(|| child.name())
             .flatten();
         this.run.set(None);
-        done.end(this.child, result, panic, name);
+        done.end(this.slot, child, result, panic, name);
         Poll::Ready(())
     }
 }
@@ -463,13 +514,21 @@ where
 /// A child's `Err`: a cancellation if its scope was cancelled (a source
 /// fired, or the body returned after the cancellation), as the scope
 /// itself counts it; a failure otherwise.
-fn classify(error: BoxError, child: &ChildRef) -> TaskError {
-    if child.token.recorded_cause().is_none() {
+fn classify(error: ChildError, child: &ChildRef) -> TaskError {
+    // The flag first: reading the cause copies it.
+    if !child.token.is_cancelled() && child.token.recorded_cause().is_none() {
+        let error: BoxError = match error {
+            ChildError::Cancelled(cancelled) => Box::new(cancelled),
+            ChildError::Body(error) => error,
+        };
         return TaskError::Failed(Arc::from(error));
     }
-    match error.downcast::<Cancelled>() {
-        Ok(cancelled) => TaskError::Cancelled(*cancelled),
-        Err(_) => TaskError::Cancelled(child.cancelled()),
+    match error {
+        ChildError::Cancelled(cancelled) => TaskError::Cancelled(cancelled),
+        ChildError::Body(error) => match error.downcast::<Cancelled>() {
+            Ok(cancelled) => TaskError::Cancelled(*cancelled),
+            Err(_) => TaskError::Cancelled(child.cancelled()),
+        },
     }
 }
 

@@ -128,9 +128,7 @@ impl Group {
         T: Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        let (mut task, handle) = ChildTask::new(&self.shared, scope, child);
-        task.arm(&self.shared, &handle);
-        let task = Box::pin(task);
+        let (task, handle) = ChildTask::new_local(&self.shared, scope, child);
         let rejected = {
             let mut state = lock(&self.shared.state);
             if state.closed || state.ended {
@@ -243,7 +241,7 @@ impl Group {
         let Some(key) = accepted else {
             return Err(SpawnError::Closed);
         };
-        task.arm(&self.shared, &handle);
+        task.arm(&self.shared);
         task.set_spawned(key);
         let task = Abortable::new(Spawned::new(task, &self.shared), registration);
         executor.spawn(Box::pin(async move {
