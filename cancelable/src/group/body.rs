@@ -148,7 +148,7 @@ impl Core {
 
     /// The body returned `Err`: a failure unless the group was cancelled.
     fn body_failed(&self, error: BoxError) {
-        if self.shared.scope.shared.token.recorded_cause().is_some() {
+        if self.shared.scope.shared.token.has_recorded_cause() {
             return;
         }
         let failure = TaskFailure {
@@ -264,7 +264,7 @@ where
                 // Cancelled before everything ended — possibly from another
                 // thread during this very poll, the children ending with
                 // it: the cancellation is the outcome, not the body's value.
-                if core.shared.scope.shared.token.recorded_cause().is_some() {
+                if core.shared.scope.shared.token.has_recorded_cause() {
                     *this.output = None;
                 }
                 return Poll::Ready(this.output.take());

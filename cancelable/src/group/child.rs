@@ -101,7 +101,7 @@ where
         let mut this = self.project();
         if let Some(grace) = this.grace.as_ref() {
             // The group records its cause before it cancels its children.
-            if grace.own.is_cancelled() && grace.group.recorded_cause().is_none() {
+            if grace.own.is_cancelled() && !grace.group.has_recorded_cause() {
                 let cancelled = token_cancelled(&grace.own);
                 this.body.set(None);
                 *this.grace = None;
@@ -516,7 +516,7 @@ where
 /// itself counts it; a failure otherwise.
 fn classify(error: ChildError, child: &ChildRef) -> TaskError {
     // The flag first: reading the cause copies it.
-    if !child.token.is_cancelled() && child.token.recorded_cause().is_none() {
+    if !child.token.is_cancelled() && !child.token.has_recorded_cause() {
         let error: BoxError = match error {
             ChildError::Cancelled(cancelled) => Box::new(cancelled),
             ChildError::Body(error) => error,

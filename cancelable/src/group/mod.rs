@@ -464,7 +464,7 @@ where
             Ok(Some(value)) => (Some(value), None),
             Err(cancelled) => (None, external(cancelled)),
             // The cause is recorded before the flag is published.
-            Ok(None) if scope.token.recorded_cause().is_some() => {
+            Ok(None) if scope.token.has_recorded_cause() => {
                 (None, external(scope.observe_cancellation()))
             }
             Ok(None) => (None, None),

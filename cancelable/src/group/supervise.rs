@@ -268,7 +268,7 @@ where
         // cancellation, seen from another thread, is never taken for a
         // failure.
         if let Some(child) = &child {
-            if child.token.recorded_cause().is_some() {
+            if child.token.has_recorded_cause() {
                 return Err(Box::new(child.observe_cancellation()));
             }
         }

@@ -585,7 +585,7 @@ impl Pending {
             .as_ref()
             // The cause, not the flag: a token cancels its children (the
             // request scopes) before its own flag reads as cancelled.
-            .is_some_and(|token| token.recorded_cause().is_some())
+            .is_some_and(|token| token.has_recorded_cause())
         {
             CancelCause::Shutdown
         } else {

@@ -402,8 +402,7 @@ impl Driver {
         let shared = self.shared();
         let status = if !is_failure(&output) {
             OperationStatus::Completed
-        } else if shared.observed.load(Ordering::Acquire) || shared.token.recorded_cause().is_some()
-        {
+        } else if shared.observed.load(Ordering::Acquire) || shared.token.has_recorded_cause() {
             // An error after the scope was cancelled — even while the cancel
             // is still reaching the scopes inside it — is the cancellation's
             // doing.

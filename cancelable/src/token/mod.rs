@@ -142,6 +142,12 @@ impl CancellationToken {
         self.inner.recorded_cause()
     }
 
+    /// [`recorded_cause`](Self::recorded_cause)`.is_some()`, without
+    /// copying the cause.
+    pub(crate) fn has_recorded_cause(&self) -> bool {
+        self.inner.has_recorded_cause()
+    }
+
     /// `Err(Cancelled)` if the token is cancelled, `Ok(())` otherwise.
     pub fn check(&self) -> Result<(), Cancelled> {
         match self.inner.cause() {

@@ -70,8 +70,10 @@ pub(crate) struct TokenInner {
 }
 
 pub(super) struct TokenState {
-    // Boxed: only cancelled tokens have one, and every token has the slot.
-    cause: Option<Box<Cause>>,
+    // Behind a pointer: only cancelled tokens have one, and every token has
+    // the slot. Shared: the children of a cancelled node are cancelled with
+    // one cause between them (see `cancel_children`), not one each.
+    cause: Option<StdArc<Cause>>,
     pub(super) listeners: Slab<Listener>,
     /// The `tokio_util` token every conversion of this token is a child of,
     /// made by the first conversion (see `super::tokio_util`).
@@ -277,6 +279,13 @@ impl TokenInner {
         lock(&self.state).cause.as_deref().cloned()
     }
 
+    /// Whether a cancel has recorded its cause, even while the flag is not
+    /// yet published: [`recorded_cause`](Self::recorded_cause)`.is_some()`
+    /// without copying the cause.
+    pub(super) fn has_recorded_cause(&self) -> bool {
+        self.is_cancelled() || lock(&self.state).cause.is_some()
+    }
+
     /// The recorded cause even while the flag is not yet published (a
     /// cancel is cancelling the children): used when linking new children,
     /// which must not miss a cancel in progress (invariant 5).
@@ -291,22 +300,32 @@ impl TokenInner {
         if self.is_cancelled() {
             return false;
         }
+        self.cancel_shared(StdArc::new(cause))
+    }
+
+    /// [`cancel`](Self::cancel) with a cause that may be shared with other
+    /// nodes (the siblings cancelled by one parent).
+    fn cancel_shared(&self, cause: StdArc<Cause>) -> bool {
+        if self.is_cancelled() {
+            return false;
+        }
         let early = {
             let mut state = lock(&self.state);
             if state.cause.is_some() {
                 return false;
             }
-            state.cause = Some(Box::new(cause.clone()));
+            state.cause = Some(cause.clone());
             std::mem::take(&mut state.listeners)
         };
         let mut to_notify = Vec::new();
-        cancel_children(early, &cause, &mut to_notify);
+        let mut for_children = ChildCauses::new(&cause);
+        cancel_children(early, &mut for_children, &mut to_notify);
         let late = {
             let state = &mut *lock(&self.state);
             self.cancelled.store(true, Ordering::Release);
             std::mem::take(&mut state.listeners)
         };
-        cancel_children(late, &cause, &mut to_notify);
+        cancel_children(late, &mut for_children, &mut to_notify);
         self.owner.wake();
         for listener in to_notify {
             match listener {
@@ -426,13 +445,42 @@ impl Link {
     }
 }
 
+/// The causes a cancelling node hands its children: its own for a
+/// transparent link, `Parent(its reason)` for a parent link, made once for
+/// all of them (a parent of many children would otherwise allocate one
+/// per child).
+struct ChildCauses<'a> {
+    own: &'a StdArc<Cause>,
+    parent: Option<StdArc<Cause>>,
+}
+
+impl<'a> ChildCauses<'a> {
+    fn new(own: &'a StdArc<Cause>) -> Self {
+        ChildCauses { own, parent: None }
+    }
+
+    fn for_link(&mut self, link: Link) -> StdArc<Cause> {
+        match link {
+            Link::Transparent => self.own.clone(),
+            Link::Parent => self
+                .parent
+                .get_or_insert_with(|| StdArc::new(self.own.for_child()))
+                .clone(),
+        }
+    }
+}
+
 /// Cancels the children among `listeners` and keeps the others for notifying.
-fn cancel_children(listeners: Slab<Listener>, cause: &Cause, others: &mut Vec<Listener>) {
+fn cancel_children(
+    listeners: Slab<Listener>,
+    causes: &mut ChildCauses<'_>,
+    others: &mut Vec<Listener>,
+) {
     for (_, listener) in listeners {
         match listener {
             Listener::Child(child, link) => {
                 if let Some(child) = child.upgrade() {
-                    child.cancel(link.cause_for_child(cause));
+                    child.cancel_shared(causes.for_link(link));
                 }
             }
             other => others.push(other),
