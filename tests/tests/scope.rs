@@ -563,3 +563,60 @@ on_every_backend! {
         assert!(started.elapsed() < GENEROUS);
     }
 }
+
+on_every_backend! {
+    async fn a_scope_started_after_others_ended_starts_fresh() {
+        // Finished scopes hand their state back to a per-thread pool, and
+        // the next scopes reuse it: nothing of the earlier scopes may show
+        // through — not their cancellation, reason, name, deadline, id,
+        // children or callbacks.
+        let mut ids = Vec::new();
+        for round in 0..20u32 {
+            let parent = CancellationToken::new();
+            let cancelled = CancelScope::new()
+                .name("first")
+                .timeout(Duration::from_secs(3600))
+                .token(&parent)
+                .run(async {
+                    let inner = CancelScope::new()
+                        .name("inner")
+                        .run(async {
+                            parent.cancel_with(CancelReason::Manual, "round over");
+                            pending::<()>().await
+                        })
+                        .await;
+                    assert!(inner.is_err());
+                    pending::<()>().await
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(cancelled.reason(), &CancelReason::Manual);
+            // Two scopes ended (inner, outer): the next ones may reuse them.
+            let fresh = CancelScope::new();
+            let handle = fresh.handle();
+            let outcome = fresh
+                .run(async {
+                    let scope = current_scope().expect("inside a scope");
+                    let context = scope.context();
+                    assert_eq!(context.name, None, "round {round}");
+                    assert_eq!(scope.deadline(), None, "round {round}");
+                    assert_eq!(context.reason, None, "round {round}");
+                    assert_eq!(context.parent_id, None, "round {round}");
+                    assert_eq!(context.status, OperationStatus::Running);
+                    assert!(!current_token().unwrap().is_cancelled());
+                    assert_eq!(current_token().unwrap().reason(), None);
+                    checkpoint().await.expect("a fresh scope is not cancelled");
+                    sleep(Duration::from_millis(1)).await;
+                    scope.id()
+                })
+                .await
+                .expect("a fresh scope runs to completion");
+            assert!(!ids.contains(&outcome), "operation ids are never reused");
+            ids.push(outcome);
+            assert_eq!(handle.context().status, OperationStatus::Completed);
+            // And one that nothing else holds, the case the pool reuses.
+            let quiet = CancelScope::new().run(async { checkpoint().await }).await;
+            assert!(matches!(quiet, Ok(Ok(()))), "round {round}: {quiet:?}");
+        }
+    }
+}

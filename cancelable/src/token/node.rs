@@ -57,6 +57,9 @@ use crate::panic;
 use crate::sync::{lock, Arc, AtomicBool, Mutex, Ordering, Weak};
 use crate::CancelReason;
 
+/// The largest listener slab a reset node keeps (see [`TokenInner::reset`]).
+const KEPT_LISTENER_CAPACITY: usize = 16;
+
 pub(crate) struct TokenInner {
     pub(super) cancelled: AtomicBool,
     /// The waker of the scope that owns this token, if any: cheaper to
@@ -181,9 +184,14 @@ impl TokenInner {
         drop(self.owner.take());
         let state = crate::sync::get_mut(&mut self.state);
         state.cause = None;
-        // Keeps the slab's buffer: a reused node does not allocate again
-        // for its first listener.
-        state.listeners.clear();
+        // Keeps a small slab's buffer, so that a reused node does not
+        // allocate again for its first listeners; a large one (a node that
+        // had many children) is freed rather than held by the pool.
+        if state.listeners.capacity() <= KEPT_LISTENER_CAPACITY {
+            state.listeners.clear();
+        } else {
+            state.listeners = Slab::new();
+        }
         #[cfg(feature = "tokio-util")]
         {
             state.tokio_util = None;
