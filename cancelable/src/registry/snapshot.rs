@@ -1,6 +1,7 @@
 //! What the registry shows of live operations: [`OperationInfo`] for one,
 //! [`Snapshot`] for the tree of all of them.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,8 +22,10 @@ pub struct OperationInfo {
     pub id: u64,
     /// The user key it was registered under, if any.
     pub key: Option<String>,
-    /// Its name, if it has one.
-    pub name: Option<String>,
+    /// Its name, if it has one: borrowed from the scope when it was named
+    /// with a `&'static str` (as `CancelScope::name("fetch")` is), so that
+    /// listing and snapshots copy no name.
+    pub name: Option<Cow<'static, str>>,
     /// The id of the scope it runs inside, if any (registered or not).
     pub parent_id: Option<u64>,
     /// `Running` while live (a finished operation leaves the live set).
@@ -93,7 +96,7 @@ impl OperationInfo {
         OperationInfo {
             id: record.id,
             key: record.key.as_deref().map(str::to_owned),
-            name: record.name.as_deref().map(str::to_owned),
+            name: record.name.clone(),
             parent_id: shared.parent().map(|parent| parent.id()),
             status,
             started_at: now.wall.checked_sub(elapsed),
