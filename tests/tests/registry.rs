@@ -460,6 +460,51 @@ on_every_backend! {
             .unwrap();
     }
 
+    async fn the_snapshot_nests_a_child_whose_id_is_older_than_its_parents() {
+        let registry = fresh();
+        let inside = registry.clone();
+        // The child's id is taken before the parent's: the child comes
+        // first in id order, yet belongs under its parent.
+        let child = CancelScope::new().name("child").register_in(&registry);
+        let child_id = child.handle().id();
+        let parent = CancelScope::new().name("parent").register_in(&registry);
+        let parent_id = parent.handle().id();
+        assert!(child_id < parent_id);
+        let outer = CancelScope::new().name("outer").register_in(&registry);
+        let outer_id = outer.handle().id();
+        outer
+            .run(async move {
+                parent
+                    .run(async move {
+                        child
+                            .run(async move {
+                                let snapshot = inside.snapshot();
+                                assert_eq!((snapshot.live, snapshot.operations.len()), (3, 1));
+                                let outer = &snapshot.operations[0];
+                                assert_eq!(outer.operation.id, outer_id);
+                                assert_eq!(outer.children.len(), 1);
+                                let parent = &outer.children[0];
+                                assert_eq!(parent.operation.id, parent_id);
+                                assert_eq!(parent.operation.parent_id, Some(outer_id));
+                                assert_eq!(parent.children.len(), 1);
+                                let child = &parent.children[0];
+                                assert_eq!(child.operation.id, child_id);
+                                assert_eq!(child.operation.name.as_deref(), Some("child"));
+                                assert!(child.children.is_empty());
+                                let depth_first: Vec<u64> =
+                                    snapshot.iter().map(|node| node.operation.id).collect();
+                                assert_eq!(depth_first, [outer_id, parent_id, child_id]);
+                            })
+                            .await
+                    })
+                    .await
+            })
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+
     async fn cancellable_register_true_joins_the_global_registry() {
         install_recorders();
         let inside_id = registered_job().await.unwrap();

@@ -335,6 +335,15 @@ impl Inner {
     /// records are copied out), ordered by id. The ids are copied beside
     /// the records so that sorting does not visit every record.
     pub(crate) fn live_records(&self) -> Vec<Arc<Record>> {
+        self.live_records_with_ids()
+            .into_iter()
+            .map(|(_, record)| record)
+            .collect()
+    }
+
+    /// [`live_records`](Self::live_records) with each record's id beside
+    /// it, for callers that look ids up without visiting the records.
+    pub(crate) fn live_records_with_ids(&self) -> Vec<(u64, Arc<Record>)> {
         let mut records: Vec<(u64, Arc<Record>)> = Vec::new();
         for shard in self.shards.iter() {
             let state = lock(&shard.state);
@@ -342,7 +351,7 @@ impl Inner {
             records.extend(state.live.iter().map(|(id, record)| (*id, record.clone())));
         }
         records.sort_unstable_by_key(|(id, _)| *id);
-        records.into_iter().map(|(_, record)| record).collect()
+        records
     }
 
     pub(crate) fn live_record(&self, id: u64) -> Option<Arc<Record>> {

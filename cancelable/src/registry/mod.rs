@@ -905,7 +905,7 @@ impl Registry {
     /// # });
     /// ```
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot::build(self.inner.live_records(), &mut Now::new())
+        Snapshot::build(self.inner.live_records_with_ids(), &mut Now::new())
     }
 }
 

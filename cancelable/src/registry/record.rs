@@ -17,24 +17,31 @@ use crate::OperationStatus;
 ///
 /// A record holds no reference to its registry (the registry's history
 /// holds records): what it needs of it, the stuck threshold, is copied in.
+///
+/// In declaration order (`repr(C)`): what a snapshot reads of every live
+/// operation comes first, next to the reference counts, so that it spans
+/// as few cache lines as it can (a snapshot of many operations misses the
+/// cache on each of them); what only the exit and the stuck report touch
+/// comes last.
+#[repr(C)]
 pub(crate) struct Record {
     pub(crate) shared: Arc<ScopeShared>,
     pub(crate) id: u64,
-    pub(crate) name: Option<Cow<'static, str>>,
-    pub(crate) key: Option<Arc<str>>,
-    pub(crate) clock: Clock,
     /// On the scope's clock.
     pub(crate) started: Instant,
     /// When the scope's token was cancelled, on the real clock.
     pub(crate) cancel_requested: OnceLock<Instant>,
-    /// The registry's stuck threshold.
-    pub(crate) stuck_after: Duration,
-    /// Set once the stuck report is out (after the warning is written).
-    pub(crate) stuck_reported: AtomicBool,
-    /// Held while the stuck report is written: see `stuck::report`.
-    pub(crate) stuck_report: Mutex<()>,
+    pub(crate) name: Option<Cow<'static, str>>,
+    pub(crate) key: Option<Arc<str>>,
+    pub(crate) clock: Clock,
     /// Set when the scope exits, before the record leaves the live set.
     pub(crate) left: AtomicBool,
+    /// Set once the stuck report is out (after the warning is written).
+    pub(crate) stuck_reported: AtomicBool,
+    /// The registry's stuck threshold.
+    pub(crate) stuck_after: Duration,
+    /// Held while the stuck report is written: see `stuck::report`.
+    pub(crate) stuck_report: Mutex<()>,
     /// How it ended: set once, at exit. A lock rather than a `OnceLock`:
     /// setting a `OnceLock` costs twice as many instructions as an
     /// uncontended lock, and only the history reads it.

@@ -2,6 +2,7 @@
 //! answers requests, publishes heartbeats, and reconnects with backoff
 //! when the broker is lost.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
@@ -308,7 +309,7 @@ fn cancel_found(
         ack: WireAck {
             id: info.id,
             key: info.key,
-            name: info.name,
+            name: info.name.map(Cow::into_owned),
             cancelled_now,
             running: true,
             lag_us: None,
@@ -490,7 +491,7 @@ fn snapshot(shared: &Shared) -> NodeSnapshot {
             node: node.to_owned(),
             id: info.id,
             key: info.key,
-            name: info.name,
+            name: info.name.map(Cow::into_owned),
             status: info.status.to_string(),
             elapsed_ms: millis(info.elapsed),
             metadata: info.metadata,
