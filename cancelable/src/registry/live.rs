@@ -157,13 +157,21 @@ impl Entry {
         let id = shared.id();
         let name = crate::sync::lock(&shared.data).name.clone();
         let record = Arc::new_cyclic(|record: &Weak<Record>| {
-            // Detached: it lives as long as the scope's token, which the
-            // record keeps; no unregistering at exit.
-            let record = record.clone();
-            shared
-                .token
-                .on_cancel_cause(Box::new(move |_| cancel_requested(&record)))
-                .detach();
+            // The stuck watcher (which reports through `tracing` or
+            // `metrics`) is told of the cancel by the token. Detached: it
+            // lives as long as the scope's token, which the record keeps; no
+            // unregistering at exit. Without those features nothing is
+            // registered: the token records when it was cancelled.
+            #[cfg(any(feature = "tracing", feature = "metrics"))]
+            {
+                let record = record.clone();
+                shared
+                    .token
+                    .on_cancel_cause(Box::new(move |_| cancel_requested(&record)))
+                    .detach();
+            }
+            #[cfg(not(any(feature = "tracing", feature = "metrics")))]
+            let _ = record;
             Record {
                 shared: shared.clone(),
                 id,
@@ -180,9 +188,12 @@ impl Entry {
                 key_claim: Mutex::new(key),
             }
         });
-        // A token cancelled already ran the callback before the record
-        // existed.
+        // A token cancelled before the scope joined: the lag counts from
+        // the join, not from a cancel that may be long past (the callback,
+        // if any, ran before the record existed).
         if shared.token.is_cancelled() {
+            let _ = record.cancel_requested.set(Instant::now());
+            #[cfg(any(feature = "tracing", feature = "metrics"))]
             cancel_requested(&Arc::downgrade(&record));
         }
         #[cfg(feature = "metrics")]
@@ -208,8 +219,9 @@ impl Entry {
     }
 }
 
-/// The scope's token was cancelled: note when (for the lag) and have the
-/// stuck watcher look at it later.
+/// The scope's token was cancelled: have the stuck watcher look at the
+/// operation later.
+#[cfg(any(feature = "tracing", feature = "metrics"))]
 fn cancel_requested(record: &Weak<Record>) {
     let Some(record) = record.upgrade() else {
         return;
@@ -217,11 +229,14 @@ fn cancel_requested(record: &Weak<Record>) {
     if record.left.load(Ordering::Acquire) {
         return;
     }
-    let at = *record.cancel_requested.get_or_init(Instant::now);
-    #[cfg(any(feature = "tracing", feature = "metrics"))]
+    let at = *record.cancel_requested.get_or_init(|| {
+        record
+            .shared
+            .token
+            .cancelled_at()
+            .unwrap_or_else(Instant::now)
+    });
     super::stuck::watch(&record, at);
-    #[cfg(not(any(feature = "tracing", feature = "metrics")))]
-    let _ = at;
 }
 
 impl Drop for Entry {
@@ -238,10 +253,7 @@ impl Drop for Entry {
         let ended = record.clock.now();
         // A cancel wakes the scope before it runs its callbacks: the scope
         // may exit before ours noted the time. The two were then at once.
-        let lag = match shared.token.is_cancelled() {
-            true => Some(record.cancel_requested.get_or_init(Instant::now).elapsed()),
-            false => record.cancel_requested.get().map(Instant::elapsed),
-        };
+        let lag = record.cancel_requested_at().map(|at| at.elapsed());
         let duration = ended.saturating_duration_since(record.started);
         *lock(&record.exit) = Some(Exit { status, ended, lag });
         if record.key.is_some() {

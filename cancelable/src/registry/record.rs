@@ -69,11 +69,23 @@ impl Record {
         self.name.as_deref().unwrap_or("")
     }
 
+    /// When the cancel was requested, if it was: as the token recorded it
+    /// (the flag read first, so that a live operation costs no lock), or as
+    /// the stuck watcher noted it.
+    pub(crate) fn cancel_requested_at(&self) -> Option<Instant> {
+        if let Some(at) = self.cancel_requested.get() {
+            return Some(*at);
+        }
+        if !self.shared.token.is_cancelled() {
+            return None;
+        }
+        self.shared.token.cancelled_at()
+    }
+
     /// How long ago the cancel was requested, if it was.
     pub(crate) fn cancelled_for(&self, real_now: Instant) -> Option<Duration> {
-        self.cancel_requested
-            .get()
-            .map(|at| real_now.saturating_duration_since(*at))
+        self.cancel_requested_at()
+            .map(|at| real_now.saturating_duration_since(at))
     }
 
     /// Running, cancelled at least the stuck threshold ago, not exited.

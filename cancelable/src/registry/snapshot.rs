@@ -75,12 +75,12 @@ impl OperationInfo {
                 None => (data.deadline, None, BTreeMap::new()),
             }
         };
-        // The record notes the cancel (from the token's callback): the
-        // token itself is read only for cancelled operations.
-        let cause = record
-            .cancel_requested
-            .get()
-            .and_then(|_| shared.token.recorded_cause());
+        // The cause is read (under the token's lock) only for cancelled
+        // operations.
+        let cause = match shared.token.is_cancelled() {
+            true => shared.token.recorded_cause(),
+            false => None,
+        };
         let clock_now = now.on(record.clock);
         let real_now = now.real();
         let cancelled_for = record.cancelled_for(real_now);

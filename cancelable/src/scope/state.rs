@@ -265,7 +265,7 @@ impl ScopeShared {
         let cause = self
             .token
             .recorded_cause()
-            .unwrap_or(Cause::new(CancelReason::Manual));
+            .unwrap_or_else(|| Cause::new(CancelReason::Manual));
         let (name, started, has_grace) = {
             let data = lock(&self.data);
             let has_grace = data

@@ -142,6 +142,12 @@ impl CancellationToken {
         self.inner.recorded_cause()
     }
 
+    /// When the cancel that cancelled this token was asked for (the real
+    /// clock), once a cause is recorded.
+    pub(crate) fn cancelled_at(&self) -> Option<std::time::Instant> {
+        self.inner.recorded_at()
+    }
+
     /// [`recorded_cause`](Self::recorded_cause)`.is_some()`, without
     /// copying the cause.
     pub(crate) fn has_recorded_cause(&self) -> bool {

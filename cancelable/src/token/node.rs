@@ -49,6 +49,7 @@
 
 use std::sync::Arc as StdArc;
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use atomic_waker::AtomicWaker;
 use slab::Slab;
@@ -84,36 +85,45 @@ pub(super) struct TokenState {
     pub(super) tokio_util: Option<::tokio_util::sync::CancellationToken>,
 }
 
-/// The reason and message recorded by the first cancel.
+/// The reason and message recorded by the first cancel, and when it was
+/// asked for.
 #[derive(Clone, Debug)]
 pub(crate) struct Cause {
     pub(crate) reason: CancelReason,
     pub(crate) message: Option<StdArc<str>>,
+    /// When the cancel was asked for (the real clock), which the children
+    /// it reaches share: the operations registry measures the cancellation
+    /// lag from it without a callback of its own on every token.
+    pub(crate) at: Instant,
 }
 
 impl Cause {
-    /// A cause without a message.
+    /// A cause without a message, asked for now.
     pub(crate) fn new(reason: CancelReason) -> Self {
         Cause {
             reason,
             message: None,
+            at: Instant::now(),
         }
     }
 
     /// A cause with a message for logs and errors (an empty message is
-    /// recorded as none).
+    /// recorded as none), asked for now.
     pub(crate) fn with_message(reason: CancelReason, message: String) -> Self {
         Cause {
             reason,
             message: (!message.is_empty()).then(|| StdArc::from(message)),
+            at: Instant::now(),
         }
     }
 
-    /// The cause as a child sees it: `Parent(root reason)`, same message.
+    /// The cause as a child sees it: `Parent(root reason)`, same message,
+    /// same moment.
     pub(crate) fn for_child(&self) -> Self {
         Cause {
             reason: self.reason.for_child(),
             message: self.message.clone(),
+            at: self.at,
         }
     }
 }
@@ -292,6 +302,11 @@ impl TokenInner {
     /// without copying the cause.
     pub(super) fn has_recorded_cause(&self) -> bool {
         self.is_cancelled() || lock(&self.state).cause.is_some()
+    }
+
+    /// When the recorded cause was asked for, without copying the cause.
+    pub(super) fn recorded_at(&self) -> Option<Instant> {
+        lock(&self.state).cause.as_ref().map(|cause| cause.at)
     }
 
     /// The recorded cause even while the flag is not yet published (a
