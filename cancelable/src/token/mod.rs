@@ -144,6 +144,7 @@ impl CancellationToken {
 
     /// When the cancel that cancelled this token was asked for (the real
     /// clock), once a cause is recorded.
+    #[cfg(feature = "registry")]
     pub(crate) fn cancelled_at(&self) -> Option<std::time::Instant> {
         self.inner.recorded_at()
     }

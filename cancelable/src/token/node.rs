@@ -305,6 +305,7 @@ impl TokenInner {
     }
 
     /// When the recorded cause was asked for, without copying the cause.
+    #[cfg(feature = "registry")]
     pub(super) fn recorded_at(&self) -> Option<Instant> {
         lock(&self.state).cause.as_ref().map(|cause| cause.at)
     }
