@@ -221,6 +221,36 @@ cancelable_tests::on_every_backend! {
         }
     }
 
+    async fn a_finished_operation_leaves_the_list_without_waiting_for_the_heartbeat() {
+        let server = RedisServer::start();
+        let registry = Registry::new();
+        let a = builder(&server, "a", &registry)
+            .heartbeat(Duration::from_secs(60), Duration::from_secs(120))
+            .connect()
+            .await
+            .unwrap();
+        let job = started(CancelScope::new().name("short").register_in(&registry)).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while a.list().await.unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "the new operation was not listed within 5 s");
+            cancelable_tests::sleep(Duration::from_millis(10)).await;
+        }
+        // The operation ends (dropped mid-run: it leaves the registry).
+        drop(job);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let listed = a.list().await.unwrap();
+            if listed.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the finished operation was still listed after 5 s (heartbeat 60 s): {listed:?}"
+            );
+            cancelable_tests::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     async fn a_registry_joins_one_cluster_once() {
         let server = RedisServer::start();
         let registry = Registry::new();

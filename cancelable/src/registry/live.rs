@@ -274,6 +274,19 @@ impl Drop for Entry {
             stats.record(status, Some(duration), lag);
             shard.live.remove(&record.id)
         };
+        // After the removal: an observer that looks at the live set now
+        // no longer finds the operation.
+        #[cfg(feature = "redis")]
+        {
+            let observer = inner
+                .join_observer
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone();
+            if let Some(observer) = observer {
+                observer.left(record.id);
+            }
+        }
         #[cfg(feature = "metrics")]
         super::metrics::finished(record, status, duration, lag);
         #[cfg(feature = "tracing")]

@@ -272,12 +272,16 @@ pub(crate) struct Inner {
 }
 
 /// Told synchronously of every scope that joins a registry, after it is in
-/// the live set; must not block nor call into the network (it runs on the
-/// registration path). Set by `cancelable::remote`.
+/// the live set, and of every one that leaves it, after it is out; must not
+/// block nor call into the network (it runs on the registration and exit
+/// paths). Set by `cancelable::remote`.
 #[cfg(feature = "redis")]
 pub(crate) trait JoinObserver: Send + Sync {
     /// The scope `id`, holding `key` if any, with its token, has joined.
     fn joined(&self, id: u64, key: Option<&str>, token: &crate::CancellationToken);
+    /// The scope `id` has left the live set (it finished, or its future
+    /// was dropped).
+    fn left(&self, id: u64);
 }
 
 /// Settings of a new [`Registry`].

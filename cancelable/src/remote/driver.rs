@@ -93,8 +93,8 @@ async fn drive(shared: &Arc<Shared>, ready: &Oneshot<Result<(), RemoteError>>) {
     }
 }
 
-/// How long after an operation joins the node publishes its snapshot
-/// (joins in between share it).
+/// How long after an operation joins or leaves the node publishes its
+/// snapshot (changes in between share it).
 const CHANGE_DEBOUNCE: Duration = Duration::from_millis(20);
 
 enum Event {

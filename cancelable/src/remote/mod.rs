@@ -466,7 +466,7 @@ pub(crate) struct Shared {
     pub(crate) client: redis::Client,
     pub(crate) registry: Registry,
     pub(crate) cache: Arc<tombstones::Cache>,
-    /// Operations joined since the last snapshot.
+    /// Operations joined or left since the last snapshot.
     pub(crate) changed: Arc<tombstones::Changed>,
     observer: Arc<dyn JoinObserver>,
     /// The command connection of the current session, if connected.
@@ -754,9 +754,8 @@ impl RemoteRegistry {
 
     /// The live operations of every node, from the snapshots they
     /// published, ordered by node and id. A node publishes one every
-    /// heartbeat and about 20 ms after operations join it, so a new
-    /// operation shows within tens of ms, a finished one leaves within a
-    /// heartbeat.
+    /// heartbeat and about 20 ms after operations join or leave it, so a
+    /// new operation shows, and a finished one leaves, within tens of ms.
     pub async fn list(&self) -> Result<Vec<RemoteOperation>, RemoteError> {
         Ok(self
             .nodes()

@@ -158,8 +158,8 @@ impl State {
     }
 }
 
-/// Set when an operation joins the local registry, so that the node
-/// publishes a fresh snapshot soon (not on the registration path).
+/// Set when an operation joins or leaves the local registry, so that the
+/// node publishes a fresh snapshot soon (not on the registration path).
 #[derive(Default)]
 pub(crate) struct Changed {
     flag: AtomicBool,
@@ -174,7 +174,7 @@ impl Changed {
         }
     }
 
-    /// `Ready` once something joined since the last time it returned
+    /// `Ready` once something joined or left since the last time it returned
     /// `Ready`.
     pub(crate) fn poll_take(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         self.waker.register(cx.waker());
@@ -201,5 +201,9 @@ impl JoinObserver for Observer {
             }
             token.cancel_with(cached.reason.clone(), cached.message.clone());
         }
+    }
+
+    fn left(&self, _id: u64) {
+        self.changed.note();
     }
 }
