@@ -78,8 +78,13 @@ pub(crate) struct Parent {
 
 impl ScopeShared {
     pub(super) fn new() -> Self {
+        ScopeShared::with_token(CancellationToken::new())
+    }
+
+    /// A new state around `token`, fresh and not shared.
+    fn with_token(token: CancellationToken) -> Self {
         ScopeShared {
-            token: CancellationToken::new(),
+            token,
             id: AtomicU64::new(0),
             status: AtomicU8::new(OperationStatus::Pending.as_u8()),
             observed: AtomicBool::new(false),
@@ -101,19 +106,9 @@ impl ScopeShared {
         if !self.token.reset_if_unique() {
             return false;
         }
-        self.id.store(0, Ordering::Relaxed);
-        *self.status.get_mut() = OperationStatus::Pending.as_u8();
-        self.observed.store(false, Ordering::Relaxed);
-        self.shields.store(0, Ordering::Relaxed);
-        self.nested.store(0, Ordering::Relaxed);
-        self.deadline_generation.store(0, Ordering::Relaxed);
-        self.parent.take();
-        *self.clock.get_mut() = 0;
-        *crate::sync::get_mut(&mut self.data) = ContextData::default();
-        #[cfg(feature = "registry")]
-        {
-            *self.checkpoints_after_cancel.get_mut() = 0;
-        }
+        // Rebuilt through `with_token`, so that every field a new state
+        // starts with is reset, including fields added later.
+        *self = ScopeShared::with_token(self.token.clone());
         true
     }
 
