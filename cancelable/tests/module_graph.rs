@@ -8,7 +8,9 @@
 //! item. An edge between two modules counts as an edge between their
 //! ancestors that are siblings (`scope::driver` using `source::armed` is
 //! `scope` using `source`); a module using its parent, or a parent its
-//! child, is fine. Every set of siblings must form an acyclic graph.
+//! child, is fine. Every set of siblings must form an acyclic graph, and
+//! the top-level modules keep the layer order of ARCHITECTURE.md (core ←
+//! in-flight ← groups, registry ← services, cluster).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -19,6 +21,119 @@ use std::path::Path;
 /// are none; the list stays for a cycle that must be lived with for a
 /// while, written down here rather than hidden.
 const KNOWN_EXCEPTIONS: &[(&str, &str)] = &[];
+
+/// The layers of the crate, lowest first, and the top-level modules in
+/// each. A module may use the modules of its own layer (the cycle check
+/// above keeps those in one direction) and of the layers [`LAYER_USES`]
+/// allows; never one above it. A new top-level module must be placed here.
+const LAYERS: &[(&str, &[&str])] = &[
+    (
+        "core",
+        &[
+            "backend",
+            "cancelled",
+            "clock",
+            "context",
+            "panic",
+            "reason",
+            "signal",
+            "sync",
+            "token",
+            "source",
+            "scope",
+            "current",
+            "shield",
+        ],
+    ),
+    ("in-flight", &["wait", "stream", "blocking"]),
+    ("groups", &["group"]),
+    ("registry", &["registry"]),
+    ("services", &["http"]),
+    ("cluster", &["remote"]),
+    ("testing", &["testing"]),
+    ("macro support", &["__private"]),
+];
+
+/// Which layer may use which other layer: core ← in-flight ← groups,
+/// registry ← services, cluster; the testing kit on everything but the
+/// integrations; the macros' support module on the core only. Groups and
+/// the registry do not know each other, nor do services and the cluster.
+const LAYER_USES: &[(&str, &[&str])] = &[
+    ("core", &[]),
+    ("in-flight", &["core"]),
+    ("groups", &["core", "in-flight"]),
+    ("registry", &["core", "in-flight"]),
+    ("services", &["core", "in-flight", "groups", "registry"]),
+    ("cluster", &["core", "in-flight", "registry"]),
+    ("testing", &["core", "in-flight", "groups", "registry"]),
+    ("macro support", &["core"]),
+];
+
+/// Inline modules of `lib.rs` that exist only under `cfg(test)`.
+const CRATE_TESTS: &[&str] = &["sizes"];
+
+#[test]
+fn layers_depend_in_one_direction() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let graph = Graph::build(&read_sources(&src));
+    let report = layer_violations(&graph);
+    assert!(report.is_empty(), "{report}");
+}
+
+/// Every edge between top-level modules that [`LAYERS`] and [`LAYER_USES`]
+/// do not allow, and every top-level module in no layer, as a report.
+fn layer_violations(graph: &Graph) -> String {
+    let layer_of = |module: &str| {
+        LAYERS
+            .iter()
+            .find(|(_, modules)| modules.contains(&module))
+            .map(|(layer, _)| *layer)
+    };
+    let mut report = String::new();
+    for module in &graph.modules[&Vec::new()].children {
+        if layer_of(module).is_none() && !CRATE_TESTS.contains(&module.as_str()) {
+            let _ = writeln!(
+                report,
+                "top-level module `{module}` is in no layer: add it to LAYERS in tests/module_graph.rs"
+            );
+        }
+    }
+    let edges = graph.sibling_edges(|_, _, _| false);
+    for ((from, to), evidence) in edges.get(&Vec::new()).into_iter().flatten() {
+        let (Some(from_layer), Some(to_layer)) = (layer_of(from), layer_of(to)) else {
+            continue;
+        };
+        let allowed = from_layer == to_layer
+            || LAYER_USES
+                .iter()
+                .any(|(layer, uses)| *layer == from_layer && uses.contains(&to_layer));
+        if !allowed {
+            let _ = writeln!(
+                report,
+                "layer `{from_layer}` may not use layer `{to_layer}`: {evidence}"
+            );
+        }
+    }
+    report
+}
+
+/// The layer check itself: a core module using a layer above it is
+/// reported, and so is a module in no layer.
+#[test]
+fn the_layer_check_finds_an_upward_edge() {
+    let sources = files(&[
+        ("lib.rs", "mod token; mod group; mod stray;"),
+        ("token.rs", "fn f() { crate::group::g() }"),
+        ("group.rs", "pub(crate) fn g() {}"),
+        ("stray.rs", ""),
+    ]);
+    let report = layer_violations(&Graph::build(&sources));
+    assert!(
+        report.contains("layer `core` may not use layer `groups`"),
+        "{report}"
+    );
+    assert!(report.contains("`stray` is in no layer"), "{report}");
+}
 
 #[test]
 fn sibling_modules_have_no_import_cycle() {
@@ -229,11 +344,13 @@ impl Graph {
         current
     }
 
-    /// The cycles between siblings, as a readable report (empty if none).
-    /// `ignored(parent, from, to)` drops an edge between the children
-    /// `from` and `to` of `parent` (`""` for the crate root).
-    fn cycles(&self, mut ignored: impl FnMut(&str, &str, &str) -> bool) -> String {
-        // parent -> (from, to) -> evidence
+    /// Every edge between sibling modules, by their parent: `(from, to)`
+    /// with the first place that shows it. `ignored(parent, from, to)` drops
+    /// an edge (`""` is the crate root).
+    fn sibling_edges(
+        &self,
+        mut ignored: impl FnMut(&str, &str, &str) -> bool,
+    ) -> BTreeMap<ModPath, BTreeMap<(String, String), String>> {
         let mut edges: BTreeMap<ModPath, BTreeMap<(String, String), String>> = BTreeMap::new();
         for (module, data) in &self.modules {
             for (path, place) in &data.refs {
@@ -263,6 +380,14 @@ impl Graph {
                     .or_insert(evidence);
             }
         }
+        edges
+    }
+
+    /// The cycles between siblings, as a readable report (empty if none).
+    /// `ignored(parent, from, to)` drops an edge between the children
+    /// `from` and `to` of `parent` (`""` for the crate root).
+    fn cycles(&self, ignored: impl FnMut(&str, &str, &str) -> bool) -> String {
+        let edges = self.sibling_edges(ignored);
         let mut report = String::new();
         for (parent, edges) in &edges {
             for (component, cycle) in find_cycles(edges) {
