@@ -1,11 +1,14 @@
 //! `CancellationToken`: a cheap, thread-safe cancellation flag with reasons,
 //! waiters, callbacks and parent/child trees.
 //!
-//! This module is the public API and its guards and futures; the engine —
-//! the node, its listeners and the cancel protocol with its invariants — is
-//! in [`node`]; the conversions to and from `tokio_util` tokens are in
-//! `tokio_util.rs` (feature `tokio-util`).
+//! This module is the public API; its guards are in `guard.rs` and its
+//! futures in `future.rs`; the engine — the node, its listeners and the
+//! cancel protocol with its invariants — is in [`node`]; the conversions to
+//! and from `tokio_util` tokens are in `tokio_util.rs` (feature
+//! `tokio-util`).
 
+mod future;
+mod guard;
 mod node;
 #[cfg(feature = "tokio-util")]
 mod tokio_util;
@@ -13,9 +16,12 @@ mod tokio_util;
 use std::fmt;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
-use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::Waker;
 
+pub use future::{
+    RunUntilCancelled, RunUntilCancelledOwned, WaitForCancellation, WaitForCancellationOwned,
+};
+pub use guard::{CallbackGuard, DropGuard, DropGuardRef};
 pub(crate) use node::{Callback, Cause, ChildLink, Link, TokenInner};
 
 use crate::sync::Arc;
@@ -402,282 +408,4 @@ impl fmt::Debug for CancellationToken {
             .field("reason", &self.reason())
             .finish()
     }
-}
-
-/// Keeps an [`on_cancel`](CancellationToken::on_cancel) callback registered;
-/// dropping it unregisters the callback if it has not run yet.
-#[must_use = "dropping the guard unregisters the callback at once; call `.detach()` to keep it"]
-pub struct CallbackGuard {
-    registration: Option<(Arc<TokenInner>, usize)>,
-}
-
-impl CallbackGuard {
-    /// Keeps the callback registered for as long as the token lives.
-    pub fn detach(mut self) {
-        self.registration = None;
-    }
-}
-
-impl Drop for CallbackGuard {
-    fn drop(&mut self) {
-        if let Some((token, key)) = self.registration.take() {
-            token.unregister(key);
-        }
-    }
-}
-
-impl fmt::Debug for CallbackGuard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CallbackGuard")
-            .field("registered", &self.registration.is_some())
-            .finish()
-    }
-}
-
-fn drop_waiter(token: &CancellationToken, key: Option<usize>) {
-    if let Some(key) = key {
-        token.inner.unregister(key);
-    }
-}
-
-/// Future returned by [`CancellationToken::cancelled`].
-#[must_use = "futures do nothing unless awaited"]
-pub struct WaitForCancellation<'a> {
-    token: &'a CancellationToken,
-    key: Option<usize>,
-}
-
-impl Future for WaitForCancellation<'_> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        this.token.inner.poll_waiter(&mut this.key, cx)
-    }
-}
-
-impl Drop for WaitForCancellation<'_> {
-    fn drop(&mut self) {
-        drop_waiter(self.token, self.key);
-    }
-}
-
-impl fmt::Debug for WaitForCancellation<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WaitForCancellation")
-            .finish_non_exhaustive()
-    }
-}
-
-/// Future returned by [`CancellationToken::cancelled_owned`].
-#[must_use = "futures do nothing unless awaited"]
-pub struct WaitForCancellationOwned {
-    token: CancellationToken,
-    key: Option<usize>,
-}
-
-impl Future for WaitForCancellationOwned {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        this.token.inner.poll_waiter(&mut this.key, cx)
-    }
-}
-
-impl Drop for WaitForCancellationOwned {
-    fn drop(&mut self) {
-        drop_waiter(&self.token, self.key);
-    }
-}
-
-impl fmt::Debug for WaitForCancellationOwned {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WaitForCancellationOwned")
-            .finish_non_exhaustive()
-    }
-}
-
-/// Cancels its token when dropped, unless disarmed; made by
-/// [`CancellationToken::drop_guard`].
-#[must_use = "dropping the guard cancels the token at once"]
-pub struct DropGuard {
-    /// `None` only once disarmed.
-    token: Option<CancellationToken>,
-}
-
-impl DropGuard {
-    /// The guarded token.
-    ///
-    /// ```
-    /// use cancelable::CancellationToken;
-    ///
-    /// let guard = CancellationToken::new().drop_guard();
-    /// assert!(!guard.token().is_cancelled());
-    /// # guard.disarm();
-    /// ```
-    pub fn token(&self) -> &CancellationToken {
-        self.token
-            .as_ref()
-            .expect("a guard is disarmed only by `disarm`, which consumes it")
-    }
-
-    /// Gives the token back without cancelling it.
-    ///
-    /// ```
-    /// use cancelable::CancellationToken;
-    ///
-    /// let token = CancellationToken::new().drop_guard().disarm();
-    /// assert!(!token.is_cancelled());
-    /// ```
-    pub fn disarm(mut self) -> CancellationToken {
-        self.token
-            .take()
-            .expect("a guard is disarmed only by `disarm`, which consumes it")
-    }
-}
-
-impl Drop for DropGuard {
-    fn drop(&mut self) {
-        if let Some(token) = &self.token {
-            token.cancel();
-        }
-    }
-}
-
-impl fmt::Debug for DropGuard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DropGuard")
-            .field("token", &self.token)
-            .finish()
-    }
-}
-
-/// Cancels the token it borrows when dropped, unless disarmed; made by
-/// [`CancellationToken::drop_guard_ref`].
-#[must_use = "dropping the guard cancels the token at once"]
-pub struct DropGuardRef<'a> {
-    /// `None` only once disarmed.
-    token: Option<&'a CancellationToken>,
-}
-
-impl<'a> DropGuardRef<'a> {
-    /// The guarded token.
-    ///
-    /// ```
-    /// use cancelable::CancellationToken;
-    ///
-    /// let token = CancellationToken::new();
-    /// let guard = token.drop_guard_ref();
-    /// assert_eq!(guard.token(), &token);
-    /// # guard.disarm();
-    /// ```
-    pub fn token(&self) -> &'a CancellationToken {
-        self.token
-            .expect("a guard is disarmed only by `disarm`, which consumes it")
-    }
-
-    /// Gives the token back without cancelling it.
-    ///
-    /// ```
-    /// use cancelable::CancellationToken;
-    ///
-    /// let token = CancellationToken::new();
-    /// let same = token.drop_guard_ref().disarm();
-    /// assert!(!same.is_cancelled());
-    /// ```
-    pub fn disarm(mut self) -> &'a CancellationToken {
-        self.token
-            .take()
-            .expect("a guard is disarmed only by `disarm`, which consumes it")
-    }
-}
-
-impl Drop for DropGuardRef<'_> {
-    fn drop(&mut self) {
-        if let Some(token) = self.token {
-            token.cancel();
-        }
-    }
-}
-
-impl fmt::Debug for DropGuardRef<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DropGuardRef")
-            .field("token", &self.token)
-            .finish()
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// Future returned by [`CancellationToken::run_until_cancelled`].
-    #[must_use = "futures do nothing unless awaited"]
-    pub struct RunUntilCancelled<'a, F> {
-        #[pin]
-        future: F,
-        cancelled: WaitForCancellation<'a>,
-        started: bool,
-    }
-}
-
-impl<F: Future> Future for RunUntilCancelled<'_, F> {
-    type Output = Option<F::Output>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let token = this.cancelled.token;
-        poll_until_cancelled(this.future, this.cancelled, token, this.started, cx)
-    }
-}
-
-impl<F> fmt::Debug for RunUntilCancelled<'_, F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RunUntilCancelled").finish_non_exhaustive()
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// Future returned by [`CancellationToken::run_until_cancelled_owned`].
-    #[must_use = "futures do nothing unless awaited"]
-    pub struct RunUntilCancelledOwned<F> {
-        #[pin]
-        future: F,
-        cancelled: WaitForCancellationOwned,
-        started: bool,
-    }
-}
-
-impl<F: Future> Future for RunUntilCancelledOwned<F> {
-    type Output = Option<F::Output>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let token = this.cancelled.token.clone();
-        poll_until_cancelled(this.future, this.cancelled, &token, this.started, cx)
-    }
-}
-
-impl<F> fmt::Debug for RunUntilCancelledOwned<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RunUntilCancelledOwned")
-            .finish_non_exhaustive()
-    }
-}
-
-/// tokio-util's rule: cancelled at the first poll → `None`, `future`
-/// never polled; afterwards `future` first, then the token.
-fn poll_until_cancelled<F: Future>(
-    future: Pin<&mut F>,
-    cancelled: &mut (impl Future<Output = ()> + Unpin),
-    token: &CancellationToken,
-    started: &mut bool,
-    cx: &mut Context<'_>,
-) -> Poll<Option<F::Output>> {
-    if !std::mem::replace(started, true) && token.is_cancelled() {
-        return Poll::Ready(None);
-    }
-    if let Poll::Ready(output) = future.poll(cx) {
-        return Poll::Ready(Some(output));
-    }
-    Pin::new(cancelled).poll(cx).map(|()| None)
 }
