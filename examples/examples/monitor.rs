@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use cancelable::registry::{self, Filter, OperationNode, Registry};
+use cancelable::registry::{self, CancelAnswer, Filter, OperationNode, Registry, RegistryError};
 use cancelable::{checkpoint, report_progress, shield, CancelReason, CancelScope, Cancelled};
 
 /// Works in 100 ms steps, reporting progress, until done or cancelled.
@@ -143,17 +143,17 @@ async fn main() {
         if second == 1 {
             // Stop the report by id, as an operator would.
             let report = &registry.list(&Filter::new().name("report").unwrap())[0];
-            let cancelled = registry.cancel(report.id, CancelReason::Manual, "operator request");
-            println!("\ncancel report (id {}): {cancelled:?}", report.id);
+            let answer = registry.cancel(report.id, CancelReason::Manual, "operator request");
+            println!("\ncancel report (id {}): {}", report.id, said(answer));
             let stubborn = &registry.list(&Filter::new().name("stub*").unwrap())[0];
-            let cancelled = registry.cancel(stubborn.id, CancelReason::Manual, "shutting down");
-            println!("cancel stubborn (id {}): {cancelled:?}", stubborn.id);
+            let answer = registry.cancel(stubborn.id, CancelReason::Manual, "shutting down");
+            println!("cancel stubborn (id {}): {}", stubborn.id, said(answer));
         }
         print_table(registry, second);
     }
 
     let cancelled = registry.cancel_all(&Filter::new(), CancelReason::Manual, "demo over");
-    println!("\ncancel_all: {cancelled} more cancelled");
+    println!("\ncancel_all: {cancelled} more cancellations requested");
     for task in tasks {
         let _ = task.await;
     }
@@ -174,5 +174,16 @@ async fn main() {
             millis(stats.lag.mean()),
             millis(stats.lag.max()),
         );
+    }
+}
+
+/// What a cancel answered, in words.
+fn said(answer: Result<CancelAnswer, RegistryError>) -> String {
+    match answer {
+        Ok(CancelAnswer::Requested(_)) => "requested (it ends at its next await)".into(),
+        Ok(CancelAnswer::AlreadyRequested(_)) => "already requested".into(),
+        Ok(CancelAnswer::Ended(finished)) => format!("already ended ({})", finished.status),
+        Ok(other) => format!("{other:?}"),
+        Err(error) => error.to_string(),
     }
 }

@@ -268,6 +268,14 @@ fn cancel_ends_the_operation_with_the_reason_and_message_given_then_409() {
         .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["cancelled"], true);
+        assert_eq!(body["answer"], "requested", "{body}");
+        assert!(
+            body["outcome"]
+                .as_str()
+                .unwrap()
+                .contains("requested the cancellation"),
+            "{body}"
+        );
         assert_eq!(body["id"], id);
         assert_eq!(body["requested"]["message"], "operator: disk full");
         let cancelled = tokio::time::timeout(WITHIN, task)
@@ -373,6 +381,7 @@ fn cancel_of_an_operation_already_cancelled_and_still_running_says_so_and_change
         .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["cancelled"], false);
+        assert_eq!(body["answer"], "already_requested", "{body}");
         assert!(
             body["outcome"]
                 .as_str()

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use cancelable::registry::{self, Filter, Registry, RegistryError};
+use cancelable::registry::{self, CancelAnswer, Filter, Registry, RegistryError};
 use cancelable::{
     cancellable, checkpoint, current_scope, report_progress, shield, CancelReason, CancelScope,
     Cancelled, OperationStatus,
@@ -103,8 +103,8 @@ on_every_backend! {
         let registry = fresh();
         assert!(registry.get(u64::MAX).is_none());
         assert_eq!(
-            registry.cancel(u64::MAX, CancelReason::Manual, "x"),
-            Err(RegistryError::NotFound { id: u64::MAX })
+            registry.cancel(u64::MAX, CancelReason::Manual, "x").unwrap_err(),
+            RegistryError::NotFound { id: u64::MAX }
         );
         assert_eq!(
             registry.cancel_subtree(u64::MAX, CancelReason::Manual, "x"),
@@ -114,17 +114,21 @@ on_every_backend! {
         assert!(error.to_string().contains("id 7"), "{error}");
         assert!(registry.get_by_key("nobody").is_none());
         assert_eq!(
-            registry.cancel_by_key("nobody", CancelReason::Manual, ""),
-            Err(RegistryError::KeyNotFound { key: "nobody".into() })
+            registry.cancel_by_key("nobody", CancelReason::Manual, "").unwrap_err(),
+            RegistryError::KeyNotFound { key: "nobody".into() }
         );
     }
 
-    async fn cancelling_a_finished_operation_is_ok_false() {
+    async fn cancelling_a_finished_operation_answers_how_it_ended() {
         let registry = fresh();
         let scope = CancelScope::new().register_in(&registry);
         let id = scope.handle().id();
         scope.run(async {}).await.unwrap();
-        assert_eq!(registry.cancel(id, CancelReason::Manual, "late"), Ok(false));
+        let answer = registry.cancel(id, CancelReason::Manual, "late").unwrap();
+        assert!(
+            matches!(&answer, CancelAnswer::Ended(finished) if finished.status == OperationStatus::Completed),
+            "{answer:?}"
+        );
         assert_eq!(registry.cancel_subtree(id, CancelReason::Manual, "late"), Ok(0));
     }
 
@@ -135,8 +139,10 @@ on_every_backend! {
         let job = scope.run(pending::<()>());
         futures::pin_mut!(job);
         assert!(futures::poll!(job.as_mut()).is_pending());
-        assert_eq!(registry.cancel(id, CancelReason::Manual, "operator"), Ok(true));
-        assert_eq!(registry.cancel(id, CancelReason::Timeout, "again"), Ok(false));
+        let answer = registry.cancel(id, CancelReason::Manual, "operator").unwrap();
+        assert!(matches!(answer, CancelAnswer::Requested(_)), "{answer:?}");
+        let again = registry.cancel(id, CancelReason::Timeout, "again").unwrap();
+        assert!(matches!(again, CancelAnswer::AlreadyRequested(_)), "{again:?}");
         let info = registry.get(id).unwrap();
         assert_eq!(info.reason, Some(CancelReason::Manual));
         assert_eq!(info.message.as_deref(), Some("operator"));
@@ -169,7 +175,7 @@ on_every_backend! {
         // Another registry has its own keys.
         assert!(CancelScope::new().register_in(&fresh()).key("job-42").is_ok());
 
-        assert_eq!(registry.cancel_by_key("job-42", CancelReason::Manual, "stop"), Ok(true));
+        assert!(registry.cancel_by_key("job-42", CancelReason::Manual, "stop").unwrap().is_requested());
         assert!(job.await.is_err());
         // Released at exit.
         assert!(registry.get_by_key("job-42").is_none());
@@ -344,7 +350,7 @@ on_every_backend! {
             std::thread::spawn(move || {
                 wait_until(|| registry.get(id).is_some());
                 assert!(!registry.get(id).unwrap().stuck);
-                registry.cancel(id, CancelReason::Manual, "stop").unwrap();
+                let _ = registry.cancel(id, CancelReason::Manual, "stop").unwrap();
                 wait_until(|| registry.get(id).is_some_and(|info| info.stuck));
                 let snapshot = registry.snapshot();
                 release.store(true, Ordering::SeqCst);
@@ -390,7 +396,7 @@ on_every_backend! {
             let registry = registry.clone();
             std::thread::spawn(move || {
                 wait_until(|| registry.get(id).is_some_and(|info| info.shielded));
-                registry.cancel(id, CancelReason::Manual, "").unwrap();
+                let _ = registry.cancel(id, CancelReason::Manual, "").unwrap();
                 wait_until(|| registry.get(id).is_some_and(|info| info.stuck));
                 let info = registry.get(id).unwrap();
                 flag.store(true, Ordering::SeqCst);

@@ -11,7 +11,9 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
-use crate::registry::{Filter, FinishedOperation, OperationInfo, OperationNode, Pattern, Registry};
+use crate::registry::{
+    CancelAnswer, Filter, FinishedOperation, OperationInfo, OperationNode, Pattern, Registry,
+};
 use crate::{CancelReason, OperationStatus, Signal, SourceError};
 
 /// The message an operation is cancelled with when the request gives none.
@@ -33,7 +35,7 @@ const LIST_PARAMETERS: &str = "status (pending, running, completed, cancelled, f
 /// |---|---|
 /// | `GET /operations` | the [`Snapshot`](crate::registry::Snapshot) of live operations: `taken_at`, `live`, `stuck`, `operations` (a tree: each with its `children`). Query filters as [`Filter`] takes them: `status` (repeatable or comma-separated), `name` (a glob [`Pattern`]), `parent` (an id), `older_than` (`2500` ms or humantime `1m30s`); with a filter, `operations` is the flat list of matching operations (`children` empty) and `matched` counts them. A bad filter is a `400` saying what is expected. |
 /// | `GET /operations/{id}` | the live operation ([`OperationInfo`] and its `children`, `"finished": false`), or a finished one the history remembers ([`FinishedOperation`], `"finished": true`); `404` with `{"error", "id"}` for an unknown id. |
-/// | `POST /operations/{id}/cancel` | cancels it with `reason` and `message` from a JSON body (`{"reason": "manual", "message": "…"}`), a form body or the query string; both optional (`manual`, [`ADMIN_CANCEL_MESSAGE`]). `200` with `"cancelled": true` and the operation as it is now, or `"cancelled": false` and the cause it was already cancelled with; `404` unknown id; `409` already finished (with its final status); `400` for a reason that is not one of `manual`, `timeout`, `condition`, `error`, `signal:SIGTERM` (any signal name). |
+/// | `POST /operations/{id}/cancel` | cancels it with `reason` and `message` from a JSON body (`{"reason": "manual", "message": "…"}`), a form body or the query string; both optional (`manual`, [`ADMIN_CANCEL_MESSAGE`]). `200` with `"answer": "requested"` (and `"cancelled": true`: this request asked for the cancellation; the operation ends cancelled at its next checkpoint, or completes if its body finishes first) and the operation as it is now, or `"answer": "already_requested"` (`"cancelled": false`) and the cause it was already cancelled with; `404` unknown id; `409` already finished (with its final status); `400` for a reason that is not one of `manual`, `timeout`, `condition`, `error`, `signal:SIGTERM` (any signal name). |
 /// | `GET /operations/by-key/{key}` | as `GET /operations/{id}`, for the live operation holding `key`. |
 /// | `POST /operations/by-key/{key}/cancel` | as `POST /operations/{id}/cancel`, by key. |
 ///
@@ -458,8 +460,11 @@ fn parse_reason(reason: &str, message: &str) -> Result<CancelReason, String> {
 #[derive(Serialize)]
 struct CancelOutcome {
     id: u64,
-    /// Whether this request cancelled it.
+    /// Whether this request asked for the cancellation (the answer is
+    /// `requested`): a request, not a promise that it ends cancelled.
     cancelled: bool,
+    /// `requested` or `already_requested` ([`CancelAnswer`]).
+    answer: &'static str,
     /// What happened, in words.
     outcome: String,
     /// The reason and message asked for.
@@ -479,13 +484,20 @@ struct Requested {
 /// Cancels the live operation `id` (found by id or key); `None` if it is
 /// not live.
 fn cancel_live(registry: &Registry, id: u64, request: CancelRequest) -> Option<Response> {
-    let cancelled = registry
+    let answer = registry
         .cancel(id, request.reason.clone(), request.message.clone())
         .ok()?;
+    let cancelled = match answer {
+        CancelAnswer::Requested(_) => true,
+        CancelAnswer::AlreadyRequested(_) => false,
+        // Ended (or not started) between the look-up and the cancel.
+        _ => return None,
+    };
     let operation = registry.get(id);
     let outcome = match (cancelled, &operation) {
         (true, _) => format!(
-            "cancelled operation {id} ({}: {:?}); it ends at its next checkpoint",
+            "requested the cancellation of operation {id} ({}: {:?}); it ends cancelled at \
+             its next checkpoint, or completes if its body finishes first",
             request.reason, request.message
         ),
         (false, Some(info)) => match (&info.reason, &info.message) {
@@ -506,6 +518,11 @@ fn cancel_live(registry: &Registry, id: u64, request: CancelRequest) -> Option<R
         &CancelOutcome {
             id,
             cancelled,
+            answer: if cancelled {
+                "requested"
+            } else {
+                "already_requested"
+            },
             outcome,
             requested: Requested {
                 reason: request.reason_text,

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::filter::Filter;
-use super::record::Record;
+use super::record::{Exit, Record};
 use super::{lock, Now};
 use crate::{CancelReason, OperationStatus};
 
@@ -42,18 +42,29 @@ pub struct FinishedOperation {
     pub ended_at: Option<SystemTime>,
     /// How long it ran.
     pub duration: Duration,
-    /// Cancellation lag: from the cancel request to the exit, if it was
-    /// cancelled while running.
+    /// Cancellation lag: from the cancel request to the exit, if its
+    /// cancellation was requested while it ran.
     pub lag: Option<Duration>,
+    /// It completed though a cancel was requested while it ran: its body
+    /// finished before it saw the cancellation (`status` is `Completed`,
+    /// `reason` says what was requested).
+    pub completed_despite_cancel: bool,
 }
 
 /// The public view of a finished record.
 pub(crate) fn public(record: &Record, now: &mut Now) -> FinishedOperation {
-    let exit = record
-        .exit()
-        .expect("only finished records enter the history");
     let shared = &record.shared;
     let clock_now = now.on(record.clock);
+    // Only finished records enter the history; an operation caught between
+    // its final status and its exit's record ends now, with that status.
+    let exit = record.exit().unwrap_or_else(|| Exit {
+        status: match shared.status() {
+            status if status.is_finished() => status,
+            _ => OperationStatus::Cancelled,
+        },
+        ended: clock_now,
+        lag: record.cancelled_for(now.real()),
+    });
     let wall = now.wall;
     let at = |instant: Instant| wall.checked_sub(clock_now.saturating_duration_since(instant));
     let (reason, message) = match shared.token.recorded_cause() {
@@ -78,6 +89,7 @@ pub(crate) fn public(record: &Record, now: &mut Now) -> FinishedOperation {
         ended_at: at(exit.ended),
         duration: exit.ended.saturating_duration_since(record.started),
         lag: exit.lag,
+        completed_despite_cancel: exit.status == OperationStatus::Completed && exit.lag.is_some(),
     }
 }
 
@@ -101,33 +113,53 @@ fn accepted_by(record: &Record, filter: &Filter, now: &mut Now) -> bool {
 
 type Slot = Mutex<Option<(u64, Arc<Record>)>>;
 
+/// Slots are allocated in chunks of this many, as the ring fills.
+const CHUNK: usize = 256;
+
 /// The ring: the last `capacity` operations to finish.
 pub(crate) struct History {
     capacity: usize,
     cursor: AtomicU64,
-    /// Allocated at the first push. Each holds the arrival number and the
-    /// record, whose scope state it keeps (a few hundred bytes) until a
-    /// newer operation takes the slot.
-    slots: OnceLock<Box<[Slot]>>,
+    /// Chunks of `CHUNK` slots, each allocated when the cursor first
+    /// reaches it: a large capacity costs memory only as the ring fills.
+    /// Each slot holds the arrival number and the record, whose scope
+    /// state it keeps (a few hundred bytes) until a newer operation takes
+    /// the slot.
+    chunks: Box<[OnceLock<Box<[Slot]>>]>,
 }
 
 impl History {
+    /// A ring of `capacity` slots (at most `MAX_HISTORY_CAPACITY`, which
+    /// the builder checks), none allocated yet.
     pub(crate) fn new(capacity: usize) -> Self {
         History {
             capacity,
             cursor: AtomicU64::new(0),
-            slots: OnceLock::new(),
+            chunks: (0..capacity.div_ceil(CHUNK))
+                .map(|_| OnceLock::new())
+                .collect(),
         }
     }
 
-    fn slots(&self) -> &[Slot] {
-        self.slots
-            .get_or_init(|| (0..self.capacity).map(|_| Mutex::new(None)).collect())
+    /// The slot at `index`, allocating its chunk if need be.
+    fn slot(&self, index: usize) -> &Slot {
+        let chunk = index / CHUNK;
+        let len = CHUNK.min(self.capacity - chunk * CHUNK);
+        &self.chunks[chunk].get_or_init(|| (0..len).map(|_| Mutex::new(None)).collect())
+            [index % CHUNK]
+    }
+
+    /// The slots allocated so far.
+    fn slots(&self) -> impl Iterator<Item = &Slot> {
+        self.chunks
+            .iter()
+            .filter_map(OnceLock::get)
+            .flat_map(|chunk| chunk.iter())
     }
 
     pub(crate) fn push(&self, finished: Arc<Record>) {
         let seq = self.cursor.fetch_add(1, Ordering::Relaxed);
-        let slot = &self.slots()[(seq % self.capacity as u64) as usize];
+        let slot = self.slot((seq % self.capacity as u64) as usize);
         let evicted = {
             let mut slot = lock(slot);
             // A writer that stalled a whole lap behind must not overwrite a
@@ -143,11 +175,8 @@ impl History {
 
     /// The newest `limit` entries that pass `filter`, newest first.
     pub(crate) fn newest(&self, limit: usize, filter: &Filter, now: &mut Now) -> Vec<Arc<Record>> {
-        let Some(slots) = self.slots.get() else {
-            return Vec::new();
-        };
-        let mut entries: Vec<(u64, Arc<Record>)> = slots
-            .iter()
+        let mut entries: Vec<(u64, Arc<Record>)> = self
+            .slots()
             .filter_map(|slot| lock(slot).clone())
             .filter(|(_, record)| accepted_by(record, filter, now))
             .collect();
@@ -156,24 +185,20 @@ impl History {
         entries.into_iter().map(|(_, record)| record).collect()
     }
 
-    /// Whether the ring still holds operation `id`.
-    pub(crate) fn contains(&self, id: u64) -> bool {
-        self.slots.get().is_some_and(|slots| {
-            slots.iter().any(|slot| {
-                lock(slot)
-                    .as_ref()
-                    .is_some_and(|(_, record)| record.id == id)
-            })
+    /// Operation `id`, if the ring still holds it.
+    pub(crate) fn find(&self, id: u64) -> Option<Arc<Record>> {
+        self.slots().find_map(|slot| {
+            lock(slot)
+                .as_ref()
+                .filter(|(_, record)| record.id == id)
+                .map(|(_, record)| record.clone())
         })
     }
 
     /// Drops the entries that ended at least `age` ago; returns how many.
     pub(crate) fn cleanup(&self, age: Duration, now: &mut Now) -> usize {
-        let Some(slots) = self.slots.get() else {
-            return 0;
-        };
         let mut removed = 0;
-        for slot in slots.iter() {
+        for slot in self.slots() {
             let evicted = {
                 let mut slot = lock(slot);
                 match &*slot {

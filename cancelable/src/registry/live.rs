@@ -175,6 +175,7 @@ impl Entry {
             Record {
                 shared: shared.clone(),
                 id,
+                joined: registry.inner.joins.fetch_add(1, Ordering::Relaxed),
                 name,
                 key: key.as_ref().map(|claim| claim.key.clone()),
                 clock,
@@ -185,6 +186,7 @@ impl Entry {
                 stuck_report: Mutex::new(()),
                 left: AtomicBool::new(false),
                 exit: Mutex::new(None),
+                outcome_waiters: Mutex::new(Some(Vec::new())),
                 key_claim: Mutex::new(key),
             }
         });
@@ -298,9 +300,10 @@ impl Drop for Entry {
                 "a stuck operation has exited at last"
             );
         }
-        if let Some(record) = removed {
-            inner.history.push(record);
+        if let Some(removed) = removed {
+            inner.history.push(removed);
         }
+        record.outcome_known();
     }
 }
 
@@ -356,8 +359,8 @@ impl Inner {
         })
     }
 
-    /// Every live record, shard by shard (each shard locked only while its
-    /// records are copied out), ordered by id. The ids are copied beside
+    /// Every live record that has not exited, shard by shard (each shard
+    /// locked only while its records are copied out), ordered by id. The ids are copied beside
     /// the records so that sorting does not visit every record.
     pub(crate) fn live_records(&self) -> Vec<Arc<Record>> {
         self.live_records_with_ids()
@@ -373,12 +376,33 @@ impl Inner {
         for shard in self.shards.iter() {
             let state = lock(&shard.state);
             records.reserve(state.live.len());
-            records.extend(state.live.iter().map(|(id, record)| (*id, record.clone())));
+            // An exiting operation sets `left` (and its final status)
+            // before it takes the shard lock to leave: it is not live.
+            records.extend(
+                state
+                    .live
+                    .iter()
+                    .filter(|(_, record)| record.is_live())
+                    .map(|(id, record)| (*id, record.clone())),
+            );
         }
         records.sort_unstable_by_key(|(id, _)| *id);
         records
     }
 
+    /// The scope holding a key, with this id, that has not joined (it has
+    /// not started): every key shard is searched.
+    pub(crate) fn unstarted_key_holder(&self, id: u64) -> Option<Arc<ScopeShared>> {
+        self.keys.iter().find_map(|shard| {
+            lock(shard)
+                .values()
+                .find(|holder| holder.id == id)
+                .map(|holder| holder.shared.clone())
+        })
+    }
+
+    /// The record of operation `id` while it is in the live set, exiting
+    /// or not (see [`Record::is_live`]).
     pub(crate) fn live_record(&self, id: u64) -> Option<Arc<Record>> {
         lock(&self.shards[shard_of(id)].state)
             .live

@@ -13,6 +13,8 @@
 //!   [`get_by_key`](Registry::get_by_key) of live operations, filtered by
 //!   status, name pattern, parent or age ([`Filter`]);
 //! * [`cancel`](Registry::cancel) by id or [key](Registry::cancel_by_key),
+//!   answering what is known ([`CancelAnswer`]: requested while running,
+//!   with a future of the final [`Outcome`], or already ended, and how),
 //!   [`cancel_subtree`](Registry::cancel_subtree),
 //!   [`cancel_all`](Registry::cancel_all);
 //! * a bounded [`history`](Registry::history) of finished operations and
@@ -21,9 +23,11 @@
 //!   **cancellation lag** histograms (from the cancel request to the
 //!   scope's exit) per operation name;
 //! * [`snapshot`](Registry::snapshot): the tree of live operations with
-//!   reason, remaining deadline, progress and a **stuck** flag for
-//!   operations cancelled longer ago than a threshold (default 1 s) that
-//!   have not exited — `serde`-serialisable with the `serde` feature.
+//!   reason, remaining deadline, progress, an **in grace** flag for
+//!   operations cleaning up within their grace period and a **stuck** flag
+//!   for operations that have not exited past their grace period (and a
+//!   threshold, default 1 s) or, without one, past the threshold —
+//!   `serde`-serialisable with the `serde` feature.
 //!
 //! Stuck operations are also reported once as a `tracing` warning (feature
 //! `tracing`) and counted in `metrics` (feature `metrics`, see below).
@@ -44,7 +48,8 @@
 //!
 //! let live = registry.list(&Filter::new().name("exp*")?);
 //! assert_eq!(live.len(), 1);
-//! assert!(registry.cancel_by_key("export-42", CancelReason::Manual, "operator request")?);
+//! let answer = registry.cancel_by_key("export-42", CancelReason::Manual, "operator request")?;
+//! assert!(answer.is_requested()); // requested: it ends at its next await
 //!
 //! let cancelled = job.await.unwrap_err();
 //! assert_eq!(cancelled.message(), Some("operator request"));
@@ -70,31 +75,41 @@
 //! `cancelable_cancellation_lag_seconds`.
 
 use std::fmt;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
-use crate::backend::Clock;
-use crate::{CancelReason, CancelScope};
+#[cfg(doc)]
+use crate::CancelScope;
 
+mod builder;
+mod cancel;
 mod filter;
 mod history;
 mod live;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod record;
+mod register;
 mod snapshot;
 mod stats;
 mod stuck;
 
+pub(crate) use record::Now;
+
+pub use builder::RegistryBuilder;
+pub use cancel::{CancelAnswer, Outcome};
 pub use filter::{Filter, Pattern, PatternError};
 pub use history::FinishedOperation;
 pub use snapshot::{OperationInfo, OperationNode, Snapshot};
 pub use stats::{Histogram, OperationStats, Statistics};
 
-use live::{Registration, Request};
-
 /// How many finished operations a registry remembers unless told otherwise.
 pub const DEFAULT_HISTORY_CAPACITY: usize = 1_000;
+/// The largest history capacity a registry accepts: 16,777,216 finished
+/// operations (each keeps its scope's state, a few hundred bytes, while it
+/// is remembered). The history's memory grows as it fills.
+pub const MAX_HISTORY_CAPACITY: usize = 1 << 24;
 /// How long after its cancel request a running operation counts as stuck,
 /// unless told otherwise.
 pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(1);
@@ -105,39 +120,6 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The time now on each clock, each read at most once per query.
-pub(crate) struct Now {
-    pub(crate) wall: SystemTime,
-    real: Option<Instant>,
-    #[cfg(feature = "tokio")]
-    tokio: Option<Instant>,
-}
-
-impl Now {
-    pub(crate) fn new() -> Self {
-        Now {
-            wall: SystemTime::now(),
-            real: None,
-            #[cfg(feature = "tokio")]
-            tokio: None,
-        }
-    }
-
-    /// Now on the real (monotonic) clock.
-    pub(crate) fn real(&mut self) -> Instant {
-        *self.real.get_or_insert_with(Instant::now)
-    }
-
-    /// Now on `clock`.
-    pub(crate) fn on(&mut self, clock: Clock) -> Instant {
-        match clock {
-            #[cfg(feature = "tokio")]
-            Clock::Tokio => *self.tokio.get_or_insert_with(|| clock.now()),
-            Clock::Std => self.real(),
-        }
-    }
 }
 
 /// What went wrong with a registry request, and how to fix it.
@@ -167,6 +149,11 @@ pub enum RegistryError {
     EmptyKey,
     /// A history capacity of 0 was asked for.
     ZeroCapacity,
+    /// A history capacity above [`MAX_HISTORY_CAPACITY`] was asked for.
+    CapacityTooLarge {
+        /// The capacity asked for.
+        capacity: usize,
+    },
     /// A stuck threshold of 0 was asked for.
     ZeroStuckThreshold,
     /// A name pattern did not parse.
@@ -207,6 +194,11 @@ impl fmt::Display for RegistryError {
             RegistryError::ZeroCapacity => f.write_str(
                 "a history capacity of 0 cannot hold any finished operation; give 1 or more \
                  (the default is 1,000)",
+            ),
+            RegistryError::CapacityTooLarge { capacity } => write!(
+                f,
+                "a history capacity of {capacity} is above the limit of 16,777,216 finished \
+                 operations (`MAX_HISTORY_CAPACITY`); give a smaller one (the default is 1,000)"
             ),
             RegistryError::ZeroStuckThreshold => f.write_str(
                 "a stuck threshold of 0 would flag every cancelled operation at once; give a \
@@ -265,6 +257,8 @@ pub(crate) struct Inner {
     keys: Box<[live::KeyShard]>,
     history: history::History,
     stuck_after: Duration,
+    /// How many operations have joined: each record's start order.
+    joins: AtomicU64,
     /// Told of each scope that joins, synchronously (feature `redis`: the
     /// remote registry's tombstone check).
     #[cfg(feature = "redis")]
@@ -282,102 +276,6 @@ pub(crate) trait JoinObserver: Send + Sync {
     /// The scope `id` has left the live set (it finished, or its future
     /// was dropped).
     fn left(&self, id: u64);
-}
-
-/// Settings of a new [`Registry`].
-///
-/// ```
-/// use std::time::Duration;
-/// use cancelable::registry::{Registry, RegistryError};
-///
-/// let registry = Registry::builder()
-///     .history_capacity(10_000)
-///     .stuck_after(Duration::from_secs(5))
-///     .build()?;
-/// assert_eq!(registry.history_capacity(), 10_000);
-/// assert_eq!(
-///     Registry::builder().history_capacity(0).build().err(),
-///     Some(RegistryError::ZeroCapacity)
-/// );
-/// # Ok::<(), RegistryError>(())
-/// ```
-#[derive(Clone, Debug)]
-#[must_use = "a builder does nothing until `build` or `install_global`"]
-pub struct RegistryBuilder {
-    history_capacity: usize,
-    stuck_after: Duration,
-}
-
-impl Default for RegistryBuilder {
-    fn default() -> Self {
-        RegistryBuilder {
-            history_capacity: DEFAULT_HISTORY_CAPACITY,
-            stuck_after: DEFAULT_STUCK_AFTER,
-        }
-    }
-}
-
-impl RegistryBuilder {
-    /// How many finished operations the history keeps (the newest ones);
-    /// at least 1, default 1,000.
-    pub fn history_capacity(mut self, capacity: usize) -> Self {
-        self.history_capacity = capacity;
-        self
-    }
-
-    /// How long after its cancel request a running operation counts as
-    /// stuck; above zero, default 1 s.
-    pub fn stuck_after(mut self, threshold: Duration) -> Self {
-        self.stuck_after = threshold;
-        self
-    }
-
-    /// The registry, or an `Err` saying which setting is out of range.
-    pub fn build(self) -> Result<Registry, RegistryError> {
-        if self.history_capacity == 0 {
-            return Err(RegistryError::ZeroCapacity);
-        }
-        if self.stuck_after.is_zero() {
-            return Err(RegistryError::ZeroStuckThreshold);
-        }
-        Ok(Registry {
-            inner: Arc::new(Inner {
-                shards: (0..live::SHARDS).map(|_| live::Shard::default()).collect(),
-                keys: (0..live::SHARDS).map(|_| Mutex::default()).collect(),
-                history: history::History::new(self.history_capacity),
-                stuck_after: self.stuck_after,
-                #[cfg(feature = "redis")]
-                join_observer: std::sync::RwLock::new(None),
-            }),
-        })
-    }
-
-    /// Builds the registry and makes it the [`global`] one. Call it once,
-    /// early in `main`: once the global registry is in use (or installed),
-    /// this is an `Err`.
-    ///
-    /// ```
-    /// use cancelable::registry::{global, Registry};
-    ///
-    /// let installed = Registry::builder().history_capacity(50).install_global()?;
-    /// assert_eq!(global().history_capacity(), 50);
-    /// assert!(Registry::builder().install_global().is_err());
-    /// # let _ = installed;
-    /// # Ok::<(), cancelable::registry::RegistryError>(())
-    /// ```
-    pub fn install_global(self) -> Result<&'static Registry, RegistryError> {
-        let registry = self.build()?;
-        let mut installed = false;
-        let global = GLOBAL.get_or_init(|| {
-            installed = true;
-            registry
-        });
-        if installed {
-            Ok(global)
-        } else {
-            Err(RegistryError::GlobalAlreadySet)
-        }
-    }
 }
 
 static GLOBAL: OnceLock<Registry> = OnceLock::new();
@@ -482,7 +380,9 @@ impl Registry {
             .sum()
     }
 
-    /// The live operations that pass `filter`, ordered by id (start order).
+    /// The live operations that pass `filter`, in the order they started
+    /// (joined the registry). An operation that is exiting — its final
+    /// status set — is no longer listed.
     ///
     /// Reading flags (and reports, once) operations stuck after cancel.
     ///
@@ -510,6 +410,7 @@ impl Registry {
     pub fn list(&self, filter: &Filter) -> Vec<OperationInfo> {
         let mut now = Now::new();
         let mut records = self.inner.live_records();
+        records.sort_unstable_by_key(|record| record.joined);
         records.retain(|record| {
             filter.accepts(
                 record.shared.status(),
@@ -524,6 +425,9 @@ impl Registry {
         records
             .iter()
             .map(|record| OperationInfo::of(record, &mut now))
+            // One that reached its final status since it was copied out
+            // is exiting: not live.
+            .filter(|info| !info.status.is_finished())
             .collect()
     }
 
@@ -547,7 +451,7 @@ impl Registry {
     /// ```
     pub fn get(&self, id: u64) -> Option<OperationInfo> {
         let record = self.inner.live_record(id)?;
-        Some(OperationInfo::of(&record, &mut Now::new()))
+        Some(OperationInfo::of(&record, &mut Now::new())).filter(|info| !info.status.is_finished())
     }
 
     /// The live operation holding `key`, or `None`.
@@ -576,200 +480,6 @@ impl Registry {
         lock(self.inner.key_shard(key))
             .get(key)
             .map(|holder| holder.id)
-    }
-
-    /// Cancels the live operation `id` with `reason` and `message`.
-    ///
-    /// `Ok(true)` if this call cancelled it; `Ok(false)` if it was already
-    /// cancelled or has finished (and the history still remembers it);
-    /// `Err(NotFound)` if the id is unknown.
-    ///
-    /// ```
-    /// use cancelable::registry::{Registry, RegistryError};
-    /// use cancelable::{CancelReason, CancelScope};
-    ///
-    /// # futures::executor::block_on(async {
-    /// let registry = Registry::new();
-    /// let scope = CancelScope::new().register_in(&registry);
-    /// let id = scope.handle().id();
-    /// let job = scope.run(std::future::pending::<()>());
-    /// futures::pin_mut!(job);
-    /// assert!(futures::poll!(job.as_mut()).is_pending());
-    ///
-    /// assert_eq!(registry.cancel(id, CancelReason::Manual, "stop"), Ok(true));
-    /// assert_eq!(registry.cancel(id, CancelReason::Manual, "again"), Ok(false));
-    /// assert!(job.await.is_err());
-    /// assert_eq!(registry.cancel(id, CancelReason::Manual, ""), Ok(false)); // finished
-    /// assert_eq!(
-    ///     registry.cancel(u64::MAX, CancelReason::Manual, ""),
-    ///     Err(RegistryError::NotFound { id: u64::MAX })
-    /// );
-    /// # });
-    /// ```
-    pub fn cancel(
-        &self,
-        id: u64,
-        reason: CancelReason,
-        message: impl Into<String>,
-    ) -> Result<bool, RegistryError> {
-        match self.inner.live_record(id) {
-            Some(record) => Ok(record.shared.token.cancel_with(reason, message)),
-            None if self.inner.history.contains(id) => Ok(false),
-            None => Err(RegistryError::NotFound { id }),
-        }
-    }
-
-    /// Cancels the operation holding `key` (live, or built and not started
-    /// yet); `Err(KeyNotFound)` if no operation holds it.
-    ///
-    /// ```
-    /// use cancelable::registry::{Registry, RegistryError};
-    /// use cancelable::{CancelReason, CancelScope};
-    ///
-    /// let registry = Registry::new();
-    /// let scope = CancelScope::new().register_in(&registry).key("nightly")?;
-    /// assert_eq!(registry.cancel_by_key("nightly", CancelReason::Manual, ""), Ok(true));
-    /// assert!(scope.handle().is_cancelled());
-    /// drop(scope);
-    /// assert_eq!(
-    ///     registry.cancel_by_key("nightly", CancelReason::Manual, ""),
-    ///     Err(RegistryError::KeyNotFound { key: "nightly".into() })
-    /// );
-    /// # Ok::<(), RegistryError>(())
-    /// ```
-    pub fn cancel_by_key(
-        &self,
-        key: &str,
-        reason: CancelReason,
-        message: impl Into<String>,
-    ) -> Result<bool, RegistryError> {
-        let holder = lock(self.inner.key_shard(key))
-            .get(key)
-            .map(|holder| holder.shared.clone());
-        match holder {
-            Some(shared) => Ok(shared.token.cancel_with(reason, message)),
-            None => Err(RegistryError::KeyNotFound {
-                key: key.to_owned(),
-            }),
-        }
-    }
-
-    /// Cancels the live operation `id` and every registered operation
-    /// running inside it, at any depth — including those inside a
-    /// [`shield`](crate::shield), which cancelling `id` alone would not
-    /// reach. Returns how many of them this call cancelled; `Err(NotFound)`
-    /// if `id` is not live and unknown to the history (`Ok(0)` if it has
-    /// finished).
-    ///
-    /// ```
-    /// use cancelable::registry::Registry;
-    /// use cancelable::{CancelReason, CancelScope};
-    ///
-    /// # futures::executor::block_on(async {
-    /// let registry = Registry::new();
-    /// let inside = registry.clone();
-    /// let outer = CancelScope::new().name("outer").register_in(&registry);
-    /// let outer_id = outer.handle().id();
-    /// let outcome = outer
-    ///     .run(async move {
-    ///         CancelScope::new()
-    ///             .name("inner")
-    ///             .register_in(&inside)
-    ///             .run(async {
-    ///                 // Cancels this scope and the one around it.
-    ///                 assert_eq!(inside.cancel_subtree(outer_id, CancelReason::Manual, ""), Ok(2));
-    ///                 std::future::pending::<()>().await
-    ///             })
-    ///             .await
-    ///     })
-    ///     .await;
-    /// // The inner scope ended first, with `Parent`: the outer body returned its error.
-    /// assert!(outcome.unwrap().is_err());
-    /// # });
-    /// ```
-    pub fn cancel_subtree(
-        &self,
-        id: u64,
-        reason: CancelReason,
-        message: impl Into<String>,
-    ) -> Result<usize, RegistryError> {
-        let Some(root) = self.inner.live_record(id) else {
-            return match self.inner.history.contains(id) {
-                true => Ok(0),
-                false => Err(RegistryError::NotFound { id }),
-            };
-        };
-        let message = message.into();
-        let subtree: Vec<_> = self
-            .inner
-            .live_records()
-            .into_iter()
-            .filter(|record| {
-                record.id != id
-                    && std::iter::successors(record.shared.parent(), |scope| scope.parent())
-                        .any(|scope| Arc::ptr_eq(scope, &root.shared))
-            })
-            .collect();
-        let was_cancelled: Vec<bool> = subtree
-            .iter()
-            .map(|record| record.shared.token.is_cancelled())
-            .collect();
-        let mut cancelled = usize::from(
-            root.shared
-                .token
-                .cancel_with(reason.clone(), message.clone()),
-        );
-        for (record, before) in subtree.iter().zip(was_cancelled) {
-            // Unshielded scopes inside were cancelled with the root (reason
-            // `Parent`); shielded ones only now.
-            record
-                .shared
-                .token
-                .cancel_with(reason.clone(), message.clone());
-            cancelled += usize::from(!before && record.shared.token.is_cancelled());
-        }
-        Ok(cancelled)
-    }
-
-    /// Cancels every live operation that passes `filter`; returns how many
-    /// this call cancelled.
-    ///
-    /// ```
-    /// use cancelable::registry::{Filter, Registry};
-    /// use cancelable::{CancelReason, CancelScope};
-    ///
-    /// # futures::executor::block_on(async {
-    /// let registry = Registry::new();
-    /// let inside = registry.clone();
-    /// let outcome = CancelScope::new()
-    ///     .name("batch-1")
-    ///     .register_in(&registry)
-    ///     .run(async move {
-    ///         let batches = Filter::new().name("batch-*").unwrap();
-    ///         assert_eq!(inside.cancel_all(&batches, CancelReason::Manual, "shutdown"), 1);
-    ///         std::future::pending::<()>().await
-    ///     })
-    ///     .await;
-    /// assert!(outcome.is_err());
-    /// # });
-    /// ```
-    pub fn cancel_all(
-        &self,
-        filter: &Filter,
-        reason: CancelReason,
-        message: impl Into<String>,
-    ) -> usize {
-        let message = message.into();
-        self.list(filter)
-            .iter()
-            .filter_map(|info| self.inner.live_record(info.id))
-            .filter(|record| {
-                record
-                    .shared
-                    .token
-                    .cancel_with(reason.clone(), message.clone())
-            })
-            .count()
     }
 
     /// The newest `limit` finished operations that pass `filter`, newest
@@ -824,57 +534,6 @@ impl Registry {
         self.inner.history.cleanup(older_than, &mut Now::new())
     }
 
-    /// Counts by status, stuck operations, and duration and cancellation
-    /// lag histograms, in total and per operation name (unnamed
-    /// operations under `""`), since the registry was made.
-    ///
-    /// ```
-    /// use cancelable::registry::Registry;
-    /// use cancelable::CancelScope;
-    ///
-    /// # futures::executor::block_on(async {
-    /// let registry = Registry::new();
-    /// CancelScope::new().name("fetch").register_in(&registry).run(async {}).await.unwrap();
-    /// let statistics = registry.statistics();
-    /// let fetch = &statistics.by_name["fetch"];
-    /// assert_eq!((fetch.completed, fetch.cancelled, fetch.failed), (1, 0, 0));
-    /// assert_eq!(fetch.durations.count(), 1);
-    /// assert!(fetch.lag.is_empty());
-    /// # });
-    /// ```
-    pub fn statistics(&self) -> Statistics {
-        let mut statistics = Statistics::default();
-        for shard in self.inner.shards.iter() {
-            let state = lock(&shard.state);
-            for (name, stats) in &state.stats {
-                statistics
-                    .by_name
-                    .entry(name.to_string())
-                    .or_default()
-                    .merge(stats);
-            }
-        }
-        let mut now = Now::new();
-        let real_now = now.real();
-        for record in self.inner.live_records() {
-            let stats = statistics
-                .by_name
-                .entry(record.name_or_empty().to_owned())
-                .or_default();
-            stats.running += 1;
-            if record.is_stuck(real_now) {
-                stats.stuck += 1;
-                if let Some(ago) = record.cancelled_for(real_now) {
-                    stuck::report(&record, ago);
-                }
-            }
-        }
-        for stats in statistics.by_name.values() {
-            statistics.total.merge(stats);
-        }
-        statistics
-    }
-
     /// The tree of live operations: each with its reason, remaining
     /// deadline, progress and stuck flag, the registered operations inside
     /// it as children. Serialisable with the `serde` feature.
@@ -910,116 +569,5 @@ impl Registry {
     /// ```
     pub fn snapshot(&self) -> Snapshot {
         Snapshot::build(self.inner.live_records_with_ids(), &mut Now::new())
-    }
-}
-
-/// Registering scopes (feature `registry`).
-impl CancelScope {
-    /// Registers the operation in the process-wide [`global`] registry
-    /// while it runs: listed, cancellable by id, counted in the statistics
-    /// and history. `#[cancellable(register = true)]` does the same.
-    ///
-    /// ```
-    /// use cancelable::{registry, CancelScope};
-    ///
-    /// # futures::executor::block_on(async {
-    /// let scope = CancelScope::new().name("registered-doc").register();
-    /// let id = scope.handle().id();
-    /// scope
-    ///     .run(async move { assert!(registry::global().get(id).is_some()) })
-    ///     .await
-    ///     .unwrap();
-    /// # });
-    /// ```
-    pub fn register(self) -> Self {
-        self.register_in(global())
-    }
-
-    /// Registers the operation in `registry` while it runs.
-    ///
-    /// A scope belongs to one registry: a scope that already holds a
-    /// [`key`](Self::key) stays in the registry of its key, so choose the
-    /// registry before the key.
-    ///
-    /// ```
-    /// use cancelable::{registry::Registry, CancelScope};
-    ///
-    /// # futures::executor::block_on(async {
-    /// let registry = Registry::new();
-    /// CancelScope::new().register_in(&registry).run(async {}).await.unwrap();
-    /// assert_eq!(registry.statistics().total.finished(), 1);
-    /// # });
-    /// ```
-    pub fn register_in(mut self, registry: &Registry) -> Self {
-        let (_, _, hook) = self.registration();
-        let registration = Registration::request_in(hook);
-        match registration {
-            Some(request) if request.key.is_some() => {}
-            _ => {
-                *registration = Some(Request {
-                    registry: registry.clone(),
-                    key: None,
-                })
-            }
-        }
-        self
-    }
-
-    /// Registers the operation under a user key, unique among the
-    /// operations of its registry that have not finished: found with
-    /// [`Registry::get_by_key`], cancelled with [`Registry::cancel_by_key`].
-    ///
-    /// The key is held from this call until the scope finishes, or is
-    /// dropped unstarted. `Err(KeyInUse)` names the operation that holds
-    /// it; the registry is the one chosen with
-    /// [`register_in`](Self::register_in) before, else the global one.
-    ///
-    /// ```
-    /// use cancelable::registry::{Registry, RegistryError};
-    /// use cancelable::CancelScope;
-    ///
-    /// let registry = Registry::new();
-    /// let first = CancelScope::new().name("sync").register_in(&registry).key("job-42")?;
-    /// let clash = CancelScope::new().register_in(&registry).key("job-42").unwrap_err();
-    /// assert!(matches!(
-    ///     &clash,
-    ///     RegistryError::KeyInUse { holder, holder_name: Some(name), .. }
-    ///         if *holder == first.handle().id() && name == "sync"
-    /// ));
-    /// drop(first); // never started: the key is free again
-    /// assert!(CancelScope::new().register_in(&registry).key("job-42").is_ok());
-    /// # Ok::<(), RegistryError>(())
-    /// ```
-    pub fn key(mut self, key: impl Into<String>) -> Result<Self, RegistryError> {
-        let key = key.into();
-        let (shared, name, hook) = self.registration();
-        let registration = Registration::request_in(hook);
-        if let Some(Request {
-            key: Some(claim), ..
-        }) = registration
-        {
-            if *claim.key == *key {
-                return Ok(self);
-            }
-        }
-        let registry = match registration {
-            Some(request) => request.registry.clone(),
-            None => global().clone(),
-        };
-        let claim = registry.inner.claim_key(key, shared, name.cloned())?;
-        // A second key replaces the first (released as the old claim drops).
-        *registration = Some(Request {
-            registry,
-            key: Some(claim),
-        });
-        Ok(self)
-    }
-}
-
-impl fmt::Debug for Request {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Request")
-            .field("key", &self.key.as_ref().map(|claim| &claim.key))
-            .finish_non_exhaustive()
     }
 }

@@ -5,7 +5,8 @@
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::task::Waker;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{lock, Registry};
 use crate::backend::Clock;
@@ -27,6 +28,9 @@ use crate::OperationStatus;
 pub(crate) struct Record {
     pub(crate) shared: Arc<ScopeShared>,
     pub(crate) id: u64,
+    /// The order in which operations joined the registry (their start
+    /// order): what `list` sorts by.
+    pub(crate) joined: u64,
     /// On the scope's clock.
     pub(crate) started: Instant,
     /// When the scope's token was cancelled, on the real clock.
@@ -46,6 +50,9 @@ pub(crate) struct Record {
     /// setting a `OnceLock` costs twice as many instructions as an
     /// uncontended lock, and only the history reads it.
     pub(crate) exit: Mutex<Option<Exit>>,
+    /// Who awaits the final outcome (a [`CancelAnswer`](super::CancelAnswer)'s
+    /// future): woken once the exit is fully recorded (`None` then).
+    pub(crate) outcome_waiters: Mutex<Option<Vec<Waker>>>,
     /// The key, held until the exit.
     pub(crate) key_claim: Mutex<Option<KeyClaim>>,
 }
@@ -60,6 +67,12 @@ pub(crate) struct Exit {
 }
 
 impl Record {
+    /// Running: not exiting (an exiting scope sets its final status, then
+    /// `left`, then leaves the live set).
+    pub(crate) fn is_live(&self) -> bool {
+        !self.left.load(Ordering::Acquire) && !self.shared.status().is_finished()
+    }
+
     /// How it ended, once it has.
     pub(crate) fn exit(&self) -> Option<Exit> {
         *lock(&self.exit)
@@ -88,12 +101,44 @@ impl Record {
             .map(|at| real_now.saturating_duration_since(at))
     }
 
-    /// Running, cancelled at least the stuck threshold ago, not exited.
+    /// The scope's grace period, if it has one.
+    pub(crate) fn grace(&self) -> Option<Duration> {
+        let data = crate::sync::lock(&self.shared.data);
+        data.extra.as_ref()?.grace.map(|(period, _)| period)
+    }
+
+    /// How long after its cancel request the operation counts as stuck:
+    /// its grace period (at least the registry's threshold), or without
+    /// one the threshold.
+    pub(crate) fn stuck_limit(&self) -> Duration {
+        self.grace()
+            .map_or(self.stuck_after, |grace| grace.max(self.stuck_after))
+    }
+
+    /// Running, cancelled at least its [`stuck_limit`](Self::stuck_limit)
+    /// ago, not exited.
     pub(crate) fn is_stuck(&self, real_now: Instant) -> bool {
         !self.left.load(Ordering::Acquire)
             && self
                 .cancelled_for(real_now)
-                .is_some_and(|ago| ago >= self.stuck_after)
+                .is_some_and(|ago| ago >= self.stuck_limit())
+    }
+
+    /// Running, cancelled, with a grace period that has not run out yet:
+    /// cleaning up as it is allowed to.
+    pub(crate) fn is_in_grace(&self, real_now: Instant) -> bool {
+        !self.left.load(Ordering::Acquire)
+            && self
+                .cancelled_for(real_now)
+                .is_some_and(|ago| self.grace().is_some_and(|grace| ago < grace))
+    }
+
+    /// Wakes those awaiting the final outcome: the exit is recorded.
+    pub(crate) fn outcome_known(&self) {
+        let waiters = lock(&self.outcome_waiters).take();
+        for waker in waiters.into_iter().flatten() {
+            waker.wake();
+        }
     }
 }
 
@@ -115,5 +160,38 @@ impl Drop for KeyClaim {
             }
         };
         drop(released);
+    }
+}
+
+/// The time now on each clock, each read at most once per query.
+pub(crate) struct Now {
+    pub(crate) wall: SystemTime,
+    real: Option<Instant>,
+    #[cfg(feature = "tokio")]
+    tokio: Option<Instant>,
+}
+
+impl Now {
+    pub(crate) fn new() -> Self {
+        Now {
+            wall: SystemTime::now(),
+            real: None,
+            #[cfg(feature = "tokio")]
+            tokio: None,
+        }
+    }
+
+    /// Now on the real (monotonic) clock.
+    pub(crate) fn real(&mut self) -> Instant {
+        *self.real.get_or_insert_with(Instant::now)
+    }
+
+    /// Now on `clock`.
+    pub(crate) fn on(&mut self, clock: Clock) -> Instant {
+        match clock {
+            #[cfg(feature = "tokio")]
+            Clock::Tokio => *self.tokio.get_or_insert_with(|| clock.now()),
+            Clock::Std => self.real(),
+        }
     }
 }

@@ -53,8 +53,12 @@ pub struct OperationInfo {
     pub checkpoints_since_cancel: u64,
     /// A [`shield`](crate::shield) runs inside it, holding it open.
     pub shielded: bool,
-    /// Cancelled longer ago than the registry's stuck threshold, and still
-    /// running.
+    /// Cancelled, with a grace period ([`CancelScope::grace`](crate::CancelScope::grace))
+    /// that has not run out: cleaning up as it is allowed to, not stuck.
+    pub in_grace: bool,
+    /// Still running past its grace period (and at least the registry's
+    /// stuck threshold) since its cancel request or, without a grace
+    /// period, past the threshold.
     pub stuck: bool,
 }
 
@@ -85,6 +89,7 @@ impl OperationInfo {
         let real_now = now.real();
         let cancelled_for = record.cancelled_for(real_now);
         let stuck = record.is_stuck(real_now);
+        let in_grace = !stuck && record.is_in_grace(real_now);
         if let (true, Some(ago)) = (stuck, cancelled_for) {
             stuck::report(record, ago);
         }
@@ -111,6 +116,7 @@ impl OperationInfo {
                 shared.checkpoints_after_cancel.load(Ordering::Relaxed),
             ),
             shielded: shared.shields.load(Ordering::Acquire) > 0,
+            in_grace,
             stuck,
         }
     }

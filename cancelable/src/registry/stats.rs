@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use super::{lock, stuck, Now};
 use crate::OperationStatus;
 
 /// Sub-buckets per power of two: values are kept within 1/8 of their size
@@ -225,8 +226,14 @@ pub struct OperationStats {
     pub cancelled: u64,
     /// Operations whose body returned its own error or panicked.
     pub failed: u64,
-    /// Running operations cancelled longer ago than the registry's
-    /// stuck threshold.
+    /// Of the `completed` ones, those that completed though a cancel was
+    /// requested while they ran: the body finished before it saw the
+    /// cancellation (a checkpoint or cancellation-aware wait would have
+    /// returned it).
+    pub completed_despite_cancel: u64,
+    /// Running operations stuck after cancel: cancelled longer ago than
+    /// their grace period (and the registry's stuck threshold), or, without
+    /// a grace period, than the threshold.
     pub stuck: u64,
     /// How long finished operations ran.
     pub durations: Histogram,
@@ -246,6 +253,7 @@ impl OperationStats {
         self.completed += other.completed;
         self.cancelled += other.cancelled;
         self.failed += other.failed;
+        self.completed_despite_cancel += other.completed_despite_cancel;
         self.stuck += other.stuck;
         self.durations.merge(&other.durations);
         self.lag.merge(&other.lag);
@@ -259,7 +267,10 @@ impl OperationStats {
         lag: Option<Duration>,
     ) {
         match status {
-            OperationStatus::Completed => self.completed += 1,
+            OperationStatus::Completed => {
+                self.completed += 1;
+                self.completed_despite_cancel += u64::from(lag.is_some());
+            }
             OperationStatus::Failed => self.failed += 1,
             // Still `Running` or `Pending` cannot happen at exit: the scope
             // sets its final status first. Count it as cancelled rather
@@ -272,6 +283,60 @@ impl OperationStats {
         if let Some(lag) = lag {
             self.lag.record(lag);
         }
+    }
+}
+
+/// Statistics (feature `registry`).
+impl super::Registry {
+    /// Counts by status, stuck operations, and duration and cancellation
+    /// lag histograms, in total and per operation name (unnamed
+    /// operations under `""`), since the registry was made.
+    ///
+    /// ```
+    /// use cancelable::registry::Registry;
+    /// use cancelable::CancelScope;
+    ///
+    /// # futures::executor::block_on(async {
+    /// let registry = Registry::new();
+    /// CancelScope::new().name("fetch").register_in(&registry).run(async {}).await.unwrap();
+    /// let statistics = registry.statistics();
+    /// let fetch = &statistics.by_name["fetch"];
+    /// assert_eq!((fetch.completed, fetch.cancelled, fetch.failed), (1, 0, 0));
+    /// assert_eq!(fetch.durations.count(), 1);
+    /// assert!(fetch.lag.is_empty());
+    /// # });
+    /// ```
+    pub fn statistics(&self) -> Statistics {
+        let mut statistics = Statistics::default();
+        for shard in self.inner.shards.iter() {
+            let state = lock(&shard.state);
+            for (name, stats) in &state.stats {
+                statistics
+                    .by_name
+                    .entry(name.to_string())
+                    .or_default()
+                    .merge(stats);
+            }
+        }
+        let mut now = Now::new();
+        let real_now = now.real();
+        for record in self.inner.live_records() {
+            let stats = statistics
+                .by_name
+                .entry(record.name_or_empty().to_owned())
+                .or_default();
+            stats.running += 1;
+            if record.is_stuck(real_now) {
+                stats.stuck += 1;
+                if let Some(ago) = record.cancelled_for(real_now) {
+                    stuck::report(&record, ago);
+                }
+            }
+        }
+        for stats in statistics.by_name.values() {
+            statistics.total.merge(stats);
+        }
+        statistics
     }
 }
 

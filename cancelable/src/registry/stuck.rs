@@ -1,5 +1,7 @@
 //! Stuck-after-cancel detection: an operation whose cancel was requested
-//! longer ago than the registry's threshold and that has not exited.
+//! longer ago than its grace period (at least the registry's threshold)
+//! or, without one, than the threshold, and that has not exited. Within
+//! its grace period an operation is cleaning up as allowed: "in grace".
 //!
 //! Snapshots and listings flag such operations whenever they are read. To
 //! *report* one (a `tracing` warning, a metrics counter) even when nobody
@@ -84,7 +86,7 @@ struct WatchState {
 #[cfg(any(feature = "tracing", feature = "metrics"))]
 impl Watch {
     fn watch(self: &Arc<Self>, record: &Arc<Record>, requested: Instant) {
-        let Some(due) = requested.checked_add(record.stuck_after) else {
+        let Some(due) = requested.checked_add(record.stuck_limit()) else {
             return;
         };
         let mut state = lock(&self.state);

@@ -304,7 +304,7 @@ fn cancel_found(
     let cancelled_now = shared
         .registry
         .cancel(info.id, reason.clone(), message)
-        .unwrap_or(false);
+        .is_ok_and(|answer| answer.is_requested());
     Found {
         ack: WireAck {
             id: info.id,
