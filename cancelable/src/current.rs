@@ -243,6 +243,7 @@ pub(crate) mod trips {
     use std::sync::{Arc, Mutex, PoisonError, Weak};
 
     use crate::scope::slot::Current;
+    use crate::scope::ScopeShared;
     use crate::CancelReason;
 
     /// Live trips; checkpoints skip the lock while there are none.
@@ -290,6 +291,16 @@ pub(crate) mod trips {
         }
     }
 
+    /// A cancellation-aware wait (a sleep, `cancelled()`, `.or_cancelled()`,
+    /// a blocking run) starts, or a stream adapter starts pulling an item,
+    /// watching `scope`: counted as a checkpoint inside it.
+    #[inline]
+    pub(crate) fn on_wait(scope: &Arc<ScopeShared>) {
+        if ACTIVE.load(Ordering::Acquire) != 0 {
+            count_in(scope);
+        }
+    }
+
     #[cold]
     #[inline(never)]
     fn count(current: &Current) {
@@ -299,6 +310,14 @@ pub(crate) mod trips {
         let Some(scope) = current.scope.borrow().clone() else {
             return;
         };
+        count_in(&scope);
+    }
+
+    /// Counts a cancellation point inside `scope` for each trip whose scope
+    /// is in its chain, and cancels the trip's scope when its count runs out.
+    #[cold]
+    #[inline(never)]
+    fn count_in(scope: &Arc<ScopeShared>) {
         let trips: Vec<Arc<Trip>> = TRIPS
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -562,13 +562,18 @@ impl<S: Stream> Cancellable<S> {
         if !matches!(this.end, End::Running) {
             return Poll::Ready(None);
         }
+        this.watch.begin_pull();
         // Checked before the inner stream is polled: an item it hands over
         // is always returned. (Bound at construction: no binding to do.)
         if this.watch.is_cancelled() {
             *this.end = End::Cancelled(this.watch.error());
             return Poll::Ready(None);
         }
-        match this.stream.poll_next(cx) {
+        let polled = this.stream.poll_next(cx);
+        if polled.is_ready() {
+            this.watch.end_pull();
+        }
+        match polled {
             Poll::Ready(Some(item)) => {
                 if let Some(counter) = this.progress {
                     counter.tick(this.watch);

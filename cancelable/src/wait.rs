@@ -116,6 +116,10 @@ pub(crate) struct Watch {
     /// Registered with the token at the first pend, not before: a wait
     /// that is ready at once costs no lock.
     wait: Option<WaitForCancellationOwned>,
+    /// A stream adapter's pull was counted by the testing kit's
+    /// `CancelAfterCheckpoints` (once per item).
+    #[cfg(feature = "testing")]
+    pulling: bool,
 }
 
 enum Target {
@@ -158,7 +162,12 @@ impl Watch {
     }
 
     fn with(target: Target) -> Watch {
-        Watch { target, wait: None }
+        Watch {
+            target,
+            wait: None,
+            #[cfg(feature = "testing")]
+            pulling: false,
+        }
     }
 
     /// Binds to the current scope if not bound yet; `true` if it bound now.
@@ -171,7 +180,36 @@ impl Watch {
             Some(watch) => watch.target,
             None => Target::Nothing,
         };
+        // The wait starts: a cancellation point the testing kit counts.
+        #[cfg(feature = "testing")]
+        if let Target::Scope(scope) = &self.target {
+            crate::current::trips::on_wait(scope);
+        }
         true
+    }
+
+    /// A stream adapter starts pulling an item (a no-op until the item is
+    /// handed over, `end_pull`): a cancellation point the testing kit
+    /// counts, once per item. Nothing without the `testing` feature.
+    #[inline(always)]
+    pub(crate) fn begin_pull(&mut self) {
+        #[cfg(feature = "testing")]
+        if !self.pulling {
+            self.pulling = true;
+            if let Target::Scope(scope) = &self.target {
+                crate::current::trips::on_wait(scope);
+            }
+        }
+    }
+
+    /// The pull started by `begin_pull` is over (an item, the end, or the
+    /// cancellation).
+    #[inline(always)]
+    pub(crate) fn end_pull(&mut self) {
+        #[cfg(feature = "testing")]
+        {
+            self.pulling = false;
+        }
     }
 
     /// The scope watched, if the watch is bound to one.

@@ -18,7 +18,8 @@ use cancelable::testing::{
     assert_cancelled_within, CancelAfterCheckpoints, EventKind, ManualClock, OperationRecorder,
 };
 use cancelable::{cancel_point, report_progress, CancelReason, CancelScope, Cancelled, Source};
-use futures::FutureExt;
+use cancelable::{CancellableStream, OrCancelled, TaskGroup};
+use futures::{FutureExt, StreamExt};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -81,8 +82,75 @@ async fn three_steps(log: Arc<Mutex<Vec<String>>>) -> Result<(), Cancelled> {
     Ok(())
 }
 
+/// A body with one cancellation point of each kind, logging each it gets
+/// through.
+async fn every_kind_of_point(log: Arc<Mutex<Vec<&'static str>>>) -> Result<(), Cancelled> {
+    let push = |entry: &'static str| log.lock().unwrap().push(entry);
+    cancelable::checkpoint().await?;
+    push("checkpoint");
+    cancelable::sleep(Duration::from_millis(1)).await?;
+    push("sleep");
+    cancelable::sleep_until(Instant::now()).await?;
+    push("sleep_until");
+    async {}.or_cancelled().await?;
+    push("or_cancelled");
+    futures::select_biased! {
+        cancelled = cancelable::cancelled().fuse() => return Err(cancelled),
+        () = futures::future::ready(()) => {}
+    }
+    push("cancelled()");
+    let mut items = futures::stream::iter([1, 2])
+        .within_current()
+        .expect("in a scope");
+    while items.next().await.is_some() {
+        push("stream item");
+    }
+    if let Some(cancelled) = items.cancellation() {
+        return Err(cancelled.clone());
+    }
+    push("stream end");
+    cancel_point!();
+    push("cancel_point!");
+    Ok(())
+}
+
 cancelable_tests::on_every_backend_with! {
     guard = serial();
+
+    async fn cancel_after_checkpoints_stops_at_every_kind_of_cancellation_point() {
+        let points = [
+            "checkpoint", "sleep", "sleep_until", "or_cancelled", "cancelled()",
+            "stream item", "stream item", "stream end", "cancel_point!",
+        ];
+        for n in 0..=points.len() as u64 {
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let trip = CancelAfterCheckpoints::new(n);
+            let outcome = trip.scope(CancelScope::new()).try_run(every_kind_of_point(log.clone())).await;
+            let log = log.lock().unwrap().clone();
+            assert_eq!(log, points[..n as usize], "n = {n}: the points passed");
+            match outcome {
+                Err(cancelled) => {
+                    assert!((n as usize) < points.len(), "n = {n}: cancelled past the last point");
+                    assert_eq!(cancelled.reason(), &CancelReason::Manual);
+                    assert_eq!(trip.checkpoints(), n + 1, "n = {n}");
+                }
+                Ok(()) => assert_eq!(n as usize, points.len(), "n = {n}: a point was skipped"),
+            }
+        }
+    }
+
+    async fn assert_cancelled_within_takes_a_task_group_result() {
+        let group = TaskGroup::new();
+        let handle = group.handle();
+        let run = group.run(|group| async move {
+            group.start_soon(pending::<Result<(), Cancelled>>());
+            pending::<Result<(), Cancelled>>().await
+        });
+        handle.cancel();
+        // A `GroupError` gives its `Cancelled`: no wrapper needed.
+        let cancelled = assert_cancelled_within(GENEROUS, run).await;
+        assert_eq!(cancelled.reason(), &CancelReason::Manual);
+    }
 
     async fn manual_clock_times_a_scope_out_exactly_when_advanced_to_its_deadline() {
         let real = Instant::now();

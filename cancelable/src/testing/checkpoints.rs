@@ -6,18 +6,32 @@ use std::sync::Arc;
 use crate::current::trips::{self, Trip};
 use crate::CancelScope;
 
-/// Cancels a scope at a chosen checkpoint of its body: after `n`
-/// checkpoints have gone through, the next one ([`checkpoint`](crate::checkpoint)
-/// or [`cancel_point!`](crate::cancel_point), in the scope or in scopes
-/// nested in it, not inside a [`shield`](fn@crate::shield)) cancels the scope
-/// with [`CancelReason::Manual`](crate::CancelReason::Manual) and returns
-/// the cancellation.
+/// Cancels a scope at a chosen cancellation point of its body: after `n`
+/// of them have gone through, the next one cancels the scope with
+/// [`CancelReason::Manual`](crate::CancelReason::Manual) and returns the
+/// cancellation. Counted, in the scope or in scopes nested in it, not
+/// inside a [`shield`](fn@crate::shield):
+///
+/// * each [`checkpoint`](crate::checkpoint) and [`cancel_point!`](crate::cancel_point)
+///   (not `cancel_point!(token)`, which watches a token of its own);
+/// * each cancellation-aware wait, once, when it starts (its first poll):
+///   [`sleep`](crate::sleep), [`sleep_until`](crate::sleep_until),
+///   [`cancelled`](crate::cancelled), [`.or_cancelled()`](crate::OrCancelled::or_cancelled),
+///   [`run_blocking`](crate::run_blocking);
+/// * each item a stream adapter watching the scope
+///   ([`within`](crate::CancellableStream::within),
+///   [`within_current`](crate::CancellableStream::within_current)) pulls, and
+///   its pull of the end.
 ///
 /// Looping `n = 0, 1, 2, ..` until the body completes hits every
 /// cancellation point of the body once, deterministically: the way to
 /// test that each of them cleans up.
 ///
 /// The count is kept while this value lives; it is exact on every backend.
+/// It goes on after the trip: the cleanup's cancellation points, and those
+/// of every other scope given to [`scope`](Self::scope) (sibling children
+/// included), keep counting in [`checkpoints`](Self::checkpoints); only the
+/// first point past `n` cancels.
 ///
 /// ```
 /// use cancelable::testing::CancelAfterCheckpoints;
@@ -79,8 +93,9 @@ impl CancelAfterCheckpoints {
         scope
     }
 
-    /// The checkpoints counted so far, in all the scopes given to
-    /// [`scope`](Self::scope) (the one that cancelled included).
+    /// The cancellation points counted so far, in all the scopes given to
+    /// [`scope`](Self::scope) (the one that cancelled included), before and
+    /// after the trip.
     pub fn checkpoints(&self) -> u64 {
         self.lock()
             .iter()

@@ -9,9 +9,11 @@
 //! * [`OperationRecorder`] — records the start, progress, cancellation and
 //!   completion of scopes and asserts on their order.
 //! * [`assert_cancelled_within`] — the `Cancelled` of a future that must
-//!   be cancelled, or a panic saying what happened instead.
+//!   be cancelled (its error a `Cancelled`, a `GroupError`, any
+//!   [`AsCancelled`]), or a panic saying what happened instead.
 //! * [`CancelAfterCheckpoints`] — a scope cancelled at its `n`-th
-//!   checkpoint: loop `n = 0..` to hit every cancellation point of a body.
+//!   cancellation point (checkpoints, `cancel_point!`, cancellation-aware
+//!   waits, stream pulls): loop `n = 0..` to hit every one of a body.
 //! * [`ManualClock`] — a clock that moves only when advanced and drives
 //!   scope deadlines on every backend, with no real waiting.
 //!
@@ -22,9 +24,10 @@
 //! cancelable = { version = "0.1", features = ["testing"] }
 //! ```
 //!
-//! The feature costs the rest of the crate one atomic load per clock read
-//! and per checkpoint while no manual clock or checkpoint counter is in
-//! use, and nothing when it is off.
+//! The feature costs the rest of the crate one atomic load per clock read,
+//! per checkpoint and per cancellation-aware wait or stream pull while no
+//! manual clock or checkpoint counter is in use, and nothing when it is
+//! off.
 
 mod assert;
 mod checkpoints;
@@ -32,7 +35,7 @@ mod clock;
 mod recorder;
 mod runner;
 
-pub use assert::assert_cancelled_within;
+pub use assert::{assert_cancelled_within, AsCancelled};
 pub use checkpoints::CancelAfterCheckpoints;
 pub use clock::ManualClock;
 pub use recorder::{Event, EventKind, OperationRecorder};
