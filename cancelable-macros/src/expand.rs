@@ -75,10 +75,16 @@ pub(crate) fn expand(config: &Config, function: ItemFn) -> TokenStream {
         quote_spanned!(*span=> .on_signal(#private::Signal::#variant))
     });
     let token = config.token.as_ref().map(|token| {
-        let span = Span::mixed_site().located_at(token.base.span());
+        // The call at the attribute, the reference at the user's path: a
+        // token of the wrong type is underlined on the whole path.
+        let span = Span::mixed_site();
         let private = private(span);
         let path = &token.expr;
-        quote_spanned!(span=> let #scope = #private::link_token(#scope, &#path);)
+        // The reference is spanned at the user's own tokens (not the
+        // macro's hygiene), so that a token of the wrong type is reported
+        // on the whole path, `self.count`, not on its first segment.
+        let reference = quote_spanned!(token.base.span()=> &);
+        quote_spanned!(span=> let #scope = #private::link_token(#scope, #reference #path);)
     });
     // `register = true`: spanned at the key, where a missing `registry`
     // feature is reported.

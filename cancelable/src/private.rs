@@ -127,11 +127,18 @@ where
 }
 
 /// Not public API. What `token = param` accepts.
+#[diagnostic::on_unimplemented(
+    message = "`#[cancellable(token = ...)]` expects a `cancelable::CancellationToken`, but this is a `{Self}`",
+    label = "expected a `CancellationToken` (or a reference to one), found `{Self}`",
+    note = "pass a `cancelable::CancellationToken` (or, with the `tokio-util` feature, a `tokio_util::sync::CancellationToken`): a parameter, or a field of `self` or of a parameter"
+)]
 pub trait LinkToken {
     /// Not public API.
     fn link(&self, scope: CancelScope) -> CancelScope;
 }
 
+// Not listed in a diagnostic: the message above says what is expected.
+#[diagnostic::do_not_recommend]
 impl LinkToken for CancellationToken {
     fn link(&self, scope: CancelScope) -> CancelScope {
         scope.token(self)
@@ -139,12 +146,15 @@ impl LinkToken for CancellationToken {
 }
 
 #[cfg(feature = "tokio-util")]
+#[diagnostic::do_not_recommend]
 impl LinkToken for tokio_util::sync::CancellationToken {
     fn link(&self, scope: CancelScope) -> CancelScope {
         scope.tokio_util_token(self)
     }
 }
 
+// Not listed in a diagnostic: the message above says what is expected.
+#[diagnostic::do_not_recommend]
 impl<T: LinkToken + ?Sized> LinkToken for &T {
     fn link(&self, scope: CancelScope) -> CancelScope {
         (**self).link(scope)
