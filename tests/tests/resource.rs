@@ -96,4 +96,14 @@ cancelable_tests::on_every_backend! {
         let error = error_of(ResourceLimits::new());
         assert!(error.contains("no resource threshold is set"), "{error}");
     }
+
+    async fn a_disk_threshold_on_a_pseudo_filesystem_is_an_error() {
+        for path in ["/proc/self", "/sys", "/dev/shm"] {
+            let error = error_of(ResourceLimits::new().disk_used_percent(path, 50.0));
+            assert!(
+                error.contains(path) && error.contains("not a disk") && error.contains("give a path on a mounted disk"),
+                "{path}: {error}"
+            );
+        }
+    }
 }

@@ -91,15 +91,17 @@ impl ResourceLimits {
     }
 
     /// Cancels when the used space of the disk holding `path` (which must
-    /// exist) is above `bytes`. May be given for several paths.
+    /// exist, on a disk: not on a pseudo-filesystem such as `/proc`, `/sys`
+    /// or a tmpfs like `/dev/shm`) is above `bytes`. May be given for
+    /// several paths.
     pub fn disk_used_bytes(mut self, path: impl Into<PathBuf>, bytes: u64) -> Self {
         self.disks.push((path.into(), Threshold::Bytes(bytes)));
         self
     }
 
     /// Cancels when the used space of the disk holding `path` (which must
-    /// exist) is above `percent` (0 to 100) of its size. May be given for
-    /// several paths.
+    /// exist, on a disk: not on a pseudo-filesystem) is above `percent`
+    /// (0 to 100) of its size. May be given for several paths.
     pub fn disk_used_percent(mut self, path: impl Into<PathBuf>, percent: f64) -> Self {
         self.disks.push((path.into(), Threshold::Percent(percent)));
         self
@@ -154,7 +156,8 @@ impl Source {
     ///
     /// No threshold set, a percentage outside 0 to 100, a zero check
     /// interval, a path that does not exist or is on no disk this system
-    /// lists, or readings this platform does not support.
+    /// lists (on Linux, also one on a pseudo-filesystem: proc, sysfs,
+    /// tmpfs...), or readings this platform does not support.
     ///
     /// ```
     /// use std::time::Duration;
@@ -323,7 +326,8 @@ fn mount_point(list: &Disks, path: &Path) -> Result<PathBuf, ResourceError> {
             path.display()
         ))
     })?;
-    list.iter()
+    let disk = list
+        .iter()
         .map(|disk| disk.mount_point())
         .filter(|mount_point| canonical.starts_with(mount_point))
         .max_by_key(|mount_point| mount_point.components().count())
@@ -333,7 +337,71 @@ fn mount_point(list: &Disks, path: &Path) -> Result<PathBuf, ResourceError> {
                 "no disk this system lists holds {}: give a path on a mounted disk",
                 path.display()
             ))
+        })?;
+    // The filesystem actually mounted there may be a pseudo one (proc,
+    // sysfs, tmpfs...) inside the disk's tree: it has no disk use of its own.
+    if let Some((mounted_at, kind)) = innermost_mount(&canonical) {
+        if mounted_at != disk {
+            return Err(ResourceError::new(format!(
+                "{} is on a {kind} filesystem mounted at {}, which is not a disk (proc, sysfs, \
+                 tmpfs and the like have no disk use to watch): give a path on a mounted disk",
+                path.display(),
+                mounted_at.display()
+            )));
+        }
+    }
+    Ok(disk)
+}
+
+/// The innermost mount holding `canonical` and its filesystem type, from
+/// `/proc/self/mounts` (Linux); `None` where the table cannot be read.
+fn innermost_mount(canonical: &Path) -> Option<(PathBuf, String)> {
+    let table = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    table
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let _device = fields.next()?;
+            let mounted_at = PathBuf::from(unescape_mount_field(fields.next()?));
+            let kind = fields.next()?.to_owned();
+            Some((mounted_at, kind))
         })
+        .filter(|(mounted_at, _)| canonical.starts_with(mounted_at))
+        // The last of equally deep mounts is the one on top.
+        .fold(
+            None,
+            |innermost: Option<(PathBuf, String)>, mount| match &innermost {
+                Some((best, _)) if best.components().count() > mount.0.components().count() => {
+                    innermost
+                }
+                _ => Some(mount),
+            },
+        )
+}
+
+/// A field of `/proc/self/mounts`, whose spaces, tabs, newlines and
+/// backslashes are written as octal escapes (`\040`).
+fn unescape_mount_field(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .and_then(|digits| std::str::from_utf8(digits).ok())
+            .and_then(|digits| u8::from_str_radix(digits, 8).ok());
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The message if `used` (out of `total`) is above `threshold`.
