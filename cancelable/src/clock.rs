@@ -21,6 +21,14 @@
 //!    and re-registers at once, on the advancing thread).
 //! 3. Uninstalling wakes every waiter: they go back to the real clock and
 //!    the backend's timers.
+//! 4. Backend timers (a source's timeout, a sleep) that one advance passed
+//!    fire in deadline order, as real time would fire them, not in the
+//!    order their owners poll them: each is *firing* until it has been
+//!    polled and seen its deadline reached, and a timer's deadline counts
+//!    as reached only once no firing timer has an earlier one. A firing
+//!    timer that is dropped, or the next advance, lets the others go. The
+//!    deadline shards take no part: they expire in deadline order on the
+//!    advancing thread already.
 
 #[cfg(not(feature = "testing"))]
 use std::task::Waker;
@@ -44,8 +52,18 @@ pub(crate) fn poll_reached(_deadline: Instant, _waker: &Waker) -> Option<bool> {
     None
 }
 
+/// [`poll_reached`] for a backend timer (a source's timeout, a sleep),
+/// `id` naming it (see `manual::poll_timer_reached`).
+#[cfg(not(feature = "testing"))]
+#[inline(always)]
+pub(crate) fn poll_timer_reached(_deadline: Instant, _id: u64, _waker: &Waker) -> Option<bool> {
+    None
+}
+
 #[cfg(feature = "testing")]
-pub(crate) use manual::{advance, install, manual_now, poll_reached, uninstall};
+pub(crate) use manual::{
+    advance, forget_timer, install, manual_now, poll_reached, poll_timer_reached, uninstall,
+};
 
 #[cfg(feature = "testing")]
 mod manual {
@@ -63,6 +81,11 @@ mod manual {
         now: Instant,
         /// Timers waiting for the clock to reach their deadline.
         waiters: Vec<(Instant, Waker)>,
+        /// Backend timers waiting, by id.
+        timers: Vec<(Instant, u64, Waker)>,
+        /// Backend timers the clock reached, not yet polled since: in
+        /// deadline order (then id).
+        firing: Vec<(Instant, u64, Waker)>,
     }
 
     fn state() -> MutexGuard<'static, Option<State>> {
@@ -97,6 +120,64 @@ mod manual {
         Some(false)
     }
 
+    /// [`poll_reached`] for the backend timer `id`: reached only once no
+    /// timer the same advance reached has an earlier deadline and is still
+    /// to fire (invariant 4).
+    pub(crate) fn poll_timer_reached(deadline: Instant, id: u64, waker: &Waker) -> Option<bool> {
+        if !ACTIVE.load(Ordering::Acquire) {
+            return None;
+        }
+        let (reached, next) = {
+            let mut state = state();
+            let state = state.as_mut()?;
+            let firing = state.firing.iter().position(|(_, timer, _)| *timer == id);
+            if state.now < deadline {
+                match state.timers.iter_mut().find(|(_, timer, _)| *timer == id) {
+                    Some(entry) => *entry = (deadline, id, waker.clone()),
+                    None => state.timers.push((deadline, id, waker.clone())),
+                }
+                // Reset to a later deadline: no longer firing.
+                (false, firing.and_then(|at| state.stop_firing(at)))
+            } else {
+                match firing {
+                    // Not waiting when the clock passed it: fires now.
+                    None => (true, None),
+                    Some(0) => (true, state.stop_firing(0)),
+                    Some(at) => {
+                        // An earlier one fires first; this one is woken then.
+                        state.firing[at].2 = waker.clone();
+                        (false, None)
+                    }
+                }
+            }
+        };
+        // The next to fire may be waiting for this one.
+        if let Some(next) = next {
+            next.wake();
+        }
+        Some(reached)
+    }
+
+    /// The backend timer `id` is dropped: it no longer waits, nor holds
+    /// back the timers after it.
+    pub(crate) fn forget_timer(id: u64) {
+        if !ACTIVE.load(Ordering::Acquire) {
+            return;
+        }
+        let next = {
+            let mut state = state();
+            let Some(state) = state.as_mut() else {
+                return;
+            };
+            state.timers.retain(|(_, timer, _)| *timer != id);
+            let firing = state.firing.iter().position(|(_, timer, _)| *timer == id);
+            firing.and_then(|at| state.stop_firing(at))
+        };
+        if let Some(next) = next {
+            next.wake();
+        }
+    }
+
     /// Makes the manual clock, reading `start`, the clock of every scope.
     /// The caller makes sure only one is installed at a time.
     pub(crate) fn install(start: Instant) {
@@ -105,11 +186,11 @@ mod manual {
             let previous = state.replace(State {
                 now: start,
                 waiters: Vec::new(),
+                timers: Vec::new(),
+                firing: Vec::new(),
             });
             ACTIVE.store(true, Ordering::Release);
-            previous
-                .map(|previous| previous.waiters)
-                .unwrap_or_default()
+            previous.map(State::into_wakers).unwrap_or_default()
         };
         wake(waiters);
     }
@@ -119,7 +200,7 @@ mod manual {
         let waiters = {
             let mut state = state();
             ACTIVE.store(false, Ordering::Release);
-            state.take().map(|state| state.waiters).unwrap_or_default()
+            state.take().map(State::into_wakers).unwrap_or_default()
         };
         wake(waiters);
     }
@@ -136,14 +217,53 @@ mod manual {
                 .checked_add(by)
                 .expect("the manual clock was advanced past the end of `Instant`");
             let now = state.now;
-            let (reached, waiting) = std::mem::take(&mut state.waiters)
+            let (mut reached, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut state.waiters)
                 .into_iter()
                 .partition(|(deadline, _)| *deadline <= now);
             state.waiters = waiting;
+            // Timers still firing from an earlier advance go in any order.
+            reached.extend(
+                std::mem::take(&mut state.firing)
+                    .into_iter()
+                    .map(|(deadline, _, waker)| (deadline, waker)),
+            );
+            let (mut firing, timers): (Vec<_>, Vec<_>) = std::mem::take(&mut state.timers)
+                .into_iter()
+                .partition(|(deadline, _, _)| *deadline <= now);
+            state.timers = timers;
+            firing.sort_unstable_by_key(|(deadline, id, _)| (*deadline, *id));
+            state.firing = firing.clone();
+            reached.extend(
+                firing
+                    .into_iter()
+                    .map(|(deadline, _, waker)| (deadline, waker)),
+            );
+            reached.sort_by_key(|(deadline, _)| *deadline);
             (now, reached)
         };
         wake(reached);
         Some(now)
+    }
+
+    impl State {
+        /// Takes the firing timer at `at` out; the waker of the one that
+        /// fires next if it was the first.
+        fn stop_firing(&mut self, at: usize) -> Option<Waker> {
+            self.firing.remove(at);
+            match at {
+                0 => self.firing.first().map(|(_, _, waker)| waker.clone()),
+                _ => None,
+            }
+        }
+
+        /// Every waker waiting on the clock.
+        fn into_wakers(self) -> Vec<(Instant, Waker)> {
+            let timers = self.timers.into_iter().chain(self.firing);
+            self.waiters
+                .into_iter()
+                .chain(timers.map(|(deadline, _, waker)| (deadline, waker)))
+                .collect()
+        }
     }
 
     fn wake(waiters: Vec<(Instant, Waker)>) {

@@ -139,6 +139,48 @@ cancelable_tests::on_every_backend_with! {
         }
     }
 
+    async fn manual_clock_fires_deadlines_passed_in_one_advance_in_deadline_order() {
+        let clock = ManualClock::install();
+        let fired = Arc::new(Mutex::new(Vec::new()));
+        let timed = |secs: u64| {
+            let scope = CancelScope::new().source(Source::timeout(Duration::from_secs(secs)));
+            let fired = fired.clone();
+            scope
+                .handle()
+                .cancel_token()
+                .on_cancel(move |_| fired.lock().unwrap().push(secs))
+                .detach();
+            scope.run(pending::<()>())
+        };
+        let mut t30 = pin!(timed(30));
+        let mut t10 = pin!(timed(10));
+        let mut t20 = pin!(timed(20));
+        assert!(is_pending(&mut t30).await && is_pending(&mut t10).await && is_pending(&mut t20).await);
+        clock.advance(Duration::from_secs(31));
+        let (a, b, c) = futures::join!(t30, t10, t20);
+        assert!(a.is_err() && b.is_err() && c.is_err());
+        assert_eq!(*fired.lock().unwrap(), [10, 20, 30], "as real time would fire them");
+    }
+
+    async fn manual_clock_a_dropped_timer_does_not_hold_back_later_ones() {
+        let clock = ManualClock::install();
+        let fired = Arc::new(Mutex::new(Vec::new()));
+        let timed = |secs: u64| {
+            let scope = CancelScope::new().source(Source::timeout(Duration::from_secs(secs)));
+            let fired = fired.clone();
+            scope.handle().cancel_token().on_cancel(move |_| fired.lock().unwrap().push(secs)).detach();
+            Box::pin(scope.run(pending::<()>()))
+        };
+        let (mut t30, mut t10, mut t20) = (timed(30), timed(10), timed(20));
+        assert!(is_pending(&mut t30).await && is_pending(&mut t10).await && is_pending(&mut t20).await);
+        clock.advance(Duration::from_secs(31));
+        drop(t10);
+        let (a, b) = assert_finishes_within(GENEROUS, async { futures::join!(t30, t20) }).await;
+        assert!(a.is_err() && b.is_err());
+        let fired = fired.lock().unwrap().clone();
+        assert_eq!(fired[fired.len() - 2..], [20, 30], "{fired:?}");
+    }
+
     async fn assert_cancelled_within_takes_a_task_group_result() {
         let group = TaskGroup::new();
         let handle = group.handle();

@@ -111,9 +111,13 @@ impl Backend {
     /// On tokio the runtime must have its time driver enabled
     /// (`enable_time()` or `enable_all()`); tokio offers no way to ask.
     pub(crate) fn timer(self, deadline: Instant) -> Timer {
+        #[cfg(feature = "testing")]
+        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Timer {
             deadline,
             inner: TimerInner::new(self, deadline),
+            #[cfg(feature = "testing")]
+            id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -141,6 +145,17 @@ impl Backend {
 pub(crate) struct Timer {
     deadline: Instant,
     inner: TimerInner,
+    /// Names it to the testing kit's manual clock, which fires the timers
+    /// one advance passed in deadline order.
+    #[cfg(feature = "testing")]
+    id: u64,
+}
+
+#[cfg(feature = "testing")]
+impl Drop for Timer {
+    fn drop(&mut self) {
+        crate::clock::forget_timer(self.id);
+    }
 }
 
 enum TimerInner {
@@ -208,7 +223,11 @@ impl Timer {
     pub(crate) fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         // Under the testing kit's manual clock, no backend timer: woken
         // when the clock is advanced past the deadline.
-        if let Some(reached) = crate::clock::poll_reached(self.deadline, cx.waker()) {
+        #[cfg(feature = "testing")]
+        let id = self.id;
+        #[cfg(not(feature = "testing"))]
+        let id = 0;
+        if let Some(reached) = crate::clock::poll_timer_reached(self.deadline, id, cx.waker()) {
             return if reached {
                 Poll::Ready(())
             } else {

@@ -88,6 +88,12 @@ impl ManualClock {
     /// it reached (their scopes are cancelled on this thread, or on the
     /// tokio runtime that drives them). Returns the time it now reads.
     ///
+    /// Deadlines passed in one advance fire in deadline order, as real time
+    /// would fire them, whatever order their futures are polled in: a
+    /// timeout source or a sleep whose deadline is later than another's
+    /// that the same advance passed waits for that one to fire first (or
+    /// to be dropped).
+    ///
     /// # Panics
     ///
     /// If the time would overflow `Instant`.
