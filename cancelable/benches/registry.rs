@@ -71,7 +71,7 @@ fn cancel_by_id(c: &mut Criterion) {
         b.iter_batched(
             || live_scope(&registry),
             |(id, _, run)| {
-                black_box(registry.cancel(id, CancelReason::Manual, "")).unwrap();
+                let _ = black_box(registry.cancel(id, CancelReason::Manual, "")).unwrap();
                 run
             },
             BatchSize::SmallInput,
@@ -91,7 +91,7 @@ fn cancel_by_id(c: &mut Criterion) {
         },
     );
     let (id, _handle, _run) = live_scope(&registry);
-    registry.cancel(id, CancelReason::Manual, "").unwrap();
+    let _ = registry.cancel(id, CancelReason::Manual, "").unwrap();
     group.bench_function(
         "cancel(id) of an already cancelled operation (lookup only)",
         |b| b.iter(|| black_box(registry.cancel(black_box(id), CancelReason::Manual, ""))),

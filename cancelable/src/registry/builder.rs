@@ -84,7 +84,7 @@ impl RegistryBuilder {
         })
     }
 
-    /// Builds the registry and makes it the [`global`] one. Call it once,
+    /// Builds the registry and makes it the [`global`](super::global) one. Call it once,
     /// early in `main`: once the global registry is in use (or installed),
     /// this is an `Err`.
     ///

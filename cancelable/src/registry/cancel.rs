@@ -77,8 +77,9 @@ pub enum CancelAnswer {
     /// cancellation), and it ends cancelled. An operation dropped unstarted
     /// never runs.
     NotStarted,
-    /// The operation had already ended; nothing changed. How it ended.
-    Ended(FinishedOperation),
+    /// The operation had already ended; nothing changed. How it ended
+    /// (boxed: the other answers are a pointer).
+    Ended(Box<FinishedOperation>),
 }
 
 impl CancelAnswer {
@@ -103,7 +104,7 @@ impl CancelAnswer {
         // An exiting operation sets its final status, then `left`: its
         // outcome is decided, whatever this call does.
         if record.left.load(Ordering::Acquire) || record.shared.status().is_finished() {
-            return CancelAnswer::Ended(history::public(&record, &mut Now::new()));
+            return CancelAnswer::Ended(Box::new(history::public(&record, &mut Now::new())));
         }
         match record.shared.token.cancel_with(reason, message) {
             true => CancelAnswer::Requested(Outcome { record }),
@@ -221,10 +222,10 @@ impl Registry {
             });
         }
         match self.inner.history.find(id) {
-            Some(record) => Ok(CancelAnswer::Ended(history::public(
+            Some(record) => Ok(CancelAnswer::Ended(Box::new(history::public(
                 &record,
                 &mut Now::new(),
-            ))),
+            )))),
             None => Err(RegistryError::NotFound { id }),
         }
     }
