@@ -39,6 +39,7 @@ use super::error::{BoxError, TaskError, TaskFailure};
 use super::state::{lock, GroupShared, LocalChild, Wakeups};
 use crate::backend::{Backend, Timer};
 use crate::sync::Ordering;
+use crate::Cancelled;
 
 /// How many times one poll goes round picking up children started during
 /// it before it yields to the executor.
@@ -146,9 +147,11 @@ impl Core {
         while let Poll::Ready(Some(())) = self.local.poll_next_unpin(cx) {}
     }
 
-    /// The body returned `Err`: a failure unless the group was cancelled.
+    /// The body returned `Err`: a failure unless it is the group's
+    /// cancellation (the outcome rule, see `CancelScope::try_run`).
     fn body_failed(&self, error: BoxError) {
-        if self.shared.scope.shared.token.has_recorded_cause() {
+        let scope = &self.shared.scope.shared;
+        if scope.token.has_recorded_cause() && scope.err_is_cancellation(error.is::<Cancelled>()) {
             return;
         }
         let failure = TaskFailure {

@@ -102,7 +102,12 @@ where
         if let Some(grace) = this.grace.as_ref() {
             // The group records its cause before it cancels its children.
             if grace.own.is_cancelled() && !grace.group.has_recorded_cause() {
-                let cancelled = token_cancelled(&grace.own);
+                // Dropped unfinished: the scope reports it as a checkpoint
+                // in it would, as cancelled (never as a failure).
+                let cancelled = match grace._hold.0.first() {
+                    Some(scope) => scope.observe_cancellation(),
+                    None => token_cancelled(&grace.own),
+                };
                 this.body.set(None);
                 *this.grace = None;
                 return Poll::Ready(Err(ChildError::Cancelled(cancelled)));
@@ -421,7 +426,11 @@ where
     ) -> (Self, TaskHandle<T>) {
         let shared = scope.handle().shared;
         let token = shared.token.clone();
-        let grace = group.grace.map(|_| Grace {
+        // A child with a grace period of its own keeps it, for any
+        // cancellation: its scope holds it; the group's grace is for
+        // children without one.
+        let own_grace = scope.has_grace();
+        let grace = group.grace.filter(|_| !own_grace).map(|_| Grace {
             _hold: Hold::scope(&shared),
             own: token.clone(),
             group: group.scope.shared.token.clone(),
@@ -438,7 +447,7 @@ where
         };
         let slot = Slot::new(Some(child), None);
         let task = ChildTask {
-            run: Some(scope.try_run(held)),
+            run: Some(scope.try_run(held).detached()),
             slot: slot.clone(),
             done: armed.then(|| Done {
                 group: group.clone(),
@@ -511,9 +520,9 @@ where
     }
 }
 
-/// A child's `Err`: a cancellation if its scope was cancelled (a source
-/// fired, or the body returned after the cancellation), as the scope
-/// itself counts it; a failure otherwise.
+/// A child's `Err`: its cancellation or its own failure, by the outcome
+/// rule (see [`CancelScope::try_run`]): the cancellation only if its scope
+/// was cancelled and the child saw it, or the error is a [`Cancelled`].
 fn classify(error: ChildError, child: &ChildRef) -> TaskError {
     // The flag first: reading the cause copies it.
     if !child.token.is_cancelled() && !child.token.has_recorded_cause() {
@@ -523,12 +532,22 @@ fn classify(error: ChildError, child: &ChildRef) -> TaskError {
         };
         return TaskError::Failed(Arc::from(error));
     }
-    match error {
-        ChildError::Cancelled(cancelled) => TaskError::Cancelled(cancelled),
-        ChildError::Body(error) => match error.downcast::<Cancelled>() {
-            Ok(cancelled) => TaskError::Cancelled(*cancelled),
-            Err(_) => TaskError::Cancelled(child.cancelled()),
-        },
+    let error = match error {
+        // The scope's own answer: it dropped the body.
+        ChildError::Cancelled(cancelled) => return TaskError::Cancelled(cancelled),
+        ChildError::Body(error) => error,
+    };
+    let error = match error.downcast::<Cancelled>() {
+        Ok(cancelled) => return TaskError::Cancelled(*cancelled),
+        Err(error) => error,
+    };
+    let saw = child
+        .scope
+        .upgrade()
+        .is_some_and(|scope| scope.err_is_cancellation(false));
+    match saw {
+        true => TaskError::Cancelled(child.cancelled()),
+        false => TaskError::Failed(Arc::from(error)),
     }
 }
 

@@ -13,7 +13,13 @@
 //! # When a child fails
 //!
 //! A child fails when it returns an `Err` that is not its cancellation, or
-//! panics. What happens then:
+//! panics. Which `Err` is the cancellation follows the one outcome rule
+//! (see [`CancelScope::try_run`]): the child saw it (a checkpoint or
+//! cancellation-aware wait returned it) or the error is that
+//! [`Cancelled`]. A child that fails on its own while the group is being
+//! cancelled — two children failing at the same poll, a body and a child —
+//! is a failure, carried by [`GroupError`] and its handle. What happens
+//! then:
 //!
 //! | | the failed child | its siblings | the group's result | a panic |
 //! |---|---|---|---|---|
@@ -213,8 +219,10 @@ impl TaskGroup {
     /// dropped at once, as a cancelled scope drops its body.
     ///
     /// A cancellation of a child's own (its scope's timeout, its handle)
-    /// drops it at once either way. Scopes around the group wait for its
-    /// grace period.
+    /// drops it at once either way — unless the child's scope has a
+    /// [`grace`](CancelScope::grace) period of its own, which it keeps for
+    /// any cancellation (the group's grace is for the children without
+    /// one). Scopes around the group wait for its grace period.
     ///
     /// ```
     /// use std::sync::atomic::{AtomicBool, Ordering};
@@ -465,7 +473,10 @@ where
             Err(cancelled) => (None, external(cancelled)),
             // The cause is recorded before the flag is published.
             Ok(None) if scope.token.has_recorded_cause() => {
-                (None, external(scope.observe_cancellation()))
+                let cancelled = scope.observe_cancellation();
+                // Handed to the code around the group, as a nested scope's.
+                scope.pass_cancellation_up(&cancelled);
+                (None, external(cancelled))
             }
             Ok(None) => (None, None),
         };

@@ -16,7 +16,7 @@ use futures_util::FutureExt;
 use super::error::panic_message;
 use super::error::{BoxError, TaskError};
 use crate::backend::Backend;
-use crate::CancelScope;
+use crate::{CancelScope, Cancelled};
 
 /// How a group restarts its supervised children: set with
 /// [`TaskGroup::supervise`](crate::TaskGroup::supervise), used by
@@ -256,22 +256,29 @@ where
             }
             Err(payload) => Err(payload),
         };
-        let last = match attempt {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(error)) => TaskError::Failed(Arc::from(error)),
-            Err(payload) => TaskError::Panicked(panic_message(&*payload).into()),
-        };
         // A cancellation of the child (its group, an enclosing scope, its
         // handle) is never restarted: it ends the child here. Its cause is
         // recorded before its token reads as cancelled and before the
         // attempt's scope inside it is cancelled: an attempt ended by the
         // cancellation, seen from another thread, is never taken for a
-        // failure.
-        if let Some(child) = &child {
-            if child.token.has_recorded_cause() {
-                return Err(Box::new(child.observe_cancellation()));
-            }
-        }
+        // failure. An attempt that failed on its own meanwhile (the
+        // outcome rule, see `CancelScope::try_run`) ends the child with
+        // that failure, not restarted either.
+        let cancelled = child
+            .as_ref()
+            .filter(|child| child.token.has_recorded_cause());
+        let last = match attempt {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) => match cancelled {
+                Some(child) if child.err_is_cancellation(error.is::<Cancelled>()) => {
+                    return Err(Box::new(child.observe_cancellation()));
+                }
+                Some(_) => return Err(error),
+                None => TaskError::Failed(Arc::from(error)),
+            },
+            Err(payload) if cancelled.is_some() => std::panic::resume_unwind(payload),
+            Err(payload) => TaskError::Panicked(panic_message(&*payload).into()),
+        };
         let now = Backend::detect().now();
         while recent
             .front()

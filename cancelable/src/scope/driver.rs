@@ -86,6 +86,9 @@ pub(super) struct Driver {
     held_by_shield: bool,
     /// The scope has a grace period (`CancelScope::grace`).
     grace: bool,
+    /// The scope's output does not flow into the code of its parent (a
+    /// group's child): its cancellation is not passed up as seen.
+    detached: bool,
 }
 
 /// Where the scope future is; an enum so that the configuration and the
@@ -103,7 +106,13 @@ impl Driver {
             stage: Stage::Configured(scope.config),
             held_by_shield: false,
             grace: false,
+            detached: false,
         }
+    }
+
+    /// See `detached`.
+    pub(super) fn detach(&mut self) {
+        self.detached = true;
     }
 
     fn shared(&self) -> &Arc<ScopeShared> {
@@ -402,10 +411,9 @@ impl Driver {
         let shared = self.shared();
         let status = if !is_failure(&output) {
             OperationStatus::Completed
-        } else if shared.observed.load(Ordering::Acquire) || shared.token.has_recorded_cause() {
-            // An error after the scope was cancelled — even while the cancel
-            // is still reaching the scopes inside it — is the cancellation's
-            // doing.
+        } else if shared.err_is_cancellation(false) {
+            // An error after the body saw the cancellation is the
+            // cancellation's doing; any other is the body's own failure.
             OperationStatus::Cancelled
         } else {
             OperationStatus::Failed
@@ -444,6 +452,9 @@ impl Driver {
             lock(&shared.data).ended = Some(armed.backend.clock().now());
         }
         shared.set_status(status);
+        if let (Some(cancelled), false) = (cancelled, self.detached) {
+            shared.pass_cancellation_up(cancelled);
+        }
         #[cfg(feature = "tracing")]
         match cancelled {
             Some(cancelled) => {

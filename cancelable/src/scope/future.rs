@@ -95,6 +95,16 @@ impl<F: Future> TryRun<F> {
     }
 }
 
+impl<F: Future> TryRun<F> {
+    /// The scope's output does not flow into the code of the scope it
+    /// runs in (a group's child): its cancellation is not passed up to
+    /// that scope as seen by its code.
+    pub(crate) fn detached(mut self) -> Self {
+        self.driver.detach();
+        self
+    }
+}
+
 impl<F, T, E> TryRun<F>
 where
     F: Future<Output = Result<T, E>>,

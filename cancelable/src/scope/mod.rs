@@ -416,6 +416,14 @@ impl CancelScope {
         self
     }
 
+    /// `true` if the scope was given a [`grace`](Self::grace) period.
+    pub(crate) fn has_grace(&self) -> bool {
+        self.config
+            .extras
+            .as_ref()
+            .is_some_and(|extras| extras.grace.is_some())
+    }
+
     /// A handle to the scope: cancel it, move its deadline, read its status,
     /// from anywhere, before, during or after the run.
     pub fn handle(&self) -> ScopeHandle {
@@ -435,8 +443,46 @@ impl CancelScope {
     /// Runs a fallible `body` in the scope: its own result, or
     /// `Err(E::from(cancelled))` if a source fires first.
     ///
-    /// If the body returns an `Err` after a checkpoint observed the
-    /// cancellation, the operation counts as cancelled, not failed.
+    /// # Outcome: cancelled or failed
+    ///
+    /// One rule decides, here and wherever cancelable classifies an `Err`
+    /// (task groups and their handles, supervision, the operation's status
+    /// in the registry): an `Err` is the cancellation only when the code
+    /// *saw* it — a [`checkpoint`](crate::checkpoint), a cancellation-aware
+    /// wait ([`sleep`](crate::sleep), [`cancelled`](crate::cancelled),
+    /// ...) or a scope nested in it returned `Err(Cancelled)` for this
+    /// scope's cancellation — or the error is that
+    /// [`Cancelled`] (where its type can tell: a task group's child).
+    /// Any other `Err` is the code's own failure and is reported as such,
+    /// even when the scope was cancelled at the same time.
+    ///
+    /// ```
+    /// use cancelable::{CancelScope, OperationStatus};
+    ///
+    /// # futures::executor::block_on(async {
+    /// // Cancelled before its start, the body fails on its own: a failure.
+    /// let scope = CancelScope::new();
+    /// let handle = scope.handle();
+    /// handle.cancel();
+    /// let outcome: Result<(), Box<dyn std::error::Error + Send + Sync>> =
+    ///     scope.try_run(async { Err("disk full".into()) }).await;
+    /// assert_eq!(outcome.unwrap_err().to_string(), "disk full");
+    /// assert_eq!(handle.status(), OperationStatus::Failed);
+    ///
+    /// // The body saw the cancellation, then returned an error: cancelled.
+    /// let scope = CancelScope::new();
+    /// let handle = scope.handle();
+    /// handle.cancel();
+    /// let outcome: Result<(), Box<dyn std::error::Error + Send + Sync>> = scope
+    ///     .try_run(async {
+    ///         cancelable::checkpoint().await.map_err(|_| "stopped")?;
+    ///         Ok(())
+    ///     })
+    ///     .await;
+    /// assert_eq!(outcome.unwrap_err().to_string(), "stopped");
+    /// assert_eq!(handle.status(), OperationStatus::Cancelled);
+    /// # });
+    /// ```
     pub fn try_run<F, T, E>(self, body: F) -> TryRun<F>
     where
         F: Future<Output = Result<T, E>>,

@@ -245,6 +245,31 @@ impl ScopeShared {
         self.token.is_cancelled()
     }
 
+    /// The outcome rule (see [`CancelScope::try_run`](crate::CancelScope::try_run)):
+    /// `true` if an `Err` the code of this scope returned is the scope's
+    /// cancellation — the code saw it (a checkpoint, a cancellation-aware
+    /// wait or a nested scope inside it returned it), or the error is a
+    /// [`Cancelled`] (`error_is_cancelled`). Any other `Err` is the code's
+    /// own failure, cancelled scope or not. Groups, supervision and the
+    /// scope's own status all classify with this one test.
+    pub(crate) fn err_is_cancellation(&self, error_is_cancelled: bool) -> bool {
+        error_is_cancelled || self.observed.load(Ordering::Acquire)
+    }
+
+    /// This scope ended with `cancelled`, handed to the code that awaited
+    /// it, which runs in its parent: if the cancellation came from the
+    /// parent, that code saw the parent's cancellation (as a checkpoint
+    /// would have shown it), and an `Err` it returns for it is the
+    /// parent's cancellation too.
+    pub(crate) fn pass_cancellation_up(&self, cancelled: &Cancelled) {
+        if !cancelled.reason().is_from_parent() {
+            return;
+        }
+        if let Some(parent) = self.parent.get().filter(|parent| !parent.shielded) {
+            parent.scope.observed.store(true, Ordering::Release);
+        }
+    }
+
     /// The error describing this scope's cancellation, as a checkpoint
     /// inside it saw it: marks the cancellation as observed.
     pub(crate) fn observe_cancellation(&self) -> Cancelled {

@@ -1,0 +1,199 @@
+//! Task-group tests ported from the libraries task groups follow: trio's
+//! `_core/_tests/test_run.py` (nurseries, cancel scopes) and anyio's
+//! `tests/test_taskgroups.py`, each on every backend — plus the
+//! regressions they found (a child's own error lost to the group's
+//! cancellation, a child's own grace overridden by the group's).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cancelable::{
+    shield, CancelScope, Cancelled, ChildErrors, GraceOutcome, TaskError, TaskGroup, TaskHandle,
+};
+use cancelable_tests::{on_every_backend, sleep};
+use futures::FutureExt;
+
+/// trio's `KeyError`-like failure.
+#[derive(Debug)]
+struct KeyError;
+
+impl std::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyError")
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+/// trio's `ValueError`-like failure.
+#[derive(Debug)]
+struct ValueError;
+
+impl std::fmt::Display for ValueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ValueError")
+    }
+}
+
+impl std::error::Error for ValueError {}
+
+/// Handles a body hands out of the group, read once the group ended.
+type Handles = Arc<Mutex<Vec<TaskHandle<()>>>>;
+
+/// The error a finished child's handle resolves to.
+fn ended_with(handle: TaskHandle<()>) -> TaskError {
+    handle
+        .now_or_never()
+        .expect("the child ended with its group")
+        .unwrap_err()
+}
+
+/// The failures' errors as text, in the order the group recorded them.
+fn failure_texts(error: &cancelable::GroupError) -> Vec<String> {
+    let mut texts: Vec<String> = error
+        .failures()
+        .iter()
+        .map(|failure| match failure.error() {
+            TaskError::Failed(inner) => inner.to_string(),
+            other => panic!("not a failure of its own: {other:?}"),
+        })
+        .collect();
+    texts.sort();
+    texts
+}
+
+on_every_backend! {
+    // trio `test_two_child_crashes`.
+    async fn two_child_crashes_are_both_reported() {
+        let handles = Handles::default();
+        let out = handles.clone();
+        let error = TaskGroup::new()
+            .run(|group| async move {
+                let mut out = out.lock().unwrap();
+                out.push(group.start_soon(async { Err::<(), _>(KeyError) }));
+                out.push(group.start_soon(async { Err::<(), _>(ValueError) }));
+                Ok::<_, Cancelled>(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(failure_texts(&error), ["KeyError", "ValueError"], "{error}");
+        assert!(!error.is_cancelled(), "{error}");
+        let mut handles = std::mem::take(&mut *handles.lock().unwrap()).into_iter();
+        let first = ended_with(handles.next().unwrap());
+        let second = ended_with(handles.next().unwrap());
+        assert!(matches!(&first, TaskError::Failed(e) if e.is::<KeyError>()), "{first:?}");
+        assert!(matches!(&second, TaskError::Failed(e) if e.is::<ValueError>()), "{second:?}");
+    }
+
+    // trio `test_main_and_task_both_crash`.
+    async fn main_and_task_both_crash_are_both_reported() {
+        let error = TaskGroup::new()
+            .run(|group| async move {
+                group.start_soon(async { Err::<(), _>(ValueError) });
+                Err::<(), _>(KeyError)
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(failure_texts(&error), ["KeyError", "ValueError"], "{error}");
+    }
+
+    // trio `test_cancel_scope_exceptiongroup_filtering`: a child started
+    // into a cancelled group fails on its own before it sees anything.
+    async fn a_child_failing_in_a_cancelled_group_is_collected() {
+        let error = TaskGroup::new()
+            .on_child_error(ChildErrors::Collect)
+            .run(|group| async move {
+                group.cancel();
+                group.start_soon(async { Err::<(), _>(KeyError) });
+                Ok::<_, Cancelled>(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(failure_texts(&error), ["KeyError"], "{error}");
+        assert!(error.is_cancelled(), "the group's own cancellation is there too: {error}");
+    }
+
+    // The rule's other side: an `Err` after the child saw the cancellation
+    // (a checkpoint or cancellation-aware wait returned it) is the
+    // cancellation, whatever the error's type.
+    async fn an_error_after_the_child_saw_the_cancellation_is_not_a_failure() {
+        let handles = Handles::default();
+        let out = handles.clone();
+        let error = TaskGroup::new()
+            .grace(Duration::from_secs(5))
+            .run(|group| async move {
+                out.lock().unwrap().push(group.start_soon(async {
+                    match cancelable::sleep(Duration::from_secs(60)).await {
+                        Err(_) => Err(ValueError),
+                        Ok(()) => Ok(()),
+                    }
+                }));
+                group.start_soon(async {
+                    sleep(Duration::from_millis(5)).await;
+                    Err::<(), _>(KeyError)
+                });
+                Ok::<_, Cancelled>(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(failure_texts(&error), ["KeyError"], "{error}");
+        let first = ended_with(handles.lock().unwrap().pop().unwrap());
+        assert!(first.is_cancelled(), "{first:?}");
+    }
+
+    // A supervised child cancelled by a sibling's failure, whose attempt
+    // fails on its own at the same poll: its failure is reported, and it
+    // is not restarted.
+    async fn a_supervised_childs_own_error_in_a_cancelled_group_is_reported() {
+        let error = TaskGroup::new()
+            .run(|group| async move {
+                group.start_soon(async { Err::<(), _>(KeyError) });
+                group.start_supervised(|| async { Err::<(), _>(ValueError) });
+                Ok::<_, Cancelled>(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(failure_texts(&error), ["KeyError", "ValueError"], "{error}");
+    }
+
+    // Issue: a group's grace overrode a child's own scope grace, dropped
+    // the child at its own timeout and said it finished within its grace.
+    async fn a_childs_own_grace_is_honoured_in_a_group_with_a_grace() {
+        for group_grace in [None, Some(Duration::from_secs(1))] {
+            let cleaned = Arc::new(AtomicBool::new(false));
+            let seen = cleaned.clone();
+            let mut group = TaskGroup::new();
+            if let Some(grace) = group_grace {
+                group = group.grace(grace);
+            }
+            let outcome = group
+                .run(|group| async move {
+                    let child = group.start_soon_in(
+                        CancelScope::new()
+                            .timeout(Duration::from_millis(20))
+                            .grace(Duration::from_secs(1)),
+                        async move {
+                            let cancelled = cancelable::sleep(Duration::from_secs(60))
+                                .await
+                                .unwrap_err();
+                            shield(async {
+                                sleep(Duration::from_millis(5)).await;
+                                seen.store(true, Ordering::SeqCst);
+                            })
+                            .await;
+                            Err::<(), _>(cancelled)
+                        },
+                    );
+                    let error = child.await.unwrap_err();
+                    let cancelled = error.cancelled().expect("cancelled by its timeout");
+                    assert!(cancelled.is_timeout(), "{cancelled:?}");
+                    Ok::<_, Cancelled>(cancelled.grace_outcome())
+                })
+                .await
+                .unwrap();
+            assert!(cleaned.load(Ordering::SeqCst), "cleanup lost with group grace {group_grace:?}");
+            assert_eq!(outcome, GraceOutcome::FinishedWithinGrace, "group grace {group_grace:?}");
+        }
+    }
+}
