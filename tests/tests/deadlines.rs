@@ -401,3 +401,57 @@ fn dropped_runtime_then_block_on() {
     let outcome = futures::executor::block_on(scope);
     assert_ended_at_its_deadline(start, outcome);
 }
+
+/// Polls `future` once with a no-op waker: nothing drives its timers.
+fn poll_once_by_hand<F: Future>(future: Pin<&mut F>) -> std::task::Poll<F::Output> {
+    let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+    future.poll(&mut cx)
+}
+
+/// A pending body that counts its polls.
+async fn pending_counted(polls: &std::sync::atomic::AtomicUsize) {
+    std::future::poll_fn(|_| {
+        polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::task::Poll::<()>::Pending
+    })
+    .await
+}
+
+cancelable_tests::on_every_backend! {
+    /// tokio's `deadline_now_elapses`, on a scope: a deadline already
+    /// passed at the first poll ends the scope with `Timeout` at that
+    /// poll, after the body was polled once, whatever drives the timers.
+    async fn a_deadline_passed_at_the_first_poll_ends_the_scope_at_that_poll() {
+        let scopes = [
+            CancelScope::new().deadline(now() - Duration::from_millis(50)),
+            CancelScope::new().deadline(now()),
+            CancelScope::new().timeout(Duration::ZERO),
+        ];
+        for scope in scopes {
+            let polls = std::sync::atomic::AtomicUsize::new(0);
+            let mut run = pin!(scope.run(pending_counted(&polls)));
+            match poll_once_by_hand(run.as_mut()) {
+                std::task::Poll::Ready(outcome) => assert_timeout(&outcome),
+                std::task::Poll::Pending => panic!("still pending under a passed deadline"),
+            }
+            assert_eq!(polls.load(std::sync::atomic::Ordering::SeqCst), 1, "the body is polled first");
+        }
+        // Poll order: a body ready at once returns its value.
+        let mut ready = pin!(CancelScope::new().timeout(Duration::ZERO).run(async { 7 }));
+        assert_eq!(poll_once_by_hand(ready.as_mut()).map(Result::unwrap), std::task::Poll::Ready(7));
+    }
+}
+
+/// tokio's `deadline_now_elapses` (tests/time_timeout.rs) under its paused
+/// clock: `timeout_at(Instant::now(), pending())` is `Err(Elapsed)` at its
+/// first poll; so is a scope with that deadline.
+#[tokio::test(start_paused = true)]
+async fn deadline_now_elapses_under_tokios_paused_clock() {
+    let peer = tokio::time::timeout_at(tokio::time::Instant::now(), pending::<()>());
+    assert!(futures::poll!(pin!(peer)).is_ready());
+    let mut scope = pin!(CancelScope::new().deadline(now()).run(pending::<()>()));
+    match futures::poll!(scope.as_mut()) {
+        std::task::Poll::Ready(outcome) => assert_timeout(&outcome),
+        std::task::Poll::Pending => panic!("still pending under a passed deadline"),
+    }
+}

@@ -21,59 +21,19 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
-use super::deadlines::{Registration, Shard};
+use super::armed::{Armed, NestedIn};
+use super::deadlines::Shard;
 use super::state::ScopeShared;
 use super::{pool, slot};
-use super::{Callback, CancelScope, Config, Extras};
+use super::{Callback, CancelScope, Config};
 use crate::backend::{Backend, Clock};
 use crate::context::{ContextData, OperationStatus};
 use crate::panic;
 use crate::source::{ArmedSources, Sink, Source};
 use crate::sync::{lock, Ordering};
-use crate::token::{Cause, ChildLink, Link};
+use crate::token::{Cause, Link};
 use crate::{CancelReason, Cancelled, GraceOutcome};
-
-/// What a running scope holds: created at its first poll.
-struct Armed {
-    /// Callbacks, run when the scope finishes.
-    extras: Option<Box<Extras>>,
-    /// The first token source, linked to the scope's token.
-    _token_link: Option<ChildLink>,
-    backend: Backend,
-    _parent_link: Option<ChildLink>,
-    _nested_in: Option<NestedIn>,
-    /// The scope's deadline in its thread's shared timer.
-    deadline: Option<Registration>,
-    deadline_generation: u64,
-    /// The deadline computed at the start, with the generation it had:
-    /// spares a lock at the first pend.
-    initial_deadline: (u64, Option<Instant>),
-    /// Boxed, and only when the scope has sources besides its deadline.
-    sources: Option<Box<ArmedSources>>,
-    /// In the grace period: when the timer is set to wake the scope, and
-    /// its entry in the thread's deadline shard.
-    grace_timer: Option<Box<(Instant, Registration)>>,
-    #[cfg(feature = "tracing")]
-    span: tracing::Span,
-}
-
-/// Counts a running scope in its parent's `nested` while it lives.
-struct NestedIn(Arc<ScopeShared>);
-
-impl NestedIn {
-    fn new(parent: &Arc<ScopeShared>) -> Self {
-        parent.nested.fetch_add(1, Ordering::AcqRel);
-        NestedIn(parent.clone())
-    }
-}
-
-impl Drop for NestedIn {
-    fn drop(&mut self) {
-        self.0.nested.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// The engine shared by [`Run`](super::Run) and [`TryRun`](super::TryRun).
 pub(super) struct Driver {
@@ -211,7 +171,11 @@ impl Driver {
                 }
             }
         }
-        let initial_deadline = (shared.deadline_generation.load(Ordering::Acquire), deadline);
+        let initial_deadline = (
+            shared.deadline_generation.load(Ordering::Acquire),
+            deadline,
+            deadline.is_some_and(|deadline| deadline <= started),
+        );
         // --- context completion: `on_start` callbacks ---
         if let Some(extras) = config.extras.as_deref_mut() {
             if !extras.on_start.is_empty() {
@@ -493,60 +457,6 @@ impl Driver {
                 run_callbacks("an on_error callback", extras.on_error, &context);
             }
             _ => {}
-        }
-    }
-}
-
-impl Armed {
-    /// `false` while nothing can cancel the scope or move its deadline: no
-    /// deadline, no source, no parent, and nobody else holds its state or
-    /// its token (a handle, `current_token()`, a nested scope or the
-    /// registry would). Such a scope pends without registering its waker
-    /// anywhere; every poll asks again, since only its body (polled just
-    /// before) can hand it out.
-    #[inline]
-    fn reachable(&self, shared: &Arc<ScopeShared>) -> bool {
-        self.initial_deadline.1.is_some()
-            || self.deadline.is_some()
-            // A deadline set (through a handle dropped since) after the start.
-            || shared.deadline_generation.load(Ordering::Acquire) != self.initial_deadline.0
-            || self.sources.is_some()
-            || self._token_link.is_some()
-            || self._parent_link.is_some()
-            || self.grace_timer.is_some()
-            || !(Arc::strong_count(shared) == 1
-                && Arc::weak_count(shared) == 0
-                && shared.token.is_unshared())
-    }
-
-    /// Registers the scope's deadline with the shared timer on the first
-    /// pend (and again when the deadline moved), then polls the sources
-    /// that need polling.
-    fn poll_sources(&mut self, shared: &Arc<ScopeShared>, cx: &mut Context<'_>) {
-        let generation = shared.deadline_generation.load(Ordering::Acquire);
-        // A registration whose tokio runtime shut down can no longer fire:
-        // register again where the scope is polled now.
-        let lost = self
-            .deadline
-            .as_ref()
-            .is_some_and(|registration| !registration.is_live());
-        if self.deadline_generation != generation || lost {
-            self.deadline_generation = generation;
-            self.deadline = None;
-            let deadline = match self.initial_deadline {
-                (initial, deadline) if initial == generation => deadline,
-                _ => shared.deadline(),
-            };
-            if let Some(deadline) = deadline {
-                let shard = Shard::current(self.backend);
-                self.deadline = Some(shard.register(deadline, Arc::downgrade(shared)));
-                if shared.token.is_cancelled() {
-                    return;
-                }
-            }
-        }
-        if let Some(sources) = &mut self.sources {
-            sources.poll(cx, self.backend);
         }
     }
 }

@@ -9,9 +9,12 @@
 //! * `pool.rs` — the per-thread pool of finished scopes' states;
 //! * `deadlines.rs` — the per-thread shard of scope deadlines and its timer;
 //! * `handle.rs` — [`ScopeHandle`];
+//! * `armed.rs` — what a running scope holds (links, deadline
+//!   registration, sources) and the checks made at every pend;
 //! * `driver.rs` — the poll state machine;
 //! * `future.rs` — the futures [`Run`] and [`TryRun`].
 
+mod armed;
 mod deadlines;
 mod driver;
 mod future;

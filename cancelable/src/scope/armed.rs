@@ -1,0 +1,122 @@
+//! What a running scope holds ([`Armed`], made at its first poll by the
+//! driver): its links, deadline registration and sources, and the two
+//! questions the driver asks it at every pend — can anything reach the
+//! scope, and has a source fired.
+
+use std::sync::Arc;
+use std::task::Context;
+use std::time::Instant;
+
+use super::deadlines::{Registration, Shard};
+use super::state::ScopeShared;
+use super::Extras;
+use crate::backend::Backend;
+use crate::source::ArmedSources;
+use crate::sync::Ordering;
+use crate::token::{Cause, ChildLink};
+use crate::CancelReason;
+
+/// What a running scope holds: created at its first poll.
+pub(super) struct Armed {
+    /// Callbacks, run when the scope finishes.
+    pub(super) extras: Option<Box<Extras>>,
+    /// The first token source, linked to the scope's token.
+    pub(super) _token_link: Option<ChildLink>,
+    pub(super) backend: Backend,
+    pub(super) _parent_link: Option<ChildLink>,
+    pub(super) _nested_in: Option<NestedIn>,
+    /// The scope's deadline in its thread's shared timer.
+    pub(super) deadline: Option<Registration>,
+    pub(super) deadline_generation: u64,
+    /// The deadline computed at the start, with the generation it had and
+    /// whether it had passed already: spares a lock and a clock read at
+    /// the first pend.
+    pub(super) initial_deadline: (u64, Option<Instant>, bool),
+    /// Boxed, and only when the scope has sources besides its deadline.
+    pub(super) sources: Option<Box<ArmedSources>>,
+    /// In the grace period: when the timer is set to wake the scope, and
+    /// its entry in the thread's deadline shard.
+    pub(super) grace_timer: Option<Box<(Instant, Registration)>>,
+    #[cfg(feature = "tracing")]
+    pub(super) span: tracing::Span,
+}
+
+/// Counts a running scope in its parent's `nested` while it lives.
+pub(super) struct NestedIn(Arc<ScopeShared>);
+
+impl NestedIn {
+    pub(super) fn new(parent: &Arc<ScopeShared>) -> Self {
+        parent.nested.fetch_add(1, Ordering::AcqRel);
+        NestedIn(parent.clone())
+    }
+}
+
+impl Drop for NestedIn {
+    fn drop(&mut self) {
+        self.0.nested.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Armed {
+    /// `false` while nothing can cancel the scope or move its deadline: no
+    /// deadline, no source, no parent, and nobody else holds its state or
+    /// its token (a handle, `current_token()`, a nested scope or the
+    /// registry would). Such a scope pends without registering its waker
+    /// anywhere; every poll asks again, since only its body (polled just
+    /// before) can hand it out.
+    #[inline]
+    pub(super) fn reachable(&self, shared: &Arc<ScopeShared>) -> bool {
+        self.initial_deadline.1.is_some()
+            || self.deadline.is_some()
+            // A deadline set (through a handle dropped since) after the start.
+            || shared.deadline_generation.load(Ordering::Acquire) != self.initial_deadline.0
+            || self.sources.is_some()
+            || self._token_link.is_some()
+            || self._parent_link.is_some()
+            || self.grace_timer.is_some()
+            || !(Arc::strong_count(shared) == 1
+                && Arc::weak_count(shared) == 0
+                && shared.token.is_unshared())
+    }
+
+    /// Registers the scope's deadline with the shared timer on the first
+    /// pend (and again when the deadline moved), then polls the sources
+    /// that need polling.
+    pub(super) fn poll_sources(&mut self, shared: &Arc<ScopeShared>, cx: &mut Context<'_>) {
+        let generation = shared.deadline_generation.load(Ordering::Acquire);
+        // A registration whose tokio runtime shut down can no longer fire:
+        // register again where the scope is polled now.
+        let lost = self
+            .deadline
+            .as_ref()
+            .is_some_and(|registration| !registration.is_live());
+        if self.deadline_generation != generation || lost {
+            self.deadline_generation = generation;
+            self.deadline = None;
+            let (deadline, passed) = match self.initial_deadline {
+                (initial, deadline, passed) if initial == generation => (deadline, passed),
+                _ => {
+                    let deadline = shared.deadline();
+                    let now = || self.backend.clock().now();
+                    (deadline, deadline.is_some_and(|deadline| deadline <= now()))
+                }
+            };
+            if passed {
+                // Passed already (`timeout_at(now, ..)`): the scope ends at
+                // this poll, whatever drives the timers.
+                shared.token.cancel_cause(Cause::new(CancelReason::Timeout));
+                return;
+            }
+            if let Some(deadline) = deadline {
+                let shard = Shard::current(self.backend);
+                self.deadline = Some(shard.register(deadline, Arc::downgrade(shared)));
+                if shared.token.is_cancelled() {
+                    return;
+                }
+            }
+        }
+        if let Some(sources) = &mut self.sources {
+            sources.poll(cx, self.backend);
+        }
+    }
+}
