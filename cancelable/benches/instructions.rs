@@ -214,6 +214,16 @@ const HOT_PATHS: &[HotPath] = &[
         name: "group/spawn_child/tokio-current-thread",
         run: |n| tokio_current_thread(spawned(in_batches(n, group_spawn))),
     },
+    // Opening and leaving an empty group: the group's own cost, its exit's
+    // schedule point included.
+    HotPath {
+        name: "group/empty/async-io",
+        run: |n| {
+            block_on(repeat(n, || {
+                TaskGroup::new().run(|_group| async { Ok::<_, Cancelled>(()) })
+            }))
+        },
+    },
     HotPath {
         name: "peer/futures_unordered_push/async-io",
         run: |n| {

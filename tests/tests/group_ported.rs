@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cancelable::{
-    shield, CancelScope, Cancelled, ChildErrors, GraceOutcome, TaskError, TaskGroup, TaskHandle,
+    shield, CancelReason, CancelScope, Cancelled, ChildErrors, GraceOutcome, TaskError, TaskGroup,
+    TaskHandle,
 };
 use cancelable_tests::{on_every_backend, sleep};
 use futures::FutureExt;
@@ -194,6 +195,68 @@ on_every_backend! {
                 .unwrap();
             assert!(cleaned.load(Ordering::SeqCst), "cleanup lost with group grace {group_grace:?}");
             assert_eq!(outcome, GraceOutcome::FinishedWithinGrace, "group grace {group_grace:?}");
+        }
+    }
+
+    // anyio `test_empty_taskgroup_contains_yield_point`: leaving a group,
+    // even an empty one, lets a sibling task run.
+    async fn an_empty_group_is_a_schedule_point() {
+        let ran = Arc::new(AtomicBool::new(false));
+        let set = ran.clone();
+        let sibling = async move {
+            set.store(true, Ordering::SeqCst);
+        };
+        let opener = async {
+            TaskGroup::new()
+                .run(|_group| async { Ok::<_, Cancelled>(()) })
+                .await
+                .unwrap();
+            ran.load(Ordering::SeqCst)
+        };
+        // `join` polls the opener first: only a yield lets the sibling in.
+        let (saw_sibling, ()) = futures::join!(opener, sibling);
+        assert!(saw_sibling, "the group returned without a schedule point");
+    }
+
+    // A loop that opens groups never starves a sibling waiting its turn.
+    async fn a_loop_of_groups_lets_a_sibling_run() {
+        let turns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = turns.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let sibling = async move {
+            while !stopped.load(Ordering::SeqCst) {
+                count.fetch_add(1, Ordering::SeqCst);
+                cancelable_tests::yield_once().await;
+            }
+        };
+        let opener = async {
+            for _ in 0..100 {
+                TaskGroup::new()
+                    .run(|group| async move {
+                        group.start_soon(async { Ok::<_, Cancelled>(()) });
+                        Ok::<_, Cancelled>(())
+                    })
+                    .await
+                    .unwrap();
+            }
+            stop.store(true, Ordering::SeqCst);
+        };
+        futures::join!(opener, sibling);
+        assert!(turns.load(Ordering::SeqCst) >= 50, "the sibling ran {} times", turns.load(Ordering::SeqCst));
+    }
+
+    // The exit's schedule point checks for cancellation: an empty group
+    // in a cancelled scope ends with the cancellation.
+    async fn an_empty_group_in_a_cancelled_scope_ends_cancelled() {
+        let scope = CancelScope::new();
+        scope.handle().cancel();
+        let outcome = scope
+            .run(TaskGroup::new().run(|_group| async { Ok::<_, Cancelled>(7) }))
+            .await;
+        match outcome {
+            Err(cancelled) => assert_eq!(cancelled.reason(), &CancelReason::Manual),
+            Ok(inner) => assert!(inner.unwrap_err().is_cancelled()),
         }
     }
 }

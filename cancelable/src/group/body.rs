@@ -23,6 +23,14 @@
 //! so children and body keep running until they reach a checkpoint; when
 //! the grace period runs out, what is left is dropped and spawned children
 //! are aborted. Either way the group returns only once every child ended.
+//!
+//! # Exit
+//!
+//! Leaving a group is a schedule point, as in trio and anyio: a group
+//! whose future never returned `Pending` (empty, or every child ready at
+//! once) yields once before it returns, so that a loop opening groups
+//! lets its siblings run; a cancellation that arrives meanwhile is the
+//! group's outcome.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -69,6 +77,7 @@ impl<Fut, T> GroupBody<Fut, T> {
                 expired: false,
                 timer: None,
                 finished: false,
+                pended: false,
             },
         }
     }
@@ -86,6 +95,9 @@ pub(crate) struct Core {
     expired: bool,
     timer: Option<Timer>,
     finished: bool,
+    /// The group's future returned `Pending` at least once: it let the
+    /// executor run others.
+    pended: bool,
 }
 
 impl Core {
@@ -171,6 +183,17 @@ impl Core {
         self.shared.record_failure(failure, Some(payload), true);
     }
 
+    /// The group's output once it ended: cancelled before everything
+    /// ended — possibly from another thread during this very poll, the
+    /// children ending with it — the cancellation is the outcome, not the
+    /// body's value.
+    fn exit<T>(&self, output: &mut Option<T>) -> Option<T> {
+        if self.shared.scope.shared.token.has_recorded_cause() {
+            *output = None;
+        }
+        output.take()
+    }
+
     /// Ends the group if no child runs.
     fn try_end(&mut self) -> bool {
         let mut wakeups = Wakeups::default();
@@ -219,6 +242,10 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let mut this = self.project();
         let core: &mut Core = this.core;
+        if core.finished {
+            // Back from the exit's schedule point.
+            return Poll::Ready(core.exit(this.output));
+        }
         if core.hold.is_none() {
             core.hold = Some(Hold::chain());
         }
@@ -264,20 +291,25 @@ where
                 }
             }
             if this.body.is_none() && core.try_end() {
-                // Cancelled before everything ended — possibly from another
-                // thread during this very poll, the children ending with
-                // it: the cancellation is the outcome, not the body's value.
-                if core.shared.scope.shared.token.has_recorded_cause() {
-                    *this.output = None;
+                if !core.pended {
+                    // Leaving a group is a schedule point (trio, anyio): a
+                    // group that never let the executor run others yields
+                    // once; a cancellation meanwhile is its outcome (the
+                    // scope ends with it, or `exit` reads it).
+                    core.pended = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
-                return Poll::Ready(this.output.take());
+                return Poll::Ready(core.exit(this.output));
             }
             let newly_cancelled = !core.draining && core.cancelled();
             if !newly_cancelled && !core.has_incoming() {
+                core.pended = true;
                 return Poll::Pending;
             }
         }
         // Children keep starting children: let the executor run others.
+        core.pended = true;
         cx.waker().wake_by_ref();
         Poll::Pending
     }

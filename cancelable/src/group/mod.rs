@@ -94,7 +94,9 @@ use crate::{
 /// * **Structured.** The group's future returns only after every child
 ///   has ended — finished, failed, cancelled or panicked. Dropping it
 ///   drops the children it polls and aborts the spawned ones: nothing it
-///   started outlives it.
+///   started outlives it. Leaving it is a schedule point (as in trio and
+///   anyio): a group that never let the executor run others yields once
+///   before it returns, and a cancellation meanwhile is its outcome.
 /// * **Failures.** By default the first child that returns `Err` or
 ///   panics cancels the group — its body and the other children — with
 ///   reason `Manual` (children see `Parent(Manual)`) and the failure as
