@@ -149,8 +149,9 @@ pub use current::{
     report_progress_with, Checkpoint,
 };
 pub use group::{
-    ChildErrors, Group, GroupError, GroupExecutor, GroupRun, RestartsExhausted, Results,
-    SpawnError, Supervision, TaskError, TaskFailure, TaskGroup, TaskHandle, TaskOutcome, Wait,
+    ChildErrors, Group, GroupError, GroupExecutor, GroupRun, Ready, RestartsExhausted, Results,
+    SpawnError, Start, StartError, Supervision, TaskError, TaskFailure, TaskGroup, TaskHandle,
+    TaskOutcome, Wait,
 };
 pub use reason::{CancelReason, SourceError};
 pub use scope::{CancelScope, Run, ScopeHandle, TryRun};

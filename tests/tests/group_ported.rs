@@ -6,11 +6,11 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cancelable::{
-    shield, CancelReason, CancelScope, Cancelled, ChildErrors, GraceOutcome, TaskError, TaskGroup,
-    TaskHandle,
+    checkpoint, shield, CancelReason, CancelScope, Cancelled, ChildErrors, GraceOutcome, Ready,
+    StartError, TaskError, TaskGroup, TaskHandle,
 };
 use cancelable_tests::{on_every_backend, sleep};
 use futures::FutureExt;
@@ -259,4 +259,224 @@ on_every_backend! {
             Ok(inner) => assert!(inner.unwrap_err().is_cancelled()),
         }
     }
+
+    // trio `test_nursery_start`, the happy path: `start` waits for the
+    // child's readiness and returns its value; the group then waits for
+    // the child to end.
+    async fn start_returns_the_value_once_ready_and_the_group_waits_for_the_child() {
+        for wait in [Duration::from_millis(10), Duration::from_millis(20)] {
+            let t0 = Instant::now();
+            TaskGroup::new()
+                .run(|group| async move {
+                    assert_eq!(group.len(), 0);
+                    let value = group
+                        .start(move |ready| async move {
+                            sleep(wait).await;
+                            ready.ready(wait);
+                            sleep(wait).await;
+                            Ok::<_, Cancelled>(())
+                        })
+                        .await
+                        .unwrap();
+                    assert_eq!(value, wait);
+                    assert!(t0.elapsed() >= wait);
+                    assert_eq!((group.len(), group.active()), (1, 1), "the child runs on");
+                    Ok::<_, Cancelled>(())
+                })
+                .await
+                .unwrap();
+            assert!(t0.elapsed() >= 2 * wait);
+        }
+    }
+
+    // trio `test_nursery_start` / anyio `test_start_crash_before_started_call`:
+    // the error comes out of `start`, and the group is not affected.
+    async fn start_a_child_failing_before_ready_gives_the_starter_its_error() {
+        let value = TaskGroup::new()
+            .run(|group| async move {
+                let error = group
+                    .start(|_ready: Ready<()>| async { Err::<(), _>(KeyError) })
+                    .await
+                    .unwrap_err();
+                let Some(TaskError::Failed(inner)) = error.task_error() else { panic!("{error:?}") };
+                assert!(inner.is::<KeyError>());
+                let error = group
+                    .start(|_ready: Ready<()>| async { panic!("deliberate") as Result<(), Cancelled> })
+                    .await
+                    .unwrap_err();
+                assert!(matches!(error.task_error(), Some(TaskError::Panicked(m)) if &**m == "deliberate"), "{error:?}");
+                Ok::<_, Cancelled>(7)
+            })
+            .await
+            .unwrap();
+        assert_eq!(value, 7);
+    }
+
+    // trio: "child exiting cleanly before calling started" / anyio
+    // `test_start_no_started_call`.
+    async fn start_a_child_ending_without_ready_is_an_error_that_says_so() {
+        TaskGroup::new()
+            .run(|group| async move {
+                let error = group.start(|_ready: Ready<u8>| async { Ok::<_, Cancelled>(()) }).await.unwrap_err();
+                assert!(matches!(error, StartError::EndedWithoutReady));
+                assert!(error.to_string().contains("without reporting readiness"), "{error}");
+                Ok::<_, Cancelled>(())
+            })
+            .await
+            .unwrap();
+    }
+
+    // anyio `test_start_crash_after_started_call`: after readiness the
+    // child's failure is the group's.
+    async fn start_a_child_failing_after_ready_fails_the_group() {
+        let error = TaskGroup::new()
+            .run(|group| async move {
+                let value = group
+                    .start(|ready| async move {
+                        ready.ready(1);
+                        Err::<(), _>(ValueError)
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(value, 1);
+                Ok::<_, Cancelled>(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(failure_texts(&error), ["ValueError"]);
+    }
+
+    // trio: "if the call to start() is cancelled, then the call to
+    // started() does nothing" — here the child is cancelled with it.
+    async fn start_cancelled_before_ready_is_cancelled_and_cancels_the_child() {
+        let finished = Arc::new(AtomicBool::new(false));
+        let done = finished.clone();
+        TaskGroup::new()
+            .run(|group| async move {
+                let starter = CancelScope::new();
+                starter.handle().cancel();
+                let outcome = starter
+                    .run(group.start(move |ready| async move {
+                        ready.ready("hi");
+                        checkpoint().await?;
+                        done.store(true, Ordering::SeqCst);
+                        Ok::<_, Cancelled>(())
+                    }))
+                    .await;
+                match outcome {
+                    Ok(start) => assert!(start.unwrap_err().is_cancelled()),
+                    Err(cancelled) => assert_eq!(cancelled.reason(), &CancelReason::Manual),
+                }
+                Ok::<_, Cancelled>(())
+            })
+            .await
+            .unwrap();
+        assert!(!finished.load(Ordering::SeqCst));
+    }
+
+    // anyio `test_start_native_host_cancelled`-like: the starter's scope
+    // times out while the child gets ready: the child is cancelled.
+    async fn start_a_starter_timing_out_cancels_the_child() {
+        let t0 = Instant::now();
+        let (guard, live) = drop_flag();
+        TaskGroup::new()
+            .run(|group| async move {
+                let outcome = CancelScope::new()
+                    .timeout(Duration::from_millis(20))
+                    .run(group.start(move |_ready: Ready<()>| async move {
+                        let _guard = guard;
+                        cancelable::sleep(Duration::from_secs(60)).await
+                    }))
+                    .await;
+                match outcome {
+                    Ok(start) => assert!(start.unwrap_err().is_cancelled()),
+                    Err(cancelled) => assert!(cancelled.is_timeout()),
+                }
+                Ok::<_, Cancelled>(())
+            })
+            .await
+            .unwrap();
+        assert!(live.load(Ordering::SeqCst), "the child was not dropped");
+        assert!(t0.elapsed() < GENEROUS);
+    }
+
+    // Dropping the `Start` future before readiness cancels the child.
+    async fn start_dropped_before_ready_cancels_the_child() {
+        let (guard, dropped) = drop_flag();
+        TaskGroup::new()
+            .run(|group| async move {
+                let mut start = Box::pin(group.start(move |_ready: Ready<()>| async move {
+                    let _guard = guard;
+                    std::future::pending::<Result<(), Cancelled>>().await
+                }));
+                assert!(futures::poll!(start.as_mut()).is_pending());
+                drop(start);
+                group.wait().await;
+                Ok::<_, Cancelled>(())
+            })
+            .await
+            .unwrap();
+        assert!(dropped.load(Ordering::SeqCst));
+    }
+
+    // trio: "trying to start in a closed nursery raises an error
+    // immediately".
+    async fn start_in_a_closed_group_fails_at_once() {
+        TaskGroup::new()
+            .run(|group| async move {
+                group.close();
+                let mut start = Box::pin(group.start(|ready| async move {
+                    ready.ready(());
+                    Ok::<_, Cancelled>(())
+                }));
+                let std::task::Poll::Ready(outcome) = futures::poll!(start.as_mut()) else {
+                    panic!("a closed group's start pends");
+                };
+                assert!(matches!(outcome.unwrap_err().task_error(), Some(TaskError::NotStarted)));
+                Ok::<_, Cancelled>(())
+            })
+            .await
+            .unwrap();
+    }
+
+    // anyio `test_start_cancelled`: a start in a cancelled group runs the
+    // child up to its first wait, which reports the cancellation.
+    async fn start_in_a_cancelled_group() {
+        let started = Arc::new(AtomicBool::new(false));
+        let finished = Arc::new(AtomicBool::new(false));
+        let (s, f) = (started.clone(), finished.clone());
+        let outcome = TaskGroup::new()
+            .run(|group| async move {
+                group.cancel();
+                group
+                    .start(move |_ready: Ready<()>| async move {
+                        s.store(true, Ordering::SeqCst);
+                        cancelable::sleep(Duration::from_secs(2)).await?;
+                        f.store(true, Ordering::SeqCst);
+                        Ok::<_, Cancelled>(())
+                    })
+                    .await
+                    .ok();
+                Ok::<_, Cancelled>(())
+            })
+            .await;
+        assert!(outcome.unwrap_err().is_cancelled());
+        assert!(started.load(Ordering::SeqCst));
+        assert!(!finished.load(Ordering::SeqCst));
+    }
 }
+
+/// A guard that sets the returned flag when it is dropped.
+fn drop_flag() -> (impl Send + 'static, Arc<AtomicBool>) {
+    struct Guard(Arc<AtomicBool>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let flag = Arc::new(AtomicBool::new(false));
+    (Guard(flag.clone()), flag)
+}
+
+/// A bound far above any honest timing on a loaded 2-core machine.
+const GENEROUS: Duration = Duration::from_secs(10);

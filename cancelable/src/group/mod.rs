@@ -5,7 +5,8 @@
 //!   sources), grace period, failure policy, executor; then
 //!   [`run`](TaskGroup::run).
 //! * [`Group`] — the handle the body gets: `start_soon`, `spawn`, `close`,
-//!   `wait`, `results`, counts.
+//!   `wait`, `results`, counts; [`start`](Group::start) to start a child
+//!   and wait until it reports it is [`Ready`].
 //! * [`TaskHandle`] — one child's awaitable result, with `cancel()`.
 //! * [`Supervision`] — restarting failed children started from a factory
 //!   ([`Group::start_supervised`], [`Group::spawn_supervised`]).
@@ -37,13 +38,14 @@
 //! `child.rs` (one child: scope, grace, end report, handle), `body.rs`
 //! (the group's own future), `handle.rs` (the `Group` handle),
 //! `executor.rs` (where `spawn` runs), `error.rs`, `supervise.rs` (the
-//! restart policy and loop).
+//! restart policy and loop), `start.rs` (`Group::start` and readiness).
 
 mod body;
 mod child;
 mod error;
 mod executor;
 mod handle;
+mod start;
 mod state;
 mod supervise;
 
@@ -51,6 +53,7 @@ pub use child::TaskHandle;
 pub use error::{GroupError, SpawnError, TaskError, TaskFailure};
 pub use executor::GroupExecutor;
 pub use handle::{Group, Results, Wait};
+pub use start::{Ready, Start, StartError};
 pub use state::{ChildErrors, TaskOutcome};
 pub use supervise::{RestartsExhausted, Supervision};
 
