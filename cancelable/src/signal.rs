@@ -43,9 +43,21 @@
 //! arrival reaches anyway), or nothing for an ignored signal. It also
 //! cancels the scopes listening for it that it reaches first.
 //!
+//! Arrivals are counted, not merged: two signals that come faster than
+//! cancelable's delivery thread runs are a first and a second one. A
+//! replaced handler installed with `SA_RESETHAND` (one-shot) is called
+//! once, as the kernel would call it, even when two threads take the
+//! signal at the same moment.
+//!
 //! A handler installed after cancelable's that does *not* chain to the one
 //! it replaced (the `ctrlc` crate) takes the signal over for the whole
 //! process: scopes no longer see it.
+//!
+//! **Platforms.** Signals are supported on Unix. The handler preserves the
+//! interrupted code's `errno` on Linux, Android, the BSDs and Apple
+//! platforms; on other Unix targets (Solaris and illumos, AIX, Haiku, ...)
+//! it does not, so a system call interrupted by a signal a scope listens
+//! for may see `errno` changed by the handler's own `write`.
 //!
 //! [`Source::signal`]: crate::Source::signal
 //! [`CancelReason::Signal`]: crate::CancelReason::Signal

@@ -413,6 +413,55 @@ mod second_signal {
         );
     }
 
+    /// Runs `signal-child fast-second-signal HANDLER`.
+    fn fast_child(handler: &str) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_signal-child"))
+            .args(["fast-second-signal", handler])
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn signal-child")
+    }
+
+    /// Two SIGINTs back to back, both arrived before cancelable's delivery
+    /// thread ran: still a first and a second signal — the grace ends at
+    /// once and the app's handler sees them.
+    #[test]
+    fn child_two_sigints_back_to_back_end_the_grace_at_once() {
+        let output = fast_child("sigaction");
+        assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+        assert_lines(
+            &output,
+            &[
+                "holding the delivery thread",
+                "raising two SIGINTs back to back",
+                "scope ended: Signal(Interrupt), DroppedAfterGrace, body dropped",
+                "ended well before the grace period",
+                "the app's handler saw SIGINT",
+            ],
+        );
+    }
+
+    /// The same without a handler of the application's: the second of the
+    /// two does what it does without cancelable, it kills.
+    #[test]
+    fn child_two_sigints_back_to_back_kill_without_an_app_handler() {
+        use std::os::unix::process::ExitStatusExt;
+        let output = fast_child("none");
+        assert_eq!(
+            output.status.signal(),
+            Some(libc::SIGINT),
+            "{}",
+            describe(&output)
+        );
+        assert_lines(
+            &output,
+            &[
+                "holding the delivery thread",
+                "raising two SIGINTs back to back",
+            ],
+        );
+    }
+
     /// Without a handler of the application's, a second SIGINT during the
     /// grace period does what it does without cancelable: it kills.
     #[test]

@@ -545,6 +545,28 @@ fn child_second_sigint_during_shielded_cleanup_kills() {
     );
 }
 
+/// Two threads take a signal at once while a scope listens, the
+/// application's handler for it being one-shot (`SA_RESETHAND`): that
+/// handler runs exactly once, as the kernel would run it, and the other
+/// arrival takes the default action it left behind.
+#[test]
+fn child_a_one_shot_handler_runs_once_when_two_threads_take_the_signal() {
+    let output = child(&["one-shot-race"]);
+    assert_killed_by(
+        &output,
+        Signal::User2,
+        &[
+            "installed a one-shot handler",
+            "two threads raise SIGUSR2 at once",
+        ],
+    );
+    let calls = stdout_lines(&output)
+        .iter()
+        .filter(|line| *line == "one-shot handler called")
+        .count();
+    assert_eq!(calls, 1, "{}", describe(&output));
+}
+
 /// A second Ctrl-C while the cancelled scope's `on_cancel` callback runs
 /// kills the process too.
 #[test]

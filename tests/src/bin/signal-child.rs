@@ -68,6 +68,8 @@ mod unix {
             ["after-scope", handler, order, signal] => after_scope(handler, order, signal),
             ["second-signal", cleanup, handler] => second_signal(cleanup, handler),
             ["grace-second-signal", handler] => grace_second_signal(handler),
+            ["fast-second-signal", handler] => fast_second_signal(handler),
+            ["one-shot-race"] => one_shot_race(),
             _ => {
                 eprintln!(
                     "usage: signal-child baseline | other-signal | restored | dropped | ignored \
@@ -75,7 +77,8 @@ mod unix {
                      | after-scope none|tokio|signal-hook|sigaction before|after SIGNAL \
                      | second-signal shielded|on-cancel|on-cancel-beside-a-listener \
                        none|tokio|sigaction \
-                     | grace-second-signal none|tokio|sigaction"
+                     | grace-second-signal none|tokio|sigaction \
+                     | fast-second-signal none|sigaction | one-shot-race"
                 );
                 exit(2);
             }
@@ -667,6 +670,174 @@ mod unix {
         });
         say("exiting normally");
         exit(0);
+    }
+
+    /// The delivery thread is held in a token callback (`fast-second-signal`).
+    static STALLED: AtomicBool = AtomicBool::new(false);
+    /// Lets the held delivery thread go on.
+    static RELEASE: AtomicBool = AtomicBool::new(false);
+
+    /// As `grace-second-signal`, but the two SIGINTs arrive back to back
+    /// while cancelable's delivery thread is busy (held in the `on_cancel`
+    /// callback of a scope SIGUSR1 cancelled), so that it sees both at
+    /// once. They must still count as a first and a second signal: the
+    /// grace ends at once, and the second takes the process's own action
+    /// (the app's handler, or, with `none`, the default action: killed).
+    fn fast_second_signal(handler: &str) -> ! {
+        const GRACE: Duration = Duration::from_secs(8);
+        const CLEANUP: Duration = Duration::from_secs(4);
+        let signal = Signal::Interrupt;
+        reset_to_default(signal);
+        reset_to_default(Signal::User1);
+        cancelable_tests::tokio_current_thread(async move {
+            let app = AppHandler::install(handler, signal);
+            // The staller: listens for SIGUSR1 and is never polled again.
+            let staller = CancelScope::new().on_signal(Signal::User1);
+            let _hold = staller.handle().cancel_token().on_cancel(|_| {
+                STALLED.store(true, Ordering::SeqCst);
+                while !RELEASE.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            });
+            let mut staller = Box::pin(staller.run(std::future::pending::<()>()));
+            let waker = futures::task::noop_waker();
+            if staller
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_ready()
+            {
+                fail("the SIGUSR1 scope ended at its first poll");
+            }
+            let dropped = Arc::new(AtomicBool::new(false));
+            let guard = DropFlag(dropped.clone());
+            let started = std::time::Instant::now();
+            let outcome = CancelScope::new()
+                .on_signal(signal)
+                .timeout(BACKSTOP)
+                .grace(GRACE)
+                .try_run(async move {
+                    let _guard = guard;
+                    if let Err(cancelled) = checkpoint().await {
+                        fail(format_args!("the scope failed to arm: {cancelled}"));
+                    }
+                    say("holding the delivery thread");
+                    raise(Signal::User1);
+                    while !STALLED.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    say("raising two SIGINTs back to back");
+                    raise(signal);
+                    raise(signal);
+                    RELEASE.store(true, Ordering::SeqCst);
+                    let Err(cancelled) = cancelable::sleep(BACKSTOP).await else {
+                        fail("the sleep was not cut short by the SIGINTs");
+                    };
+                    say(format_args!("cleanup started: {:?}", cancelled.reason()));
+                    shield(async {
+                        cancelable_tests::sleep(CLEANUP).await;
+                        say("cleanup finished");
+                    })
+                    .await;
+                    Err::<(), _>(cancelled)
+                })
+                .await;
+            let Err(cancelled) = outcome else {
+                fail("the scope completed");
+            };
+            say(format_args!(
+                "scope ended: {:?}, {:?}, body {}",
+                cancelled.reason(),
+                cancelled.grace_outcome(),
+                if dropped.load(Ordering::SeqCst) {
+                    "dropped"
+                } else {
+                    "kept"
+                }
+            ));
+            if started.elapsed() < CLEANUP {
+                say("ended well before the grace period");
+            }
+            app.expect_seen(signal).await;
+            drop(staller);
+        });
+        say("exiting normally");
+        exit(0);
+    }
+
+    /// Calls of [`one_shot`], and threads inside it right now.
+    static ONE_SHOT_CALLS: AtomicUsize = AtomicUsize::new(0);
+    static ONE_SHOT_INSIDE: AtomicUsize = AtomicUsize::new(0);
+
+    /// A one-shot (`SA_RESETHAND`) application handler: says it was called
+    /// (with `write`, async-signal-safe) and lingers a little, so that a
+    /// second thread taking the signal at the same time would overlap it.
+    extern "C" fn one_shot(_: libc::c_int) {
+        ONE_SHOT_INSIDE.fetch_add(1, Ordering::SeqCst);
+        ONE_SHOT_CALLS.fetch_add(1, Ordering::SeqCst);
+        let line = b"one-shot handler called\n";
+        // SAFETY: write(2) of a live buffer: async-signal-safe.
+        unsafe { libc::write(1, line.as_ptr().cast(), line.len()) };
+        for _ in 0..5_000_000 {
+            if ONE_SHOT_INSIDE.load(Ordering::SeqCst) > 1 {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        ONE_SHOT_INSIDE.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Two threads take SIGUSR2 at the same moment while a scope listens,
+    /// the application's handler for it being one-shot: that handler runs
+    /// once, as the kernel would run it, and the other arrival takes the
+    /// default action the one-shot left behind (killed by SIGUSR2).
+    fn one_shot_race() -> ! {
+        let signal = Signal::User2;
+        reset_to_default(signal);
+        // SAFETY: sigaction(2) with a zero-initialised action whose handler
+        // is an `extern "C" fn(c_int)` doing async-signal-safe work.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = one_shot as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESETHAND;
+            libc::sigemptyset(&mut action.sa_mask);
+            if libc::sigaction(signal.number(), &action, std::ptr::null_mut()) != 0 {
+                fail("cannot install the one-shot handler");
+            }
+        }
+        say("installed a one-shot handler");
+        cancelable_tests::tokio_current_thread(async move {
+            let outcome = CancelScope::new()
+                .on_signal(signal)
+                .timeout(BACKSTOP)
+                .run(async move {
+                    if let Err(cancelled) = checkpoint().await {
+                        fail(format_args!("the scope failed to arm: {cancelled}"));
+                    }
+                    say("two threads raise SIGUSR2 at once");
+                    let barrier = Arc::new(std::sync::Barrier::new(2));
+                    let threads: Vec<_> = (0..2)
+                        .map(|_| {
+                            let barrier = barrier.clone();
+                            std::thread::spawn(move || {
+                                barrier.wait();
+                                raise(signal);
+                            })
+                        })
+                        .collect();
+                    for thread in threads {
+                        let _ = thread.join();
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                    std::future::pending::<()>().await
+                })
+                .await;
+            say(format_args!("scope ended: {}", describe(&outcome)));
+        });
+        say(format_args!(
+            "survived, the one-shot handler called {} times",
+            ONE_SHOT_CALLS.load(Ordering::SeqCst)
+        ));
+        exit(3);
     }
 
     #[derive(Default)]

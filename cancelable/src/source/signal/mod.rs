@@ -4,6 +4,14 @@
 
 pub(crate) use dispatch::{listen, SignalGuard};
 
+// The one part of the crate with `unsafe`, with `dispatch` below.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+mod disposition;
+#[cfg(unix)]
+#[allow(unsafe_code)]
+mod errno;
+
 /// The process-wide dispatcher (Unix).
 ///
 /// # Protocol
@@ -18,8 +26,8 @@ pub(crate) use dispatch::{listen, SignalGuard};
 ///    the handler can run, then registers the listener and counts it in
 ///    `listening`.
 /// 2. The handler counts the arrival and calls the replaced handler if it
-///    was a function. While someone listens, it marks the signal pending
-///    and writes a byte to the wake pipe. While nobody listens, or while a
+///    was a function (a one-shot one only once: see `Previous`). While
+///    someone listens, it writes a byte to the wake pipe. While nobody listens, or while a
 ///    scope the signal reached earlier still cleans up (`cleaning`), it
 ///    does what the replaced disposition does: if that was the default and
 ///    cancelable's handler is the installed one, it resets the default and
@@ -27,7 +35,11 @@ pub(crate) use dispatch::{listen, SignalGuard};
 ///    the signal: then nothing).
 /// 3. The delivery thread, woken through the pipe, fires the sinks of the
 ///    listeners registered before the arrival (`arrivals` tells) and
-///    counts them in `cleaning` until their guard is dropped.
+///    counts them in `cleaning` until their guard is dropped. Arrivals are
+///    counted, never coalesced: a listener that two or more arrivals reach
+///    before the thread runs is reached a first and a second time at once,
+///    and the second takes the replaced disposition's action (step 2's
+///    "cleaning" case) as if the thread had run in between.
 /// 4. When the last listener leaves and cancelable's handler is still the
 ///    installed one, the replaced disposition is put back; otherwise the
 ///    handler stays in the chain and passes signals on (step 2).
@@ -40,11 +52,13 @@ pub(crate) use dispatch::{listen, SignalGuard};
 mod dispatch {
     use std::io::{self, Read};
     use std::os::fd::{AsRawFd, IntoRawFd};
-    use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicUsize, Ordering};
     use std::sync::{Mutex, MutexGuard};
 
     use slab::Slab;
 
+    use super::disposition::{current, record, record_for, set, Disposition, Previous};
+    use super::errno;
     use crate::reason::SourceError;
     use crate::signal::Signal;
     use crate::source::Sink;
@@ -52,36 +66,30 @@ mod dispatch {
 
     /// What the handler of one signal reads: lock-free.
     struct Slot {
-        /// The handler of the disposition cancelable replaced: `SIG_DFL`,
-        /// `SIG_IGN` or a function's address.
-        previous: AtomicUsize,
-        /// Whether that function takes `SA_SIGINFO`'s three arguments.
-        previous_siginfo: AtomicBool,
-        /// Whether it was installed with `SA_RESETHAND` (runs once, then
-        /// the default action).
-        previous_once: AtomicBool,
+        /// The disposition cancelable replaced (null: the default).
+        previous: AtomicPtr<Previous>,
         /// Listeners registered right now.
         listening: AtomicUsize,
         /// Listeners that a delivery of this signal reached and whose
         /// scope has not finished yet: they are cleaning up.
         cleaning: AtomicUsize,
-        /// How many times the signal arrived (wrapping).
+        /// How many times the signal arrived (wrapping); the delivery
+        /// thread delivers every count it has not seen.
         arrivals: AtomicUsize,
-        /// Arrived while someone listened, not yet delivered.
-        pending: AtomicBool,
     }
 
     impl Slot {
         const fn new() -> Slot {
             Slot {
-                previous: AtomicUsize::new(libc::SIG_DFL),
-                previous_siginfo: AtomicBool::new(false),
-                previous_once: AtomicBool::new(false),
+                previous: AtomicPtr::new(std::ptr::null_mut()),
                 listening: AtomicUsize::new(0),
                 cleaning: AtomicUsize::new(0),
                 arrivals: AtomicUsize::new(0),
-                pending: AtomicBool::new(false),
             }
+        }
+
+        fn previous(&self) -> &'static Previous {
+            record(self.previous.load(Ordering::SeqCst))
         }
     }
 
@@ -117,20 +125,6 @@ mod dispatch {
         /// `arrivals` when last delivered to (or registered): a signal
         /// only reaches listeners registered before it arrived.
         seen: usize,
-    }
-
-    /// A signal disposition, as `sigaction` reads and sets it.
-    #[derive(Clone, Copy)]
-    struct Disposition {
-        handler: libc::sighandler_t,
-        flags: libc::c_int,
-        mask: libc::sigset_t,
-    }
-
-    impl Disposition {
-        fn is_function(&self) -> bool {
-            self.handler != libc::SIG_DFL && self.handler != libc::SIG_IGN
-        }
     }
 
     static DISPATCHER: Mutex<Option<Dispatcher>> = Mutex::new(None);
@@ -254,46 +248,6 @@ mod dispatch {
             as libc::sighandler_t
     }
 
-    /// The disposition of `signal` right now.
-    fn current(number: libc::c_int) -> io::Result<Disposition> {
-        // SAFETY: sigaction(2) only writes the current disposition into a
-        // live, zero-initialised `sigaction` (a valid value of that type).
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(number, std::ptr::null(), &mut action) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(Disposition {
-                handler: action.sa_sigaction,
-                flags: action.sa_flags,
-                mask: action.sa_mask,
-            })
-        }
-    }
-
-    /// Sets the disposition of `signal`, returning the one it replaced.
-    fn set(number: libc::c_int, disposition: &Disposition) -> io::Result<Disposition> {
-        // SAFETY: both `sigaction`s are live and start zero-initialised;
-        // the handler set is `SIG_DFL`, `SIG_IGN`, [`handle`] (whose
-        // signature matches the `SA_SIGINFO` it is installed with) or a
-        // disposition `sigaction` itself reported earlier.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = disposition.handler;
-            action.sa_flags = disposition.flags;
-            action.sa_mask = disposition.mask;
-            let mut replaced: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(number, &action, &mut replaced) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(Disposition {
-                handler: replaced.sa_sigaction,
-                flags: replaced.sa_flags,
-                mask: replaced.sa_mask,
-            })
-        }
-    }
-
     /// Installs [`handle`] for `signal`, returning the disposition it
     /// replaced (which the handler then passes signals on to).
     fn install(signal: Signal) -> io::Result<Disposition> {
@@ -303,9 +257,10 @@ mod dispatch {
         if before.handler == handler_address() {
             // Put back by someone who saved it while it was installed: it
             // still passes signals on to what it replaced then.
+            let previous = slot.previous();
             return Ok(Disposition {
-                handler: slot.previous.load(Ordering::SeqCst),
-                flags: if slot.previous_siginfo.load(Ordering::SeqCst) {
+                handler: previous.handler,
+                flags: if previous.siginfo {
                     libc::SA_SIGINFO
                 } else {
                     0
@@ -346,14 +301,14 @@ mod dispatch {
         Ok(replaced)
     }
 
+    /// Publishes `disposition` to the handler, in one store.
     fn remember(slot: &Slot, disposition: &Disposition) {
-        slot.previous_siginfo
-            .store(disposition.flags & libc::SA_SIGINFO != 0, Ordering::SeqCst);
-        slot.previous_once.store(
-            disposition.flags & libc::SA_RESETHAND != 0,
-            Ordering::SeqCst,
-        );
-        slot.previous.store(disposition.handler, Ordering::SeqCst);
+        let previous = Previous {
+            handler: disposition.handler,
+            siginfo: disposition.flags & libc::SA_SIGINFO != 0,
+            once: disposition.flags & libc::SA_RESETHAND != 0,
+        };
+        slot.previous.store(record_for(previous), Ordering::SeqCst);
     }
 
     /// The last listener left: if cancelable's handler is still the
@@ -369,9 +324,7 @@ mod dispatch {
         }
         let mut restored = replaced;
         // A one-shot handler that has run since is gone, as it would be.
-        if replaced.is_function()
-            && SLOTS[signal.index()].previous.load(Ordering::SeqCst) == libc::SIG_DFL
-        {
+        if replaced.is_function() && SLOTS[signal.index()].previous().handler == libc::SIG_DFL {
             restored.handler = libc::SIG_DFL;
             restored.flags &= !(libc::SA_SIGINFO | libc::SA_RESETHAND);
         }
@@ -392,28 +345,48 @@ mod dispatch {
         };
         let slot = &SLOTS[index];
         slot.arrivals.fetch_add(1, Ordering::SeqCst);
-        let previous = slot.previous.load(Ordering::SeqCst);
-        if previous != libc::SIG_DFL && previous != libc::SIG_IGN {
-            if slot.previous_once.load(Ordering::SeqCst) {
-                slot.previous.store(libc::SIG_DFL, Ordering::SeqCst);
-            }
-            // SAFETY: `previous` is a handler address `sigaction` reported
-            // for this signal, with `SA_SIGINFO` telling which of the two
-            // signatures it has; it is called as the kernel would call it.
-            unsafe {
-                if slot.previous_siginfo.load(Ordering::SeqCst) {
-                    let previous: extern "C" fn(
-                        libc::c_int,
-                        *mut libc::siginfo_t,
-                        *mut libc::c_void,
-                    ) = std::mem::transmute(previous);
-                    previous(number, info, context);
-                } else {
-                    let previous: extern "C" fn(libc::c_int) = std::mem::transmute(previous);
-                    previous(number);
+        // One load: the address and its flags come from one record.
+        let loaded = slot.previous.load(Ordering::SeqCst);
+        let mut previous = record(loaded);
+        if previous.is_function() {
+            // A one-shot handler runs once, as the kernel runs it: only the
+            // arrival that swaps it for the default calls it; another one
+            // at the same time finds the default, as it would in the kernel.
+            let call = !previous.once
+                || slot
+                    .previous
+                    .compare_exchange(
+                        loaded,
+                        std::ptr::null_mut(),
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    )
+                    .is_ok();
+            if call {
+                // SAFETY: `previous.handler` is a handler address
+                // `sigaction` reported for this signal, with `siginfo`
+                // (read from the same immutable record) telling which of
+                // the two signatures it has; it is called as the kernel
+                // would call it.
+                unsafe {
+                    if previous.siginfo {
+                        let function: extern "C" fn(
+                            libc::c_int,
+                            *mut libc::siginfo_t,
+                            *mut libc::c_void,
+                        ) = std::mem::transmute(previous.handler);
+                        function(number, info, context);
+                    } else {
+                        let function: extern "C" fn(libc::c_int) =
+                            std::mem::transmute(previous.handler);
+                        function(number);
+                    }
                 }
+            } else {
+                previous = &Previous::DEFAULT;
             }
         }
+        let previous = previous.handler;
         // Read before waking the delivery thread, which counts the
         // listeners this arrival reaches in `cleaning`.
         let listening = slot.listening.load(Ordering::SeqCst) > 0;
@@ -428,27 +401,9 @@ mod dispatch {
         // later handler owned the signal. A later handler that chained
         // here does own it: then nothing.
         if (!listening || cleaning) && previous == libc::SIG_DFL {
-            // SAFETY: sigaction(2), sigemptyset(3) and raise(3) are
-            // async-signal-safe; the actions are live and zero-initialised.
-            unsafe {
-                let mut now: libc::sigaction = std::mem::zeroed();
-                if libc::sigaction(number, std::ptr::null(), &mut now) == 0 {
-                    if now.sa_sigaction == handler_address() {
-                        let mut default: libc::sigaction = std::mem::zeroed();
-                        default.sa_sigaction = libc::SIG_DFL;
-                        libc::sigemptyset(&mut default.sa_mask);
-                        libc::sigaction(number, &default, std::ptr::null_mut());
-                        libc::raise(number);
-                    } else if now.sa_sigaction == libc::SIG_DFL {
-                        // The last listener left meanwhile and restored
-                        // the default.
-                        libc::raise(number);
-                    }
-                }
-            }
+            default_action_again(number);
         }
         if listening {
-            slot.pending.store(true, Ordering::SeqCst);
             let fd = WAKE.load(Ordering::SeqCst);
             if fd >= 0 {
                 // SAFETY: write(2) of one byte from a live buffer; a full
@@ -459,10 +414,38 @@ mod dispatch {
         errno::restore(errno);
     }
 
+    /// The default action of `number`, again: if cancelable's handler is
+    /// the installed one, resets the default and raises the signal, which
+    /// is delivered as soon as the calling thread unblocks it (at once
+    /// outside a handler; when the handler returns inside one). If the
+    /// last listener restored the default meanwhile, raises it. A later
+    /// handler that chained to ours owns the signal: then nothing.
+    /// Async-signal-safe.
+    fn default_action_again(number: libc::c_int) {
+        // SAFETY: sigaction(2), sigemptyset(3) and raise(3) are
+        // async-signal-safe; the actions are live and zero-initialised.
+        unsafe {
+            let mut now: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(number, std::ptr::null(), &mut now) == 0 {
+                if now.sa_sigaction == handler_address() {
+                    let mut default: libc::sigaction = std::mem::zeroed();
+                    default.sa_sigaction = libc::SIG_DFL;
+                    libc::sigemptyset(&mut default.sa_mask);
+                    libc::sigaction(number, &default, std::ptr::null_mut());
+                    libc::raise(number);
+                } else if now.sa_sigaction == libc::SIG_DFL {
+                    libc::raise(number);
+                }
+            }
+        }
+    }
+
     /// The delivery thread: fires the sinks of the listeners a signal
     /// reached, outside signal context.
     fn deliver(mut wake: io::PipeReader) {
         let mut buffer = [0u8; 64];
+        // The arrivals of each signal delivered so far.
+        let mut delivered = [0usize; Signal::ALL.len()];
         loop {
             match wake.read(&mut buffer) {
                 Ok(0) => return,
@@ -472,10 +455,13 @@ mod dispatch {
             }
             for signal in Signal::ALL {
                 let slot = &SLOTS[signal.index()];
-                if !slot.pending.swap(false, Ordering::SeqCst) {
+                let arrivals = slot.arrivals.load(Ordering::SeqCst);
+                if arrivals == delivered[signal.index()] {
                     continue;
                 }
-                let arrivals = slot.arrivals.load(Ordering::SeqCst);
+                delivered[signal.index()] = arrivals;
+                // Reached a first and a second time in this one round.
+                let mut second_at_once = false;
                 let sinks: Vec<Sink> = {
                     let mut dispatcher = lock();
                     let Some(dispatcher) = dispatcher.as_mut() else {
@@ -484,14 +470,22 @@ mod dispatch {
                     dispatcher.signals[signal.index()]
                         .listeners
                         .iter_mut()
-                        .filter(|(_, listener)| listener.seen != arrivals)
                         .filter_map(|(_, listener)| {
+                            let new = arrivals.wrapping_sub(listener.seen);
+                            if new == 0 {
+                                return None;
+                            }
                             listener.seen = arrivals;
                             let sink = listener.sink.clone()?;
-                            if !listener.reached {
+                            let again = if listener.reached {
+                                true
+                            } else {
                                 listener.reached = true;
                                 slot.cleaning.fetch_add(1, Ordering::SeqCst);
-                            } else {
+                                second_at_once |= new > 1;
+                                new > 1
+                            };
+                            if again {
                                 // Firing the sink again wakes the scope,
                                 // which then asks `reached_again`.
                                 listener.reached_again = true;
@@ -503,42 +497,13 @@ mod dispatch {
                 for sink in sinks {
                     sink.fire(CancelReason::Signal(signal));
                 }
-            }
-        }
-    }
-
-    /// Saving and restoring `errno` around the handler, which must not
-    /// change it for the code it interrupted.
-    mod errno {
-        /// The calling thread's `errno`, on the platforms that say where
-        /// it is.
-        fn location() -> Option<*mut libc::c_int> {
-            // SAFETY: these functions only return the address of the
-            // calling thread's `errno`.
-            #[cfg(any(target_os = "linux", target_os = "emscripten", target_os = "redox"))]
-            return Some(unsafe { libc::__errno_location() });
-            #[cfg(any(target_os = "android", target_os = "netbsd", target_os = "openbsd"))]
-            return Some(unsafe { libc::__errno() });
-            #[cfg(any(
-                target_vendor = "apple",
-                target_os = "freebsd",
-                target_os = "dragonfly"
-            ))]
-            return Some(unsafe { libc::__error() });
-            #[allow(unreachable_code)]
-            None
-        }
-
-        pub(super) fn save() -> libc::c_int {
-            // SAFETY: the thread's `errno` location is valid for the
-            // thread's life.
-            location().map_or(0, |errno| unsafe { *errno })
-        }
-
-        pub(super) fn restore(value: libc::c_int) {
-            if let Some(errno) = location() {
-                // SAFETY: as above.
-                unsafe { *errno = value }
+                // The later arrivals came while the scope they reached
+                // first was cleaning up: what the handler does for such
+                // an arrival (a function replaced was called by it, an
+                // ignored signal stays ignored).
+                if second_at_once && slot.previous().handler == libc::SIG_DFL {
+                    default_action_again(signal.number());
+                }
             }
         }
     }
