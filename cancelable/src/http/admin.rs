@@ -12,9 +12,14 @@ use http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
 use crate::registry::{
-    CancelAnswer, Filter, FinishedOperation, OperationInfo, OperationNode, Pattern, Registry,
+    CancelAnswer, Filter, FinishedOperation, OperationInfo, OperationNode, Registry,
 };
-use crate::{CancelReason, OperationStatus, Signal, SourceError};
+use crate::{CancelReason, Signal, SourceError};
+
+mod console;
+mod query;
+
+use query::{form_pairs, list_filter, parse_id};
 
 /// The message an operation is cancelled with when the request gives none.
 pub const ADMIN_CANCEL_MESSAGE: &str = "cancelled through the admin endpoint";
@@ -23,16 +28,12 @@ pub const ADMIN_CANCEL_MESSAGE: &str = "cancelled through the admin endpoint";
 const VALID_REASONS: &str =
     "manual (the default), timeout, condition, error, or a signal such as signal:SIGTERM";
 
-/// The query parameters `GET /operations` accepts.
-const LIST_PARAMETERS: &str = "status (pending, running, completed, cancelled, failed; repeat \
-     or separate with commas), name (a glob such as export-*), parent (an operation id), \
-     older_than (milliseconds or humantime such as 1m30s)";
-
 /// An axum [`Router`] that shows and cancels the operations of `registry`
 /// (feature `admin`): the registry's admin API, JSON in and out.
 ///
 /// | method and path | answer |
 /// |---|---|
+/// | `GET /` | the operator's console: an HTML page (below) |
 /// | `GET /operations` | the [`Snapshot`](crate::registry::Snapshot) of live operations: `taken_at`, `live`, `stuck`, `operations` (a tree: each with its `children`). Query filters as [`Filter`] takes them: `status` (repeatable or comma-separated), `name` (a glob [`Pattern`]), `parent` (an id), `older_than` (`2500` ms or humantime `1m30s`); with a filter, `operations` is the flat list of matching operations (`children` empty) and `matched` counts them. A bad filter is a `400` saying what is expected. |
 /// | `GET /operations/{id}` | the live operation ([`OperationInfo`] and its `children`, `"finished": false`), or a finished one the history remembers ([`FinishedOperation`], `"finished": true`); `404` with `{"error", "id"}` for an unknown id. |
 /// | `POST /operations/{id}/cancel` | cancels it with `reason` and `message` from a JSON body (`{"reason": "manual", "message": "…"}`), a form body or the query string; both optional (`manual`, [`ADMIN_CANCEL_MESSAGE`]). `200` with `"answer": "requested"` (and `"cancelled": true`: this request asked for the cancellation; the operation ends cancelled at its next checkpoint, or completes if its body finishes first) and the operation as it is now, or `"answer": "already_requested"` (`"cancelled": false`) and the cause it was already cancelled with; `404` unknown id; `409` already finished (with its final status); `400` for a reason that is not one of `manual`, `timeout`, `condition`, `error`, `signal:SIGTERM` (any signal name). |
@@ -41,6 +42,25 @@ const LIST_PARAMETERS: &str = "status (pending, running, completed, cancelled, f
 ///
 /// Every error answer is JSON with an `error` field saying what went wrong
 /// and what to do instead.
+///
+/// # The console
+/// `GET /` (and `/admin/` where the router is nested at `/admin`) is a
+/// page an operator reads instead of JSON: the statistics (counts by
+/// status, cancellation lag p50 and p99), the tree of live operations
+/// (name, id, key, status, elapsed, time to the deadline, progress bar and
+/// message, metadata) with stuck and cancelling operations marked, and the
+/// most recent finished operations with their reason, message and lag. It
+/// is rendered on the server, so it reads without JavaScript; with it the
+/// page updates every second ("updated n s ago" says how fresh it is) and
+/// each live operation gets a *Cancel…* button that asks for a reason and
+/// a message, then posts them as JSON to `POST /operations/{id}/cancel`
+/// and shows the outcome. The script and style sheet are embedded in the
+/// crate (`/console/console.js`, `/console/console.css`); the page loads
+/// nothing else, and its `Content-Security-Policy` allows nothing from
+/// another origin. It works on a phone's width, with the keyboard and
+/// with a screen reader. It sits behind whatever authentication you mount
+/// the router behind (a browser then needs a cookie or basic
+/// authentication the middleware accepts, rather than a bearer token).
 ///
 /// # Protect it
 /// The router is off unless you mount it, and it has no authentication of
@@ -95,6 +115,7 @@ where
         .route("/operations/{id}/cancel", post(cancel_by_id))
         .route("/operations/by-key/{key}", get(get_by_key))
         .route("/operations/by-key/{key}/cancel", post(cancel_by_key))
+        .merge(console::routes())
         .with_state(registry.clone())
 }
 
@@ -170,80 +191,6 @@ async fn list(State(registry): State<Registry>, RawQuery(query): RawQuery) -> Re
             operations,
         },
     )
-}
-
-/// The filter of a `GET /operations` query string; `None` if it sets none.
-/// `Err` is the text of a `400`.
-fn list_filter(query: &str) -> Result<Option<Filter>, String> {
-    let pairs = form_pairs(query)?;
-    if pairs.is_empty() {
-        return Ok(None);
-    }
-    let mut filter = Filter::new();
-    for (name, value) in pairs {
-        match name.as_str() {
-            "status" => {
-                for status in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    filter = filter.status(parse_status(status)?);
-                }
-            }
-            "name" => {
-                let pattern =
-                    Pattern::new(&value).map_err(|error| format!("bad `name` filter: {error}"))?;
-                filter = filter.name_pattern(pattern);
-            }
-            "parent" => {
-                let parent = value.trim().parse().map_err(|_| {
-                    format!(
-                        "bad `parent` filter {value:?}: expected an operation id, a whole \
-                         number such as 42"
-                    )
-                })?;
-                filter = filter.parent(parent);
-            }
-            "older_than" => {
-                let age = super::parse_http_timeout(value.trim().as_bytes()).map_err(|_| {
-                    format!(
-                        "bad `older_than` filter {value:?}: expected milliseconds (2500) or a \
-                         humantime duration (2.5s, 1m30s)"
-                    )
-                })?;
-                filter = filter.older_than(age);
-            }
-            other => {
-                return Err(format!(
-                    "unknown query parameter {other:?}; `GET /operations` takes {LIST_PARAMETERS}"
-                ))
-            }
-        }
-    }
-    Ok(Some(filter))
-}
-
-fn parse_status(status: &str) -> Result<OperationStatus, String> {
-    Ok(match status.to_ascii_lowercase().as_str() {
-        "pending" => OperationStatus::Pending,
-        "running" => OperationStatus::Running,
-        "completed" => OperationStatus::Completed,
-        "cancelled" | "canceled" => OperationStatus::Cancelled,
-        "failed" => OperationStatus::Failed,
-        _ => {
-            return Err(format!(
-                "bad `status` filter {status:?}: expected pending, running, completed, \
-                 cancelled or failed"
-            ))
-        }
-    })
-}
-
-/// Parses an operation id from the path; `Err` is the text of a `400`.
-fn parse_id(id: &str) -> Result<u64, String> {
-    id.parse().map_err(|_| {
-        format!(
-            "{id:?} is not an operation id: ids are whole numbers, as `GET /operations` lists \
-             them (use /operations/by-key/{{key}} for a key)"
-        )
-    })
 }
 
 /// The finished operation `matches` picks from the history, if it
@@ -603,63 +550,9 @@ async fn cancel_by_key(
     }
 }
 
-/// The `name=value` pairs of a query string or form body, decoded
-/// (`+` is a space, `%XX` a byte); empty names are skipped.
-fn form_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
-    text.split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((decode(name)?, decode(value)?))
-        })
-        .filter(|pair: &Result<(String, String), String>| {
-            pair.as_ref().map_or(true, |(name, _)| !name.is_empty())
-        })
-        .collect()
-}
-
-fn decode(text: &str) -> Result<String, String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|hex| std::str::from_utf8(hex).ok())
-                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-                    .ok_or_else(|| {
-                        format!("bad percent-encoding in {text:?}: `%` must be followed by two hex digits")
-                    })?;
-                out.push(hex);
-                i += 2;
-            }
-            byte => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| format!("{text:?} does not decode to UTF-8 text"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn form_pairs_decode_plus_and_percent() {
-        assert_eq!(
-            form_pairs("reason=manual&message=a+b%21&&x").unwrap(),
-            [
-                ("reason".to_owned(), "manual".to_owned()),
-                ("message".to_owned(), "a b!".to_owned()),
-                ("x".to_owned(), String::new()),
-            ]
-        );
-        assert!(form_pairs("message=%zz").is_err());
-        assert!(form_pairs("message=%c3").is_err());
-    }
 
     #[test]
     fn reasons_parse_and_bad_ones_list_the_valid_values() {
