@@ -1,7 +1,9 @@
 //! An axum service with request scopes, deadline propagation, the three
 //! client-disconnect modes, graceful shutdown, and the operations
 //! registry's admin endpoints behind a bearer token, where every request
-//! in flight is listed and can be cancelled.
+//! in flight is listed and can be cancelled — as JSON, or in the
+//! operator's console at `/admin` (a browser logs in as user `operator`
+//! with the token as password).
 //!
 //! `cargo run --example web_service` prints the URLs to try and serves
 //! until Ctrl-C (a second Ctrl-C ends the shutdown at once). The admin
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 use axum::extract::Request;
 use axum::http::{StatusCode, Uri};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
@@ -163,21 +165,49 @@ fn admin_token() -> AdminToken {
     AdminToken(token)
 }
 
-/// Lets through requests that carry `Authorization: Bearer <token>`.
+/// Lets through requests that carry `Authorization: Bearer <token>` (curl,
+/// scripts) or HTTP basic authentication as user `operator` with the token
+/// as password (a browser on the console, which asks for them).
 async fn operators_only(
     axum::extract::State(AdminToken(token)): axum::extract::State<AdminToken>,
     request: Request,
     next: Next,
-) -> Result<Response, StatusCode> {
+) -> Response {
     let given = request
         .headers()
         .get(http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
+        .and_then(|value| value.to_str().ok());
+    let basic = format!("Basic {}", base64(format!("operator:{token}").as_bytes()));
     match given {
-        Some(given) if given == token => Ok(next.run(request).await),
-        _ => Err(StatusCode::UNAUTHORIZED),
+        Some(given) if given.strip_prefix("Bearer ") == Some(&token) || given == basic => {
+            next.run(request).await
+        }
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            [(http::header::WWW_AUTHENTICATE, "Basic realm=\"operators\"")],
+        )
+            .into_response(),
     }
+}
+
+/// Standard base64 with padding (RFC 4648), for the basic-auth header.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, byte)| n | u32::from(*byte) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 fn app(shutdown: &GracefulShutdown, base: String, token: AdminToken) -> Router {
@@ -249,6 +279,10 @@ async fn main() -> std::io::Result<()> {
             "  curl {base}/notify?ms=5000   # then Ctrl-C curl: the server log shows the cleanup"
         );
         println!("  curl {base}/detach?ms=3000   # then Ctrl-C curl: the handler still finishes");
+        println!(
+            "  open {base}/admin in a browser: the operator's console (user operator, password {})",
+            token.0
+        );
         let auth = format!("-H 'Authorization: Bearer {}'", token.0);
         println!("  curl {auth} '{base}/admin/operations?name=GET%20/work'   # while a /work runs");
         println!(
@@ -359,6 +393,18 @@ async fn admin_demo(base: &str, token: &str) {
         println!("   (no running /work found)");
         return;
     };
+    let (status, page) = admin_call(base, "GET", "/admin", Some(token)).await;
+    println!(
+        "   GET /admin -> {status}: the operator's console, {} bytes of HTML, lists {} live \
+         operation(s), {} (id {id}) among them",
+        page.len(),
+        page.matches("class=\"op ").count(),
+        if page.contains(&format!("id=\"op-{id}\"")) && page.contains("GET /work") {
+            "GET /work"
+        } else {
+            "not GET /work"
+        },
+    );
     let (status, body) = admin_call(
         base,
         "POST",

@@ -16,7 +16,7 @@ use std::future::pending;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 use std::sync::{mpsc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -100,29 +100,32 @@ fn binary(names: &[&str]) -> PathBuf {
     PathBuf::from(names[0])
 }
 
-/// A child that dies with the test process (`PR_SET_PDEATHSIG`), spawned
-/// from a thread that lives as long as the process: the signal follows
-/// the thread that spawned it.
-fn spawn_for_life(mut command: Command) -> Child {
+/// Starts a child that dies with the test process (`PR_SET_PDEATHSIG`) and
+/// returns its stdout. The child is spawned, and kept, by a thread that
+/// lives as long as the process: the signal follows the thread that
+/// spawned it.
+fn spawn_for_life(mut command: Command) -> Option<ChildStdout> {
     use std::os::unix::process::CommandExt;
-    static KEEPER: LazyLock<mpsc::Sender<(Command, mpsc::Sender<std::io::Result<Child>>)>> =
-        LazyLock::new(|| {
-            let (send, receive) =
-                mpsc::channel::<(Command, mpsc::Sender<std::io::Result<Child>>)>();
-            std::thread::Builder::new()
-                .name("browser-keeper".into())
-                .spawn(move || {
-                    // Never returns while the process runs: `recv` blocks.
-                    while let Ok((mut command, answer)) = receive.recv() {
-                        let _ = answer.send(command.spawn());
-                    }
-                    loop {
-                        std::thread::park();
-                    }
-                })
-                .expect("keeper thread");
-            send
-        });
+    type Order = (Command, mpsc::Sender<std::io::Result<Option<ChildStdout>>>);
+    static KEEPER: LazyLock<mpsc::Sender<Order>> = LazyLock::new(|| {
+        let (send, receive) = mpsc::channel::<Order>();
+        std::thread::Builder::new()
+            .name("browser-keeper".into())
+            .spawn(move || {
+                let mut children = Vec::new();
+                // `recv` blocks for the life of the process: the sender is
+                // a static.
+                while let Ok((mut command, answer)) = receive.recv() {
+                    let _ = answer.send(command.spawn().map(|mut child| {
+                        let stdout = child.stdout.take();
+                        children.push(child);
+                        stdout
+                    }));
+                }
+            })
+            .expect("keeper thread");
+        send
+    });
     // SAFETY: `prctl` is async-signal-safe; nothing else runs between
     // fork and exec.
     unsafe {
@@ -131,6 +134,7 @@ fn spawn_for_life(mut command: Command) -> Child {
             Ok(())
         });
     }
+    let program = command.get_program().to_string_lossy().into_owned();
     let (answer, result) = mpsc::channel();
     KEEPER.send((command, answer)).expect("keeper alive");
     result
@@ -138,15 +142,10 @@ fn spawn_for_life(mut command: Command) -> Child {
         .expect("keeper answers")
         .unwrap_or_else(|error| {
             panic!(
-                "could not start {:?}: {error}. Install Debian's `chromium` and `chromium-driver` \
-             (scripts/test does, with apt-get)",
-                command_name(&error)
+                "could not start {program}: {error}. Install Debian's `chromium` and \
+             `chromium-driver` (scripts/test does, with apt-get)"
             )
         })
-}
-
-fn command_name(error: &std::io::Error) -> String {
-    error.kind().to_string()
 }
 
 fn free_port() -> u16 {
@@ -161,6 +160,12 @@ fn free_port() -> u16 {
 async fn start_browser() -> Client {
     let profiles = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-chromium");
     let profile = profiles.join(std::process::id().to_string());
+    // The profiles of earlier runs whose process is gone.
+    for entry in std::fs::read_dir(&profiles).into_iter().flatten().flatten() {
+        if !Path::new("/proc").join(entry.file_name()).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
     let _ = std::fs::remove_dir_all(&profile);
     std::fs::create_dir_all(&profile).expect("profile directory");
     let debugging = free_port();
@@ -186,7 +191,7 @@ async fn start_browser() -> Client {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    spawn_for_life(chromium);
+    let _ = spawn_for_life(chromium);
     let driver_port = free_port();
     let mut driver = Command::new(binary(&["chromedriver"]));
     driver
@@ -194,9 +199,8 @@ async fn start_browser() -> Client {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    let mut driver = spawn_for_life(driver);
     // chromedriver says when it listens.
-    let stdout = driver.stdout.take().expect("chromedriver stdout");
+    let stdout = spawn_for_life(driver).expect("chromedriver stdout");
     let ready = tokio::task::spawn_blocking(move || {
         BufReader::new(stdout)
             .lines()
@@ -942,8 +946,10 @@ fn screenshots_of_a_busy_console_at_a_wide_and_a_phone_width() {
         assert!(registry.get(import_id).is_some());
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
         std::fs::create_dir_all(&docs).expect("docs/");
-        for (file, width, height) in [("console.png", 1280, 900), ("console-phone.png", 390, 1100)]
-        {
+        for (file, width, height) in [
+            ("console.png", 1280, 1000),
+            ("console-phone.png", 390, 1100),
+        ] {
             client.set_window_size(width, height).await.expect("size");
             open(&client, &server).await;
             next_update(&client).await;

@@ -44,8 +44,9 @@ const VALID_REASONS: &str =
 /// and what to do instead.
 ///
 /// # The console
-/// `GET /` (and `/admin/` where the router is nested at `/admin`) is a
-/// page an operator reads instead of JSON: the statistics (counts by
+/// `GET /` (`/admin` where the router is nested at `/admin`: axum's
+/// `nest` does not match `/admin/`) is a page an operator reads instead of
+/// JSON: the statistics (counts by
 /// status, cancellation lag p50 and p99), the tree of live operations
 /// (name, id, key, status, elapsed, time to the deadline, progress bar and
 /// message, metadata) with stuck and cancelling operations marked, and the

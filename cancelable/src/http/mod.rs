@@ -31,8 +31,8 @@
 //!   grace, cancels them (`503 Service Unavailable`), and gives up at a
 //!   hard deadline; a second signal ends it at once.
 //! * [`admin_router`] (feature `admin`) shows and cancels the operations of
-//!   a [`registry`](crate::registry) over HTTP — mounted behind your own
-//!   authentication.
+//!   a [`registry`](crate::registry) over HTTP, as JSON and as an operator's
+//!   console in the browser — mounted behind your own authentication.
 //!
 //! Status codes and gRPC codes per cause (configurable with
 //! [`RequestScopeLayer::status`] and [`RequestScopeLayer::grpc_code`]):

@@ -60,7 +60,7 @@ fn read(registry: &Registry) -> render::State {
 }
 
 /// `GET /`: the whole page. Its links start with the path it was reached
-/// at, so the router works at the root and nested (`/admin`, `/admin/`).
+/// at, so the router works at the root and nested (`/admin`).
 async fn page(
     State(registry): State<Registry>,
     OriginalUri(uri): OriginalUri,

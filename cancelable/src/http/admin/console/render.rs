@@ -118,10 +118,9 @@ pub(super) fn page(state: &State, view: &View, base: &str) -> String {
 /// tree and the history.
 pub(super) fn state_part(out: &mut String, state: &State, view: &View) {
     let snapshot = &state.snapshot;
-    let _ = write!(
+    let _ = writeln!(
         out,
-        r#"<div id="state-data" hidden data-taken-ms="{}" data-live="{}" data-stuck="{}"></div>
-"#,
+        r#"<div id="state-data" hidden data-taken-ms="{}" data-live="{}" data-stuck="{}"></div>"#,
         Utc(snapshot.taken_at).millis(),
         snapshot.live,
         snapshot.stuck,
@@ -313,21 +312,21 @@ fn operation(out: &mut String, node: &OperationNode, budget: &mut usize) {
     let _ = write!(
         out,
         r#"</div>
-<div class="times"><span class="label">elapsed</span> {elapsed}"#,
+<div class="times"><div><span class="label">elapsed</span> {elapsed}</div>"#,
         elapsed = Words(op.elapsed),
     );
     match op.remaining {
         Some(remaining) if remaining.is_zero() => {
-            out.push_str(r#" · <span class="label">deadline</span> passed"#)
+            out.push_str(r#"<div><span class="label">deadline</span> passed</div>"#)
         }
         Some(remaining) => {
             let _ = write!(
                 out,
-                r#" · <span class="label">deadline in</span> {}"#,
+                r#"<div><span class="label">deadline in</span> {}</div>"#,
                 Words(remaining)
             );
         }
-        None => out.push_str(r#" · <span class="label">no deadline</span>"#),
+        None => out.push_str(r#"<div><span class="label">no deadline</span></div>"#),
     }
     out.push_str("</div>\n<div class=\"progress\">");
     if let Some(progress) = &op.progress {
