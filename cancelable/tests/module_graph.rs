@@ -57,13 +57,18 @@ const LAYERS: &[(&str, &[&str])] = &[
 /// Which layer may use which other layer: core ← in-flight ← groups,
 /// registry ← services, cluster; the testing kit on everything but the
 /// integrations; the macros' support module on the core only. Groups and
-/// the registry do not know each other, nor do services and the cluster.
+/// the registry do not know each other. Services may use the cluster (the
+/// admin console's cluster view, `http/admin/console/cluster.rs`, through
+/// `RemoteRegistry`'s public API), never the other way round.
 const LAYER_USES: &[(&str, &[&str])] = &[
     ("core", &[]),
     ("in-flight", &["core"]),
     ("groups", &["core", "in-flight"]),
     ("registry", &["core", "in-flight"]),
-    ("services", &["core", "in-flight", "groups", "registry"]),
+    (
+        "services",
+        &["core", "in-flight", "groups", "registry", "cluster"],
+    ),
     ("cluster", &["core", "in-flight", "registry"]),
     ("testing", &["core", "in-flight", "groups", "registry"]),
     ("macro support", &["core"]),

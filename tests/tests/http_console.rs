@@ -21,7 +21,7 @@ use std::sync::{mpsc, LazyLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use cancelable::http::admin_router;
+use cancelable::http::{admin_router, cluster_admin_router};
 use cancelable::registry::Registry;
 use cancelable::{report_progress, shield, CancelReason, CancelScope, Cancelled};
 use cancelable_tests::http::{eventually, fetch, get, serve, Server, Version};
@@ -864,6 +864,74 @@ fn ten_thousand_live_operations_render_and_update_in_time() {
         for task in tasks {
             task.abort();
         }
+    });
+}
+
+#[test]
+fn with_a_cluster_joined_the_nodes_and_their_operations_are_shown() {
+    const EVIL: &str = "<script>window.pwned=1</script>";
+    with_browser(|client| async move {
+        let redis = cancelable_tests::redis::RedisServer::start();
+        let here = Registry::new();
+        let there = Registry::new();
+        let node_a = cancelable_tests::redis::join(&redis, "node-a", &here).await;
+        let node_b = cancelable_tests::redis::join(&redis, "node-b", &there).await;
+        let server = serve(Router::new().nest("/admin", cluster_admin_router(&node_a))).await;
+        let local = start_job(
+            &here,
+            CancelScope::new().name("local-job").register_in(&here),
+        )
+        .await;
+        let remote = start_job(
+            &there,
+            CancelScope::new()
+                .name(format!("remote-export {EVIL}"))
+                .metadata("tenant", EVIL)
+                .register_in(&there)
+                .key("export:b")
+                .expect("free key"),
+        )
+        .await;
+        open(&client, &server).await;
+        // This node's operation in the live tree, with its cancel button.
+        find(&client, &format!("#live #op-{} button.cancel", local.id)).await;
+        // The other node's in the cluster view, once it published it.
+        let row = format!("#cluster li[data-node='node-b'][data-id='{}']", remote.id);
+        let text = wait_text(&client, &row, |_| true).await;
+        for expected in [
+            "remote-export",
+            EVIL,
+            &format!("node-b/{}", remote.id),
+            "export:b",
+            "running",
+            "tenant",
+        ] {
+            assert!(
+                text.contains(expected),
+                "{expected:?} missing from {text:?}"
+            );
+        }
+        let cluster = wait_text(&client, "#cluster", |text| text.contains("node-a")).await;
+        assert!(cluster.contains("this node"), "{cluster}");
+        let pwned = script(
+            &client,
+            "return window.pwned === undefined ? null : window.pwned",
+        )
+        .await;
+        assert_eq!(pwned, Value::Null);
+        // A finished remote operation leaves the view.
+        remote.task.abort();
+        let until = Instant::now() + WITHIN;
+        while client.find(Locator::Css(&row)).await.is_ok() {
+            assert!(
+                Instant::now() < until,
+                "the finished operation stayed in the cluster view"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        local.task.abort();
+        node_b.close().await;
+        node_a.close().await;
     });
 }
 

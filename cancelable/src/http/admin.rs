@@ -34,7 +34,7 @@ const VALID_REASONS: &str =
 /// | method and path | answer |
 /// |---|---|
 /// | `GET /` | the operator's console: an HTML page (below) |
-/// | `GET /operations` | the [`Snapshot`](crate::registry::Snapshot) of live operations: `taken_at`, `live`, `stuck`, `operations` (a tree: each with its `children`). Query filters as [`Filter`] takes them: `status` (repeatable or comma-separated), `name` (a glob [`Pattern`]), `parent` (an id), `older_than` (`2500` ms or humantime `1m30s`); with a filter, `operations` is the flat list of matching operations (`children` empty) and `matched` counts them. A bad filter is a `400` saying what is expected. |
+/// | `GET /operations` | the [`Snapshot`](crate::registry::Snapshot) of live operations: `taken_at`, `live`, `stuck`, `operations` (a tree: each with its `children`). Query filters as [`Filter`] takes them: `status` (repeatable or comma-separated), `name` (a glob [`Pattern`](crate::registry::Pattern)), `parent` (an id), `older_than` (`2500` ms or humantime `1m30s`); with a filter, `operations` is the flat list of matching operations (`children` empty) and `matched` counts them. A bad filter is a `400` saying what is expected. |
 /// | `GET /operations/{id}` | the live operation ([`OperationInfo`] and its `children`, `"finished": false`), or a finished one the history remembers ([`FinishedOperation`], `"finished": true`); `404` with `{"error", "id"}` for an unknown id. |
 /// | `POST /operations/{id}/cancel` | cancels it with `reason` and `message` from a JSON body (`{"reason": "manual", "message": "…"}`), a form body or the query string; both optional (`manual`, [`ADMIN_CANCEL_MESSAGE`]). `200` with `"answer": "requested"` (and `"cancelled": true`: this request asked for the cancellation; the operation ends cancelled at its next checkpoint, or completes if its body finishes first) and the operation as it is now, or `"answer": "already_requested"` (`"cancelled": false`) and the cause it was already cancelled with; `404` unknown id; `409` already finished (with its final status); `400` for a reason that is not one of `manual`, `timeout`, `condition`, `error`, `signal:SIGTERM` (any signal name). |
 /// | `GET /operations/by-key/{key}` | as `GET /operations/{id}`, for the live operation holding `key`. |
@@ -110,14 +110,51 @@ pub fn admin_router<S>(registry: &Registry) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
+    api_routes(registry).merge(console::routes(registry))
+}
+
+/// The JSON API of [`admin_router`].
+fn api_routes<S>(registry: &Registry) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
     Router::new()
         .route("/operations", get(list))
         .route("/operations/{id}", get(get_by_id))
         .route("/operations/{id}/cancel", post(cancel_by_id))
         .route("/operations/by-key/{key}", get(get_by_key))
         .route("/operations/by-key/{key}/cancel", post(cancel_by_key))
-        .merge(console::routes())
         .with_state(registry.clone())
+}
+
+/// [`admin_router`] over the local registry of `remote` (features `admin`
+/// and `redis`), whose console also shows the cluster: every node that
+/// published a snapshot, with its live operations (name, id, key, status,
+/// elapsed, reason and message, stuck flag, metadata). The JSON API, and
+/// the console's cancel buttons, act on this node's operations;
+/// [`RemoteRegistry::cancel`](crate::remote::RemoteRegistry::cancel)
+/// reaches the others. Mount it behind your authentication, as
+/// [`admin_router`].
+///
+/// ```no_run
+/// use cancelable::http::cluster_admin_router;
+/// use cancelable::remote::RemoteRegistry;
+///
+/// # async fn doc() -> Result<(), Box<dyn std::error::Error>> {
+/// let remote = RemoteRegistry::builder("redis://127.0.0.1:6379", "web-1")
+///     .connect()
+///     .await?;
+/// let app: axum::Router = axum::Router::new().nest("/admin", cluster_admin_router(&remote));
+/// # drop(app);
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "admin", feature = "redis"))))]
+pub fn cluster_admin_router<S>(remote: &crate::remote::RemoteRegistry) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    api_routes(remote.local()).merge(console::cluster_routes(remote))
 }
 
 /// A JSON answer.

@@ -102,6 +102,9 @@ pub use timeout_header::{
 pub use self::axum::MissingRequestScope;
 #[cfg(feature = "tonic")]
 pub use self::tonic::DeadlineInterceptor;
+#[cfg(all(feature = "admin", feature = "redis"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "admin", feature = "redis"))))]
+pub use admin::cluster_admin_router;
 #[cfg(feature = "admin")]
 #[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
 pub use admin::{admin_router, ADMIN_CANCEL_MESSAGE};

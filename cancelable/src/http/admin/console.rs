@@ -25,8 +25,16 @@ use http::HeaderValue;
 
 use crate::registry::{Filter, Pattern, Registry};
 
+#[cfg(feature = "redis")]
+mod cluster;
 mod html;
 mod render;
+
+/// How many live operations the console lists (per node in the cluster
+/// view): a page of thousands is slow for a browser to lay out every
+/// second and for a person to read; the counts cover them all and the
+/// filter finds the others.
+const LIVE_SHOWN: usize = 200;
 
 const SCRIPT: &str = include_str!("console/console.js");
 const STYLE: &str = include_str!("console/console.css");
@@ -35,8 +43,43 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'self'; \
      frame-ancestors 'none'";
 
-/// The console's routes, merged into the admin router.
-pub(super) fn routes() -> Router<Registry> {
+/// What the console reads: the local registry and, when the node joined a
+/// cluster, the cluster.
+#[derive(Clone)]
+struct Sources {
+    registry: Registry,
+    #[cfg(feature = "redis")]
+    cluster: Option<crate::remote::RemoteRegistry>,
+}
+
+/// The console's routes over `registry`, merged into the admin router.
+pub(super) fn routes<S>(registry: &Registry) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    with_sources(Sources {
+        registry: registry.clone(),
+        #[cfg(feature = "redis")]
+        cluster: None,
+    })
+}
+
+/// The console's routes over `remote`'s local registry and its cluster.
+#[cfg(feature = "redis")]
+pub(super) fn cluster_routes<S>(remote: &crate::remote::RemoteRegistry) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    with_sources(Sources {
+        registry: remote.local().clone(),
+        cluster: Some(remote.clone()),
+    })
+}
+
+fn with_sources<S>(sources: Sources) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
     Router::new()
         .route("/", get(page))
         .route("/console/state", get(state))
@@ -48,33 +91,40 @@ pub(super) fn routes() -> Router<Registry> {
             "/console/console.css",
             get(|| asset(STYLE, "text/css; charset=utf-8")),
         )
+        .with_state(sources)
 }
 
-/// What the registry shows now.
-fn read(registry: &Registry) -> render::State {
+/// What the registry, and the cluster, show now.
+async fn read(sources: &Sources) -> render::State {
+    let registry = &sources.registry;
     render::State {
         snapshot: registry.snapshot(),
         history: registry.history(render::HISTORY_SHOWN, &Filter::new()),
         statistics: registry.statistics(),
+        #[cfg(feature = "redis")]
+        cluster: match &sources.cluster {
+            Some(remote) => Some(cluster::read(remote).await),
+            None => None,
+        },
     }
 }
 
 /// `GET /`: the whole page. Its links start with the path it was reached
 /// at, so the router works at the root and nested (`/admin`).
 async fn page(
-    State(registry): State<Registry>,
+    State(sources): State<Sources>,
     OriginalUri(uri): OriginalUri,
     RawQuery(query): RawQuery,
 ) -> Response {
     let base = uri.path().trim_end_matches('/');
     let view = view(query.as_deref());
-    html_answer(render::page(&read(&registry), &view, base), true)
+    html_answer(render::page(&read(&sources).await, &view, base), true)
 }
 
 /// `GET /console/state`: the part of the page the script replaces.
-async fn state(State(registry): State<Registry>, RawQuery(query): RawQuery) -> Response {
+async fn state(State(sources): State<Sources>, RawQuery(query): RawQuery) -> Response {
     let mut out = String::with_capacity(4096);
-    render::state_part(&mut out, &read(&registry), &view(query.as_deref()));
+    render::state_part(&mut out, &read(&sources).await, &view(query.as_deref()));
     html_answer(out, false)
 }
 

@@ -1,7 +1,10 @@
 //! The console's text helpers: HTML escaping (the one way any value
-//! reaches the page) and the words for durations and times.
+//! reaches the page), metadata lists, and the words for durations and
+//! times.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Text escaped for an HTML text node or a quoted attribute value: `&`,
@@ -93,6 +96,23 @@ impl fmt::Display for Utc {
             of_day % 60
         )
     }
+}
+
+/// Key/value pairs as a description list, escaped; nothing when empty.
+pub(super) fn metadata(out: &mut String, metadata: &BTreeMap<String, String>) {
+    if metadata.is_empty() {
+        return;
+    }
+    out.push_str("<dl class=\"meta\">");
+    for (key, value) in metadata {
+        let _ = write!(
+            out,
+            "<div><dt>{}</dt><dd>{}</dd></div>",
+            Esc(key),
+            Esc(value)
+        );
+    }
+    out.push_str("</dl>\n");
 }
 
 #[cfg(test)]

@@ -4,20 +4,15 @@
 //! renderer for both, so the page reads the same with and without
 //! JavaScript; every value from the registry goes through [`Esc`].
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use super::html::{Esc, Utc, Words};
+use super::html::{metadata, Esc, Utc, Words};
+use super::LIVE_SHOWN;
 use crate::registry::{FinishedOperation, OperationNode, Pattern, Snapshot, Statistics};
 
 /// How many finished operations the console lists (the newest first).
 pub(super) const HISTORY_SHOWN: usize = 100;
-
-/// How many live operations the console lists: a page of thousands is
-/// slow for a browser to lay out every second and for a person to read;
-/// the counts cover them all and the filter finds the others.
-pub(super) const LIVE_SHOWN: usize = 200;
 
 /// Which live operations the page lists: the query string of the page
 /// (`?name=export-*&stuck=1`), kept by the script for its updates.
@@ -51,6 +46,9 @@ pub(super) struct State {
     pub(super) snapshot: Snapshot,
     pub(super) history: Vec<FinishedOperation>,
     pub(super) statistics: Statistics,
+    /// The cluster's nodes, when the router is a cluster's.
+    #[cfg(feature = "redis")]
+    pub(super) cluster: Option<super::cluster::Cluster>,
 }
 
 /// The whole page; `base` is the path the admin router is mounted at
@@ -175,6 +173,10 @@ pub(super) fn state_part(out: &mut String, state: &State, view: &View) {
         );
     }
     out.push_str("</section>\n");
+    #[cfg(feature = "redis")]
+    if let Some(cluster) = &state.cluster {
+        super::cluster::render(out, cluster, snapshot.taken_at);
+    }
     history(out, &state.history, snapshot.taken_at);
 }
 
@@ -363,22 +365,6 @@ fn operation(out: &mut String, node: &OperationNode, budget: &mut usize) {
         tree(out, &node.children, budget);
     }
     out.push_str("</li>\n");
-}
-
-fn metadata(out: &mut String, metadata: &BTreeMap<String, String>) {
-    if metadata.is_empty() {
-        return;
-    }
-    out.push_str("<dl class=\"meta\">");
-    for (key, value) in metadata {
-        let _ = write!(
-            out,
-            "<div><dt>{}</dt><dd>{}</dd></div>",
-            Esc(key),
-            Esc(value)
-        );
-    }
-    out.push_str("</dl>\n");
 }
 
 fn history(out: &mut String, history: &[FinishedOperation], now: SystemTime) {
