@@ -54,7 +54,7 @@ pub(super) struct State {
 /// The whole page; `base` is the path the admin router is mounted at
 /// (`""` at the root, `/admin` when nested there), without a trailing `/`.
 pub(super) fn page(state: &State, view: &View, base: &str) -> String {
-    let mut out = String::with_capacity(4096 + state.snapshot.live * 900);
+    let mut out = String::with_capacity(4096 + state.snapshot.live.min(LIVE_SHOWN) * 900);
     let base = Esc(base);
     let _ = write!(
         out,
@@ -127,7 +127,7 @@ pub(super) fn state_part(out: &mut String, state: &State, view: &View) {
     let _ = write!(
         out,
         r#"<section id="live" class="live" aria-labelledby="live-title">
-<h2 id="live-title">Live <span class="count">{live} running{stuck}</span></h2>
+<h2 id="live-title" tabindex="-1">Live <span class="count">{live} running{stuck}</span></h2>
 "#,
         live = snapshot.live,
         stuck = if snapshot.stuck > 0 {
