@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use cancelable::http::{admin_router, cluster_admin_router};
-use cancelable::registry::Registry;
+use cancelable::registry::{CancelAnswer, Registry};
 use cancelable::{report_progress, shield, CancelReason, CancelScope, Cancelled};
 use cancelable_tests::http::{eventually, fetch, get, serve, Server, Version};
 use fantoccini::elements::Element;
@@ -517,7 +517,10 @@ fn an_operation_cancelled_through_the_page_moves_to_the_history_with_reason_and_
             .expect("confirm");
         let said = wait_text(&client, "#outcome", |text| !text.is_empty()).await;
         assert!(
-            said.starts_with(&format!("Cancelled nightly-report #{}", job.id)),
+            said.starts_with(&format!(
+                "Cancellation requested for nightly-report #{}",
+                job.id
+            )),
             "{said}"
         );
         let kind = script(
@@ -593,9 +596,12 @@ fn a_stuck_operation_is_flagged() {
         let server = console_server(&registry).await;
         let (id, release, task) = start_stubborn(&registry, "reindex").await;
         let (calm, _calm_release, calm_task) = start_stubborn(&registry, "backup").await;
-        registry
-            .cancel(id, CancelReason::Manual, "operator: stop it")
-            .expect("cancel");
+        assert!(matches!(
+            registry
+                .cancel(id, CancelReason::Manual, "operator: stop it")
+                .expect("cancel"),
+            CancelAnswer::Requested(_)
+        ));
         assert!(eventually(WITHIN, || registry.get(id).is_some_and(|op| op.stuck)).await);
         open(&client, &server).await;
         let row = wait_text(&client, &format!("#op-{id} > .row"), |_| true).await;
@@ -691,9 +697,12 @@ fn script_in_names_keys_messages_and_metadata_stays_text() {
         .await;
         job.report(&registry, 0.5, EVIL).await;
         let (stubborn, release, stubborn_task) = start_stubborn(&registry, EVIL).await;
-        registry
-            .cancel(stubborn, CancelReason::Manual, EVIL)
-            .expect("cancel");
+        assert!(matches!(
+            registry
+                .cancel(stubborn, CancelReason::Manual, EVIL)
+                .expect("cancel"),
+            CancelAnswer::Requested(_)
+        ));
         let finished = CancelScope::new()
             .name(EVIL.to_owned())
             .metadata("k", EVIL)
@@ -1000,9 +1009,12 @@ fn screenshots_of_a_busy_console_at_a_wide_and_a_phone_width() {
             .await;
         let (stuck, stuck_release, stuck_task) =
             start_stubborn(&registry, "rebuild-search-index").await;
-        registry
-            .cancel(stuck, CancelReason::Manual, "operator: deploy")
-            .expect("cancel");
+        assert!(matches!(
+            registry
+                .cancel(stuck, CancelReason::Manual, "operator: deploy")
+                .expect("cancel"),
+            CancelAnswer::Requested(_)
+        ));
         assert!(eventually(WITHIN, || registry.get(stuck).is_some_and(|op| op.stuck)).await);
         assert!(
             eventually(WITHIN, || registry

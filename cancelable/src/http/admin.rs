@@ -14,19 +14,14 @@ use serde::Serialize;
 use crate::registry::{
     CancelAnswer, Filter, FinishedOperation, OperationInfo, OperationNode, Registry,
 };
-use crate::{CancelReason, Signal, SourceError};
 
 mod console;
 mod query;
 
-use query::{form_pairs, list_filter, parse_id};
+use query::{cancel_request, list_filter, parse_id, CancelRequest};
 
 /// The message an operation is cancelled with when the request gives none.
 pub const ADMIN_CANCEL_MESSAGE: &str = "cancelled through the admin endpoint";
-
-/// The reasons `POST …/cancel` accepts, as its 400 answer lists them.
-const VALID_REASONS: &str =
-    "manual (the default), timeout, condition, error, or a signal such as signal:SIGTERM";
 
 /// An axum [`Router`] that shows and cancels the operations of `registry`
 /// (feature `admin`): the registry's admin API, JSON in and out.
@@ -350,98 +345,6 @@ async fn get_by_key(State(registry): State<Registry>, Path(key): Path<String>) -
     }
 }
 
-/// The reason and message of a cancel request.
-struct CancelRequest {
-    reason: CancelReason,
-    reason_text: String,
-    message: String,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CancelBody {
-    reason: Option<String>,
-    message: Option<String>,
-}
-
-/// Reads `reason` and `message` from the query string, then the body
-/// (JSON, or form-encoded): the body wins. `Err` is the text of a `400`.
-fn cancel_request(
-    query: Option<&str>,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<CancelRequest, String> {
-    let mut reason = None;
-    let mut message = None;
-    let mut take = |pairs: Vec<(String, String)>| -> Result<(), String> {
-        for (name, value) in pairs {
-            match name.as_str() {
-                "reason" => reason = Some(value),
-                "message" => message = Some(value),
-                other => {
-                    return Err(format!(
-                        "unknown parameter {other:?}: a cancel request takes `reason` ({VALID_REASONS}) \
-                         and `message`"
-                    ))
-                }
-            }
-        }
-        Ok(())
-    };
-    take(form_pairs(query.unwrap_or(""))?)?;
-    let is_json = headers
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.trim_start().starts_with("application/json"))
-        || body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    if is_json {
-        let parsed: CancelBody = serde_json::from_slice(body).map_err(|error| {
-            format!(
-                "the body is not a cancel request: {error}; send \
-                 {{\"reason\": \"manual\", \"message\": \"why\"}} (both optional)"
-            )
-        })?;
-        reason = parsed.reason.or(reason);
-        message = parsed.message.or(message);
-    } else if !body.is_empty() {
-        let text =
-            std::str::from_utf8(body).map_err(|_| "the form body is not UTF-8 text".to_owned())?;
-        take(form_pairs(text)?)?;
-    }
-    let message = message.unwrap_or_else(|| ADMIN_CANCEL_MESSAGE.to_owned());
-    let reason_text = reason.unwrap_or_else(|| "manual".to_owned());
-    let reason = parse_reason(&reason_text, &message)?;
-    Ok(CancelRequest {
-        reason,
-        reason_text,
-        message,
-    })
-}
-
-/// A reason a client may cancel with (never `Parent`: that one is the
-/// scope machinery's).
-fn parse_reason(reason: &str, message: &str) -> Result<CancelReason, String> {
-    let lower = reason.trim().to_ascii_lowercase();
-    Ok(match lower.as_str() {
-        "manual" => CancelReason::Manual,
-        "timeout" => CancelReason::Timeout,
-        "condition" => CancelReason::Condition,
-        "error" => CancelReason::Error(SourceError::new(message)),
-        _ => match lower.strip_prefix("signal:") {
-            Some(signal) => CancelReason::Signal(
-                signal
-                    .parse::<Signal>()
-                    .map_err(|error| format!("bad reason {reason:?}: {error}"))?,
-            ),
-            None => {
-                return Err(format!(
-                    "unknown reason {reason:?}; valid reasons are {VALID_REASONS}"
-                ))
-            }
-        },
-    })
-}
-
 #[derive(Serialize)]
 struct CancelOutcome {
     id: u64,
@@ -585,24 +488,5 @@ async fn cancel_by_key(
     }) {
         Some(operation) => already_finished(&operation),
         None => not_found_key(&key),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reasons_parse_and_bad_ones_list_the_valid_values() {
-        assert_eq!(parse_reason("Manual", "").unwrap(), CancelReason::Manual);
-        assert_eq!(
-            parse_reason("signal:term", "").unwrap(),
-            CancelReason::Signal(Signal::Terminate)
-        );
-        let error = parse_reason("parent", "").unwrap_err();
-        assert!(error.contains("manual"), "{error}");
-        assert!(parse_reason("signal:nope", "")
-            .unwrap_err()
-            .contains("SIGTERM"));
     }
 }

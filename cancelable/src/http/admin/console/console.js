@@ -109,9 +109,9 @@
         // Not JSON (a proxy's error page): the status says enough.
       }
       if (response.ok && answer.cancelled) {
-        say("cancelled", "Cancelled " + what + ": " + answer.outcome);
+        say("cancelled", "Cancellation requested for " + what + ": " + answer.outcome);
       } else if (response.ok) {
-        say("unchanged", "Not cancelled again: " + answer.outcome);
+        say("unchanged", "Already being cancelled: " + answer.outcome);
       } else if (response.status === 409) {
         say("finished", "Already finished: " + answer.error);
       } else if (response.status === 404) {
