@@ -4,7 +4,7 @@
 //! operation appears with its progress and updates live; it is cancelled
 //! through the page (reason, message, confirmation) and moves to the
 //! history; a stuck operation is flagged; a cancel that comes too late
-//! says so; without JavaScript the page still shows the tree; `<script>`
+//! says so (already finished, or not found once the history forgot it); without JavaScript the page still shows the tree; `<script>`
 //! in every value stays text; 10,000 live operations render and update
 //! within generous bounds (the times are printed); and screenshots at a
 //! wide and a phone's width are saved to `docs/` for the README.
@@ -583,6 +583,55 @@ fn a_cancel_that_comes_after_the_end_says_already_finished() {
             said.contains(&format!("operation {id} has already finished")),
             "{said}"
         );
+    });
+}
+
+#[test]
+fn a_cancel_of_an_operation_the_history_forgot_says_not_found() {
+    with_browser(|client| async move {
+        // A history of one: the next operation to finish pushes it out.
+        let registry = Registry::builder()
+            .history_capacity(1)
+            .build()
+            .expect("registry");
+        let server = console_server(&registry).await;
+        let (id, release, task) = start_stubborn(&registry, "forgotten").await;
+        open(&client, &server).await;
+        find(&client, &format!("#op-{id} button.cancel"))
+            .await
+            .click()
+            .await
+            .expect("click");
+        find(&client, "#cancel-dialog[open]").await;
+        drop(release);
+        let _ = task.await;
+        CancelScope::new()
+            .name("later")
+            .register_in(&registry)
+            .run(async {})
+            .await
+            .expect("ran");
+        assert!(registry
+            .history(10, &Default::default())
+            .iter()
+            .all(|op| op.id != id));
+        find(&client, "#cancel-confirm")
+            .await
+            .click()
+            .await
+            .expect("confirm");
+        let said = wait_text(&client, "#outcome", |text| !text.is_empty()).await;
+        assert!(said.starts_with("Not found:"), "{said}");
+        assert!(
+            said.contains(&format!("no operation with id {id}")),
+            "{said}"
+        );
+        let kind = script(
+            &client,
+            "return document.getElementById('outcome').dataset.kind",
+        )
+        .await;
+        assert_eq!(kind, json!("not-found"));
     });
 }
 
