@@ -1,28 +1,21 @@
 //! `RequestScopeLayer`: every request in its own cancel scope.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::CONTENT_TYPE;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
-use pin_project_lite::pin_project;
+use http::{HeaderMap, HeaderName, StatusCode};
 use tower_layer::Layer;
-use tower_service::Service;
 
-use super::body::ScopedBody;
-use super::grace::Graced;
-use super::request::{now, DeadlineSource, RequestScope};
+use super::request::DeadlineSource;
+use super::service::RequestScopeService;
 use super::timeout_header::{
     parse_grpc_timeout, parse_http_timeout_named, TimeoutHeaderError, GRPC_TIMEOUT,
     X_REQUEST_TIMEOUT,
 };
-use super::CLIENT_DISCONNECTED;
-use crate::{CancelReason, CancelScope, CancellationToken, Cancelled, ScopeHandle, TryRun};
+#[cfg(doc)]
+use super::RequestScope;
+use crate::CancellationToken;
 
 /// Why a request's scope was cancelled, as the layer tells it to the
 /// client: each cause has its own HTTP status and gRPC code, set with
@@ -52,14 +45,14 @@ pub enum CancelCause {
 
 impl CancelCause {
     #[cfg(test)]
-    const ALL: [CancelCause; 4] = [
+    pub(super) const ALL: [CancelCause; 4] = [
         CancelCause::Deadline,
         CancelCause::Shutdown,
         CancelCause::ClientDisconnected,
         CancelCause::Cancelled,
     ];
 
-    fn index(self) -> usize {
+    pub(super) fn index(self) -> usize {
         self as usize
     }
 }
@@ -181,18 +174,18 @@ pub struct RequestScopeLayer {
 }
 
 #[derive(Clone, Debug)]
-struct Config {
-    timeout: Option<Duration>,
-    grpc_timeout: bool,
-    header: Option<HeaderName>,
-    server_token: Option<CancellationToken>,
-    disconnect: DisconnectMode,
-    grace: Duration,
-    statuses: [StatusCode; 4],
-    grpc_codes: [i32; 4],
+pub(super) struct Config {
+    pub(super) timeout: Option<Duration>,
+    pub(super) grpc_timeout: bool,
+    pub(super) header: Option<HeaderName>,
+    pub(super) server_token: Option<CancellationToken>,
+    pub(super) disconnect: DisconnectMode,
+    pub(super) grace: Duration,
+    pub(super) statuses: [StatusCode; 4],
+    pub(super) grpc_codes: [i32; 4],
     /// The registry each request's scope joins, if any.
     #[cfg(feature = "registry")]
-    registry: Option<crate::registry::Registry>,
+    pub(super) registry: Option<crate::registry::Registry>,
 }
 
 impl Default for RequestScopeLayer {
@@ -371,101 +364,9 @@ impl<S> Layer<S> for RequestScopeLayer {
     }
 }
 
-/// The service of [`RequestScopeLayer`].
-#[derive(Clone, Debug)]
-pub struct RequestScopeService<S> {
-    inner: S,
-    config: Arc<Config>,
-}
-
-impl<S> RequestScopeService<S> {
-    /// Wraps `inner` with the settings of `layer`.
-    pub fn new(inner: S, layer: &RequestScopeLayer) -> Self {
-        layer.layer(inner)
-    }
-}
-
-impl<S, B, ResBody> Service<Request<B>> for RequestScopeService<S>
-where
-    S: Service<Request<B>, Response = Response<ResBody>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    ResBody: Send + 'static,
-{
-    type Response = Response<ScopedBody<ResBody>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let config = &self.config;
-        let grpc = is_grpc(request.headers());
-        let source = match config.deadline_source(request.headers()) {
-            Ok(source) => source,
-            Err(error) => {
-                #[cfg(feature = "tracing")]
-                tracing::info!(%error, "request rejected");
-                return ResponseFuture::ready(bad_request(&error, grpc));
-            }
-        };
-        let mut scope = CancelScope::new().name(operation_name(&request));
-        #[cfg(feature = "registry")]
-        if let Some(registry) = &config.registry {
-            scope = scope
-                .metadata("method", request.method().as_str())
-                .metadata("path", request.uri().path())
-                .register_in(registry);
-        }
-        if let Some(deadline) = source
-            .as_ref()
-            .and_then(|source| now().checked_add(source.timeout()))
-        {
-            scope = scope.deadline(deadline);
-        }
-        if let Some(token) = &config.server_token {
-            scope = scope.token(token);
-        }
-        let handle = scope.handle();
-        request.extensions_mut().insert(RequestScope {
-            handle: handle.clone(),
-            source: source.clone(),
-        });
-        let handler = Graced::new(self.inner.call(request), &handle, config.grace);
-        // `try_run`: a handler that ends after the cancellation ends the
-        // scope as cancelled (see `Graced`).
-        let run = scope.try_run(handler);
-        let runtime = match config.disconnect {
-            DisconnectMode::Drop => None,
-            DisconnectMode::Detach | DisconnectMode::Notify => {
-                tokio::runtime::Handle::try_current().ok()
-            }
-        };
-        let stage = match runtime {
-            Some(runtime) => Stage::Spawned {
-                task: runtime.spawn(run),
-            },
-            None => Stage::Inline { run },
-        };
-        ResponseFuture {
-            guard: Guard {
-                request: Some(Pending {
-                    handle,
-                    source,
-                    grpc,
-                    config: self.config.clone(),
-                }),
-            },
-            stage,
-        }
-    }
-}
-
 impl Config {
     /// The earliest deadline the request asks for, or a malformed header.
-    fn deadline_source(
+    pub(super) fn deadline_source(
         &self,
         headers: &HeaderMap,
     ) -> Result<Option<DeadlineSource>, TimeoutHeaderError> {
@@ -492,266 +393,5 @@ impl Config {
             }
         }
         Ok(earliest)
-    }
-}
-
-/// `true` for gRPC requests (`content-type: application/grpc*`).
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
-}
-
-/// The operation's name: the method and the route (axum's matched path
-/// when there is one, else the path).
-fn operation_name<B>(request: &Request<B>) -> String {
-    #[cfg(feature = "axum")]
-    let route = request
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map(axum::extract::MatchedPath::as_str);
-    #[cfg(not(feature = "axum"))]
-    let route = None;
-    let route = route.unwrap_or_else(|| request.uri().path());
-    let method = request.method().as_str();
-    let mut name = String::with_capacity(method.len() + 1 + route.len());
-    name.push_str(method);
-    name.push(' ');
-    name.push_str(route);
-    name
-}
-
-/// The `400` for a malformed timeout header.
-fn bad_request<B>(error: &TimeoutHeaderError, grpc: bool) -> Response<ScopedBody<B>> {
-    // gRPC's INVALID_ARGUMENT.
-    answer(grpc, StatusCode::BAD_REQUEST, 3, &error.to_string())
-}
-
-/// The layer's own answer: plain text over HTTP, a trailers-only response
-/// for gRPC.
-fn answer<B>(grpc: bool, status: StatusCode, code: i32, message: &str) -> Response<ScopedBody<B>> {
-    if grpc {
-        let mut response = Response::new(ScopedBody::message(Bytes::new()));
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        headers.insert("grpc-status", HeaderValue::from(code));
-        if let Ok(message) = HeaderValue::try_from(percent_encode(message)) {
-            headers.insert("grpc-message", message);
-        }
-        return response;
-    }
-    let mut response = Response::new(ScopedBody::message(format!("{message}\n")));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-/// gRPC's percent-encoding of `grpc-message`: every byte outside printable
-/// ASCII, and `%` itself.
-fn percent_encode(message: &str) -> String {
-    let mut encoded = String::with_capacity(message.len());
-    for byte in message.bytes() {
-        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
-}
-
-/// What the response future knows about its request.
-struct Pending {
-    handle: ScopeHandle,
-    source: Option<DeadlineSource>,
-    grpc: bool,
-    config: Arc<Config>,
-}
-
-impl Pending {
-    fn cause(&self, cancelled: &Cancelled) -> CancelCause {
-        if cancelled.message() == Some(CLIENT_DISCONNECTED)
-            && matches!(cancelled.reason().root(), CancelReason::Manual)
-        {
-            CancelCause::ClientDisconnected
-        } else if cancelled.is_timeout() {
-            CancelCause::Deadline
-        } else if self
-            .config
-            .server_token
-            .as_ref()
-            // The cause, not the flag: a token cancels its children (the
-            // request scopes) before its own flag reads as cancelled.
-            .is_some_and(|token| token.has_recorded_cause())
-        {
-            CancelCause::Shutdown
-        } else {
-            CancelCause::Cancelled
-        }
-    }
-
-    /// The answer to a cancelled request.
-    fn cancelled<B>(&self, cancelled: &Cancelled) -> Response<ScopedBody<B>> {
-        let cause = self.cause(cancelled);
-        let why = match cancelled.message() {
-            Some(message) => format!("{}: {message}", cancelled.reason()),
-            None => cancelled.reason().to_string(),
-        };
-        let message = match cause {
-            CancelCause::Deadline => match &self.source {
-                Some(source) => format!("deadline exceeded: {source} passed"),
-                _ => "deadline exceeded: the request's deadline passed".to_owned(),
-            },
-            CancelCause::Shutdown => format!("service unavailable: server shutting down ({why})"),
-            CancelCause::ClientDisconnected => CLIENT_DISCONNECTED.to_owned(),
-            CancelCause::Cancelled => format!("request cancelled: {why}"),
-        };
-        let status = self.config.statuses[cause.index()];
-        #[cfg(feature = "tracing")]
-        tracing::info!(
-            operation = self.handle.id(),
-            %cause,
-            status = status.as_u16(),
-            "{message}"
-        );
-        answer(
-            self.grpc,
-            status,
-            self.config.grpc_codes[cause.index()],
-            &message,
-        )
-    }
-}
-
-/// Tells the scope when the response future is dropped unfinished: the
-/// client went away. Declared before the stage, so that it runs before the
-/// handler is dropped (in [`DisconnectMode::Drop`]).
-struct Guard {
-    /// `None` once the response is ready, or for an immediate answer.
-    request: Option<Pending>,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let Some(request) = self.request.take() else {
-            return;
-        };
-        if request.config.disconnect != DisconnectMode::Detach {
-            request
-                .handle
-                .cancel_with(CancelReason::Manual, CLIENT_DISCONNECTED);
-        }
-        #[cfg(feature = "tracing")]
-        tracing::info!(
-            operation = request.handle.id(),
-            mode = ?request.config.disconnect,
-            status = request.config.statuses[CancelCause::ClientDisconnected.index()].as_u16(),
-            "client disconnected"
-        );
-    }
-}
-
-/// What the handler's scope ends with: the handler's output, or the
-/// cancellation that the layer answers.
-type Outcome<T> = Result<T, Cancelled>;
-
-pin_project! {
-    #[project = StageProj]
-    enum Stage<F, B>
-    where
-        F: Future,
-    {
-        Ready { response: Option<Response<ScopedBody<B>>> },
-        Inline { #[pin] run: TryRun<Graced<F>> },
-        Spawned { task: tokio::task::JoinHandle<Outcome<F::Output>> },
-    }
-}
-
-pin_project! {
-    /// The response future of [`RequestScopeService`].
-    pub struct ResponseFuture<F, B>
-    where
-        F: Future,
-    {
-        guard: Guard,
-        #[pin]
-        stage: Stage<F, B>,
-    }
-}
-
-impl<F: Future, B> ResponseFuture<F, B> {
-    fn ready(response: Response<ScopedBody<B>>) -> Self {
-        ResponseFuture {
-            guard: Guard { request: None },
-            stage: Stage::Ready {
-                response: Some(response),
-            },
-        }
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F, B>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<ScopedBody<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let outcome = match this.stage.project() {
-            StageProj::Ready { response } => {
-                return Poll::Ready(Ok(response
-                    .take()
-                    .expect("a response future was polled after it completed")));
-            }
-            StageProj::Inline { run } => ready!(run.poll(cx)),
-            StageProj::Spawned { task } => match ready!(Pin::new(task).poll(cx)) {
-                Ok(outcome) => outcome,
-                Err(error) => {
-                    if error.is_panic() {
-                        // The handler panicked: nothing to tell the scope.
-                        this.guard.request = None;
-                        std::panic::resume_unwind(error.into_panic());
-                    }
-                    // Aborted: the runtime is shutting down.
-                    Err(Cancelled::new(CancelReason::Manual)
-                        .with_message(Some("the runtime shut down".into())))
-                }
-            },
-        };
-        let Some(request) = this.guard.request.take() else {
-            panic!("a response future was polled after it completed");
-        };
-        Poll::Ready(match outcome {
-            Ok(Ok(response)) => Ok(response.map(ScopedBody::handler)),
-            Ok(Err(error)) => Err(error),
-            Err(cancelled) => Ok(request.cancelled(&cancelled)),
-        })
-    }
-}
-
-impl<F: Future, B> fmt::Debug for ResponseFuture<F, B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_messages_are_percent_encoded() {
-        assert_eq!(percent_encode("a 100% é"), "a 100%25 %C3%A9");
-    }
-
-    #[test]
-    fn every_cause_has_a_slot() {
-        for (index, cause) in CancelCause::ALL.into_iter().enumerate() {
-            assert_eq!(cause.index(), index);
-        }
     }
 }

@@ -72,10 +72,12 @@
 //! ```
 
 mod body;
+mod future;
 mod grace;
 mod layer;
 mod propagate;
 mod request;
+mod service;
 mod timeout_header;
 
 #[cfg(feature = "admin")]
@@ -88,11 +90,11 @@ mod shutdown;
 mod tonic;
 
 pub use body::ScopedBody;
-pub use layer::{
-    CancelCause, DisconnectMode, RequestScopeLayer, RequestScopeService, ResponseFuture,
-};
+pub use future::ResponseFuture;
+pub use layer::{CancelCause, DisconnectMode, RequestScopeLayer};
 pub use propagate::{PropagateDeadline, PropagateDeadlineFuture, PropagateDeadlineLayer};
 pub use request::{DeadlineSource, RequestScope};
+pub use service::RequestScopeService;
 pub use timeout_header::{
     format_grpc_timeout, format_http_timeout, parse_grpc_timeout, parse_http_timeout,
     TimeoutHeaderError, GRPC_TIMEOUT, X_REQUEST_TIMEOUT,

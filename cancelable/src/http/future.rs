@@ -1,0 +1,256 @@
+//! `ResponseFuture`: the handler's outcome, or the layer's answer to its
+//! cancellation.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Response, StatusCode};
+use pin_project_lite::pin_project;
+
+use super::body::ScopedBody;
+use super::grace::Graced;
+use super::layer::{CancelCause, Config, DisconnectMode};
+use super::request::DeadlineSource;
+use super::timeout_header::TimeoutHeaderError;
+use super::CLIENT_DISCONNECTED;
+use crate::{CancelReason, Cancelled, ScopeHandle, TryRun};
+
+/// The `400` for a malformed timeout header.
+pub(super) fn bad_request<B>(error: &TimeoutHeaderError, grpc: bool) -> Response<ScopedBody<B>> {
+    // gRPC's INVALID_ARGUMENT.
+    answer(grpc, StatusCode::BAD_REQUEST, 3, &error.to_string())
+}
+
+/// The layer's own answer: plain text over HTTP, a trailers-only response
+/// for gRPC.
+fn answer<B>(grpc: bool, status: StatusCode, code: i32, message: &str) -> Response<ScopedBody<B>> {
+    if grpc {
+        let mut response = Response::new(ScopedBody::message(Bytes::new()));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-status", HeaderValue::from(code));
+        if let Ok(message) = HeaderValue::try_from(percent_encode(message)) {
+            headers.insert("grpc-message", message);
+        }
+        return response;
+    }
+    let mut response = Response::new(ScopedBody::message(format!("{message}\n")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// gRPC's percent-encoding of `grpc-message`: every byte outside printable
+/// ASCII, and `%` itself.
+fn percent_encode(message: &str) -> String {
+    let mut encoded = String::with_capacity(message.len());
+    for byte in message.bytes() {
+        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+/// What the response future knows about its request.
+pub(super) struct Pending {
+    pub(super) handle: ScopeHandle,
+    pub(super) source: Option<DeadlineSource>,
+    pub(super) grpc: bool,
+    pub(super) config: Arc<Config>,
+}
+
+impl Pending {
+    fn cause(&self, cancelled: &Cancelled) -> CancelCause {
+        if cancelled.message() == Some(CLIENT_DISCONNECTED)
+            && matches!(cancelled.reason().root(), CancelReason::Manual)
+        {
+            CancelCause::ClientDisconnected
+        } else if cancelled.is_timeout() {
+            CancelCause::Deadline
+        } else if self
+            .config
+            .server_token
+            .as_ref()
+            // The cause, not the flag: a token cancels its children (the
+            // request scopes) before its own flag reads as cancelled.
+            .is_some_and(|token| token.has_recorded_cause())
+        {
+            CancelCause::Shutdown
+        } else {
+            CancelCause::Cancelled
+        }
+    }
+
+    /// The answer to a cancelled request.
+    fn cancelled<B>(&self, cancelled: &Cancelled) -> Response<ScopedBody<B>> {
+        let cause = self.cause(cancelled);
+        let why = match cancelled.message() {
+            Some(message) => format!("{}: {message}", cancelled.reason()),
+            None => cancelled.reason().to_string(),
+        };
+        let message = match cause {
+            CancelCause::Deadline => match &self.source {
+                Some(source) => format!("deadline exceeded: {source} passed"),
+                _ => "deadline exceeded: the request's deadline passed".to_owned(),
+            },
+            CancelCause::Shutdown => format!("service unavailable: server shutting down ({why})"),
+            CancelCause::ClientDisconnected => CLIENT_DISCONNECTED.to_owned(),
+            CancelCause::Cancelled => format!("request cancelled: {why}"),
+        };
+        let status = self.config.statuses[cause.index()];
+        #[cfg(feature = "tracing")]
+        tracing::info!(
+            operation = self.handle.id(),
+            %cause,
+            status = status.as_u16(),
+            "{message}"
+        );
+        answer(
+            self.grpc,
+            status,
+            self.config.grpc_codes[cause.index()],
+            &message,
+        )
+    }
+}
+
+/// Tells the scope when the response future is dropped unfinished: the
+/// client went away. Declared before the stage, so that it runs before the
+/// handler is dropped (in [`DisconnectMode::Drop`]).
+pub(super) struct Guard {
+    /// `None` once the response is ready, or for an immediate answer.
+    pub(super) request: Option<Pending>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let Some(request) = self.request.take() else {
+            return;
+        };
+        if request.config.disconnect != DisconnectMode::Detach {
+            request
+                .handle
+                .cancel_with(CancelReason::Manual, CLIENT_DISCONNECTED);
+        }
+        #[cfg(feature = "tracing")]
+        tracing::info!(
+            operation = request.handle.id(),
+            mode = ?request.config.disconnect,
+            status = request.config.statuses[CancelCause::ClientDisconnected.index()].as_u16(),
+            "client disconnected"
+        );
+    }
+}
+
+/// What the handler's scope ends with: the handler's output, or the
+/// cancellation that the layer answers.
+type Outcome<T> = Result<T, Cancelled>;
+
+pin_project! {
+    #[project = StageProj]
+    pub(super) enum Stage<F, B>
+    where
+        F: Future,
+    {
+        Ready { response: Option<Response<ScopedBody<B>>> },
+        Inline { #[pin] run: TryRun<Graced<F>> },
+        Spawned { task: tokio::task::JoinHandle<Outcome<F::Output>> },
+    }
+}
+
+pin_project! {
+    /// The response future of [`RequestScopeService`].
+    pub struct ResponseFuture<F, B>
+    where
+        F: Future,
+    {
+        pub(super) guard: Guard,
+        #[pin]
+        pub(super) stage: Stage<F, B>,
+    }
+}
+
+impl<F: Future, B> ResponseFuture<F, B> {
+    pub(super) fn ready(response: Response<ScopedBody<B>>) -> Self {
+        ResponseFuture {
+            guard: Guard { request: None },
+            stage: Stage::Ready {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ScopedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let outcome = match this.stage.project() {
+            StageProj::Ready { response } => {
+                return Poll::Ready(Ok(response
+                    .take()
+                    .expect("a response future was polled after it completed")));
+            }
+            StageProj::Inline { run } => ready!(run.poll(cx)),
+            StageProj::Spawned { task } => match ready!(Pin::new(task).poll(cx)) {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    if error.is_panic() {
+                        // The handler panicked: nothing to tell the scope.
+                        this.guard.request = None;
+                        std::panic::resume_unwind(error.into_panic());
+                    }
+                    // Aborted: the runtime is shutting down.
+                    Err(Cancelled::new(CancelReason::Manual)
+                        .with_message(Some("the runtime shut down".into())))
+                }
+            },
+        };
+        let Some(request) = this.guard.request.take() else {
+            panic!("a response future was polled after it completed");
+        };
+        Poll::Ready(match outcome {
+            Ok(Ok(response)) => Ok(response.map(ScopedBody::handler)),
+            Ok(Err(error)) => Err(error),
+            Err(cancelled) => Ok(request.cancelled(&cancelled)),
+        })
+    }
+}
+
+impl<F: Future, B> fmt::Debug for ResponseFuture<F, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_messages_are_percent_encoded() {
+        assert_eq!(percent_encode("a 100% é"), "a 100%25 %C3%A9");
+    }
+
+    #[test]
+    fn every_cause_has_a_slot() {
+        for (index, cause) in CancelCause::ALL.into_iter().enumerate() {
+            assert_eq!(cause.index(), index);
+        }
+    }
+}

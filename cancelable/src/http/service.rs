@@ -1,0 +1,134 @@
+//! `RequestScopeService`: the `call` that puts each request in its scope.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, Request, Response};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::body::ScopedBody;
+use super::future::{bad_request, Guard, Pending, ResponseFuture, Stage};
+use super::grace::Graced;
+use super::layer::{Config, DisconnectMode, RequestScopeLayer};
+use super::request::{now, RequestScope};
+use crate::CancelScope;
+
+/// The service of [`RequestScopeLayer`].
+#[derive(Clone, Debug)]
+pub struct RequestScopeService<S> {
+    pub(super) inner: S,
+    pub(super) config: Arc<Config>,
+}
+
+impl<S> RequestScopeService<S> {
+    /// Wraps `inner` with the settings of `layer`.
+    pub fn new(inner: S, layer: &RequestScopeLayer) -> Self {
+        layer.layer(inner)
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for RequestScopeService<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = Response<ScopedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let config = &self.config;
+        let grpc = is_grpc(request.headers());
+        let source = match config.deadline_source(request.headers()) {
+            Ok(source) => source,
+            Err(error) => {
+                #[cfg(feature = "tracing")]
+                tracing::info!(%error, "request rejected");
+                return ResponseFuture::ready(bad_request(&error, grpc));
+            }
+        };
+        let mut scope = CancelScope::new().name(operation_name(&request));
+        #[cfg(feature = "registry")]
+        if let Some(registry) = &config.registry {
+            scope = scope
+                .metadata("method", request.method().as_str())
+                .metadata("path", request.uri().path())
+                .register_in(registry);
+        }
+        if let Some(deadline) = source
+            .as_ref()
+            .and_then(|source| now().checked_add(source.timeout()))
+        {
+            scope = scope.deadline(deadline);
+        }
+        if let Some(token) = &config.server_token {
+            scope = scope.token(token);
+        }
+        let handle = scope.handle();
+        request.extensions_mut().insert(RequestScope {
+            handle: handle.clone(),
+            source: source.clone(),
+        });
+        let handler = Graced::new(self.inner.call(request), &handle, config.grace);
+        // `try_run`: a handler that ends after the cancellation ends the
+        // scope as cancelled (see `Graced`).
+        let run = scope.try_run(handler);
+        let runtime = match config.disconnect {
+            DisconnectMode::Drop => None,
+            DisconnectMode::Detach | DisconnectMode::Notify => {
+                tokio::runtime::Handle::try_current().ok()
+            }
+        };
+        let stage = match runtime {
+            Some(runtime) => Stage::Spawned {
+                task: runtime.spawn(run),
+            },
+            None => Stage::Inline { run },
+        };
+        ResponseFuture {
+            guard: Guard {
+                request: Some(Pending {
+                    handle,
+                    source,
+                    grpc,
+                    config: self.config.clone(),
+                }),
+            },
+            stage,
+        }
+    }
+}
+
+/// `true` for gRPC requests (`content-type: application/grpc*`).
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The operation's name: the method and the route (axum's matched path
+/// when there is one, else the path).
+fn operation_name<B>(request: &Request<B>) -> String {
+    #[cfg(feature = "axum")]
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(axum::extract::MatchedPath::as_str);
+    #[cfg(not(feature = "axum"))]
+    let route = None;
+    let route = route.unwrap_or_else(|| request.uri().path());
+    let method = request.method().as_str();
+    let mut name = String::with_capacity(method.len() + 1 + route.len());
+    name.push_str(method);
+    name.push(' ');
+    name.push_str(route);
+    name
+}
