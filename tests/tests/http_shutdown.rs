@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use cancelable::Signal;
 use cancelable_tests::http::{fetch, get, run, text, Version};
 use http::StatusCode;
+use tokio::io::AsyncWriteExt;
 
 /// A running child server.
 struct Server {
@@ -64,6 +65,24 @@ impl Server {
         // SAFETY: kill(2) on our own child with a valid signal number.
         let status = unsafe { libc::kill(self.child.id() as libc::pid_t, signal.number()) };
         assert_eq!(status, 0, "kill({signal})");
+    }
+
+    /// Sends `GET path` on a connection of its own, waits until the
+    /// handler printed `<path> started`, then closes the connection: a
+    /// client that went away.
+    async fn leave_after_start(&mut self, path: &str) {
+        let mut connection = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect");
+        connection
+            .write_all(format!("GET /{path} HTTP/1.1\r\nhost: localhost\r\n\r\n").as_bytes())
+            .await
+            .expect("send the request");
+        let started = format!("{path} started");
+        tokio::task::block_in_place(|| self.expect_line(&started));
+        drop(connection);
+        // Let the server see the closed connection.
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     /// Waits for the child to exit; its exit status and the rest of its
@@ -222,5 +241,113 @@ fn a_second_sigint_ends_the_shutdown_at_once() {
             "{output}"
         );
         assert!(signalled.elapsed() < Duration::from_secs(5), "{output}");
+    });
+}
+
+/// The position of the first line of `output` containing `needle`.
+fn line_of(output: &str, needle: &str) -> Option<usize> {
+    output.lines().position(|line| line.contains(needle))
+}
+
+#[test]
+fn a_detached_handler_whose_client_left_runs_to_completion_before_the_shutdown_reports() {
+    run("shutdown_detached_finishes", async {
+        let mut server = Server::start(5_000, 10_000);
+        server.leave_after_start("detach").await;
+        server.signal(Signal::Terminate);
+        let (status, output) = tokio::task::spawn_blocking(move || server.wait())
+            .await
+            .expect("wait");
+        assert!(status.success(), "{status:?}: {output}");
+        let finished = line_of(&output, "detach finished");
+        let report = line_of(&output, "shut down on SIGTERM");
+        assert!(
+            finished.is_some() && finished < report,
+            "the detached handler must finish before the report: {output}"
+        );
+        assert!(
+            output.contains("every request finished within the grace")
+                && output.contains("1 handler finished"),
+            "{output}"
+        );
+    });
+}
+
+#[test]
+fn a_notified_handler_whose_client_left_cleans_up_in_its_grace_before_the_shutdown_reports() {
+    run("shutdown_notified_cleans_up", async {
+        let mut server = Server::start(5_000, 10_000);
+        server.leave_after_start("notify").await;
+        server.signal(Signal::Terminate);
+        let (status, output) = tokio::task::spawn_blocking(move || server.wait())
+            .await
+            .expect("wait");
+        assert!(status.success(), "{status:?}: {output}");
+        let cleaned = line_of(&output, "notify cleaned up after: ");
+        let report = line_of(&output, "shut down on SIGTERM");
+        assert!(
+            cleaned.is_some() && cleaned < report,
+            "the notified handler must clean up before the report: {output}"
+        );
+        assert!(output.contains("client disconnected"), "{output}");
+    });
+}
+
+#[test]
+fn a_detached_handler_still_running_when_the_grace_ends_is_cancelled_cleans_up_and_is_counted() {
+    run("shutdown_detached_cancelled", async {
+        let mut server = Server::start(300, 10_000);
+        server.leave_after_start("detach-long").await;
+        server.signal(Signal::Terminate);
+        let (status, output) = tokio::task::spawn_blocking(move || server.wait())
+            .await
+            .expect("wait");
+        assert!(status.success(), "{status:?}: {output}");
+        let cleaned = line_of(&output, "detach-long cleaned up after: ");
+        let report = line_of(&output, "shut down on SIGTERM");
+        assert!(
+            cleaned.is_some() && cleaned < report,
+            "the detached handler must be cancelled and clean up before the report: {output}"
+        );
+        assert!(output.contains("grace of 300ms ran out"), "{output}");
+        assert!(
+            output.contains("the grace ran out; requests in flight were cancelled")
+                && output.contains("1 handler cancelled"),
+            "{output}"
+        );
+    });
+}
+
+#[test]
+fn two_sigterms_at_once_end_the_shutdown_with_its_report_never_with_the_default_action() {
+    run("shutdown_two_signals_at_once", async {
+        let mut seen_twice = 0;
+        for attempt in 0..10 {
+            let server = Server::start(500, 10_000);
+            let _stuck = in_flight(&server, "/stuck");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            server.signal(Signal::Terminate);
+            server.signal(Signal::Terminate);
+            let (status, output) = tokio::task::spawn_blocking(move || server.wait())
+                .await
+                .expect("wait");
+            assert!(
+                status.success()
+                    && output.contains("shut down on SIGTERM")
+                    && output.contains("exit"),
+                "attempt {attempt}: {status:?} (a SIGTERM took its default action): {output}"
+            );
+            // The kernel merges a signal sent while the same one is still
+            // pending: then there was one arrival, and the grace runs out.
+            if output.contains("a second SIGTERM ended it at once") {
+                seen_twice += 1;
+            } else {
+                assert!(
+                    output.contains("the grace ran out"),
+                    "attempt {attempt}: {output}"
+                );
+            }
+        }
+        eprintln!("the second SIGTERM arrived on its own in {seen_twice} of 10 attempts");
     });
 }

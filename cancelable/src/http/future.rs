@@ -17,6 +17,7 @@ use super::grace::Graced;
 use super::layer::{CancelCause, Config, DisconnectMode};
 use super::request::DeadlineSource;
 use super::timeout_header::TimeoutHeaderError;
+use super::tracker::Tracked;
 use super::CLIENT_DISCONNECTED;
 use crate::{CancelReason, Cancelled, ScopeHandle, TryRun};
 
@@ -164,7 +165,7 @@ pin_project! {
         F: Future,
     {
         Ready { response: Option<Response<ScopedBody<B>>> },
-        Inline { #[pin] run: TryRun<Graced<F>> },
+        Inline { #[pin] run: TryRun<Graced<F>>, tracked: Option<Tracked> },
         Spawned { task: tokio::task::JoinHandle<Outcome<F::Output>> },
     }
 }
@@ -206,7 +207,13 @@ where
                     .take()
                     .expect("a response future was polled after it completed")));
             }
-            StageProj::Inline { run } => ready!(run.poll(cx)),
+            StageProj::Inline { run, tracked } => {
+                let outcome = ready!(run.poll(cx));
+                if let Some(tracked) = tracked.take() {
+                    tracked.finish(outcome.is_ok());
+                }
+                outcome
+            }
             StageProj::Spawned { task } => match ready!(Pin::new(task).poll(cx)) {
                 Ok(outcome) => outcome,
                 Err(error) => {

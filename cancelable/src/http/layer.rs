@@ -13,6 +13,7 @@ use super::timeout_header::{
     parse_grpc_timeout, parse_http_timeout_named, TimeoutHeaderError, GRPC_TIMEOUT,
     X_REQUEST_TIMEOUT,
 };
+use super::tracker::Tracker;
 #[cfg(doc)]
 use super::RequestScope;
 use crate::CancellationToken;
@@ -183,6 +184,8 @@ pub(super) struct Config {
     pub(super) grace: Duration,
     pub(super) statuses: [StatusCode; 4],
     pub(super) grpc_codes: [i32; 4],
+    /// The graceful shutdown that counts this layer's handlers, if any.
+    pub(super) tracker: Option<Arc<Tracker>>,
     /// The registry each request's scope joins, if any.
     #[cfg(feature = "registry")]
     pub(super) registry: Option<crate::registry::Registry>,
@@ -215,6 +218,7 @@ impl RequestScopeLayer {
                     StatusCode::SERVICE_UNAVAILABLE,
                 ],
                 grpc_codes: [4, 14, 1, 1],
+                tracker: None,
                 #[cfg(feature = "registry")]
                 registry: None,
             }),
@@ -258,6 +262,14 @@ impl RequestScopeLayer {
     /// [`GracefulShutdown::layer`](super::GracefulShutdown::layer) sets it.
     pub fn server_token(mut self, token: &CancellationToken) -> Self {
         self.config().server_token = Some(token.clone());
+        self
+    }
+
+    /// Counts every handler in `tracker` until it ends (set by
+    /// [`GracefulShutdown::layer`](super::GracefulShutdown::layer)).
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(super) fn tracked_by(mut self, tracker: &Arc<Tracker>) -> Self {
+        self.config().tracker = Some(tracker.clone());
         self
     }
 

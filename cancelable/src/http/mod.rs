@@ -29,7 +29,8 @@
 //! * [`GracefulShutdown`] (feature `axum`) serves an axum router until
 //!   SIGINT or SIGTERM, then stops accepting, gives in-flight requests a
 //!   grace, cancels them (`503 Service Unavailable`), and gives up at a
-//!   hard deadline; a second signal ends it at once.
+//!   hard deadline; a second signal ends it at once. It accounts for every
+//!   handler it started, including those whose client left.
 //! * [`admin_router`] (feature `admin`) shows and cancels the operations of
 //!   a [`registry`](crate::registry) over HTTP, as JSON and as an operator's
 //!   console in the browser — mounted behind your own authentication.
@@ -79,6 +80,7 @@ mod propagate;
 mod request;
 mod service;
 mod timeout_header;
+mod tracker;
 
 #[cfg(feature = "admin")]
 mod admin;

@@ -87,11 +87,20 @@ where
                 tokio::runtime::Handle::try_current().ok()
             }
         };
+        let tracked = config.tracker.as_ref().map(|tracker| tracker.start());
         let stage = match runtime {
             Some(runtime) => Stage::Spawned {
-                task: runtime.spawn(run),
+                // The task may outlive the response future (the client
+                // left): it carries its place in the shutdown's count.
+                task: runtime.spawn(async move {
+                    let outcome = run.await;
+                    if let Some(tracked) = tracked {
+                        tracked.finish(outcome.is_ok());
+                    }
+                    outcome
+                }),
             },
-            None => Stage::Inline { run },
+            None => Stage::Inline { run, tracked },
         };
         ResponseFuture {
             guard: Guard {
@@ -121,10 +130,9 @@ fn operation_name<B>(request: &Request<B>) -> String {
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map(axum::extract::MatchedPath::as_str);
+        .map_or_else(|| request.uri().path(), axum::extract::MatchedPath::as_str);
     #[cfg(not(feature = "axum"))]
-    let route = None;
-    let route = route.unwrap_or_else(|| request.uri().path());
+    let route = request.uri().path();
     let method = request.method().as_str();
     let mut name = String::with_capacity(method.len() + 1 + route.len());
     name.push_str(method);

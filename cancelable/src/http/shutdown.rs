@@ -5,14 +5,17 @@ use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::io;
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use tokio::net::TcpListener;
 
+use super::tracker::{Counts, Tracker};
 use super::RequestScopeLayer;
-use crate::{CancelReason, CancelScope, CancellationToken, Cancelled, Signal};
+use crate::source::{watch_signal, SignalArrivals, SignalGuard};
+use crate::{CancelReason, CancellationToken, Cancelled, Signal};
 
 /// Serves an axum [`Router`] until SIGINT or SIGTERM (or
 /// [`trigger`](Self::trigger)), then shuts down in steps:
@@ -23,15 +26,26 @@ use crate::{CancelReason, CancelScope, CancellationToken, Cancelled, Signal};
 /// 3. cancels the [`server_token`](Self::server_token): request scopes
 ///    from [`layer`](Self::layer) end with `503 Service Unavailable`
 ///    (gRPC `UNAVAILABLE`) saying the server is shutting down and why, and
-///    a `tracing` event (feature `tracing`) logs each one;
+///    a `tracing` event (feature `tracing`) logs each one; a layer with a
+///    [`grace`](RequestScopeLayer::grace) lets their cleanup run for it;
 /// 4. returns at the [`hard_deadline`](Self::hard_deadline) (default
 ///    30 s after the signal) whatever is still open.
 ///
-/// A second signal during the shutdown makes it return at once. The
-/// signals are watched through cancelable's own signal sources: once
-/// `serve` returns, Ctrl-C behaves as it did before. Connections still
-/// open when it returns are closed when the tokio runtime shuts down
-/// (return from `main`).
+/// The shutdown waits for every handler of [`layer`](Self::layer)'s
+/// request scopes, not only for the connections: a handler whose client
+/// left and that runs on in a task of its own
+/// ([`DisconnectMode::Detach`](super::DisconnectMode::Detach), or
+/// [`Notify`](super::DisconnectMode::Notify) cleaning up) is waited for
+/// within the grace, cancelled when it runs out, and counted in the
+/// [`ShutdownReport`] (finished, cancelled, or still running at the hard
+/// deadline) — never dropped unannounced.
+///
+/// A second signal during the shutdown makes it return at once, however
+/// soon after the first it arrives (the signals are watched from the
+/// start of `serve` until it returns; two signals the kernel delivers as
+/// one are one). Once `serve` returns, Ctrl-C behaves as it did before.
+/// Connections and handlers still open when it returns end when the tokio
+/// runtime shuts down (return from `main`).
 ///
 /// ```no_run
 /// # async fn doc() -> std::io::Result<()> {
@@ -58,6 +72,7 @@ pub struct GracefulShutdown {
     signals: Vec<Signal>,
     server_token: CancellationToken,
     trigger: CancellationToken,
+    tracker: Arc<Tracker>,
 }
 
 impl Default for GracefulShutdown {
@@ -75,6 +90,7 @@ impl GracefulShutdown {
             signals: vec![Signal::Interrupt, Signal::Terminate],
             server_token: CancellationToken::new(),
             trigger: CancellationToken::new(),
+            tracker: Arc::default(),
         }
     }
 
@@ -109,7 +125,9 @@ impl GracefulShutdown {
     /// A [`RequestScopeLayer`] whose scopes are cancelled with the server
     /// token; configure it further as usual.
     pub fn layer(&self) -> RequestScopeLayer {
-        RequestScopeLayer::new().server_token(&self.server_token)
+        RequestScopeLayer::new()
+            .server_token(&self.server_token)
+            .tracked_by(&self.tracker)
     }
 
     /// Cancel this token to start the shutdown without a signal (its
@@ -122,7 +140,8 @@ impl GracefulShutdown {
     ///
     /// # Errors
     ///
-    /// Only what axum's server returns (it handles accept errors itself).
+    /// What axum's server returns (it handles accept errors itself), and
+    /// an error saying which signal could not be listened for.
     pub async fn serve(self, listener: TcpListener, router: Router) -> io::Result<ShutdownReport> {
         let GracefulShutdown {
             grace,
@@ -130,42 +149,70 @@ impl GracefulShutdown {
             signals,
             server_token,
             trigger,
+            tracker,
         } = self;
+        // Every arrival of the signals, from now until `serve` returns:
+        // the first starts the shutdown, the next one ends it. One watch
+        // for the whole shutdown, so that a second signal is the
+        // shutdown's however soon after the first it comes — never the
+        // default action's, as it would be between two listeners.
+        let first = CancellationToken::new();
+        let second = CancellationToken::new();
+        let arrivals = Arc::new(SignalArrivals::new(vec![first.clone(), second.clone()]));
+        let _watching = signals
+            .iter()
+            .map(|&signal| watch_signal(signal, arrivals.clone()))
+            .collect::<Result<Vec<SignalGuard>, _>>()
+            .map_err(io::Error::other)?;
+
         let stop_accepting = trigger.clone().cancelled_owned();
         let server = axum::serve(listener, router)
             .with_graceful_shutdown(stop_accepting)
             .into_future();
-        let mut server = pin!(server);
+        // Done once the server closed every connection and every handler
+        // it started ended, even those whose client left.
+        let drained = async {
+            server.await?;
+            tracker.idle().await;
+            Ok(())
+        };
+        let mut drained = pin!(drained);
 
         // Until a signal or the trigger.
-        let first = pin!(wait_for_signal(&signals, Some(&trigger)));
-        let cause = match race(server.as_mut(), first, None).await {
+        let cause = match race(drained.as_mut(), [&first, &trigger], None).await {
             Event::Server(result) => {
                 result?;
                 return Ok(ShutdownReport {
                     cause: None,
                     outcome: ShutdownOutcome::Drained,
                     elapsed: Duration::ZERO,
+                    handlers: Counts::default(),
                 });
             }
             Event::Signal(cause) => cause,
             Event::Timer => unreachable!("no timer in the first phase"),
         };
         let started = Instant::now();
+        tracker.start_counting();
         trigger.cancel_with(cause.reason().clone(), "shutdown started");
         let cause_text = describe(&cause);
         #[cfg(feature = "tracing")]
         tracing::info!(cause = %cause_text, ?grace, "shutdown started: not accepting connections");
 
-        // The grace: requests in flight may finish.
-        let mut second = pin!(wait_for_signal(&signals, None));
+        // The grace: requests in flight may finish. A signal now ends it:
+        // the second arrival, or the first after a trigger.
+        let again = match first.is_cancelled() {
+            true => &second,
+            false => &first,
+        };
         let report = |outcome| ShutdownReport {
             cause: Some(cause.reason().clone()),
             outcome,
             elapsed: started.elapsed(),
+            handlers: tracker.counts(),
         };
         let grace_end = started.checked_add(grace);
-        match race(server.as_mut(), second.as_mut(), grace_end).await {
+        match race(drained.as_mut(), [again, again], grace_end).await {
             Event::Server(result) => {
                 result?;
                 return Ok(report(ShutdownOutcome::Drained));
@@ -182,8 +229,8 @@ impl GracefulShutdown {
             format!("{cause_text}; the grace of {grace:?} ran out"),
         );
         match race(
-            server.as_mut(),
-            second.as_mut(),
+            drained.as_mut(),
+            [again, again],
             started.checked_add(hard_deadline.max(grace)),
         )
         .await
@@ -224,45 +271,29 @@ fn second_signal(again: &Cancelled) -> ShutdownOutcome {
     }
 }
 
-/// Waits for one of `signals` (or `trigger`): the cancellation says which.
-/// Without signals or trigger it waits forever.
-async fn wait_for_signal(signals: &[Signal], trigger: Option<&CancellationToken>) -> Cancelled {
-    let mut scope = CancelScope::new().name("graceful shutdown");
-    for &signal in signals {
-        scope = scope.on_signal(signal);
-    }
-    if let Some(trigger) = trigger {
-        scope = scope.token(trigger);
-    }
-    match scope
-        .run(std::future::pending::<std::convert::Infallible>())
-        .await
-    {
-        Err(cancelled) => cancelled,
-        Ok(never) => match never {},
-    }
-}
-
 enum Event {
     Server(io::Result<()>),
     Signal(Cancelled),
     Timer,
 }
 
-/// The first of: a signal, the server ends, the deadline.
+/// The first of: one of `tokens` is cancelled (a signal, or the trigger),
+/// the server is drained, the deadline.
 async fn race(
     mut server: std::pin::Pin<&mut impl Future<Output = io::Result<()>>>,
-    mut signal: std::pin::Pin<&mut impl Future<Output = Cancelled>>,
+    tokens: [&CancellationToken; 2],
     deadline: Option<Instant>,
 ) -> Event {
     let mut timer = deadline.map(|deadline| Box::pin(tokio::time::sleep_until(deadline.into())));
+    let mut waits = tokens.map(|token| token.cancelled());
     std::future::poll_fn(|cx| {
-        // The signals first: their scope starts listening on its first
-        // poll, which must come before the server's first poll accepts a
-        // connection. A request handled before it, on another worker,
-        // left a signal its default action (ending the process) meanwhile.
-        if let Poll::Ready(cancelled) = signal.as_mut().poll(cx) {
-            return Poll::Ready(Event::Signal(cancelled));
+        for (wait, token) in waits.iter_mut().zip(tokens) {
+            if std::pin::Pin::new(wait).poll(cx).is_ready() {
+                let cancelled = token
+                    .check()
+                    .expect_err("a token whose wait is over is cancelled");
+                return Poll::Ready(Event::Signal(cancelled));
+            }
         }
         if let Poll::Ready(result) = server.as_mut().poll(cx) {
             return Poll::Ready(Event::Server(result));
@@ -303,6 +334,31 @@ pub struct ShutdownReport {
     pub outcome: ShutdownOutcome,
     /// From the start of the shutdown until `serve` returned.
     pub elapsed: Duration,
+    handlers: Counts,
+}
+
+impl ShutdownReport {
+    /// The handlers of [`layer`](GracefulShutdown::layer)'s request
+    /// scopes that ended with their own answer after the shutdown started
+    /// — including those whose client had left
+    /// ([`DisconnectMode::Detach`](super::DisconnectMode::Detach)).
+    pub fn handlers_finished(&self) -> usize {
+        self.handlers.finished
+    }
+
+    /// The handlers that ended cancelled after the shutdown started: by
+    /// the shutdown once the grace ran out (after their own grace, if the
+    /// layer gives one), by their deadline, or because their client left.
+    pub fn handlers_cancelled(&self) -> usize {
+        self.handlers.cancelled
+    }
+
+    /// The handlers still running when `serve` returned (the hard
+    /// deadline or a second signal): the tokio runtime drops them when it
+    /// shuts down.
+    pub fn handlers_running(&self) -> usize {
+        self.handlers.running
+    }
 }
 
 impl fmt::Display for ShutdownReport {
@@ -322,6 +378,17 @@ impl fmt::Display for ShutdownReport {
             }
             ShutdownOutcome::SecondSignal(signal) => format!("a second {signal} ended it at once"),
         };
-        write!(f, ": {outcome} (after {:.3?})", self.elapsed)
+        let handlers = |count: usize| match count {
+            1 => "1 handler".to_owned(),
+            count => format!("{count} handlers"),
+        };
+        write!(
+            f,
+            ": {outcome} (after {:.3?}; {} finished, {} cancelled, {} still running)",
+            self.elapsed,
+            handlers(self.handlers.finished),
+            handlers(self.handlers.cancelled),
+            handlers(self.handlers.running),
+        )
     }
 }

@@ -14,6 +14,9 @@ mod sink;
 pub(crate) use armed::ArmedSources;
 #[cfg(feature = "resource")]
 pub use resource::{ResourceError, ResourceLimits};
+/// The graceful shutdown's signal watch (see [`signal::Arrivals`]).
+#[cfg(feature = "axum")]
+pub(crate) use signal::{watch as watch_signal, Arrivals as SignalArrivals, SignalGuard};
 pub(crate) use sink::Sink;
 
 use std::fmt;

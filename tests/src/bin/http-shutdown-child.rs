@@ -11,7 +11,13 @@
 //!   the very poll in which the shutdown cancels it
 //!   (`cancelable_tests::http::returns_in_the_poll_it_is_cancelled`);
 //! * `/unscoped` — outside the request scopes: sleeps for a minute, and
-//!   is not cancelled by the shutdown.
+//!   is not cancelled by the shutdown;
+//! * `/detach` (1 s of work) and `/detach-long` (a minute) under
+//!   [`DisconnectMode::Detach`], `/notify` (a minute) under
+//!   [`DisconnectMode::Notify`], both layers with a grace of 2 s: each
+//!   prints `<route> started`, then `<route> finished` when its work is
+//!   done, or, once it sees its cancellation, cleans up for 300 ms and
+//!   prints `<route> cleaned up after: <cancellation>`.
 //!
 //! SIGINT and SIGTERM are reset to their default action and unblocked
 //! first (a non-interactive shell starts background jobs with SIGINT
@@ -35,7 +41,7 @@ mod unix {
 
     use axum::routing::get;
     use axum::Router;
-    use cancelable::http::{GracefulShutdown, RequestScope};
+    use cancelable::http::{DisconnectMode, GracefulShutdown, RequestScope};
     use cancelable::{checkpoint, Cancelled, Signal};
     use cancelable_tests::http::returns_in_the_poll_it_is_cancelled;
 
@@ -83,6 +89,28 @@ mod unix {
         .map_err(|cancelled| cancelled.to_string())
     }
 
+    fn say(line: &str) {
+        println!("{line}");
+        std::io::stdout().flush().expect("flush");
+    }
+
+    /// Works for `total` checking for cancellation; cleans up for 300 ms
+    /// once cancelled.
+    async fn work(name: &'static str, total: Duration) -> Result<&'static str, String> {
+        say(&format!("{name} started"));
+        let started = std::time::Instant::now();
+        while started.elapsed() < total {
+            if let Err(cancelled) = checkpoint().await {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                say(&format!("{name} cleaned up after: {cancelled}"));
+                return Err(cancelled.to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        say(&format!("{name} finished"));
+        Ok("worked")
+    }
+
     async fn serve(grace: Duration, hard: Duration) {
         let shutdown = GracefulShutdown::new().grace(grace).hard_deadline(hard);
         let scoped = Router::new()
@@ -103,7 +131,27 @@ mod unix {
                 }),
             )
             .layer(shutdown.layer());
-        let app = scoped.route(
+        let detached = Router::new()
+            .route("/detach", get(|| work("detach", Duration::from_secs(1))))
+            .route(
+                "/detach-long",
+                get(|| work("detach-long", Duration::from_secs(60))),
+            )
+            .layer(
+                shutdown
+                    .layer()
+                    .on_disconnect(DisconnectMode::Detach)
+                    .grace(Duration::from_secs(2)),
+            );
+        let notified = Router::new()
+            .route("/notify", get(|| work("notify", Duration::from_secs(60))))
+            .layer(
+                shutdown
+                    .layer()
+                    .on_disconnect(DisconnectMode::Notify)
+                    .grace(Duration::from_secs(2)),
+            );
+        let app = scoped.merge(detached).merge(notified).route(
             "/unscoped",
             get(|| async {
                 tokio::time::sleep(Duration::from_secs(60)).await;

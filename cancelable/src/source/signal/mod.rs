@@ -3,6 +3,43 @@
 //! them. The rules it follows for users are in the `signal` module's docs.
 
 pub(crate) use dispatch::{listen, SignalGuard};
+#[cfg(feature = "axum")]
+pub(crate) use dispatch::watch;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::signal::Signal;
+use crate::{CancelReason, CancellationToken};
+
+/// The arrivals of a set of signals, for one owner that handles every
+/// arrival itself — the services layer's graceful shutdown, whose second
+/// signal ends it at once. The n-th arrival of any of the watched signals
+/// cancels the n-th token (reason [`CancelReason::Signal`]); later ones
+/// are only counted. A watch never counts as a scope cleaning up: while
+/// it lives, an arrival is the owner's, never the default action's, even
+/// two arrivals delivered at once.
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
+pub(crate) struct Arrivals {
+    tokens: Vec<CancellationToken>,
+    next: AtomicUsize,
+}
+
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
+impl Arrivals {
+    pub(crate) fn new(tokens: Vec<CancellationToken>) -> Arrivals {
+        Arrivals {
+            tokens,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn arrive(&self, signal: Signal) {
+        let index = self.next.fetch_add(1, Ordering::SeqCst);
+        if let Some(token) = self.tokens.get(index) {
+            token.cancel_with(CancelReason::Signal(signal), format!("received {signal}"));
+        }
+    }
+}
 
 // The one part of the crate with `unsafe`, with `dispatch` below.
 #[cfg(unix)]
@@ -53,10 +90,11 @@ mod dispatch {
     use std::io::{self, Read};
     use std::os::fd::{AsRawFd, IntoRawFd};
     use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicUsize, Ordering};
-    use std::sync::{Mutex, MutexGuard};
+    use std::sync::{Arc, Mutex, MutexGuard};
 
     use slab::Slab;
 
+    use super::Arrivals;
     use super::disposition::{current, record, record_for, set, Disposition, Previous};
     use super::errno;
     use crate::reason::SourceError;
@@ -116,7 +154,7 @@ mod dispatch {
     struct Listener {
         /// `None` once the scope stopped listening (it runs its
         /// `on_cancel` callbacks).
-        sink: Option<Sink>,
+        sink: Option<Target>,
         /// A delivery reached this listener: counted in `cleaning`.
         reached: bool,
         /// A second delivery reached it, while its scope was still running
@@ -125,6 +163,16 @@ mod dispatch {
         /// `arrivals` when last delivered to (or registered): a signal
         /// only reaches listeners registered before it arrived.
         seen: usize,
+    }
+
+    /// Who a listener delivers to.
+    #[derive(Clone)]
+    enum Target {
+        /// A listening scope: reached once, then cleaning up.
+        Scope(Sink),
+        /// A watch ([`Arrivals`]): every arrival, never cleaning up.
+        #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+        Watch(Arc<Arrivals>),
     }
 
     static DISPATCHER: Mutex<Option<Dispatcher>> = Mutex::new(None);
@@ -195,6 +243,19 @@ mod dispatch {
 
     /// Starts delivering `signal` to `sink`.
     pub(crate) fn listen(signal: Signal, sink: Sink) -> Result<SignalGuard, SourceError> {
+        register(signal, Target::Scope(sink))
+    }
+
+    /// Starts counting every arrival of `signal` in `arrivals`.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn watch(
+        signal: Signal,
+        arrivals: Arc<Arrivals>,
+    ) -> Result<SignalGuard, SourceError> {
+        register(signal, Target::Watch(arrivals))
+    }
+
+    fn register(signal: Signal, target: Target) -> Result<SignalGuard, SourceError> {
         let mut guard = lock();
         if guard.is_none() {
             *guard = Some(start().map_err(|error| {
@@ -210,7 +271,7 @@ mod dispatch {
         }
         let slot = &SLOTS[signal.index()];
         let key = state.listeners.insert(Listener {
-            sink: Some(sink),
+            sink: Some(target),
             reached: false,
             reached_again: false,
             seen: slot.arrivals.load(Ordering::SeqCst),
@@ -462,6 +523,7 @@ mod dispatch {
                 delivered[signal.index()] = arrivals;
                 // Reached a first and a second time in this one round.
                 let mut second_at_once = false;
+                let mut watches: Vec<(Arc<Arrivals>, usize)> = Vec::new();
                 let sinks: Vec<Sink> = {
                     let mut dispatcher = lock();
                     let Some(dispatcher) = dispatcher.as_mut() else {
@@ -476,7 +538,15 @@ mod dispatch {
                                 return None;
                             }
                             listener.seen = arrivals;
-                            let sink = listener.sink.clone()?;
+                            let sink = match listener.sink.clone()? {
+                                Target::Scope(sink) => sink,
+                                Target::Watch(watch) => {
+                                    // Every arrival, even several at once;
+                                    // never cleaning up.
+                                    watches.push((watch, new));
+                                    return None;
+                                }
+                            };
                             let again = if listener.reached {
                                 true
                             } else {
@@ -496,6 +566,11 @@ mod dispatch {
                 };
                 for sink in sinks {
                     sink.fire(CancelReason::Signal(signal));
+                }
+                for (watch, arrived) in watches {
+                    for _ in 0..arrived {
+                        watch.arrive(signal);
+                    }
                 }
                 // The later arrivals came while the scope they reached
                 // first was cleaning up: what the handler does for such
@@ -527,6 +602,16 @@ mod dispatch {
     }
 
     pub(crate) fn listen(signal: Signal, _sink: Sink) -> Result<SignalGuard, SourceError> {
+        Err(SourceError::new(format!(
+            "cannot listen for {signal}: signals are supported on Unix only"
+        )))
+    }
+
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn watch(
+        signal: Signal,
+        _arrivals: std::sync::Arc<super::Arrivals>,
+    ) -> Result<SignalGuard, SourceError> {
         Err(SourceError::new(format!(
             "cannot listen for {signal}: signals are supported on Unix only"
         )))
