@@ -570,3 +570,27 @@ fn chain_deadline_offsets_over_many_runs() {
         }
     });
 }
+
+/// Regression: with 5.0–6.0 ms left and the default 5 ms margin the layer
+/// sent `x-request-timeout: 0`, which many proxies read as "no timeout".
+/// A timeout that would be sent as 0 is refused like one below the margin.
+#[test]
+fn a_timeout_that_would_be_sent_as_zero_is_refused_never_sent() {
+    run("propagate_never_zero", async {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let server = echo_server(calls.clone()).await;
+        let layer = PropagateDeadlineLayer::http();
+        for tenth in 0..40 {
+            // 5.0 to 6.0 ms left, the first ones repeatedly.
+            let left = Duration::from_micros(5_000 + (tenth % 10) * 100 + 50);
+            let outcome = CancelScope::new()
+                .timeout(left)
+                .run(send(&layer, echo(&server, &[])))
+                .await;
+            if let Ok(Ok(response)) = outcome {
+                let sent = text(&response);
+                assert_ne!(sent, "0|", "sent x-request-timeout: 0 with {left:?} left");
+            }
+        }
+    });
+}

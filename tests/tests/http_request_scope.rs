@@ -552,3 +552,110 @@ fn tonic_handlers_find_their_request_scope_in_the_request_extensions() {
         );
     });
 }
+
+/// Regression: a handler that returns after its deadline without having
+/// yielded (so no timer could fire while it ran) was answered with its own
+/// `200`. The layer checks the clock when the handler returns.
+#[test]
+fn a_handler_returning_after_its_deadline_without_yielding_is_answered_504() {
+    run("late_without_yielding", async {
+        let router = Router::new()
+            .route(
+                "/blocking",
+                get(|| async {
+                    std::thread::sleep(Duration::from_millis(300));
+                    "the handler's own answer"
+                }),
+            )
+            .layer(RequestScopeLayer::new());
+        let server = serve(router).await;
+        for version in VERSIONS {
+            let response = fetch(
+                server.addr,
+                version,
+                get_request(&server.url("/blocking"), &[("x-request-timeout", "100")]),
+            )
+            .await;
+            let body = text(&response);
+            assert_eq!(
+                response.status(),
+                StatusCode::GATEWAY_TIMEOUT,
+                "{version:?}: {body}"
+            );
+            assert!(body.contains("`x-request-timeout` of 100ms"), "{body}");
+        }
+    });
+}
+
+/// Regression: `x-request-timeout: 0` and `grpc-timeout: 0n` called the
+/// handler, which answered `200`. An incoming deadline that has already
+/// passed is answered at once, without calling the handler.
+#[test]
+fn an_already_expired_incoming_deadline_is_answered_504_without_calling_the_handler() {
+    run("expired_on_arrival", async {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let router = Router::new()
+            .route(
+                "/quick",
+                get(move || {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    async { "the handler's own answer" }
+                }),
+            )
+            .layer(RequestScopeLayer::new());
+        let server = serve(router).await;
+        for version in VERSIONS {
+            for (name, value) in [("x-request-timeout", "0"), ("grpc-timeout", "0n")] {
+                let response = fetch(
+                    server.addr,
+                    version,
+                    get_request(&server.url("/quick"), &[(name, value)]),
+                )
+                .await;
+                let body = text(&response);
+                assert_eq!(
+                    response.status(),
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "{version:?} {name}: {value}: {body}"
+                );
+                assert!(body.contains(&format!("`{name}` of 0ns")), "{body}");
+            }
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "the handler was called");
+    });
+}
+
+/// Regression: with two `x-request-timeout` headers the first one won,
+/// even when the second asked for less.
+#[test]
+fn with_several_timeout_headers_the_earliest_deadline_applies() {
+    run("several_timeout_headers", async {
+        let server = serve(sluggish_router(RequestScopeLayer::new())).await;
+        for version in VERSIONS {
+            for (first, second) in [("5000", "100"), ("100", "5000")] {
+                let started = Instant::now();
+                let response = fetch(
+                    server.addr,
+                    version,
+                    get_request(
+                        &server.url("/slow"),
+                        &[("x-request-timeout", first), ("x-request-timeout", second)],
+                    ),
+                )
+                .await;
+                let body = text(&response);
+                assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT, "{body}");
+                assert!(
+                    body.contains("`x-request-timeout` of 100ms"),
+                    "{first}, {second}: {body}"
+                );
+                assert!(
+                    started.elapsed() < Duration::from_secs(4),
+                    "{:?}",
+                    started.elapsed()
+                );
+            }
+        }
+    });
+}

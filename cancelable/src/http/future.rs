@@ -101,10 +101,7 @@ impl Pending {
             None => cancelled.reason().to_string(),
         };
         let message = match cause {
-            CancelCause::Deadline => match &self.source {
-                Some(source) => format!("deadline exceeded: {source} passed"),
-                _ => "deadline exceeded: the request's deadline passed".to_owned(),
-            },
+            CancelCause::Deadline => deadline_message(self.source.as_ref()),
             CancelCause::Shutdown => format!("service unavailable: server shutting down ({why})"),
             CancelCause::ClientDisconnected => CLIENT_DISCONNECTED.to_owned(),
             CancelCause::Cancelled => format!("request cancelled: {why}"),
@@ -124,6 +121,33 @@ impl Pending {
             &message,
         )
     }
+}
+
+/// What the answer for a passed deadline says.
+fn deadline_message(source: Option<&DeadlineSource>) -> String {
+    match source {
+        Some(source) => format!("deadline exceeded: {source} passed"),
+        None => "deadline exceeded: the request's deadline passed".to_owned(),
+    }
+}
+
+/// The answer to a request whose deadline passed before it reached the
+/// handler (`x-request-timeout: 0`, `grpc-timeout: 0n`).
+pub(super) fn deadline_exceeded<B>(
+    config: &Config,
+    source: Option<&DeadlineSource>,
+    grpc: bool,
+) -> Response<ScopedBody<B>> {
+    let cause = CancelCause::Deadline;
+    let message = deadline_message(source);
+    #[cfg(feature = "tracing")]
+    tracing::info!(%cause, "{message}; the handler was not called");
+    answer(
+        grpc,
+        config.statuses[cause.index()],
+        config.grpc_codes[cause.index()],
+        &message,
+    )
 }
 
 /// Tells the scope when the response future is dropped unfinished: the

@@ -15,16 +15,19 @@
 //! the very poll in which the cancel reaches the scope (its checkpoint saw
 //! it and it returned its error at once) — ends with the cancellation,
 //! which the layer answers with its status; only an output returned
-//! before the cancellation is the answer.
+//! before the cancellation is the answer. So does an output returned at
+//! or past the request's deadline: a handler that never yielded could not
+//! be cancelled by its timer, so the clock is read when it returns.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pin_project_lite::pin_project;
 
+use super::request::now;
 use crate::scope::ScopeShared;
 use crate::sync::Ordering;
 use crate::{CancellationToken, Cancelled, ScopeHandle, WaitForCancellationOwned};
@@ -67,6 +70,10 @@ pin_project! {
         #[pin]
         state: State<F>,
         grace: Duration,
+        // The request's own deadline: an output returned at or past it
+        // came too late, even if no timer could fire while the handler
+        // ran (it never yielded).
+        deadline: Option<Instant>,
         // The scope's token.
         token: CancellationToken,
         // `None` without a grace: the scope then drops the handler at once.
@@ -79,12 +86,18 @@ pin_project! {
 impl<F> Graced<F> {
     /// Must be created before the scope runs (the hold has to be in place
     /// when the scope first looks at its cancellation).
-    pub(super) fn new(handler: F, handle: &ScopeHandle, grace: Duration) -> Self {
+    pub(super) fn new(
+        handler: F,
+        handle: &ScopeHandle,
+        grace: Duration,
+        deadline: Option<Instant>,
+    ) -> Self {
         let graced = !grace.is_zero();
         let token = handle.cancel_token();
         Graced {
             state: State::Running { handler },
             grace,
+            deadline,
             hold: graced.then(|| Hold::new(handle)),
             cancelled: graced.then(|| token.clone().cancelled_owned()),
             token,
@@ -124,6 +137,16 @@ impl<F: Future> Future for Graced<F> {
                 Some(cancelled) => {
                     drop(output);
                     Err(cancelled)
+                }
+                // Returned at or past its deadline: too late, as if the
+                // deadline had fired during its last poll.
+                None if this.deadline.is_some_and(|deadline| now() >= deadline) => {
+                    drop(output);
+                    this.token.cancel_with(
+                        crate::CancelReason::Timeout,
+                        "the handler returned after its deadline",
+                    );
+                    Err(cancelled(this.token))
                 }
                 None => Ok(output),
             };

@@ -105,7 +105,12 @@ pub enum DisconnectMode {
 /// The scope's deadline is the earliest of the layer's
 /// [`timeout`](Self::timeout), an incoming `grpc-timeout` and the HTTP
 /// timeout header (`x-request-timeout` by default, in milliseconds or
-/// humantime form). It is cancelled with the server token, when the
+/// humantime form); a header sent several times counts with its earliest
+/// value. A deadline that has passed on arrival (`x-request-timeout: 0`,
+/// `grpc-timeout: 0n`) is answered at once without calling the handler,
+/// and a handler that returns at or past its deadline — even one that
+/// never yielded, so that no timer could fire — gets the deadline's answer,
+/// not its own. It is cancelled with the server token, when the
 /// deadline passes, and according to the [`DisconnectMode`] when the
 /// client goes away. The handler runs inside the scope: it is the current
 /// scope there, and a [`RequestScope`] in the request extensions.
@@ -391,15 +396,16 @@ impl Config {
                 earliest = Some(candidate);
             }
         };
+        // Every value of a repeated header counts: the earliest wins.
         if self.grpc_timeout {
-            if let Some(value) = headers.get(GRPC_TIMEOUT) {
+            for value in headers.get_all(GRPC_TIMEOUT) {
                 consider(DeadlineSource::GrpcTimeout(parse_grpc_timeout(
                     value.as_bytes(),
                 )?));
             }
         }
         if let Some(name) = &self.header {
-            if let Some(value) = headers.get(name) {
+            for value in headers.get_all(name) {
                 let timeout = parse_http_timeout_named(name, value.as_bytes())?;
                 consider(DeadlineSource::Header(name.clone(), timeout));
             }

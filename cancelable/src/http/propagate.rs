@@ -41,7 +41,11 @@ pub(super) struct Outgoing {
 /// The timeout to send from the calling code's current scope, if it has a
 /// deadline: `Ok(None)` outside a scope or without a deadline, an error
 /// once the scope is cancelled or less than `margin` remains.
-pub(super) fn outgoing(margin: Duration) -> Result<Option<Outgoing>, Cancelled> {
+///
+/// `unit` is the smallest timeout the header can carry (1 ms for
+/// `x-request-timeout`): less than that beyond the margin would be sent
+/// as `0`, which many proxies read as "no timeout", so it is refused too.
+pub(super) fn outgoing(margin: Duration, unit: Duration) -> Result<Option<Outgoing>, Cancelled> {
     let Some(scope) = current_scope() else {
         return Ok(None);
     };
@@ -55,13 +59,17 @@ pub(super) fn outgoing(margin: Duration) -> Result<Option<Outgoing>, Cancelled> 
     };
     let remaining = deadline.saturating_duration_since(now());
     match remaining.checked_sub(margin) {
-        Some(timeout) if !timeout.is_zero() => Ok(Some(Outgoing {
+        Some(timeout) if !timeout.is_zero() && timeout >= unit => Ok(Some(Outgoing {
             timeout: Some(timeout),
             token,
         })),
         _ => Err(Cancelled::new(CancelReason::Timeout).with_message(Some(
             format!(
-                "not sent: {remaining:?} left before the deadline, no more than the margin of {margin:?}"
+                "not sent: {remaining:?} left before the deadline, no more than the margin of {margin:?}{}",
+                match unit > Duration::from_nanos(1) {
+                    true => format!(" plus {unit:?}, the least the header can carry"),
+                    false => String::new(),
+                }
             )
             .into(),
         ))),
@@ -74,8 +82,10 @@ pub(super) fn outgoing(margin: Duration) -> Result<Option<Outgoing>, Cancelled> 
 /// name configurable) or as `grpc-timeout` ([`grpc`](Self::grpc)).
 ///
 /// * A request carrying a shorter timeout of its own keeps it.
-/// * With less than the margin left (default 5 ms), or once the scope is
-///   cancelled, the request is not sent: the call fails with a
+/// * With less than the margin left (default 5 ms) — for
+///   `x-request-timeout`, less than the margin plus 1 ms, as the header
+///   would otherwise say `0`, which many proxies read as "no timeout" — or
+///   once the scope is cancelled, the request is not sent: the call fails with a
 ///   [`Cancelled`] whose reason is [`Timeout`](CancelReason::Timeout) (or
 ///   the scope's reason).
 /// * While the request is in flight, the scope's cancellation ends the
@@ -177,7 +187,11 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let Outgoing { timeout, token } = match outgoing(self.margin) {
+        let unit = match self.format {
+            Format::Grpc => Duration::from_nanos(1),
+            Format::Http(_) => Duration::from_millis(1),
+        };
+        let Outgoing { timeout, token } = match outgoing(self.margin, unit) {
             Ok(Some(outgoing)) => outgoing,
             Ok(None) => {
                 return PropagateDeadlineFuture {

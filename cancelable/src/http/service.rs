@@ -9,7 +9,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::body::ScopedBody;
-use super::future::{bad_request, Guard, Pending, ResponseFuture, Stage};
+use super::future::{bad_request, deadline_exceeded, Guard, Pending, ResponseFuture, Stage};
 use super::grace::Graced;
 use super::layer::{Config, DisconnectMode, RequestScopeLayer};
 use super::request::{now, RequestScope};
@@ -55,6 +55,10 @@ where
                 return ResponseFuture::ready(bad_request(&error, grpc));
             }
         };
+        if let Some(source) = source.as_ref().filter(|source| source.timeout().is_zero()) {
+            // Expired on arrival: answered without calling the handler.
+            return ResponseFuture::ready(deadline_exceeded(config, Some(source), grpc));
+        }
         let mut scope = CancelScope::new().name(operation_name(&request));
         #[cfg(feature = "registry")]
         if let Some(registry) = &config.registry {
@@ -63,10 +67,10 @@ where
                 .metadata("path", request.uri().path())
                 .register_in(registry);
         }
-        if let Some(deadline) = source
+        let deadline = source
             .as_ref()
-            .and_then(|source| now().checked_add(source.timeout()))
-        {
+            .and_then(|source| now().checked_add(source.timeout()));
+        if let Some(deadline) = deadline {
             scope = scope.deadline(deadline);
         }
         if let Some(token) = &config.server_token {
@@ -77,7 +81,7 @@ where
             handle: handle.clone(),
             source: source.clone(),
         });
-        let handler = Graced::new(self.inner.call(request), &handle, config.grace);
+        let handler = Graced::new(self.inner.call(request), &handle, config.grace, deadline);
         // `try_run`: a handler that ends after the cancellation ends the
         // scope as cancelled (see `Graced`).
         let run = scope.try_run(handler);

@@ -67,7 +67,7 @@ impl Interceptor for DeadlineInterceptor {
         let Some(Outgoing {
             timeout: Some(timeout),
             ..
-        }) = outgoing(self.margin)?
+        }) = outgoing(self.margin, std::time::Duration::from_nanos(1))?
         else {
             return Ok(request);
         };
