@@ -286,7 +286,7 @@ async fn main() -> std::io::Result<()> {
         let auth = format!("-H 'Authorization: Bearer {}'", token.0);
         println!("  curl {auth} '{base}/admin/operations?name=GET%20/work'   # while a /work runs");
         println!(
-            "  curl {auth} -X POST -d reason=manual -d message=enough {base}/admin/operations/ID/cancel"
+            "  curl {auth} --json '{{\"reason\": \"manual\", \"message\": \"enough\"}}' {base}/admin/operations/ID/cancel"
         );
         println!("Ctrl-C stops the server gracefully (grace 2 s, hard deadline 5 s); twice ends it at once.");
     }

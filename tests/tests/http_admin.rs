@@ -287,18 +287,24 @@ fn cancel_ends_the_operation_with_the_reason_and_message_given_then_409() {
         assert_eq!(cancelled.message(), Some("operator: disk full"));
 
         // Finished now: 409, naming its final status.
-        let (status, body) = post(&server, &format!("/operations/{id}/cancel"), None, "").await;
+        let (status, body) = post(
+            &server,
+            &format!("/operations/{id}/cancel"),
+            Some("application/json"),
+            "",
+        )
+        .await;
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
         assert_eq!(body["status"], "Cancelled");
         assert!(error_text(&body).contains("already finished"), "{body}");
 
-        // A form body, by key, with a signal as the reason.
+        // By key, with a signal as the reason.
         let (_, task) = start(&registry, "export-2", Some("nightly")).await;
         let (status, body) = post(
             &server,
             "/operations/by-key/nightly/cancel",
-            Some("application/x-www-form-urlencoded"),
-            "reason=signal%3ASIGTERM&message=maintenance+window",
+            Some("application/json"),
+            r#"{"reason": "signal:SIGTERM", "message": "maintenance window"}"#,
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -309,16 +315,22 @@ fn cancel_ends_the_operation_with_the_reason_and_message_given_then_409() {
             .unwrap_err();
         assert_eq!(cancelled.reason(), &CancelReason::Signal(Signal::Terminate));
         assert_eq!(cancelled.message(), Some("maintenance window"));
-        let (status, _) = post(&server, "/operations/by-key/nightly/cancel", None, "").await;
+        let (status, _) = post(
+            &server,
+            "/operations/by-key/nightly/cancel",
+            Some("application/json"),
+            "",
+        )
+        .await;
         assert_eq!(status, StatusCode::CONFLICT);
 
-        // The query string, reason `timeout`; and no parameters at all.
+        // Reason `timeout`; and an empty body (no parameters at all).
         let (id, task) = start(&registry, "export-3", None).await;
         let (status, body) = post(
             &server,
-            &format!("/operations/{id}/cancel?reason=timeout&message=too%20slow"),
-            None,
-            "",
+            &format!("/operations/{id}/cancel"),
+            Some("application/json"),
+            r#"{"reason": "timeout", "message": "too slow"}"#,
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -331,7 +343,13 @@ fn cancel_ends_the_operation_with_the_reason_and_message_given_then_409() {
         assert_eq!(cancelled.message(), Some("too slow"));
 
         let (id, task) = start(&registry, "export-4", None).await;
-        let (status, _) = post(&server, &format!("/operations/{id}/cancel"), None, "").await;
+        let (status, _) = post(
+            &server,
+            &format!("/operations/{id}/cancel"),
+            Some("application/json"),
+            "",
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         let cancelled = tokio::time::timeout(WITHIN, task)
             .await
@@ -363,9 +381,9 @@ fn cancel_of_an_operation_already_cancelled_and_still_running_says_so_and_change
 
         let (status, body) = post(
             &server,
-            &format!("/operations/{id}/cancel?message=first"),
-            None,
-            "",
+            &format!("/operations/{id}/cancel"),
+            Some("application/json"),
+            r#"{"message": "first"}"#,
         )
         .await;
         assert_eq!(
@@ -374,9 +392,9 @@ fn cancel_of_an_operation_already_cancelled_and_still_running_says_so_and_change
         );
         let (status, body) = post(
             &server,
-            &format!("/operations/{id}/cancel?reason=timeout&message=second"),
-            None,
-            "",
+            &format!("/operations/{id}/cancel"),
+            Some("application/json"),
+            r#"{"reason": "timeout", "message": "second"}"#,
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -407,11 +425,23 @@ fn cancel_of_an_unknown_operation_is_404_and_a_bad_reason_is_400_listing_the_val
     run("admin_cancel_errors", async {
         let registry = Registry::new();
         let server = admin_server(&registry).await;
-        let (status, body) = post(&server, "/operations/987654321/cancel", None, "").await;
+        let (status, body) = post(
+            &server,
+            "/operations/987654321/cancel",
+            Some("application/json"),
+            "",
+        )
+        .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
         assert_eq!(body["id"], 987654321u64);
         assert!(error_text(&body).contains("987654321"), "{body}");
-        let (status, body) = post(&server, "/operations/by-key/nobody/cancel", None, "").await;
+        let (status, body) = post(
+            &server,
+            "/operations/by-key/nobody/cancel",
+            Some("application/json"),
+            "",
+        )
+        .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
         assert_eq!(body["key"], "nobody");
 
@@ -424,9 +454,21 @@ fn cancel_of_an_unknown_operation_is_404_and_a_bad_reason_is_400_listing_the_val
             ),
             (Some("application/json"), r#"{"reason": 3}"#, "send {"),
             (Some("application/json"), r#"{"why": "x"}"#, "unknown field"),
-            (None, "reason=parent", "valid reasons are manual"),
-            (None, "reason=signal:SIGNOPE", "SIGTERM"),
-            (None, "urgency=high", "takes `reason`"),
+            (
+                Some("application/json"),
+                r#"{"reason": "parent"}"#,
+                "valid reasons are manual",
+            ),
+            (
+                Some("application/json"),
+                r#"{"reason": "signal:SIGNOPE"}"#,
+                "SIGTERM",
+            ),
+            (
+                Some("application/json"),
+                r#"{"urgency": "high"}"#,
+                "unknown field",
+            ),
         ] {
             let (status, body) = post(
                 &server,
@@ -677,5 +719,110 @@ fn request_scopes_stay_out_of_the_registry_unless_the_layer_registers_them() {
         assert_eq!(body["live"], 1, "{body}");
         assert_eq!(body["operations"][0]["name"], "render", "{body}");
         client.abort();
+    });
+}
+
+/// Regression: form bodies, a `text/plain` body starting with `{` and an
+/// empty body with the reason in the query string all cancelled an
+/// operation — each one a "simple request" a cross-site form or `fetch`
+/// sends without a CORS preflight, so with cookie-based auth any page the
+/// operator visits could cancel jobs. Only `application/json` bodies are
+/// accepted (415 otherwise), nothing is read from the query string.
+#[test]
+fn cancel_requests_a_cross_site_form_can_send_are_refused_415_and_cancel_nothing() {
+    run("admin_csrf", async {
+        let registry = Registry::new();
+        let server = admin_server(&registry).await;
+        let (id, task) = start(&registry, "export-1", Some("nightly")).await;
+        for path in [
+            format!("/operations/{id}/cancel"),
+            "/operations/by-key/nightly/cancel".to_owned(),
+        ] {
+            for (content_type, request) in [
+                (
+                    Some("application/x-www-form-urlencoded"),
+                    "reason=manual&message=forged",
+                ),
+                (Some("text/plain"), r#"{"reason": "manual", "message": "forged"}"#),
+                (
+                    Some("multipart/form-data; boundary=x"),
+                    "--x\r\ncontent-disposition: form-data; name=\"reason\"\r\n\r\nmanual\r\n--x--\r\n",
+                ),
+                (None, r#"{"message": "forged"}"#),
+                (None, ""),
+            ] {
+                let (status, body) = post(&server, &path, content_type, request).await;
+                assert_eq!(
+                    status,
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "{path} {content_type:?} {request:?}: {body}"
+                );
+                assert!(error_text(&body).contains("application/json"), "{body}");
+            }
+            // The reason in the query string, no body.
+            let (status, body) = post(
+                &server,
+                &format!("{path}?reason=manual&message=forged"),
+                None,
+                "",
+            )
+            .await;
+            assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{path}: {body}");
+            // Even with a JSON body, parameters in the query string are refused.
+            let (status, body) = post(
+                &server,
+                &format!("{path}?reason=timeout"),
+                Some("application/json"),
+                "{}",
+            )
+            .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+            assert!(error_text(&body).contains("query string"), "{body}");
+        }
+        let info = registry.get(id).expect("still live");
+        assert!(
+            info.reason.is_none(),
+            "cancelled by a forgeable request: {info:?}"
+        );
+        // The JSON request still works, with an empty body too.
+        let (status, body) = post(
+            &server,
+            &format!("/operations/{id}/cancel"),
+            Some("application/json; charset=utf-8"),
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let cancelled = tokio::time::timeout(WITHIN, task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(cancelled.message(), Some(ADMIN_CANCEL_MESSAGE));
+    });
+}
+
+/// Regression: `+3` was read as the id 3.
+#[test]
+fn operation_ids_parse_strictly() {
+    run("admin_strict_ids", async {
+        let registry = Registry::new();
+        let server = admin_server(&registry).await;
+        let (id, task) = start(&registry, "export-1", None).await;
+        for shape in [format!("+{id}"), format!("{id}%20"), format!("0x{id:x}")] {
+            let (status, body) = get_json(&server, &format!("/operations/{shape}")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{shape}: {body}");
+            let (status, body) = post(
+                &server,
+                &format!("/operations/{shape}/cancel"),
+                Some("application/json"),
+                "{}",
+            )
+            .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{shape}: {body}");
+            assert!(error_text(&body).contains("whole numbers"), "{body}");
+        }
+        assert!(registry.get(id).expect("live").reason.is_none());
+        task.abort();
     });
 }

@@ -31,7 +31,7 @@ pub const ADMIN_CANCEL_MESSAGE: &str = "cancelled through the admin endpoint";
 /// | `GET /` | the operator's console: an HTML page (below) |
 /// | `GET /operations` | the [`Snapshot`](crate::registry::Snapshot) of live operations: `taken_at`, `live`, `stuck`, `operations` (a tree: each with its `children`). Query filters as [`Filter`] takes them: `status` (repeatable or comma-separated), `name` (a glob [`Pattern`](crate::registry::Pattern)), `parent` (an id), `older_than` (`2500` ms or humantime `1m30s`); with a filter, `operations` is the flat list of matching operations (`children` empty) and `matched` counts them. A bad filter is a `400` saying what is expected. |
 /// | `GET /operations/{id}` | the live operation ([`OperationInfo`] and its `children`, `"finished": false`), or a finished one the history remembers ([`FinishedOperation`], `"finished": true`); `404` with `{"error", "id"}` for an unknown id. |
-/// | `POST /operations/{id}/cancel` | cancels it with `reason` and `message` from a JSON body (`{"reason": "manual", "message": "…"}`), a form body or the query string; both optional (`manual`, [`ADMIN_CANCEL_MESSAGE`]). `200` with `"answer": "requested"` (and `"cancelled": true`: this request asked for the cancellation; the operation ends cancelled at its next checkpoint, or completes if its body finishes first) and the operation as it is now, or `"answer": "already_requested"` (`"cancelled": false`) and the cause it was already cancelled with; `404` unknown id; `409` already finished (with its final status); `400` for a reason that is not one of `manual`, `timeout`, `condition`, `error`, `signal:SIGTERM` (any signal name). |
+/// | `POST /operations/{id}/cancel` | cancels it with `reason` and `message` from a JSON body (`Content-Type: application/json`, `{"reason": "manual", "message": "…"}`; both optional: `manual`, [`ADMIN_CANCEL_MESSAGE`]; an empty body is `{}`); any other content type is a `415`, parameters in the query string a `400` (see *Cross-site requests* below). `200` with `"answer": "requested"` (and `"cancelled": true`: this request asked for the cancellation; the operation ends cancelled at its next checkpoint, or completes if its body finishes first) and the operation as it is now, or `"answer": "already_requested"` (`"cancelled": false`) and the cause it was already cancelled with; `404` unknown id; `409` already finished (with its final status); `400` for a reason that is not one of `manual`, `timeout`, `condition`, `error`, `signal:SIGTERM` (any signal name). |
 /// | `GET /operations/by-key/{key}` | as `GET /operations/{id}`, for the live operation holding `key`. |
 /// | `POST /operations/by-key/{key}/cancel` | as `POST /operations/{id}/cancel`, by key. |
 ///
@@ -99,8 +99,19 @@ pub const ADMIN_CANCEL_MESSAGE: &str = "cancelled through the admin endpoint";
 ///
 /// `curl -H "Authorization: Bearer $ADMIN_TOKEN" localhost:9000/admin/operations?name=export-*`
 /// then lists the running exports, and
-/// `curl -X POST -H "Authorization: Bearer $ADMIN_TOKEN" -d reason=manual -d message=stuck localhost:9000/admin/operations/42/cancel`
+/// `curl -H "Authorization: Bearer $ADMIN_TOKEN" --json '{"reason": "manual", "message": "stuck"}' localhost:9000/admin/operations/42/cancel`
 /// cancels one.
+///
+/// # Cross-site requests
+/// A browser sends a cross-site form (`application/x-www-form-urlencoded`,
+/// `multipart/form-data`, `text/plain`) or a body-less `POST` without
+/// asking the server first (no CORS preflight), with the operator's
+/// cookies. So the cancel endpoints accept **only `application/json`
+/// bodies** (`415` otherwise) and read nothing from the query string: a
+/// page the operator visits cannot cancel jobs, even when your
+/// authentication is a cookie (as the console's may be). Keep it so: do
+/// not add a CORS layer that allows other origins to this router, and
+/// prefer a bearer token, which a browser never sends by itself.
 pub fn admin_router<S>(registry: &Registry) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
@@ -449,11 +460,13 @@ async fn cancel_by_id(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let request =
-        parse_id(&id).and_then(|id| Ok((id, cancel_request(query.as_deref(), &headers, &body)?)));
-    let (id, request) = match request {
-        Ok(parsed) => parsed,
+    let id = match parse_id(&id) {
+        Ok(id) => id,
         Err(message) => return bad_request(message),
+    };
+    let request = match cancel_request(query.as_deref(), &headers, &body) {
+        Ok(request) => request,
+        Err(response) => return *response,
     };
     if registry.get(id).is_some() {
         if let Some(response) = cancel_live(&registry, id, request) {
@@ -476,7 +489,7 @@ async fn cancel_by_key(
 ) -> Response {
     let request = match cancel_request(query.as_deref(), &headers, &body) {
         Ok(request) => request,
-        Err(message) => return bad_request(message),
+        Err(response) => return *response,
     };
     if let Some(operation) = registry.get_by_key(&key) {
         if let Some(response) = cancel_live(&registry, operation.id, request) {

@@ -1,11 +1,13 @@
-//! The query strings, cancel-request bodies (JSON or form) and path
-//! segments of the admin API: decoded and parsed into the registry's
-//! types, each `Err` the text of a `400` saying what is expected.
+//! The query strings, cancel-request bodies (JSON only) and path segments
+//! of the admin API: decoded and parsed into the registry's types, each
+//! `Err` the text of a `400` saying what is expected (a cancel request's
+//! `Err` is its whole answer: `415` for a body that is not JSON).
 
+use axum::response::Response;
 use http::header::CONTENT_TYPE;
-use http::HeaderMap;
+use http::{HeaderMap, StatusCode};
 
-use super::ADMIN_CANCEL_MESSAGE;
+use super::{bad_request, error, ADMIN_CANCEL_MESSAGE};
 use crate::registry::{Filter, Pattern};
 use crate::{CancelReason, OperationStatus, Signal, SourceError};
 
@@ -81,7 +83,9 @@ fn parse_status(status: &str) -> Result<OperationStatus, String> {
 
 /// Parses an operation id from the path; `Err` is the text of a `400`.
 pub(super) fn parse_id(id: &str) -> Result<u64, String> {
-    id.parse().map_err(|_| {
+    // Digits only: `u64::from_str` would take `+3` too.
+    let digits = !id.is_empty() && id.bytes().all(|byte| byte.is_ascii_digit());
+    digits.then(|| id.parse().ok()).flatten().ok_or_else(|| {
         format!(
             "{id:?} is not an operation id: ids are whole numbers, as `GET /operations` lists \
              them (use /operations/by-key/{{key}} for a key)"
@@ -147,53 +151,55 @@ struct CancelBody {
     message: Option<String>,
 }
 
-/// Reads `reason` and `message` from the query string, then the body
-/// (JSON, or form-encoded): the body wins. `Err` is the text of a `400`.
+/// Reads `reason` and `message` from a JSON body — the only kind a
+/// cross-site form or a `fetch` without a CORS preflight cannot send
+/// (`application/json` is not one of the "simple" content types). Any
+/// other content type, or none, is a `415`; parameters in the query
+/// string, a `400`. `Err` is the answer.
 pub(super) fn cancel_request(
     query: Option<&str>,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<CancelRequest, String> {
-    let mut reason = None;
-    let mut message = None;
-    let mut take = |pairs: Vec<(String, String)>| -> Result<(), String> {
-        for (name, value) in pairs {
-            match name.as_str() {
-                "reason" => reason = Some(value),
-                "message" => message = Some(value),
-                other => {
-                    return Err(format!(
-                        "unknown parameter {other:?}: a cancel request takes `reason` ({VALID_REASONS}) \
-                         and `message`"
-                    ))
-                }
-            }
-        }
-        Ok(())
-    };
-    take(form_pairs(query.unwrap_or(""))?)?;
-    let is_json = headers
+) -> Result<CancelRequest, Box<Response>> {
+    let json_body = headers
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.trim_start().starts_with("application/json"))
-        || body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    if is_json {
-        let parsed: CancelBody = serde_json::from_slice(body).map_err(|error| {
-            format!(
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if !json_body {
+        return Err(Box::new(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a cancel request is a JSON body: send `Content-Type: application/json` with \
+             {\"reason\": \"manual\", \"message\": \"why\"} (both optional; an empty body \
+             is fine); form, text and query-string requests are refused, as a cross-site form \
+             could send them",
+            serde_json::json!({ "expected": "application/json" }),
+        )));
+    }
+    if query.is_some_and(|query| !query.is_empty()) {
+        return Err(Box::new(bad_request(
+            "a cancel request takes no query string parameters: put `reason` and `message` in \
+             the JSON body",
+        )));
+    }
+    let parsed = match body.iter().all(u8::is_ascii_whitespace) {
+        true => CancelBody {
+            reason: None,
+            message: None,
+        },
+        false => serde_json::from_slice(body).map_err(|error| {
+            Box::new(bad_request(format!(
                 "the body is not a cancel request: {error}; send \
                  {{\"reason\": \"manual\", \"message\": \"why\"}} (both optional)"
-            )
-        })?;
-        reason = parsed.reason.or(reason);
-        message = parsed.message.or(message);
-    } else if !body.is_empty() {
-        let text =
-            std::str::from_utf8(body).map_err(|_| "the form body is not UTF-8 text".to_owned())?;
-        take(form_pairs(text)?)?;
-    }
-    let message = message.unwrap_or_else(|| ADMIN_CANCEL_MESSAGE.to_owned());
-    let reason_text = reason.unwrap_or_else(|| "manual".to_owned());
-    let reason = parse_reason(&reason_text, &message)?;
+            )))
+        })?,
+    };
+    let message = parsed
+        .message
+        .unwrap_or_else(|| ADMIN_CANCEL_MESSAGE.to_owned());
+    let reason_text = parsed.reason.unwrap_or_else(|| "manual".to_owned());
+    let reason =
+        parse_reason(&reason_text, &message).map_err(|message| Box::new(bad_request(message)))?;
     Ok(CancelRequest {
         reason,
         reason_text,
