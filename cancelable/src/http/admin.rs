@@ -11,9 +11,7 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
-use crate::registry::{
-    CancelAnswer, Filter, FinishedOperation, OperationInfo, OperationNode, Registry,
-};
+use crate::registry::{CancelAnswer, FinishedOperation, OperationInfo, OperationNode, Registry};
 
 mod console;
 mod query;
@@ -29,7 +27,7 @@ pub const ADMIN_CANCEL_MESSAGE: &str = "cancelled through the admin endpoint";
 /// | method and path | answer |
 /// |---|---|
 /// | `GET /` | the operator's console: an HTML page (below) |
-/// | `GET /operations` | the [`Snapshot`](crate::registry::Snapshot) of live operations: `taken_at`, `live`, `stuck`, `operations` (a tree: each with its `children`). Query filters as [`Filter`] takes them: `status` (repeatable or comma-separated), `name` (a glob [`Pattern`](crate::registry::Pattern)), `parent` (an id), `older_than` (`2500` ms or humantime `1m30s`); with a filter, `operations` is the flat list of matching operations (`children` empty) and `matched` counts them. A bad filter is a `400` saying what is expected. |
+/// | `GET /operations` | the [`Snapshot`](crate::registry::Snapshot) of live operations: `taken_at`, `live`, `stuck`, `operations` (a tree: each with its `children`). Query filters as [`Filter`](crate::registry::Filter) takes them: `status` (repeatable or comma-separated), `name` (a glob [`Pattern`](crate::registry::Pattern)), `parent` (an id), `older_than` (`2500` ms or humantime `1m30s`); with a filter, `operations` is the flat list of matching operations (`children` empty) and `matched` counts them. A bad filter is a `400` saying what is expected. |
 /// | `GET /operations/{id}` | the live operation ([`OperationInfo`] and its `children`, `"finished": false`), or a finished one the history remembers ([`FinishedOperation`], `"finished": true`); `404` with `{"error", "id"}` for an unknown id. |
 /// | `POST /operations/{id}/cancel` | cancels it with `reason` and `message` from a JSON body (`Content-Type: application/json`, `{"reason": "manual", "message": "…"}`; both optional: `manual`, [`ADMIN_CANCEL_MESSAGE`]; an empty body is `{}`); any other content type is a `415`, parameters in the query string a `400` (see *Cross-site requests* below). `200` with `"answer": "requested"` (and `"cancelled": true`: this request asked for the cancellation; the operation ends cancelled at its next checkpoint, or completes if its body finishes first) and the operation as it is now, or `"answer": "already_requested"` (`"cancelled": false`) and the cause it was already cancelled with; `404` unknown id; `409` already finished (with its final status); `400` for a reason that is not one of `manual`, `timeout`, `condition`, `error`, `signal:SIGTERM` (any signal name). |
 /// | `GET /operations/by-key/{key}` | as `GET /operations/{id}`, for the live operation holding `key`. |
@@ -237,18 +235,6 @@ async fn list(State(registry): State<Registry>, RawQuery(query): RawQuery) -> Re
     )
 }
 
-/// The finished operation `matches` picks from the history, if it
-/// remembers one.
-fn finished(
-    registry: &Registry,
-    matches: impl Fn(&FinishedOperation) -> bool,
-) -> Option<FinishedOperation> {
-    registry
-        .history(registry.history_capacity(), &Filter::new())
-        .into_iter()
-        .find(|operation| matches(operation))
-}
-
 /// A live operation with the registered operations inside it.
 fn live_node(registry: &Registry, id: u64) -> Option<OperationNode> {
     let snapshot = registry.snapshot();
@@ -286,7 +272,7 @@ fn show(registry: &Registry, id: u64) -> Response {
             },
         );
     }
-    match finished(registry, |operation| operation.id == id) {
+    match registry.finished(id) {
         Some(operation) => json(
             StatusCode::OK,
             &Finished {
@@ -342,9 +328,7 @@ async fn get_by_key(State(registry): State<Registry>, Path(key): Path<String>) -
             );
         }
     }
-    match finished(&registry, |operation| {
-        operation.key.as_deref() == Some(&key)
-    }) {
+    match registry.finished_by_key(&key) {
         Some(operation) => json(
             StatusCode::OK,
             &Finished {
@@ -473,7 +457,7 @@ async fn cancel_by_id(
             return response;
         }
     }
-    match finished(&registry, |operation| operation.id == id) {
+    match registry.finished(id) {
         Some(operation) => already_finished(&operation),
         None => not_found_id(id),
     }
@@ -496,9 +480,7 @@ async fn cancel_by_key(
             return response;
         }
     }
-    match finished(&registry, |operation| {
-        operation.key.as_deref() == Some(&key)
-    }) {
+    match registry.finished_by_key(&key) {
         Some(operation) => already_finished(&operation),
         None => not_found_key(&key),
     }

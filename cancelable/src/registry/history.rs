@@ -1,5 +1,7 @@
 //! The bounded history of finished operations: a ring of slots written
-//! without a shared lock (one atomic cursor, one small lock per slot).
+//! without a shared lock (one atomic cursor, one small lock per slot),
+//! indexed by id (sharded as the live set), so that looking up one
+//! finished operation costs the same at any capacity.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,8 +9,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::filter::Filter;
+use super::live::{shard_of, IdMap, SHARDS};
 use super::record::{Exit, Record};
-use super::{lock, Now};
+use super::{lock, Now, Registry};
 use crate::{CancelReason, OperationStatus};
 
 /// A finished operation, as [`Registry::history`](super::Registry::history)
@@ -113,6 +116,18 @@ fn accepted_by(record: &Record, filter: &Filter, now: &mut Now) -> bool {
 
 type Slot = Mutex<Option<(u64, Arc<Record>)>>;
 
+/// A shard of the index: operation id → arrival number, whose slot is
+/// `arrival % capacity`. Sharded as the live set is.
+type IndexShard = Mutex<IndexState>;
+
+#[derive(Default)]
+struct IndexState {
+    at: IdMap<u64>,
+    /// The size at which the shard is pruned next: twice what it kept at
+    /// the last pruning, so that pruning costs O(1) per push on average.
+    prune_at: usize,
+}
+
 /// Slots are allocated in chunks of this many, as the ring fills.
 const CHUNK: usize = 256;
 
@@ -124,8 +139,15 @@ pub(crate) struct History {
     /// reaches it: a large capacity costs memory only as the ring fills.
     /// Each slot holds the arrival number and the record, whose scope
     /// state it keeps (a few hundred bytes) until a newer operation takes
-    /// the slot.
+    /// the slot (names and metadata values at most 1 KiB each).
     chunks: Box<[OnceLock<Box<[Slot]>>]>,
+    /// Where each operation of the ring is, so that a look-up by id reads
+    /// one slot instead of the whole ring. A look-up checks that the slot
+    /// still holds the operation, so an entry whose record left the ring
+    /// is harmless: such entries are pruned in bulk when a shard holds
+    /// twice what it kept last time, which keeps a push to one lock and one
+    /// insert.
+    index: OnceLock<Box<[IndexShard]>>,
 }
 
 impl History {
@@ -138,6 +160,28 @@ impl History {
             chunks: (0..capacity.div_ceil(CHUNK))
                 .map(|_| OnceLock::new())
                 .collect(),
+            index: OnceLock::new(),
+        }
+    }
+
+    fn index_shard(&self, id: u64) -> &IndexShard {
+        &self
+            .index
+            .get_or_init(|| (0..SHARDS).map(|_| Mutex::default()).collect())[shard_of(id)]
+    }
+
+    /// Notes that `id` arrived as number `seq`, pruning the shard's
+    /// entries that a lap of the ring has overwritten since when it has
+    /// doubled.
+    fn index(&self, id: u64, seq: u64) {
+        let capacity = self.capacity as u64;
+        let mut shard = lock(self.index_shard(id));
+        let shard = &mut *shard;
+        shard.at.insert(id, seq);
+        if shard.at.len() > shard.prune_at {
+            let newest = self.cursor.load(Ordering::Relaxed);
+            shard.at.retain(|_, at| *at + capacity >= newest);
+            shard.prune_at = (2 * shard.at.len()).max(2 * (self.capacity / SHARDS).max(16));
         }
     }
 
@@ -160,6 +204,7 @@ impl History {
     pub(crate) fn push(&self, finished: Arc<Record>) {
         let seq = self.cursor.fetch_add(1, Ordering::Relaxed);
         let slot = self.slot((seq % self.capacity as u64) as usize);
+        let id = finished.id;
         let evicted = {
             let mut slot = lock(slot);
             // A writer that stalled a whole lap behind must not overwrite a
@@ -169,7 +214,8 @@ impl History {
             }
             slot.replace((seq, finished))
         };
-        // The evicted operation's state is freed outside the lock.
+        self.index(id, seq);
+        // The evicted operation's state is freed outside the locks.
         drop(evicted);
     }
 
@@ -185,14 +231,29 @@ impl History {
         entries.into_iter().map(|(_, record)| record).collect()
     }
 
-    /// Operation `id`, if the ring still holds it.
+    /// Operation `id`, if the ring still holds it: one index look-up and
+    /// one slot, whatever the capacity.
     pub(crate) fn find(&self, id: u64) -> Option<Arc<Record>> {
-        self.slots().find_map(|slot| {
-            lock(slot)
-                .as_ref()
-                .filter(|(_, record)| record.id == id)
-                .map(|(_, record)| record.clone())
-        })
+        let seq = *lock(self.index.get()?.get(shard_of(id))?).at.get(&id)?;
+        let index = (seq % self.capacity as u64) as usize;
+        let slot = lock(self.chunks[index / CHUNK].get()?.get(index % CHUNK)?);
+        match &*slot {
+            Some((at, record)) if *at == seq && record.id == id => Some(record.clone()),
+            _ => None,
+        }
+    }
+
+    /// The newest entry that `matches`, read in place (nothing is copied
+    /// but the one found).
+    pub(crate) fn newest_matching(&self, matches: impl Fn(&Record) -> bool) -> Option<Arc<Record>> {
+        self.slots()
+            .filter_map(|slot| {
+                let slot = lock(slot);
+                let (seq, record) = slot.as_ref()?;
+                matches(record).then(|| (*seq, record.clone()))
+            })
+            .max_by_key(|(seq, _)| *seq)
+            .map(|(_, record)| record)
     }
 
     /// Drops the entries that ended at least `age` ago; returns how many.
@@ -216,5 +277,40 @@ impl History {
 
     pub(crate) fn capacity(&self) -> usize {
         self.capacity
+    }
+}
+
+impl Registry {
+    /// The finished operation `id`, if the history still remembers it: an
+    /// index look-up (microseconds at any
+    /// [`history_capacity`](Self::history_capacity)), unlike searching
+    /// [`history`](Self::history), which copies every entry.
+    ///
+    /// ```
+    /// use cancelable::{registry::Registry, CancelScope};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let registry = Registry::new();
+    /// let scope = CancelScope::new().name("export").register_in(&registry);
+    /// let id = scope.handle().id();
+    /// scope.run(async {}).await.unwrap();
+    /// assert_eq!(registry.finished(id).unwrap().name.as_deref(), Some("export"));
+    /// assert!(registry.finished(id + 1).is_none());
+    /// # });
+    /// ```
+    pub fn finished(&self, id: u64) -> Option<FinishedOperation> {
+        let record = self.inner.history.find(id)?;
+        Some(public(&record, &mut Now::new()))
+    }
+
+    /// The newest finished operation that was registered under `key`, if
+    /// the history still remembers one. Reads the history in place, copying
+    /// only the operation found.
+    pub fn finished_by_key(&self, key: &str) -> Option<FinishedOperation> {
+        let record = self
+            .inner
+            .history
+            .newest_matching(|record| record.key.as_deref() == Some(key))?;
+        Some(public(&record, &mut Now::new()))
     }
 }

@@ -140,6 +140,24 @@ impl Config {
     }
 }
 
+/// The most bytes a scope keeps of a name, a metadata key or a value.
+const MAX_VALUE_LEN: usize = 1024;
+
+/// `value`, cut to at most [`MAX_VALUE_LEN`] bytes (at a character
+/// boundary, with `…` in place of the rest).
+fn bounded(mut value: String) -> String {
+    if value.len() > MAX_VALUE_LEN {
+        let marker = '…';
+        let mut end = MAX_VALUE_LEN - marker.len_utf8();
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        value.truncate(end);
+        value.push(marker);
+    }
+    value
+}
+
 impl CancelScope {
     /// A scope with no sources: it is cancelled only through its handle,
     /// its token, or an enclosing scope.
@@ -151,17 +169,30 @@ impl CancelScope {
     }
 
     /// Names the operation, for errors, logs and [`OperationContext`].
+    /// A name longer than 1 KiB is cut there (at a character boundary,
+    /// ending with `…`), as the registry's history keeps it.
     pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        self.config.name = Some(name.into());
+        let name = match name.into() {
+            Cow::Owned(name) => Cow::Owned(bounded(name)),
+            Cow::Borrowed(name) if name.len() > MAX_VALUE_LEN => {
+                Cow::Owned(bounded(name.to_owned()))
+            }
+            name => name,
+        };
+        self.config.name = Some(name);
         self
     }
 
-    /// Attaches a key/value pair to the operation's context.
+    /// Attaches a key/value pair to the operation's context. A key or value
+    /// longer than 1 KiB is cut there (at a character boundary, ending with
+    /// `…`): the registry's history keeps every operation's metadata, and
+    /// values that come from outside (a request's path) must not make it
+    /// grow without bound.
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.config
             .extras()
             .metadata
-            .insert(key.into(), value.into());
+            .insert(bounded(key.into()), bounded(value.into()));
         self
     }
 
@@ -508,5 +539,23 @@ impl fmt::Debug for CancelScope {
             .field("timeout", &self.config.timeout)
             .field("sources", &self.config.sources)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{bounded, MAX_VALUE_LEN};
+
+    #[test]
+    fn long_values_are_cut_at_a_character_boundary() {
+        assert_eq!(bounded("short".to_owned()), "short");
+        let exact = "a".repeat(MAX_VALUE_LEN);
+        assert_eq!(bounded(exact.clone()), exact);
+        for filler in ["a", "é", "😀"] {
+            let cut = bounded(filler.repeat(2 * MAX_VALUE_LEN));
+            assert!(cut.len() <= MAX_VALUE_LEN, "{}", cut.len());
+            assert!(cut.ends_with('…'));
+            assert!(cut.starts_with(filler));
+        }
     }
 }

@@ -2,9 +2,9 @@
 //! shared by every listening scope, and the delivery thread that fires
 //! them. The rules it follows for users are in the `signal` module's docs.
 
-pub(crate) use dispatch::{listen, SignalGuard};
 #[cfg(feature = "axum")]
 pub(crate) use dispatch::watch;
+pub(crate) use dispatch::{listen, SignalGuard};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -94,9 +94,9 @@ mod dispatch {
 
     use slab::Slab;
 
-    use super::Arrivals;
     use super::disposition::{current, record, record_for, set, Disposition, Previous};
     use super::errno;
+    use super::Arrivals;
     use crate::reason::SourceError;
     use crate::signal::Signal;
     use crate::source::Sink;
