@@ -39,6 +39,11 @@ pub(crate) fn contain<T>(what: &'static str, run: impl FnOnce() -> T) -> Result<
 
 /// The text of a panic payload, as the default panic hook would print it.
 fn message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload_message(&*payload)
+}
+
+/// The text of a panic payload that is to be resumed afterwards.
+pub(crate) fn payload_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(message) = payload.downcast_ref::<&'static str>() {
         (*message).to_owned()
     } else if let Some(message) = payload.downcast_ref::<String>() {

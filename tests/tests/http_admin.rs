@@ -919,3 +919,44 @@ fn looking_up_an_id_does_not_copy_the_history() {
         );
     });
 }
+
+/// Regression: an operator's cancel with reason `timeout` was answered
+/// "the server's request timeout of 30s passed" after 0.4 s. The answer
+/// says who cancelled it and why; and an operator's message stays on one
+/// line of the plain-text answer.
+#[test]
+fn an_operators_timeout_cancel_is_answered_saying_who_cancelled_it_on_one_line() {
+    run("admin_timeout_cancel", async {
+        let registry = Registry::new();
+        let layer = RequestScopeLayer::new()
+            .timeout(Duration::from_secs(30))
+            .register_in(&registry);
+        let server = reports_server(&registry, layer).await;
+        let mut connection = Connection::open(server.addr, Version::Http1).await;
+        let client = connection.spawn(get(&server.url("/reports/7"), &[]));
+        assert!(eventually(WITHIN, || registry.snapshot().live == 2).await);
+        let id = registry
+            .list(&Default::default())
+            .into_iter()
+            .find(|operation| operation.name.as_deref() == Some("GET /reports/{n}"))
+            .expect("the request")
+            .id;
+        let (status, body) = post(
+            &server,
+            &format!("/admin/operations/{id}/cancel"),
+            Some("application/json"),
+            r#"{"reason": "timeout", "message": "too slow\nforged: log line"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let response = tokio::time::timeout(WITHIN, client)
+            .await
+            .expect("answered")
+            .expect("the client");
+        let body = text(&response);
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT, "{body}");
+        assert!(!body.contains("30s passed"), "{body}");
+        assert!(body.contains("too slow"), "{body}");
+        assert_eq!(body.trim_end_matches('\n').lines().count(), 1, "{body:?}");
+    });
+}

@@ -284,3 +284,79 @@ fn notify_mode_drops_a_handler_that_ignores_the_cancellation_after_the_grace() {
         }
     });
 }
+
+/// Regression: `Notify` without `.grace()` behaved exactly as `Drop`: the
+/// handler was dropped at once and its cleanup never ran. `Notify` has a
+/// default grace (1 s).
+#[test]
+fn notify_mode_without_a_grace_still_lets_the_handler_clean_up() {
+    run("disconnect_notify_default_grace", async {
+        for version in VERSIONS {
+            let events = Events::default();
+            let layer = RequestScopeLayer::new().on_disconnect(DisconnectMode::Notify);
+            let server = serve(router(&events, layer)).await;
+            let (_left, _connection) =
+                request_then_leave(&server, &events, version, "/careful", Leave::Close).await;
+            assert!(
+                eventually(Duration::from_secs(5), || events.has("dropped")).await,
+                "{version:?}: {:?}",
+                events.names()
+            );
+            let names = events.names();
+            let position = |name: &str| names.iter().position(|event| event == name);
+            assert!(
+                position("cleaned up").is_some() && position("cleaned up") < position("dropped"),
+                "{version:?}: the cleanup never ran: {names:?}"
+            );
+        }
+    });
+}
+
+/// Regression: a handler that panicked under `DisconnectMode::Drop` was
+/// logged and recorded as a client disconnect (499, `Manual`, "client
+/// disconnected"). It is recorded as failed, with the panic message.
+#[test]
+fn a_panicking_handler_is_recorded_as_a_failure_with_its_panic_message_not_a_disconnect() {
+    run("disconnect_panic", async {
+        let registry = cancelable::registry::Registry::new();
+        let app = Router::new()
+            .route(
+                "/panics",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    if std::hint::black_box(true) {
+                        panic!("boom 42");
+                    }
+                    "unreachable"
+                }),
+            )
+            .layer(RequestScopeLayer::new().register_in(&registry));
+        let server = serve(app).await;
+        for version in VERSIONS {
+            let mut connection = Connection::open(server.addr, version).await;
+            let request = connection.spawn(get_request(&server.url("/panics"), &[]));
+            // The connection ends without an answer.
+            let _ = request.await;
+        }
+        assert!(
+            eventually(Duration::from_secs(5), || {
+                registry.history(10, &Default::default()).len() >= 2
+            })
+            .await
+        );
+        for operation in registry.history(10, &Default::default()) {
+            assert_eq!(
+                operation.status,
+                cancelable::OperationStatus::Failed,
+                "{operation:?}"
+            );
+            assert_ne!(
+                operation.message.as_deref(),
+                Some(CLIENT_DISCONNECTED),
+                "recorded as a disconnect: {operation:?}"
+            );
+            let error = operation.error.as_deref().unwrap_or_default();
+            assert!(error.contains("boom 42"), "{operation:?}");
+        }
+    });
+}

@@ -659,3 +659,87 @@ fn with_several_timeout_headers_the_earliest_deadline_applies() {
         }
     });
 }
+
+/// Regression: an operator's message of 300 KB left a gRPC client with no
+/// status at all (the header was too large). `grpc-message` is at most
+/// 8 KiB, percent-encoded.
+#[test]
+fn a_huge_cancel_message_still_gives_the_grpc_client_a_status_with_a_bounded_message() {
+    run("grpc_message_bound", async {
+        let router = grpc::route(|_request| async {
+            let scope = current_scope().expect("a request scope");
+            let message = format!("é\n{}", "x".repeat(300_000));
+            scope.cancel_with(CancelReason::Manual, message);
+            std::future::pending::<Result<tonic::Response<grpc::WorkReply>, tonic::Status>>().await
+        })
+        .layer(RequestScopeLayer::new());
+        let server = serve(router).await;
+        let status = grpc::call(
+            grpc::channel(),
+            server.addr,
+            tonic::Request::new(grpc::WorkRequest { millis: 0 }),
+        )
+        .await
+        .expect_err("cancelled");
+        assert_eq!(status.code(), tonic::Code::Cancelled, "{status:?}");
+        assert!(
+            status.message().starts_with("request cancelled"),
+            "{}",
+            status.message()
+        );
+        assert!(
+            status.message().contains("é\n"),
+            "decoded: {:?}",
+            &status.message()[..60]
+        );
+        assert!(
+            status.message().len() <= 8 * 1024,
+            "{}",
+            status.message().len()
+        );
+    });
+}
+
+/// Regression: `From<Cancelled> for tonic::Status` mapped a shutdown
+/// started with `trigger()` to `CANCELLED`, where the layer answers
+/// `UNAVAILABLE`: one mapping.
+#[test]
+fn a_handlers_own_status_for_a_shutdown_matches_the_layers_answer() {
+    run("grpc_shutdown_mapping", async {
+        let shutdown = cancelable::http::GracefulShutdown::new()
+            .signals([])
+            .grace(Duration::ZERO)
+            .hard_deadline(Duration::from_secs(5));
+        let (seen_tx, seen_rx) = std::sync::mpsc::channel::<tonic::Code>();
+        let seen_tx = Arc::new(Mutex::new(seen_tx));
+        let router = grpc::route(move |_request| {
+            let seen_tx = seen_tx.clone();
+            async move {
+                let token = cancelable::current_token().expect("a request scope");
+                token.cancelled().await;
+                let status = tonic::Status::from(token.check().unwrap_err());
+                seen_tx.lock().unwrap().send(status.code()).unwrap();
+                Err(status)
+            }
+        })
+        .layer(shutdown.layer());
+        let trigger = shutdown.trigger();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let serving = tokio::spawn(shutdown.serve(listener, router));
+        let call = tokio::spawn(grpc::call(
+            grpc::channel(),
+            addr,
+            tonic::Request::new(grpc::WorkRequest { millis: 0 }),
+        ));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        trigger.cancel();
+        let answered = call.await.unwrap().expect_err("cancelled");
+        let own = seen_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the handler's status");
+        assert_eq!(answered.code(), tonic::Code::Unavailable, "{answered:?}");
+        assert_eq!(own, answered.code(), "the handler's own mapping differs");
+        let _ = serving.await;
+    });
+}

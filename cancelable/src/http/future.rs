@@ -1,11 +1,12 @@
 //! `ResponseFuture`: the handler's outcome, or the layer's answer to its
 //! cancellation.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -15,10 +16,11 @@ use pin_project_lite::pin_project;
 use super::body::ScopedBody;
 use super::grace::Graced;
 use super::layer::{CancelCause, Config, DisconnectMode};
+use super::request::now;
 use super::request::DeadlineSource;
 use super::timeout_header::TimeoutHeaderError;
 use super::tracker::Tracked;
-use super::CLIENT_DISCONNECTED;
+use super::{CLIENT_DISCONNECTED, SERVER_SHUTTING_DOWN};
 use crate::{CancelReason, Cancelled, ScopeHandle, TryRun};
 
 /// The `400` for a malformed timeout header.
@@ -35,12 +37,12 @@ fn answer<B>(grpc: bool, status: StatusCode, code: i32, message: &str) -> Respon
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
         headers.insert("grpc-status", HeaderValue::from(code));
-        if let Ok(message) = HeaderValue::try_from(percent_encode(message)) {
+        if let Ok(message) = HeaderValue::try_from(percent_encode(message, MAX_GRPC_MESSAGE)) {
             headers.insert("grpc-message", message);
         }
         return response;
     }
-    let mut response = Response::new(ScopedBody::message(format!("{message}\n")));
+    let mut response = Response::new(ScopedBody::message(one_line(message)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,
@@ -49,47 +51,86 @@ fn answer<B>(grpc: bool, status: StatusCode, code: i32, message: &str) -> Respon
     response
 }
 
+/// The most bytes of `grpc-message` the layer sends: a header much larger
+/// is refused by HTTP/2 peers (the client then gets no status at all).
+const MAX_GRPC_MESSAGE: usize = 8 * 1024;
+
 /// gRPC's percent-encoding of `grpc-message`: every byte outside printable
-/// ASCII, and `%` itself.
-fn percent_encode(message: &str) -> String {
-    let mut encoded = String::with_capacity(message.len());
-    for byte in message.bytes() {
-        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
+/// ASCII, and `%` itself — at most `limit` bytes of it, whole characters
+/// only (a longer message is cut, ending with an encoded `…`).
+fn percent_encode(message: &str, limit: usize) -> String {
+    const CUT: &str = "%E2%80%A6";
+    let mut encoded = String::with_capacity(message.len().min(limit));
+    let mut buffer = [0u8; 4];
+    // Where the encoding stood before the first character that passes
+    // `limit - CUT`: the cut point if the whole does not fit.
+    let mut cut_at = None;
+    for character in message.chars() {
+        let start = encoded.len();
+        for &byte in character.encode_utf8(&mut buffer).as_bytes() {
+            if (0x20..=0x7e).contains(&byte) && byte != b'%' {
+                encoded.push(char::from(byte));
+            } else {
+                let _ = write!(encoded, "%{byte:02X}");
+            }
+        }
+        if cut_at.is_none() && encoded.len() > limit - CUT.len() {
+            cut_at = Some(start);
+        }
+        if encoded.len() > limit {
+            encoded.truncate(cut_at.unwrap_or(start));
+            encoded.push_str(CUT);
+            break;
         }
     }
     encoded
+}
+
+/// The plain-text answer: one line, whatever the message holds (an
+/// operator's message with a newline must not start a line of its own in
+/// a log that records the body).
+fn one_line(message: &str) -> String {
+    let mut line = String::with_capacity(message.len() + 1);
+    for character in message.chars() {
+        match character {
+            '\n' => line.push_str("\\n"),
+            '\r' => line.push_str("\\r"),
+            character if character.is_control() => {
+                line.extend(character.escape_default());
+            }
+            character => line.push(character),
+        }
+    }
+    line.push('\n');
+    line
 }
 
 /// What the response future knows about its request.
 pub(super) struct Pending {
     pub(super) handle: ScopeHandle,
     pub(super) source: Option<DeadlineSource>,
+    /// The request's own deadline, from `source`.
+    pub(super) deadline: Option<Instant>,
     pub(super) grpc: bool,
     pub(super) config: Arc<Config>,
 }
 
 impl Pending {
     fn cause(&self, cancelled: &Cancelled) -> CancelCause {
-        if cancelled.message() == Some(CLIENT_DISCONNECTED)
-            && matches!(cancelled.reason().root(), CancelReason::Manual)
-        {
-            CancelCause::ClientDisconnected
-        } else if cancelled.is_timeout() {
-            CancelCause::Deadline
-        } else if self
-            .config
-            .server_token
-            .as_ref()
-            // The cause, not the flag: a token cancels its children (the
-            // request scopes) before its own flag reads as cancelled.
-            .is_some_and(|token| token.has_recorded_cause())
-        {
-            CancelCause::Shutdown
-        } else {
+        match CancelCause::of(cancelled) {
             CancelCause::Cancelled
+                if self
+                    .config
+                    .server_token
+                    .as_ref()
+                    // The cause, not the flag: a token cancels its children
+                    // (the request scopes) before its own flag reads as
+                    // cancelled.
+                    .is_some_and(|token| token.has_recorded_cause()) =>
+            {
+                CancelCause::Shutdown
+            }
+            cause => cause,
         }
     }
 
@@ -101,8 +142,21 @@ impl Pending {
             None => cancelled.reason().to_string(),
         };
         let message = match cause {
-            CancelCause::Deadline => deadline_message(self.source.as_ref()),
-            CancelCause::Shutdown => format!("service unavailable: server shutting down ({why})"),
+            // The request's own deadline.
+            CancelCause::Deadline if self.deadline.is_some_and(|deadline| now() >= deadline) => {
+                deadline_message(self.source.as_ref())
+            }
+            // A timeout from elsewhere: an operator's cancel, an enclosing
+            // deadline.
+            CancelCause::Deadline => {
+                format!("deadline exceeded: cancelled before the request's deadline ({why})")
+            }
+            CancelCause::Shutdown => match cancelled.message() {
+                Some(message) if message.starts_with(SERVER_SHUTTING_DOWN) => {
+                    format!("service unavailable: {message}")
+                }
+                _ => format!("service unavailable: {SERVER_SHUTTING_DOWN} ({why})"),
+            },
             CancelCause::ClientDisconnected => CLIENT_DISCONNECTED.to_owned(),
             CancelCause::Cancelled => format!("request cancelled: {why}"),
         };
@@ -163,6 +217,24 @@ impl Drop for Guard {
         let Some(request) = self.request.take() else {
             return;
         };
+        // A handler that panicked cancelled its scope with the panic
+        // (`Graced`): a failure, not a client that left.
+        let token = request.handle.cancel_token();
+        if let Some(failed) = token
+            .recorded_cause()
+            .filter(|cause| matches!(cause.reason, CancelReason::Error(_)))
+        {
+            #[cfg(feature = "tracing")]
+            tracing::error!(
+                operation = request.handle.id(),
+                status = 500,
+                "request failed: {}",
+                failed.message.as_deref().unwrap_or("")
+            );
+            #[cfg(not(feature = "tracing"))]
+            let _ = failed;
+            return;
+        }
         if request.config.disconnect != DisconnectMode::Detach {
             request
                 .handle
@@ -274,8 +346,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn grpc_messages_are_percent_encoded() {
-        assert_eq!(percent_encode("a 100% é"), "a 100%25 %C3%A9");
+    fn grpc_messages_are_percent_encoded_and_bounded() {
+        assert_eq!(percent_encode("a 100% é", 100), "a 100%25 %C3%A9");
+        let long = "é".repeat(10_000);
+        let cut = percent_encode(&long, MAX_GRPC_MESSAGE);
+        assert!(cut.len() <= MAX_GRPC_MESSAGE, "{}", cut.len());
+        assert!(cut.starts_with("%C3%A9") && cut.ends_with("%E2%80%A6"));
+        assert_eq!(cut.len() % 6, 9 % 6, "whole characters only");
+        let exact = "a".repeat(MAX_GRPC_MESSAGE);
+        assert_eq!(percent_encode(&exact, MAX_GRPC_MESSAGE), exact);
+    }
+
+    #[test]
+    fn plain_answers_are_one_line() {
+        assert_eq!(one_line("a\nb\r\u{1b}c"), "a\\nb\\r\\u{1b}c\n");
     }
 
     #[test]

@@ -76,6 +76,7 @@ pin_project! {
         deadline: Option<Instant>,
         // The scope's token.
         token: CancellationToken,
+        shared: Arc<ScopeShared>,
         // `None` without a grace: the scope then drops the handler at once.
         hold: Option<Hold>,
         cancelled: Option<WaitForCancellationOwned>,
@@ -98,6 +99,7 @@ impl<F> Graced<F> {
             state: State::Running { handler },
             grace,
             deadline,
+            shared: handle.shared.clone(),
             hold: graced.then(|| Hold::new(handle)),
             cancelled: graced.then(|| token.clone().cancelled_owned()),
             token,
@@ -128,7 +130,28 @@ impl<F: Future> Future for Graced<F> {
         let StateProj::Running { handler } = this.state.as_mut().project() else {
             return Poll::Ready(Err(cancelled(this.token)));
         };
-        if let Poll::Ready(output) = handler.poll(cx) {
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.poll(cx)));
+        let polled = match polled {
+            Ok(polled) => polled,
+            Err(payload) => {
+                // A failure, not a cancellation: the operation records the
+                // panic's message; the token is cancelled with it (the work
+                // the handler started stops), so that the response future,
+                // dropped next, does not take it for a client that left.
+                let text = format!(
+                    "the handler panicked: {}",
+                    crate::panic::payload_message(&*payload)
+                );
+                this.shared.record_error_text(text.clone());
+                this.token.cancel_with(
+                    crate::CancelReason::Error(crate::SourceError::new(text.clone())),
+                    text,
+                );
+                this.hold.take();
+                std::panic::resume_unwind(payload);
+            }
+        };
+        if let Poll::Ready(output) = polled {
             let outcome = match cancellation(this.token) {
                 // Cancelled before the handler returned — maybe in this very
                 // poll, from another thread, while a checkpoint of the

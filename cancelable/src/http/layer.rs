@@ -16,7 +16,8 @@ use super::timeout_header::{
 use super::tracker::Tracker;
 #[cfg(doc)]
 use super::RequestScope;
-use crate::CancellationToken;
+use super::{CLIENT_DISCONNECTED, SERVER_SHUTTING_DOWN};
+use crate::{CancelReason, CancellationToken, Cancelled};
 
 /// Why a request's scope was cancelled, as the layer tells it to the
 /// client: each cause has its own HTTP status and gRPC code, set with
@@ -56,7 +57,38 @@ impl CancelCause {
     pub(super) fn index(self) -> usize {
         self as usize
     }
+
+    /// The cause of `cancelled`, as its reason and message tell it: one
+    /// mapping for the layer's answers and for `From<Cancelled> for
+    /// tonic::Status`. A client that left ([`CLIENT_DISCONNECTED`]), a
+    /// timeout, a server shutdown ([`SERVER_SHUTTING_DOWN`], or a signal:
+    /// the process is stopping), anything else. The layer also counts a
+    /// cancel of its own server token as a shutdown.
+    pub(super) fn of(cancelled: &Cancelled) -> CancelCause {
+        let message = cancelled.message().unwrap_or_default();
+        match cancelled.reason().root() {
+            CancelReason::Manual if message == CLIENT_DISCONNECTED => {
+                CancelCause::ClientDisconnected
+            }
+            CancelReason::Timeout => CancelCause::Deadline,
+            CancelReason::Signal(_) => CancelCause::Shutdown,
+            _ if message.starts_with(SERVER_SHUTTING_DOWN) => CancelCause::Shutdown,
+            _ => CancelCause::Cancelled,
+        }
+    }
+
+    /// The gRPC code answered for this cause unless configured otherwise.
+    #[cfg(feature = "tonic")]
+    pub(super) fn default_grpc_code(self) -> i32 {
+        DEFAULT_GRPC_CODES[self.index()]
+    }
 }
+
+/// `DEADLINE_EXCEEDED`, `UNAVAILABLE`, `CANCELLED`, `CANCELLED`.
+const DEFAULT_GRPC_CODES: [i32; 4] = [4, 14, 1, 1];
+
+/// The grace a [`DisconnectMode::Notify`] layer gives when none is set.
+pub(super) const DEFAULT_NOTIFY_GRACE: Duration = Duration::from_secs(1);
 
 impl fmt::Display for CancelCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -96,7 +128,10 @@ pub enum DisconnectMode {
     Detach,
     /// Cancel the handler's token, keep polling the handler for the
     /// layer's grace period so that it sees the cancellation at its next
-    /// checkpoint and cleans up, then drop it.
+    /// checkpoint and cleans up, then drop it. Without a
+    /// [`grace`](RequestScopeLayer::grace) set, the grace is 1 s (with a
+    /// zero grace set explicitly, the handler is dropped at once, as in
+    /// `Drop`).
     Notify,
 }
 
@@ -186,7 +221,9 @@ pub(super) struct Config {
     pub(super) header: Option<HeaderName>,
     pub(super) server_token: Option<CancellationToken>,
     pub(super) disconnect: DisconnectMode,
-    pub(super) grace: Duration,
+    /// `None` until set: then [`DEFAULT_NOTIFY_GRACE`] for
+    /// [`DisconnectMode::Notify`], none otherwise.
+    pub(super) grace: Option<Duration>,
     pub(super) statuses: [StatusCode; 4],
     pub(super) grpc_codes: [i32; 4],
     /// The graceful shutdown that counts this layer's handlers, if any.
@@ -214,7 +251,7 @@ impl RequestScopeLayer {
                 header: Some(X_REQUEST_TIMEOUT),
                 server_token: None,
                 disconnect: DisconnectMode::Drop,
-                grace: Duration::ZERO,
+                grace: None,
                 statuses: [
                     StatusCode::GATEWAY_TIMEOUT,
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -222,7 +259,7 @@ impl RequestScopeLayer {
                     StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
                     StatusCode::SERVICE_UNAVAILABLE,
                 ],
-                grpc_codes: [4, 14, 1, 1],
+                grpc_codes: DEFAULT_GRPC_CODES,
                 tracker: None,
                 #[cfg(feature = "registry")]
                 registry: None,
@@ -287,11 +324,12 @@ impl RequestScopeLayer {
     /// How long a cancelled handler keeps running (its checkpoints report
     /// the cancellation, its cleanup runs) before it is dropped. Without
     /// one (the default) a cancelled handler is dropped at its current
-    /// `.await`, as with `tokio::time::timeout`. The layer's answer for
+    /// `.await`, as with `tokio::time::timeout` — except under
+    /// [`DisconnectMode::Notify`], whose default grace is 1 s. The layer's answer for
     /// the cancellation is sent when the handler ends or the grace runs
     /// out — what the handler returns within the grace is dropped.
     pub fn grace(mut self, grace: Duration) -> Self {
-        self.config().grace = grace;
+        self.config().grace = Some(grace);
         self
     }
 
@@ -382,6 +420,17 @@ impl<S> Layer<S> for RequestScopeLayer {
 }
 
 impl Config {
+    /// The grace a cancelled handler gets: the one set, else
+    /// [`DEFAULT_NOTIFY_GRACE`] in [`DisconnectMode::Notify`] (which would
+    /// otherwise behave as `Drop`), else none.
+    pub(super) fn grace(&self) -> Duration {
+        match (self.grace, self.disconnect) {
+            (Some(grace), _) => grace,
+            (None, DisconnectMode::Notify) => DEFAULT_NOTIFY_GRACE,
+            (None, _) => Duration::ZERO,
+        }
+    }
+
     /// The earliest deadline the request asks for, or a malformed header.
     pub(super) fn deadline_source(
         &self,

@@ -41,10 +41,15 @@
 //! | cause ([`CancelCause`]) | HTTP | gRPC |
 //! |---|---|---|
 //! | deadline passed | 504 | 4 `DEADLINE_EXCEEDED` |
-//! | server shutting down | 503 | 14 `UNAVAILABLE` |
+//! | server shutting down ([`SERVER_SHUTTING_DOWN`], the server token, or a signal) | 503 | 14 `UNAVAILABLE` |
 //! | client disconnected (logged only: nobody is listening) | 499 | 1 `CANCELLED` |
 //! | the scope cancelled otherwise | 503 | 1 `CANCELLED` |
 //! | malformed timeout header | 400 | 3 `INVALID_ARGUMENT` |
+//!
+//! The plain-text body is one line naming the cause (control characters
+//! escaped); `grpc-message` is percent-encoded and at most 8 KiB. A
+//! handler that panics is recorded as a failure with the panic's message
+//! (the connection closes without an answer, as hyper does).
 //!
 //! ```no_run
 //! # #[cfg(feature = "axum")]
@@ -121,3 +126,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The message a scope is cancelled with when its client went away.
 pub const CLIENT_DISCONNECTED: &str = "client disconnected";
+
+/// How the message of a server shutdown's cancellation starts
+/// (`GracefulShutdown` cancels its server token with it): a
+/// cancellation whose message starts so is a shutdown, answered `503` /
+/// gRPC `UNAVAILABLE` by the layer and by `From<Cancelled> for
+/// tonic::Status` alike.
+pub const SERVER_SHUTTING_DOWN: &str = "server shutting down";

@@ -81,7 +81,7 @@ where
             handle: handle.clone(),
             source: source.clone(),
         });
-        let handler = Graced::new(self.inner.call(request), &handle, config.grace, deadline);
+        let handler = Graced::new(self.inner.call(request), &handle, config.grace(), deadline);
         // `try_run`: a handler that ends after the cancellation ends the
         // scope as cancelled (see `Graced`).
         let run = scope.try_run(handler);
@@ -111,6 +111,7 @@ where
                 request: Some(Pending {
                     handle,
                     source,
+                    deadline,
                     grpc,
                     config: self.config.clone(),
                 }),

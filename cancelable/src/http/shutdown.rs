@@ -13,7 +13,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use super::tracker::{Counts, Tracker};
-use super::RequestScopeLayer;
+use super::{RequestScopeLayer, SERVER_SHUTTING_DOWN};
 use crate::source::{watch_signal, SignalArrivals, SignalGuard};
 use crate::{CancelReason, CancellationToken, Cancelled, Signal};
 
@@ -226,7 +226,7 @@ impl GracefulShutdown {
         tracing::warn!(cause = %cause_text, ?grace, "grace ran out: cancelling requests in flight");
         server_token.cancel_with(
             cause.reason().clone(),
-            format!("{cause_text}; the grace of {grace:?} ran out"),
+            format!("{SERVER_SHUTTING_DOWN}: {cause_text}; the grace of {grace:?} ran out"),
         );
         match race(
             drained.as_mut(),

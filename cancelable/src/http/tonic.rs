@@ -10,13 +10,13 @@ use tonic::{Code, Request, Status};
 
 use super::propagate::{outgoing, Outgoing};
 use super::timeout_header::format_grpc_timeout;
-use crate::{CancelReason, Cancelled};
+use crate::Cancelled;
 
 /// A tonic [`Interceptor`] that sends the current scope's remaining time,
 /// less a margin (default 5 ms), as `grpc-timeout`, and refuses the call
 /// with `DEADLINE_EXCEEDED` when no more than the margin is left (the
 /// message is that of the [`Cancelled`], reason
-/// [`Timeout`](CancelReason::Timeout); tonic turns an interceptor's
+/// [`Timeout`](crate::CancelReason::Timeout); tonic turns an interceptor's
 /// status into a response, so only code and message reach the caller).
 /// A request with a shorter timeout of its own keeps it.
 ///
@@ -84,18 +84,18 @@ impl Interceptor for DeadlineInterceptor {
     }
 }
 
-/// A cancellation as a gRPC status: `DEADLINE_EXCEEDED` for a timeout,
-/// `UNAVAILABLE` for a signal (the process is stopping), `CANCELLED`
-/// otherwise. The message is the cancellation's `Display`; the status's
+/// A cancellation as a gRPC status, with the request layer's own mapping
+/// (its default codes, see [`CancelCause`](super::CancelCause)):
+/// `DEADLINE_EXCEEDED` for a timeout, `UNAVAILABLE` for a server shutdown
+/// (a cancellation whose message starts with
+/// [`SERVER_SHUTTING_DOWN`](super::SERVER_SHUTTING_DOWN), as
+/// `GracefulShutdown`'s, whatever started it) or
+/// a signal (the process is stopping), `CANCELLED` otherwise. The message is the cancellation's `Display`; the status's
 /// source is the [`Cancelled`] itself. Lets tonic handlers use
 /// `cancel_point!()` and `?` on a [`Cancelled`].
 impl From<Cancelled> for Status {
     fn from(cancelled: Cancelled) -> Status {
-        let code = match cancelled.reason().root() {
-            CancelReason::Timeout => Code::DeadlineExceeded,
-            CancelReason::Signal(_) => Code::Unavailable,
-            _ => Code::Cancelled,
-        };
+        let code = Code::from_i32(super::CancelCause::of(&cancelled).default_grpc_code());
         let mut status = Status::new(code, cancelled.to_string());
         status.set_source(Arc::new(cancelled));
         status

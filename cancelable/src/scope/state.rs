@@ -189,6 +189,14 @@ impl ScopeShared {
         self.status.store(status.as_u8(), Ordering::Release);
     }
 
+    /// Keeps `text` as the failed operation's error (the registry shows it).
+    pub(crate) fn record_error_text(&self, text: String) {
+        lock(&self.data)
+            .extra
+            .get_or_insert_with(Default::default)
+            .error = Some(text);
+    }
+
     /// The clock of the backend the scope runs on (detected now if it has
     /// not started).
     fn clock(&self) -> Clock {
