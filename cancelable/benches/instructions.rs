@@ -200,6 +200,23 @@ const HOT_PATHS: &[HotPath] = &[
             }))
         },
     },
+    // A request through `http::RequestScopeLayer` (feature `tower`, which
+    // `scripts/instructions` builds with) to a handler that answers at
+    // once: unregistered, and registered in a registry (its history full,
+    // as on a server that has run a while). The peer is the same handler
+    // without the layer.
+    HotPath {
+        name: "http/request_layer",
+        run: |n| request_layer(n, Layered::Unregistered),
+    },
+    HotPath {
+        name: "http/request_layer_registered",
+        run: |n| request_layer(n, Layered::Registered),
+    },
+    HotPath {
+        name: "peer/http_handler_alone",
+        run: |n| request_layer(n, Layered::Not),
+    },
     // Task groups, per child: groups of `GROUP_BATCH` children, the
     // group's own cost shared among them.
     HotPath {
@@ -408,6 +425,73 @@ fn tokio_current_thread<F: Future>(work: F) -> F::Output {
         .build()
         .expect("a tokio runtime")
         .block_on(work)
+}
+
+#[derive(Clone, Copy)]
+enum Layered {
+    Not,
+    Unregistered,
+    Registered,
+}
+
+#[cfg(feature = "tower")]
+fn request_layer(n: u64, layered: Layered) {
+    use std::convert::Infallible;
+    use std::task::{Context, Poll};
+
+    use cancelable::http::RequestScopeLayer;
+    use tower::{Layer, Service, ServiceExt};
+
+    /// Answers every request at once.
+    #[derive(Clone)]
+    struct Handler;
+
+    impl Service<http::Request<()>> for Handler {
+        type Response = http::Response<&'static str>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            std::future::ready(Ok(http::Response::new("ok")))
+        }
+    }
+
+    fn request() -> http::Request<()> {
+        http::Request::get("/users/42").body(()).expect("a request")
+    }
+
+    let registry = cancelable::registry::Registry::new();
+    tokio_current_thread(async move {
+        match layered {
+            Layered::Not => {
+                repeat(n, || Handler.oneshot(request())).await;
+            }
+            Layered::Unregistered => {
+                let service = RequestScopeLayer::new().layer(Handler);
+                repeat(n, || service.clone().oneshot(request())).await;
+            }
+            Layered::Registered => {
+                let service = RequestScopeLayer::new()
+                    .register_in(&registry)
+                    .layer(Handler);
+                // Fill the history first: every request then also evicts.
+                for _ in 0..registry.history_capacity() {
+                    let _ = service.clone().oneshot(request()).await;
+                }
+                repeat(n, || service.clone().oneshot(request())).await;
+            }
+        }
+    });
+}
+
+#[cfg(not(feature = "tower"))]
+fn request_layer(_: u64, _: Layered) {
+    eprintln!("the request-layer hot paths need feature `tower` (scripts/instructions sets it)");
+    std::process::exit(2);
 }
 
 fn main() {
