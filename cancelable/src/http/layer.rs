@@ -5,10 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, StatusCode};
-use tower_layer::Layer;
 
 use super::request::DeadlineSource;
-use super::service::RequestScopeService;
 use super::timeout_header::{
     parse_grpc_timeout, parse_http_timeout_named, TimeoutHeaderError, GRPC_TIMEOUT,
     X_REQUEST_TIMEOUT,
@@ -135,7 +133,7 @@ pub enum DisconnectMode {
     Notify,
 }
 
-/// A tower [`Layer`] that runs each request in its own cancel scope.
+/// A tower [`Layer`](tower_layer::Layer) that runs each request in its own cancel scope.
 ///
 /// The scope's deadline is the earliest of the layer's
 /// [`timeout`](Self::timeout), an incoming `grpc-timeout` and the HTTP
@@ -211,7 +209,7 @@ pub enum DisconnectMode {
 /// ```
 #[derive(Clone, Debug)]
 pub struct RequestScopeLayer {
-    config: Arc<Config>,
+    pub(super) config: Arc<Config>,
 }
 
 #[derive(Clone, Debug)]
@@ -405,17 +403,6 @@ impl RequestScopeLayer {
     fn unregistered(mut self) -> Self {
         self.config().registry = None;
         self
-    }
-}
-
-impl<S> Layer<S> for RequestScopeLayer {
-    type Service = RequestScopeService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RequestScopeService {
-            inner,
-            config: self.config.clone(),
-        }
     }
 }
 

@@ -1,4 +1,7 @@
-//! `RequestScopeService`: the `call` that puts each request in its scope.
+//! `RequestScopeService`: the `call` that puts each request in its scope
+//! (and the `Layer` impl that makes it, so that `layer.rs` stays plain
+//! configuration and the modules depend in one direction: service →
+//! layer, future; future → layer).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -14,6 +17,17 @@ use super::grace::Graced;
 use super::layer::{Config, DisconnectMode, RequestScopeLayer};
 use super::request::{now, RequestScope};
 use crate::CancelScope;
+
+impl<S> Layer<S> for RequestScopeLayer {
+    type Service = RequestScopeService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestScopeService {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
 
 /// The service of [`RequestScopeLayer`].
 #[derive(Clone, Debug)]

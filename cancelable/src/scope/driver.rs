@@ -384,10 +384,7 @@ impl Driver {
         };
         // --- context completion: the failed body's error text ---
         if let (OperationStatus::Failed, Some(describe)) = (status, describe) {
-            lock(&shared.data)
-                .extra
-                .get_or_insert_with(Default::default)
-                .error = Some(describe(&output));
+            shared.record_error_text(describe(&output));
         }
         let cancelled = (status == OperationStatus::Cancelled).then(|| shared.cancelled_error());
         self.finish(status, cancelled.as_ref());

@@ -13,8 +13,8 @@
 //! * `/unscoped` — outside the request scopes: sleeps for a minute, and
 //!   is not cancelled by the shutdown;
 //! * `/detach` (1 s of work) and `/detach-long` (a minute) under
-//!   [`DisconnectMode::Detach`], `/notify` (a minute) under
-//!   [`DisconnectMode::Notify`], both layers with a grace of 2 s: each
+//!   `DisconnectMode::Detach`, `/notify` (a minute) under
+//!   `DisconnectMode::Notify`, both layers with a grace of 2 s: each
 //!   prints `<route> started`, then `<route> finished` when its work is
 //!   done, or, once it sees its cancellation, cleans up for 300 ms and
 //!   prints `<route> cleaned up after: <cancellation>`.
