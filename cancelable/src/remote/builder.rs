@@ -1,0 +1,156 @@
+//! The settings of a node and joining the cluster.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::protocol::Names;
+use super::{driver, tombstones, unix_ms, Handle, Oneshot, RemoteError, RemoteRegistry, Shared};
+use crate::registry::{global, JoinObserver, Registry};
+use crate::CancellationToken;
+
+/// Settings of a node joining a cluster; see [`RemoteRegistry::builder`].
+#[derive(Clone, Debug)]
+#[must_use = "a builder does nothing until `connect`"]
+pub struct RemoteRegistryBuilder {
+    pub(crate) url: String,
+    pub(crate) node: String,
+    pub(crate) namespace: String,
+    pub(crate) registry: Option<Registry>,
+    pub(crate) tombstone_ttl: Duration,
+    pub(crate) max_tombstones: usize,
+    pub(crate) heartbeat: Duration,
+    pub(crate) node_ttl: Duration,
+    pub(crate) answer_within: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) backoff: (Duration, Duration),
+}
+
+impl RemoteRegistryBuilder {
+    /// The local registry to join (default: the [`global`] one).
+    pub fn registry(mut self, registry: &Registry) -> Self {
+        self.registry = Some(registry.clone());
+        self
+    }
+
+    /// The prefix of every Redis name (default `cancelable`): clusters
+    /// sharing a broker use different namespaces.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// How long tombstones last (default 3 h).
+    pub fn tombstone_ttl(mut self, ttl: Duration) -> Self {
+        self.tombstone_ttl = ttl;
+        self
+    }
+
+    /// How many tombstones are kept at most (default 10,000; the soonest
+    /// to expire leave first).
+    pub fn max_tombstones(mut self, max: usize) -> Self {
+        self.max_tombstones = max.max(1);
+        self
+    }
+
+    /// How often the node publishes its snapshot (default 2 s), and how
+    /// long a snapshot lasts without a newer one (default 10 s): a node
+    /// gone for longer leaves [`list`](RemoteRegistry::list).
+    pub fn heartbeat(mut self, every: Duration, ttl: Duration) -> Self {
+        self.heartbeat = every.max(Duration::from_millis(1));
+        self.node_ttl = ttl.max(self.heartbeat);
+        self
+    }
+
+    /// How long a request waits for the nodes' answers (default 2 s).
+    pub fn answer_within(mut self, limit: Duration) -> Self {
+        self.answer_within = limit;
+        self
+    }
+
+    /// How long connecting may take (default 2 s).
+    pub fn connect_timeout(mut self, limit: Duration) -> Self {
+        self.connect_timeout = limit;
+        self
+    }
+
+    /// The first and the longest pause between reconnection attempts
+    /// (default 50 ms and 5 s; doubling in between).
+    pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.backoff = (first, max.max(first));
+        self
+    }
+
+    /// Connects to the broker, subscribes, catches up on tombstones and
+    /// publishes the node's first snapshot; `Err` if the broker cannot be
+    /// reached (nothing is retried then), the URL or node name is bad, or
+    /// the registry has joined already.
+    pub async fn connect(self) -> Result<RemoteRegistry, RemoteError> {
+        if self.node.is_empty() {
+            return Err(RemoteError::EmptyNodeName);
+        }
+        let client =
+            redis::Client::open(self.url.as_str()).map_err(|error| RemoteError::BadUrl {
+                url: self.url.clone(),
+                error: error.to_string(),
+            })?;
+        let registry = self.registry.clone().unwrap_or_else(|| global().clone());
+        let cache = Arc::new(tombstones::Cache::new(
+            self.node.clone(),
+            self.max_tombstones,
+        ));
+        let changed = Arc::new(tombstones::Changed::default());
+        let observer: Arc<dyn JoinObserver> = Arc::new(tombstones::Observer {
+            cache: cache.clone(),
+            changed: changed.clone(),
+        });
+        {
+            let mut slot = registry
+                .inner
+                .join_observer
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if slot.is_some() {
+                return Err(RemoteError::AlreadyJoined);
+            }
+            *slot = Some(observer.clone());
+        }
+        static INSTANCES: AtomicU64 = AtomicU64::new(0);
+        let instance = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            unix_ms(),
+            INSTANCES.fetch_add(1, Ordering::Relaxed)
+        );
+        let names = Names::new(&self.namespace);
+        let shared = Arc::new(Shared {
+            replies: names.replies(&self.node, &instance),
+            names,
+            instance,
+            client,
+            registry,
+            cache,
+            changed,
+            observer,
+            connection: Mutex::new(None),
+            connected: AtomicBool::new(false),
+            pending: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(0),
+            shutdown: CancellationToken::new(),
+            reconnects: AtomicU64::new(0),
+            settings: self,
+        });
+        let ready = Arc::new(Oneshot::default());
+        let finished = Arc::new(Oneshot::default());
+        let handle = Arc::new(Handle {
+            shared: shared.clone(),
+            finished: finished.clone(),
+        });
+        driver::spawn(shared.clone(), ready.clone(), finished).map_err(|error| {
+            RemoteError::Broker(format!("could not start the node's thread: {error}"))
+        })?;
+        ready.wait().await?;
+        Ok(RemoteRegistry { handle })
+    }
+}

@@ -1,0 +1,100 @@
+//! What can go wrong, and how to fix it.
+
+use std::fmt;
+
+use super::Shared;
+
+/// What went wrong with a remote request, and how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RemoteError {
+    /// The broker could not be reached when joining the cluster.
+    Connect {
+        /// The URL given.
+        url: String,
+        /// What the connection attempt said.
+        error: String,
+    },
+    /// The URL does not parse as a Redis URL.
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// Why.
+        error: String,
+    },
+    /// The node name was empty.
+    EmptyNodeName,
+    /// The local registry already belongs to a node of a cluster.
+    AlreadyJoined,
+    /// The broker is not reachable now; the node reconnects on its own.
+    Unavailable {
+        /// This node's name.
+        node: String,
+    },
+    /// The broker answered a command with an error, or did not answer in
+    /// time.
+    Broker(String),
+    /// No node found the target: none runs it now. A cancel of a
+    /// [`Target`] left a tombstone, which still cancels it if it registers
+    /// before the tombstone expires.
+    NotFound {
+        /// The target, as text.
+        target: String,
+        /// How many nodes answered.
+        answered: usize,
+        /// How many nodes received the request.
+        nodes: usize,
+    },
+}
+
+impl fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RemoteError::Connect { url, error } => write!(
+                f,
+                "could not reach the Redis broker at {url}: {error}; start one (`redis-server`, \
+                 Debian package `redis-server`) or pass the URL of a running one"
+            ),
+            RemoteError::BadUrl { url, error } => write!(
+                f,
+                "{url:?} is not a Redis URL ({error}); write it like redis://127.0.0.1:6379"
+            ),
+            RemoteError::EmptyNodeName => f.write_str(
+                "a node name must not be empty; name each process of the cluster uniquely, \
+                 e.g. after its host and role",
+            ),
+            RemoteError::AlreadyJoined => f.write_str(
+                "this registry already belongs to a node of a cluster; join each registry \
+                 once (clone the RemoteRegistry to share it)",
+            ),
+            RemoteError::Unavailable { node } => write!(
+                f,
+                "node {node:?} has no connection to the Redis broker now (it reconnects on its \
+                 own); retry later, or cancel operations of this process through its local \
+                 registry"
+            ),
+            RemoteError::Broker(error) => write!(f, "the Redis broker failed the request: {error}"),
+            RemoteError::NotFound {
+                target,
+                answered,
+                nodes,
+            } => write!(
+                f,
+                "no node runs {target:?} ({answered} of {nodes} nodes answered); if it starts \
+                 later, the tombstone left by the cancel stops it as it registers"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RemoteError {}
+
+pub(crate) fn broker_error(shared: &Shared, error: &redis::RedisError) -> RemoteError {
+    if error.is_io_error() || error.is_connection_dropped() || error.is_unrecoverable_error() {
+        RemoteError::Unavailable {
+            node: shared.node().to_owned(),
+        }
+    } else {
+        RemoteError::Broker(error.to_string())
+    }
+}

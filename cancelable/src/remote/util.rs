@@ -1,0 +1,63 @@
+//! Small waiting helpers of the node.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use crate::backend::Backend;
+
+/// A value set once and awaited by anyone.
+pub(crate) struct Oneshot<T> {
+    state: Mutex<(Option<T>, Vec<Waker>)>,
+}
+
+impl<T> Default for Oneshot<T> {
+    fn default() -> Self {
+        Oneshot {
+            state: Mutex::new((None, Vec::new())),
+        }
+    }
+}
+
+impl<T: Clone> Oneshot<T> {
+    /// Sets the value unless set already.
+    pub(crate) fn set(&self, value: T) {
+        let mut state = crate::sync::lock(&self.state);
+        if state.0.is_none() {
+            state.0 = Some(value);
+            for waker in state.1.drain(..) {
+                waker.wake();
+            }
+        }
+    }
+
+    pub(crate) async fn wait(&self) -> T {
+        std::future::poll_fn(|cx| {
+            let mut state = crate::sync::lock(&self.state);
+            match &state.0 {
+                Some(value) => Poll::Ready(value.clone()),
+                None => {
+                    state.1.push(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// `future`'s output, or `None` if `limit` passes first (on the timer of
+/// the backend detected here).
+pub(crate) async fn within<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
+    let backend = Backend::detect();
+    let mut timer = backend.timer(backend.now() + limit);
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        timer.poll_fired(cx).map(|()| None)
+    })
+    .await
+}
