@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use cancelable::registry::Registry;
+use cancelable::registry::{Filter, Registry};
 use cancelable::remote::{AckStatus, RemoteError, RemoteFilter, Target};
 use cancelable::{CancelReason, CancelScope, Cancelled, Signal};
 use cancelable_tests::redis::{builder, eventually, join, RedisServer};
@@ -46,7 +46,7 @@ cancelable_tests::on_every_backend! {
         let server = RedisServer::start();
         let (registry_a, registry_b) = (Registry::new(), Registry::new());
         let a = join(&server, "a", &registry_a).await;
-        let _b = join(&server, "b", &registry_b).await;
+        let b = join(&server, "b", &registry_b).await;
         let on_b = CancelScope::new().register_in(&registry_b);
         let id = on_b.handle().id();
         let on_b = started(on_b).await;
@@ -55,7 +55,7 @@ cancelable_tests::on_every_backend! {
         let on_a = started(on_a).await;
 
         let ack = a.cancel(Target::id("b", id), CancelReason::Timeout, "too slow").await.unwrap();
-        assert_eq!(ack.target(), Target::id("b", id));
+        assert_eq!(ack.target(), Target::id("b", id).in_instance(b.instance()));
         let cancelled = on_b.await.unwrap_err();
         assert_eq!((cancelled.reason(), cancelled.message()), (&CancelReason::Timeout, Some("too slow")));
         assert!(!on_a_handle.is_cancelled());
@@ -260,5 +260,40 @@ cancelable_tests::on_every_backend! {
         first.close().await;
         let _rejoined = join(&server, "a", &registry).await;
         eventually(Duration::from_secs(1), "connected", || _rejoined.is_connected()).await;
+    }
+
+    async fn a_cancel_by_bare_id_reaches_the_live_incarnation_and_list_names_it() {
+        let server = RedisServer::start();
+        let (registry_a, registry_b) = (Registry::new(), Registry::new());
+        let a = join(&server, "a", &registry_a).await;
+        let b = join(&server, "b", &registry_b).await;
+        let scope = CancelScope::new().name("listed").register_in(&registry_b);
+        let id = scope.handle().id();
+        let job = started(scope).await;
+        let listed = loop {
+            let list = a.list().await.unwrap();
+            if let Some(op) = list.into_iter().find(|op| op.node == "b") {
+                break op;
+            }
+            cancelable_tests::sleep(Duration::from_millis(10)).await;
+        };
+        // The listing names the incarnation; its target text round-trips.
+        assert_eq!(listed.instance, b.instance());
+        let full = listed.target();
+        assert_eq!(full.to_string().parse::<Target>().unwrap(), full);
+        assert!(full.to_string().starts_with(&format!("b/{id}")), "{full}");
+        // The `NODE/ID` text reaches the live incarnation.
+        let bare: Target = format!("b/{id}").parse().unwrap();
+        let ack = a.cancel(bare, CancelReason::Manual, "by text").await.unwrap();
+        assert_eq!(ack.instance, b.instance());
+        assert_eq!(ack.target(), full);
+        assert_eq!(job.await.unwrap_err().message(), Some("by text"));
+        // A target naming another incarnation of b does not touch b.
+        let other = started(CancelScope::new().register_in(&registry_b)).await;
+        let other_id = registry_b.list(&Filter::new())[0].id;
+        let stale = Target::id("b", other_id).in_instance("not-this-one");
+        let error = a.cancel(stale, CancelReason::Manual, "").await.unwrap_err();
+        assert!(matches!(error, RemoteError::NotFound { .. }), "{error}");
+        drop(other);
     }
 }

@@ -1,7 +1,8 @@
 //! Remote cancellation between real processes on a real `redis-server`:
 //! a cancel from this process stops an operation in a child process
 //! (`src/bin/remote-node.rs`), and a killed node leaves the cluster's list
-//! once its snapshot's TTL passes.
+//! once its snapshot's TTL passes; a cancel by id never reaches the next
+//! incarnation of a restarted node.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -21,6 +22,13 @@ struct Node {
 
 impl Node {
     fn start(server: &RedisServer, name: &str, count: usize) -> Node {
+        let node = Node::spawn(server, name, count);
+        assert_eq!(node.line(), "ready");
+        node
+    }
+
+    /// Starts the child without waiting for its `ready`.
+    fn spawn(server: &RedisServer, name: &str, count: usize) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_remote-node"))
             .args([
                 server.url(),
@@ -42,9 +50,20 @@ impl Node {
                 }
             }
         });
-        let node = Node { child, lines };
-        assert_eq!(node.line(), "ready");
-        node
+        Node { child, lines }
+    }
+
+    /// Every line printed within `limit`.
+    fn lines_within(&self, limit: Duration) -> Vec<String> {
+        let deadline = std::time::Instant::now() + limit;
+        let mut lines = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(_) => break,
+            }
+        }
+        lines
     }
 
     fn line(&self) -> String {
@@ -88,5 +107,27 @@ cancelable_tests::on_every_backend! {
         }
         let error = a.cancel(Target::key("op-2"), CancelReason::Manual, "").await.unwrap_err();
         assert!(matches!(error, cancelable::remote::RemoteError::NotFound { nodes: 1, .. }), "{error:?}");
+    }
+
+    async fn a_cancel_by_id_never_hits_the_next_incarnation_of_a_restarted_node() {
+        let server = RedisServer::start();
+        let registry = Registry::new();
+        let a = join(&server, "a", &registry).await;
+        let first = Node::start(&server, "w1", 3);
+        let id = loop {
+            let listed = a.list().await.unwrap();
+            if let Some(op) = listed.iter().find(|op| op.node == "w1" && op.key.as_deref() == Some("op-1")) {
+                break op.id;
+            }
+            cancelable_tests::sleep(Duration::from_millis(20)).await;
+        };
+        a.cancel(Target::id("w1", id), CancelReason::Manual, "old job").await.unwrap();
+        assert!(first.line().starts_with("fired 1 "));
+        // SIGKILL, and a new process under the same name: its ids start
+        // again at 1, so its `op-1` has the id the cancel named.
+        drop(first);
+        let second = Node::spawn(&server, "w1", 3);
+        let lines = second.lines_within(Duration::from_secs(2));
+        assert_eq!(lines, ["ready"], "the new incarnation was hit by the old incarnation's cancel");
     }
 }

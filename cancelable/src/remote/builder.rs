@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::protocol::Names;
-use super::{driver, tombstones, unix_ms, Handle, Oneshot, RemoteError, RemoteRegistry, Shared};
+use super::{driver, tombstones, Handle, Oneshot, RemoteError, RemoteRegistry, Shared};
 use crate::registry::{global, JoinObserver, Registry};
 use crate::CancellationToken;
 
@@ -25,6 +25,7 @@ pub struct RemoteRegistryBuilder {
     pub(crate) answer_within: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) backoff: (Duration, Duration),
+    pub(crate) clock_offset_ms: i64,
 }
 
 impl RemoteRegistryBuilder {
@@ -82,6 +83,14 @@ impl RemoteRegistryBuilder {
         self
     }
 
+    /// Not public API: shifts this node's reading of the wall clock by
+    /// `offset_ms`, to emulate a host whose clock is wrong (tests only).
+    #[doc(hidden)]
+    pub fn clock_offset(mut self, offset_ms: i64) -> Self {
+        self.clock_offset_ms = offset_ms;
+        self
+    }
+
     /// Connects to the broker, subscribes, catches up on tombstones and
     /// publishes the node's first snapshot; `Err` if the broker cannot be
     /// reached (nothing is retried then), the URL or node name is bad, or
@@ -96,8 +105,10 @@ impl RemoteRegistryBuilder {
                 error: error.to_string(),
             })?;
         let registry = self.registry.clone().unwrap_or_else(|| global().clone());
+        let instance = new_instance();
         let cache = Arc::new(tombstones::Cache::new(
             self.node.clone(),
+            instance.clone(),
             self.max_tombstones,
         ));
         let changed = Arc::new(tombstones::Changed::default());
@@ -116,13 +127,6 @@ impl RemoteRegistryBuilder {
             }
             *slot = Some(observer.clone());
         }
-        static INSTANCES: AtomicU64 = AtomicU64::new(0);
-        let instance = format!(
-            "{}-{}-{}",
-            std::process::id(),
-            unix_ms(),
-            INSTANCES.fetch_add(1, Ordering::Relaxed)
-        );
         let names = Names::new(&self.namespace);
         let shared = Arc::new(Shared {
             replies: names.replies(&self.node, &instance),
@@ -139,6 +143,8 @@ impl RemoteRegistryBuilder {
             next_request: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
             reconnects: AtomicU64::new(0),
+            started_ms: AtomicU64::new(0),
+            tombstones_high: AtomicBool::new(false),
             settings: self,
         });
         let ready = Arc::new(Oneshot::default());
@@ -153,4 +159,19 @@ impl RemoteRegistryBuilder {
         ready.wait().await?;
         Ok(RemoteRegistry { handle })
     }
+}
+
+/// A new instance id: lowercase hex digits, unique to this process (its
+/// id, the time it started in ns and a counter of nodes in the process).
+fn new_instance() -> String {
+    static INSTANCES: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64);
+    format!(
+        "{:x}{:012x}{:x}",
+        std::process::id(),
+        nanos & 0xffff_ffff_ffff,
+        INSTANCES.fetch_add(1, Ordering::Relaxed)
+    )
 }

@@ -15,16 +15,15 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use redis::aio::MultiplexedConnection;
 use redis::RedisResult;
 
-use super::protocol::{Message, NodeSnapshot, RemoteOperation, Target, Tombstone, WireAck};
+use super::protocol::{Message, Target, Tombstone, WireAck};
+use super::request::Answer;
+use super::snapshots::{deregister, publish_snapshot};
 use super::tombstones::Cached;
-use super::{
-    broker_error, log_warn, millis, unix_ms, within, Oneshot, RemoteError, Shared, PROTOCOL_VERSION,
-};
+use super::util::saturating_deadline;
+use super::{broker, log_warn, millis, within, Oneshot, RemoteError, Shared, PROTOCOL_VERSION};
 use crate::registry::{Filter, OperationInfo};
 use crate::CancelReason;
 
-/// At most this many operations go into a node's snapshot.
-const MAX_SNAPSHOT_OPERATIONS: usize = 10_000;
 /// How often a request that waits for an exit looks at the registry.
 const EXIT_POLL: Duration = Duration::from_millis(1);
 
@@ -117,6 +116,16 @@ async fn session(
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))
             .set_response_timeout(None);
+        // The incarnation's start, on the broker's clock, is read before
+        // subscribing: every cancel it receives live was issued after it.
+        if shared.started_ms.load(Ordering::Acquire) == 0 {
+            let mut first = shared
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            let now = broker::now_ms(&mut first).await?;
+            shared.started_ms.store(now.max(1), Ordering::Release);
+        }
         // Subscribe before reading the tombstones: a cancel sent meanwhile
         // arrives on the channel, one sent before is in the sorted set.
         let mut pubsub = shared.client.get_async_pubsub().await?;
@@ -190,7 +199,7 @@ async fn session(
             Event::Message(Some(message)) => handle(shared, &message, &connection, &mut tasks),
             Event::Changed => soon = Some(async_io::Timer::after(CHANGE_DEBOUNCE)),
             Event::Heartbeat => {
-                shared.cache.live(unix_ms());
+                shared.cache.live();
                 // Awaited here, bounded: a broker that stopped answering
                 // (but kept the connection open) is a lost broker.
                 let mut connection = connection.clone();
@@ -207,66 +216,54 @@ async fn session(
     }
 }
 
-/// Adds the commands writing `tombstones` (expiry, member) and trimming
-/// the set to `pipe`, their replies ignored.
-pub(crate) fn add_tombstones(
-    pipe: &mut redis::Pipeline,
-    shared: &Shared,
-    tombstones: impl IntoIterator<Item = (u64, String)>,
-    now_ms: u64,
-) {
-    let key = &shared.names.tombstones;
-    let mut add = redis::cmd("ZADD");
-    add.arg(key);
-    for (expires_ms, member) in tombstones {
-        add.arg(expires_ms).arg(member);
-    }
-    pipe.add_command(add).ignore();
-    pipe.cmd("ZREMRANGEBYSCORE")
-        .arg(key)
-        .arg("-inf")
-        .arg(now_ms)
-        .ignore();
-    let keep = i64::try_from(shared.settings.max_tombstones).unwrap_or(i64::MAX);
-    pipe.cmd("ZREMRANGEBYRANK")
-        .arg(key)
-        .arg(0)
-        .arg(-keep - 1)
-        .ignore();
-}
-
 /// Reads every tombstone, writes back those the broker lacks, and applies
 /// them all to the live operations.
 async fn catch_up(shared: &Shared, connection: &mut MultiplexedConnection) -> RedisResult<()> {
-    let now = unix_ms();
-    let members: Vec<Vec<u8>> = redis::cmd("ZRANGEBYSCORE")
-        .arg(&shared.names.tombstones)
-        .arg(now)
-        .arg("+inf")
-        .query_async(connection)
-        .await?;
+    let names = &shared.names;
+    let keys = [names.tombstones.as_str(), names.bodies.as_str()];
+    let reply: Vec<redis::Value> = broker::READ_TOMBSTONES.run(connection, &keys, &[]).await?;
+    let now = reply.first().map_or(0, broker::int);
+    let now = u64::try_from(now).unwrap_or(0);
+    let started = shared.started_ms.load(Ordering::Acquire);
     let mut stored = HashSet::new();
-    for member in members {
-        match Tombstone::decode(&member) {
+    for pair in reply.get(1..).unwrap_or_default().chunks_exact(2) {
+        let body: Vec<u8> = redis::from_redis_value_ref(&pair[0]).unwrap_or_default();
+        let expiry: f64 = redis::from_redis_value_ref(&pair[1]).unwrap_or(0.0);
+        let expiry = if expiry.is_finite() {
+            expiry.max(0.0) as u64
+        } else {
+            u64::MAX
+        };
+        match Tombstone::decode(&body) {
             Ok(tombstone) => {
-                let text = String::from_utf8_lossy(&member).into_owned();
-                shared.cache.insert(tombstone, text.clone(), now);
-                stored.insert(text);
+                let issued = expiry.saturating_sub(tombstone.ttl_ms);
+                let remaining = Duration::from_millis(expiry.saturating_sub(now));
+                stored.insert(tombstone.member());
+                let text = String::from_utf8_lossy(&body).into_owned();
+                shared
+                    .cache
+                    .insert(tombstone, text, remaining, issued >= started);
             }
             Err(error) => log_warn!("cancelable ignored a malformed tombstone: {}", error),
         }
     }
-    let live = shared.cache.live(now);
-    let missing: Vec<(u64, String)> = live
+    let live = shared.cache.live();
+    let at = Instant::now();
+    let mut args: Vec<Vec<u8>> = Vec::new();
+    for cached in live
         .iter()
         .filter(|cached| !stored.contains(&cached.member))
-        .map(|cached| (cached.expires_ms, cached.member.clone()))
-        .collect();
-    if !missing.is_empty() {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        add_tombstones(&mut pipe, shared, missing, now);
-        pipe.query_async::<()>(connection).await?;
+    {
+        let remaining = millis(cached.deadline.saturating_duration_since(at)).max(1);
+        args.push(cached.member.clone().into_bytes());
+        args.push(cached.body.clone().into_bytes());
+        args.push(remaining.to_string().into_bytes());
+    }
+    if !args.is_empty() {
+        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        broker::WRITE_BACK
+            .run::<i64>(connection, &keys, &args)
+            .await?;
     }
     for cached in &live {
         apply(shared, cached);
@@ -274,17 +271,20 @@ async fn catch_up(shared: &Shared, connection: &mut MultiplexedConnection) -> Re
     Ok(())
 }
 
-/// Cancels the live operation a tombstone names, if it runs here.
-fn apply(shared: &Shared, cached: &Cached) {
+/// Cancels the live operation a tombstone names, if it runs in this
+/// incarnation.
+fn apply(shared: &Shared, cached: &Arc<Cached>) {
+    if !shared.cache.reaches_here(cached) {
+        return;
+    }
     let registry = &shared.registry;
     match &cached.target {
         Target::Key { key } => {
             let _ = registry.cancel_by_key(key, cached.reason.clone(), cached.message.clone());
         }
-        Target::Id { node, id } if node == shared.node() => {
+        Target::Id { id, .. } => {
             let _ = registry.cancel(*id, cached.reason.clone(), cached.message.clone());
         }
-        Target::Id { .. } => {}
     }
 }
 
@@ -340,12 +340,17 @@ fn handle(
         Message::Ack {
             request,
             node,
+            instance,
             found,
             ..
         } => {
             let replies = crate::sync::lock(&shared.pending).get(&request).cloned();
             if let Some(replies) = replies {
-                replies.push(node, found);
+                replies.push(Answer {
+                    node,
+                    instance,
+                    found,
+                });
             }
         }
         Message::Cancel {
@@ -354,25 +359,32 @@ fn handle(
             target,
             reason,
             message,
-            expires_ms,
+            ttl_ms,
             wait_ms,
             ..
         } => {
+            // Issued now, while this incarnation runs.
             let tombstone = Tombstone {
                 v: PROTOCOL_VERSION,
                 target: target.clone(),
                 reason: reason.clone(),
                 message: message.clone(),
-                expires_ms,
+                ttl_ms,
             };
-            let member = tombstone.encode();
-            shared.cache.insert(tombstone, member, unix_ms());
+            let body = tombstone.encode();
+            let ttl = Duration::from_millis(ttl_ms);
+            shared.cache.insert(tombstone, body, ttl, true);
             let found = match reason.to_reason() {
                 Some(reason) => {
                     let registry = &shared.registry;
                     let info = match &target {
                         Target::Key { key } => registry.get_by_key(key),
-                        Target::Id { node, id } if node == shared.node() => registry.get(*id),
+                        Target::Id { node, id, instance }
+                            if node == shared.node()
+                                && instance.as_ref().is_none_or(|i| *i == shared.instance) =>
+                        {
+                            registry.get(*id)
+                        }
                         Target::Id { .. } => None,
                     };
                     info.map(|info| cancel_found(shared, info, &reason, &message))
@@ -439,7 +451,7 @@ fn respond(
     let mut connection = connection.clone();
     tasks.push(Box::pin(async move {
         let mut acks = Vec::with_capacity(found.len());
-        let deadline = wait_ms.map(|wait| Instant::now() + Duration::from_millis(wait));
+        let deadline = wait_ms.map(|wait| saturating_deadline(Duration::from_millis(wait)));
         for Found { mut ack, at } in found {
             if let Some(deadline) = deadline {
                 loop {
@@ -461,6 +473,7 @@ fn respond(
             v: PROTOCOL_VERSION,
             request,
             node: shared.node().to_owned(),
+            instance: shared.instance.clone(),
             found: acks,
         };
         let mut publish = redis::cmd("PUBLISH");
@@ -478,119 +491,4 @@ fn respond(
             );
         }
     }));
-}
-
-fn snapshot(shared: &Shared) -> NodeSnapshot {
-    let node = shared.node();
-    let live = shared.registry.list(&Filter::new());
-    let truncated = live.len().saturating_sub(MAX_SNAPSHOT_OPERATIONS);
-    let operations = live
-        .into_iter()
-        .take(MAX_SNAPSHOT_OPERATIONS)
-        .map(|info| RemoteOperation {
-            node: node.to_owned(),
-            id: info.id,
-            key: info.key,
-            name: info.name.map(Cow::into_owned),
-            status: info.status.to_string(),
-            elapsed_ms: millis(info.elapsed),
-            metadata: info.metadata,
-            reason: info.reason.map(|reason| reason.to_string()),
-            message: info.message,
-            stuck: info.stuck,
-        })
-        .collect();
-    NodeSnapshot {
-        v: PROTOCOL_VERSION,
-        node: node.to_owned(),
-        published_ms: unix_ms(),
-        operations,
-        truncated,
-    }
-}
-
-async fn publish_snapshot(
-    shared: &Shared,
-    connection: &mut MultiplexedConnection,
-) -> RedisResult<()> {
-    let json = serde_json::to_string(&snapshot(shared)).expect("snapshots serialise");
-    let now = unix_ms();
-    let ttl = millis(shared.settings.node_ttl);
-    redis::pipe()
-        .atomic()
-        .cmd("SET")
-        .arg(shared.names.node(shared.node()))
-        .arg(json)
-        .arg("PX")
-        .arg(ttl)
-        .ignore()
-        .cmd("ZADD")
-        .arg(&shared.names.nodes)
-        .arg(now.saturating_add(ttl))
-        .arg(shared.node())
-        .ignore()
-        .cmd("ZREMRANGEBYSCORE")
-        .arg(&shared.names.nodes)
-        .arg("-inf")
-        .arg(now)
-        .ignore()
-        .query_async(connection)
-        .await
-}
-
-/// Leaves the cluster's list of nodes (best effort: the TTL covers a
-/// failure).
-async fn deregister(shared: &Shared, mut connection: MultiplexedConnection) {
-    let mut pipe = redis::pipe();
-    pipe.atomic()
-        .cmd("DEL")
-        .arg(shared.names.node(shared.node()))
-        .ignore()
-        .cmd("ZREM")
-        .arg(&shared.names.nodes)
-        .arg(shared.node())
-        .ignore();
-    let _ = within(
-        shared.settings.answer_within,
-        pipe.query_async::<()>(&mut connection),
-    )
-    .await;
-}
-
-/// The last snapshot of every live node, ordered by node name.
-pub(crate) async fn read_snapshots(shared: &Shared) -> Result<Vec<NodeSnapshot>, RemoteError> {
-    let mut connection = shared.connection()?;
-    let now = unix_ms();
-    let nodes: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-        .arg(&shared.names.nodes)
-        .arg(now)
-        .arg("+inf")
-        .query_async(&mut connection)
-        .await
-        .map_err(|error| broker_error(shared, &error))?;
-    if nodes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let keys: Vec<String> = nodes.iter().map(|node| shared.names.node(node)).collect();
-    let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
-        .arg(&keys)
-        .query_async(&mut connection)
-        .await
-        .map_err(|error| broker_error(shared, &error))?;
-    let mut snapshots: Vec<NodeSnapshot> = values
-        .into_iter()
-        .flatten()
-        .filter_map(|value| match NodeSnapshot::decode(&value) {
-            Ok(snapshot) => Some(snapshot),
-            Err(error) => {
-                log_warn!("cancelable ignored a malformed node snapshot: {}", error);
-                None
-            }
-        })
-        .collect();
-    snapshots.sort_by(|a, b| a.node.cmp(&b.node));
-    for snapshot in &mut snapshots {
-        snapshot.operations.sort_by_key(|operation| operation.id);
-    }
-    Ok(snapshots)
 }

@@ -34,6 +34,26 @@ pub enum RemoteError {
     /// The broker answered a command with an error, or did not answer in
     /// time.
     Broker(String),
+    /// A cancel would be larger on the wire than [`MAX_MESSAGE_BYTES`]
+    /// (its message, key or reason is too long); nothing was sent.
+    ///
+    /// [`MAX_MESSAGE_BYTES`]: super::MAX_MESSAGE_BYTES
+    TooLarge {
+        /// What was too large.
+        what: &'static str,
+        /// Its size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The cluster holds as many unexpired tombstones as allowed
+    /// ([`max_tombstones`](super::RemoteRegistryBuilder::max_tombstones));
+    /// the cancel was refused (nothing was sent) rather than evict a
+    /// pending one.
+    TombstonesFull {
+        /// The cap.
+        max: usize,
+    },
     /// No node found the target: none runs it now. A cancel of a
     /// [`Target`] left a tombstone, which still cancels it if it registers
     /// before the tombstone expires.
@@ -74,6 +94,17 @@ impl fmt::Display for RemoteError {
                  registry"
             ),
             RemoteError::Broker(error) => write!(f, "the Redis broker failed the request: {error}"),
+            RemoteError::TooLarge { what, size, limit } => write!(
+                f,
+                "the {what} is {size} bytes, more than the {limit} bytes a cluster message may \
+                 have; nothing was sent: shorten the message or key"
+            ),
+            RemoteError::TombstonesFull { max } => write!(
+                f,
+                "the cluster already holds {max} unexpired tombstones (its cap); the cancel was \
+                 refused so that no pending cancel is evicted: raise `max_tombstones`, shorten \
+                 `tombstone_ttl`, or wait for tombstones to expire"
+            ),
             RemoteError::NotFound {
                 target,
                 answered,

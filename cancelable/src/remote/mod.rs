@@ -105,11 +105,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::registry::{JoinObserver, Registry};
 use crate::{CancelReason, CancellationToken};
 
+mod broker;
 mod builder;
 mod driver;
 mod error;
 mod protocol;
 mod request;
+mod snapshots;
+mod target;
 mod tombstones;
 mod util;
 
@@ -121,7 +124,8 @@ pub use request::{Ack, AckStatus};
 pub(crate) use util::{within, Oneshot};
 
 pub use protocol::{
-    EmptyTarget, NodeSnapshot, RemoteFilter, RemoteOperation, Target, PROTOCOL_VERSION,
+    EmptyTarget, NodeSnapshot, RemoteFilter, RemoteOperation, Target, MAX_MESSAGE_BYTES,
+    MAX_SNAPSHOT_BYTES, PROTOCOL_VERSION,
 };
 use protocol::{Message, Names, Tombstone, WireReason};
 
@@ -200,11 +204,38 @@ pub(crate) struct Shared {
     next_request: AtomicU64,
     pub(crate) shutdown: CancellationToken,
     pub(crate) reconnects: AtomicU64,
+    /// When this incarnation first reached the broker, by the broker's
+    /// clock (Unix ms; 0 before): tombstones for `NODE/ID` issued before
+    /// it name an earlier incarnation.
+    pub(crate) started_ms: AtomicU64,
+    /// Whether the tombstone set is above 80 % of its cap (warned once
+    /// per crossing).
+    pub(crate) tombstones_high: AtomicBool,
 }
 
 impl Shared {
     pub(crate) fn node(&self) -> &str {
         &self.settings.node
+    }
+
+    /// This node's wall clock in Unix ms (shifted by the test seam
+    /// [`RemoteRegistryBuilder::clock_offset`]); informational only.
+    pub(crate) fn wall_ms(&self) -> u64 {
+        unix_ms().saturating_add_signed(self.settings.clock_offset_ms)
+    }
+
+    /// Warns once when the cluster's tombstones pass 80 % of the cap.
+    pub(crate) fn note_tombstones(&self, count: usize) {
+        let max = self.settings.max_tombstones;
+        let high = count.saturating_mul(5) > max.saturating_mul(4);
+        if self.tombstones_high.swap(high, Ordering::Relaxed) != high && high {
+            log_warn!(
+                "cancelable: {} of at most {} tombstones are in use; at the cap a cancel is \
+                 refused (raise `max_tombstones` or shorten `tombstone_ttl`)",
+                count,
+                max
+            );
+        }
     }
 
     fn leave(&self) {
@@ -274,12 +305,19 @@ impl RemoteRegistry {
             answer_within: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
             backoff: (Duration::from_millis(50), Duration::from_secs(5)),
+            clock_offset_ms: 0,
         }
     }
 
     /// This node's name.
     pub fn node(&self) -> &str {
         self.handle.shared.node()
+    }
+
+    /// The instance id of this node process: its incarnation of the node
+    /// name, carried by [`Target`], [`Ack`] and [`RemoteOperation`].
+    pub fn instance(&self) -> &str {
+        &self.handle.shared.instance
     }
 
     /// The local registry this node joined.
@@ -337,14 +375,14 @@ impl RemoteRegistry {
     ) -> Result<Ack, RemoteError> {
         let shared = &self.handle.shared;
         let reason = WireReason::from_reason(&reason);
+        let ttl_ms = millis(shared.settings.tombstone_ttl).max(1);
         let tombstone = Tombstone {
             v: PROTOCOL_VERSION,
             target: target.clone(),
             reason: reason.clone(),
             message: message.clone(),
-            expires_ms: unix_ms().saturating_add(millis(shared.settings.tombstone_ttl)),
+            ttl_ms,
         };
-        let expires_ms = tombstone.expires_ms;
         let (answers, nodes) = self
             .request(
                 |request, reply_to| Message::Cancel {
@@ -354,7 +392,7 @@ impl RemoteRegistry {
                     target: target.clone(),
                     reason,
                     message,
-                    expires_ms,
+                    ttl_ms,
                     wait_ms: wait.map(millis),
                 },
                 Some(tombstone),
@@ -364,7 +402,7 @@ impl RemoteRegistry {
             .await?;
         answers
             .iter()
-            .find_map(|(node, found)| found.first().map(|wire| Ack::of(node, wire)))
+            .find_map(|answer| answer.found.first().map(|wire| Ack::of(answer, wire)))
             .ok_or(RemoteError::NotFound {
                 target: target.to_string(),
                 answered: answers.len(),
@@ -401,7 +439,7 @@ impl RemoteRegistry {
             .await?;
         Ok(answers
             .iter()
-            .flat_map(|(node, found)| found.iter().map(|wire| Ack::of(node, wire)))
+            .flat_map(|answer| answer.found.iter().map(|wire| Ack::of(answer, wire)))
             .collect())
     }
 
@@ -423,7 +461,7 @@ impl RemoteRegistry {
     pub async fn nodes(&self) -> Result<Vec<NodeSnapshot>, RemoteError> {
         let shared = &self.handle.shared;
         let limit = shared.settings.answer_within;
-        within(limit, driver::read_snapshots(shared))
+        within(limit, snapshots::read_snapshots(shared))
             .await
             .ok_or_else(|| {
                 RemoteError::Broker(format!("no answer from the broker within {limit:?}"))

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,17 +16,34 @@ use crate::{CancelReason, Signal, SourceError};
 /// The protocol version every message and stored value carries as `"v"`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Payloads larger than this are ignored without parsing.
-pub(crate) const MAX_PAYLOAD: usize = 4 << 20;
+pub use super::target::{EmptyTarget, Target};
+
+/// The largest cancel request or tombstone, encoded: 64 KiB. A cancel
+/// whose message, key or reason would make it larger is refused with
+/// [`RemoteError::TooLarge`](super::RemoteError::TooLarge) before anything
+/// is sent; larger messages on the channel are ignored without parsing.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 10;
+
+/// The largest node snapshot, encoded: 1 MiB. A node with more live
+/// operations than fit publishes the first ones and says how many were
+/// left out (`truncated`).
+pub const MAX_SNAPSHOT_BYTES: usize = 1 << 20;
+
+/// Room for a signature and framing on top of the limits above.
+const SLACK: usize = 256;
 
 /// The Redis names of one cluster (one namespace).
 #[derive(Clone, Debug)]
 pub(crate) struct Names {
     /// Channel of cancel requests, which every node subscribes to.
     pub(crate) requests: String,
-    /// Sorted set of tombstones (score: expiry, Unix ms).
+    /// Sorted set of tombstones: one member per target (its encoding),
+    /// score: expiry (Unix ms, the broker's clock).
     pub(crate) tombstones: String,
-    /// Sorted set of live node names (score: expiry, Unix ms).
+    /// Hash of the tombstones' bodies, by member.
+    pub(crate) bodies: String,
+    /// Sorted set of live node names (score: expiry, Unix ms, the
+    /// broker's clock).
     pub(crate) nodes: String,
     prefix: String,
 }
@@ -38,6 +54,7 @@ impl Names {
         Names {
             requests: format!("{prefix}:requests"),
             tombstones: format!("{prefix}:tombstones"),
+            bodies: format!("{prefix}:tombstone-bodies"),
             nodes: format!("{prefix}:nodes"),
             prefix,
         }
@@ -51,93 +68,6 @@ impl Names {
     /// Channel where the instance `instance` of `node` receives answers.
     pub(crate) fn replies(&self, node: &str, instance: &str) -> String {
         format!("{}:replies:{node}:{instance}", self.prefix)
-    }
-}
-
-/// Which operation a remote cancel is about: a cluster-unique id (the
-/// node's name and the operation's id there) or a user key the scope
-/// registered under with [`CancelScope::key`](crate::CancelScope::key).
-///
-/// Parsed from text as `NODE/ID` (the id is digits after the last `/`), or
-/// as a key otherwise; [`Target::key`] takes any text as a key.
-///
-/// ```
-/// use cancelable::remote::Target;
-///
-/// assert_eq!("worker-1/17".parse::<Target>(), Ok(Target::id("worker-1", 17)));
-/// assert_eq!("job-42".parse::<Target>(), Ok(Target::key("job-42")));
-/// assert_eq!(Target::id("worker-1", 17).to_string(), "worker-1/17");
-/// assert!("".parse::<Target>().is_err());
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "by", rename_all = "snake_case")]
-pub enum Target {
-    /// The operation `id` of node `node`.
-    Id {
-        /// The node's name.
-        node: String,
-        /// The operation's id on that node
-        /// ([`ScopeHandle::id`](crate::ScopeHandle::id)).
-        id: u64,
-    },
-    /// The operation holding this key, on whichever node.
-    Key {
-        /// The key.
-        key: String,
-    },
-}
-
-impl Target {
-    /// The operation `id` on node `node`.
-    pub fn id(node: impl Into<String>, id: u64) -> Target {
-        Target::Id {
-            node: node.into(),
-            id,
-        }
-    }
-
-    /// The operation holding `key`.
-    pub fn key(key: impl Into<String>) -> Target {
-        Target::Key { key: key.into() }
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::Id { node, id } => write!(f, "{node}/{id}"),
-            Target::Key { key } => f.write_str(key),
-        }
-    }
-}
-
-/// An empty target text.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EmptyTarget;
-
-impl fmt::Display for EmptyTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an operation target must not be empty: give NODE/ID or a key like \"job-42\"")
-    }
-}
-
-impl std::error::Error for EmptyTarget {}
-
-impl FromStr for Target {
-    type Err = EmptyTarget;
-
-    fn from_str(text: &str) -> Result<Target, EmptyTarget> {
-        if text.is_empty() {
-            return Err(EmptyTarget);
-        }
-        if let Some((node, id)) = text.rsplit_once('/') {
-            if !node.is_empty() && !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
-                if let Ok(id) = id.parse() {
-                    return Ok(Target::id(node, id));
-                }
-            }
-        }
-        Ok(Target::key(text))
     }
 }
 
@@ -264,8 +194,8 @@ pub(crate) enum Message {
         reason: WireReason,
         #[serde(default)]
         message: String,
-        /// When the tombstone written with the request expires (Unix ms).
-        expires_ms: u64,
+        /// How long the tombstone written with the request lasts, in ms.
+        ttl_ms: u64,
         /// Answer once the operation exited, or after this long.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         wait_ms: Option<u64>,
@@ -287,6 +217,9 @@ pub(crate) enum Message {
         v: u32,
         request: String,
         node: String,
+        /// The answering node's instance id.
+        #[serde(default)]
+        instance: String,
         #[serde(default)]
         found: Vec<WireAck>,
     },
@@ -311,8 +244,9 @@ pub(crate) struct WireAck {
 }
 
 /// A tombstone: a cancel that nodes apply to operations registering later
-/// and re-read after every reconnect. Stored as the member of the
-/// tombstones sorted set, scored by `expires_ms`.
+/// and re-read after every reconnect. Stored as a value of the tombstone
+/// bodies hash, under the target's encoding, which is also its member in
+/// the tombstones sorted set, scored by its expiry on the broker's clock.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Tombstone {
     pub(crate) v: u32,
@@ -320,13 +254,14 @@ pub(crate) struct Tombstone {
     pub(crate) reason: WireReason,
     #[serde(default)]
     pub(crate) message: String,
-    pub(crate) expires_ms: u64,
+    /// Its time to live when issued, in ms: issued at its expiry minus this.
+    pub(crate) ttl_ms: u64,
 }
 
 /// Why a payload was ignored.
 #[derive(Debug)]
 pub(crate) enum DecodeError {
-    TooLarge(usize),
+    TooLarge(usize, usize),
     Version(u32),
     Json(serde_json::Error),
 }
@@ -334,8 +269,8 @@ pub(crate) enum DecodeError {
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DecodeError::TooLarge(size) => {
-                write!(f, "payload of {size} bytes exceeds {MAX_PAYLOAD} bytes")
+            DecodeError::TooLarge(size, limit) => {
+                write!(f, "payload of {size} bytes exceeds {limit} bytes")
             }
             DecodeError::Version(v) => {
                 write!(
@@ -353,9 +288,12 @@ struct Versioned {
     v: u32,
 }
 
-fn decode_versioned<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, DecodeError> {
-    if payload.len() > MAX_PAYLOAD {
-        return Err(DecodeError::TooLarge(payload.len()));
+fn decode_versioned<'a, T: Deserialize<'a>>(
+    payload: &'a [u8],
+    limit: usize,
+) -> Result<T, DecodeError> {
+    if payload.len() > limit + SLACK {
+        return Err(DecodeError::TooLarge(payload.len(), limit));
     }
     let versioned: Versioned = serde_json::from_slice(payload).map_err(DecodeError::Json)?;
     if versioned.v != PROTOCOL_VERSION {
@@ -366,7 +304,7 @@ fn decode_versioned<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, Deco
 
 impl Message {
     pub(crate) fn decode(payload: &[u8]) -> Result<Message, DecodeError> {
-        decode_versioned(payload)
+        decode_versioned(payload, MAX_MESSAGE_BYTES)
     }
 
     pub(crate) fn encode(&self) -> String {
@@ -376,12 +314,22 @@ impl Message {
 
 impl Tombstone {
     pub(crate) fn decode(payload: &[u8]) -> Result<Tombstone, DecodeError> {
-        decode_versioned(payload)
+        decode_versioned(payload, MAX_MESSAGE_BYTES)
     }
 
     pub(crate) fn encode(&self) -> String {
         serde_json::to_string(self).expect("tombstones serialise")
     }
+
+    /// Its member in the tombstones sorted set: one per target.
+    pub(crate) fn member(&self) -> String {
+        target_member(&self.target)
+    }
+}
+
+/// The member of the tombstones sorted set for `target`.
+pub(crate) fn target_member(target: &Target) -> String {
+    serde_json::to_string(target).expect("targets serialise")
 }
 
 /// A live operation of some node, as [`RemoteRegistry::list`](super::RemoteRegistry::list)
@@ -391,7 +339,10 @@ impl Tombstone {
 pub struct RemoteOperation {
     /// The node running it.
     pub node: String,
-    /// Its id on that node: `Target::id(node, id)` addresses it.
+    /// The instance id of the node process running it.
+    #[serde(default)]
+    pub instance: String,
+    /// Its id on that node: [`target`](Self::target) addresses it.
     pub id: u64,
     /// The user key it registered under, if any.
     #[serde(default)]
@@ -418,9 +369,10 @@ pub struct RemoteOperation {
 }
 
 impl RemoteOperation {
-    /// The target that addresses this operation.
+    /// The target that addresses this operation: its node, id and node
+    /// incarnation (`NODE/ID@INSTANCE`).
     pub fn target(&self) -> Target {
-        Target::id(self.node.clone(), self.id)
+        Target::id(self.node.clone(), self.id).in_instance(self.instance.clone())
     }
 }
 
@@ -432,9 +384,14 @@ pub struct NodeSnapshot {
     pub v: u32,
     /// The node's name.
     pub node: String,
-    /// When it was taken, Unix time in ms.
+    /// The instance id of the node process.
+    #[serde(default)]
+    pub instance: String,
+    /// When it was taken, Unix time in ms, by the node's clock
+    /// (informational: no expiry depends on it).
     pub published_ms: u64,
-    /// Its live operations (at most 10,000; see `truncated`).
+    /// Its live operations (as many as fit in [`MAX_SNAPSHOT_BYTES`]; see
+    /// `truncated`).
     pub operations: Vec<RemoteOperation>,
     /// How many live operations did not fit in the snapshot.
     #[serde(default)]
@@ -443,7 +400,7 @@ pub struct NodeSnapshot {
 
 impl NodeSnapshot {
     pub(crate) fn decode(payload: &[u8]) -> Result<NodeSnapshot, DecodeError> {
-        decode_versioned(payload)
+        decode_versioned(payload, MAX_SNAPSHOT_BYTES)
     }
 }
 
@@ -462,7 +419,7 @@ mod tests {
                 Signal::Terminate,
             )))),
             message: "operator".into(),
-            expires_ms: 1_000,
+            ttl_ms: 1_000,
             wait_ms: Some(100),
         }
     }

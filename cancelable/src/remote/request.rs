@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use super::protocol::{Message, Tombstone, WireAck};
-use super::{broker_error, driver, unix_ms, within, RemoteError, RemoteRegistry, Shared, Target};
+use super::protocol::{Message, Tombstone, WireAck, MAX_MESSAGE_BYTES};
+use super::{broker, broker_error, within, RemoteError, RemoteRegistry, Shared, Target};
 
 /// Whether a node's cancel took effect, or it had been cancelled already.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +26,8 @@ pub enum AckStatus {
 pub struct Ack {
     /// The node that runs the operation.
     pub node: String,
+    /// The instance id of that node's process (its incarnation).
+    pub instance: String,
     /// Its id on that node.
     pub id: u64,
     /// Its key, if it has one.
@@ -43,9 +45,10 @@ pub struct Ack {
 }
 
 impl Ack {
-    pub(crate) fn of(node: &str, wire: &WireAck) -> Ack {
+    pub(crate) fn of(answer: &Answer, wire: &WireAck) -> Ack {
         Ack {
-            node: node.to_owned(),
+            node: answer.node.clone(),
+            instance: answer.instance.clone(),
             id: wire.id,
             key: wire.key.clone(),
             name: wire.name.clone(),
@@ -58,71 +61,116 @@ impl Ack {
         }
     }
 
-    /// The target that addresses this operation.
+    /// The target that addresses this operation: its node, id and node
+    /// incarnation.
     pub fn target(&self) -> Target {
-        Target::id(self.node.clone(), self.id)
+        Target::id(self.node.clone(), self.id).in_instance(self.instance.clone())
     }
 }
 
+/// One node's answer to a request.
+pub(crate) struct Answer {
+    pub(crate) node: String,
+    pub(crate) instance: String,
+    /// What it found (empty: nothing).
+    pub(crate) found: Vec<WireAck>,
+}
+
+/// `Err(TooLarge)` if `size` bytes of `what` exceed the wire limit.
+fn check_size(what: &'static str, size: usize) -> Result<(), RemoteError> {
+    if size > MAX_MESSAGE_BYTES {
+        return Err(RemoteError::TooLarge {
+            what,
+            size,
+            limit: MAX_MESSAGE_BYTES,
+        });
+    }
+    Ok(())
+}
+
 impl RemoteRegistry {
-    /// Publishes `message` (with `tombstone` written first, atomically) and
-    /// gathers the nodes' answers: until one found something (if
-    /// `first_found`), every node that received it answered, or the answer
-    /// limit (plus `wait`) passed. Returns the answers and how many nodes
-    /// received the request.
+    /// Publishes `message` (with `tombstone` written first, atomically, by
+    /// a script on the broker's clock) and gathers the nodes' answers:
+    /// until one found something (if `first_found`), every node that
+    /// received it answered, or the answer limit (plus `wait`) passed.
+    /// Returns the answers and how many nodes received the request.
     pub(crate) async fn request(
         &self,
         message: impl FnOnce(String, String) -> Message,
         tombstone: Option<Tombstone>,
         wait: Option<Duration>,
         first_found: bool,
-    ) -> Result<(Vec<(String, Vec<WireAck>)>, usize), RemoteError> {
+    ) -> Result<(Vec<Answer>, usize), RemoteError> {
         let shared = &self.handle.shared;
-        let mut connection = shared.connection()?;
         let request = format!(
             "{}-{}",
             shared.instance,
             shared.next_request.fetch_add(1, Ordering::Relaxed)
         );
+        let payload = message(request.clone(), shared.replies.clone()).encode();
+        check_size("cancel request", payload.len())?;
+        let body = match &tombstone {
+            Some(tombstone) => {
+                let body = tombstone.encode();
+                check_size("tombstone", body.len())?;
+                Some(body)
+            }
+            None => None,
+        };
+        let mut connection = shared.connection()?;
         let replies = Arc::new(Replies::default());
         let _pending = PendingGuard::new(shared, &request, replies.clone());
-        let payload = message(request, shared.replies.clone()).encode();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let now = unix_ms();
-        if let Some(tombstone) = &tombstone {
-            driver::add_tombstones(
-                &mut pipe,
-                shared,
-                [(tombstone.expires_ms, tombstone.encode())],
-                now,
-            );
-        }
-        pipe.cmd("PUBLISH").arg(&shared.names.requests).arg(payload);
         let limit = shared.settings.answer_within;
-        let sent: Result<Vec<redis::Value>, _> = within(limit, pipe.query_async(&mut connection))
-            .await
-            .ok_or_else(|| {
-                RemoteError::Broker(format!("no answer from the broker within {limit:?}"))
-            })?;
-        let nodes = match sent.map_err(|error| broker_error(shared, &error))?.last() {
-            Some(redis::Value::Int(receivers)) => usize::try_from(*receivers).unwrap_or(0),
-            other => {
-                return Err(RemoteError::Broker(format!(
-                    "unexpected answer to PUBLISH: {other:?}"
-                )))
+        let late = || RemoteError::Broker(format!("no answer from the broker within {limit:?}"));
+        let nodes = match (tombstone, body) {
+            (Some(tombstone), Some(body)) => {
+                let names = &shared.names;
+                let max = shared.settings.max_tombstones;
+                let ttl = tombstone.ttl_ms;
+                let member = tombstone.member();
+                let (ttl_text, max_text) = (ttl.to_string(), max.to_string());
+                let args: [&[u8]; 6] = [
+                    member.as_bytes(),
+                    body.as_bytes(),
+                    ttl_text.as_bytes(),
+                    max_text.as_bytes(),
+                    names.requests.as_bytes(),
+                    payload.as_bytes(),
+                ];
+                let keys = [names.tombstones.as_str(), names.bodies.as_str()];
+                let run = broker::CANCEL.run::<Vec<i64>>(&mut connection, &keys, &args);
+                let reply = within(limit, run)
+                    .await
+                    .ok_or_else(late)?
+                    .map_err(|error| broker_error(shared, &error))?;
+                let (receivers, count) = match reply[..] {
+                    [receivers, count] => (receivers, usize::try_from(count).unwrap_or(0)),
+                    _ => return Err(RemoteError::Broker(format!("unexpected answer: {reply:?}"))),
+                };
+                if receivers < 0 {
+                    return Err(RemoteError::TombstonesFull { max });
+                }
+                shared.note_tombstones(count);
+                shared
+                    .cache
+                    .insert(tombstone, body, Duration::from_millis(ttl), true);
+                usize::try_from(receivers).unwrap_or(0)
+            }
+            _ => {
+                let mut publish = redis::cmd("PUBLISH");
+                publish.arg(&shared.names.requests).arg(payload);
+                within(limit, publish.query_async::<usize>(&mut connection))
+                    .await
+                    .ok_or_else(late)?
+                    .map_err(|error| broker_error(shared, &error))?
             }
         };
-        if let Some(tombstone) = tombstone {
-            let member = tombstone.encode();
-            shared.cache.insert(tombstone, member, now);
-        }
-        let deadline = limit + wait.unwrap_or_default();
+        let deadline = limit.saturating_add(wait.unwrap_or_default());
         let answers = within(
             deadline,
             std::future::poll_fn(|cx| {
                 let mut state = crate::sync::lock(&replies.state);
-                let found = state.answers.iter().any(|(_, found)| !found.is_empty());
+                let found = state.answers.iter().any(|answer| !answer.found.is_empty());
                 if (first_found && found) || state.answers.len() >= nodes {
                     return Poll::Ready(std::mem::take(&mut state.answers));
                 }
@@ -145,14 +193,14 @@ pub(crate) struct Replies {
 #[derive(Default)]
 pub(crate) struct ReplyState {
     /// Per answering node: what it found.
-    pub(crate) answers: Vec<(String, Vec<WireAck>)>,
+    pub(crate) answers: Vec<Answer>,
     pub(crate) waker: Option<Waker>,
 }
 
 impl Replies {
-    pub(crate) fn push(&self, node: String, found: Vec<WireAck>) {
+    pub(crate) fn push(&self, answer: Answer) {
         let mut state = crate::sync::lock(&self.state);
-        state.answers.push((node, found));
+        state.answers.push(answer);
         if let Some(waker) = state.waker.take() {
             waker.wake();
         }

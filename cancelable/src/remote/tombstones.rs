@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::protocol::{Target, Tombstone};
 use crate::registry::JoinObserver;
@@ -13,12 +14,16 @@ use crate::{CancelReason, CancellationToken};
 
 /// One tombstone, decoded once.
 pub(crate) struct Cached {
-    /// Its encoding: the member of the tombstones sorted set.
+    /// Its member in the tombstones sorted set (the target's encoding).
     pub(crate) member: String,
+    /// Its encoding: the value in the tombstone bodies hash.
+    pub(crate) body: String,
     pub(crate) target: Target,
     pub(crate) reason: CancelReason,
     pub(crate) message: String,
-    pub(crate) expires_ms: u64,
+    /// When it expires, on this process's monotonic clock (converted from
+    /// the broker's clock when it was read: no wall clock involved).
+    pub(crate) deadline: Instant,
 }
 
 #[derive(Default)]
@@ -26,61 +31,85 @@ struct State {
     by_target: HashMap<Target, Arc<Cached>>,
     /// Key targets, by key (looked up with a `&str`, no allocation).
     by_key: HashMap<String, Arc<Cached>>,
-    /// Id targets of this node, by id.
+    /// Id targets that reach this incarnation, by id.
     by_own_id: HashMap<u64, Arc<Cached>>,
 }
 
 pub(crate) struct Cache {
     node: String,
+    instance: String,
+    /// A bound on memory against a flood of (forged) tombstones: twice the
+    /// cluster's cap, which the broker enforces.
     max: usize,
     len: AtomicUsize,
     state: Mutex<State>,
 }
 
 impl Cache {
-    pub(crate) fn new(node: String, max: usize) -> Cache {
+    pub(crate) fn new(node: String, instance: String, max: usize) -> Cache {
         Cache {
             node,
-            max: max.max(1),
+            instance,
+            max: max.max(1).saturating_mul(2),
             len: AtomicUsize::new(0),
             state: Mutex::default(),
         }
     }
 
-    /// Adds `tombstone` (encoded as `member`) unless expired at `now_ms`
-    /// or of a reason this build cannot represent. Returns it if it is new
-    /// or replaces one expiring earlier.
+    /// Whether `target` names an operation of this node incarnation, for a
+    /// tombstone issued `issued_after_start` (`false`: issued before this
+    /// incarnation started, by the broker's clock).
+    fn reaches_us(&self, target: &Target, issued_after_start: bool) -> bool {
+        match target {
+            Target::Id { node, instance, .. } if *node == self.node => match instance {
+                Some(instance) => *instance == self.instance,
+                None => issued_after_start,
+            },
+            _ => false,
+        }
+    }
+
+    /// Adds `tombstone` (encoded as `body`), which expires `remaining`
+    /// from now, unless it has a reason this build cannot represent.
+    /// `issued_after_start`: whether it was issued while this incarnation
+    /// ran. Returns it if it is new or replaces one expiring earlier.
     pub(crate) fn insert(
         &self,
         tombstone: Tombstone,
-        member: String,
-        now_ms: u64,
+        body: String,
+        remaining: Duration,
+        issued_after_start: bool,
     ) -> Option<Arc<Cached>> {
-        if tombstone.expires_ms <= now_ms {
+        if remaining.is_zero() {
             return None;
         }
         let reason = tombstone.reason.to_reason()?;
+        let now = Instant::now();
         let cached = Arc::new(Cached {
-            member,
+            member: tombstone.member(),
+            body,
             target: tombstone.target,
             reason,
             message: tombstone.message,
-            expires_ms: tombstone.expires_ms,
+            deadline: now
+                .checked_add(remaining)
+                .unwrap_or(now + Duration::from_secs(86_400 * 365)),
         });
         let mut state = crate::sync::lock(&self.state);
         if let Some(existing) = state.by_target.get(&cached.target) {
-            if existing.expires_ms >= cached.expires_ms {
+            if existing.deadline >= cached.deadline {
                 return None;
             }
         }
-        state.insert(&self.node, cached.clone());
+        let ours = self.reaches_us(&cached.target, issued_after_start);
+        state.insert(ours, cached.clone());
         if state.by_target.len() > self.max {
-            state.purge(now_ms);
+            state.purge(now);
             while state.by_target.len() > self.max {
                 let soonest = state
                     .by_target
                     .values()
-                    .min_by_key(|cached| cached.expires_ms)
+                    .min_by_key(|cached| cached.deadline)
                     .map(|cached| cached.target.clone());
                 match soonest {
                     Some(target) => state.remove(&target),
@@ -104,22 +133,34 @@ impl Cache {
         key.and_then(|key| state.by_key.get(key).cloned())
     }
 
+    /// Whether `cached` reaches an operation of this incarnation: a key
+    /// target, or an id target kept for this incarnation.
+    pub(crate) fn reaches_here(&self, cached: &Arc<Cached>) -> bool {
+        match &cached.target {
+            Target::Key { .. } => true,
+            Target::Id { id, .. } => crate::sync::lock(&self.state)
+                .by_own_id
+                .get(id)
+                .is_some_and(|ours| Arc::ptr_eq(ours, cached)),
+        }
+    }
+
     /// Forgets expired tombstones; returns the live ones.
-    pub(crate) fn live(&self, now_ms: u64) -> Vec<Arc<Cached>> {
+    pub(crate) fn live(&self) -> Vec<Arc<Cached>> {
         let mut state = crate::sync::lock(&self.state);
-        state.purge(now_ms);
+        state.purge(Instant::now());
         self.len.store(state.by_target.len(), Ordering::Release);
         state.by_target.values().cloned().collect()
     }
 }
 
 impl State {
-    fn insert(&mut self, node: &str, cached: Arc<Cached>) {
+    fn insert(&mut self, ours: bool, cached: Arc<Cached>) {
         match &cached.target {
             Target::Key { key } => {
                 self.by_key.insert(key.clone(), cached.clone());
             }
-            Target::Id { node: of, id } if of == node => {
+            Target::Id { id, .. } if ours => {
                 self.by_own_id.insert(*id, cached.clone());
             }
             Target::Id { .. } => {}
@@ -145,11 +186,11 @@ impl State {
         }
     }
 
-    fn purge(&mut self, now_ms: u64) {
+    fn purge(&mut self, now: Instant) {
         let expired: Vec<Target> = self
             .by_target
             .values()
-            .filter(|cached| cached.expires_ms <= now_ms)
+            .filter(|cached| cached.deadline <= now)
             .map(|cached| cached.target.clone())
             .collect();
         for target in &expired {
@@ -196,7 +237,7 @@ impl JoinObserver for Observer {
     fn joined(&self, id: u64, key: Option<&str>, token: &CancellationToken) {
         self.changed.note();
         if let Some(cached) = self.cache.lookup(id, key) {
-            if cached.expires_ms <= super::unix_ms() {
+            if cached.deadline <= Instant::now() {
                 return;
             }
             token.cancel_with(cached.reason.clone(), cached.message.clone());

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::sync::Mutex;
 use std::task::{Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
 
@@ -51,7 +51,8 @@ impl<T: Clone> Oneshot<T> {
 /// the backend detected here).
 pub(crate) async fn within<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
     let backend = Backend::detect();
-    let mut timer = backend.timer(backend.now() + limit);
+    let now = backend.now();
+    let mut timer = backend.timer(now.checked_add(limit).unwrap_or_else(|| far_after(now)));
     let mut future = std::pin::pin!(future);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(output) = future.as_mut().poll(cx) {
@@ -60,4 +61,22 @@ pub(crate) async fn within<F: Future>(limit: Duration, future: F) -> Option<F::O
         timer.poll_fired(cx).map(|()| None)
     })
     .await
+}
+
+/// A point so far after `now` that it is never reached (about 30 years):
+/// what a deadline of `Duration::MAX` saturates to.
+pub(crate) fn far_after(now: Instant) -> Instant {
+    let mut far = Duration::from_secs(30 * 365 * 86_400);
+    loop {
+        if let Some(at) = now.checked_add(far) {
+            return at;
+        }
+        far /= 2;
+    }
+}
+
+/// `Instant::now() + limit`, saturated instead of overflowing.
+pub(crate) fn saturating_deadline(limit: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(limit).unwrap_or_else(|| far_after(now))
 }
