@@ -70,3 +70,16 @@ cancelable_tests::on_every_backend! {
         assert_eq!(server.integer(&["ZCARD", TOMBSTONES]), 0);
     }
 }
+
+cancelable_tests::on_every_backend! {
+    async fn a_broker_without_persistence_is_reported_at_connect() {
+        let server = RedisServer::start();
+        let (registry_a, registry_b) = (Registry::new(), Registry::new());
+        // The test broker runs with `--save "" --appendonly no`.
+        let a = join(&server, "a", &registry_a).await;
+        assert_eq!(a.broker_keeps_tombstones(), Some(false));
+        assert_eq!(server.command(&["CONFIG", "SET", "appendonly", "yes"]).unwrap(), "+OK");
+        let b = join(&server, "b", &registry_b).await;
+        assert_eq!(b.broker_keeps_tombstones(), Some(true));
+    }
+}

@@ -149,6 +149,23 @@ pub(crate) async fn now_ms(connection: &mut MultiplexedConnection) -> RedisResul
     Ok(seconds.saturating_mul(1000).saturating_add(micros / 1000))
 }
 
+/// Whether the broker keeps its data across a restart (AOF on, or RDB
+/// save points set); `None` if it does not say (`CONFIG` not allowed).
+pub(crate) async fn persistence(connection: &mut MultiplexedConnection) -> Option<bool> {
+    let mut read = |name: &'static str| {
+        let mut get = redis::cmd("CONFIG");
+        get.arg("GET").arg(name);
+        let mut connection = connection.clone();
+        async move {
+            let pair: Vec<String> = get.query_async(&mut connection).await.ok()?;
+            pair.get(1).cloned()
+        }
+    };
+    let appendonly = read("appendonly").await?;
+    let save = read("save").await?;
+    Some(appendonly == "yes" || !save.trim().is_empty())
+}
+
 /// An integer reply of a script, or 0.
 pub(crate) fn int(value: &Value) -> i64 {
     match value {

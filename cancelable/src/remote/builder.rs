@@ -1,7 +1,7 @@
 //! The settings of a node and joining the cluster.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -145,6 +145,7 @@ impl RemoteRegistryBuilder {
             reconnects: AtomicU64::new(0),
             started_ms: AtomicU64::new(0),
             tombstones_high: AtomicBool::new(false),
+            durable: AtomicU8::new(0),
             settings: self,
         });
         let ready = Arc::new(Oneshot::default());

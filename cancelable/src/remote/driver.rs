@@ -125,6 +125,7 @@ async fn session(
                 .await?;
             let now = broker::now_ms(&mut first).await?;
             shared.started_ms.store(now.max(1), Ordering::Release);
+            check_persistence(shared, &mut first).await;
         }
         // Subscribe before reading the tombstones: a cancel sent meanwhile
         // arrives on the channel, one sent before is in the sorted set.
@@ -213,6 +214,35 @@ async fn session(
                 }
             }
         }
+    }
+}
+
+/// Reads whether the broker keeps its data across a restart, and warns
+/// once if it does not: a cancel issued before its operation starts is
+/// then lost if the broker restarts empty while no node is connected.
+async fn check_persistence(shared: &Shared, connection: &mut MultiplexedConnection) {
+    let durable = broker::persistence(connection).await;
+    shared.durable.store(
+        match durable {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        },
+        Ordering::Release,
+    );
+    match durable {
+        Some(true) => {}
+        Some(false) => log_warn!(
+            "cancelable node {:?}: the Redis broker has no persistence (no AOF, no RDB \
+             snapshots): if it restarts empty while no node is connected, cancels of operations \
+             that have not started yet are lost; enable `appendonly yes` to keep them",
+            shared.node()
+        ),
+        None => log_warn!(
+            "cancelable node {:?}: could not read the broker's persistence settings \
+             (`CONFIG GET` refused); if it has none, pending cancels do not survive its restart",
+            shared.node()
+        ),
     }
 }
 

@@ -98,7 +98,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -211,6 +211,9 @@ pub(crate) struct Shared {
     /// Whether the tombstone set is above 80 % of its cap (warned once
     /// per crossing).
     pub(crate) tombstones_high: AtomicBool,
+    /// The broker's persistence, read at the first connection: 0 unknown,
+    /// 1 none, 2 AOF or RDB.
+    pub(crate) durable: AtomicU8,
 }
 
 impl Shared {
@@ -328,6 +331,23 @@ impl RemoteRegistry {
     /// Whether the node is connected to the broker now.
     pub fn is_connected(&self) -> bool {
         self.handle.shared.connected.load(Ordering::Acquire)
+    }
+
+    /// Whether the broker keeps its data across a restart (AOF, or RDB
+    /// save points), as read when the node first connected; `None` if the
+    /// broker would not say (`CONFIG GET` not allowed to this user).
+    ///
+    /// Without persistence, a cancel issued before its operation starts
+    /// lives only in the broker and in the connected nodes' memory: if the
+    /// broker restarts empty while no node is connected, nothing can
+    /// remember it (the same limit as Celery's `revoke` without a state
+    /// file). The node warns once at connect (feature `tracing`).
+    pub fn broker_keeps_tombstones(&self) -> Option<bool> {
+        match self.handle.shared.durable.load(Ordering::Acquire) {
+            1 => Some(false),
+            2 => Some(true),
+            _ => None,
+        }
     }
 
     /// How many times the node has reconnected after losing the broker.
