@@ -152,7 +152,7 @@ pub(crate) async fn now_ms(connection: &mut MultiplexedConnection) -> RedisResul
 /// Whether the broker keeps its data across a restart (AOF on, or RDB
 /// save points set); `None` if it does not say (`CONFIG` not allowed).
 pub(crate) async fn persistence(connection: &mut MultiplexedConnection) -> Option<bool> {
-    let mut read = |name: &'static str| {
+    let read = |name: &'static str| {
         let mut get = redis::cmd("CONFIG");
         get.arg("GET").arg(name);
         let mut connection = connection.clone();

@@ -26,6 +26,7 @@ pub struct RemoteRegistryBuilder {
     pub(crate) connect_timeout: Duration,
     pub(crate) backoff: (Duration, Duration),
     pub(crate) clock_offset_ms: i64,
+    pub(crate) signer: super::signing::Signer,
 }
 
 impl RemoteRegistryBuilder {
@@ -80,6 +81,19 @@ impl RemoteRegistryBuilder {
     /// (default 50 ms and 5 s; doubling in between).
     pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
         self.backoff = (first, max.max(first));
+        self
+    }
+
+    /// Authenticates every message of the node with HMAC-SHA256 under
+    /// `key`, a secret shared by every node of the cluster (at least 32
+    /// random bytes): requests, acks (bound to their request), tombstones
+    /// and snapshots are signed, and unsigned or badly signed ones are
+    /// ignored and counted ([`RemoteRegistry::rejected_messages`]).
+    /// Without a key, any client the broker lets `PUBLISH` or write the
+    /// cluster's keys can cancel any operation: see the module docs' trust
+    /// model.
+    pub fn signing_key(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.signer = super::signing::Signer::new(key.as_ref());
         self
     }
 
@@ -146,6 +160,9 @@ impl RemoteRegistryBuilder {
             started_ms: AtomicU64::new(0),
             tombstones_high: AtomicBool::new(false),
             durable: AtomicU8::new(0),
+            signer: self.signer.clone(),
+            rejected: AtomicU64::new(0),
+            notices: super::util::Notices::default(),
             settings: self,
         });
         let ready = Arc::new(Oneshot::default());

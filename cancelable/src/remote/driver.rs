@@ -17,6 +17,7 @@ use redis::RedisResult;
 
 use super::protocol::{Message, Target, Tombstone, WireAck};
 use super::request::Answer;
+use super::signing::Kind;
 use super::snapshots::{deregister, publish_snapshot};
 use super::tombstones::Cached;
 use super::util::saturating_deadline;
@@ -264,17 +265,27 @@ async fn catch_up(shared: &Shared, connection: &mut MultiplexedConnection) -> Re
         } else {
             u64::MAX
         };
-        match Tombstone::decode(&body) {
+        let json = match shared.signer.open(Kind::Tombstone, &body) {
+            Ok(json) => json,
+            Err(refused) => {
+                shared.refuse("a tombstone", &refused);
+                continue;
+            }
+        };
+        match Tombstone::decode(json) {
             Ok(tombstone) => {
                 let issued = expiry.saturating_sub(tombstone.ttl_ms);
-                let remaining = Duration::from_millis(expiry.saturating_sub(now));
+                // Never longer than the TTL it was issued with, whatever
+                // score the sorted set holds.
+                let remaining = expiry.saturating_sub(now).min(tombstone.ttl_ms);
+                let remaining = Duration::from_millis(remaining);
                 stored.insert(tombstone.member());
                 let text = String::from_utf8_lossy(&body).into_owned();
                 shared
                     .cache
                     .insert(tombstone, text, remaining, issued >= started);
             }
-            Err(error) => log_warn!("cancelable ignored a malformed tombstone: {}", error),
+            Err(error) => shared.malformed(format_args!("a tombstone: {error}")),
         }
     }
     let live = shared.cache.live();
@@ -354,18 +365,22 @@ fn handle(
     connection: &MultiplexedConnection,
     tasks: &mut Tasks,
 ) {
-    let decoded = match Message::decode(message.get_payload_bytes()) {
-        Ok(decoded) => decoded,
-        Err(error) => {
-            log_warn!(
-                "cancelable node {:?} ignored a malformed message on {}: {}",
-                shared.node(),
-                message.get_channel_name(),
-                error
-            );
-            return;
-        }
+    let channel = message.get_channel_name();
+    let kind = match channel == shared.names.requests {
+        true => Kind::Request,
+        false => Kind::Ack,
     };
+    let json = match shared.signer.open(kind, message.get_payload_bytes()) {
+        Ok(json) => json,
+        Err(refused) => return shared.refuse("a message", &refused),
+    };
+    let decoded = match Message::decode(json) {
+        Ok(decoded) => decoded,
+        Err(error) => return shared.malformed(format_args!("a message on {channel}: {error}")),
+    };
+    if matches!(decoded, Message::Ack { .. }) != matches!(kind, Kind::Ack) {
+        return shared.malformed(format_args!("a message of the wrong kind on {channel}"));
+    }
     match decoded {
         Message::Ack {
             request,
@@ -401,7 +416,7 @@ fn handle(
                 message: message.clone(),
                 ttl_ms,
             };
-            let body = tombstone.encode();
+            let body = shared.signer.seal(Kind::Tombstone, tombstone.encode());
             let ttl = Duration::from_millis(ttl_ms);
             shared.cache.insert(tombstone, body, ttl, true);
             let found = match reason.to_reason() {
@@ -507,7 +522,9 @@ fn respond(
             found: acks,
         };
         let mut publish = redis::cmd("PUBLISH");
-        publish.arg(reply_to).arg(answer.encode());
+        publish
+            .arg(reply_to)
+            .arg(shared.signer.seal(Kind::Ack, answer.encode()));
         let sent = within(
             shared.settings.answer_within,
             publish.query_async::<()>(&mut connection),

@@ -111,6 +111,7 @@ mod driver;
 mod error;
 mod protocol;
 mod request;
+mod signing;
 mod snapshots;
 mod target;
 mod tombstones;
@@ -214,6 +215,12 @@ pub(crate) struct Shared {
     /// The broker's persistence, read at the first connection: 0 unknown,
     /// 1 none, 2 AOF or RDB.
     pub(crate) durable: AtomicU8,
+    /// The cluster key, if any.
+    pub(crate) signer: signing::Signer,
+    /// Payloads refused for want of a valid signature.
+    pub(crate) rejected: AtomicU64,
+    /// Malformed payloads ignored, and the rate-limited warning about them.
+    pub(crate) notices: util::Notices,
 }
 
 impl Shared {
@@ -225,6 +232,21 @@ impl Shared {
     /// [`RemoteRegistryBuilder::clock_offset`]); informational only.
     pub(crate) fn wall_ms(&self) -> u64 {
         unix_ms().saturating_add_signed(self.settings.clock_offset_ms)
+    }
+
+    /// Counts a payload refused for its signature, and warns (rate-limited).
+    pub(crate) fn refuse(&self, what: &str, refused: &signing::Refused) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.notices.warn(
+            self.node(),
+            format_args!("refused {what}: {refused} (possibly forged)"),
+        );
+    }
+
+    /// Counts a malformed payload, and warns (rate-limited).
+    pub(crate) fn malformed(&self, what: fmt::Arguments<'_>) {
+        self.notices
+            .warn(self.node(), format_args!("ignored malformed {what}"));
     }
 
     /// Warns once when the cluster's tombstones pass 80 % of the cap.
@@ -309,6 +331,7 @@ impl RemoteRegistry {
             connect_timeout: Duration::from_secs(2),
             backoff: (Duration::from_millis(50), Duration::from_secs(5)),
             clock_offset_ms: 0,
+            signer: signing::Signer::default(),
         }
     }
 
@@ -348,6 +371,21 @@ impl RemoteRegistry {
             2 => Some(true),
             _ => None,
         }
+    }
+
+    /// How many messages, tombstones and snapshots this node refused
+    /// because a [`signing_key`](RemoteRegistryBuilder::signing_key) is set
+    /// and they were unsigned or badly signed (forged, or from a node with
+    /// another key).
+    pub fn rejected_messages(&self) -> u64 {
+        self.handle.shared.rejected.load(Ordering::Relaxed)
+    }
+
+    /// How many malformed payloads (not JSON, another protocol version, an
+    /// unknown shape, too large) this node ignored. It warns about them
+    /// at most once a second, with the count (feature `tracing`).
+    pub fn malformed_messages(&self) -> u64 {
+        self.handle.shared.notices.count()
     }
 
     /// How many times the node has reconnected after losing the broker.

@@ -7,6 +7,7 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use super::protocol::{Message, Tombstone, WireAck, MAX_MESSAGE_BYTES};
+use super::signing::Kind;
 use super::{broker, broker_error, within, RemoteError, RemoteRegistry, Shared, Target};
 
 /// Whether a node's cancel took effect, or it had been cancelled already.
@@ -108,10 +109,11 @@ impl RemoteRegistry {
             shared.next_request.fetch_add(1, Ordering::Relaxed)
         );
         let payload = message(request.clone(), shared.replies.clone()).encode();
+        let payload = shared.signer.seal(Kind::Request, payload);
         check_size("cancel request", payload.len())?;
         let body = match &tombstone {
             Some(tombstone) => {
-                let body = tombstone.encode();
+                let body = shared.signer.seal(Kind::Tombstone, tombstone.encode());
                 check_size("tombstone", body.len())?;
                 Some(body)
             }

@@ -7,9 +7,8 @@ use redis::aio::MultiplexedConnection;
 use redis::RedisResult;
 
 use super::protocol::{NodeSnapshot, RemoteOperation};
-use super::{
-    broker, broker_error, log_warn, millis, within, RemoteError, Shared, PROTOCOL_VERSION,
-};
+use super::signing::Kind;
+use super::{broker, broker_error, millis, within, RemoteError, Shared, PROTOCOL_VERSION};
 use crate::registry::Filter;
 
 /// At most this many operations go into a node's snapshot.
@@ -51,6 +50,7 @@ pub(crate) async fn publish_snapshot(
     connection: &mut MultiplexedConnection,
 ) -> RedisResult<()> {
     let json = serde_json::to_string(&snapshot(shared)).expect("snapshots serialise");
+    let json = shared.signer.seal(Kind::Snapshot, json);
     let ttl = millis(shared.settings.node_ttl).max(1).to_string();
     let names = &shared.names;
     let key = names.node(shared.node());
@@ -105,11 +105,20 @@ pub(crate) async fn read_snapshots(shared: &Shared) -> Result<Vec<NodeSnapshot>,
     let mut snapshots: Vec<NodeSnapshot> = values
         .into_iter()
         .flatten()
-        .filter_map(|value| match NodeSnapshot::decode(&value) {
-            Ok(snapshot) => Some(snapshot),
-            Err(error) => {
-                log_warn!("cancelable ignored a malformed node snapshot: {}", error);
-                None
+        .filter_map(|value| {
+            let json = match shared.signer.open(Kind::Snapshot, &value) {
+                Ok(json) => json,
+                Err(refused) => {
+                    shared.refuse("a node snapshot", &refused);
+                    return None;
+                }
+            };
+            match NodeSnapshot::decode(json) {
+                Ok(snapshot) => Some(snapshot),
+                Err(error) => {
+                    shared.malformed(format_args!("a node snapshot: {error}"));
+                    None
+                }
             }
         })
         .collect();

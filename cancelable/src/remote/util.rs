@@ -80,3 +80,41 @@ pub(crate) fn saturating_deadline(limit: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(limit).unwrap_or_else(|| far_after(now))
 }
+
+/// A count of ignored payloads and a warning about them at most once a
+/// second (a flood of garbage does not flood the log).
+#[derive(Default)]
+pub(crate) struct Notices {
+    count: std::sync::atomic::AtomicU64,
+    /// When the last warning went out, and the count then.
+    last: Mutex<Option<(Instant, u64)>>,
+}
+
+impl Notices {
+    pub(crate) fn count(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn warn(&self, node: &str, what: std::fmt::Arguments<'_>) {
+        let count = self
+            .count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let mut last = crate::sync::lock(&self.last);
+        let now = Instant::now();
+        let since = match *last {
+            Some((at, _)) if now.duration_since(at) < Duration::from_secs(1) => return,
+            Some((_, then)) => count - then - 1,
+            None => 0,
+        };
+        *last = Some((now, count));
+        drop(last);
+        super::log_warn!(
+            "cancelable node {:?} {} ({} more since the last warning, {} in all)",
+            node,
+            what,
+            since,
+            count
+        );
+    }
+}
