@@ -296,4 +296,20 @@ cancelable_tests::on_every_backend! {
         assert!(matches!(error, RemoteError::NotFound { .. }), "{error}");
         drop(other);
     }
+
+    async fn cancel_and_wait_with_an_unbounded_wait_does_not_overflow() {
+        let server = RedisServer::start();
+        let (registry_a, registry_b) = (Registry::new(), Registry::new());
+        let a = join(&server, "a", &registry_a).await;
+        let _b = join(&server, "b", &registry_b).await;
+        let job = started(CancelScope::new().register_in(&registry_b).key("forever").unwrap()).await;
+        let (outcome, ack) = futures::join!(
+            job,
+            a.cancel_and_wait(Target::key("forever"), CancelReason::Manual, "", Duration::MAX)
+        );
+        assert!(outcome.is_err());
+        assert!(!ack.unwrap().running);
+        let missing = a.cancel_and_wait(Target::key("nobody"), CancelReason::Manual, "", Duration::MAX).await;
+        assert!(matches!(missing, Err(RemoteError::NotFound { .. })), "{missing:?}");
+    }
 }

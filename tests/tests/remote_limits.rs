@@ -83,3 +83,37 @@ cancelable_tests::on_every_backend! {
         assert_eq!(b.broker_keeps_tombstones(), Some(true));
     }
 }
+
+cancelable_tests::on_every_backend! {
+    async fn a_node_with_a_huge_snapshot_stays_listed_and_says_what_it_left_out() {
+        let server = RedisServer::start();
+        let (registry_a, registry_b) = (Registry::new(), Registry::new());
+        let a = join(&server, "a", &registry_a).await;
+        let b = builder(&server, "b", &registry_b)
+            .heartbeat(Duration::from_millis(200), Duration::from_secs(2))
+            .connect()
+            .await
+            .unwrap();
+        let mut jobs = Vec::new();
+        for i in 0..10_000 {
+            let key = format!("{i:0>450}");
+            let scope = CancelScope::new().register_in(&registry_b).key(key).unwrap();
+            let mut job = Box::pin(scope.run(std::future::pending::<()>()));
+            assert!(futures::poll!(job.as_mut()).is_pending());
+            jobs.push(job);
+        }
+        cancelable_tests::sleep(Duration::from_millis(500)).await;
+        let mut seen = 0;
+        for _ in 0..10 {
+            let nodes = a.nodes().await.unwrap();
+            if let Some(snapshot) = nodes.iter().find(|snapshot| snapshot.node == "b") {
+                seen += 1;
+                assert!(snapshot.truncated > 0, "{} listed, none left out", snapshot.operations.len());
+                assert_eq!(snapshot.operations.len() + snapshot.truncated, 10_000);
+            }
+            cancelable_tests::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(seen, 10, "node b, alive, was missing from {} of 10 listings", 10 - seen);
+        drop(b);
+    }
+}

@@ -126,6 +126,11 @@ cancelable_tests::on_every_backend! {
         // SIGKILL, and a new process under the same name: its ids start
         // again at 1, so its `op-1` has the id the cancel named.
         drop(first);
+        // Its name's lease expires with its snapshot (TTL 500 ms).
+        while a.list().await.unwrap().iter().any(|op| op.node == "w1") {
+            cancelable_tests::sleep(Duration::from_millis(50)).await;
+        }
+        cancelable_tests::sleep(Duration::from_millis(100)).await;
         let second = Node::spawn(&server, "w1", 3);
         let lines = second.lines_within(Duration::from_secs(2));
         assert_eq!(lines, ["ready"], "the new incarnation was hit by the old incarnation's cancel");

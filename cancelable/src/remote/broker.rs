@@ -131,15 +131,45 @@ return out
 );
 
 /// Publishes a node's snapshot. KEYS: the node's snapshot key, the node
-/// set; ARGV: snapshot, ttl_ms, node name. The snapshot expires by
-/// itself (`PX`); the node set is trimmed of nodes whose snapshot
-/// expired, on the broker's clock.
+/// set, the node name's lease; ARGV: snapshot, ttl_ms, node name,
+/// instance (empty: no lease). The snapshot expires by itself (`PX`); the
+/// lease is renewed unless another instance holds it; the node set is
+/// trimmed of nodes whose snapshot expired, on the broker's clock.
 pub(crate) static SNAPSHOT: Script = script!(
     r"
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if ARGV[4] ~= '' then
+  local holder = redis.call('GET', KEYS[3])
+  if not holder or holder == ARGV[4] then
+    redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[2])
+  end
+end
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 return now
+"
+);
+
+/// Takes or renews the lease on a node name. KEYS: the lease; ARGV:
+/// instance, ttl_ms. Returns the other instance holding it, or nil.
+pub(crate) static LEASE: Script = script!(
+    r"
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return holder end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+"
+);
+
+/// Leaves: removes the node's snapshot, its entry in the node set and
+/// its lease if this instance holds it. KEYS: snapshot key, node set,
+/// lease; ARGV: node name, instance.
+pub(crate) static LEAVE: Script = script!(
+    r"
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('DEL', KEYS[3]) end
+return 1
 "
 );
 

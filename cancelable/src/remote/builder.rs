@@ -27,6 +27,7 @@ pub struct RemoteRegistryBuilder {
     pub(crate) backoff: (Duration, Duration),
     pub(crate) clock_offset_ms: i64,
     pub(crate) signer: super::signing::Signer,
+    pub(crate) allow_duplicate_name: bool,
 }
 
 impl RemoteRegistryBuilder {
@@ -94,6 +95,16 @@ impl RemoteRegistryBuilder {
     /// model.
     pub fn signing_key(mut self, key: impl AsRef<[u8]>) -> Self {
         self.signer = super::signing::Signer::new(key.as_ref());
+        self
+    }
+
+    /// Lets this node join while another live node has the same name
+    /// (default: refused with [`RemoteError::NodeNameTaken`]). Both then
+    /// act on `NODE/ID` targets without an instance, and `list()` shows
+    /// whichever snapshot was written last: only for a deliberate
+    /// takeover.
+    pub fn allow_duplicate_name(mut self) -> Self {
+        self.allow_duplicate_name = true;
         self
     }
 

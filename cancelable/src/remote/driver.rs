@@ -3,7 +3,6 @@
 //! when the broker is lost.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -13,15 +12,15 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use redis::aio::MultiplexedConnection;
-use redis::RedisResult;
 
+use super::catchup::{catch_up, check_persistence};
+use super::checks::{self, Failure};
 use super::protocol::{Message, Target, Tombstone, WireAck};
 use super::request::Answer;
 use super::signing::Kind;
 use super::snapshots::{deregister, publish_snapshot};
-use super::tombstones::Cached;
 use super::util::saturating_deadline;
-use super::{broker, log_warn, millis, within, Oneshot, RemoteError, Shared, PROTOCOL_VERSION};
+use super::{broker, log_warn, within, Oneshot, RemoteError, Shared, PROTOCOL_VERSION};
 use crate::registry::{Filter, OperationInfo};
 use crate::CancelReason;
 
@@ -67,14 +66,24 @@ async fn drive(shared: &Arc<Shared>, ready: &Oneshot<Result<(), RemoteError>>) {
         shared.connected.store(false, Ordering::Release);
         match outcome {
             Ok(()) => return,
-            Err(error) if !ever_connected && !established => {
+            Err(Failure::Refused(error)) if !ever_connected && !established => {
+                ready.set(Err(error));
+                return;
+            }
+            Err(Failure::Lost(error)) if !ever_connected && !established => {
                 ready.set(Err(RemoteError::Connect {
                     url: shared.settings.url.clone(),
                     error,
                 }));
                 return;
             }
-            Err(error) => log_warn!(
+            Err(Failure::Refused(error)) => log_warn!(
+                "cancelable node {:?} was refused by the Redis broker ({}); retrying in {:?}",
+                shared.node(),
+                error,
+                pause
+            ),
+            Err(Failure::Lost(error)) => log_warn!(
                 "cancelable node {:?} lost the Redis broker ({}); reconnecting in {:?}",
                 shared.node(),
                 error,
@@ -94,13 +103,32 @@ async fn drive(shared: &Arc<Shared>, ready: &Oneshot<Result<(), RemoteError>>) {
 }
 
 /// How long after an operation joins or leaves the node publishes its
-/// snapshot (changes in between share it).
+/// snapshot at the soonest (changes in between share it).
 const CHANGE_DEBOUNCE: Duration = Duration::from_millis(20);
+/// The bytes per second of snapshots a node spends on changes: a large
+/// snapshot is published less often after changes ...
+const CHANGE_BUDGET: u64 = 256 << 10;
+/// ... but at least this often while things change: `list()` is at most
+/// about this stale.
+const CHANGE_PAUSE_MAX: Duration = Duration::from_millis(900);
+
+/// How long to wait after a change before publishing a snapshot, given
+/// the size of the last one and how long ago it went out.
+fn change_pause(last_bytes: usize, since: Duration) -> Duration {
+    let spend = Duration::from_millis(last_bytes as u64 * 1000 / CHANGE_BUDGET);
+    spend
+        .clamp(CHANGE_DEBOUNCE, CHANGE_PAUSE_MAX)
+        .saturating_sub(since)
+        .max(CHANGE_DEBOUNCE)
+}
 
 enum Event {
     Shutdown,
     Message(Option<redis::Msg>),
+    /// The heartbeat interval passed.
     Heartbeat,
+    /// The pause after a change passed.
+    Soon,
     Changed,
 }
 
@@ -111,7 +139,7 @@ async fn session(
     ready: &Oneshot<Result<(), RemoteError>>,
     reconnecting: bool,
     established: &mut bool,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let settings = &shared.settings;
     let setup = async {
         let config = redis::AsyncConnectionConfig::new()
@@ -123,28 +151,65 @@ async fn session(
             let mut first = shared
                 .client
                 .get_multiplexed_async_connection_with_config(&config)
-                .await?;
-            let now = broker::now_ms(&mut first).await?;
+                .await
+                .map_err(|error| Failure::of(shared, &error))?;
+            let now = broker::now_ms(&mut first)
+                .await
+                .map_err(|error| Failure::of(shared, &error))?;
             shared.started_ms.store(now.max(1), Ordering::Release);
             check_persistence(shared, &mut first).await;
         }
         // Subscribe before reading the tombstones: a cancel sent meanwhile
         // arrives on the channel, one sent before is in the sorted set.
-        let mut pubsub = shared.client.get_async_pubsub().await?;
-        pubsub.subscribe(&shared.names.requests).await?;
-        pubsub.subscribe(&shared.replies).await?;
+        let failed = |error: redis::RedisError| Failure::of(shared, &error);
         let mut connection = shared
             .client
             .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        catch_up(shared, &mut connection).await?;
-        publish_snapshot(shared, &mut connection).await?;
-        Ok::<_, redis::RedisError>((pubsub, connection))
+            .await
+            .map_err(failed)?;
+        // Refusals are clear errors at the first connection; after that a
+        // wrong-type key is warned about and the node stays connected.
+        match checks::key_types(shared, &mut connection).await {
+            Err(Failure::Refused(error)) if reconnecting => shared.notices.warn(
+                shared.node(),
+                format_args!("cannot use the broker's data: {error}"),
+            ),
+            other => other?,
+        }
+        checks::may_publish(shared, &mut connection).await?;
+        checks::lease(shared, &mut connection).await?;
+        let mut pubsub = shared.client.get_async_pubsub().await.map_err(failed)?;
+        pubsub
+            .subscribe(&shared.names.requests)
+            .await
+            .map_err(failed)?;
+        pubsub.subscribe(&shared.replies).await.map_err(failed)?;
+        match catch_up(shared, &mut connection).await {
+            Err(error) if reconnecting && error.code() == Some("WRONGTYPE") => shared.notices.warn(
+                shared.node(),
+                format_args!("could not read the tombstones: {error}"),
+            ),
+            other => other.map_err(failed)?,
+        }
+        match publish_snapshot(shared, &mut connection).await {
+            Err(error) if reconnecting && error.code() == Some("WRONGTYPE") => shared.notices.warn(
+                shared.node(),
+                format_args!("could not publish the snapshot: {error}"),
+            ),
+            other => other.map(drop).map_err(failed)?,
+        }
+        Ok::<_, Failure>((pubsub, connection))
     };
-    let limit = settings.connect_timeout + settings.answer_within;
+    // The connect timeout bounds the whole of the first connection.
+    let limit = match reconnecting {
+        true => settings
+            .connect_timeout
+            .saturating_add(settings.answer_within),
+        false => settings.connect_timeout,
+    };
     let (pubsub, connection) = match within(limit, setup).await {
-        None => return Err(format!("no answer within {limit:?}")),
-        Some(Err(error)) => return Err(error.to_string()),
+        None => return Err(Failure::Lost(format!("no answer within {limit:?}"))),
+        Some(Err(failure)) => return Err(failure),
         Some(Ok(connected)) => connected,
     };
     *crate::sync::lock(&shared.connection) = Some(connection.clone());
@@ -158,6 +223,7 @@ async fn session(
     let mut messages = std::pin::pin!(pubsub.into_on_message());
     let mut heartbeat = async_io::Timer::interval(settings.heartbeat);
     let mut soon: Option<async_io::Timer> = None;
+    let (mut last_bytes, mut last_publish) = (0, Instant::now());
     let mut tasks = Tasks::new();
     let shutdown = shared.shutdown.clone();
     let mut stop = std::pin::pin!(shutdown.cancelled());
@@ -177,7 +243,7 @@ async fn session(
                 Some(timer) => {
                     if timer.poll_next_unpin(cx).is_ready() {
                         soon = None;
-                        return Poll::Ready(Event::Heartbeat);
+                        return Poll::Ready(Event::Soon);
                     }
                 }
                 None => {
@@ -197,136 +263,58 @@ async fn session(
                 deregister(shared, connection).await;
                 return Ok(());
             }
-            Event::Message(None) => return Err("the subscription connection closed".to_owned()),
+            Event::Message(None) => {
+                return Err(Failure::Lost(
+                    "the subscription connection closed".to_owned(),
+                ))
+            }
             Event::Message(Some(message)) => handle(shared, &message, &connection, &mut tasks),
-            Event::Changed => soon = Some(async_io::Timer::after(CHANGE_DEBOUNCE)),
-            Event::Heartbeat => {
+            Event::Changed => {
+                let pause = change_pause(last_bytes, last_publish.elapsed());
+                soon = Some(async_io::Timer::after(pause));
+            }
+            // A snapshot went out recently (after a change): it refreshed
+            // the node's TTL already.
+            Event::Heartbeat if last_publish.elapsed() < settings.heartbeat / 2 => {
                 shared.cache.live();
+            }
+            Event::Heartbeat | Event::Soon => {
+                shared.cache.live();
+                last_publish = Instant::now();
                 // Awaited here, bounded: a broker that stopped answering
                 // (but kept the connection open) is a lost broker.
                 let mut connection = connection.clone();
                 let limit = settings.answer_within;
                 match within(limit, publish_snapshot(shared, &mut connection)).await {
-                    Some(Ok(())) => {}
+                    Some(Ok(bytes)) => last_bytes = bytes,
+                    // The connection works; the data does not: say so, stay.
+                    Some(Err(error)) if !lost(&error) => shared.notices.warn(
+                        shared.node(),
+                        format_args!("could not publish the snapshot: {error}"),
+                    ),
                     Some(Err(error)) => {
-                        return Err(format!("publishing the snapshot failed: {error}"))
+                        return Err(Failure::Lost(format!(
+                            "publishing the snapshot failed: {error}"
+                        )))
                     }
-                    None => return Err(format!("the broker did not answer within {limit:?}")),
+                    None => {
+                        return Err(Failure::Lost(format!(
+                            "the broker did not answer within {limit:?}"
+                        )))
+                    }
                 }
             }
         }
     }
 }
 
-/// Reads whether the broker keeps its data across a restart, and warns
-/// once if it does not: a cancel issued before its operation starts is
-/// then lost if the broker restarts empty while no node is connected.
-async fn check_persistence(shared: &Shared, connection: &mut MultiplexedConnection) {
-    let durable = broker::persistence(connection).await;
-    shared.durable.store(
-        match durable {
-            None => 0,
-            Some(false) => 1,
-            Some(true) => 2,
-        },
-        Ordering::Release,
-    );
-    match durable {
-        Some(true) => {}
-        Some(false) => log_warn!(
-            "cancelable node {:?}: the Redis broker has no persistence (no AOF, no RDB \
-             snapshots): if it restarts empty while no node is connected, cancels of operations \
-             that have not started yet are lost; enable `appendonly yes` to keep them",
-            shared.node()
-        ),
-        None => log_warn!(
-            "cancelable node {:?}: could not read the broker's persistence settings \
-             (`CONFIG GET` refused); if it has none, pending cancels do not survive its restart",
-            shared.node()
-        ),
-    }
-}
-
-/// Reads every tombstone, writes back those the broker lacks, and applies
-/// them all to the live operations.
-async fn catch_up(shared: &Shared, connection: &mut MultiplexedConnection) -> RedisResult<()> {
-    let names = &shared.names;
-    let keys = [names.tombstones.as_str(), names.bodies.as_str()];
-    let reply: Vec<redis::Value> = broker::READ_TOMBSTONES.run(connection, &keys, &[]).await?;
-    let now = reply.first().map_or(0, broker::int);
-    let now = u64::try_from(now).unwrap_or(0);
-    let started = shared.started_ms.load(Ordering::Acquire);
-    let mut stored = HashSet::new();
-    for pair in reply.get(1..).unwrap_or_default().chunks_exact(2) {
-        let body: Vec<u8> = redis::from_redis_value_ref(&pair[0]).unwrap_or_default();
-        let expiry: f64 = redis::from_redis_value_ref(&pair[1]).unwrap_or(0.0);
-        let expiry = if expiry.is_finite() {
-            expiry.max(0.0) as u64
-        } else {
-            u64::MAX
-        };
-        let json = match shared.signer.open(Kind::Tombstone, &body) {
-            Ok(json) => json,
-            Err(refused) => {
-                shared.refuse("a tombstone", &refused);
-                continue;
-            }
-        };
-        match Tombstone::decode(json) {
-            Ok(tombstone) => {
-                let issued = expiry.saturating_sub(tombstone.ttl_ms);
-                // Never longer than the TTL it was issued with, whatever
-                // score the sorted set holds.
-                let remaining = expiry.saturating_sub(now).min(tombstone.ttl_ms);
-                let remaining = Duration::from_millis(remaining);
-                stored.insert(tombstone.member());
-                let text = String::from_utf8_lossy(&body).into_owned();
-                shared
-                    .cache
-                    .insert(tombstone, text, remaining, issued >= started);
-            }
-            Err(error) => shared.malformed(format_args!("a tombstone: {error}")),
-        }
-    }
-    let live = shared.cache.live();
-    let at = Instant::now();
-    let mut args: Vec<Vec<u8>> = Vec::new();
-    for cached in live
-        .iter()
-        .filter(|cached| !stored.contains(&cached.member))
-    {
-        let remaining = millis(cached.deadline.saturating_duration_since(at)).max(1);
-        args.push(cached.member.clone().into_bytes());
-        args.push(cached.body.clone().into_bytes());
-        args.push(remaining.to_string().into_bytes());
-    }
-    if !args.is_empty() {
-        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-        broker::WRITE_BACK
-            .run::<i64>(connection, &keys, &args)
-            .await?;
-    }
-    for cached in &live {
-        apply(shared, cached);
-    }
-    Ok(())
-}
-
-/// Cancels the live operation a tombstone names, if it runs in this
-/// incarnation.
-fn apply(shared: &Shared, cached: &Arc<Cached>) {
-    if !shared.cache.reaches_here(cached) {
-        return;
-    }
-    let registry = &shared.registry;
-    match &cached.target {
-        Target::Key { key } => {
-            let _ = registry.cancel_by_key(key, cached.reason.clone(), cached.message.clone());
-        }
-        Target::Id { id, .. } => {
-            let _ = registry.cancel(*id, cached.reason.clone(), cached.message.clone());
-        }
-    }
+/// Whether `error` means the connection is gone (not a refusal of one
+/// command).
+fn lost(error: &redis::RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_unrecoverable_error()
+        || error.is_timeout()
 }
 
 /// An operation a request found, and when it was cancelled.

@@ -54,6 +54,40 @@ pub enum RemoteError {
         /// The cap.
         max: usize,
     },
+    /// The broker refused the credentials (no password where one is
+    /// required, or a wrong user or password).
+    Auth {
+        /// The URL given.
+        url: String,
+        /// What the broker said.
+        error: String,
+    },
+    /// The node's Redis user may not run a command the cluster needs.
+    Permission {
+        /// The command (or group) refused.
+        command: String,
+        /// What the broker said.
+        error: String,
+    },
+    /// A key of the cluster holds a value of another type (planted by
+    /// hand, or another program uses the namespace).
+    WrongType {
+        /// The key.
+        key: String,
+        /// The type it holds.
+        found: String,
+        /// The type the cluster needs there.
+        expected: &'static str,
+    },
+    /// Another live node of the cluster has this name (its instance id is
+    /// given); see
+    /// [`allow_duplicate_name`](super::RemoteRegistryBuilder::allow_duplicate_name).
+    NodeNameTaken {
+        /// The name.
+        node: String,
+        /// The instance id of the live node holding it.
+        instance: String,
+    },
     /// No node found the target: none runs it now. A cancel of a
     /// [`Target`] left a tombstone, which still cancels it if it registers
     /// before the tombstone expires.
@@ -94,6 +128,33 @@ impl fmt::Display for RemoteError {
                  registry"
             ),
             RemoteError::Broker(error) => write!(f, "the Redis broker failed the request: {error}"),
+            RemoteError::Auth { url, error } => write!(
+                f,
+                "authentication failed at the Redis broker {url}: {error}; give the user and \
+                 password in the URL, like redis://USER:PASSWORD@HOST:6379"
+            ),
+            RemoteError::Permission { command, error } => write!(
+                f,
+                "the broker's ACL does not let this node's Redis user run {command} ({error}); \
+                 a node needs PUBLISH, SUBSCRIBE, EVALSHA/EVAL, SCRIPT LOAD, TIME, TYPE, GET, \
+                 MGET, ZRANGE and DEL on the cluster's keys and channels (`~NAMESPACE:*`, \
+                 `&NAMESPACE:*`)"
+            ),
+            RemoteError::WrongType {
+                key,
+                found,
+                expected,
+            } => write!(
+                f,
+                "the Redis key {key:?} holds a {found}, where the cluster keeps a {expected}; \
+                 delete it (`DEL {key}`) or give this cluster its own namespace"
+            ),
+            RemoteError::NodeNameTaken { node, instance } => write!(
+                f,
+                "another live node is named {node:?} (instance {instance}); give every process \
+                 its own node name, wait for the other to leave (its lease lasts the node TTL), \
+                 or call `allow_duplicate_name()` for a deliberate takeover"
+            ),
             RemoteError::TooLarge { what, size, limit } => write!(
                 f,
                 "the {what} is {size} bytes, more than the {limit} bytes a cluster message may \

@@ -107,6 +107,8 @@ use crate::{CancelReason, CancellationToken};
 
 mod broker;
 mod builder;
+mod catchup;
+mod checks;
 mod driver;
 mod error;
 mod protocol;
@@ -332,6 +334,7 @@ impl RemoteRegistry {
             backoff: (Duration::from_millis(50), Duration::from_secs(5)),
             clock_offset_ms: 0,
             signer: signing::Signer::default(),
+            allow_duplicate_name: false,
         }
     }
 

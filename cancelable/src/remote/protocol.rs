@@ -65,6 +65,17 @@ impl Names {
         format!("{}:node:{node}", self.prefix)
     }
 
+    /// String key holding the instance id that leases the name `node`
+    /// (expires with the node TTL).
+    pub(crate) fn lease(&self, node: &str) -> String {
+        format!("{}:lease:{node}", self.prefix)
+    }
+
+    /// A channel nobody subscribes to: the permission probe at connect.
+    pub(crate) fn probe(&self) -> String {
+        format!("{}:probe", self.prefix)
+    }
+
     /// Channel where the instance `instance` of `node` receives answers.
     pub(crate) fn replies(&self, node: &str, instance: &str) -> String {
         format!("{}:replies:{node}:{instance}", self.prefix)
@@ -338,9 +349,10 @@ pub(crate) fn target_member(target: &Target) -> String {
 #[non_exhaustive]
 pub struct RemoteOperation {
     /// The node running it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub node: String,
     /// The instance id of the node process running it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub instance: String,
     /// Its id on that node: [`target`](Self::target) addresses it.
     pub id: u64,

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
+use super::checks;
 use super::protocol::{Message, Tombstone, WireAck, MAX_MESSAGE_BYTES};
 use super::signing::Kind;
 use super::{broker, broker_error, within, RemoteError, RemoteRegistry, Shared, Target};
@@ -141,10 +142,12 @@ impl RemoteRegistry {
                 ];
                 let keys = [names.tombstones.as_str(), names.bodies.as_str()];
                 let run = broker::CANCEL.run::<Vec<i64>>(&mut connection, &keys, &args);
-                let reply = within(limit, run)
-                    .await
-                    .ok_or_else(late)?
-                    .map_err(|error| broker_error(shared, &error))?;
+                let reply = match within(limit, run).await.ok_or_else(late)? {
+                    Ok(reply) => reply,
+                    Err(error) => {
+                        return Err(checks::explain(shared, &mut connection, &error).await)
+                    }
+                };
                 let (receivers, count) = match reply[..] {
                     [receivers, count] => (receivers, usize::try_from(count).unwrap_or(0)),
                     _ => return Err(RemoteError::Broker(format!("unexpected answer: {reply:?}"))),
