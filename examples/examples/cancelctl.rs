@@ -1,12 +1,15 @@
 //! An operator CLI for a cluster of processes joined over Redis
 //! (`cancelable::remote`): list the live operations of every node, cancel
-//! one by `NODE/ID` or key, wherever it runs.
+//! one by id (`--id NODE/ID`, or `NODE/ID@INSTANCE` as `list` prints it)
+//! or by key (`--key KEY`, any text: `tenant/123` is a key here), wherever
+//! it runs.
 //!
 //! ```sh
 //! redis-server --port 6379 --save "" &                        # a broker
 //! cargo run --example cancelctl -- worker &                   # a node running jobs job-1 .. job-3
 //! cargo run --example cancelctl -- list
-//! cargo run --example cancelctl -- cancel job-2 --reason "operator request" --wait 5
+//! cargo run --example cancelctl -- cancel --key job-2 --reason "operator request" --wait 5
+//! cargo run --example cancelctl -- cancel --id worker-1/2
 //! ```
 //!
 //! Options: `--redis URL` (default `redis://127.0.0.1:6379`),
@@ -20,13 +23,14 @@ use cancelable::remote::{RemoteError, RemoteRegistry, Target};
 use cancelable::{CancelReason, CancelScope};
 
 const USAGE: &str = "usage: cancelctl [--redis URL] [--namespace NS] \
-    (list | cancel TARGET [--reason TEXT] [--wait SECONDS] | worker [--node NAME])\n\
-    TARGET is NODE/ID or a key";
+    (list | cancel (--id NODE/ID[@INSTANCE] | --key KEY) [--reason TEXT] [--wait SECONDS] \
+    | worker [--node NAME])";
 
 struct Options {
     redis: String,
     namespace: String,
     node: Option<String>,
+    target: Option<Target>,
     reason: String,
     wait: Option<Duration>,
     command: Vec<String>,
@@ -37,6 +41,7 @@ fn parse() -> Result<Options, String> {
         redis: "redis://127.0.0.1:6379".to_owned(),
         namespace: "cancelable".to_owned(),
         node: None,
+        target: None,
         reason: String::new(),
         wait: None,
         command: Vec::new(),
@@ -49,6 +54,25 @@ fn parse() -> Result<Options, String> {
             "--namespace" => options.namespace = value("--namespace")?,
             "--node" => options.node = Some(value("--node")?),
             "--reason" => options.reason = value("--reason")?,
+            "--key" => {
+                let key = value("--key")?;
+                if key.is_empty() {
+                    return Err("--key needs a non-empty key".to_owned());
+                }
+                options.target = Some(Target::key(key));
+            }
+            "--id" => {
+                let id = value("--id")?;
+                match id.parse::<Target>() {
+                    Ok(target @ Target::Id { .. }) => options.target = Some(target),
+                    _ => {
+                        return Err(format!(
+                            "--id takes NODE/ID or NODE/ID@INSTANCE (as `list` prints it), \
+                             not {id:?}; for a key, use --key"
+                        ))
+                    }
+                }
+            }
             "--wait" => {
                 let seconds: f64 = value("--wait")?
                     .parse()
@@ -108,12 +132,12 @@ async fn run(options: Options) -> Result<(), String> {
             .map_err(|error| error.to_string())?;
             let operations = remote.list().await.map_err(|error| error.to_string())?;
             println!(
-                "{:<24} {:<14} {:<16} {:<10} {:>9}  REASON",
-                "NODE/ID", "KEY", "NAME", "STATUS", "ELAPSED"
+                "{:<44} {:<14} {:<16} {:<10} {:>9}  REASON",
+                "NODE/ID@INSTANCE", "KEY", "NAME", "STATUS", "ELAPSED"
             );
             for op in &operations {
                 println!(
-                    "{:<24} {:<14} {:<16} {:<10} {:>8.1}s  {}",
+                    "{:<44} {:<14} {:<16} {:<10} {:>8.1}s  {}",
                     op.target().to_string(),
                     op.key.as_deref().unwrap_or("-"),
                     op.name.as_deref().unwrap_or("-"),
@@ -130,10 +154,11 @@ async fn run(options: Options) -> Result<(), String> {
             remote.close().await;
             Ok(())
         }
-        ["cancel", target] => {
-            let target: Target = target
-                .parse()
-                .map_err(|error: cancelable::remote::EmptyTarget| error.to_string())?;
+        ["cancel"] => {
+            let target = options
+                .target
+                .clone()
+                .ok_or_else(|| format!("cancel needs --id or --key\n{USAGE}"))?;
             let remote = join(
                 &options,
                 format!("cancelctl-{}", std::process::id()),
