@@ -89,7 +89,7 @@ pub enum RemoteError {
         instance: String,
     },
     /// No node found the target: none runs it now. A cancel of a
-    /// [`Target`] left a tombstone, which still cancels it if it registers
+    /// [`Target`](super::Target) left a tombstone, which still cancels it if it registers
     /// before the tombstone expires.
     NotFound {
         /// The target, as text.

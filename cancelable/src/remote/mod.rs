@@ -39,7 +39,8 @@
 //! # No lost cancels
 //! Redis pub/sub is at most once: a node that is reconnecting misses what
 //! is published meanwhile. So every cancel of a [`Target`] also writes a
-//! **tombstone** (default TTL 3 h, at most 10,000 kept). A node keeps a
+//! **tombstone** (default TTL 3 h; one per target, a repeat updates it; at
+//! most 10,000). A node keeps a
 //! local copy of the tombstones that its registration hook checks
 //! synchronously — no network on the registration path — so an operation
 //! cancelled before it started is cancelled as it registers (its body is
@@ -54,14 +55,66 @@
 //! [`cancel_where`](RemoteRegistry::cancel_where) reaches the live
 //! operations of the nodes connected at the time and writes no tombstone.
 //!
+//! # Identity
+//! Each node process is an incarnation of its node name, with an instance
+//! id ([`RemoteRegistry::instance`]) that [`Ack`], [`RemoteOperation`] and
+//! [`NodeSnapshot`] carry. A [`Target`] with an instance
+//! (`NODE/ID@INSTANCE`, as `list()` prints it) reaches that process only; a
+//! bare `NODE/ID` reaches the incarnations that were running when it was
+//! issued (by the broker's clock), never one started later under the same
+//! name. A node leases its name to its instance id (for the node TTL): a
+//! second live node of that name is refused with
+//! [`RemoteError::NodeNameTaken`] unless
+//! [`allow_duplicate_name`](RemoteRegistryBuilder::allow_duplicate_name).
+//!
+//! # Clock
+//! Every expiry score, trim and TTL decision is made in the broker, on its
+//! clock: tombstones are written, trimmed and read by Lua scripts that call
+//! `TIME`; snapshots expire by `PX`; the node set is trimmed in a script.
+//! A node converts the remaining time of what it reads to its monotonic
+//! clock. No decision depends on a node's wall clock (a snapshot's
+//! `published_ms` is informational).
+//!
+//! # Limits
+//! | limit | at the limit |
+//! | --- | --- |
+//! | [`max_tombstones`](RemoteRegistryBuilder::max_tombstones) unexpired tombstones (10,000) | [`cancel`](RemoteRegistry::cancel) returns [`RemoteError::TombstonesFull`]; nothing is written, sent or evicted; a warning once the set passes 80 % |
+//! | [`MAX_MESSAGE_BYTES`] (64 KiB) per cancel | [`RemoteError::TooLarge`] before anything is sent; larger payloads on the channel are ignored |
+//! | [`MAX_SNAPSHOT_BYTES`] (1 MiB) per snapshot | the operations that fit, and `truncated` says how many were left out; the node stays listed |
+//! | snapshot traffic | after changes, at most 256 KiB/s of snapshots, 20 to 900 ms after a change; a heartbeat (default 2 s) otherwise |
+//! | broker without persistence | a cancel of an operation not started yet is lost if the broker restarts empty while no node is connected; [`broker_keeps_tombstones`](RemoteRegistry::broker_keeps_tombstones) and a warning at connect say so (as Celery's `revoke` without a state file) |
+//!
+//! # Trust model
+//! Redis ACLs are the boundary. Without a
+//! [`signing_key`](RemoteRegistryBuilder::signing_key), any client the
+//! broker lets `PUBLISH` on the namespace's channels or write its keys can
+//! cancel any operation with any reason, answer requests with forged acks
+//! and plant tombstones or snapshots; any client that may `SUBSCRIBE` reads
+//! requests (ids, keys, messages). Give nodes a Redis user limited to the
+//! namespace (`~NS:*`, `&NS:*`). With a key shared by every node, requests,
+//! acks, tombstones and snapshots carry an HMAC-SHA256 over their kind and
+//! content; unsigned or badly signed ones are ignored and counted
+//! ([`rejected_messages`](RemoteRegistry::rejected_messages)), and an ack
+//! answers only the request it names. Signing does not encrypt, does not
+//! stop deletion by a client with write access, and a recorded signed
+//! cancel replayed within its TTL cancels its target again. A tombstone
+//! never lasts longer than the TTL it was signed with, whatever its score.
+//!
 //! # Faults
 //! * Broker unreachable at start: [`connect`](RemoteRegistryBuilder::connect)
-//!   returns [`RemoteError::Connect`].
+//!   returns [`RemoteError::Connect`] within
+//!   [`connect_timeout`](RemoteRegistryBuilder::connect_timeout); refused
+//!   credentials: [`RemoteError::Auth`]; a user that may not `PUBLISH`:
+//!   [`RemoteError::Permission`]; a cluster key of another type:
+//!   [`RemoteError::WrongType`] (at connect, and from calls while running;
+//!   a running node warns and stays connected).
 //! * Broker lost while running: the local registry, and cancellation
 //!   within the process, keep working; remote calls return
 //!   [`RemoteError::Unavailable`]; the node reconnects with exponential
 //!   backoff (50 ms to 5 s by default) and catches up on tombstones.
-//! * A malformed message is logged (feature `tracing`) and ignored.
+//! * A malformed message is ignored and counted
+//!   ([`malformed_messages`](RemoteRegistry::malformed_messages)), with a
+//!   warning (feature `tracing`) at most once a second.
 //! * An unknown target: [`RemoteError::NotFound`] once every connected
 //!   node answered, or after [`answer_within`](RemoteRegistryBuilder::answer_within)
 //!   (default 2 s).
@@ -77,24 +130,26 @@
 //!
 //! # Protocol (version 1)
 //! All names start with `{namespace}:v1` (namespace default
-//! `cancelable`). Values are JSON objects carrying `"v": 1`; anything else
-//! is ignored.
+//! `cancelable`). Values are JSON objects carrying `"v": 1`, or, signed,
+//! `s:` + 64 hex digits of HMAC + `:` + the JSON; anything else is ignored.
 //!
 //! | name | kind | content |
 //! | --- | --- | --- |
-//! | `{ns}:v1:requests` | channel | `{"type":"cancel", "v", "request", "reply_to", "target", "reason", "message", "expires_ms", "wait_ms"?}` and `{"type":"cancel_where", .., "filter", ..}`; every node subscribes |
-//! | `{ns}:v1:replies:{node}:{instance}` | channel | `{"type":"ack", "v", "request", "node", "found":[{"id","key","name","cancelled_now","running","lag_us"}]}`: one per node and request (`found` empty: not there) |
-//! | `{ns}:v1:tombstones` | sorted set | member: `{"v","target","reason","message","expires_ms"}`, score: `expires_ms` (Unix ms; TTL 3 h); trimmed of expired members and to the newest 10,000 at each write |
-//! | `{ns}:v1:nodes` | sorted set | member: node name, score: expiry of its snapshot (Unix ms) |
-//! | `{ns}:v1:node:{node}` | string, `PX` node TTL | `{"v","node","published_ms","operations":[..],"truncated"}` ([`NodeSnapshot`]), rewritten every heartbeat (default 2 s, TTL 10 s) |
+//! | `{ns}:v1:requests` | channel | `{"type":"cancel", "v", "request", "reply_to", "target", "reason", "message", "ttl_ms", "wait_ms"?}` and `{"type":"cancel_where", .., "filter", ..}`; every node subscribes |
+//! | `{ns}:v1:replies:{node}:{instance}` | channel | `{"type":"ack", "v", "request", "node", "instance", "found":[{"id","key","name","cancelled_now","running","lag_us"}]}`: one per node and request (`found` empty: not there) |
+//! | `{ns}:v1:tombstones` | sorted set | member: the target's JSON, score: its expiry (Unix ms, broker's clock); purged of expired members at each write and read |
+//! | `{ns}:v1:tombstone-bodies` | hash | field: the member, value: `{"v","target","reason","message","ttl_ms"}` |
+//! | `{ns}:v1:nodes` | sorted set | member: node name, score: expiry of its snapshot (broker's clock) |
+//! | `{ns}:v1:node:{node}` | string, `PX` node TTL | `{"v","node","instance","published_ms","truncated","operations":[..]}` ([`NodeSnapshot`]; operations without `node`/`instance`), rewritten at each heartbeat (default 2 s, TTL 10 s) and after changes |
+//! | `{ns}:v1:lease:{node}` | string, `PX` node TTL | the instance id holding the node name |
+//! | `{ns}:v1:probe` | channel | nobody listens: the `PUBLISH` permission probe at connect |
 //!
-//! A target is `{"by":"id","node":..,"id":..}` or `{"by":"key","key":..}`;
-//! a reason `{"kind":"manual"|"timeout"|"condition"}`,
+//! A target is `{"by":"id","node":..,"id":..,"instance"?:..}` or
+//! `{"by":"key","key":..}`; a reason `{"kind":"manual"|"timeout"|"condition"}`,
 //! `{"kind":"signal","signal":"SIGTERM"}`, `{"kind":"error","message":..}`
 //! or `{"kind":"parent","reason":{..}}`. The requester counts the nodes that
 //! received the request (the reply of `PUBLISH`) and waits for that many
-//! acks at most. Expiry times are wall-clock: the nodes' clocks are assumed
-//! to agree within much less than the TTLs.
+//! acks at most.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -162,11 +217,10 @@ fn millis(duration: Duration) -> u64 {
 }
 
 /// A node of a cluster: the local registry joined to the others over
-/// Redis. Node names must be unique in the cluster (two live nodes of one
-/// name overwrite each other's snapshot, and both act on `NODE/ID`
-/// targets of that name). Cheap to clone (clones share the node); the node leaves the
-/// cluster when the last clone is dropped, or with
-/// [`close`](Self::close).
+/// Redis. Node names are unique in the cluster (leased at connect; see
+/// [`allow_duplicate_name`](RemoteRegistryBuilder::allow_duplicate_name)).
+/// Cheap to clone (clones share the node); the node leaves the cluster
+/// when the last clone is dropped, or with [`close`](Self::close).
 ///
 /// See the [module docs](self) for the guarantees and the protocol.
 #[derive(Clone)]
