@@ -62,6 +62,8 @@ pub fn find_redis_server(
 /// A running (or stopped) `redis-server` of one test.
 pub struct RedisServer {
     port: u16,
+    /// Addresses it listens on besides 127.0.0.1.
+    also_bind: Vec<String>,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -83,9 +85,19 @@ impl RedisServer {
             .port();
         let mut server = RedisServer {
             port,
+            also_bind: Vec::new(),
             dir,
             child: None,
         };
+        server.restart();
+        server
+    }
+
+    /// Starts a server that also listens on `address` (a test's own
+    /// network namespace link, say).
+    pub fn start_also_on(address: &str) -> RedisServer {
+        let mut server = RedisServer::start();
+        server.also_bind.push(address.to_owned());
         server.restart();
         server
     }
@@ -134,6 +146,17 @@ impl RedisServer {
         let child = Command::new(&binary)
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
+            .args(&self.also_bind)
+            // Without a password Redis refuses clients from addresses other
+            // than loopback; the extra ones are the test's own links.
+            .args([
+                "--protected-mode",
+                if self.also_bind.is_empty() {
+                    "yes"
+                } else {
+                    "no"
+                },
+            ])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
             .arg("--dir")
