@@ -7,7 +7,9 @@
 //! says so (already finished, or not found once the history forgot it); without JavaScript the page still shows the tree; `<script>`
 //! in every value stays text; 10,000 live operations render and update
 //! within generous bounds (the times are printed); and screenshots at a
-//! wide and a phone's width are saved to `docs/` for the README.
+//! wide and a phone's width are saved under the target directory, and to
+//! `docs/` for the README when `UPDATE_SCREENSHOTS=1` is set (so a test run
+//! leaves the work tree clean).
 //!
 //! One Chromium for the whole file: the tests take turns on it (a lock),
 //! each in a tab of its own. Tokio only, as the services.
@@ -1073,8 +1075,14 @@ fn screenshots_of_a_busy_console_at_a_wide_and_a_phone_width() {
             .await
         );
         assert!(registry.get(import_id).is_some());
-        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
-        std::fs::create_dir_all(&docs).expect("docs/");
+        // Under the target directory every run; into `docs/` (what the
+        // README shows) only when asked, so that a test run leaves the work
+        // tree as it found it.
+        let docs = match std::env::var_os("UPDATE_SCREENSHOTS").is_some_and(|v| v == "1") {
+            true => Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs"),
+            false => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots"),
+        };
+        std::fs::create_dir_all(&docs).expect("the screenshot directory");
         for (file, width, height) in [
             ("console.png", 1280, 1000),
             ("console-phone.png", 390, 1100),

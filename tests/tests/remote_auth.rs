@@ -41,7 +41,7 @@ async fn node(
 /// An unsigned cancel of `key`, as anyone who may `PUBLISH` can send it.
 fn forged_cancel(key: &str) -> String {
     serde_json::json!({
-        "type": "cancel", "v": 1, "request": "forged-1", "reply_to": "cancelable:v1:replies:x:y",
+        "type": "cancel", "v": 2, "request": "forged-1", "reply_to": "cancelable:v2:replies:x:y",
         "target": {"by": "key", "key": key}, "reason": {"kind": "manual"},
         "message": "forged", "ttl_ms": 60_000
     })
@@ -53,7 +53,7 @@ fn forged_cancel(key: &str) -> String {
 fn forge_acks(server: &RedisServer) -> std::thread::JoinHandle<()> {
     let port = server.port();
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let channel = "cancelable:v1:requests";
+    let channel = "cancelable:v2:requests";
     write!(
         stream,
         "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{channel}\r\n",
@@ -81,7 +81,7 @@ fn forge_acks(server: &RedisServer) -> std::thread::JoinHandle<()> {
             continue;
         };
         let ack = serde_json::json!({
-            "type": "ack", "v": 1, "request": request["request"], "node": "ghost",
+            "type": "ack", "v": 2, "request": request["request"], "node": "ghost",
             "found": [{"id": 1, "cancelled_now": true, "running": false}]
         })
         .to_string();
@@ -106,7 +106,7 @@ cancelable_tests::on_every_backend! {
         let a = node(&server, "a", &registry_a, None).await;
         let _b = node(&server, "b", &registry_b, None).await;
         let job = started(CancelScope::new().register_in(&registry_b).key("open").unwrap()).await;
-        server.integer(&["PUBLISH", "cancelable:v1:requests", &forged_cancel("open")]);
+        server.integer(&["PUBLISH", "cancelable:v2:requests", &forged_cancel("open")]);
         assert_eq!(job.await.unwrap_err().message(), Some("forged"));
         let forger = forge_acks(&server);
         let ack = a.cancel(Target::key("nobody-runs-this"), CancelReason::Manual, "").await.unwrap();
@@ -120,9 +120,9 @@ cancelable_tests::on_every_backend! {
         let a = node(&server, "a", &registry_a, Some(KEY)).await;
         let b = node(&server, "b", &registry_b, Some(KEY)).await;
         let mut job = started(CancelScope::new().register_in(&registry_b).key("guarded").unwrap()).await;
-        server.integer(&["PUBLISH", "cancelable:v1:requests", &forged_cancel("guarded")]);
+        server.integer(&["PUBLISH", "cancelable:v2:requests", &forged_cancel("guarded")]);
         let signed_elsewhere = format!("s:{}:{}", "0".repeat(64), forged_cancel("guarded"));
-        server.integer(&["PUBLISH", "cancelable:v1:requests", &signed_elsewhere]);
+        server.integer(&["PUBLISH", "cancelable:v2:requests", &signed_elsewhere]);
         cancelable_tests::sleep(Duration::from_millis(300)).await;
         assert!(futures::poll!(job.as_mut()).is_pending(), "a forged cancel was obeyed");
         assert!(b.rejected_messages() >= 2, "{}", b.rejected_messages());
@@ -147,9 +147,9 @@ cancelable_tests::on_every_backend! {
         let server = RedisServer::start();
         let registry_c = Registry::new();
         let member = r#"{"by":"key","key":"planted"}"#;
-        let body = r#"{"v":1,"target":{"by":"key","key":"planted"},"reason":{"kind":"manual"},"message":"forged","ttl_ms":60000}"#;
-        server.integer(&["ZADD", "cancelable:v1:tombstones", "+inf", member]);
-        server.integer(&["HSET", "cancelable:v1:tombstone-bodies", member, body]);
+        let body = r#"{"v":2,"target":{"by":"key","key":"planted"},"reason":{"kind":"manual"},"message":"forged","ttl_ms":60000}"#;
+        server.integer(&["ZADD", "cancelable:v2:tombstones", "+inf", member]);
+        server.integer(&["HSET", "cancelable:v2:tombstone-bodies", member, body]);
         let c = node(&server, "c", &registry_c, Some(KEY)).await;
         let mut job = started(CancelScope::new().register_in(&registry_c).key("planted").unwrap()).await;
         cancelable_tests::sleep(Duration::from_millis(100)).await;
@@ -163,9 +163,9 @@ cancelable_tests::on_every_backend! {
         let a = node(&server, "a", &registry_a, Some(KEY)).await;
         let _b = node(&server, "b", &registry_b, Some(KEY)).await;
         let _job = started(CancelScope::new().name("real").register_in(&registry_b)).await;
-        let forged = r#"{"v":1,"node":"fake","published_ms":0,"operations":[{"node":"fake","id":1,"status":"running","elapsed_ms":0}]}"#;
-        server.command(&["SET", "cancelable:v1:node:fake", forged, "PX", "60000"]).unwrap();
-        server.integer(&["ZADD", "cancelable:v1:nodes", "+inf", "fake"]);
+        let forged = r#"{"v":2,"node":"fake","published_ms":0,"operations":[{"node":"fake","id":1,"status":"running","elapsed_ms":0}]}"#;
+        server.command(&["SET", "cancelable:v2:node:fake", forged, "PX", "60000"]).unwrap();
+        server.integer(&["ZADD", "cancelable:v2:nodes", "+inf", "fake"]);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
             let nodes: Vec<String> = a.nodes().await.unwrap().into_iter().map(|n| n.node).collect();

@@ -74,12 +74,12 @@ cancelable_tests::on_every_backend! {
         let (registry_a, registry_b) = (Registry::new(), Registry::new());
         let a = join(&server, "a", &registry_a).await;
         // Planted while a runs: a stays connected and does not reconnect.
-        assert_eq!(server.command(&["SET", "cancelable:v1:tombstones", "x"]).unwrap(), "+OK");
-        assert_eq!(server.command(&["SET", "cancelable:v1:nodes", "x"]).unwrap(), "+OK");
+        assert_eq!(server.command(&["SET", "cancelable:v2:tombstones", "x"]).unwrap(), "+OK");
+        assert_eq!(server.command(&["SET", "cancelable:v2:nodes", "x"]).unwrap(), "+OK");
         let error = a.cancel(Target::key("k"), CancelReason::Manual, "").await.unwrap_err();
         assert!(matches!(error, RemoteError::WrongType { .. }), "{error:?}");
         let text = error.to_string();
-        assert!(text.contains("cancelable:v1:tombstones") && text.contains("string"), "{text}");
+        assert!(text.contains("cancelable:v2:tombstones") && text.contains("string"), "{text}");
         cancelable_tests::sleep(Duration::from_millis(600)).await;
         assert!(a.is_connected());
         assert_eq!(a.reconnects(), 0);

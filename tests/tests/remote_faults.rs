@@ -187,19 +187,19 @@ cancelable_tests::on_every_backend! {
             "{",
             "null",
             "[1,2,3]",
-            "{\"v\":1}",
+            "{\"v\":2}",
             "{\"v\":2,\"type\":\"cancel\"}",
-            "{\"v\":1,\"type\":\"cancel\",\"target\":{\"by\":\"key\",\"key\":\"still-here\"}}",
-            "{\"v\":1,\"type\":\"cancel\",\"request\":\"r\",\"reply_to\":\"x\",\"target\":{\"by\":\"key\",\"key\":\"still-here\"},\"reason\":{\"kind\":\"signal\",\"signal\":\"SIGNOPE\"},\"expires_ms\":1}",
-            "{\"v\":1,\"type\":\"ack\",\"request\":7}",
+            "{\"v\":2,\"type\":\"cancel\",\"target\":{\"by\":\"key\",\"key\":\"still-here\"}}",
+            "{\"v\":2,\"type\":\"cancel\",\"request\":\"r\",\"reply_to\":\"x\",\"target\":{\"by\":\"key\",\"key\":\"still-here\"},\"reason\":{\"kind\":\"signal\",\"signal\":\"SIGNOPE\"},\"expires_ms\":1}",
+            "{\"v\":2,\"type\":\"ack\",\"request\":7}",
             "\u{0}\u{1}\u{fffd}",
         ];
         for payload in garbage {
-            assert_eq!(server.integer(&["PUBLISH", "cancelable:v1:requests", payload]), 2);
+            assert_eq!(server.integer(&["PUBLISH", "cancelable:v2:requests", payload]), 2);
         }
         let huge = "x".repeat(5 << 20);
-        server.integer(&["PUBLISH", "cancelable:v1:requests", &huge]);
-        server.integer(&["ZADD", "cancelable:v1:tombstones", "99999999999999", "{not json"]);
+        server.integer(&["PUBLISH", "cancelable:v2:requests", &huge]);
+        server.integer(&["ZADD", "cancelable:v2:tombstones", "99999999999999", "{not json"]);
 
         let ack = a.cancel(Target::key("still-here"), CancelReason::Manual, "real one").await.unwrap();
         assert_eq!(ack.node, "b");

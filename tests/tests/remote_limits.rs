@@ -10,7 +10,7 @@ use cancelable::remote::{RemoteError, Target};
 use cancelable::{CancelReason, CancelScope};
 use cancelable_tests::redis::{builder, join, RedisServer};
 
-const TOMBSTONES: &str = "cancelable:v1:tombstones";
+const TOMBSTONES: &str = "cancelable:v2:tombstones";
 
 async fn cancelled_at_start(registry: &Registry, key: &str) -> bool {
     let scope = CancelScope::new().register_in(registry).key(key).unwrap();

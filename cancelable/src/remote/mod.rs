@@ -129,20 +129,20 @@
 //! detected where they are awaited.
 //!
 //! # Protocol (version 1)
-//! All names start with `{namespace}:v1` (namespace default
-//! `cancelable`). Values are JSON objects carrying `"v": 1`, or, signed,
+//! All names start with `{namespace}:v2` (namespace default
+//! `cancelable`). Values are JSON objects carrying `"v": 2`, or, signed,
 //! `s:` + 64 hex digits of HMAC + `:` + the JSON; anything else is ignored.
 //!
 //! | name | kind | content |
 //! | --- | --- | --- |
-//! | `{ns}:v1:requests` | channel | `{"type":"cancel", "v", "request", "reply_to", "target", "reason", "message", "ttl_ms", "wait_ms"?}` and `{"type":"cancel_where", .., "filter", ..}`; every node subscribes |
-//! | `{ns}:v1:replies:{node}:{instance}` | channel | `{"type":"ack", "v", "request", "node", "instance", "found":[{"id","key","name","cancelled_now","running","lag_us"}]}`: one per node and request (`found` empty: not there) |
-//! | `{ns}:v1:tombstones` | sorted set | member: the target's JSON, score: its expiry (Unix ms, broker's clock); purged of expired members at each write and read |
-//! | `{ns}:v1:tombstone-bodies` | hash | field: the member, value: `{"v","target","reason","message","ttl_ms"}` |
-//! | `{ns}:v1:nodes` | sorted set | member: node name, score: expiry of its snapshot (broker's clock) |
-//! | `{ns}:v1:node:{node}` | string, `PX` node TTL | `{"v","node","instance","published_ms","truncated","operations":[..]}` ([`NodeSnapshot`]; operations without `node`/`instance`), rewritten at each heartbeat (default 2 s, TTL 10 s) and after changes |
-//! | `{ns}:v1:lease:{node}` | string, `PX` node TTL | the instance id holding the node name |
-//! | `{ns}:v1:probe` | channel | nobody listens: the `PUBLISH` permission probe at connect |
+//! | `{ns}:v2:requests` | channel | `{"type":"cancel", "v", "request", "reply_to", "target", "reason", "message", "ttl_ms", "wait_ms"?}` and `{"type":"cancel_where", .., "filter", ..}`; every node subscribes |
+//! | `{ns}:v2:replies:{node}:{instance}` | channel | `{"type":"ack", "v", "request", "node", "instance", "found":[{"id","key","name","cancelled_now","running","lag_us"}]}`: one per node and request (`found` empty: not there) |
+//! | `{ns}:v2:tombstones` | sorted set | member: the target's JSON, score: its expiry (Unix ms, broker's clock); purged of expired members at each write and read |
+//! | `{ns}:v2:tombstone-bodies` | hash | field: the member, value: `{"v","target","reason","message","ttl_ms"}` |
+//! | `{ns}:v2:nodes` | sorted set | member: node name, score: expiry of its snapshot (broker's clock) |
+//! | `{ns}:v2:node:{node}` | string, `PX` node TTL | `{"v","node","instance","published_ms","truncated","operations":[..]}` ([`NodeSnapshot`]; operations without `node`/`instance`), rewritten at each heartbeat (default 2 s, TTL 10 s) and after changes |
+//! | `{ns}:v2:lease:{node}` | string, `PX` node TTL | the instance id holding the node name |
+//! | `{ns}:v2:probe` | channel | nobody listens: the `PUBLISH` permission probe at connect |
 //!
 //! A target is `{"by":"id","node":..,"id":..,"instance"?:..}` or
 //! `{"by":"key","key":..}`; a reason `{"kind":"manual"|"timeout"|"condition"}`,

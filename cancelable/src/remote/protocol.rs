@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::{CancelReason, Signal, SourceError};
 
 /// The protocol version every message and stored value carries as `"v"`.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 pub use super::target::{EmptyTarget, Target};
 
@@ -425,7 +425,7 @@ mod tests {
         Message::Cancel {
             v: PROTOCOL_VERSION,
             request: "r1".into(),
-            reply_to: "ns:v1:replies:a:1".into(),
+            reply_to: "ns:v2:replies:a:1".into(),
             target: Target::key("job-42"),
             reason: WireReason::from_reason(&CancelReason::Parent(Box::new(CancelReason::Signal(
                 Signal::Terminate,
@@ -462,11 +462,16 @@ mod tests {
 
     #[test]
     fn another_version_is_refused() {
-        let text = cancel().encode().replace("\"v\":1", "\"v\":2");
-        assert!(matches!(
-            Message::decode(text.as_bytes()),
-            Err(DecodeError::Version(2))
-        ));
+        let ours = format!("\"v\":{PROTOCOL_VERSION}");
+        let encoded = cancel().encode();
+        assert!(encoded.contains(&ours), "{encoded}");
+        for other in [1, PROTOCOL_VERSION + 1] {
+            let text = encoded.replace(&ours, &format!("\"v\":{other}"));
+            assert!(matches!(
+                Message::decode(text.as_bytes()),
+                Err(DecodeError::Version(v)) if v == other
+            ));
+        }
     }
 
     #[test]

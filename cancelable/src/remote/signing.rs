@@ -28,10 +28,10 @@ pub(crate) enum Kind {
 impl Kind {
     fn label(self) -> &'static [u8] {
         match self {
-            Kind::Request => b"cancelable/v1/request\n",
-            Kind::Ack => b"cancelable/v1/ack\n",
-            Kind::Tombstone => b"cancelable/v1/tombstone\n",
-            Kind::Snapshot => b"cancelable/v1/snapshot\n",
+            Kind::Request => b"cancelable/v2/request\n",
+            Kind::Ack => b"cancelable/v2/ack\n",
+            Kind::Tombstone => b"cancelable/v2/tombstone\n",
+            Kind::Snapshot => b"cancelable/v2/snapshot\n",
         }
     }
 }
