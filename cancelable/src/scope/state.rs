@@ -302,7 +302,13 @@ impl ScopeShared {
                 .is_some_and(|extra| extra.grace.is_some());
             (data.name.clone(), data.started, has_grace)
         };
-        let elapsed = started.map(|started| self.clock().now().saturating_duration_since(started));
+        // `cause.at` is on the real clock: the time since it, taken off
+        // the scope's elapsed time, is when the cancel came.
+        let times = started.map(|started| {
+            let elapsed = self.clock().now().saturating_duration_since(started);
+            let since = Instant::now().saturating_duration_since(cause.at);
+            (elapsed.saturating_sub(since), elapsed)
+        });
         // Inside a scope with a grace period, the body may still clean up;
         // the scope sets the final outcome when it ends.
         let grace = match has_grace {
@@ -311,7 +317,7 @@ impl ScopeShared {
         };
         Cancelled::new(cause.reason)
             .with_message(cause.message)
-            .with_operation(name, self.id(), elapsed)
+            .with_operation(name, self.id(), times)
             .with_grace_outcome(grace)
     }
 
