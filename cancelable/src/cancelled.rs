@@ -182,8 +182,8 @@ impl Cancelled {
     /// that followed. Zero for a scope that started already cancelled;
     /// `None` for a cancellation that did not come from a scope.
     ///
-    /// Measured on the real clock; under a paused or manual test clock it
-    /// is `elapsed` less the real time since the cancel.
+    /// The cancel is timed on the real clock: under a paused or manual
+    /// test clock this is only an estimate, between zero and `elapsed`.
     ///
     /// ```
     /// use std::time::Duration;

@@ -302,11 +302,13 @@ impl ScopeShared {
                 .is_some_and(|extra| extra.grace.is_some());
             (data.name.clone(), data.started, has_grace)
         };
-        // `cause.at` is on the real clock: the time since it, taken off
-        // the scope's elapsed time, is when the cancel came.
+        // `cause.at` is on the real clock, which the scope's clock reads
+        // unless a test paused it: the time since it, taken off the
+        // scope's elapsed time, is when the cancel came (clamped to it).
         let times = started.map(|started| {
-            let elapsed = self.clock().now().saturating_duration_since(started);
-            let since = Instant::now().saturating_duration_since(cause.at);
+            let now = self.clock().now();
+            let elapsed = now.saturating_duration_since(started);
+            let since = now.saturating_duration_since(cause.at);
             (elapsed.saturating_sub(since), elapsed)
         });
         // Inside a scope with a grace period, the body may still clean up;
