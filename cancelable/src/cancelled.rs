@@ -10,8 +10,12 @@ use crate::CancelReason;
 /// The error a cancelled scope or checkpoint returns.
 ///
 /// It says why ([`reason`](Cancelled::reason)), with an optional message,
-/// which operation was cancelled, and how long it had run. Bodies that
-/// return their own error type convert it with `From<Cancelled>`:
+/// which operation was cancelled, and two times: how long it had run when
+/// the cancellation was asked for ([`cancelled_after`](Cancelled::cancelled_after))
+/// and when it ended ([`elapsed`](Cancelled::elapsed)) — apart when a
+/// grace period let it clean up. Its `Display` shows both:
+/// ``operation `export` (#7) cancelled at 1.0s, ended after 2.5s: signal SIGINT``.
+/// Bodies that return their own error type convert it with `From<Cancelled>`:
 ///
 /// ```
 /// # use cancelable::Cancelled;
@@ -41,6 +45,7 @@ struct Details {
     operation: Option<Cow<'static, str>>,
     operation_id: Option<u64>,
     elapsed: Option<Duration>,
+    cancelled_after: Option<Duration>,
     grace: GraceOutcome,
 }
 
@@ -89,6 +94,7 @@ impl Cancelled {
                 operation: None,
                 operation_id: None,
                 elapsed: None,
+                cancelled_after: None,
                 grace: GraceOutcome::NoGrace,
             }),
         }
@@ -99,15 +105,19 @@ impl Cancelled {
         self
     }
 
+    /// The operation, and its two times: `elapsed` when the error was
+    /// made, `cancelled_after` when the cancellation was asked for (at most
+    /// `elapsed`).
     pub(crate) fn with_operation(
         mut self,
         name: Option<Cow<'static, str>>,
         id: u64,
-        elapsed: Option<Duration>,
+        times: Option<(Duration, Duration)>,
     ) -> Self {
         self.inner.operation = name;
         self.inner.operation_id = Some(id);
-        self.inner.elapsed = elapsed;
+        self.inner.cancelled_after = times.map(|(after, _)| after);
+        self.inner.elapsed = times.map(|(_, elapsed)| elapsed);
         self
     }
 
@@ -158,9 +168,46 @@ impl Cancelled {
         self.inner.operation_id
     }
 
-    /// How long the scope had run when it was cancelled.
+    /// How long the scope had run when it ended (or, for the error a
+    /// checkpoint inside it returns, when the checkpoint saw the
+    /// cancellation): its cleanup within a grace period included. `None`
+    /// for a cancellation that did not come from a scope.
     pub fn elapsed(&self) -> Option<Duration> {
         self.inner.elapsed
+    }
+
+    /// How long the scope had run when its cancellation was asked for (the
+    /// token cancelled, the signal delivered, the deadline reached): `Ctrl-C
+    /// at 1.0s`, where [`elapsed`](Self::elapsed) is the end of the flush
+    /// that followed. Zero for a scope that started already cancelled;
+    /// `None` for a cancellation that did not come from a scope.
+    ///
+    /// The cancel is timed on the real clock: under a paused or manual
+    /// test clock this is only an estimate, between zero and `elapsed`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cancelable::{shield, CancelScope, Cancelled};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let outcome: Result<(), Cancelled> = CancelScope::new()
+    ///     .timeout(Duration::from_millis(10))
+    ///     .grace(Duration::from_secs(5))
+    ///     .try_run(async {
+    ///         let cancelled = cancelable::sleep(Duration::from_secs(5)).await.unwrap_err();
+    ///         // Flush for 20 ms more.
+    ///         shield(async_io::Timer::after(Duration::from_millis(20))).await;
+    ///         Err(cancelled)
+    ///     })
+    ///     .await;
+    /// let cancelled = outcome.unwrap_err();
+    /// let (at, ended) = (cancelled.cancelled_after().unwrap(), cancelled.elapsed().unwrap());
+    /// assert!(at >= Duration::from_millis(10) && ended >= at + Duration::from_millis(20));
+    /// assert!(cancelled.to_string().contains(&format!("cancelled at {at:.1?}, ended after {ended:.1?}")));
+    /// # });
+    /// ```
+    pub fn cancelled_after(&self) -> Option<Duration> {
+        self.inner.cancelled_after
     }
 
     /// `true` if the root reason is a timeout.
@@ -176,11 +223,19 @@ impl fmt::Display for Cancelled {
             (None, Some(id)) => write!(f, "operation #{id} cancelled")?,
             _ => f.write_str("cancelled")?,
         }
-        if let Some(elapsed) = self.inner.elapsed {
-            write!(f, " after {elapsed:.3?}")?;
+        match (self.inner.cancelled_after, self.inner.elapsed) {
+            (Some(at), Some(ended)) => write!(f, " at {at:.1?}, ended after {ended:.1?}")?,
+            (None, Some(ended)) => write!(f, " after {ended:.1?}")?,
+            _ => {}
         }
         write!(f, ": {}", self.inner.reason)?;
-        if let Some(message) = &self.inner.message {
+        // A message that says what the reason says is not said twice.
+        if let Some(message) = self
+            .inner
+            .message
+            .as_deref()
+            .filter(|message| !self.inner.reason.root().says(message))
+        {
             write!(f, " ({message})")?;
         }
         match self.inner.grace {

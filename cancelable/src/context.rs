@@ -119,7 +119,8 @@ impl Progress {
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct OperationContext {
-    /// Unique id within the process.
+    /// Unique id within the process; not contiguous (each thread hands out
+    /// ids from blocks of its own: see [`ScopeHandle::id`](crate::ScopeHandle::id)).
     pub id: u64,
     /// The scope's name, if it has one.
     pub name: Option<String>,

@@ -149,14 +149,15 @@ pub use current::{
     report_progress_with, Checkpoint,
 };
 pub use group::{
-    ChildErrors, Group, GroupError, GroupExecutor, GroupRun, Ready, RestartsExhausted, Results,
-    SpawnError, Start, StartError, Supervision, TaskError, TaskFailure, TaskGroup, TaskHandle,
-    TaskOutcome, Wait,
+    ChildErrors, ChildProgress, ChildState, ChildSummary, Group, GroupCounts, GroupError,
+    GroupExecutor, GroupRun, GroupSummary, Ready, RestartsExhausted, Results, SpawnError, Start,
+    StartError, Supervision, TaskError, TaskFailure, TaskGroup, TaskHandle, TaskOutcome, Wait,
+    WithSummary,
 };
 pub use reason::{CancelReason, SourceError};
 pub use scope::{CancelScope, Run, ScopeHandle, TryRun};
 pub use shield::{shield, Shielded};
-pub use signal::{ParseSignalError, Signal};
+pub use signal::{ParseSignalError, SecondSignal, Signal};
 pub use source::{AsyncPredicate, BlockingPredicate, Predicate, Source};
 #[cfg(feature = "resource")]
 #[cfg_attr(docsrs, doc(cfg(feature = "resource")))]

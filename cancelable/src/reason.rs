@@ -19,7 +19,9 @@ pub enum CancelReason {
     Signal(Signal),
     /// A condition source's predicate returned `true`.
     Condition,
-    /// User code called [`CancellationToken::cancel`](crate::CancellationToken::cancel).
+    /// User code called [`CancellationToken::cancel`](crate::CancellationToken::cancel)
+    /// (or a handle's `cancel`, an operator through the registry): `Display`
+    /// "cancelled manually", the message saying by whom or why.
     Manual,
     /// Something further out was cancelled: an enclosing scope or a parent
     /// token. Carries the reason that fired there (never itself `Parent`),
@@ -30,6 +32,11 @@ pub enum CancelReason {
     /// signal handler could not be installed. The scope is cancelled rather
     /// than left running without the protection it asked for.
     Error(SourceError),
+    /// The client the operation served went away: the services layer
+    /// (`http::RequestScopeLayer`) cancels a request's scope with it when
+    /// the connection closes or the HTTP/2 stream is reset — its own cause,
+    /// apart from an operator's [`Manual`](Self::Manual) cancel.
+    ClientDisconnected,
 }
 
 impl CancelReason {
@@ -60,6 +67,14 @@ impl CancelReason {
         matches!(self, CancelReason::Parent(_))
     }
 
+    /// `true` if `message` only repeats what this reason's `Display` says.
+    pub(crate) fn says(&self, message: &str) -> bool {
+        match self {
+            CancelReason::ClientDisconnected => message == "client disconnected",
+            _ => false,
+        }
+    }
+
     /// Wraps `self` as seen from a child: `Parent(root)`.
     pub(crate) fn for_child(&self) -> CancelReason {
         CancelReason::Parent(Box::new(self.root().clone()))
@@ -72,7 +87,8 @@ impl fmt::Display for CancelReason {
             CancelReason::Timeout => f.write_str("timeout"),
             CancelReason::Signal(signal) => write!(f, "signal {signal}"),
             CancelReason::Condition => f.write_str("condition met"),
-            CancelReason::Manual => f.write_str("cancelled by request"),
+            CancelReason::Manual => f.write_str("cancelled manually"),
+            CancelReason::ClientDisconnected => f.write_str("client disconnected"),
             CancelReason::Parent(inner) => write!(f, "enclosing scope cancelled ({inner})"),
             CancelReason::Error(error) => write!(f, "cancellation source failed: {error}"),
         }

@@ -150,7 +150,7 @@ on_every_backend! {
         let error = TaskGroup::new()
             .run(|group| async move {
                 group.start_soon(async { Err::<(), _>(KeyError) });
-                group.start_supervised(|| async { Err::<(), _>(ValueError) });
+                group.start_supervised(|_attempt| async { Err::<(), _>(ValueError) });
                 Ok::<_, Cancelled>(())
             })
             .await

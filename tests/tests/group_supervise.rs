@@ -51,7 +51,7 @@ on_every_backend! {
             .run(|group| async move {
                 let mut worker = group.start_supervised_in(
                     CancelScope::new().name("worker"),
-                    move || {
+                    move |_attempt| {
                         let call = calls_in.fetch_add(1, Ordering::SeqCst) + 1;
                         let scopes = scopes_in.clone();
                         async move {
@@ -102,7 +102,7 @@ on_every_backend! {
                 group.start_soon(async move {
                     // Started after the sibling, so that it is running.
                     sleep(Duration::from_millis(5)).await;
-                    spawner.start_supervised_in(CancelScope::new().name("db"), move || {
+                    spawner.start_supervised_in(CancelScope::new().name("db"), move |_attempt| {
                         let call = counted.fetch_add(1, Ordering::SeqCst) + 1;
                         async move { Err::<(), _>(Refused(call)) }
                     });
@@ -140,7 +140,7 @@ on_every_backend! {
         let counted = calls.clone();
         let (value, restarts) = TaskGroup::new()
             .run(|group| async move {
-                let mut worker = group.start_supervised(move || {
+                let mut worker = group.start_supervised(move |_attempt| {
                     let call = counted.fetch_add(1, Ordering::SeqCst) + 1;
                     async move {
                         if call == 1 {
@@ -162,7 +162,7 @@ on_every_backend! {
             .supervise(Supervision::restart().max_restarts(1))
             .run(|group| async move {
                 let mut first = true;
-                group.start_supervised(move || -> std::future::Ready<Result<(), Refused>> {
+                group.start_supervised(move |_attempt| -> std::future::Ready<Result<(), Refused>> {
                     if std::mem::take(&mut first) {
                         panic!("the factory crashed");
                     }
@@ -186,7 +186,7 @@ on_every_backend! {
         let error = TaskGroup::new()
             .timeout(Duration::from_millis(20))
             .run(|group| async move {
-                let worker = group.start_supervised(move || {
+                let worker = group.start_supervised(move |_attempt| {
                     counted.fetch_add(1, Ordering::SeqCst);
                     async {
                         // Returns its cancellation as an `Err`.
@@ -212,7 +212,7 @@ on_every_backend! {
         // Its own handle's cancel is not a failure either.
         let value = TaskGroup::new()
             .run(|group| async move {
-                let worker = group.start_supervised(pending::<Result<(), Cancelled>>);
+                let worker = group.start_supervised(|_attempt| pending::<Result<(), Cancelled>>());
                 worker.cancel();
                 let restarts = worker.restarts();
                 assert!(worker.await.unwrap_err().is_cancelled());
@@ -234,7 +234,7 @@ on_every_backend! {
             let error = group
                 .run(|group| async move {
                     let worker =
-                        group.start_supervised(|| async { Err::<(), _>(Refused(1)) });
+                        group.start_supervised(|_attempt| async { Err::<(), _>(Refused(1)) });
                     // The attempt failed at once: the child is in its backoff.
                     sleep(Duration::from_millis(20)).await;
                     assert!(!worker.is_finished());
@@ -258,7 +258,7 @@ on_every_backend! {
         let (value, restarts) = TaskGroup::new()
             .supervise(Supervision::restart().max_restarts(1).within(Duration::from_millis(10)))
             .run(|group| async move {
-                let mut worker = group.start_supervised(move || {
+                let mut worker = group.start_supervised(move |_attempt| {
                     let call = counted.fetch_add(1, Ordering::SeqCst) + 1;
                     async move {
                         // Each attempt outlives the window before it fails.
@@ -282,7 +282,7 @@ on_every_backend! {
             .on_child_error(ChildErrors::Ignore)
             .supervise(Supervision::restart().max_restarts(0))
             .run(|group| async move {
-                let worker = group.start_supervised(|| async { Err::<(), _>(Refused(1)) });
+                let worker = group.start_supervised(|_attempt| async { Err::<(), _>(Refused(1)) });
                 let fine = group.start_soon(async { Ok::<_, Cancelled>(7) });
                 let error = worker.await.unwrap_err();
                 assert_eq!(error.restarts_exhausted().unwrap().restarts(), 0);
@@ -291,6 +291,43 @@ on_every_backend! {
             .await
             .unwrap();
         assert_eq!(value, 7);
+    }
+
+    /// The factory gets the attempt number (1, 2, ...), so a flaky step on
+    /// one item retries that same item: the item is captured once, by the
+    /// factory, and lent to each attempt.
+    async fn the_factory_gets_the_attempt_number_and_retries_the_same_item() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let value = TaskGroup::new()
+            .supervise(Supervision::restart().max_restarts(5).backoff(Duration::from_millis(1)))
+            .run(|group| async move {
+                let item = Arc::new(String::from("order-17"));
+                let worker = group.start_supervised(move |attempt: u32| {
+                    let item = item.clone();
+                    let record = record.clone();
+                    async move {
+                        record.lock().unwrap().push((attempt, item.to_string()));
+                        if attempt < 3 {
+                            return Err(Refused(attempt));
+                        }
+                        Ok(format!("{item} done on attempt {attempt}"))
+                    }
+                });
+                assert_eq!(worker.restarts(), 0);
+                let mut worker = worker;
+                let value = (&mut worker).await.unwrap();
+                assert_eq!(worker.restarts(), 2);
+                Ok::<_, Cancelled>(value)
+            })
+            .await
+            .unwrap();
+        assert_eq!(value, "order-17 done on attempt 3");
+        let order = String::from("order-17");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [(1, order.clone()), (2, order.clone()), (3, order)]
+        );
     }
 }
 
@@ -336,7 +373,7 @@ mod spawned {
         let (value, restarts) = group()
             .run(|group| async move {
                 let mut worker = group
-                    .spawn_supervised(move || {
+                    .spawn_supervised(move |_attempt| {
                         let call = counted.fetch_add(1, Ordering::SeqCst) + 1;
                         async move {
                             if call < 3 {
@@ -361,7 +398,7 @@ mod spawned {
                     group.spawn(until_cancelled(siblings.clone())).unwrap();
                 }
                 group
-                    .spawn_supervised_in(CancelScope::new().name("flaky"), || async {
+                    .spawn_supervised_in(CancelScope::new().name("flaky"), |_attempt| async {
                         sleep(Duration::from_millis(2)).await;
                         Err::<(), _>(Refused(0))
                     })

@@ -53,7 +53,7 @@ impl Events {
 }
 
 /// Records, when the handler is dropped, whether its token was cancelled
-/// by then and with what message.
+/// by then, with what message and for what reason.
 struct OnDrop(Events, CancellationToken);
 
 impl Drop for OnDrop {
@@ -61,6 +61,8 @@ impl Drop for OnDrop {
         self.0.push("dropped");
         self.0
             .push(format!("token at drop: {:?}", self.1.message()));
+        self.0
+            .push(format!("reason at drop: {:?}", self.1.reason()));
     }
 }
 
@@ -174,6 +176,11 @@ fn drop_mode_drops_the_handler_after_cancelling_its_token_and_the_work_it_starte
                     names.contains(&format!("token at drop: Some({CLIENT_DISCONNECTED:?})")),
                     "{version:?} {leave:?}: {names:?}"
                 );
+                // A cause of its own, not an operator's `Manual` cancel.
+                assert!(
+                    names.contains(&"reason at drop: Some(ClientDisconnected)".to_owned()),
+                    "{version:?} {leave:?}: {names:?}"
+                );
                 assert!(
                     !names.iter().any(|name| name.starts_with("saw")),
                     "{names:?}"
@@ -278,6 +285,13 @@ fn notify_mode_drops_a_handler_that_ignores_the_cancellation_after_the_grace() {
                 events
                     .names()
                     .contains(&format!("token at drop: Some({CLIENT_DISCONNECTED:?})")),
+                "{:?}",
+                events.names()
+            );
+            assert!(
+                events
+                    .names()
+                    .contains(&"reason at drop: Some(ClientDisconnected)".to_owned()),
                 "{:?}",
                 events.names()
             );

@@ -23,8 +23,14 @@ struct Server {
 
 impl Server {
     fn start(grace_ms: u64, hard_ms: u64) -> Server {
+        Server::start_with(grace_ms, hard_ms, "exit")
+    }
+
+    /// With `second_signal` the child's `SECOND_SIGNAL`: `exit` or `end-grace`.
+    fn start_with(grace_ms: u64, hard_ms: u64, second_signal: &str) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_http-shutdown-child"))
             .args([grace_ms.to_string(), hard_ms.to_string()])
+            .env("SECOND_SIGNAL", second_signal)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -349,5 +355,38 @@ fn two_sigterms_at_once_end_the_shutdown_with_its_report_never_with_the_default_
             }
         }
         eprintln!("the second SIGTERM arrived on its own in {seen_twice} of 10 attempts");
+    });
+}
+
+/// `on_second_signal(SecondSignal::EndGrace)`: a second SIGTERM during a
+/// long grace ends only the grace: the request in flight is cancelled and
+/// answered `503` at once, and the server then drains and returns.
+#[test]
+fn a_second_sigterm_set_to_end_the_grace_answers_the_requests_in_flight_with_503() {
+    run("shutdown_second_signal_ends_grace", async {
+        let server = Server::start_with(20_000, 30_000, "end-grace");
+        let stuck = in_flight(&server, "/stuck");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.signal(Signal::SIGTERM);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.signal(Signal::SIGTERM);
+        let signalled = Instant::now();
+        let (stuck, _) = stuck.await.expect("stuck");
+        assert_eq!(stuck.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = text(&stuck);
+        assert!(body.contains("server shutting down"), "{body}");
+        assert!(body.contains("a second SIGTERM ended the grace"), "{body}");
+        let (status, output) = tokio::task::spawn_blocking(move || server.wait())
+            .await
+            .expect("wait");
+        assert!(status.success(), "{status:?}: {output}");
+        assert!(
+            output.contains(
+                "shut down on SIGTERM: a second SIGTERM ended the grace; requests in flight were cancelled"
+            ),
+            "{output}"
+        );
+        // Well before the 20 s grace.
+        assert!(signalled.elapsed() < Duration::from_secs(8), "{output}");
     });
 }

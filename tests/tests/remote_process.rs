@@ -95,7 +95,7 @@ cancelable_tests::on_every_backend! {
         let ack = a.cancel(Target::key("op-1"), CancelReason::Manual, "from the parent").await.unwrap();
         assert_eq!(ack.node, "child");
         let fired = child.line();
-        assert!(fired.starts_with("fired 1 ") && fired.ends_with(" cancelled by request|from the parent"), "{fired}");
+        assert!(fired.starts_with("fired 1 ") && fired.ends_with(" cancelled manually|from the parent"), "{fired}");
 
         // Killed without leaving: its snapshot expires (TTL 500 ms).
         child.child.kill().unwrap();

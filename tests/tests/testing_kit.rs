@@ -326,7 +326,7 @@ cancelable_tests::on_every_backend_with! {
         let events = recorder.events();
         assert_eq!(events[1].kind, EventKind::Progress);
         assert_eq!(events[1].detail, "half way");
-        assert!(events[3].detail.contains("cancelled by request"), "{}", events[3].detail);
+        assert!(events[3].detail.contains("cancelled manually"), "{}", events[3].detail);
 
         // A wrong order fails with the events listed.
         let message = panic_message_of(async {

@@ -44,6 +44,7 @@ use pin_project_lite::pin_project;
 use super::child::Hold;
 use super::error::panic_message;
 use super::error::{BoxError, TaskError, TaskFailure};
+use super::second::SecondWatch;
 use super::state::{lock, GroupShared, LocalChild, Wakeups};
 use crate::backend::{Backend, Timer};
 use crate::sync::Ordering;
@@ -78,6 +79,7 @@ impl<Fut, T> GroupBody<Fut, T> {
                 timer: None,
                 finished: false,
                 pended: false,
+                second: None,
             },
         }
     }
@@ -98,6 +100,8 @@ pub(crate) struct Core {
     /// The group's future returned `Pending` at least once: it let the
     /// executor run others.
     pended: bool,
+    /// Listeners for a second signal that ends the grace period.
+    second: Option<SecondWatch>,
 }
 
 impl Core {
@@ -202,6 +206,8 @@ impl Core {
         if ended {
             self.finished = true;
             self.hold = None;
+            // No longer listening: a signal now does what it did before.
+            self.second = None;
         }
         ended
     }
@@ -248,6 +254,7 @@ where
         }
         if core.hold.is_none() {
             core.hold = Some(Hold::chain());
+            core.second = SecondWatch::start(&core.shared);
         }
         core.shared.waker.register(cx.waker());
         for _ in 0..ROUNDS {
@@ -259,6 +266,12 @@ where
                 if timer.poll_fired(cx).is_ready() {
                     core.expire();
                 }
+            }
+            if core.draining
+                && !core.expired
+                && core.second.as_ref().is_some_and(SecondWatch::fired)
+            {
+                core.expire();
             }
             core.poll_children(cx);
             if this.body.is_some() {

@@ -337,6 +337,7 @@ impl Done {
             Err(error) if error.is_failure() || streamed => Some(error.clone()),
             _ => None,
         };
+        let state = super::summary::ChildState::of(&result);
         // Nobody can read the result once the handle is gone (the child
         // holds the only reference): drop it here, unlocked.
         if Arc::strong_count(slot) > 1 {
@@ -348,6 +349,7 @@ impl Done {
             id: child.id,
             name,
             error: error.as_ref(),
+            state,
             streamed,
             panic,
             spawned: self.spawned,
@@ -440,6 +442,7 @@ where
             token,
             scope: Arc::downgrade(&shared),
         };
+        group.track_start(child.id, &shared);
         drop(shared);
         let held = Held {
             body: Some(body),

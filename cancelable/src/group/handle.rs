@@ -251,8 +251,9 @@ impl Group {
     }
 
     /// Starts a supervised child, polled by the group's own future as
-    /// [`start_soon`](Self::start_soon) children are: `make` makes the
-    /// child's future, and makes a fresh one whenever the last one failed
+    /// [`start_soon`](Self::start_soon) children are: `make(attempt)` makes
+    /// the child's future (attempt 1, 2, ...; see [`Supervision`](crate::Supervision)
+    /// for retrying one item), and makes a fresh one whenever the last one failed
     /// (returned an `Err` that is not its cancellation, or panicked), as
     /// the group's [`Supervision`](crate::Supervision) allows (see
     /// [`TaskGroup::supervise`](crate::TaskGroup::supervise)). Each attempt
@@ -274,8 +275,9 @@ impl Group {
     /// let calls = Arc::new(AtomicU32::new(0));
     /// TaskGroup::new()
     ///     .run(|group| async move {
-    ///         let mut worker = group.start_supervised(move || {
+    ///         let mut worker = group.start_supervised(move |attempt| {
     ///             let call = calls.fetch_add(1, Ordering::SeqCst);
+    ///             assert_eq!(attempt, call + 1);
     ///             async move {
     ///                 if call == 0 {
     ///                     panic!("the first call crashes");
@@ -293,7 +295,7 @@ impl Group {
     /// ```
     pub fn start_supervised<M, F, T, E>(&self, make: M) -> TaskHandle<T>
     where
-        M: FnMut() -> F + Send + 'static,
+        M: FnMut(u32) -> F + Send + 'static,
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: Into<BoxError> + 'static,
@@ -306,7 +308,7 @@ impl Group {
     /// included); each attempt's scope takes its name.
     pub fn start_supervised_in<M, F, T, E>(&self, scope: CancelScope, make: M) -> TaskHandle<T>
     where
-        M: FnMut() -> F + Send + 'static,
+        M: FnMut(u32) -> F + Send + 'static,
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: Into<BoxError> + 'static,
@@ -325,7 +327,7 @@ impl Group {
     /// As [`spawn`](Self::spawn).
     pub fn spawn_supervised<M, F, T, E>(&self, make: M) -> Result<TaskHandle<T>, SpawnError>
     where
-        M: FnMut() -> F + Send + 'static,
+        M: FnMut(u32) -> F + Send + 'static,
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: Into<BoxError> + 'static,
@@ -345,7 +347,7 @@ impl Group {
         make: M,
     ) -> Result<TaskHandle<T>, SpawnError>
     where
-        M: FnMut() -> F + Send + 'static,
+        M: FnMut(u32) -> F + Send + 'static,
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: Into<BoxError> + 'static,

@@ -38,23 +38,31 @@
 //! `child.rs` (one child: scope, grace, end report, handle), `body.rs`
 //! (the group's own future), `handle.rs` (the `Group` handle),
 //! `executor.rs` (where `spawn` runs), `error.rs`, `supervise.rs` (the
-//! restart policy and loop), `start.rs` (`Group::start` and readiness).
+//! restart policy and loop), `start.rs` (`Group::start` and readiness),
+//! `summary.rs` (children's counts by state and the per-child outcome
+//! summary), `progress.rs` (children's progress from the handle),
+//! `second.rs` (a second signal ending the grace period).
 
 mod body;
 mod child;
 mod error;
 mod executor;
 mod handle;
+mod progress;
+mod second;
 mod start;
 mod state;
+mod summary;
 mod supervise;
 
 pub use child::TaskHandle;
 pub use error::{GroupError, SpawnError, TaskError, TaskFailure};
 pub use executor::GroupExecutor;
 pub use handle::{Group, Results, Wait};
+pub use progress::ChildProgress;
 pub use start::{Ready, Start, StartError};
 pub use state::{ChildErrors, TaskOutcome};
+pub use summary::{ChildState, ChildSummary, GroupCounts, GroupSummary, WithSummary};
 pub use supervise::{RestartsExhausted, Supervision};
 
 use std::borrow::Cow;
@@ -75,7 +83,8 @@ use self::error::BoxError;
 use self::executor::Executor;
 use self::state::{lock, GroupShared};
 use crate::{
-    CancelScope, CancellationToken, Cancelled, OperationStatus, Run, ScopeHandle, Signal, Source,
+    CancelScope, CancellationToken, Cancelled, OperationStatus, Run, ScopeHandle, SecondSignal,
+    Signal, Source,
 };
 
 /// A task group: runs a body and the children it starts concurrently, and
@@ -158,6 +167,11 @@ pub struct TaskGroup {
     policy: ChildErrors,
     supervision: Supervision,
     executor: Option<Executor>,
+    /// The signals given to `on_signal`, and what a second one does.
+    signals: Vec<Signal>,
+    second_signal: SecondSignal,
+    /// Keep a record per child (`track_children`).
+    track: bool,
 }
 
 impl TaskGroup {
@@ -170,6 +184,9 @@ impl TaskGroup {
             policy: ChildErrors::default(),
             supervision: Supervision::default(),
             executor: None,
+            signals: Vec::new(),
+            second_signal: SecondSignal::Exit,
+            track: false,
         }
     }
 
@@ -201,6 +218,40 @@ impl TaskGroup {
     /// [`CancelScope::on_signal`]).
     pub fn on_signal(mut self, signal: Signal) -> Self {
         self.scope = self.scope.on_signal(signal);
+        self.signals.push(signal);
+        self
+    }
+
+    /// What a second arrival of a signal given to
+    /// [`on_signal`](Self::on_signal) does while the group, cancelled by
+    /// its first arrival, drains in its [`grace`](Self::grace) period (see
+    /// [`SecondSignal`]): by default ([`SecondSignal::Exit`]) what the
+    /// signal does without cancelable — a second Ctrl-C ends the process;
+    /// with [`SecondSignal::EndGrace`] it ends the grace period at once
+    /// (what is left is dropped, spawned children are aborted) and the
+    /// group returns its cancellation, so that the program can go on.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cancelable::{SecondSignal, Signal, TaskGroup};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let outcome = TaskGroup::new()
+    ///     .on_signal(Signal::SIGINT)
+    ///     .grace(Duration::from_secs(5))
+    ///     .on_second_signal(SecondSignal::EndGrace)
+    ///     .timeout(Duration::from_millis(5))
+    ///     .run(|group| async move {
+    ///         group.start_soon(std::future::pending::<Result<(), cancelable::Cancelled>>());
+    ///         Ok::<_, cancelable::Cancelled>(())
+    ///     })
+    ///     .await;
+    /// assert!(outcome.unwrap_err().is_timeout());
+    /// # });
+    /// ```
+    pub fn on_second_signal(mut self, action: SecondSignal) -> Self {
+        self.scope = self.scope.on_second_signal(action);
+        self.second_signal = action;
         self
     }
 
@@ -289,7 +340,7 @@ impl TaskGroup {
     /// let error = TaskGroup::new()
     ///     .supervise(Supervision::restart().max_restarts(2).backoff(Duration::from_millis(1)))
     ///     .run(|group| async move {
-    ///         group.start_supervised(|| async { Err::<(), _>("the database is down") });
+    ///         group.start_supervised(|_attempt| async { Err::<(), _>("the database is down") });
     ///         Ok::<_, cancelable::Cancelled>(())
     ///     })
     ///     .await
@@ -409,6 +460,9 @@ impl TaskGroup {
             waker: AtomicWaker::new(),
             next_id: AtomicU64::new(1),
             subscribed: AtomicBool::new(false),
+            tracked: AtomicBool::new(self.track),
+            signals: self.signals,
+            second_signal: self.second_signal,
         });
         let body = body(Group {
             shared: shared.clone(),
@@ -434,6 +488,8 @@ impl fmt::Debug for TaskGroup {
             .field("policy", &self.policy)
             .field("supervision", &self.supervision)
             .field("executor", &self.executor)
+            .field("second_signal", &self.second_signal)
+            .field("track", &self.track)
             .finish()
     }
 }

@@ -110,6 +110,11 @@ pub(crate) struct GroupShared {
     pub(crate) next_id: AtomicU64,
     /// A results stream was made: children's names are worth reading.
     pub(crate) subscribed: AtomicBool,
+    /// The group keeps a record per child (`summary.rs`).
+    pub(crate) tracked: AtomicBool,
+    /// The signals the group listens for, and what a second one does.
+    pub(crate) signals: Vec<crate::Signal>,
+    pub(crate) second_signal: crate::SecondSignal,
 }
 
 #[derive(Default)]
@@ -130,6 +135,8 @@ pub(crate) struct GroupState {
     /// `Group::wait` futures.
     pub(crate) waiters: Vec<Waker>,
     pub(crate) subscribers: Vec<Weak<Subscriber>>,
+    /// Children's counts by state, and their records if tracked.
+    pub(crate) tracker: super::summary::Tracker,
 }
 
 /// The queue of one [`Results`](crate::Results) stream.
@@ -176,6 +183,8 @@ pub(crate) struct End<'a> {
     pub(crate) name: Option<Arc<str>>,
     /// The error, if the child failed or a results stream wants it.
     pub(crate) error: Option<&'a TaskError>,
+    /// How it ended.
+    pub(crate) state: super::summary::ChildState,
     /// Results streams existed when the end was taken: `error` and `name`
     /// are there for them.
     pub(crate) streamed: bool,
@@ -245,9 +254,10 @@ impl GroupShared {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// `true` once a results stream exists.
+    /// `true` once a results stream exists, or the group tracks its
+    /// children: names and errors are worth reading.
     pub(crate) fn wants_names(&self) -> bool {
-        self.subscribed.load(Ordering::Relaxed)
+        self.subscribed.load(Ordering::Relaxed) || self.is_tracked()
     }
 
     /// Records the end of an accepted child (see the invariants).
@@ -256,6 +266,7 @@ impl GroupShared {
             id,
             name,
             error,
+            state: ended,
             streamed,
             panic,
             spawned,
@@ -273,6 +284,10 @@ impl GroupShared {
         let idle = {
             let mut state = lock(&self.state);
             state.active -= 1;
+            let tracked = self.is_tracked();
+            state
+                .tracker
+                .ended(id, name.as_ref(), ended, error, tracked);
             if let Some(key) = spawned {
                 state.spawned.try_remove(key);
             }
@@ -327,5 +342,39 @@ impl GroupShared {
             // group's reason.
             lock(&self.state).failure_cancelled = false;
         }
+    }
+}
+
+/// What the group keeps of its children beyond the running count: see
+/// `summary.rs` (the data) and `progress.rs` (reading it from the handle).
+impl GroupShared {
+    /// `true` if the group keeps per-child records.
+    pub(crate) fn is_tracked(&self) -> bool {
+        self.tracked.load(Ordering::Relaxed)
+    }
+
+    /// A child was built: a tracked group keeps its scope, for
+    /// [`Group::progress`](crate::Group::progress). A child the group then
+    /// refuses leaves a dead entry, skipped when read.
+    pub(crate) fn track_start(&self, id: u64, scope: &Arc<crate::scope::ScopeShared>) {
+        if self.is_tracked() {
+            lock(&self.state)
+                .tracker
+                .live
+                .insert(id, Arc::downgrade(scope));
+        }
+    }
+
+    /// The counts by state right now.
+    pub(crate) fn counts(&self) -> super::summary::GroupCounts {
+        let state = lock(&self.state);
+        state.tracker.counts(state.started, state.active)
+    }
+
+    /// The counts and the records of the ended children, taken.
+    pub(crate) fn summary(&self) -> super::summary::GroupSummary {
+        let mut state = lock(&self.state);
+        let (started, active) = (state.started, state.active);
+        state.tracker.take_summary(started, active)
     }
 }

@@ -23,9 +23,10 @@ use crate::{CancelScope, Cancelled};
 /// [`Group::start_supervised`](crate::Group::start_supervised) and
 /// [`Group::spawn_supervised`](crate::Group::spawn_supervised).
 ///
-/// A supervised child is started from a factory. When an attempt fails —
-/// returns an `Err` that is not its cancellation, or panics — the factory
-/// makes a fresh attempt, in a fresh child scope, after the
+/// A supervised child is started from a factory, called with the attempt
+/// number (1 for the first, 2 for the first restart, ...). When an attempt
+/// fails — returns an `Err` that is not its cancellation, or panics — the
+/// factory makes a fresh attempt, in a fresh child scope, after the
 /// [`backoff`](Self::backoff) delay; when more than
 /// [`max_restarts`](Self::max_restarts) restarts would fall
 /// [`within`](Self::within) one window (Erlang's *intensity* and *period*),
@@ -60,8 +61,8 @@ use crate::{CancelScope, Cancelled};
 /// let value = TaskGroup::new()
 ///     .supervise(Supervision::restart().max_restarts(5).within(Duration::from_secs(60)))
 ///     .run(|group| async move {
-///         let flaky = group.start_supervised(move || {
-///             let attempt = counted.fetch_add(1, Ordering::SeqCst) + 1;
+///         let flaky = group.start_supervised(move |attempt| {
+///             counted.fetch_add(1, Ordering::SeqCst);
 ///             async move {
 ///                 if attempt < 3 {
 ///                     return Err(format!("connection refused (attempt {attempt})"));
@@ -75,6 +76,49 @@ use crate::{CancelScope, Cancelled};
 ///     .await
 ///     .unwrap();
 /// assert_eq!((value, attempts.load(Ordering::SeqCst)), (3, 3));
+/// # });
+/// ```
+///
+/// **Retrying the same item.** The restart budget is per child, so a flaky
+/// step on one item is one supervised child per item: the factory owns the
+/// item (captured once, behind an `Arc` if it is large) and lends each
+/// attempt a clone of the `Arc` — no shared `Option` to take the item out
+/// of, no capture cloned twice:
+///
+/// ```
+/// use std::sync::Arc;
+/// use cancelable::{Supervision, TaskGroup};
+///
+/// async fn upload(item: &str, attempt: u32) -> Result<String, std::io::Error> {
+///     if attempt < 2 {
+///         return Err(std::io::Error::other("connection reset"));
+///     }
+///     Ok(format!("{item} uploaded on attempt {attempt}"))
+/// }
+///
+/// # futures::executor::block_on(async {
+/// let done = TaskGroup::new()
+///     .supervise(Supervision::restart().max_restarts(3))
+///     .run(|group| async move {
+///         let handles: Vec<_> = ["a.csv", "b.csv"]
+///             .into_iter()
+///             .map(|name| {
+///                 let item = Arc::new(name.to_owned());
+///                 group.start_supervised(move |attempt| {
+///                     let item = item.clone();
+///                     async move { upload(&item, attempt).await }
+///                 })
+///             })
+///             .collect();
+///         let mut done = Vec::new();
+///         for handle in handles {
+///             done.push(handle.await.unwrap());
+///         }
+///         Ok::<_, cancelable::Cancelled>(done)
+///     })
+///     .await
+///     .unwrap();
+/// assert_eq!(done, ["a.csv uploaded on attempt 2", "b.csv uploaded on attempt 2"]);
 /// # });
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -234,7 +278,7 @@ pub(crate) async fn supervised<M, F, T, E>(
     restarts: Arc<AtomicU32>,
 ) -> Result<T, BoxError>
 where
-    M: FnMut() -> F,
+    M: FnMut(u32) -> F,
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
 {
@@ -249,7 +293,7 @@ where
         if let Some(name) = &name {
             scope = scope.name(name.clone());
         }
-        let attempt = match catch_unwind(AssertUnwindSafe(&mut make)) {
+        let attempt = match catch_unwind(AssertUnwindSafe(|| make(total + 1))) {
             Ok(future) => {
                 let body = async move { future.await.map_err(Into::<BoxError>::into) };
                 AssertUnwindSafe(scope.try_run(body)).catch_unwind().await

@@ -91,7 +91,10 @@ impl IntoResponse for crate::Cancelled {
     fn into_response(self) -> Response {
         let status = if self.is_timeout() {
             StatusCode::GATEWAY_TIMEOUT
-        } else if self.message() == Some(super::CLIENT_DISCONNECTED) {
+        } else if matches!(
+            self.reason().root(),
+            crate::CancelReason::ClientDisconnected
+        ) {
             StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
         } else {
             StatusCode::SERVICE_UNAVAILABLE

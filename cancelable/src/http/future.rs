@@ -238,7 +238,7 @@ impl Drop for Guard {
         if request.config.disconnect != DisconnectMode::Detach {
             request
                 .handle
-                .cancel_with(CancelReason::Manual, CLIENT_DISCONNECTED);
+                .cancel_with(CancelReason::ClientDisconnected, CLIENT_DISCONNECTED);
         }
         #[cfg(feature = "tracing")]
         tracing::info!(

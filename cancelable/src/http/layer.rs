@@ -39,7 +39,7 @@ pub enum CancelCause {
     /// that [registers](RequestScopeLayer::register) its requests, or by
     /// the handler through its own handle: `503 Service Unavailable` with a
     /// body carrying the reason and the operator's message (`request
-    /// cancelled: cancelled by request: <message>`), gRPC `CANCELLED` (1).
+    /// cancelled: cancelled manually: <message>`), gRPC `CANCELLED` (1).
     Cancelled,
 }
 
@@ -65,6 +65,7 @@ impl CancelCause {
     pub(super) fn of(cancelled: &Cancelled) -> CancelCause {
         let message = cancelled.message().unwrap_or_default();
         match cancelled.reason().root() {
+            CancelReason::ClientDisconnected => CancelCause::ClientDisconnected,
             CancelReason::Manual if message == CLIENT_DISCONNECTED => {
                 CancelCause::ClientDisconnected
             }
@@ -110,7 +111,7 @@ impl fmt::Display for CancelCause {
 /// | [`Notify`](Self::Notify) | keeps running, dropped after the layer's [`grace`](RequestScopeLayer::grace) | cancelled | cancelled |
 ///
 /// In each case the token is cancelled with reason
-/// [`Manual`](crate::CancelReason::Manual) and the message
+/// [`ClientDisconnected`](crate::CancelReason::ClientDisconnected) and the message
 /// [`CLIENT_DISCONNECTED`](super::CLIENT_DISCONNECTED), so checkpoints
 /// in the handler and tasks linked to the token learn why.
 /// `Detach` and `Notify` run the handler in a task of its own on the

@@ -124,7 +124,9 @@ pub use shutdown::{GracefulShutdown, ShutdownOutcome, ShutdownReport};
 /// [`Cancelled`](crate::Cancelled) (downcast to read its reason).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The message a scope is cancelled with when its client went away.
+/// The message a scope is cancelled with when its client went away, beside
+/// its reason [`CancelReason::ClientDisconnected`](crate::CancelReason::ClientDisconnected)
+/// (match on the reason; the message is kept for code that read it).
 pub const CLIENT_DISCONNECTED: &str = "client disconnected";
 
 /// How the message of a server shutdown's cancellation starts

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use super::tracker::{Counts, Tracker};
 use super::{RequestScopeLayer, SERVER_SHUTTING_DOWN};
 use crate::source::{watch_signal, SignalArrivals, SignalGuard};
-use crate::{CancelReason, CancellationToken, Cancelled, Signal};
+use crate::{CancelReason, CancellationToken, Cancelled, SecondSignal, Signal};
 
 /// Serves an axum [`Router`] until SIGINT or SIGTERM (or
 /// [`trigger`](Self::trigger)), then shuts down in steps:
@@ -40,7 +40,11 @@ use crate::{CancelReason, CancellationToken, Cancelled, Signal};
 /// [`ShutdownReport`] (finished, cancelled, or still running at the hard
 /// deadline) — never dropped unannounced.
 ///
-/// A second signal during the shutdown makes it return at once, however
+/// With [`on_second_signal(SecondSignal::EndGrace)`](Self::on_second_signal)
+/// a second signal during the grace only ends the grace: step 3 follows at
+/// once, so the requests in flight get their `503`; a third signal then
+/// returns at once. By default:
+/// a second signal during the shutdown makes it return at once, however
 /// soon after the first it arrives (the signals are watched from the
 /// start of `serve` until it returns; two signals the kernel delivers as
 /// one are one). Once `serve` returns, Ctrl-C behaves as it did before.
@@ -70,6 +74,7 @@ pub struct GracefulShutdown {
     grace: Duration,
     hard_deadline: Duration,
     signals: Vec<Signal>,
+    second_signal: SecondSignal,
     server_token: CancellationToken,
     trigger: CancellationToken,
     tracker: Arc<Tracker>,
@@ -88,6 +93,7 @@ impl GracefulShutdown {
             grace: Duration::from_secs(10),
             hard_deadline: Duration::from_secs(30),
             signals: vec![Signal::Interrupt, Signal::Terminate],
+            second_signal: SecondSignal::Exit,
             server_token: CancellationToken::new(),
             trigger: CancellationToken::new(),
             tracker: Arc::default(),
@@ -113,6 +119,19 @@ impl GracefulShutdown {
     /// [`trigger`](Self::trigger) starts it.
     pub fn signals(mut self, signals: impl IntoIterator<Item = Signal>) -> Self {
         self.signals = signals.into_iter().collect();
+        self
+    }
+
+    /// What a second signal during the grace does (see [`SecondSignal`]):
+    /// by default ([`SecondSignal::Exit`]) `serve` returns at once, closing
+    /// what is still open without an answer (the report says
+    /// [`ShutdownOutcome::SecondSignal`]); with [`SecondSignal::EndGrace`]
+    /// it ends the grace at once and cancels the requests in flight, which
+    /// are answered `503` as when the grace runs out
+    /// ([`ShutdownOutcome::GraceEndedBySignal`]), then waits up to the hard
+    /// deadline; a third signal returns at once.
+    pub fn on_second_signal(mut self, action: SecondSignal) -> Self {
+        self.second_signal = action;
         self
     }
 
@@ -147,6 +166,7 @@ impl GracefulShutdown {
             grace,
             hard_deadline,
             signals,
+            second_signal: on_second,
             server_token,
             trigger,
             tracker,
@@ -158,7 +178,13 @@ impl GracefulShutdown {
         // default action's, as it would be between two listeners.
         let first = CancellationToken::new();
         let second = CancellationToken::new();
-        let arrivals = Arc::new(SignalArrivals::new(vec![first.clone(), second.clone()]));
+        // The third only for a second signal that ends the grace alone.
+        let third = CancellationToken::new();
+        let arrivals = Arc::new(SignalArrivals::new(vec![
+            first.clone(),
+            second.clone(),
+            third.clone(),
+        ]));
         let _watching = signals
             .iter()
             .map(|&signal| watch_signal(signal, arrivals.clone()))
@@ -212,21 +238,35 @@ impl GracefulShutdown {
             handlers: tracker.counts(),
         };
         let grace_end = started.checked_add(grace);
+        let mut ended_by = None;
         match race(drained.as_mut(), [again, again], grace_end).await {
             Event::Server(result) => {
                 result?;
                 return Ok(report(ShutdownOutcome::Drained));
             }
-            Event::Signal(again) => return Ok(report(second_signal(&again))),
+            Event::Signal(signalled) => match (on_second, signalled.reason().signal()) {
+                // Only the grace ends: the next signal ends the rest.
+                (SecondSignal::EndGrace, Some(signal)) => ended_by = Some(signal),
+                _ => return Ok(report(second_signal(&signalled))),
+            },
             Event::Timer => {}
         }
+        let again = match (ended_by, std::ptr::eq(again, &first)) {
+            (None, _) => again,
+            (Some(_), true) => &second,
+            (Some(_), false) => &third,
+        };
 
         // Cancel what still runs, and wait until the hard deadline.
         #[cfg(feature = "tracing")]
-        tracing::warn!(cause = %cause_text, ?grace, "grace ran out: cancelling requests in flight");
+        tracing::warn!(cause = %cause_text, ?grace, "grace over: cancelling requests in flight");
+        let why = match ended_by {
+            Some(signal) => format!("a second {signal} ended the grace"),
+            None => format!("the grace of {grace:?} ran out"),
+        };
         server_token.cancel_with(
             cause.reason().clone(),
-            format!("{SERVER_SHUTTING_DOWN}: {cause_text}; the grace of {grace:?} ran out"),
+            format!("{SERVER_SHUTTING_DOWN}: {cause_text}; {why}"),
         );
         match race(
             drained.as_mut(),
@@ -237,7 +277,10 @@ impl GracefulShutdown {
         {
             Event::Server(result) => {
                 result?;
-                Ok(report(ShutdownOutcome::CancelledInFlight))
+                Ok(report(match ended_by {
+                    Some(signal) => ShutdownOutcome::GraceEndedBySignal(signal),
+                    None => ShutdownOutcome::CancelledInFlight,
+                }))
             }
             Event::Signal(again) => Ok(report(second_signal(&again))),
             Event::Timer => {
@@ -321,6 +364,11 @@ pub enum ShutdownOutcome {
     HardDeadline,
     /// A second signal arrived during the shutdown.
     SecondSignal(Signal),
+    /// A second signal ended the grace
+    /// ([`SecondSignal::EndGrace`](crate::SecondSignal::EndGrace)); the
+    /// requests in flight were cancelled (`503`) and every connection
+    /// closed before the hard deadline.
+    GraceEndedBySignal(Signal),
 }
 
 /// What [`GracefulShutdown::serve`] reports: why it stopped, how, and how
@@ -377,6 +425,9 @@ impl fmt::Display for ShutdownReport {
                 "the hard deadline passed with connections still open".to_owned()
             }
             ShutdownOutcome::SecondSignal(signal) => format!("a second {signal} ended it at once"),
+            ShutdownOutcome::GraceEndedBySignal(signal) => {
+                format!("a second {signal} ended the grace; requests in flight were cancelled")
+            }
         };
         let handlers = |count: usize| match count {
             1 => "1 handler".to_owned(),

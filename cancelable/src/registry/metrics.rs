@@ -69,6 +69,7 @@ pub(crate) fn reason_label(reason: Option<&CancelReason>) -> &'static str {
         Some(CancelReason::Signal(_)) => "signal",
         Some(CancelReason::Condition) => "condition",
         Some(CancelReason::Manual) => "manual",
+        Some(CancelReason::ClientDisconnected) => "client_disconnected",
         Some(CancelReason::Parent(_)) => "parent",
         Some(CancelReason::Error(_)) => "error",
         // Dropped mid-run without a cancel.

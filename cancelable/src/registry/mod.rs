@@ -136,7 +136,10 @@ pub enum RegistryError {
         /// The key asked for.
         key: String,
     },
-    /// Another live (or about to start) operation holds the key.
+    /// Another live (or about to start) operation holds the key. Its
+    /// `Display` is neutral, fit to reach a client (an HTTP answer); the
+    /// fields name the holder for the operator, who may wait for it or
+    /// cancel it with [`Registry::cancel_by_key`].
     KeyInUse {
         /// The key asked for.
         key: String,
@@ -174,18 +177,10 @@ impl fmt::Display for RegistryError {
             RegistryError::KeyNotFound { key } => {
                 write!(f, "no live operation holds the key {key:?}")
             }
-            RegistryError::KeyInUse {
-                key,
-                holder,
-                holder_name,
-            } => {
-                write!(f, "the key {key:?} is held by operation {holder}")?;
-                if let Some(name) = holder_name {
-                    write!(f, " ({name:?})")?;
-                }
-                f.write_str(
-                    ", which has not finished; wait for it, cancel it with `cancel_by_key`, or \
-                     choose another key",
+            RegistryError::KeyInUse { key, .. } => {
+                write!(
+                    f,
+                    "the key {key:?} is in use by an operation that has not finished"
                 )
             }
             RegistryError::EmptyKey => {

@@ -34,9 +34,15 @@ pub struct OperationInfo {
     pub started_at: Option<SystemTime>,
     /// How long it has run.
     pub elapsed: Duration,
-    /// Time left before the scope's own deadline: zero once passed, `None`
-    /// without a deadline.
+    /// Time left before the deadline that applies to it: its own, or the
+    /// earliest one of the scopes it runs inside (up to the nearest
+    /// [`shield`](crate::shield)) — an operation inside a request with a
+    /// 30 s deadline shows what is left of those 30 s. Zero once passed,
+    /// `None` when no deadline applies.
     pub remaining: Option<Duration>,
+    /// `remaining` counts down to an enclosing scope's deadline, earlier
+    /// than the operation's own (or the operation has none).
+    pub deadline_inherited: bool,
     /// The last progress reported.
     pub progress: Option<Progress>,
     /// Its metadata.
@@ -85,6 +91,8 @@ impl OperationInfo {
             true => shared.token.recorded_cause(),
             false => None,
         };
+        let effective = shared.effective_deadline();
+        let deadline_inherited = effective.is_some() && effective != deadline;
         let clock_now = now.on(record.clock);
         let real_now = now.real();
         let cancelled_for = record.cancelled_for(real_now);
@@ -106,7 +114,8 @@ impl OperationInfo {
             status,
             started_at: now.wall.checked_sub(elapsed),
             elapsed,
-            remaining: deadline.map(|deadline| deadline.saturating_duration_since(clock_now)),
+            remaining: effective.map(|deadline| deadline.saturating_duration_since(clock_now)),
+            deadline_inherited,
             progress,
             metadata,
             reason,

@@ -91,6 +91,7 @@ pub(crate) enum WireReason {
     Signal { signal: String },
     Condition,
     Manual,
+    ClientDisconnected,
     Parent { reason: Box<WireReason> },
     Error { message: String },
 }
@@ -104,6 +105,7 @@ impl WireReason {
             },
             CancelReason::Condition => WireReason::Condition,
             CancelReason::Manual => WireReason::Manual,
+            CancelReason::ClientDisconnected => WireReason::ClientDisconnected,
             CancelReason::Parent(inner) => WireReason::Parent {
                 reason: Box::new(WireReason::from_reason(inner)),
             },
@@ -124,6 +126,7 @@ impl WireReason {
             ),
             WireReason::Condition => CancelReason::Condition,
             WireReason::Manual => CancelReason::Manual,
+            WireReason::ClientDisconnected => CancelReason::ClientDisconnected,
             WireReason::Parent { reason } => CancelReason::Parent(Box::new(reason.to_reason()?)),
             WireReason::Error { message } => CancelReason::Error(SourceError::new(message.clone())),
         })

@@ -53,7 +53,28 @@ impl ScopeHandle {
         self.shared.token.clone()
     }
 
-    /// The operation's id, unique within the process.
+    /// The operation's id, unique within the process and never 0.
+    ///
+    /// Ids are **not contiguous** and do not tell the order in which
+    /// operations started across threads: each thread takes a block of
+    /// 1,024 ids from a process-wide counter and hands them out in order,
+    /// so that threads starting many scopes do not contend on one counter.
+    /// Two scopes started one after the other on one thread have increasing
+    /// ids; on two threads, ids 1 and 1025 may be neighbours. Use an id to
+    /// name an operation (in logs, the registry, remote cancels), never to
+    /// count operations or to sort them by start time (the context's
+    /// `started_at` does that).
+    ///
+    /// ```
+    /// use cancelable::CancelScope;
+    ///
+    /// let here = (CancelScope::new().handle().id(), CancelScope::new().handle().id());
+    /// let there = std::thread::spawn(|| CancelScope::new().handle().id()).join().unwrap();
+    /// assert!(here.0 < here.1, "increasing on one thread");
+    /// assert!(there != here.0 && there != here.1, "unique in the process");
+    /// // ...but another thread's ids come from another block, far away.
+    /// assert!(there.abs_diff(here.0) > 1);
+    /// ```
     pub fn id(&self) -> u64 {
         self.shared.id()
     }

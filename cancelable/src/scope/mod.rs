@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 #[cfg(feature = "registry")]
 use crate::backend::Clock;
 use crate::context::{OperationContext, Progress, ProgressCallback};
+use crate::signal::SecondSignal;
 use crate::source::{Predicate, Source};
 #[cfg(doc)]
 use crate::{CancelReason, OperationStatus};
@@ -116,6 +117,8 @@ struct Extras {
     on_start: Vec<Callback<OperationContext>>,
     /// The grace period (`None`: none, or a zero one).
     grace: Option<Duration>,
+    /// What a second signal does (`None`: the default, `Exit`).
+    second_signal: Option<SecondSignal>,
 }
 
 /// Where a scope keeps its [`StartHook`], if it has one.
@@ -271,9 +274,11 @@ impl CancelScope {
     /// **Signals.** If the scope was cancelled by [`on_signal`](Self::on_signal)
     /// and the same signal arrives again during the grace period, the grace
     /// period ends at once (the body is dropped, outcome `DroppedAfterGrace`);
-    /// the second signal also does what it does without cancelable (the
-    /// application's handler, or the default action, which ends the process:
-    /// the usual "press Ctrl-C again to quit").
+    /// by default the second signal also does what it does without
+    /// cancelable (the application's handler, or the default action, which
+    /// ends the process: the usual "press Ctrl-C again to quit"); with
+    /// [`on_second_signal(SecondSignal::EndGrace)`](Self::on_second_signal)
+    /// it only ends the grace period, and the program goes on.
     ///
     /// Setting it again replaces the earlier value.
     ///
@@ -370,8 +375,27 @@ impl CancelScope {
     /// Adds a source; the first source to fire cancels the scope (sources
     /// combine as "any of": nest [`Source::any_of`] inside
     /// [`Source::all_of`] for other combinations).
-    pub fn source(mut self, source: Source) -> Self {
+    pub fn source(mut self, mut source: Source) -> Self {
+        if let Some(action) = self.config.extras.as_ref().and_then(|e| e.second_signal) {
+            source.set_second_signal(action);
+        }
         self.config.sources.push(source);
+        self
+    }
+
+    /// What a second arrival of a signal the scope listens for does while
+    /// the scope, cancelled by its first arrival, still cleans up (see
+    /// [`SecondSignal`]): by default ([`SecondSignal::Exit`]) it ends the
+    /// [`grace`](Self::grace) period and does what the signal does without
+    /// cancelable — a second Ctrl-C ends the process;
+    /// [`SecondSignal::EndGrace`] only ends the grace period, and the
+    /// program goes on. Applies to every signal source of the scope,
+    /// whether added before or after.
+    pub fn on_second_signal(mut self, action: SecondSignal) -> Self {
+        self.config.extras().second_signal = Some(action);
+        for source in &mut self.config.sources {
+            source.set_second_signal(action);
+        }
         self
     }
 

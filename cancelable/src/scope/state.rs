@@ -302,7 +302,15 @@ impl ScopeShared {
                 .is_some_and(|extra| extra.grace.is_some());
             (data.name.clone(), data.started, has_grace)
         };
-        let elapsed = started.map(|started| self.clock().now().saturating_duration_since(started));
+        // `cause.at` is on the real clock, which the scope's clock reads
+        // unless a test paused it: the time since it, taken off the
+        // scope's elapsed time, is when the cancel came (clamped to it).
+        let times = started.map(|started| {
+            let now = self.clock().now();
+            let elapsed = now.saturating_duration_since(started);
+            let since = now.saturating_duration_since(cause.at);
+            (elapsed.saturating_sub(since), elapsed)
+        });
         // Inside a scope with a grace period, the body may still clean up;
         // the scope sets the final outcome when it ends.
         let grace = match has_grace {
@@ -311,7 +319,7 @@ impl ScopeShared {
         };
         Cancelled::new(cause.reason)
             .with_message(cause.message)
-            .with_operation(name, self.id(), elapsed)
+            .with_operation(name, self.id(), times)
             .with_grace_outcome(grace)
     }
 

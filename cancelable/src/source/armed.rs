@@ -51,7 +51,7 @@ impl ArmedSources {
                 timer: None,
                 sink,
             }),
-            SourceKind::Signal(signal) => self.signals.push(listen(signal, sink)?),
+            SourceKind::Signal(signal, second) => self.signals.push(listen(signal, sink, second)?),
             // A token feeding the scope directly: link the scope's token
             // under it, as a child that reports the token's own reason.
             SourceKind::Token(token) if matches!(sink, Sink::Token(_)) => {

@@ -8,7 +8,7 @@
 mod armed;
 #[cfg(feature = "resource")]
 mod resource;
-mod signal;
+pub(crate) mod signal;
 mod sink;
 
 pub(crate) use armed::ArmedSources;
@@ -25,6 +25,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::signal::SecondSignal;
 use crate::{CancelReason, CancellationToken, Signal};
 
 /// Something that can cancel a scope: a timeout, a signal, a token, a
@@ -55,7 +56,7 @@ pub struct Source {
 enum SourceKind {
     Timeout(Duration),
     Deadline(Instant),
-    Signal(Signal),
+    Signal(Signal, SecondSignal),
     Token(CancellationToken),
     Future(BoxReasonFuture),
     Condition(Condition, Duration),
@@ -82,7 +83,7 @@ impl Source {
     /// Fires when the process receives `signal`.
     pub fn signal(signal: Signal) -> Source {
         Source {
-            kind: SourceKind::Signal(signal),
+            kind: SourceKind::Signal(signal, SecondSignal::Exit),
         }
     }
 
@@ -189,6 +190,20 @@ impl Source {
         }
     }
 
+    /// Sets what a second arrival of the signals in this source does (see
+    /// [`SecondSignal`]), composites included.
+    pub(crate) fn set_second_signal(&mut self, action: SecondSignal) {
+        match &mut self.kind {
+            SourceKind::Signal(_, second) => *second = action,
+            SourceKind::AnyOf(sources) | SourceKind::AllOf(sources) => {
+                for source in sources {
+                    source.set_second_signal(action);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Fires once every one of `sources` has fired, with the reason of the
     /// last one. An empty `all_of` never fires.
     pub fn all_of(sources: impl IntoIterator<Item = Source>) -> Source {
@@ -203,7 +218,9 @@ impl fmt::Debug for Source {
         match &self.kind {
             SourceKind::Timeout(duration) => f.debug_tuple("Timeout").field(duration).finish(),
             SourceKind::Deadline(deadline) => f.debug_tuple("Deadline").field(deadline).finish(),
-            SourceKind::Signal(signal) => f.debug_tuple("Signal").field(signal).finish(),
+            SourceKind::Signal(signal, second) => {
+                f.debug_tuple("Signal").field(signal).field(second).finish()
+            }
             SourceKind::Token(token) => f.debug_tuple("Token").field(token).finish(),
             SourceKind::Future(_) => f.debug_tuple("Future").finish_non_exhaustive(),
             SourceKind::Condition(_, every) => f.debug_tuple("Condition").field(every).finish(),

@@ -2,7 +2,9 @@
 //! an axum server under `GracefulShutdown`, which the tests stop with real
 //! signals.
 //!
-//! Usage: `http-shutdown-child <grace-ms> <hard-deadline-ms>`. Prints
+//! Usage: `http-shutdown-child <grace-ms> <hard-deadline-ms>` (with
+//! `SECOND_SIGNAL=end-grace` in the environment, a second signal only ends
+//! the grace: `GracefulShutdown::on_second_signal`). Prints
 //! `listening <port>` once it accepts connections, and the shutdown
 //! report when `serve` returns, then exits 0. Routes:
 //! * `/quick` — answers after 300 ms;
@@ -112,7 +114,10 @@ mod unix {
     }
 
     async fn serve(grace: Duration, hard: Duration) {
-        let shutdown = GracefulShutdown::new().grace(grace).hard_deadline(hard);
+        let mut shutdown = GracefulShutdown::new().grace(grace).hard_deadline(hard);
+        if std::env::var("SECOND_SIGNAL").as_deref() == Ok("end-grace") {
+            shutdown = shutdown.on_second_signal(cancelable::SecondSignal::EndGrace);
+        }
         let scoped = Router::new()
             .route(
                 "/quick",

@@ -98,7 +98,7 @@ mod dispatch {
     use super::errno;
     use super::Arrivals;
     use crate::reason::SourceError;
-    use crate::signal::Signal;
+    use crate::signal::{SecondSignal, Signal};
     use crate::source::Sink;
     use crate::CancelReason;
 
@@ -109,7 +109,9 @@ mod dispatch {
         /// Listeners registered right now.
         listening: AtomicUsize,
         /// Listeners that a delivery of this signal reached and whose
-        /// scope has not finished yet: they are cleaning up.
+        /// scope has not finished yet: they are cleaning up (but for those
+        /// set to `SecondSignal::EndGrace`, which a second arrival only
+        /// ends the grace period of).
         cleaning: AtomicUsize,
         /// How many times the signal arrived (wrapping); the delivery
         /// thread delivers every count it has not seen.
@@ -163,6 +165,9 @@ mod dispatch {
         /// `arrivals` when last delivered to (or registered): a signal
         /// only reaches listeners registered before it arrived.
         seen: usize,
+        /// Counted in `cleaning` once reached: its second signal does what
+        /// the signal does without cancelable (`SecondSignal::Exit`).
+        second_exits: bool,
     }
 
     /// Who a listener delivers to.
@@ -225,7 +230,7 @@ mod dispatch {
             let stopped = listener.sink.take().is_some();
             if remove {
                 let listener = state.listeners.remove(self.key);
-                if listener.reached {
+                if listener.reached && listener.second_exits {
                     slot.cleaning.fetch_sub(1, Ordering::SeqCst);
                 }
             }
@@ -241,9 +246,14 @@ mod dispatch {
         }
     }
 
-    /// Starts delivering `signal` to `sink`.
-    pub(crate) fn listen(signal: Signal, sink: Sink) -> Result<SignalGuard, SourceError> {
-        register(signal, Target::Scope(sink))
+    /// Starts delivering `signal` to `sink`; `second` says what a second
+    /// arrival during the scope's cleanup does.
+    pub(crate) fn listen(
+        signal: Signal,
+        sink: Sink,
+        second: SecondSignal,
+    ) -> Result<SignalGuard, SourceError> {
+        register(signal, Target::Scope(sink), second == SecondSignal::Exit)
     }
 
     /// Starts counting every arrival of `signal` in `arrivals`.
@@ -252,10 +262,15 @@ mod dispatch {
         signal: Signal,
         arrivals: Arc<Arrivals>,
     ) -> Result<SignalGuard, SourceError> {
-        register(signal, Target::Watch(arrivals))
+        // A watch is never counted as cleaning up.
+        register(signal, Target::Watch(arrivals), false)
     }
 
-    fn register(signal: Signal, target: Target) -> Result<SignalGuard, SourceError> {
+    fn register(
+        signal: Signal,
+        target: Target,
+        second_exits: bool,
+    ) -> Result<SignalGuard, SourceError> {
         let mut guard = lock();
         if guard.is_none() {
             *guard = Some(start().map_err(|error| {
@@ -275,6 +290,7 @@ mod dispatch {
             reached: false,
             reached_again: false,
             seen: slot.arrivals.load(Ordering::SeqCst),
+            second_exits,
         });
         slot.listening.fetch_add(1, Ordering::SeqCst);
         Ok(SignalGuard { signal, key })
@@ -551,8 +567,10 @@ mod dispatch {
                                 true
                             } else {
                                 listener.reached = true;
-                                slot.cleaning.fetch_add(1, Ordering::SeqCst);
-                                second_at_once |= new > 1;
+                                if listener.second_exits {
+                                    slot.cleaning.fetch_add(1, Ordering::SeqCst);
+                                    second_at_once |= new > 1;
+                                }
                                 new > 1
                             };
                             if again {
@@ -587,7 +605,7 @@ mod dispatch {
 #[cfg(not(unix))]
 mod dispatch {
     use crate::reason::SourceError;
-    use crate::signal::Signal;
+    use crate::signal::{SecondSignal, Signal};
     use crate::source::Sink;
 
     /// Placeholder guard: signals are not supported on this platform.
@@ -601,7 +619,11 @@ mod dispatch {
         }
     }
 
-    pub(crate) fn listen(signal: Signal, _sink: Sink) -> Result<SignalGuard, SourceError> {
+    pub(crate) fn listen(
+        signal: Signal,
+        _sink: Sink,
+        _second: SecondSignal,
+    ) -> Result<SignalGuard, SourceError> {
         Err(SourceError::new(format!(
             "cannot listen for {signal}: signals are supported on Unix only"
         )))
