@@ -15,9 +15,9 @@ use crate::token::CancellationToken;
 use crate::wait::Watch;
 use crate::Cancelled;
 
+use super::{CollectLastUntilCancelled, CollectUntilCancelled, YIELD_EVERY};
 #[cfg(doc)]
 use super::{Partial, PartialTail};
-use super::{CollectLastUntilCancelled, CollectUntilCancelled, YIELD_EVERY};
 
 /// How a [`Cancellable`] ended, if it has.
 #[derive(Debug)]
