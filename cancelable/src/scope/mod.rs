@@ -7,7 +7,8 @@
 //!   operation id, and the one walk up the scope chain;
 //! * `slot.rs` — the thread-local current-scope slot;
 //! * `pool.rs` — the per-thread pool of finished scopes' states;
-//! * `deadlines.rs` — the per-thread shard of scope deadlines and its timer;
+//! * `deadlines/` — the per-thread shard of scope deadlines and its timer
+//!   (`tokio_driver.rs`: the tokio runtime's driver task);
 //! * `handle.rs` — [`ScopeHandle`];
 //! * `armed.rs` — what a running scope holds (links, deadline
 //!   registration, sources) and the checks made at every pend;

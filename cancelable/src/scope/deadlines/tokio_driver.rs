@@ -1,0 +1,108 @@
+//! The tokio side of the deadline shards: which runtime's shard a scope
+//! belongs to, and the driver task that keeps a tokio shard's timer (a
+//! tokio timer may only be polled inside its runtime). See the parent
+//! module's docs, "Who drives the timer".
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use super::{tell_expired, Driver, Shard, ShardKind};
+use crate::backend::Clock;
+use crate::sync::lock;
+
+/// The shard kind of the tokio runtime entered on this thread.
+///
+/// `Handle::try_current` clones the runtime's handle (two atomic updates on
+/// a counter that every worker thread shares). Inside a task the answer is
+/// remembered per thread with the task's id, which is unique in the
+/// process and whose task never changes runtime, so the scopes that
+/// follow in the same task skip the clone.
+pub(super) fn tokio_kind() -> ShardKind {
+    use std::cell::Cell;
+    thread_local! {
+        static TASK_RUNTIME: Cell<Option<(tokio::task::Id, tokio::runtime::Id)>> =
+            const { Cell::new(None) };
+    }
+    let task = tokio::task::try_id();
+    if let Some(task) = task {
+        let remembered = TASK_RUNTIME
+            .try_with(|memo| memo.get())
+            .ok()
+            .flatten()
+            .filter(|(of, _)| *of == task);
+        if let Some((_, runtime)) = remembered {
+            return ShardKind::Tokio(runtime);
+        }
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            let runtime = handle.id();
+            if let Some(task) = task {
+                let _ = TASK_RUNTIME.try_with(|memo| memo.set(Some((task, runtime))));
+            }
+            ShardKind::Tokio(runtime)
+        }
+        Err(_) => ShardKind::AsyncIo,
+    }
+}
+
+/// Marks the shard dead when the driver task is dropped, whether it ever
+/// ran or not.
+pub(super) struct DriverGuard(pub(super) Arc<Shard>);
+
+impl Drop for DriverGuard {
+    fn drop(&mut self) {
+        self.0.mark_dead();
+    }
+}
+
+/// How many times the driver task re-arms in one poll before it yields:
+/// bounds the work of one poll when deadlines keep passing.
+const DRIVER_ROUNDS: usize = 64;
+
+/// The tokio driver task of a shard: runs until its runtime drops it.
+pub(super) async fn drive(guard: DriverGuard) {
+    let shard = &guard.0;
+    let Driver::Tokio { task, .. } = &shard.driver else {
+        return;
+    };
+    let mut sleep: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| -> std::task::Poll<()> {
+        // Registered before the state is read: a registration after the
+        // read wakes this poll's waker.
+        task.register(cx.waker());
+        for _ in 0..DRIVER_ROUNDS {
+            let mut expired = Vec::new();
+            let next = lock(&shard.state).expire(Clock::Tokio.now(), &mut expired);
+            tell_expired(expired);
+            let Some(next) = next else {
+                return std::task::Poll::Pending;
+            };
+            // Under the testing kit's manual clock, its advance wakes the task.
+            match crate::clock::poll_reached(next, cx.waker()) {
+                Some(true) => continue,
+                Some(false) => return std::task::Poll::Pending,
+                None => {}
+            }
+            let next = tokio::time::Instant::from_std(next);
+            let sleep = match &mut sleep {
+                Some(sleep) => {
+                    // Reset even to the same deadline: an elapsed sleep
+                    // stays ready until it is reset.
+                    sleep.as_mut().reset(next);
+                    sleep
+                }
+                None => sleep.insert(Box::pin(tokio::time::sleep_until(next))),
+            };
+            // Under a spent cooperative budget this is `Pending` and tokio
+            // schedules a wake-up: the clock, read above, decides.
+            if sleep.as_mut().poll(cx).is_pending() {
+                return std::task::Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
+}
