@@ -121,7 +121,7 @@ proptest! {
         "\\s{0,2}(?i)(sig)?(int|term|hup|quit|usr[0-9]|[a-z0-9+_-]{0,6})\\s{0,2}",
         ".{0,16}",
     ]) {
-        super::assert_same_as_runtime(&text);
+        super::values::assert_same_as_runtime(&text);
     }
 
     #[test]
