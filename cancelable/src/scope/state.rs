@@ -5,6 +5,42 @@
 //! Cancellation and deadlines reach a scope from the scopes around it, up
 //! to the nearest shield: [`ScopeShared::chain`] is that walk, the one way
 //! to go up the scope chain.
+//!
+//! # Invariants
+//!
+//! 1. **The scope's own machinery writes the life cycle.** `status` is
+//!    written by the driver (`Pending` until the first poll, `Running` once
+//!    started, one final status when it finishes), by the slot when the
+//!    body panics inside it, and by a task group's end for the group's own
+//!    scope; handles and layers only read it.
+//! 2. **The cancellation lives in the token.** Whether and why the scope is
+//!    cancelled is the token's cause and flag (see `token/node.rs`, cause
+//!    before flag); nothing here keeps a second copy. `observed` only says
+//!    that the code inside saw that cancellation (a checkpoint, a
+//!    cancellation-aware wait, or a nested scope that passed it up); the
+//!    outcome rule, [`ScopeShared::err_is_cancellation`], reads it after the
+//!    body returned, and nothing clears it while the state is shared.
+//! 3. **Holds are counted, never owned.** `shields` and `nested` count
+//!    guards (a shield, a held group child or request, a running nested
+//!    scope) that add on creation and subtract on drop; a scope with a hold
+//!    keeps polling its body after its cancellation until the count is
+//!    zero again.
+//! 4. **A deadline fires only when the clock says so.** Every change of the
+//!    deadline is written under `data`'s lock and then bumps
+//!    `deadline_generation`, so the running scope registers the new
+//!    deadline in its shard at its next poll; a shard entry that fires
+//!    makes [`ScopeShared::deadline_reached`] compare the clock with the
+//!    *current* deadline before it cancels (module docs of `deadlines/`).
+//! 5. **The parent is set once**, when the scope starts (`OnceLock`); a
+//!    parent reached through a shield gives context only, never its
+//!    cancellation or deadlines.
+//! 6. **No user code under a lock.** `data`'s lock is held only to read or
+//!    write context values; progress handlers, callbacks and token cancels
+//!    run after it is released.
+//! 7. **A pooled state is as new.** A state returns to the per-thread pool
+//!    (`pool.rs`) only when nobody else holds it or its token, and it is
+//!    rebuilt through the constructor, so no field leaks into the next
+//!    scope.
 
 use std::cell::Cell;
 use std::sync::atomic::AtomicU8;
