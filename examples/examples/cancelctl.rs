@@ -37,6 +37,11 @@ struct Options {
 }
 
 fn parse() -> Result<Options, String> {
+    parse_from(std::env::args().skip(1))
+}
+
+/// The options of a command line (without the program name).
+fn parse_from(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
     let mut options = Options {
         redis: "redis://127.0.0.1:6379".to_owned(),
         namespace: "cancelable".to_owned(),
@@ -46,7 +51,7 @@ fn parse() -> Result<Options, String> {
         wait: None,
         command: Vec::new(),
     };
-    let mut args = std::env::args().skip(1);
+    let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
         match arg.as_str() {
@@ -240,5 +245,43 @@ async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
     let tasks: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
     for task in tasks {
         let _ = task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(line: &[&str]) -> Result<Option<Target>, String> {
+        parse_from(line.iter().map(|arg| arg.to_string())).map(|options| options.target)
+    }
+
+    /// A key that looks like `NODE/ID` is still a key when given as one.
+    #[test]
+    fn a_key_with_a_slash_is_a_key() {
+        assert_eq!(
+            target(&["cancel", "--key", "tenant/123"]),
+            Ok(Some(Target::key("tenant/123")))
+        );
+    }
+
+    #[test]
+    fn an_id_names_a_node_and_its_incarnation_if_given() {
+        assert_eq!(
+            target(&["cancel", "--id", "tenant/123"]),
+            Ok(Some(Target::id("tenant", 123)))
+        );
+        assert_eq!(
+            target(&["cancel", "--id", "worker-1/3@4f2a"]),
+            Ok(Some(Target::id("worker-1", 3).in_instance("4f2a")))
+        );
+    }
+
+    #[test]
+    fn an_id_that_is_not_one_says_to_use_key() {
+        let error = target(&["cancel", "--id", "job-2"]).unwrap_err();
+        assert!(error.contains("--key"), "{error}");
+        let error = target(&["cancel", "--key", ""]).unwrap_err();
+        assert!(error.contains("non-empty"), "{error}");
     }
 }
