@@ -15,9 +15,7 @@ use crate::token::CancellationToken;
 use crate::wait::Watch;
 use crate::Cancelled;
 
-use super::{CollectLastUntilCancelled, CollectUntilCancelled, YIELD_EVERY};
-#[cfg(doc)]
-use super::{Partial, PartialTail};
+use super::YIELD_EVERY;
 
 /// How a [`Cancellable`] ended, if it has.
 #[derive(Debug)]
@@ -210,77 +208,6 @@ impl Counter {
 }
 
 impl<S: Stream + Unpin> Cancellable<S> {
-    /// Gathers the stream's items until it ends or is cancelled:
-    /// [`Partial`] with the items, the cancellation if any, and whether the
-    /// stream completed. The inner stream stays in the adapter: take it
-    /// back with [`into_inner`](Self::into_inner) to resume it.
-    ///
-    /// If this future is dropped before it finishes, the items it gathered
-    /// stay in the adapter and come first out of the next collect or
-    /// `next()`. For a stream that is always ready, it yields to the
-    /// executor every 256 items, so timers on its thread can cancel it.
-    ///
-    /// ```
-    /// use cancelable::{CancellableStream, CancellationToken};
-    /// use futures::StreamExt;
-    ///
-    /// # futures::executor::block_on(async {
-    /// let token = CancellationToken::new();
-    /// let stop = token.clone();
-    /// // Cancels when the third item is produced.
-    /// let produced = futures::stream::iter(1..=10).inspect(move |n| {
-    ///     if *n == 3 {
-    ///         stop.cancel();
-    ///     }
-    /// });
-    /// let mut numbers = produced.cancellable(&token);
-    /// let partial = numbers.collect_until_cancelled().await;
-    /// // The third item was pulled before the cancellation showed: kept.
-    /// assert_eq!(partial.items, [1, 2, 3]);
-    /// assert!(!partial.complete);
-    /// assert!(partial.reason.is_some());
-    ///
-    /// let rest: Vec<_> = numbers.into_inner().collect().await;
-    /// assert_eq!(rest, (4..=10).collect::<Vec<_>>());
-    /// # });
-    /// ```
-    pub fn collect_until_cancelled(&mut self) -> CollectUntilCancelled<'_, S> {
-        CollectUntilCancelled {
-            stream: self,
-            since_yield: 0,
-        }
-    }
-
-    /// Like [`collect_until_cancelled`](Self::collect_until_cancelled), for
-    /// streams too long to keep: counts every item and keeps the last
-    /// `keep` of them ([`PartialTail`]). The others are counted in
-    /// [`discarded`](Self::discarded) as they go, so that a collect dropped
-    /// before it finishes loses no count either.
-    ///
-    /// ```
-    /// use cancelable::{CancellableStream, CancellationToken};
-    ///
-    /// # futures::executor::block_on(async {
-    /// let token = CancellationToken::new();
-    /// let mut numbers = futures::stream::iter(1..=1000).cancellable(&token);
-    /// let tail = numbers.collect_last_until_cancelled(3).await;
-    /// assert_eq!(tail.count, 1000);
-    /// assert_eq!(tail.last, [998, 999, 1000]);
-    /// assert!(tail.complete);
-    /// # });
-    /// ```
-    pub fn collect_last_until_cancelled(
-        &mut self,
-        keep: usize,
-    ) -> CollectLastUntilCancelled<'_, S> {
-        CollectLastUntilCancelled {
-            stream: self,
-            keep,
-            since_yield: 0,
-            taken: None,
-        }
-    }
-
     /// Pulls into `held` until the stream ends, keeping at most `keep`
     /// items if given (and counting the others as discarded); counts the
     /// items pulled in `taken`.
