@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::html::{metadata, Esc, Words};
+use super::html::{key, live_state, metadata, Esc, Words};
 use super::LIVE_SHOWN;
 use crate::remote::{NodeSnapshot, RemoteRegistry};
 
@@ -79,13 +79,7 @@ pub(super) fn render(out: &mut String, cluster: &Cluster, now: SystemTime) {
         }
         out.push_str("<ul class=\"tree\">\n");
         for op in node.operations.iter().take(LIVE_SHOWN) {
-            let state = if op.stuck {
-                "stuck"
-            } else if op.reason.is_some() {
-                "cancelling"
-            } else {
-                "running"
-            };
+            let state = live_state(op.stuck, op.reason.is_some());
             let _ = write!(
                 out,
                 r#"<li class="op remote {state}" data-node="{node}" data-id="{id}"><div class="row">
@@ -94,13 +88,7 @@ pub(super) fn render(out: &mut String, cluster: &Cluster, now: SystemTime) {
                 id = op.id,
                 name = Esc(op.name.as_deref().unwrap_or("(unnamed)")),
             );
-            if let Some(key) = &op.key {
-                let _ = write!(
-                    out,
-                    r#" <span class="key"><span class="label">key</span> {}</span>"#,
-                    Esc(key)
-                );
-            }
+            key(out, op.key.as_deref());
             out.push_str("</div>\n<div class=\"status\">");
             if op.stuck {
                 out.push_str(r#"<strong class="badge stuck">stuck</strong>"#);

@@ -115,6 +115,30 @@ pub(super) fn metadata(out: &mut String, metadata: &BTreeMap<String, String>) {
     out.push_str("</dl>\n");
 }
 
+/// The CSS class and badge of a live operation: `stuck` (cancelled long
+/// ago and not exited), `cancelling` (cancelled, on its way out), or
+/// `running`. One rule for this node's tree and the cluster's.
+pub(super) fn live_state(stuck: bool, cancelled: bool) -> &'static str {
+    if stuck {
+        "stuck"
+    } else if cancelled {
+        "cancelling"
+    } else {
+        "running"
+    }
+}
+
+/// The key of a live operation, labelled, if it has one.
+pub(super) fn key(out: &mut String, key: Option<&str>) {
+    if let Some(key) = key {
+        let _ = write!(
+            out,
+            r#" <span class="key"><span class="label">key</span> {}</span>"#,
+            Esc(key)
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use super::html::{metadata, Esc, Utc, Words};
+use super::html::{key, live_state, metadata, Esc, Utc, Words};
 use super::LIVE_SHOWN;
 use crate::registry::{FinishedOperation, OperationNode, Pattern, Snapshot, Statistics};
 
@@ -251,13 +251,7 @@ fn tree(out: &mut String, nodes: &[OperationNode], budget: &mut usize) {
 fn operation(out: &mut String, node: &OperationNode, budget: &mut usize) {
     let op = &node.operation;
     let name = op.name.as_deref().unwrap_or("(unnamed)");
-    let state = if op.stuck {
-        "stuck"
-    } else if op.reason.is_some() {
-        "cancelling"
-    } else {
-        "running"
-    };
+    let state = live_state(op.stuck, op.reason.is_some());
     let _ = write!(
         out,
         r#"<li class="op {state}" id="op-{id}" data-id="{id}"><div class="row">
@@ -265,13 +259,7 @@ fn operation(out: &mut String, node: &OperationNode, budget: &mut usize) {
         id = op.id,
         name = Esc(name),
     );
-    if let Some(key) = &op.key {
-        let _ = write!(
-            out,
-            r#" <span class="key"><span class="label">key</span> {}</span>"#,
-            Esc(key)
-        );
-    }
+    key(out, op.key.as_deref());
     out.push_str("</div>\n<div class=\"status\">");
     match (&op.reason, op.cancelled_for) {
         (Some(reason), cancelled_for) => {
