@@ -167,6 +167,9 @@ pub(crate) struct ContextExtra {
     /// The scope's grace period, and when it ends once the scope saw its
     /// cancellation (see `CancelScope::grace`).
     pub(crate) grace: Option<(std::time::Duration, Option<Instant>)>,
+    /// The grace is held by a layer that ends it at its recorded end (a
+    /// task group, `CancelScope::held_grace`).
+    pub(crate) grace_held: bool,
 }
 
 pub(crate) type ProgressCallback = std::sync::Arc<dyn Fn(&Progress) + Send + Sync>;

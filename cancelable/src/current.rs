@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-pub(crate) use crate::scope::slot::{current_chain, current_shared, enter_shield};
+pub(crate) use crate::scope::slot::{current_shared, enter_shield};
 
 use crate::context::Progress;
 use crate::scope::slot::{self, Current};

@@ -155,7 +155,7 @@ pub use group::{
     WithSummary,
 };
 pub use reason::{CancelReason, SourceError};
-pub use scope::{CancelScope, Run, ScopeHandle, TryRun};
+pub use scope::{CancelScope, GracePolicy, GraceStart, GraceValue, Run, ScopeHandle, TryRun};
 pub use shield::{shield, Shielded};
 pub use signal::{ParseSignalError, SecondSignal, Signal};
 pub use source::{AsyncPredicate, BlockingPredicate, Predicate, Source};

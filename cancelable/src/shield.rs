@@ -3,14 +3,12 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
 use crate::current;
-use crate::scope::ScopeShared;
-use crate::sync::Ordering;
+use crate::scope::hold::{Hold, HoldKind};
 
 /// Runs `future` shielded from the cancellation of the scopes around it
 /// (trio's shielded cancel scope): cleanup that must run to its end.
@@ -83,10 +81,7 @@ use crate::sync::Ordering;
 /// # });
 /// ```
 pub fn shield<F: Future>(future: F) -> Shielded<F> {
-    Shielded {
-        future,
-        scopes: None,
-    }
+    Shielded { future, hold: None }
 }
 
 pin_project! {
@@ -95,23 +90,9 @@ pin_project! {
     pub struct Shielded<F> {
         #[pin]
         future: F,
-        // The scopes whose cancellation this shield hides and which it holds
-        // open, from the innermost outwards.
-        scopes: Option<Vec<Arc<ScopeShared>>>,
-    }
-
-    impl<F> PinnedDrop for Shielded<F> {
-        fn drop(this: Pin<&mut Self>) {
-            release(this.project().scopes);
-        }
-    }
-}
-
-fn release(scopes: &mut Option<Vec<Arc<ScopeShared>>>) {
-    for scope in scopes.take().unwrap_or_default() {
-        scope.shields.fetch_sub(1, Ordering::AcqRel);
-        // A scope that was cancelled meanwhile can end now.
-        scope.token.wake_owner();
+        // Holds the scopes whose cancellation this shield hides open, from
+        // its first poll until it is done or dropped.
+        hold: Option<Hold>,
     }
 }
 
@@ -120,17 +101,14 @@ impl<F: Future> Future for Shielded<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        if this.scopes.is_none() {
-            let chain = current::current_chain();
-            for scope in &chain {
-                scope.shields.fetch_add(1, Ordering::AcqRel);
-            }
-            *this.scopes = Some(chain);
+        if this.hold.is_none() {
+            *this.hold = Some(Hold::chain(HoldKind::Shield));
         }
         let future = this.future;
         let polled = current::enter_shield(|| future.poll(cx));
         if polled.is_ready() {
-            release(this.scopes);
+            // Released: a scope cancelled meanwhile can end now.
+            *this.hold = None;
         }
         polled
     }

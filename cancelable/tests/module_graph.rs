@@ -10,7 +10,9 @@
 //! `scope` using `source`); a module using its parent, or a parent its
 //! child, is fine. Every set of siblings must form an acyclic graph, and
 //! the top-level modules keep the layer order of ARCHITECTURE.md (core ←
-//! in-flight ← groups, registry ← services, cluster).
+//! in-flight ← groups, registry ← services, cluster). The task groups and
+//! the services reach the core only through its public API and its
+//! declared seams (`scope/seam.rs`, `scope/hold.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -219,6 +221,86 @@ fn the_checker_ignores_comments_and_strings() {
     ]);
     let report = Graph::build(&sources).cycles(|_, _, _| false);
     assert!(report.is_empty(), "{report}");
+}
+
+/// The layers that must reach the core through its public API and its
+/// declared seams only (`scope/seam.rs`, `scope/hold.rs`), never its
+/// private parts: the directories checked, and what they may not name —
+/// the scope's shared state and its fields, the token's engine, the
+/// current-scope slot.
+const SEAM_LAYERS: &[&str] = &["group/", "http/"];
+const PRIVATE_TO_THE_CORE: &[&str] = &[
+    "ScopeShared",
+    ".shields",
+    ".holds(",
+    "wake_owner",
+    ".record_error_text(",
+    ".has_recorded_cause(",
+    ".recorded_cause(",
+    ".observe_cancellation(",
+    ".err_is_cancellation(",
+    ".pass_cancellation_up(",
+    ".start_grace(",
+    "handle.shared",
+    "scope.shared",
+    ".shared.token",
+    "scope::slot",
+    "scope::state",
+    "scope::driver",
+    "crate::token::",
+    "crate::current::",
+];
+
+/// Every use of a private part of the core in the files of [`SEAM_LAYERS`].
+fn seam_violations(sources: &BTreeMap<String, String>) -> String {
+    let mut report = String::new();
+    for (file, text) in sources {
+        if !SEAM_LAYERS.iter().any(|layer| file.starts_with(layer)) {
+            continue;
+        }
+        for (number, line) in strip(text).lines().enumerate() {
+            for private in PRIVATE_TO_THE_CORE {
+                if line.contains(private) {
+                    let _ = writeln!(
+                        report,
+                        "{file}:{}: `{private}` is private to the core: use the public API or a seam in scope/seam.rs",
+                        number + 1
+                    );
+                }
+            }
+        }
+    }
+    report
+}
+
+#[test]
+fn layers_use_only_the_seams_of_the_core() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let report = seam_violations(&read_sources(&src));
+    assert!(report.is_empty(), "{report}");
+}
+
+/// The seam check itself: a layer naming the scope's state is reported, a
+/// seam call or a comment is not.
+#[test]
+fn the_seam_check_finds_a_private_field() {
+    let sources = files(&[
+        (
+            "http/grace.rs",
+            "fn f(h: &ScopeHandle) { h.shared.shields.fetch_add(1) }",
+        ),
+        (
+            "group/body.rs",
+            "// ScopeShared\nfn g(s: &ScopeHandle) { seam::hold_count(s); }",
+        ),
+        ("scope/driver.rs", "fn h(s: &ScopeShared) {}"),
+    ]);
+    let report = seam_violations(&sources);
+    assert!(report.contains("http/grace.rs:1: `.shields`"), "{report}");
+    assert!(
+        !report.contains("group/body.rs") && !report.contains("scope/driver.rs"),
+        "{report}"
+    );
 }
 
 fn files(list: &[(&str, &str)]) -> BTreeMap<String, String> {

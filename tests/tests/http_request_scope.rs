@@ -14,7 +14,7 @@ use bytes::Bytes;
 use cancelable::http::{CancelCause, RequestScope, RequestScopeLayer};
 use cancelable::{cancellable, current_scope, CancelReason, CancellationToken, Cancelled};
 use cancelable_tests::http::{
-    fetch, get as get_request, grpc, run, serve, text, Version, VERSIONS,
+    eventually, fetch, get as get_request, grpc, run, serve, text, Version, VERSIONS,
 };
 use http::StatusCode;
 use http_body_util::BodyExt;
@@ -741,5 +741,63 @@ fn a_handlers_own_status_for_a_shutdown_matches_the_layers_answer() {
         assert_eq!(answered.code(), tonic::Code::Unavailable, "{answered:?}");
         assert_eq!(own, answered.code(), "the handler's own mapping differs");
         let _ = serving.await;
+    });
+}
+
+/// A registered request cleaning up in the layer's grace is reported in
+/// its grace, not shielded: the layer's grace is the scope's grace.
+#[test]
+fn a_registered_request_in_its_grace_shows_in_grace_not_shielded() {
+    run("request_in_grace_in_the_registry", async {
+        let registry = cancelable::registry::Registry::builder()
+            .stuck_after(Duration::from_secs(600))
+            .build()
+            .unwrap();
+        let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let go = release.clone();
+        let app = Router::new()
+            .route(
+                "/cleanup",
+                get(move || async move {
+                    let _ = cancelable::cancelled().await;
+                    while !go.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    "cleaned up"
+                }),
+            )
+            .layer(
+                RequestScopeLayer::new()
+                    .grace(Duration::from_secs(30))
+                    .register_in(&registry),
+            );
+        let server = serve(app).await;
+        let url = server.url("/cleanup");
+        let request = tokio::spawn(async move {
+            fetch(
+                server.addr,
+                Version::Http1,
+                get_request(&url, &[("x-request-timeout", "50")]),
+            )
+            .await
+        });
+        let filter = cancelable::registry::Filter::new();
+        let in_flight = |registry: &cancelable::registry::Registry| {
+            registry
+                .list(&filter)
+                .into_iter()
+                .find(|info| info.reason.is_some())
+        };
+        assert!(eventually(LATE, || in_flight(&registry).is_some()).await);
+        let info = in_flight(&registry).unwrap();
+        release.store(true, Ordering::SeqCst);
+        assert!(info.in_grace && !info.shielded, "{info:?}");
+        let response = request.await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::GATEWAY_TIMEOUT,
+            "{}",
+            text(&response)
+        );
     });
 }

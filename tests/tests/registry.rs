@@ -26,6 +26,16 @@ fn fresh() -> Registry {
         .unwrap()
 }
 
+/// A registry whose stuck threshold no test here reaches: what it reports
+/// of an operation cleaning up is not overtaken by "stuck".
+fn patient() -> Registry {
+    install_recorders();
+    Registry::builder()
+        .stuck_after(Duration::from_secs(600))
+        .build()
+        .unwrap()
+}
+
 /// Waits (really, in a blocking thread) until `ready` holds; generous bound.
 fn wait_until(mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -612,6 +622,79 @@ on_every_backend! {
         assert_eq!(get("cancelable_operations_live{operation}"), Some(Metric::Gauge(0.0)));
         assert!(matches!(get("cancelable_operation_duration_seconds{operation}"), Some(Metric::Histogram(3))));
         assert!(matches!(get("cancelable_cancellation_lag_seconds{operation}"), Some(Metric::Histogram(1))));
+    }
+
+    async fn a_shielded_operation_shows_as_shielded_and_not_in_grace() {
+        let registry = patient();
+        let scope = CancelScope::new().name("flush").register_in(&registry);
+        let id = scope.handle().id();
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        let observer = {
+            let registry = registry.clone();
+            std::thread::spawn(move || {
+                wait_until(|| registry.get(id).is_some_and(|info| info.shielded));
+                let _ = registry.cancel(id, CancelReason::Manual, "").unwrap();
+                wait_until(|| registry.get(id).is_some_and(|info| info.reason.is_some()));
+                let info = registry.get(id).unwrap();
+                flag.store(true, Ordering::SeqCst);
+                info
+            })
+        };
+        let outcome = scope
+            .run(shield(async move {
+                while !done.load(Ordering::SeqCst) {
+                    sleep(Duration::from_millis(2)).await;
+                }
+            }))
+            .await;
+        assert!(outcome.is_err());
+        let info = observer.join().unwrap();
+        assert!(info.shielded, "{info:?}");
+        assert!(!info.in_grace, "a shield is not a grace: {info:?}");
+    }
+
+    async fn a_group_child_in_the_groups_grace_and_the_scope_it_holds_show_in_grace_not_shielded() {
+        let registry = patient();
+        let outer = CancelScope::new().name("outer").register_in(&registry);
+        let outer_id = outer.handle().id();
+        let child = CancelScope::new().name("child").register_in(&registry);
+        let child_id = child.handle().id();
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        let observer = {
+            let registry = registry.clone();
+            std::thread::spawn(move || {
+                wait_until(|| registry.get(child_id).is_some());
+                let _ = registry.cancel(outer_id, CancelReason::Manual, "").unwrap();
+                wait_until(|| registry.get(child_id).is_some_and(|info| info.reason.is_some()));
+                let infos = (registry.get(outer_id).unwrap(), registry.get(child_id).unwrap());
+                flag.store(true, Ordering::SeqCst);
+                infos
+            })
+        };
+        let outcome = outer
+            .run(async move {
+                cancelable::TaskGroup::new()
+                    .grace(Duration::from_secs(30))
+                    .run(|group| async move {
+                        group.start_soon_in(child, async move {
+                            let seen = cancelable::cancelled().await;
+                            // Cleanup, in the group's grace.
+                            while !done.load(Ordering::SeqCst) {
+                                sleep(Duration::from_millis(2)).await;
+                            }
+                            Err::<(), _>(seen)
+                        });
+                        Ok::<_, Cancelled>(())
+                    })
+                    .await
+            })
+            .await;
+        assert!(outcome.is_err());
+        let (outer, child) = observer.join().unwrap();
+        assert!(child.in_grace && !child.shielded, "the child: {child:?}");
+        assert!(outer.in_grace && !outer.shielded, "the scope the group holds: {outer:?}");
     }
 }
 

@@ -41,13 +41,13 @@ use std::task::{Context, Poll};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use pin_project_lite::pin_project;
 
-use super::child::Hold;
 use super::error::panic_message;
 use super::error::{BoxError, TaskError, TaskFailure};
 use super::second::SecondWatch;
 use super::state::{lock, GroupShared, LocalChild, Wakeups};
 use crate::backend::{Backend, Timer};
-use crate::sync::Ordering;
+use crate::scope::hold::{Hold, HoldKind};
+use crate::scope::seam;
 use crate::Cancelled;
 
 /// How many times one poll goes round picking up children started during
@@ -106,7 +106,7 @@ pub(crate) struct Core {
 
 impl Core {
     fn cancelled(&self) -> bool {
-        self.shared.scope.shared.token.is_cancelled()
+        self.shared.scope.is_cancelled()
     }
 
     /// Moves the children started since the last poll into the set the
@@ -130,11 +130,13 @@ impl Core {
         self.draining = true;
         if let Some(grace) = self.shared.grace {
             let backend = Backend::detect();
-            // A grace period too long to add to the clock never runs out.
-            self.timer = backend
-                .now()
-                .checked_add(grace)
-                .map(|end| backend.timer(end));
+            let now = backend.now();
+            // The group's grace, recorded in its scope: one grace for the
+            // group and its children, started by the first to see the
+            // cancellation, ended here (the children's scopes leave it to
+            // the group). Too long to add to the clock, it never runs out.
+            let end = seam::start_grace(&self.shared.scope, now).or_else(|| now.checked_add(grace));
+            self.timer = end.map(|end| backend.timer(end));
         }
     }
 
@@ -166,8 +168,10 @@ impl Core {
     /// The body returned `Err`: a failure unless it is the group's
     /// cancellation (the outcome rule, see `CancelScope::try_run`).
     fn body_failed(&self, error: BoxError) {
-        let scope = &self.shared.scope.shared;
-        if scope.token.has_recorded_cause() && scope.err_is_cancellation(error.is::<Cancelled>()) {
+        let scope = &self.shared.scope;
+        if seam::scope_cancel_recorded(scope)
+            && seam::err_is_cancellation(scope, error.is::<Cancelled>())
+        {
             return;
         }
         let failure = TaskFailure {
@@ -192,7 +196,7 @@ impl Core {
     /// children ending with it — the cancellation is the outcome, not the
     /// body's value.
     fn exit<T>(&self, output: &mut Option<T>) -> Option<T> {
-        if self.shared.scope.shared.token.has_recorded_cause() {
+        if seam::scope_cancel_recorded(&self.shared.scope) {
             *output = None;
         }
         output.take()
@@ -253,7 +257,7 @@ where
             return Poll::Ready(core.exit(this.output));
         }
         if core.hold.is_none() {
-            core.hold = Some(Hold::chain());
+            core.hold = Some(Hold::chain(HoldKind::Grace));
             core.second = SecondWatch::start(&core.shared);
         }
         core.shared.waker.register(cx.waker());
@@ -281,7 +285,7 @@ where
                 let drop_now = core.expired
                     || (core.draining
                         && core.shared.grace.is_none()
-                        && core.shared.scope.shared.shields.load(Ordering::Acquire) <= 1);
+                        && seam::hold_count(&core.shared.scope) <= 1);
                 if drop_now {
                     this.body.set(None);
                 } else {

@@ -7,74 +7,27 @@ use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering as StdOrdering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
 
 use super::error::{panic_message, BoxError, TaskError};
 use super::state::{lock, GroupShared, Panic};
-use crate::current;
-use crate::scope::ScopeShared;
-use crate::sync::Ordering;
-use crate::{CancelReason, CancelScope, CancellationToken, Cancelled, ScopeHandle, TryRun};
-
-/// Keeps scopes polling their body once cancelled, as a running
-/// [`shield`](crate::shield) does, while it lives: the group uses it to
-/// give its children (and itself) their grace period instead of being
-/// dropped at once.
-pub(crate) struct Hold(Vec<Arc<ScopeShared>>);
-
-impl Hold {
-    /// Holds the current scope and the scopes around it, up to the nearest
-    /// shield (those whose cancellation reaches the code here).
-    pub(crate) fn chain() -> Hold {
-        Hold::scopes(current::current_chain())
-    }
-
-    /// Holds one scope.
-    pub(crate) fn scope(scope: &Arc<ScopeShared>) -> Hold {
-        Hold::scopes(vec![scope.clone()])
-    }
-
-    fn scopes(scopes: Vec<Arc<ScopeShared>>) -> Hold {
-        for scope in &scopes {
-            scope.shields.fetch_add(1, Ordering::AcqRel);
-        }
-        Hold(scopes)
-    }
-}
-
-impl Drop for Hold {
-    fn drop(&mut self) {
-        for scope in self.0.drain(..) {
-            scope.shields.fetch_sub(1, Ordering::AcqRel);
-            // A cancelled scope waiting for us can end now.
-            if scope.token.is_cancelled() {
-                scope.token.wake_owner();
-            }
-        }
-    }
-}
+use crate::scope::seam::{self, WeakScope};
+use crate::{
+    CancelReason, CancelScope, CancellationToken, Cancelled, GracePolicy, GraceStart, GraceValue,
+    ScopeHandle, TryRun,
+};
 
 pin_project! {
     /// A child's body inside its scope: turns its error into a
-    /// [`ChildError`], and in a group with a grace period keeps the scope
-    /// polling the body once the *group* is cancelled, so that the body
-    /// reaches a checkpoint and cleans up. A cancellation of the child's
-    /// own (its scope's sources, its handle) drops the body at once, as
-    /// any scope does.
+    /// [`ChildError`]. The group's grace is its scope's (see
+    /// [`ChildTask::new`]).
     pub(crate) struct Held<F> {
         #[pin]
-        body: Option<F>,
-        grace: Option<Grace>,
+        body: F,
     }
-}
-
-pub(crate) struct Grace {
-    _hold: Hold,
-    own: CancellationToken,
-    group: CancellationToken,
 }
 
 /// A child's error as its scope returns it: the scope's own cancellation
@@ -98,27 +51,7 @@ where
     type Output = Result<T, ChildError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        if let Some(grace) = this.grace.as_ref() {
-            // The group records its cause before it cancels its children.
-            if grace.own.is_cancelled() && !grace.group.has_recorded_cause() {
-                // Dropped unfinished: the scope reports it as a checkpoint
-                // in it would, as cancelled (never as a failure).
-                let cancelled = match grace._hold.0.first() {
-                    Some(scope) => scope.observe_cancellation(),
-                    None => token_cancelled(&grace.own),
-                };
-                this.body.set(None);
-                *this.grace = None;
-                return Poll::Ready(Err(ChildError::Cancelled(cancelled)));
-            }
-        }
-        let Some(body) = this.body.as_mut().as_pin_mut() else {
-            return Poll::Pending;
-        };
-        let output = std::task::ready!(body.poll(cx));
-        this.body.set(None);
-        *this.grace = None;
+        let output = std::task::ready!(self.project().body.poll(cx));
         Poll::Ready(output.map_err(|error| ChildError::Body(error.into())))
     }
 }
@@ -170,21 +103,20 @@ impl<T> Slot<T> {
 pub(crate) struct ChildRef {
     id: u64,
     token: CancellationToken,
-    scope: Weak<ScopeShared>,
+    scope: WeakScope,
 }
 
 impl ChildRef {
     /// The child's scope name, while its scope exists.
     fn name(&self) -> Option<Arc<str>> {
-        let scope = self.scope.upgrade()?;
-        let name = ScopeHandle { shared: scope }.context().name?;
+        let name = seam::name(&self.scope.upgrade()?)?;
         Some(Arc::from(name))
     }
 
     /// The error describing the child's cancellation.
     fn cancelled(&self) -> Cancelled {
         match self.scope.upgrade() {
-            Some(scope) => scope.observe_cancellation(),
+            Some(scope) => seam::observe_cancellation(&scope),
             None => token_cancelled(&self.token),
         }
     }
@@ -278,8 +210,7 @@ impl<T> TaskHandle<T> {
     /// deadline) while the child runs; `None` once it has ended or if it
     /// never started.
     pub fn scope(&self) -> Option<ScopeHandle> {
-        let shared = self.slot.child.as_ref()?.scope.upgrade()?;
-        Some(ScopeHandle { shared })
+        self.slot.child.as_ref()?.scope.upgrade()
     }
 }
 
@@ -426,28 +357,28 @@ where
         body: F,
         armed: bool,
     ) -> (Self, TaskHandle<T>) {
-        let shared = scope.handle().shared;
-        let token = shared.token.clone();
         // A child with a grace period of its own keeps it, for any
-        // cancellation: its scope holds it; the group's grace is for
-        // children without one.
-        let own_grace = scope.has_grace();
-        let grace = group.grace.filter(|_| !own_grace).map(|_| Grace {
-            _hold: Hold::scope(&shared),
-            own: token.clone(),
-            group: group.scope.shared.token.clone(),
-        });
+        // cancellation; the others get the group's, for the group's
+        // cancellation only, and end with the cancellation whatever they
+        // return within it.
+        let scope = match group.grace {
+            Some(grace) if !scope.has_grace() => scope.grace(grace).grace_policy(
+                GracePolicy::new()
+                    .start(GraceStart::FromParent)
+                    .value(GraceValue::Replace),
+            ),
+            _ => scope,
+        };
+        let shared = scope.handle();
+        let token = shared.cancel_token();
         let child = ChildRef {
             id: group.next_id(),
             token,
-            scope: Arc::downgrade(&shared),
+            scope: WeakScope::new(&shared),
         };
         group.track_start(child.id, &shared);
         drop(shared);
-        let held = Held {
-            body: Some(body),
-            grace,
-        };
+        let held = Held { body };
         let slot = Slot::new(Some(child), None);
         let task = ChildTask {
             run: Some(scope.try_run(held).detached()),
@@ -528,7 +459,7 @@ where
 /// was cancelled and the child saw it, or the error is a [`Cancelled`].
 fn classify(error: ChildError, child: &ChildRef) -> TaskError {
     // The flag first: reading the cause copies it.
-    if !child.token.is_cancelled() && !child.token.has_recorded_cause() {
+    if !child.token.is_cancelled() && !seam::cancel_recorded(&child.token) {
         let error: BoxError = match error {
             ChildError::Cancelled(cancelled) => Box::new(cancelled),
             ChildError::Body(error) => error,
@@ -547,7 +478,7 @@ fn classify(error: ChildError, child: &ChildRef) -> TaskError {
     let saw = child
         .scope
         .upgrade()
-        .is_some_and(|scope| scope.err_is_cancellation(false));
+        .is_some_and(|scope| seam::err_is_cancellation(&scope, false));
     match saw {
         true => TaskError::Cancelled(child.cancelled()),
         false => TaskError::Failed(Arc::from(error)),
@@ -560,7 +491,7 @@ pin_project! {
     pub(crate) struct Spawned<C> {
         #[pin]
         child: C,
-        group: Option<Arc<ScopeShared>>,
+        group: Option<ScopeHandle>,
     }
 }
 
@@ -568,7 +499,7 @@ impl<C> Spawned<C> {
     pub(crate) fn new(child: C, group: &Arc<GroupShared>) -> Self {
         Spawned {
             child,
-            group: Some(group.scope.shared.clone()),
+            group: Some(group.scope.clone()),
         }
     }
 }
@@ -580,6 +511,6 @@ impl<C: Future<Output = ()>> Future for Spawned<C> {
         let this = self.project();
         let child = this.child;
         // `ChildTask` contains panics, so none crosses `enter`.
-        crate::scope::slot::enter(this.group, || child.poll(cx))
+        seam::enter(this.group, || child.poll(cx))
     }
 }

@@ -82,6 +82,7 @@ use self::body::GroupBody;
 use self::error::BoxError;
 use self::executor::Executor;
 use self::state::{lock, GroupShared};
+use crate::scope::seam;
 use crate::{
     CancelScope, CancellationToken, Cancelled, OperationStatus, Run, ScopeHandle, SecondSignal,
     Signal, Source,
@@ -450,9 +451,16 @@ impl TaskGroup {
         Fut: Future<Output = Result<T, E>>,
         E: Into<BoxError>,
     {
+        // The group's grace is recorded in its scope (the graces of the
+        // scopes inside end with it), but applied by the group, which holds
+        // its scope open while it drains (`body.rs`).
+        let scope = match self.grace {
+            Some(grace) => self.scope.held_grace(grace),
+            None => self.scope,
+        };
         let shared = Arc::new(GroupShared {
             state: Default::default(),
-            scope: self.scope.handle(),
+            scope: scope.handle(),
             policy: self.policy,
             supervision: self.supervision,
             grace: self.grace,
@@ -468,7 +476,7 @@ impl TaskGroup {
             shared: shared.clone(),
         });
         GroupRun {
-            run: self.scope.run(GroupBody::new(body, shared.clone())),
+            run: scope.run(GroupBody::new(body, shared.clone())),
             shared,
         }
     }
@@ -514,7 +522,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let outcome = std::task::ready!(this.run.poll(cx));
-        let scope = &this.shared.scope.shared;
+        let scope = &this.shared.scope;
         let (failures, panic, failure_cancelled) = {
             let mut state = lock(&this.shared.state);
             (
@@ -524,7 +532,7 @@ where
             )
         };
         if let Some(payload) = panic {
-            scope.set_status(OperationStatus::Failed);
+            seam::set_final_status(scope, OperationStatus::Failed);
             std::panic::resume_unwind(payload);
         }
         // Cancelled from outside, not by a failing child?
@@ -533,10 +541,10 @@ where
             Ok(Some(value)) => (Some(value), None),
             Err(cancelled) => (None, external(cancelled)),
             // The cause is recorded before the flag is published.
-            Ok(None) if scope.token.has_recorded_cause() => {
-                let cancelled = scope.observe_cancellation();
+            Ok(None) if seam::scope_cancel_recorded(scope) => {
+                let cancelled = seam::observe_cancellation(scope);
                 // Handed to the code around the group, as a nested scope's.
-                scope.pass_cancellation_up(&cancelled);
+                seam::pass_cancellation_up(scope, &cancelled);
                 (None, external(cancelled))
             }
             Ok(None) => (None, None),
@@ -549,7 +557,7 @@ where
                 } else {
                     OperationStatus::Failed
                 };
-                scope.set_status(status);
+                seam::set_final_status(scope, status);
                 Err(GroupError::new(cancelled, failures))
             }
         })

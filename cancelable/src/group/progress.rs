@@ -2,8 +2,6 @@
 //! ([`Group::counts`]) and each running child's last progress report
 //! ([`Group::progress`], for a group that tracks its children).
 
-use std::sync::Arc;
-
 use super::handle::Group;
 use super::state::lock;
 use super::summary::GroupCounts;
@@ -124,10 +122,7 @@ impl Group {
         let live: Vec<_> = {
             let mut state = lock(&self.shared.state);
             // Children the group refused after they were built.
-            state
-                .tracker
-                .live
-                .retain(|_, scope| scope.strong_count() > 0);
+            state.tracker.live.retain(|_, scope| scope.is_alive());
             state
                 .tracker
                 .live
@@ -137,8 +132,7 @@ impl Group {
         };
         live.into_iter()
             .filter_map(|(id, scope)| {
-                let shared: Arc<_> = scope.upgrade()?;
-                let scope = ScopeHandle { shared };
+                let scope = scope.upgrade()?;
                 let context = scope.context();
                 Some(ChildProgress {
                     id,

@@ -32,7 +32,7 @@ impl SecondWatch {
         {
             return None;
         }
-        let token = &shared.scope.shared.token;
+        let token = &shared.scope.cancel_token();
         let guards = shared
             .signals
             .iter()

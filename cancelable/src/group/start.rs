@@ -28,6 +28,7 @@ use super::child::TaskHandle;
 use super::error::{panic_message, BoxError, TaskError};
 use super::handle::Group;
 use super::state::lock;
+use crate::scope::seam;
 use crate::wait::Watch;
 use crate::{CancelScope, Cancelled};
 
@@ -220,12 +221,13 @@ impl<V> fmt::Debug for Start<V> {
 /// The child's end as the outcome rule classifies it (see
 /// [`CancelScope::try_run`]), for an error before readiness.
 fn before_ready(error: BoxError) -> TaskError {
-    let scope = crate::scope::slot::current_shared();
+    let scope = seam::current();
     let cancelled = scope.filter(|scope| {
-        scope.token.has_recorded_cause() && scope.err_is_cancellation(error.is::<Cancelled>())
+        seam::scope_cancel_recorded(scope)
+            && seam::err_is_cancellation(scope, error.is::<Cancelled>())
     });
     match cancelled {
-        Some(scope) => TaskError::Cancelled(scope.observe_cancellation()),
+        Some(scope) => TaskError::Cancelled(seam::observe_cancellation(&scope)),
         None => TaskError::Failed(Arc::from(error)),
     }
 }

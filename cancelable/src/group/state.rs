@@ -39,6 +39,7 @@ use slab::Slab;
 
 use super::error::{TaskError, TaskFailure};
 use super::executor::Executor;
+use crate::scope::seam::WeakScope;
 use crate::{CancelReason, ScopeHandle};
 
 /// A child polled by the group's own future.
@@ -323,7 +324,7 @@ impl GroupShared {
     /// Records a failure (and a panic to re-raise), and cancels the group
     /// if `cancel` and it is the first failure to do so.
     pub(crate) fn record_failure(&self, failure: TaskFailure, panic: Option<Panic>, cancel: bool) {
-        let token = &self.scope.shared.token;
+        let token = &self.scope.cancel_token();
         let message = failure.to_string();
         let claimed = {
             let mut state = lock(&self.state);
@@ -356,12 +357,12 @@ impl GroupShared {
     /// A child was built: a tracked group keeps its scope, for
     /// [`Group::progress`](crate::Group::progress). A child the group then
     /// refuses leaves a dead entry, skipped when read.
-    pub(crate) fn track_start(&self, id: u64, scope: &Arc<crate::scope::ScopeShared>) {
+    pub(crate) fn track_start(&self, id: u64, scope: &ScopeHandle) {
         if self.is_tracked() {
             lock(&self.state)
                 .tracker
                 .live
-                .insert(id, Arc::downgrade(scope));
+                .insert(id, WeakScope::new(scope));
         }
     }
 

@@ -14,14 +14,14 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
 use super::error::{BoxError, GroupError, TaskError};
 use super::GroupRun;
-use crate::scope::ScopeShared;
+use crate::scope::seam::WeakScope;
 use crate::CancelReason;
 
 /// Where a child of a group is: still running, or how it ended.
@@ -231,7 +231,7 @@ pub(crate) struct Tracker {
     timed_out: usize,
     cancelled: usize,
     /// Running children's scopes, by id (tracked groups only).
-    pub(crate) live: BTreeMap<u64, Weak<ScopeShared>>,
+    pub(crate) live: BTreeMap<u64, WeakScope>,
     /// Ended children (tracked groups only).
     ended: Vec<ChildSummary>,
 }

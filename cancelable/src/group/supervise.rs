@@ -16,6 +16,7 @@ use futures_util::FutureExt;
 use super::error::panic_message;
 use super::error::{BoxError, TaskError};
 use crate::backend::Backend;
+use crate::scope::seam;
 use crate::{CancelScope, Cancelled};
 
 /// How a group restarts its supervised children: set with
@@ -282,10 +283,8 @@ where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
 {
-    let child = crate::scope::slot::current_shared();
-    let name = child
-        .as_ref()
-        .and_then(|child| crate::sync::lock(&child.data).name.clone());
+    let child = seam::current();
+    let name = child.as_ref().and_then(seam::name);
     let mut recent: VecDeque<Instant> = VecDeque::new();
     let mut total: u32 = 0;
     loop {
@@ -310,12 +309,12 @@ where
         // that failure, not restarted either.
         let cancelled = child
             .as_ref()
-            .filter(|child| child.token.has_recorded_cause());
+            .filter(|child| seam::scope_cancel_recorded(child));
         let last = match attempt {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(error)) => match cancelled {
-                Some(child) if child.err_is_cancellation(error.is::<Cancelled>()) => {
-                    return Err(Box::new(child.observe_cancellation()));
+                Some(child) if seam::err_is_cancellation(child, error.is::<Cancelled>()) => {
+                    return Err(Box::new(seam::observe_cancellation(child)));
                 }
                 Some(_) => return Err(error),
                 None => TaskError::Failed(Arc::from(error)),

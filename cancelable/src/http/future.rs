@@ -14,14 +14,15 @@ use http::{HeaderValue, Response, StatusCode};
 use pin_project_lite::pin_project;
 
 use super::body::ScopedBody;
-use super::grace::Graced;
+use super::handler::Checked;
 use super::layer::{CancelCause, Config, DisconnectMode};
 use super::request::now;
 use super::request::DeadlineSource;
 use super::timeout_header::TimeoutHeaderError;
 use super::tracker::Tracked;
 use super::{CLIENT_DISCONNECTED, SERVER_SHUTTING_DOWN};
-use crate::{CancelReason, Cancelled, ScopeHandle, TryRun};
+use crate::scope::seam;
+use crate::{CancelReason, Cancelled, Run, ScopeHandle};
 
 /// The `400` for a malformed timeout header.
 pub(super) fn bad_request<B>(error: &TimeoutHeaderError, grpc: bool) -> Response<ScopedBody<B>> {
@@ -126,7 +127,7 @@ impl Pending {
                     // The cause, not the flag: a token cancels its children
                     // (the request scopes) before its own flag reads as
                     // cancelled.
-                    .is_some_and(|token| token.has_recorded_cause()) =>
+                    .is_some_and(seam::cancel_recorded) =>
             {
                 CancelCause::Shutdown
             }
@@ -218,18 +219,14 @@ impl Drop for Guard {
             return;
         };
         // A handler that panicked cancelled its scope with the panic
-        // (`Graced`): a failure, not a client that left.
-        let token = request.handle.cancel_token();
-        if let Some(failed) = token
-            .recorded_cause()
-            .filter(|cause| matches!(cause.reason, CancelReason::Error(_)))
-        {
+        // (`Checked`): a failure, not a client that left.
+        if let Some(failed) = seam::cancelled_by_error(&request.handle.cancel_token()) {
             #[cfg(feature = "tracing")]
             tracing::error!(
                 operation = request.handle.id(),
                 status = 500,
                 "request failed: {}",
-                failed.message.as_deref().unwrap_or("")
+                failed.message().unwrap_or("")
             );
             #[cfg(not(feature = "tracing"))]
             let _ = failed;
@@ -261,7 +258,7 @@ pin_project! {
         F: Future,
     {
         Ready { response: Option<Response<ScopedBody<B>>> },
-        Inline { #[pin] run: TryRun<Graced<F>>, tracked: Option<Tracked> },
+        Inline { #[pin] run: Run<Checked<F>>, tracked: Option<Tracked> },
         Spawned { task: tokio::task::JoinHandle<Outcome<F::Output>> },
     }
 }

@@ -79,7 +79,7 @@
 
 mod body;
 mod future;
-mod grace;
+mod handler;
 mod layer;
 mod propagate;
 mod request;

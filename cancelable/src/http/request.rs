@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use http::HeaderName;
 
-use crate::{CancellationToken, Progress, ScopeHandle};
+use crate::{CancellationToken, ScopeHandle};
 
 /// Where a request's deadline came from: the one that fires is named in
 /// the `504` response.
@@ -126,9 +126,7 @@ impl RequestScope {
     /// [`report_progress`](crate::report_progress)), from anywhere.
     /// `fraction` is clamped to `0.0..=1.0`; a NaN counts as unknown.
     pub fn report_progress(&self, fraction: impl Into<Option<f64>>, message: impl Into<String>) {
-        self.handle
-            .shared
-            .report_progress(Progress::new(fraction.into(), message.into()));
+        self.handle.report_progress(fraction, message);
     }
 
     /// The scope's handle: its id, context, status, and its deadline,
@@ -148,7 +146,6 @@ impl fmt::Debug for RequestScope {
     }
 }
 
-/// Now, on tokio's clock (which scopes follow on tokio, paused or not).
-pub(super) fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
+/// Now, on the crate's clock: tokio's on tokio (which scopes follow,
+/// paused or not), the testing kit's manual clock while one is installed.
+pub(super) use crate::backend::now;

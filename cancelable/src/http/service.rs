@@ -13,10 +13,10 @@ use tower_service::Service;
 
 use super::body::ScopedBody;
 use super::future::{bad_request, deadline_exceeded, Guard, Pending, ResponseFuture, Stage};
-use super::grace::Graced;
+use super::handler::Checked;
 use super::layer::{Config, DisconnectMode, RequestScopeLayer};
 use super::request::{now, RequestScope};
-use crate::CancelScope;
+use crate::{CancelScope, GracePolicy, GraceValue};
 
 impl<S> Layer<S> for RequestScopeLayer {
     type Service = RequestScopeService<S>;
@@ -95,10 +95,16 @@ where
             handle: handle.clone(),
             source: source.clone(),
         });
-        let handler = Graced::new(self.inner.call(request), &handle, config.grace(), deadline);
-        // `try_run`: a handler that ends after the cancellation ends the
-        // scope as cancelled (see `Graced`).
-        let run = scope.try_run(handler);
+        // The scope's grace; whatever the handler returns once its scope is
+        // cancelled is replaced by the cancellation (see `handler.rs`).
+        let grace = config.grace();
+        if !grace.is_zero() {
+            scope = scope.grace(grace);
+        }
+        let handler = Checked::new(self.inner.call(request), &handle, deadline);
+        let run = scope
+            .grace_policy(GracePolicy::new().value(GraceValue::Replace))
+            .run(handler);
         let runtime = match config.disconnect {
             DisconnectMode::Drop => None,
             DisconnectMode::Detach | DisconnectMode::Notify => {

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 
 use super::tracker::{Counts, Tracker};
 use super::{RequestScopeLayer, SERVER_SHUTTING_DOWN};
+use crate::backend;
 use crate::source::{watch_signal, SignalArrivals, SignalGuard};
 use crate::{CancelReason, CancellationToken, Cancelled, SecondSignal, Signal};
 
@@ -218,7 +219,7 @@ impl GracefulShutdown {
             Event::Signal(cause) => cause,
             Event::Timer => unreachable!("no timer in the first phase"),
         };
-        let started = Instant::now();
+        let started = backend::now();
         tracker.start_counting();
         trigger.cancel_with(cause.reason().clone(), "shutdown started");
         let cause_text = describe(&cause);
@@ -234,7 +235,7 @@ impl GracefulShutdown {
         let report = |outcome| ShutdownReport {
             cause: Some(cause.reason().clone()),
             outcome,
-            elapsed: started.elapsed(),
+            elapsed: backend::now().saturating_duration_since(started),
             handlers: tracker.counts(),
         };
         let grace_end = started.checked_add(grace);
@@ -327,7 +328,8 @@ async fn race(
     tokens: [&CancellationToken; 2],
     deadline: Option<Instant>,
 ) -> Event {
-    let mut timer = deadline.map(|deadline| Box::pin(tokio::time::sleep_until(deadline.into())));
+    // On the crate's clock, which the testing kit's manual clock drives.
+    let mut timer = deadline.map(backend::timer);
     let mut waits = tokens.map(|token| token.cancelled());
     std::future::poll_fn(|cx| {
         for (wait, token) in waits.iter_mut().zip(tokens) {
@@ -342,7 +344,7 @@ async fn race(
             return Poll::Ready(Event::Server(result));
         }
         if let Some(timer) = &mut timer {
-            if timer.as_mut().poll(cx).is_ready() {
+            if timer.poll_fired(cx).is_ready() {
                 return Poll::Ready(Event::Timer);
             }
         }

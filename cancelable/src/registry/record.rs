@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{lock, Registry};
 use crate::backend::Clock;
+use crate::scope::hold::HoldKind;
 use crate::scope::ScopeShared;
 use crate::OperationStatus;
 
@@ -124,13 +125,15 @@ impl Record {
                 .is_some_and(|ago| ago >= self.stuck_limit())
     }
 
-    /// Running, cancelled, with a grace period that has not run out yet:
-    /// cleaning up as it is allowed to.
+    /// Running, cancelled, with a grace period that has not run out yet,
+    /// or held open by a task group draining inside it: cleaning up as it
+    /// is allowed to.
     pub(crate) fn is_in_grace(&self, real_now: Instant) -> bool {
         !self.left.load(Ordering::Acquire)
-            && self
-                .cancelled_for(real_now)
-                .is_some_and(|ago| self.grace().is_some_and(|grace| ago < grace))
+            && self.cancelled_for(real_now).is_some_and(|ago| {
+                self.grace().is_some_and(|grace| ago < grace)
+                    || self.shared.is_held_by(HoldKind::Grace)
+            })
     }
 
     /// Wakes those awaiting the final outcome: the exit is recorded.

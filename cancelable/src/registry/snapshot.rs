@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use super::record::Record;
 use super::{stuck, Now};
+use crate::scope::hold::HoldKind;
 use crate::{CancelReason, OperationStatus, Progress};
 
 /// A live registered operation, as [`Registry::list`](super::Registry::list),
@@ -57,10 +58,13 @@ pub struct OperationInfo {
     /// stuck operation with none is blocked in code without checkpoints
     /// (or a blocking call); one with many ignores what they return.
     pub checkpoints_since_cancel: u64,
-    /// A [`shield`](crate::shield) runs inside it, holding it open.
+    /// A [`shield`](crate::shield) runs inside it, holding it open (a
+    /// grace is reported as `in_grace`, never as this).
     pub shielded: bool,
-    /// Cancelled, with a grace period ([`CancelScope::grace`](crate::CancelScope::grace))
-    /// that has not run out: cleaning up as it is allowed to, not stuck.
+    /// Cancelled, with a grace period ([`CancelScope::grace`](crate::CancelScope::grace),
+    /// a request layer's or a task group's) that has not run out, or held
+    /// open while a task group inside it drains: cleaning up as it is
+    /// allowed to, not stuck.
     pub in_grace: bool,
     /// Still running past its grace period (and at least the registry's
     /// stuck threshold) since its cancel request or, without a grace
@@ -124,7 +128,7 @@ impl OperationInfo {
             checkpoints_since_cancel: u64::from(
                 shared.checkpoints_after_cancel.load(Ordering::Relaxed),
             ),
-            shielded: shared.shields.load(Ordering::Acquire) > 0,
+            shielded: shared.is_held_by(HoldKind::Shield),
             in_grace,
             stuck,
         }

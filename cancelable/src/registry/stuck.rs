@@ -50,7 +50,9 @@ pub(crate) fn report(record: &Record, cancelled_for: Duration) {
             .shared
             .checkpoints_after_cancel
             .load(Ordering::Relaxed),
-        shielded = record.shared.shields.load(Ordering::Acquire) > 0,
+        shielded = record
+            .shared
+            .is_held_by(crate::scope::hold::HoldKind::Shield),
         "operation cancelled {cancelled_for:?} ago has not exited (stuck after cancel)"
     );
     #[cfg(feature = "metrics")]

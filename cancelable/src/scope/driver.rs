@@ -15,7 +15,11 @@
 //! of its own end, the limit of the scopes around it
 //! (`ScopeShared::grace_limit_from_outside`) and a second delivery of the
 //! signal that cancelled it; the thread's deadline shard wakes the scope
-//! at that end.
+//! at that end — or, for a child whose grace is its parent's held grace (a
+//! task group's), the layer holding it does. The `GracePolicy` (`grace.rs`)
+//! says which cancellations start the grace (decided once, at the first
+//! sight of the cancellation) and whether a value returned after the
+//! cancellation is kept or replaced by it (`complete`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,7 +30,7 @@ use super::armed::{Armed, NestedIn};
 use super::deadlines::Shard;
 use super::state::ScopeShared;
 use super::{pool, slot};
-use super::{Callback, CancelScope, Config};
+use super::{Callback, CancelScope, Config, GracePolicy, GraceStart, GraceValue};
 use crate::backend::{Backend, Clock};
 use crate::context::{ContextData, OperationStatus};
 use crate::panic;
@@ -44,8 +48,14 @@ pub(super) struct Driver {
     /// The scope was seen cancelled while a shield inside its body ran: it
     /// ends with its reason whatever the body does afterwards.
     held_by_shield: bool,
-    /// The scope has a grace period (`CancelScope::grace`).
+    /// The scope has a grace period (`CancelScope::grace`) that applies to
+    /// its cancellation (or may: see `policy`).
     grace: bool,
+    /// The grace policy (`grace.rs`); its start rule becomes `Any` once the
+    /// grace is known to apply to the scope's cancellation.
+    policy: GracePolicy,
+    /// The grace started with the parent's cancellation (`FromParent`).
+    grace_from_parent: bool,
     /// The scope's output does not flow into the code of its parent (a
     /// group's child): its cancellation is not passed up as seen.
     detached: bool,
@@ -66,6 +76,8 @@ impl Driver {
             stage: Stage::Configured(scope.config),
             held_by_shield: false,
             grace: false,
+            policy: GracePolicy::new(),
+            grace_from_parent: false,
             detached: false,
         }
     }
@@ -104,6 +116,7 @@ impl Driver {
                 extra.metadata = std::mem::take(&mut extras.metadata);
                 extra.progress_callbacks = std::mem::take(&mut extras.on_progress);
                 extra.grace = extras.grace.map(|period| (period, None));
+                extra.grace_held = extras.grace_held;
             }
             // A deadline set through a handle before the start was set
             // after the builder's: the last one set wins.
@@ -119,7 +132,8 @@ impl Driver {
         self.grace = config
             .extras
             .as_ref()
-            .is_some_and(|extras| extras.grace.is_some());
+            .is_some_and(|extras| extras.grace.is_some() && !extras.grace_held);
+        self.policy = config.grace_policy;
         let parent_link = parent
             .as_ref()
             .filter(|p| !p.shielded)
@@ -226,13 +240,12 @@ impl Driver {
             _ => unreachable!("started above"),
         };
         let cancelled_before = self.shared().token.is_cancelled();
-        if cancelled_before && self.shared().shields.load(Ordering::Acquire) > 0 {
+        if cancelled_before && self.shared().hold_count() > 0 {
             // Cancelled while a shield runs: only the shield keeps the body
             // going from here on.
             self.held_by_shield = true;
         }
-        let has_grace = self.grace;
-        if cancelled_before && has_grace && self.grace_is_over() {
+        if cancelled_before && self.grace_applies() && self.grace_is_over() {
             return Poll::Ready(Err(self.drop_after_grace()));
         }
         if let Poll::Ready(output) = slot::enter(&mut self.shared, || body.as_mut().poll(cx)) {
@@ -252,7 +265,7 @@ impl Driver {
         if !shared.token.is_cancelled() {
             return Poll::Pending;
         }
-        if has_grace {
+        if self.grace_applies() {
             // Cancelled, with a grace period: the body goes on until it
             // returns or the grace period ends.
             if self.grace_is_over() {
@@ -268,7 +281,8 @@ impl Driver {
             }
             return Poll::Pending;
         }
-        if shared.shields.load(Ordering::Acquire) > 0 {
+        let shared = lent_back(&self.shared);
+        if shared.hold_count() > 0 {
             // Cancelled, but a shield inside the body runs: keep polling the
             // body until it is done, then end with the reason.
             self.held_by_shield = true;
@@ -290,6 +304,28 @@ impl Driver {
         Poll::Ready(Err(cancelled))
     }
 
+    /// For a cancelled scope: `true` if it has a grace period that applies
+    /// to its cancellation (the policy's start rule, decided once).
+    fn grace_applies(&mut self) -> bool {
+        if !self.grace || self.policy.starts_on() == GraceStart::Any {
+            return self.grace;
+        }
+        let shared = lent_back(&self.shared);
+        let from_parent = shared
+            .token
+            .recorded_cause()
+            .is_some_and(|cause| cause.reason.is_from_parent());
+        if from_parent {
+            self.policy = self.policy.start(GraceStart::Any);
+            self.grace_from_parent = true;
+        } else {
+            // Its own cancellation: dropped at once, as without a grace.
+            self.grace = false;
+            shared.refuse_grace();
+        }
+        from_parent
+    }
+
     /// For a cancelled scope with a grace period: starts the grace period
     /// the first time, and tells whether it is over (its end passed, an
     /// enclosing scope's limit passed, or the signal that cancelled the
@@ -308,6 +344,13 @@ impl Driver {
             Some(limit) => limit.min(own_end),
             None => own_end,
         };
+        // The parent's grace, held by the layer that cancelled it (a task
+        // group): one grace for it and its children, which that layer ends.
+        let held = self
+            .grace_from_parent
+            .then(|| shared.held_grace_of_parent(now))
+            .flatten();
+        let end = held.map_or(end, |held| held.min(end));
         if now >= end
             || armed
                 .sources
@@ -316,6 +359,11 @@ impl Driver {
         {
             armed.grace_timer = None;
             return true;
+        }
+        if held == Some(end) {
+            // Ended by the layer that holds the parent's grace.
+            armed.grace_timer = None;
+            return false;
         }
         if armed
             .grace_timer
@@ -351,6 +399,17 @@ impl Driver {
         describe: Option<fn(&T) -> String>,
     ) -> Result<T, Cancelled> {
         let shared = self.shared();
+        if self.policy.late_value() == GraceValue::Replace && shared.token.has_recorded_cause() {
+            // Returned after the cancellation was recorded: the
+            // cancellation's answer, whatever the body returned.
+            drop(output);
+            let mut cancelled = shared.cancelled_error();
+            if self.grace {
+                cancelled = cancelled.with_grace_outcome(GraceOutcome::FinishedWithinGrace);
+            }
+            self.finish(OperationStatus::Cancelled, Some(&cancelled));
+            return Err(cancelled);
+        }
         if self.grace && shared.token.is_cancelled() {
             // Cancelled, and the body returned within its grace period: an
             // `Err` is the cancellation's doing, a value is returned (the

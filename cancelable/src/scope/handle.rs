@@ -53,6 +53,25 @@ impl ScopeHandle {
         self.shared.token.clone()
     }
 
+    /// Reports the operation's progress from anywhere, as
+    /// [`report_progress`](crate::report_progress) does from inside it: its
+    /// `on_progress` callbacks run (a panicking one is contained) and the
+    /// registry shows it. `fraction` is clamped to `0.0..=1.0`; a NaN counts
+    /// as unknown.
+    ///
+    /// ```
+    /// use cancelable::CancelScope;
+    ///
+    /// let scope = CancelScope::new();
+    /// let handle = scope.handle();
+    /// handle.report_progress(0.5, "half way");
+    /// assert_eq!(handle.context().progress.unwrap().message, "half way");
+    /// ```
+    pub fn report_progress(&self, fraction: impl Into<Option<f64>>, message: impl Into<String>) {
+        self.shared
+            .report_progress(crate::Progress::new(fraction.into(), message.into()));
+    }
+
     /// The operation's id, unique within the process and never 0.
     ///
     /// Ids are **not contiguous** and do not tell the order in which

@@ -9,6 +9,8 @@
 //! * `pool.rs` — the per-thread pool of finished scopes' states;
 //! * `deadlines/` — the per-thread shard of scope deadlines and its timer
 //!   (`tokio_driver.rs`: the tokio runtime's driver task);
+//! * `hold.rs` (the one hold: shields, draining groups), `grace.rs`
+//!   ([`GracePolicy`]), `seam.rs` (what layers call besides the public API);
 //! * `handle.rs` — [`ScopeHandle`];
 //! * `armed.rs` — what a running scope holds (links, deadline
 //!   registration, sources) and the checks made at every pend;
@@ -19,13 +21,17 @@ mod armed;
 mod deadlines;
 mod driver;
 mod future;
+mod grace;
 mod handle;
+pub(crate) mod hold;
 mod pool;
+pub(crate) mod seam;
 pub(crate) mod slot;
 mod state;
 
 pub(crate) use future::Outcome;
 pub use future::{Run, TryRun};
+pub use grace::{GracePolicy, GraceStart, GraceValue};
 pub use handle::ScopeHandle;
 pub(crate) use state::ScopeShared;
 
@@ -94,6 +100,8 @@ struct Config {
     deadline: Option<Instant>,
     timeout: Option<Duration>,
     sources: Vec<Source>,
+    /// Which cancellations start the grace; what a late value becomes.
+    grace_policy: GracePolicy,
     /// Boxed: most scopes have none of it, and the builder and the scope
     /// future move `Config` around by value.
     extras: Option<Box<Extras>>,
@@ -118,6 +126,9 @@ struct Extras {
     on_start: Vec<Callback<OperationContext>>,
     /// The grace period (`None`: none, or a zero one).
     grace: Option<Duration>,
+    /// The grace is given by a layer that holds the scope open itself (a
+    /// task group): recorded, never applied by the driver.
+    grace_held: bool,
     /// What a second signal does (`None`: the default, `Exit`).
     second_signal: Option<SecondSignal>,
 }
@@ -281,7 +292,8 @@ impl CancelScope {
     /// [`on_second_signal(SecondSignal::EndGrace)`](Self::on_second_signal)
     /// it only ends the grace period, and the program goes on.
     ///
-    /// Setting it again replaces the earlier value.
+    /// Setting it again replaces the earlier value. [`grace_policy`](Self::grace_policy)
+    /// chooses which cancellations start it, and whether a value is kept.
     ///
     /// ```
     /// use std::sync::atomic::{AtomicBool, Ordering};

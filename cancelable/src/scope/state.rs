@@ -20,11 +20,11 @@
 //!    cancellation-aware wait, or a nested scope that passed it up); the
 //!    outcome rule, [`ScopeShared::err_is_cancellation`], reads it after the
 //!    body returned, and nothing clears it while the state is shared.
-//! 3. **Holds are counted, never owned.** `shields` and `nested` count
-//!    guards (a shield, a held group child or request, a running nested
-//!    scope) that add on creation and subtract on drop; a scope with a hold
-//!    keeps polling its body after its cancellation until the count is
-//!    zero again.
+//! 3. **Holds are counted, never owned.** `holds` (one count per
+//!    [`HoldKind`]: shields, task groups draining) and `nested` count
+//!    guards (a `Hold`, see `hold.rs`; a running nested scope) that add on
+//!    creation and subtract on drop; a scope with a hold keeps polling its
+//!    body after its cancellation until the count is zero again.
 //! 4. **A deadline fires only when the clock says so.** Every change of the
 //!    deadline is written under `data`'s lock and then bumps
 //!    `deadline_generation`, so the running scope registers the new
@@ -79,6 +79,24 @@ fn next_operation_id() -> u64 {
     from_block.unwrap_or_else(|_| NEXT_OPERATION_ID.fetch_add(1, Ordering::Relaxed))
 }
 
+/// Why a hold (`hold.rs`) holds its scopes open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HoldKind {
+    /// A [`shield`](crate::shield): cleanup that outer cancellation cannot
+    /// interrupt.
+    Shield,
+    /// A task group draining its children (in its grace, if it has one).
+    Grace,
+}
+
+/// One hold of `kind` in [`ScopeShared`]'s `holds` word.
+fn hold_unit(kind: HoldKind) -> u64 {
+    match kind {
+        HoldKind::Shield => 1,
+        HoldKind::Grace => 1 << 32,
+    }
+}
+
 /// State shared by a running scope, its handles and the code inside it.
 pub(crate) struct ScopeShared {
     pub(crate) token: CancellationToken,
@@ -87,8 +105,10 @@ pub(crate) struct ScopeShared {
     status: AtomicU8,
     /// A checkpoint inside the body returned the cancellation.
     pub(super) observed: AtomicBool,
-    /// Shielded futures running inside this scope.
-    pub(crate) shields: AtomicUsize,
+    /// Holds on this scope (`hold.rs`), one 32-bit count per [`HoldKind`]
+    /// in one word: shields in the low half, task groups draining in the
+    /// high half.
+    holds: AtomicU64,
     /// Scopes running inside this one's body right now.
     pub(super) nested: AtomicUsize,
     pub(super) deadline_generation: AtomicU64,
@@ -124,7 +144,7 @@ impl ScopeShared {
             id: AtomicU64::new(0),
             status: AtomicU8::new(OperationStatus::Pending.as_u8()),
             observed: AtomicBool::new(false),
-            shields: AtomicUsize::new(0),
+            holds: AtomicU64::new(0),
             nested: AtomicUsize::new(0),
             deadline_generation: AtomicU64::new(0),
             parent: OnceLock::new(),
@@ -162,6 +182,33 @@ impl ScopeShared {
             }
             assigned => assigned,
         }
+    }
+
+    /// Counts a hold of `kind` on this scope (`hold.rs`).
+    pub(super) fn add_hold(&self, kind: HoldKind) {
+        self.holds.fetch_add(hold_unit(kind), Ordering::AcqRel);
+    }
+
+    /// Releases a hold of `kind` counted by [`add_hold`](Self::add_hold).
+    pub(super) fn release_hold(&self, kind: HoldKind) {
+        self.holds.fetch_sub(hold_unit(kind), Ordering::AcqRel);
+    }
+
+    /// `true` while a hold of `kind` holds this scope open.
+    #[cfg_attr(not(feature = "registry"), allow(dead_code))]
+    pub(crate) fn is_held_by(&self, kind: HoldKind) -> bool {
+        let holds = self.holds.load(Ordering::Acquire);
+        let count = match kind {
+            HoldKind::Shield => holds & u64::from(u32::MAX),
+            HoldKind::Grace => holds >> 32,
+        };
+        count > 0
+    }
+
+    /// How many holds of any kind hold this scope open.
+    pub(crate) fn hold_count(&self) -> usize {
+        let holds = self.holds.load(Ordering::Acquire);
+        ((holds & u64::from(u32::MAX)) + (holds >> 32)) as usize
     }
 
     /// The scope this one started inside, if any, shield or not.
@@ -214,6 +261,27 @@ impl ScopeShared {
         let mut data = lock(&self.data);
         let (period, end) = data.extra.as_mut()?.grace.as_mut()?;
         Some(*end.get_or_insert_with(|| now.checked_add(*period).unwrap_or(now)))
+    }
+
+    /// The grace of this scope's parent, if a layer holds it (a task
+    /// group, `CancelScope::held_grace`): started at `now` if nobody has
+    /// started it yet — the parent's and its children's grace is one,
+    /// started by the first to see the cancellation — and its end, at
+    /// which that layer ends what is left.
+    pub(super) fn held_grace_of_parent(&self, now: Instant) -> Option<Instant> {
+        let parent = self.parent.get().filter(|parent| !parent.shielded)?;
+        let mut data = lock(&parent.scope.data);
+        let extra = data.extra.as_mut().filter(|extra| extra.grace_held)?;
+        let (period, end) = extra.grace.as_mut()?;
+        Some(*end.get_or_insert_with(|| now.checked_add(*period).unwrap_or(now)))
+    }
+
+    /// The scope's grace does not apply to its cancellation (its policy's
+    /// start rule): it has none, as far as anyone can tell.
+    pub(super) fn refuse_grace(&self) {
+        if let Some(extra) = lock(&self.data).extra.as_mut() {
+            extra.grace = None;
+        }
     }
 
     pub(crate) fn status(&self) -> OperationStatus {

@@ -1,0 +1,132 @@
+//! The seams the layers (task groups, services, the registry) use to reach
+//! a scope's machinery: the only crate-internal door into `scope/` besides
+//! the public API and [`hold`](super::hold). Each is named for what a layer
+//! needs, takes a [`ScopeHandle`] or a token (never a `ScopeShared`), and
+//! keeps the scope's invariants (`state.rs`) on its side of the door: a
+//! later split of the layers into crates would make this a
+//! `#[doc(hidden)]` public module, nothing more.
+//!
+//! `cancelable/tests/module_graph.rs` checks that the layers name no
+//! private part of the scope or the token.
+
+use std::borrow::Cow;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use super::{slot, ScopeHandle, ScopeShared};
+use crate::context::OperationStatus;
+use crate::sync::lock;
+use crate::token::Cause;
+use crate::{CancelReason, CancellationToken, Cancelled};
+
+/// Starts `scope`'s grace at `now` if it has not started yet, and returns
+/// its end (unclipped; `None` if the scope has no grace). For a layer that
+/// applies a grace recorded with `CancelScope::held_grace`.
+pub(crate) fn start_grace(scope: &ScopeHandle, now: Instant) -> Option<Instant> {
+    scope.shared.start_grace(now)
+}
+
+/// How many holds (`hold.rs`), of any kind, hold `scope` open.
+pub(crate) fn hold_count(scope: &ScopeHandle) -> usize {
+    scope.shared.hold_count()
+}
+
+/// `true` once a cancel of `token` has recorded its cause — possibly
+/// before its flag reads as cancelled (cause before flag, `token/node.rs`).
+pub(crate) fn cancel_recorded(token: &CancellationToken) -> bool {
+    token.has_recorded_cause()
+}
+
+/// [`cancel_recorded`] for `scope`'s token.
+pub(crate) fn scope_cancel_recorded(scope: &ScopeHandle) -> bool {
+    scope.shared.token.has_recorded_cause()
+}
+
+/// The cancellation error for a recorded cause.
+#[cfg_attr(not(feature = "tower"), allow(dead_code))]
+fn cancelled_from(cause: Cause) -> Cancelled {
+    Cancelled::new(cause.reason).with_message(cause.message)
+}
+
+/// `true` if the cancellation `token` recorded is a failure (reason
+/// [`CancelReason::Error`]) rather than a cancel.
+#[cfg_attr(not(feature = "tower"), allow(dead_code))]
+pub(crate) fn cancelled_by_error(token: &CancellationToken) -> Option<Cancelled> {
+    token
+        .recorded_cause()
+        .filter(|cause| matches!(cause.reason, CancelReason::Error(_)))
+        .map(cancelled_from)
+}
+
+/// Keeps `text` as `scope`'s error (the registry shows it): a layer that
+/// saw the operation fail in a way the scope could not (a handler's panic).
+#[cfg_attr(not(feature = "tower"), allow(dead_code))]
+pub(crate) fn record_error_text(scope: &ScopeHandle, text: String) {
+    scope.shared.record_error_text(text);
+}
+
+/// The error describing `scope`'s cancellation as code inside it saw it:
+/// marks the cancellation as observed (the outcome rule, `state.rs`).
+pub(crate) fn observe_cancellation(scope: &ScopeHandle) -> Cancelled {
+    scope.shared.observe_cancellation()
+}
+
+/// The outcome rule for an `Err` of code in `scope`
+/// ([`ScopeShared::err_is_cancellation`](super::ScopeShared::err_is_cancellation)).
+pub(crate) fn err_is_cancellation(scope: &ScopeHandle, error_is_cancelled: bool) -> bool {
+    scope.shared.err_is_cancellation(error_is_cancelled)
+}
+
+/// Hands `scope`'s cancellation to the code around it, as a nested scope
+/// that ended with it does (for a layer that ends a scope's run itself:
+/// a task group).
+pub(crate) fn pass_cancellation_up(scope: &ScopeHandle, cancelled: &Cancelled) {
+    scope.shared.pass_cancellation_up(cancelled);
+}
+
+/// Writes the final status of a scope whose end a layer decides (a task
+/// group's scope: invariant 1 of `state.rs`).
+pub(crate) fn set_final_status(scope: &ScopeHandle, status: OperationStatus) {
+    scope.shared.set_status(status);
+}
+
+/// `scope`'s name, without building its whole context.
+pub(crate) fn name(scope: &ScopeHandle) -> Option<Cow<'static, str>> {
+    lock(&scope.shared.data).name.clone()
+}
+
+/// The scope the code polled now runs in, if any.
+pub(crate) fn current() -> Option<ScopeHandle> {
+    slot::current_shared().map(|shared| ScopeHandle { shared })
+}
+
+/// Polls with `scope` as the current scope (a task group polling a child
+/// spawned onto an executor, so that the child's scope starts inside the
+/// group's). `poll` must not unwind.
+pub(crate) fn enter<R>(scope: &mut Option<ScopeHandle>, poll: impl FnOnce() -> R) -> R {
+    let mut shared = scope.take().map(|handle| handle.shared);
+    let polled = slot::enter(&mut shared, poll);
+    *scope = shared.map(|shared| ScopeHandle { shared });
+    polled
+}
+
+/// A scope known without keeping it alive: a scope that nothing else
+/// observes spares a clock read when it ends.
+#[derive(Clone)]
+pub(crate) struct WeakScope(Weak<ScopeShared>);
+
+impl WeakScope {
+    pub(crate) fn new(scope: &ScopeHandle) -> WeakScope {
+        WeakScope(Arc::downgrade(&scope.shared))
+    }
+
+    /// The scope, while it exists.
+    pub(crate) fn upgrade(&self) -> Option<ScopeHandle> {
+        self.0.upgrade().map(|shared| ScopeHandle { shared })
+    }
+
+    /// `true` while the scope exists.
+    pub(crate) fn is_alive(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+}
