@@ -48,6 +48,41 @@ fn wait_until(mut ready: impl FnMut() -> bool) {
     }
 }
 
+/// Runs a registered scope named `name` whose body is a shielded loop;
+/// another thread cancels it once the registry shows it shielded, and
+/// takes what the registry shows once `seen` holds, which ends the loop.
+/// Returns that view and the operation's id.
+async fn shielded_then_cancelled(
+    registry: &Registry,
+    name: &'static str,
+    seen: fn(&registry::OperationInfo) -> bool,
+) -> (registry::OperationInfo, u64) {
+    let scope = CancelScope::new().name(name).register_in(registry);
+    let id = scope.handle().id();
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    let observer = {
+        let registry = registry.clone();
+        std::thread::spawn(move || {
+            wait_until(|| registry.get(id).is_some_and(|info| info.shielded));
+            let _ = registry.cancel(id, CancelReason::Manual, "").unwrap();
+            wait_until(|| registry.get(id).is_some_and(|info| seen(&info)));
+            let info = registry.get(id).unwrap();
+            flag.store(true, Ordering::SeqCst);
+            info
+        })
+    };
+    let outcome = scope
+        .run(shield(async move {
+            while !done.load(Ordering::SeqCst) {
+                sleep(Duration::from_millis(2)).await;
+            }
+        }))
+        .await;
+    assert!(outcome.is_err());
+    (observer.join().unwrap(), id)
+}
+
 on_every_backend! {
     async fn a_registered_scope_is_live_while_it_runs_and_leaves_when_done() {
         let registry = fresh();
@@ -401,30 +436,7 @@ on_every_backend! {
 
     async fn a_shield_holding_a_cancelled_scope_shows_as_shielded_and_stuck() {
         let registry = fresh();
-        let scope = CancelScope::new().name("cleanup").register_in(&registry);
-        let id = scope.handle().id();
-        let done = Arc::new(AtomicBool::new(false));
-        let flag = done.clone();
-        let observer = {
-            let registry = registry.clone();
-            std::thread::spawn(move || {
-                wait_until(|| registry.get(id).is_some_and(|info| info.shielded));
-                let _ = registry.cancel(id, CancelReason::Manual, "").unwrap();
-                wait_until(|| registry.get(id).is_some_and(|info| info.stuck));
-                let info = registry.get(id).unwrap();
-                flag.store(true, Ordering::SeqCst);
-                info
-            })
-        };
-        let outcome = scope
-            .run(shield(async move {
-                while !done.load(Ordering::SeqCst) {
-                    sleep(Duration::from_millis(2)).await;
-                }
-            }))
-            .await;
-        assert!(outcome.is_err());
-        let info = observer.join().unwrap();
+        let (info, id) = shielded_then_cancelled(&registry, "cleanup", |info| info.stuck).await;
         assert!(info.shielded && info.stuck);
         assert_eq!(info.checkpoints_since_cancel, 0);
         assert!(registry.get(id).is_none());
@@ -626,30 +638,7 @@ on_every_backend! {
 
     async fn a_shielded_operation_shows_as_shielded_and_not_in_grace() {
         let registry = patient();
-        let scope = CancelScope::new().name("flush").register_in(&registry);
-        let id = scope.handle().id();
-        let done = Arc::new(AtomicBool::new(false));
-        let flag = done.clone();
-        let observer = {
-            let registry = registry.clone();
-            std::thread::spawn(move || {
-                wait_until(|| registry.get(id).is_some_and(|info| info.shielded));
-                let _ = registry.cancel(id, CancelReason::Manual, "").unwrap();
-                wait_until(|| registry.get(id).is_some_and(|info| info.reason.is_some()));
-                let info = registry.get(id).unwrap();
-                flag.store(true, Ordering::SeqCst);
-                info
-            })
-        };
-        let outcome = scope
-            .run(shield(async move {
-                while !done.load(Ordering::SeqCst) {
-                    sleep(Duration::from_millis(2)).await;
-                }
-            }))
-            .await;
-        assert!(outcome.is_err());
-        let info = observer.join().unwrap();
+        let (info, _) = shielded_then_cancelled(&registry, "flush", |info| info.reason.is_some()).await;
         assert!(info.shielded, "{info:?}");
         assert!(!info.in_grace, "a shield is not a grace: {info:?}");
     }

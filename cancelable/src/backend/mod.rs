@@ -285,3 +285,41 @@ impl<T: Send + 'static> Blocking<T> {
         Pin::new(&mut self.0).poll(cx)
     }
 }
+
+/// The time now on each clock, each read at most once per query: what a
+/// registry query (a list, a snapshot) compares every operation with. The
+/// wall clock for start times, the real clock for the causes' timestamps
+/// (`Cause::at`), the operation's own clock for its elapsed time.
+#[cfg(feature = "registry")]
+pub(crate) struct Now {
+    pub(crate) wall: std::time::SystemTime,
+    real: Option<Instant>,
+    #[cfg(feature = "tokio")]
+    tokio: Option<Instant>,
+}
+
+#[cfg(feature = "registry")]
+impl Now {
+    pub(crate) fn new() -> Self {
+        Now {
+            wall: std::time::SystemTime::now(),
+            real: None,
+            #[cfg(feature = "tokio")]
+            tokio: None,
+        }
+    }
+
+    /// Now on the real (monotonic) clock.
+    pub(crate) fn real(&mut self) -> Instant {
+        *self.real.get_or_insert_with(Instant::now)
+    }
+
+    /// Now on `clock`.
+    pub(crate) fn on(&mut self, clock: Clock) -> Instant {
+        match clock {
+            #[cfg(feature = "tokio")]
+            Clock::Tokio => *self.tokio.get_or_insert_with(|| clock.now()),
+            Clock::Std => self.real(),
+        }
+    }
+}

@@ -95,7 +95,7 @@ mod snapshot;
 mod stats;
 mod stuck;
 
-pub(crate) use record::Now;
+pub(crate) use crate::backend::Now;
 
 pub use builder::RegistryBuilder;
 pub use cancel::{CancelAnswer, Outcome};

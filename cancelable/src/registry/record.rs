@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Waker;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use super::{lock, Registry};
 use crate::backend::Clock;
@@ -163,38 +163,5 @@ impl Drop for KeyClaim {
             }
         };
         drop(released);
-    }
-}
-
-/// The time now on each clock, each read at most once per query.
-pub(crate) struct Now {
-    pub(crate) wall: SystemTime,
-    real: Option<Instant>,
-    #[cfg(feature = "tokio")]
-    tokio: Option<Instant>,
-}
-
-impl Now {
-    pub(crate) fn new() -> Self {
-        Now {
-            wall: SystemTime::now(),
-            real: None,
-            #[cfg(feature = "tokio")]
-            tokio: None,
-        }
-    }
-
-    /// Now on the real (monotonic) clock.
-    pub(crate) fn real(&mut self) -> Instant {
-        *self.real.get_or_insert_with(Instant::now)
-    }
-
-    /// Now on `clock`.
-    pub(crate) fn on(&mut self, clock: Clock) -> Instant {
-        match clock {
-            #[cfg(feature = "tokio")]
-            Clock::Tokio => *self.tokio.get_or_insert_with(|| clock.now()),
-            Clock::Std => self.real(),
-        }
     }
 }
