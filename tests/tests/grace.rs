@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use cancelable::{
     cancel_point, cancellable, shield, sleep, CancelReason, CancelScope, CancellationToken,
-    Cancelled, GraceOutcome, OperationStatus,
+    Cancelled, GraceOutcome, GracePolicy, GraceStart, GraceValue, OperationStatus,
 };
 use cancelable_tests::on_every_backend;
 
@@ -220,6 +220,75 @@ on_every_backend! {
             .await;
         assert_eq!(outcome.unwrap(), 42);
         assert_eq!(handle.status(), OperationStatus::Completed);
+    }
+
+    async fn a_replace_policy_turns_a_value_returned_within_the_grace_into_the_cancellation() {
+        // What the request layer needs: the cleanup runs, yet the answer
+        // is the cancellation's.
+        let cleaned = Arc::new(AtomicBool::new(false));
+        let flag = cleaned.clone();
+        let scope = CancelScope::new()
+            .timeout(Duration::from_millis(5))
+            .grace(GENEROUS)
+            .grace_policy(GracePolicy::new().value(GraceValue::Replace));
+        let handle = scope.handle();
+        let cancelled = scope
+            .try_run(async move {
+                let cancelled = sleep(LONG).await.unwrap_err();
+                assert_eq!(cancelled.grace_outcome(), GraceOutcome::InGrace);
+                shield(cancelable_tests::sleep(Duration::from_millis(2))).await;
+                flag.store(true, Ordering::SeqCst);
+                Ok::<_, Cancelled>(42)
+            })
+            .await
+            .unwrap_err();
+        assert!(cleaned.load(Ordering::SeqCst));
+        assert!(cancelled.is_timeout());
+        assert_eq!(cancelled.grace_outcome(), GraceOutcome::FinishedWithinGrace);
+        assert_eq!(handle.status(), OperationStatus::Cancelled);
+    }
+
+    async fn a_from_parent_grace_runs_for_the_parents_cancellation_only() {
+        let policy = GracePolicy::new().start(GraceStart::FromParent);
+        // The enclosing scope's cancellation: the inner body cleans up.
+        let cleaned = Arc::new(AtomicBool::new(false));
+        let flag = cleaned.clone();
+        let outer = CancelScope::new().grace(GENEROUS);
+        let outer_handle = outer.handle();
+        let inner = outer
+            .run(async move {
+                CancelScope::new()
+                    .grace(GENEROUS)
+                    .grace_policy(policy)
+                    .run(async move {
+                        outer_handle.cancel();
+                        let _ = sleep(LONG).await.unwrap_err();
+                        shield(cancelable_tests::sleep(Duration::from_millis(2))).await;
+                        flag.store(true, Ordering::SeqCst);
+                    })
+                    .await
+            })
+            .await
+            .unwrap();
+        assert!(inner.is_ok(), "a value within the grace is kept");
+        assert!(cleaned.load(Ordering::SeqCst));
+        // Its own cancellation: dropped at its await, as without a grace.
+        let dropped = Arc::new(AtomicBool::new(false));
+        let guard = DropFlag(dropped.clone());
+        let scope = CancelScope::new().grace(GENEROUS).grace_policy(policy);
+        let handle = scope.handle();
+        let started = Instant::now();
+        let cancelled = scope
+            .run(async move {
+                let _guard = guard;
+                handle.cancel();
+                std::future::pending::<()>().await
+            })
+            .await
+            .unwrap_err();
+        assert!(dropped.load(Ordering::SeqCst));
+        assert!(started.elapsed() < GENEROUS);
+        assert_eq!(cancelled.grace_outcome(), GraceOutcome::NoGrace);
     }
 
     async fn without_a_grace_the_body_is_dropped_at_its_await() {

@@ -62,7 +62,7 @@ pub enum GraceValue {
 ///
 /// ```
 /// use std::time::Duration;
-/// use cancelable::{CancelScope, GracePolicy, GraceValue};
+/// use cancelable::{CancelReason, CancelScope, GraceOutcome, GracePolicy, GraceValue};
 ///
 /// # futures::executor::block_on(async {
 /// let scope = CancelScope::new()
@@ -78,7 +78,9 @@ pub enum GraceValue {
 ///     })
 ///     .await;
 /// // …which the cancellation replaces.
-/// assert!(outcome.unwrap_err().is_cancelled());
+/// let cancelled = outcome.unwrap_err();
+/// assert_eq!(cancelled.reason(), &CancelReason::Manual);
+/// assert_eq!(cancelled.grace_outcome(), GraceOutcome::FinishedWithinGrace);
 /// # });
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
