@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cancelable::{Cancelled, TaskGroup};
+use cancelable::group::TaskGroup;
+use cancelable::Cancelled;
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures::stream::{FuturesUnordered, StreamExt};
 

@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use cancelable::{run_blocking, CancelScope, CancellableStream, CancellationToken};
+use cancelable::blocking::run_blocking;
+use cancelable::stream::CancellableStream;
+use cancelable::{CancelScope, CancellationToken};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use futures::stream::{self, Stream, StreamExt};
 

@@ -14,7 +14,8 @@ use std::future::Future;
 use std::hint::black_box;
 use std::time::Duration;
 
-use cancelable::{checkpoint, CancelScope, CancellationToken, Cancelled, TaskGroup};
+use cancelable::group::TaskGroup;
+use cancelable::{checkpoint, CancelScope, CancellationToken, Cancelled};
 use futures::stream::{FuturesUnordered, StreamExt};
 
 #[path = "common/mod.rs"]

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use cancelable::registry::Registry;
-use cancelable::{CancelReason, CancelScope, Run};
+use cancelable::{CancelReason, CancelScope, ScopeRun};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
 #[path = "common/mod.rs"]
@@ -49,7 +49,7 @@ fn live_scope(
 ) -> (
     u64,
     cancelable::ScopeHandle,
-    Pin<Box<Run<std::future::Pending<()>>>>,
+    Pin<Box<ScopeRun<std::future::Pending<()>>>>,
 ) {
     let scope = CancelScope::new().name("live").register_in(registry);
     let handle = scope.handle();

@@ -22,7 +22,8 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use cancelable::{run_blocking, CancelScope};
+//! use cancelable::CancelScope;
+//! use cancelable::blocking::run_blocking;
 //!
 //! # futures::executor::block_on(async {
 //! let outcome = CancelScope::new()
@@ -174,7 +175,7 @@ impl BlockingContext {
     ///
     /// ```
     /// # futures::executor::block_on(async {
-    /// let outcome = cancelable::run_blocking(|ctx| ctx.checkpoint()).await;
+    /// let outcome = cancelable::blocking::run_blocking(|ctx| ctx.checkpoint()).await;
     /// assert!(outcome.unwrap().is_ok());
     /// # });
     /// ```
@@ -212,7 +213,8 @@ impl BlockingContext {
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};
-    /// use cancelable::{run_blocking, CancelScope};
+    /// use cancelable::CancelScope;
+    /// use cancelable::blocking::run_blocking;
     ///
     /// # futures::executor::block_on(async {
     /// let seen = Arc::new(Mutex::new(Vec::new()));
@@ -281,7 +283,7 @@ type Work<T> = Box<dyn FnOnce(&BlockingContext) -> T + Send>;
 ///
 /// ```
 /// # futures::executor::block_on(async {
-/// let answer = cancelable::run_blocking(|_ctx| 6 * 7).await.unwrap();
+/// let answer = cancelable::blocking::run_blocking(|_ctx| 6 * 7).await.unwrap();
 /// assert_eq!(answer, 42);
 /// # });
 /// ```

@@ -141,7 +141,7 @@ pub struct OperationContext {
     /// Metadata given with [`CancelScope::metadata`](crate::CancelScope::metadata).
     pub metadata: BTreeMap<String, String>,
     /// The text of the body's own error, once it failed, if the scope
-    /// keeps it (see [`TryRun::keep_error_text`](crate::TryRun::keep_error_text)).
+    /// keeps it (see [`ScopeTryRun::keep_error_text`](crate::ScopeTryRun::keep_error_text)).
     pub error: Option<String>,
 }
 

@@ -86,7 +86,7 @@
 //! needs its time driver enabled (`enable_time()` / `enable_all()`),
 //! which tokio gives no way to check.
 // `unsafe` is denied everywhere but in the signal dispatcher
-// (`source::signal`), which needs `sigaction` to install, read and
+// (`source::dispatcher`), which needs `sigaction` to install, read and
 // restore signal dispositions.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -119,10 +119,14 @@ mod scope;
 mod current;
 mod shield;
 // Structured concurrency on the scope machinery.
-mod group;
-// Work in flight: cancellation-aware waits, streams, blocking work.
+pub mod group;
+// Work in flight: cancellation-aware waits (at the root), streams,
+// blocking work.
 pub mod blocking;
 pub mod stream;
+// The waits' only documented path is the root; `cancelable::wait::` stays
+// reachable, hidden, for one release (a module cannot be deprecated).
+#[doc(hidden)]
 pub mod wait;
 // Services: request scopes for tower, axum and tonic (tokio only).
 #[cfg(feature = "tower")]
@@ -141,33 +145,35 @@ pub mod registry;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod remote;
 
-pub use blocking::{run_blocking, BlockingContext};
+// The root is the core; every item of a layer lives only in its module
+// (`group::`, `stream::`, `blocking::`, `registry::`, `http::`, ...).
 pub use cancelled::{Cancelled, GraceOutcome};
 pub use context::{OperationContext, OperationStatus, Progress};
 pub use current::{
     checkpoint, checkpoint_token, current_scope, current_token, report_progress,
     report_progress_with, Checkpoint,
 };
-pub use group::{
-    ChildErrors, ChildProgress, ChildState, ChildSummary, Group, GroupCounts, GroupError,
-    GroupExecutor, GroupRun, GroupSummary, Ready, RestartsExhausted, Results, SpawnError, Start,
-    StartError, Supervision, TaskError, TaskFailure, TaskGroup, TaskHandle, TaskOutcome, Wait,
-    WithSummary,
-};
 pub use reason::{CancelReason, SourceError};
-pub use scope::{CancelScope, GracePolicy, GraceStart, GraceValue, Run, ScopeHandle, TryRun};
+pub use scope::{
+    CancelScope, GracePolicy, GraceStart, GraceValue, ScopeHandle, ScopeRun, ScopeTryRun,
+};
 pub use shield::{shield, Shielded};
 pub use signal::{ParseSignalError, SecondSignal, Signal};
 pub use source::{AsyncPredicate, BlockingPredicate, Predicate, Source};
 #[cfg(feature = "resource")]
 #[cfg_attr(docsrs, doc(cfg(feature = "resource")))]
 pub use source::{ResourceError, ResourceLimits};
-pub use stream::{Cancellable, CancellableStream, Partial, PartialTail};
 pub use token::{
     CallbackGuard, CancellationToken, DropGuard, DropGuardRef, RunUntilCancelled,
     RunUntilCancelledOwned, WaitForCancellation, WaitForCancellationOwned,
 };
-pub use wait::{cancelled, sleep, sleep_until, OrCancelled};
+pub use wait::{cancelled, sleep, sleep_until, OrCancelled, ScopeCancelled, Sleep};
+
+// The paths of the previous release, kept for one release (CHANGELOG.md).
+mod moved;
+#[doc(hidden)]
+#[allow(deprecated)]
+pub use moved::*;
 
 #[doc(inline)]
 pub use cancelable_macros::cancellable;
@@ -265,8 +271,8 @@ mod sizes {
     fn scope_state_stays_small() {
         // The `tracing` feature adds the scope's span.
         let run_bound = if cfg!(feature = "tracing") { 200 } else { 160 };
-        let run = size_of::<crate::Run<std::future::Pending<()>>>();
-        assert!(run <= run_bound, "Run is {run} bytes");
+        let run = size_of::<crate::ScopeRun<std::future::Pending<()>>>();
+        assert!(run <= run_bound, "ScopeRun is {run} bytes");
         assert!(size_of::<crate::scope::ScopeShared>() <= 160);
         assert!(size_of::<crate::token::TokenInner>() <= 112);
         assert_eq!(size_of::<crate::CancellationToken>(), size_of::<usize>());

@@ -118,12 +118,12 @@ where
 }
 
 /// Not public API. Runs a `#[cancellable]` body in its scope.
-pub fn run<F>(scope: CancelScope, body: F) -> crate::TryRun<F>
+pub fn run<F>(scope: CancelScope, body: F) -> crate::ScopeTryRun<F>
 where
     F: Future,
     F::Output: CancellableResult,
 {
-    crate::TryRun::new(scope, body)
+    crate::ScopeTryRun::new(scope, body)
 }
 
 /// Not public API. What `token = param` accepts.
@@ -204,7 +204,7 @@ pub fn link_token<T: LinkToken + ?Sized>(scope: CancelScope, token: &T) -> Cance
     token.link(scope)
 }
 
-// `TryRun` accepts every body output the macro support accepts: the
+// `ScopeTryRun` accepts every body output the macro support accepts: the
 // scope's `Outcome` comes from `CancellableResult`, whose
 // diagnostic explains a wrong return type of `#[cancellable]`. The scope
 // itself does not depend on the macro support.

@@ -185,7 +185,7 @@ impl fmt::Display for Signal {
 /// arrival cancelled is still cleaning up (in its grace period, a
 /// [`shield`](crate::shield)ed cleanup): set with
 /// [`CancelScope::on_second_signal`](crate::CancelScope::on_second_signal),
-/// [`TaskGroup::on_second_signal`](crate::TaskGroup::on_second_signal) and
+/// [`TaskGroup::on_second_signal`](crate::group::TaskGroup::on_second_signal) and
 /// `http::GracefulShutdown::on_second_signal`.
 ///
 /// | | the grace period | the process |

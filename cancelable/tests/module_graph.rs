@@ -54,6 +54,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("cluster", &["remote"]),
     ("testing", &["testing"]),
     ("macro support", &["__private"]),
+    ("moved paths", &["moved"]),
 ];
 
 /// Which layer may use which other layer: core ← in-flight ← groups,
@@ -74,6 +75,7 @@ const LAYER_USES: &[(&str, &[&str])] = &[
     ("cluster", &["core", "in-flight", "registry"]),
     ("testing", &["core", "in-flight", "groups", "registry"]),
     ("macro support", &["core"]),
+    ("moved paths", &["core", "in-flight", "groups"]),
 ];
 
 /// Inline modules of `lib.rs` that exist only under `cfg(test)`.

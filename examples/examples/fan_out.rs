@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use cancelable::{checkpoint, CancelScope, Cancelled, TaskError, TaskGroup};
+use cancelable::group::{TaskError, TaskGroup};
+use cancelable::{checkpoint, CancelScope, Cancelled};
 // smol re-exports futures-lite's stream helpers.
 use smol::stream::StreamExt;
 

@@ -11,8 +11,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use cancelable::blocking::abandoned_threads;
-use cancelable::{run_blocking, shield, CancelReason, CancelScope, CancellationToken, Cancelled};
+use cancelable::blocking::{abandoned_threads, run_blocking};
+use cancelable::{shield, CancelReason, CancelScope, CancellationToken, Cancelled};
 use cancelable_tests::{on_every_backend_with, sleep};
 use futures::future::{select, Either};
 use futures::FutureExt;
@@ -45,13 +45,13 @@ struct Stubborn {
 
 fn stubborn() -> (
     Stubborn,
-    impl FnOnce(&cancelable::BlockingContext) -> u32 + Send + 'static,
+    impl FnOnce(&cancelable::blocking::BlockingContext) -> u32 + Send + 'static,
 ) {
     let (started_tx, started) = mpsc::channel();
     let (release, release_rx) = mpsc::channel::<()>();
     let finished = Arc::new(AtomicBool::new(false));
     let flag = finished.clone();
-    let work = move |_ctx: &cancelable::BlockingContext| {
+    let work = move |_ctx: &cancelable::blocking::BlockingContext| {
         let _ = started_tx.send(());
         let _ = release_rx.recv();
         flag.store(true, Ordering::SeqCst);

@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cancelable::group::{FailurePolicy, GroupError, SpawnError, TaskError, TaskGroup};
 use cancelable::{
     cancellable, checkpoint, current_scope, current_token, report_progress, CancelReason,
-    CancelScope, Cancelled, ChildErrors, GroupError, SpawnError, TaskError, TaskGroup,
+    CancelScope, Cancelled,
 };
 use cancelable_tests::{on_every_backend, sleep, yield_once, Live};
 use futures::{FutureExt, StreamExt};
@@ -396,7 +397,7 @@ on_every_backend! {
 
     async fn collect_keeps_siblings_running_and_returns_every_failure() {
         let error = TaskGroup::new()
-            .on_child_error(ChildErrors::Collect)
+            .on_child_error(FailurePolicy::Collect)
             .run(|group| async move {
                 group.start_soon(async { Err::<(), _>(Missing(1)) });
                 let slow = group.start_soon(async {
@@ -419,7 +420,7 @@ on_every_backend! {
 
     async fn ignore_leaves_failures_to_the_handles() {
         let value = TaskGroup::new()
-            .on_child_error(ChildErrors::Ignore)
+            .on_child_error(FailurePolicy::Ignore)
             .run(|group| async move {
                 let mut results = group.results();
                 group.start_soon(async { Err::<(), _>(Missing(1)) });

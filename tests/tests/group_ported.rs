@@ -8,10 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cancelable::{
-    checkpoint, shield, CancelReason, CancelScope, Cancelled, ChildErrors, GraceOutcome, Ready,
-    StartError, TaskError, TaskGroup, TaskHandle,
-};
+use cancelable::group::{FailurePolicy, Ready, StartError, TaskError, TaskGroup, TaskHandle};
+use cancelable::{checkpoint, shield, CancelReason, CancelScope, Cancelled, GraceOutcome};
 use cancelable_tests::{on_every_backend, sleep};
 use futures::FutureExt;
 
@@ -51,7 +49,7 @@ fn ended_with(handle: TaskHandle<()>) -> TaskError {
 }
 
 /// The failures' errors as text, in the order the group recorded them.
-fn failure_texts(error: &cancelable::GroupError) -> Vec<String> {
+fn failure_texts(error: &cancelable::group::GroupError) -> Vec<String> {
     let mut texts: Vec<String> = error
         .failures()
         .iter()
@@ -103,7 +101,7 @@ on_every_backend! {
     // into a cancelled group fails on its own before it sees anything.
     async fn a_child_failing_in_a_cancelled_group_is_collected() {
         let error = TaskGroup::new()
-            .on_child_error(ChildErrors::Collect)
+            .on_child_error(FailurePolicy::Collect)
             .run(|group| async move {
                 group.cancel();
                 group.start_soon(async { Err::<(), _>(KeyError) });

@@ -5,9 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use cancelable::{
-    checkpoint, report_progress, CancelScope, Cancelled, ChildErrors, ChildState, TaskGroup,
-};
+use cancelable::group::{ChildState, FailurePolicy, TaskGroup};
+use cancelable::{checkpoint, report_progress, CancelScope, Cancelled};
 use cancelable_tests::{on_every_backend, sleep};
 
 /// A bound far above any honest timing on a loaded 2-core machine.
@@ -29,7 +28,7 @@ on_every_backend! {
         let started = Instant::now();
         let (result, summary) = TaskGroup::new()
             .name("jobs")
-            .on_child_error(ChildErrors::Collect)
+            .on_child_error(FailurePolicy::Collect)
             .run(|group| async move {
                 for n in 1..=3 {
                     group.start_soon_in(

@@ -11,10 +11,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cancelable::{
-    checkpoint, current_scope, CancelScope, Cancelled, ChildErrors, Supervision, TaskError,
-    TaskGroup,
-};
+use cancelable::group::{FailurePolicy, Supervision, TaskError, TaskGroup};
+use cancelable::{checkpoint, current_scope, CancelScope, Cancelled};
 use cancelable_tests::{on_every_backend, sleep, Live};
 
 /// A bound far above any honest timing on a loaded 2-core machine.
@@ -279,7 +277,7 @@ on_every_backend! {
 
     async fn ignore_leaves_a_spent_budget_to_the_handle() {
         let value = TaskGroup::new()
-            .on_child_error(ChildErrors::Ignore)
+            .on_child_error(FailurePolicy::Ignore)
             .supervise(Supervision::restart().max_restarts(0))
             .run(|group| async move {
                 let worker = group.start_supervised(|_attempt| async { Err::<(), _>(Refused(1)) });

@@ -19,9 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use cancelable::{
-    shield, CancelReason, CancelScope, Cancellable, CancellableStream, CancellationToken,
-};
+use cancelable::stream::{Cancellable, CancellableStream};
+use cancelable::{shield, CancelReason, CancelScope, CancellationToken};
 use cancelable_tests::{on_every_backend, sleep};
 use futures::channel::mpsc;
 use futures::stream::{self, Stream, StreamExt};

@@ -14,11 +14,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use cancelable::group::TaskGroup;
+use cancelable::stream::CancellableStream;
 use cancelable::testing::{
     assert_cancelled_within, CancelAfterCheckpoints, EventKind, ManualClock, OperationRecorder,
 };
+use cancelable::OrCancelled;
 use cancelable::{cancel_point, report_progress, CancelReason, CancelScope, Cancelled, Source};
-use cancelable::{CancellableStream, OrCancelled, TaskGroup};
 use futures::{FutureExt, StreamExt};
 
 static SERIAL: Mutex<()> = Mutex::new(());

@@ -17,7 +17,7 @@ use super::state::{lock, GroupShared, Panic};
 use crate::scope::seam::{self, WeakScope};
 use crate::{
     CancelReason, CancelScope, CancellationToken, Cancelled, GracePolicy, GraceStart, GraceValue,
-    ScopeHandle, TryRun,
+    ScopeHandle, ScopeTryRun,
 };
 
 pin_project! {
@@ -130,16 +130,16 @@ fn token_cancelled(token: &CancellationToken) -> Cancelled {
     }
 }
 
-/// An awaitable handle to a child of a [`TaskGroup`](crate::TaskGroup),
-/// returned by [`Group::start_soon`](crate::Group::start_soon) and
-/// [`Group::spawn`](crate::Group::spawn).
+/// An awaitable handle to a child of a [`TaskGroup`](crate::group::TaskGroup),
+/// returned by [`Group::start_soon`](crate::group::Group::start_soon) and
+/// [`Group::spawn`](crate::group::Group::spawn).
 ///
 /// It resolves to the child's value, or to a [`TaskError`] saying why
 /// there is none. Dropping it leaves the child running (the group still
 /// waits for it).
 ///
 /// ```
-/// use cancelable::TaskGroup;
+/// use cancelable::group::TaskGroup;
 ///
 /// # futures::executor::block_on(async {
 /// TaskGroup::new()
@@ -176,7 +176,7 @@ impl<T> TaskHandle<T> {
     }
 
     /// How many times the child was restarted so far: always 0 but for a
-    /// supervised child (see [`Group::start_supervised`](crate::Group::start_supervised)).
+    /// supervised child (see [`Group::start_supervised`](crate::group::Group::start_supervised)).
     pub fn restarts(&self) -> u32 {
         self.restarts
             .as_ref()
@@ -199,8 +199,8 @@ impl<T> TaskHandle<T> {
     }
 
     /// The child's id in its group (1 for the first child started, and so
-    /// on), as [`TaskOutcome::id`](crate::TaskOutcome::id) and
-    /// [`TaskFailure::id`](crate::TaskFailure::id) report it; `None` if it
+    /// on), as [`TaskOutcome::id`](crate::group::TaskOutcome::id) and
+    /// [`TaskFailure::id`](crate::group::TaskFailure::id) report it; `None` if it
     /// was never started.
     pub fn id(&self) -> Option<u64> {
         self.slot.child.as_ref().map(|child| child.id)
@@ -298,7 +298,7 @@ pin_project! {
         // `None` once ended: the body is dropped before the end is reported,
         // so that nothing of it outlives the group.
         #[pin]
-        run: Option<TryRun<Held<F>>>,
+        run: Option<ScopeTryRun<Held<F>>>,
         // Shared with the handle; its `child` is always there.
         slot: Arc<Slot<T>>,
         done: Option<Done>,

@@ -10,16 +10,16 @@ use crate::Cancelled;
 /// converted into.
 pub(crate) type BoxError = Box<dyn Error + Send + Sync + 'static>;
 
-/// Why a child task of a [`TaskGroup`](crate::TaskGroup) did not produce
-/// its value: what its [`TaskHandle`](crate::TaskHandle) resolves to
-/// instead, and what [`TaskOutcome::error`](crate::TaskOutcome::error)
+/// Why a child task of a [`TaskGroup`](crate::group::TaskGroup) did not produce
+/// its value: what its [`TaskHandle`](crate::group::TaskHandle) resolves to
+/// instead, and what [`TaskOutcome::error`](crate::group::TaskOutcome::error)
 /// holds.
 ///
 /// Cheap to clone: the child's own error is shared, so the handle and the
 /// group's [`GroupError`] hold the same one.
 ///
 /// ```
-/// use cancelable::{TaskError, TaskGroup};
+/// use cancelable::group::{TaskError, TaskGroup};
 ///
 /// # futures::executor::block_on(async {
 /// let outcome = TaskGroup::new()
@@ -41,15 +41,15 @@ pub enum TaskError {
     /// The task returned this `Err` of its own.
     Failed(Arc<dyn Error + Send + Sync + 'static>),
     /// The task panicked, with this message (the panic itself is re-raised
-    /// by the group, see [`ChildErrors`](crate::ChildErrors)).
+    /// by the group, see [`FailurePolicy`](crate::group::FailurePolicy)).
     Panicked(Arc<str>),
     /// The task was cancelled: by its own scope's sources, its handle's
-    /// [`cancel`](crate::TaskHandle::cancel), or its group (reason
+    /// [`cancel`](crate::group::TaskHandle::cancel), or its group (reason
     /// [`CancelReason::Parent`](crate::CancelReason::Parent)), or it was
     /// dropped when its group's grace period ran out.
     Cancelled(Cancelled),
     /// The task was never started: its group was closed (see
-    /// [`Group::close`](crate::Group::close)), had run out of its grace
+    /// [`Group::close`](crate::group::Group::close)), had run out of its grace
     /// period, or had already ended.
     NotStarted,
 }
@@ -103,7 +103,8 @@ impl Error for TaskError {
 /// panicked, or the group's body that returned an `Err`.
 ///
 /// ```
-/// use cancelable::{CancelScope, TaskGroup};
+/// use cancelable::CancelScope;
+/// use cancelable::group::TaskGroup;
 ///
 /// # futures::executor::block_on(async {
 /// let error = TaskGroup::new()
@@ -130,7 +131,7 @@ pub struct TaskFailure {
 
 impl TaskFailure {
     /// The child's id in its group (as
-    /// [`TaskHandle::id`](crate::TaskHandle::id)); `None` for the group's
+    /// [`TaskHandle::id`](crate::group::TaskHandle::id)); `None` for the group's
     /// body.
     pub fn id(&self) -> Option<u64> {
         self.id
@@ -167,7 +168,7 @@ impl fmt::Display for TaskFailure {
     }
 }
 
-/// Why a [`TaskGroup`](crate::TaskGroup) did not return its body's value.
+/// Why a [`TaskGroup`](crate::group::TaskGroup) did not return its body's value.
 ///
 /// * [`failures`](Self::failures): every child (and the body) that
 ///   returned an `Err` or panicked, in the order they ended; the first is
@@ -182,7 +183,7 @@ impl fmt::Display for TaskFailure {
 ///
 /// ```
 /// use std::time::Duration;
-/// use cancelable::TaskGroup;
+/// use cancelable::group::TaskGroup;
 ///
 /// # futures::executor::block_on(async {
 /// let error = TaskGroup::new()
@@ -286,10 +287,10 @@ impl Error for GroupError {
     }
 }
 
-/// Why [`Group::spawn`](crate::Group::spawn) could not start a task.
+/// Why [`Group::spawn`](crate::group::Group::spawn) could not start a task.
 ///
 /// ```
-/// use cancelable::{SpawnError, TaskGroup};
+/// use cancelable::group::{SpawnError, TaskGroup};
 ///
 /// # futures::executor::block_on(async {
 /// TaskGroup::new()
@@ -308,8 +309,8 @@ impl Error for GroupError {
 #[non_exhaustive]
 pub enum SpawnError {
     /// No executor is known: the group was given none with
-    /// [`TaskGroup::on`](crate::TaskGroup::on) /
-    /// [`TaskGroup::on_spawn`](crate::TaskGroup::on_spawn), and no tokio
+    /// [`TaskGroup::on`](crate::group::TaskGroup::on) /
+    /// [`TaskGroup::on_spawn`](crate::group::TaskGroup::on_spawn), and no tokio
     /// runtime is running on this thread.
     NoExecutor,
     /// The group was closed, had run out of its grace period, or had

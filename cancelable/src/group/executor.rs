@@ -1,4 +1,4 @@
-//! Where [`Group::spawn`](crate::Group::spawn) runs children: the executor
+//! Where [`Group::spawn`](crate::group::Group::spawn) runs children: the executor
 //! given to the group, or tokio's when a tokio runtime runs here.
 
 use std::fmt;
@@ -75,7 +75,7 @@ mod sealed {
     }
 }
 
-/// An executor that [`TaskGroup::on`](crate::TaskGroup::on) accepts:
+/// An executor that [`TaskGroup::on`](crate::group::TaskGroup::on) accepts:
 ///
 /// * `tokio::runtime::Handle` and `tokio::runtime::Runtime` (feature
 ///   `tokio`, on by default);
@@ -83,11 +83,11 @@ mod sealed {
 ///   `Arc<async_executor::Executor<'static>>` (feature `smol`).
 ///
 /// Anything implementing `futures::task::Spawn` goes through
-/// [`TaskGroup::on_spawn`](crate::TaskGroup::on_spawn) instead.
+/// [`TaskGroup::on_spawn`](crate::group::TaskGroup::on_spawn) instead.
 ///
 /// ```
 /// # #[cfg(feature = "tokio")] {
-/// use cancelable::TaskGroup;
+/// use cancelable::group::TaskGroup;
 ///
 /// let runtime = tokio::runtime::Runtime::new().unwrap();
 /// let group = TaskGroup::new().on(&runtime);

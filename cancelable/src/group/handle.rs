@@ -19,7 +19,7 @@ use super::state::{lock, GroupShared, Subscriber, TaskOutcome, Wakeups};
 use super::supervise::supervised;
 use crate::{CancelScope, ScopeHandle};
 
-/// The handle to a running [`TaskGroup`](crate::TaskGroup), passed to its
+/// The handle to a running [`TaskGroup`](crate::group::TaskGroup), passed to its
 /// body: start children, close the group, wait for them, read their
 /// outcomes. Clone it into children to let them start siblings.
 ///
@@ -30,7 +30,8 @@ use crate::{CancelScope, ScopeHandle};
 /// [`CancelReason::Parent`](crate::CancelReason::Parent)).
 ///
 /// ```
-/// use cancelable::{checkpoint, TaskGroup};
+/// use cancelable::checkpoint;
+/// use cancelable::group::TaskGroup;
 ///
 /// # futures::executor::block_on(async {
 /// let total = TaskGroup::new()
@@ -69,15 +70,15 @@ impl Group {
     /// The child may return any `Result` whose error converts into
     /// `Box<dyn Error + Send + Sync>` (a `Cancelled`, `std::io::Error`, a
     /// `&str`, ...). An `Err` that is not the child's own cancellation is
-    /// a failure ([`ChildErrors`](crate::ChildErrors) says what the group
+    /// a failure ([`FailurePolicy`](crate::group::FailurePolicy) says what the group
     /// does then).
     ///
     /// On a group that is closed or has ended the child is dropped
     /// unstarted and its handle resolves to
-    /// [`TaskError::NotStarted`](crate::TaskError::NotStarted).
+    /// [`TaskError::NotStarted`](crate::group::TaskError::NotStarted).
     ///
     /// ```
-    /// use cancelable::TaskGroup;
+    /// use cancelable::group::TaskGroup;
     ///
     /// # futures::executor::block_on(async {
     /// TaskGroup::new()
@@ -105,7 +106,8 @@ impl Group {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use cancelable::{CancelScope, TaskGroup};
+    /// use cancelable::CancelScope;
+    /// use cancelable::group::TaskGroup;
     ///
     /// # futures::executor::block_on(async {
     /// TaskGroup::new()
@@ -152,8 +154,8 @@ impl Group {
 
     /// Starts `child` in a new child scope of the group on an executor, so
     /// that it runs in parallel with the group: on the executor given with
-    /// [`TaskGroup::on`](crate::TaskGroup::on) /
-    /// [`TaskGroup::on_spawn`](crate::TaskGroup::on_spawn), else on the
+    /// [`TaskGroup::on`](crate::group::TaskGroup::on) /
+    /// [`TaskGroup::on_spawn`](crate::group::TaskGroup::on_spawn), else on the
     /// tokio runtime running here.
     ///
     /// The group still waits for the child, gives it its grace period when
@@ -167,7 +169,7 @@ impl Group {
     /// [`SpawnError::Executor`] when the executor refuses the task.
     ///
     /// ```
-    /// use cancelable::{SpawnError, TaskGroup};
+    /// use cancelable::group::{SpawnError, TaskGroup};
     ///
     /// # futures::executor::block_on(async {
     /// TaskGroup::new()
@@ -201,7 +203,8 @@ impl Group {
     /// ```
     /// # #[cfg(feature = "tokio")]
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-    /// use cancelable::{CancelScope, TaskGroup};
+    /// use cancelable::CancelScope;
+    /// use cancelable::group::TaskGroup;
     ///
     /// TaskGroup::new()
     ///     .run(|group| async move {
@@ -252,14 +255,14 @@ impl Group {
 
     /// Starts a supervised child, polled by the group's own future as
     /// [`start_soon`](Self::start_soon) children are: `make(attempt)` makes
-    /// the child's future (attempt 1, 2, ...; see [`Supervision`](crate::Supervision)
+    /// the child's future (attempt 1, 2, ...; see [`Supervision`](crate::group::Supervision)
     /// for retrying one item), and makes a fresh one whenever the last one failed
     /// (returned an `Err` that is not its cancellation, or panicked), as
-    /// the group's [`Supervision`](crate::Supervision) allows (see
-    /// [`TaskGroup::supervise`](crate::TaskGroup::supervise)). Each attempt
+    /// the group's [`Supervision`](crate::group::Supervision) allows (see
+    /// [`TaskGroup::supervise`](crate::group::TaskGroup::supervise)). Each attempt
     /// runs in a fresh child scope of the child's scope (metadata
     /// `attempt` = 1, 2, ...). Once the restart budget is spent, the child
-    /// fails with [`RestartsExhausted`](crate::RestartsExhausted), and the
+    /// fails with [`RestartsExhausted`](crate::group::RestartsExhausted), and the
     /// group's failure policy applies.
     ///
     /// A cancellation is never restarted. The handle resolves to the value
@@ -269,7 +272,7 @@ impl Group {
     /// ```
     /// use std::sync::atomic::{AtomicU32, Ordering};
     /// use std::sync::Arc;
-    /// use cancelable::TaskGroup;
+    /// use cancelable::group::TaskGroup;
     ///
     /// # futures::executor::block_on(async {
     /// let calls = Arc::new(AtomicU32::new(0));
@@ -378,7 +381,7 @@ impl Group {
     /// unless the group is [closed](Self::close)).
     ///
     /// ```
-    /// use cancelable::TaskGroup;
+    /// use cancelable::group::TaskGroup;
     ///
     /// # futures::executor::block_on(async {
     /// TaskGroup::new()
@@ -395,8 +398,8 @@ impl Group {
     ///     .unwrap();
     /// # });
     /// ```
-    pub fn wait(&self) -> Wait {
-        Wait {
+    pub fn wait(&self) -> WaitForChildren {
+        WaitForChildren {
             shared: self.shared.clone(),
         }
     }
@@ -409,7 +412,7 @@ impl Group {
     ///
     /// ```
     /// use futures::StreamExt;
-    /// use cancelable::TaskGroup;
+    /// use cancelable::group::TaskGroup;
     ///
     /// # futures::executor::block_on(async {
     /// TaskGroup::new()
@@ -427,7 +430,7 @@ impl Group {
     ///     .unwrap();
     /// # });
     /// ```
-    pub fn results(&self) -> Results {
+    pub fn results(&self) -> ChildResults {
         let subscriber = Arc::new(Subscriber::default());
         self.shared
             .subscribed
@@ -435,7 +438,7 @@ impl Group {
         lock(&self.shared.state)
             .subscribers
             .push(Arc::downgrade(&subscriber));
-        Results {
+        ChildResults {
             subscriber,
             shared: self.shared.clone(),
         }
@@ -458,13 +461,14 @@ impl Group {
 
     /// Cancels the group (reason [`CancelReason::Manual`]): its body and
     /// children see the cancellation, get the grace period, and the group
-    /// ends with [`GroupError::cancelled`](crate::GroupError::cancelled).
+    /// ends with [`GroupError::cancelled`](crate::group::GroupError::cancelled).
     /// Returns `true` if this call cancelled it.
     ///
     /// [`CancelReason::Manual`]: crate::CancelReason::Manual
     ///
     /// ```
-    /// use cancelable::{CancelReason, TaskGroup};
+    /// use cancelable::CancelReason;
+    /// use cancelable::group::TaskGroup;
     ///
     /// # futures::executor::block_on(async {
     /// let error = TaskGroup::new()
@@ -512,11 +516,11 @@ impl fmt::Debug for Group {
 
 /// The future returned by [`Group::wait`].
 #[must_use = "futures do nothing unless awaited"]
-pub struct Wait {
+pub struct WaitForChildren {
     shared: Arc<GroupShared>,
 }
 
-impl Future for Wait {
+impl Future for WaitForChildren {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -531,20 +535,20 @@ impl Future for Wait {
     }
 }
 
-impl fmt::Debug for Wait {
+impl fmt::Debug for WaitForChildren {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Wait").finish_non_exhaustive()
+        f.debug_struct("WaitForChildren").finish_non_exhaustive()
     }
 }
 
 /// The stream returned by [`Group::results`].
 #[must_use = "streams do nothing unless polled"]
-pub struct Results {
+pub struct ChildResults {
     subscriber: Arc<Subscriber>,
     shared: Arc<GroupShared>,
 }
 
-impl Stream for Results {
+impl Stream for ChildResults {
     type Item = TaskOutcome;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<TaskOutcome>> {
@@ -567,8 +571,8 @@ impl Stream for Results {
     }
 }
 
-impl fmt::Debug for Results {
+impl fmt::Debug for ChildResults {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Results").finish_non_exhaustive()
+        f.debug_struct("ChildResults").finish_non_exhaustive()
     }
 }

@@ -24,7 +24,7 @@
 //!
 //! | | the failed child | its siblings | the group's result | a panic |
 //! |---|---|---|---|---|
-//! | default ([`ChildErrors::CancelGroup`]) | ends | cancelled (reason `Parent(Manual)`, the failure as message) | `Err(GroupError)` with every failure, the first primary | re-raised once every child ended |
+//! | default ([`FailurePolicy::CancelGroup`]) | ends | cancelled (reason `Parent(Manual)`, the failure as message) | `Err(GroupError)` with every failure, the first primary | re-raised once every child ended |
 //! | [`on_child_error(Ignore)`](TaskGroup::on_child_error) | ends; only its handle and [`Group::results`] see the error | keep running | the body's own result | caught, seen by the handle |
 //! | [`supervise(..)`](TaskGroup::supervise) + `start_supervised` / `spawn_supervised` | restarted from its factory in a fresh child scope, after the backoff, while the restart budget lasts (`max_restarts` within a window); then ends with [`RestartsExhausted`] (the restarts and the last error) | keep running while it restarts; once it gives up, as the group's `on_child_error` policy says (by default: cancelled) | as the policy says; by default `Err(GroupError)` whose failure is the `RestartsExhausted` | caught and restarted like an `Err`; never re-raised |
 //!
@@ -58,10 +58,10 @@ mod supervise;
 pub use child::TaskHandle;
 pub use error::{GroupError, SpawnError, TaskError, TaskFailure};
 pub use executor::GroupExecutor;
-pub use handle::{Group, Results, Wait};
+pub use handle::{ChildResults, Group, WaitForChildren};
 pub use progress::ChildProgress;
 pub use start::{Ready, Start, StartError};
-pub use state::{ChildErrors, TaskOutcome};
+pub use state::{FailurePolicy, TaskOutcome};
 pub use summary::{ChildState, ChildSummary, GroupCounts, GroupSummary, WithSummary};
 pub use supervise::{RestartsExhausted, Supervision};
 
@@ -84,8 +84,8 @@ use self::executor::Executor;
 use self::state::{lock, GroupShared};
 use crate::scope::seam;
 use crate::{
-    CancelScope, CancellationToken, Cancelled, OperationStatus, Run, ScopeHandle, SecondSignal,
-    Signal, Source,
+    CancelScope, CancellationToken, Cancelled, OperationStatus, ScopeHandle, ScopeRun,
+    SecondSignal, Signal, Source,
 };
 
 /// A task group: runs a body and the children it starts concurrently, and
@@ -115,7 +115,7 @@ use crate::{
 ///   reason `Manual` (children see `Parent(Manual)`) and the failure as
 ///   the message; the group returns [`GroupError`] carrying every failure
 ///   (the first is primary), and re-raises a panic once the others have
-///   ended. See [`ChildErrors`] for the alternatives, and
+///   ended. See [`FailurePolicy`] for the alternatives, and
 ///   [`supervise`](Self::supervise) / [`Supervision`] for children that
 ///   restart.
 /// * **Shutdown.** [`Group::close`] + [`Group::wait`] end the group from
@@ -134,7 +134,8 @@ use crate::{
 ///
 /// ```
 /// use std::time::Duration;
-/// use cancelable::{checkpoint, TaskGroup};
+/// use cancelable::checkpoint;
+/// use cancelable::group::TaskGroup;
 ///
 /// # futures::executor::block_on(async {
 /// let outcome = TaskGroup::new()
@@ -165,7 +166,7 @@ use crate::{
 pub struct TaskGroup {
     scope: CancelScope,
     grace: Option<Duration>,
-    policy: ChildErrors,
+    policy: FailurePolicy,
     supervision: Supervision,
     executor: Option<Executor>,
     /// The signals given to `on_signal`, and what a second one does.
@@ -182,7 +183,7 @@ impl TaskGroup {
         TaskGroup {
             scope: CancelScope::new(),
             grace: None,
-            policy: ChildErrors::default(),
+            policy: FailurePolicy::default(),
             supervision: Supervision::default(),
             executor: None,
             signals: Vec::new(),
@@ -234,7 +235,8 @@ impl TaskGroup {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use cancelable::{SecondSignal, Signal, TaskGroup};
+    /// use cancelable::{SecondSignal, Signal};
+    /// use cancelable::group::TaskGroup;
     ///
     /// # futures::executor::block_on(async {
     /// let outcome = TaskGroup::new()
@@ -285,7 +287,8 @@ impl TaskGroup {
     /// use std::sync::atomic::{AtomicBool, Ordering};
     /// use std::sync::Arc;
     /// use std::time::Duration;
-    /// use cancelable::{checkpoint, TaskGroup};
+    /// use cancelable::checkpoint;
+    /// use cancelable::group::TaskGroup;
     ///
     /// # futures::executor::block_on(async {
     /// let cleaned = Arc::new(AtomicBool::new(false));
@@ -319,8 +322,8 @@ impl TaskGroup {
     }
 
     /// What the group does when a child fails (default
-    /// [`ChildErrors::CancelGroup`]).
-    pub fn on_child_error(mut self, policy: ChildErrors) -> Self {
+    /// [`FailurePolicy::CancelGroup`]).
+    pub fn on_child_error(mut self, policy: FailurePolicy) -> Self {
         self.policy = policy;
         self
     }
@@ -335,7 +338,7 @@ impl TaskGroup {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use cancelable::{Supervision, TaskGroup};
+    /// use cancelable::group::{Supervision, TaskGroup};
     ///
     /// # futures::executor::block_on(async {
     /// let error = TaskGroup::new()
@@ -367,7 +370,7 @@ impl TaskGroup {
     ///
     /// ```
     /// # #[cfg(feature = "tokio")] {
-    /// use cancelable::TaskGroup;
+    /// use cancelable::group::TaskGroup;
     ///
     /// let runtime = tokio::runtime::Runtime::new().unwrap();
     /// // A group polled by `block_on`, its spawned children on tokio.
@@ -391,7 +394,7 @@ impl TaskGroup {
     /// ```
     /// use std::sync::Arc;
     /// use futures::task::{FutureObj, Spawn, SpawnError};
-    /// use cancelable::TaskGroup;
+    /// use cancelable::group::TaskGroup;
     ///
     /// /// Runs every task on a thread of its own.
     /// struct ThreadPerTask;
@@ -444,7 +447,7 @@ impl TaskGroup {
     /// # Panics
     ///
     /// Re-raises the first panic of the body or of a child (except under
-    /// [`ChildErrors::Ignore`] for children), once every child has ended.
+    /// [`FailurePolicy::Ignore`] for children), once every child has ended.
     pub fn run<B, Fut, T, E>(self, body: B) -> GroupRun<Fut, T>
     where
         B: FnOnce(Group) -> Fut,
@@ -507,7 +510,7 @@ pin_project! {
     #[must_use = "futures do nothing unless awaited"]
     pub struct GroupRun<Fut, T> {
         #[pin]
-        run: Run<GroupBody<Fut, T>>,
+        run: ScopeRun<GroupBody<Fut, T>>,
         shared: Arc<GroupShared>,
     }
 }

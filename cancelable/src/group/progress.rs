@@ -11,13 +11,14 @@ use crate::{Progress, ScopeHandle};
 impl TaskGroup {
     /// Keeps a record per child, so that [`Group::progress`] can list each
     /// running child's last progress report (and the group's
-    /// [`with_summary`](crate::GroupRun::with_summary) each ended child).
+    /// [`with_summary`](crate::group::GroupRun::with_summary) each ended child).
     /// Off by default: a group that starts children without end (a
     /// server's accept loop) should not keep one record per child.
     /// [`Group::counts`] needs no tracking.
     ///
     /// ```
-    /// use cancelable::{report_progress, CancelScope, TaskGroup};
+    /// use cancelable::{report_progress, CancelScope};
+    /// use cancelable::group::TaskGroup;
     ///
     /// # futures::executor::block_on(async {
     /// TaskGroup::new()
@@ -60,7 +61,7 @@ pub struct ChildProgress {
 }
 
 impl ChildProgress {
-    /// The child's id in its group (as [`TaskHandle::id`](crate::TaskHandle::id)).
+    /// The child's id in its group (as [`TaskHandle::id`](crate::group::TaskHandle::id)).
     pub fn id(&self) -> u64 {
         self.id
     }
@@ -90,7 +91,8 @@ impl Group {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use cancelable::{CancelScope, TaskGroup};
+    /// use cancelable::CancelScope;
+    /// use cancelable::group::TaskGroup;
     ///
     /// # futures::executor::block_on(async {
     /// TaskGroup::new()
@@ -115,7 +117,7 @@ impl Group {
 
     /// Each running child, by id, with its last progress report — for a
     /// group built with [`TaskGroup::track_children`] (or run
-    /// [`with_summary`](crate::GroupRun::with_summary)); empty otherwise,
+    /// [`with_summary`](crate::group::GroupRun::with_summary)); empty otherwise,
     /// as nothing was kept to read it from. See `track_children` for an
     /// example.
     pub fn progress(&self) -> Vec<ChildProgress> {

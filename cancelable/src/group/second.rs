@@ -1,7 +1,7 @@
 //! A task group's second signal: with
-//! [`TaskGroup::on_second_signal(SecondSignal::EndGrace)`](crate::TaskGroup::on_second_signal),
+//! [`TaskGroup::on_second_signal(SecondSignal::EndGrace)`](crate::group::TaskGroup::on_second_signal),
 //! a second arrival of a signal the group listens for (given with
-//! [`TaskGroup::on_signal`](crate::TaskGroup::on_signal)) ends the group's
+//! [`TaskGroup::on_signal`](crate::group::TaskGroup::on_signal)) ends the group's
 //! grace period at once, as it ends a scope's: what is left of the body and
 //! the children is dropped, spawned children are aborted.
 //!
@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::state::GroupShared;
 use crate::signal::SecondSignal;
-use crate::source::signal::{listen, SignalGuard};
+use crate::source::dispatcher::{listen, SignalGuard};
 use crate::source::Sink;
 
 /// The listeners of a group that ends its grace period on a second signal.

@@ -247,11 +247,11 @@ impl Group {
     /// [`StartError::EndedWithoutReady`]. The starter's cancellation, or
     /// dropping the future, before the child reports cancels the child.
     /// Once it reported, the child's end is any child's (its `Err` is a
-    /// failure of the group, see [`ChildErrors`](crate::ChildErrors)); its
+    /// failure of the group, see [`FailurePolicy`](crate::group::FailurePolicy)); its
     /// value is dropped.
     ///
     /// ```
-    /// use cancelable::{StartError, TaskGroup};
+    /// use cancelable::group::{StartError, TaskGroup};
     ///
     /// # futures::executor::block_on(async {
     /// TaskGroup::new()
@@ -270,7 +270,7 @@ impl Group {
     ///
     ///         // A child that fails before it is ready: the starter gets it.
     ///         let error = group
-    ///             .start(|_ready: cancelable::Ready<u16>| async { Err::<(), _>("no port free") })
+    ///             .start(|_ready: cancelable::group::Ready<u16>| async { Err::<(), _>("no port free") })
     ///             .await
     ///             .unwrap_err();
     ///         assert_eq!(

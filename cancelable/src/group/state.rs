@@ -1,4 +1,4 @@
-//! State a running group shares with its [`Group`](crate::Group) handles
+//! State a running group shares with its [`Group`](crate::group::Group) handles
 //! and its children, and the bookkeeping of children that start and end.
 //!
 //! # Invariants
@@ -13,7 +13,7 @@
 //!    `active == 0`; a child is accepted only under the lock and only
 //!    while not `ended`: no child can start after its group ended.
 //! 3. A failing child records its failure and, under
-//!    [`ChildErrors::CancelGroup`], cancels the group *before* it
+//!    [`FailurePolicy::CancelGroup`], cancels the group *before* it
 //!    decrements `active`: the group cannot end between the failure and
 //!    the cancellation it causes.
 //!
@@ -50,9 +50,9 @@ pub(crate) type Panic = Box<dyn Any + Send + 'static>;
 
 /// What a group does when a child returns an `Err` or panics.
 ///
-/// Set with [`TaskGroup::on_child_error`](crate::TaskGroup::on_child_error).
+/// Set with [`TaskGroup::on_child_error`](crate::group::TaskGroup::on_child_error).
 /// Whatever the policy, the failing child's own
-/// [`TaskHandle`](crate::TaskHandle) resolves to the error, and an `Err`
+/// [`TaskHandle`](crate::group::TaskHandle) resolves to the error, and an `Err`
 /// (or a panic) of the group's *body* always cancels the group.
 ///
 /// | policy | siblings | group's result | a child's panic |
@@ -62,11 +62,11 @@ pub(crate) type Panic = Box<dyn Any + Send + 'static>;
 /// | `Ignore` | keep running | the body's own result | caught: only the handle sees it ([`TaskError::Panicked`]) |
 ///
 /// ```
-/// use cancelable::{ChildErrors, TaskGroup};
+/// use cancelable::group::{FailurePolicy, TaskGroup};
 ///
 /// # futures::executor::block_on(async {
 /// let value = TaskGroup::new()
-///     .on_child_error(ChildErrors::Ignore)
+///     .on_child_error(FailurePolicy::Ignore)
 ///     .run(|group| async move {
 ///         let failed = group.start_soon(async { Err::<(), _>("no such item") });
 ///         let fine = group.start_soon(async { Ok::<_, cancelable::Cancelled>(2) });
@@ -80,7 +80,7 @@ pub(crate) type Panic = Box<dyn Any + Send + 'static>;
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum ChildErrors {
+pub enum FailurePolicy {
     /// The first child that fails cancels the group: its body and every
     /// other child see the cancellation (children with reason
     /// `Parent(Manual)`), with the failure as the message.
@@ -90,7 +90,7 @@ pub enum ChildErrors {
     /// group returns `Err` listing them once everything has ended.
     Collect,
     /// Failures are left to the children's handles and
-    /// [`results`](crate::Group::results): the group returns its body's
+    /// [`results`](crate::group::Group::results): the group returns its body's
     /// result.
     Ignore,
 }
@@ -100,7 +100,7 @@ pub(crate) struct GroupShared {
     pub(crate) state: Mutex<GroupState>,
     /// The group's own scope.
     pub(crate) scope: ScopeHandle,
-    pub(crate) policy: ChildErrors,
+    pub(crate) policy: FailurePolicy,
     /// How `start_supervised` / `spawn_supervised` children restart.
     pub(crate) supervision: super::Supervision,
     pub(crate) grace: Option<Duration>,
@@ -140,13 +140,13 @@ pub(crate) struct GroupState {
     pub(crate) tracker: super::summary::Tracker,
 }
 
-/// The queue of one [`Results`](crate::Results) stream.
+/// The queue of one [`ChildResults`](crate::group::ChildResults) stream.
 #[derive(Default)]
 pub(crate) struct Subscriber {
     pub(crate) queue: Mutex<(VecDeque<TaskOutcome>, Option<Waker>)>,
 }
 
-/// How one child of a group ended, as [`Group::results`](crate::Group::results)
+/// How one child of a group ended, as [`Group::results`](crate::group::Group::results)
 /// streams it.
 #[derive(Clone, Debug)]
 pub struct TaskOutcome {
@@ -156,7 +156,7 @@ pub struct TaskOutcome {
 }
 
 impl TaskOutcome {
-    /// The child's id in its group (as [`TaskHandle::id`](crate::TaskHandle::id)).
+    /// The child's id in its group (as [`TaskHandle::id`](crate::group::TaskHandle::id)).
     pub fn id(&self) -> u64 {
         self.id
     }
@@ -172,7 +172,7 @@ impl TaskOutcome {
     }
 
     /// Why the child did not return `Ok`, if it did not. Its value, when
-    /// it has one, goes to its [`TaskHandle`](crate::TaskHandle).
+    /// it has one, goes to its [`TaskHandle`](crate::group::TaskHandle).
     pub fn error(&self) -> Option<&TaskError> {
         self.error.as_ref()
     }
@@ -186,7 +186,7 @@ pub(crate) struct End<'a> {
     pub(crate) error: Option<&'a TaskError>,
     /// How it ended.
     pub(crate) state: super::summary::ChildState,
-    /// Results streams existed when the end was taken: `error` and `name`
+    /// ChildResults streams existed when the end was taken: `error` and `name`
     /// are there for them.
     pub(crate) streamed: bool,
     pub(crate) panic: Option<Panic>,
@@ -272,14 +272,15 @@ impl GroupShared {
             panic,
             spawned,
         } = end;
-        let failed = error.is_some_and(TaskError::is_failure) && self.policy != ChildErrors::Ignore;
+        let failed =
+            error.is_some_and(TaskError::is_failure) && self.policy != FailurePolicy::Ignore;
         if failed {
             let failure = TaskFailure {
                 id: Some(id),
                 name: name.clone(),
                 error: error.cloned().expect("a failure has an error"),
             };
-            self.record_failure(failure, panic, self.policy == ChildErrors::CancelGroup);
+            self.record_failure(failure, panic, self.policy == FailurePolicy::CancelGroup);
         }
         let mut wakeups = Wakeups::default();
         let idle = {
@@ -355,7 +356,7 @@ impl GroupShared {
     }
 
     /// A child was built: a tracked group keeps its scope, for
-    /// [`Group::progress`](crate::Group::progress). A child the group then
+    /// [`Group::progress`](crate::group::Group::progress). A child the group then
     /// refuses leaves a dead entry, skipped when read.
     pub(crate) fn track_start(&self, id: u64, scope: &ScopeHandle) {
         if self.is_tracked() {

@@ -1,12 +1,12 @@
 //! How a group's children fared, as a whole: [`ChildState`], the counts
-//! by state ([`GroupCounts`], from [`Group::counts`](crate::Group::counts)
+//! by state ([`GroupCounts`], from [`Group::counts`](crate::group::Group::counts)
 //! at any time), and the per-child outcome summary a group returns with
 //! its result ([`GroupRun::with_summary`]).
 //!
 //! The counts cost a counter per child and are always kept. Per-child
 //! records (each running child's scope, each ended child's name and
 //! outcome) are kept only for a group that asks: built with
-//! [`TaskGroup::track_children`](crate::TaskGroup::track_children), or run
+//! [`TaskGroup::track_children`](crate::group::TaskGroup::track_children), or run
 //! [`with_summary`](GroupRun::with_summary).
 
 use std::collections::BTreeMap;
@@ -78,7 +78,7 @@ impl fmt::Display for ChildState {
 }
 
 /// How many children a group started, and where they are: from
-/// [`Group::counts`](crate::Group::counts) while it runs, and
+/// [`Group::counts`](crate::group::Group::counts) while it runs, and
 /// [`GroupSummary::counts`] once it ended. `started` is the sum of the
 /// others. Its `Display` is a progress line:
 /// `"20 children: 12 ok, 1 failed, 2 timed out, 0 cancelled, 5 running"`
@@ -138,7 +138,7 @@ pub struct ChildSummary {
 }
 
 impl ChildSummary {
-    /// The child's id in its group (as [`TaskHandle::id`](crate::TaskHandle::id)).
+    /// The child's id in its group (as [`TaskHandle::id`](crate::group::TaskHandle::id)).
     pub fn id(&self) -> u64 {
         self.id
     }
@@ -292,15 +292,16 @@ impl<Fut, T> GroupRun<Fut, T> {
     /// still say "3 jobs timed out", and which.
     ///
     /// It makes the group keep a record per child (as
-    /// [`TaskGroup::track_children`](crate::TaskGroup::track_children)):
-    /// call it on the future [`run`](crate::TaskGroup::run) returns, before
+    /// [`TaskGroup::track_children`](crate::group::TaskGroup::track_children)):
+    /// call it on the future [`run`](crate::group::TaskGroup::run) returns, before
     /// awaiting it. (A child that the body's closure spawns on an executor
     /// before returning its future, and that ends before this call, is
     /// counted but not listed.)
     ///
     /// ```
     /// use std::time::Duration;
-    /// use cancelable::{CancelScope, ChildState, TaskGroup};
+    /// use cancelable::CancelScope;
+    /// use cancelable::group::{ChildState, TaskGroup};
     ///
     /// # futures::executor::block_on(async {
     /// let (result, summary) = TaskGroup::new()

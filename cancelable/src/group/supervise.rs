@@ -20,9 +20,9 @@ use crate::scope::seam;
 use crate::{CancelScope, Cancelled};
 
 /// How a group restarts its supervised children: set with
-/// [`TaskGroup::supervise`](crate::TaskGroup::supervise), used by
-/// [`Group::start_supervised`](crate::Group::start_supervised) and
-/// [`Group::spawn_supervised`](crate::Group::spawn_supervised).
+/// [`TaskGroup::supervise`](crate::group::TaskGroup::supervise), used by
+/// [`Group::start_supervised`](crate::group::Group::start_supervised) and
+/// [`Group::spawn_supervised`](crate::group::Group::spawn_supervised).
 ///
 /// A supervised child is started from a factory, called with the attempt
 /// number (1 for the first, 2 for the first restart, ...). When an attempt
@@ -46,15 +46,15 @@ use crate::{CancelScope, Cancelled};
 ///
 /// | when a child fails | the child | its siblings | the group returns | a panic |
 /// |---|---|---|---|---|
-/// | default ([`ChildErrors::CancelGroup`](crate::ChildErrors::CancelGroup)) | ends | cancelled | `Err(GroupError)` with every failure | re-raised once every child ended |
-/// | [`on_child_error(Ignore)`](crate::TaskGroup::on_child_error) | ends; its handle has the error | keep running | the body's result | caught; its handle has it |
+/// | default ([`FailurePolicy::CancelGroup`](crate::group::FailurePolicy::CancelGroup)) | ends | cancelled | `Err(GroupError)` with every failure | re-raised once every child ended |
+/// | [`on_child_error(Ignore)`](crate::group::TaskGroup::on_child_error) | ends; its handle has the error | keep running | the body's result | caught; its handle has it |
 /// | `supervise(..)` + `start_supervised` / `spawn_supervised` | restarted in a fresh scope while the budget lasts, then fails with [`RestartsExhausted`] | keep running; once it gives up, as the group's policy says | as the policy says | caught and restarted, never re-raised |
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU32, Ordering};
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use cancelable::{Supervision, TaskGroup};
+/// use cancelable::group::{Supervision, TaskGroup};
 ///
 /// # futures::executor::block_on(async {
 /// let attempts = Arc::new(AtomicU32::new(0));
@@ -88,7 +88,7 @@ use crate::{CancelScope, Cancelled};
 ///
 /// ```
 /// use std::sync::Arc;
-/// use cancelable::{Supervision, TaskGroup};
+/// use cancelable::group::{Supervision, TaskGroup};
 ///
 /// async fn upload(item: &str, attempt: u32) -> Result<String, std::io::Error> {
 ///     if attempt < 2 {
@@ -198,7 +198,7 @@ impl Default for Supervision {
 /// restart budget was spent: how many restarts it had and the last error.
 /// Read it from a [`TaskError`] with
 /// [`TaskError::restarts_exhausted`] (the child's handle, the group's
-/// [`GroupError`](crate::GroupError) failures).
+/// [`GroupError`](crate::group::GroupError) failures).
 #[derive(Clone, Debug)]
 pub struct RestartsExhausted {
     restarts: u32,

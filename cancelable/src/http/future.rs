@@ -22,7 +22,7 @@ use super::timeout_header::TimeoutHeaderError;
 use super::tracker::Tracked;
 use super::{CLIENT_DISCONNECTED, SERVER_SHUTTING_DOWN};
 use crate::scope::seam;
-use crate::{CancelReason, Cancelled, Run, ScopeHandle};
+use crate::{CancelReason, Cancelled, ScopeRun, ScopeHandle};
 
 /// The `400` for a malformed timeout header.
 pub(super) fn bad_request<B>(error: &TimeoutHeaderError, grpc: bool) -> Response<ScopedBody<B>> {
@@ -258,7 +258,7 @@ pin_project! {
         F: Future,
     {
         Ready { response: Option<Response<ScopedBody<B>>> },
-        Inline { #[pin] run: Run<Checked<F>>, tracked: Option<Tracked> },
+        Inline { #[pin] run: ScopeRun<Checked<F>>, tracked: Option<Tracked> },
         Spawned { task: tokio::task::JoinHandle<Outcome<F::Output>> },
     }
 }

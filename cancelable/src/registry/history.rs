@@ -35,7 +35,7 @@ pub struct FinishedOperation {
     /// The message given with the cancellation, if any.
     pub message: Option<String>,
     /// The text of the body's own error, if it failed and the text was
-    /// kept (see [`TryRun::keep_error_text`](crate::TryRun::keep_error_text)).
+    /// kept (see [`ScopeTryRun::keep_error_text`](crate::ScopeTryRun::keep_error_text)).
     pub error: Option<String>,
     /// The operation's metadata.
     pub metadata: BTreeMap<String, String>,

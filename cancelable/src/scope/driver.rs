@@ -1,4 +1,4 @@
-//! The scope's poll state machine, shared by `Run` and `TryRun`: starts
+//! The scope's poll state machine, shared by `ScopeRun` and `ScopeTryRun`: starts
 //! the scope at its first poll (parent, deadline, sources), polls the body
 //! inside the current-scope slot and then the sources, and finishes it
 //! (status, callbacks) exactly once.
@@ -39,7 +39,7 @@ use crate::sync::{lock, Ordering};
 use crate::token::{Cause, Link};
 use crate::{CancelReason, Cancelled, GraceOutcome};
 
-/// The engine shared by [`Run`](super::Run) and [`TryRun`](super::TryRun).
+/// The engine shared by [`ScopeRun`](super::ScopeRun) and [`ScopeTryRun`](super::ScopeTryRun).
 pub(super) struct Driver {
     /// `None` only while the body is polled: the scope then sits in the
     /// thread-local current-scope slot.

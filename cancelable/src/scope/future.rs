@@ -1,4 +1,4 @@
-//! The scope futures: [`Run`] for any body, [`TryRun`] for a fallible
+//! The scope futures: [`ScopeRun`] for any body, [`ScopeTryRun`] for a fallible
 //! body whose error type can carry the cancellation.
 
 use std::fmt;
@@ -12,7 +12,7 @@ use super::driver::Driver;
 use super::CancelScope;
 use crate::Cancelled;
 
-/// The output of a [`TryRun`] body: it can carry a cancellation, and it
+/// The output of a [`ScopeTryRun`] body: it can carry a cancellation, and it
 /// tells a failure apart from a success.
 ///
 /// `Result<T, E>` with `E: From<Cancelled>` is one, through the macro
@@ -28,23 +28,23 @@ pub(crate) trait Outcome {
 pin_project! {
     /// The future returned by [`CancelScope::run`].
     #[must_use = "futures do nothing unless awaited"]
-    pub struct Run<F> {
+    pub struct ScopeRun<F> {
         #[pin]
         body: F,
         driver: Driver,
     }
 }
 
-impl<F: Future> Run<F> {
+impl<F: Future> ScopeRun<F> {
     pub(super) fn new(scope: CancelScope, body: F) -> Self {
-        Run {
+        ScopeRun {
             body,
             driver: Driver::new(scope),
         }
     }
 }
 
-impl<F: Future> Future for Run<F> {
+impl<F: Future> Future for ScopeRun<F> {
     type Output = Result<F::Output, Cancelled>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -53,16 +53,16 @@ impl<F: Future> Future for Run<F> {
     }
 }
 
-impl<F> fmt::Debug for Run<F> {
+impl<F> fmt::Debug for ScopeRun<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Run").finish_non_exhaustive()
+        f.debug_struct("ScopeRun").finish_non_exhaustive()
     }
 }
 
 pin_project! {
     /// The future returned by [`CancelScope::try_run`].
     #[must_use = "futures do nothing unless awaited"]
-    pub struct TryRun<F>
+    pub struct ScopeTryRun<F>
     where
         F: Future,
     {
@@ -80,12 +80,12 @@ pin_project! {
     }
 }
 
-impl<F: Future> TryRun<F> {
+impl<F: Future> ScopeTryRun<F> {
     pub(crate) fn new(scope: CancelScope, body: F) -> Self
     where
         F::Output: Outcome,
     {
-        TryRun {
+        ScopeTryRun {
             body,
             driver: Driver::new(scope),
             from_cancelled: F::Output::from_cancelled,
@@ -95,7 +95,7 @@ impl<F: Future> TryRun<F> {
     }
 }
 
-impl<F: Future> TryRun<F> {
+impl<F: Future> ScopeTryRun<F> {
     /// The scope's output does not flow into the code of the scope it
     /// runs in (a group's child): its cancellation is not passed up to
     /// that scope as seen by its code.
@@ -105,7 +105,7 @@ impl<F: Future> TryRun<F> {
     }
 }
 
-impl<F, T, E> TryRun<F>
+impl<F, T, E> ScopeTryRun<F>
 where
     F: Future<Output = Result<T, E>>,
     E: fmt::Display,
@@ -141,7 +141,7 @@ where
     }
 }
 
-impl<F: Future> Future for TryRun<F> {
+impl<F: Future> Future for ScopeTryRun<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -157,8 +157,8 @@ impl<F: Future> Future for TryRun<F> {
     }
 }
 
-impl<F: Future> fmt::Debug for TryRun<F> {
+impl<F: Future> fmt::Debug for ScopeTryRun<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TryRun").finish_non_exhaustive()
+        f.debug_struct("ScopeTryRun").finish_non_exhaustive()
     }
 }

@@ -15,7 +15,7 @@
 //! * `armed.rs` — what a running scope holds (links, deadline
 //!   registration, sources) and the checks made at every pend;
 //! * `driver.rs` — the poll state machine;
-//! * `future.rs` — the futures [`Run`] and [`TryRun`].
+//! * `future.rs` — the futures [`ScopeRun`] and [`ScopeTryRun`].
 
 mod armed;
 mod deadlines;
@@ -30,7 +30,7 @@ pub(crate) mod slot;
 mod state;
 
 pub(crate) use future::Outcome;
-pub use future::{Run, TryRun};
+pub use future::{ScopeRun, ScopeTryRun};
 pub use grace::{GracePolicy, GraceStart, GraceValue};
 pub use handle::ScopeHandle;
 pub(crate) use state::ScopeShared;
@@ -507,8 +507,8 @@ impl CancelScope {
     /// if a source fires first. On cancellation the body is dropped — at
     /// once, or when its [`grace`](Self::grace) period runs out (a body
     /// that finishes within it returns its output).
-    pub fn run<F: Future>(self, body: F) -> Run<F> {
-        Run::new(self, body)
+    pub fn run<F: Future>(self, body: F) -> ScopeRun<F> {
+        ScopeRun::new(self, body)
     }
 
     /// Runs a fallible `body` in the scope: its own result, or
@@ -554,12 +554,12 @@ impl CancelScope {
     /// assert_eq!(handle.status(), OperationStatus::Cancelled);
     /// # });
     /// ```
-    pub fn try_run<F, T, E>(self, body: F) -> TryRun<F>
+    pub fn try_run<F, T, E>(self, body: F) -> ScopeTryRun<F>
     where
         F: Future<Output = Result<T, E>>,
         E: From<Cancelled>,
     {
-        TryRun::new(self, body)
+        ScopeTryRun::new(self, body)
     }
 }
 

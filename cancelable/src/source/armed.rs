@@ -5,7 +5,7 @@
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use super::signal::{listen, SignalGuard};
+use super::dispatcher::{listen, SignalGuard};
 use super::{BoxBoolFuture, BoxReasonFuture, Condition, Sink, Source, SourceKind};
 use crate::backend::{Backend, Blocking, Timer};
 use crate::panic::{self, Panicked};

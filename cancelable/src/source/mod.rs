@@ -6,17 +6,17 @@
 //! registered, polled, and released when the scope ends.
 
 mod armed;
+pub(crate) mod dispatcher;
 #[cfg(feature = "resource")]
 mod resource;
-pub(crate) mod signal;
 mod sink;
 
 pub(crate) use armed::ArmedSources;
+/// The graceful shutdown's signal watch (see [`dispatcher::Arrivals`]).
+#[cfg(feature = "axum")]
+pub(crate) use dispatcher::{watch as watch_signal, Arrivals as SignalArrivals, SignalGuard};
 #[cfg(feature = "resource")]
 pub use resource::{ResourceError, ResourceLimits};
-/// The graceful shutdown's signal watch (see [`signal::Arrivals`]).
-#[cfg(feature = "axum")]
-pub(crate) use signal::{watch as watch_signal, Arrivals as SignalArrivals, SignalGuard};
 pub(crate) use sink::Sink;
 
 use std::fmt;

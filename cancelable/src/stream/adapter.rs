@@ -76,7 +76,8 @@ impl<S: Stream> Cancellable<S> {
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};
-    /// use cancelable::{CancellableStream, CancelScope};
+    /// use cancelable::CancelScope;
+    /// use cancelable::stream::CancellableStream;
     /// use futures::StreamExt;
     ///
     /// # futures::executor::block_on(async {

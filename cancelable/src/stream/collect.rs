@@ -25,7 +25,8 @@ impl<S: Stream + Unpin> Cancellable<S> {
     /// executor every 256 items, so timers on its thread can cancel it.
     ///
     /// ```
-    /// use cancelable::{CancellableStream, CancellationToken};
+    /// use cancelable::CancellationToken;
+    /// use cancelable::stream::CancellableStream;
     /// use futures::StreamExt;
     ///
     /// # futures::executor::block_on(async {
@@ -62,7 +63,8 @@ impl<S: Stream + Unpin> Cancellable<S> {
     /// before it finishes loses no count either.
     ///
     /// ```
-    /// use cancelable::{CancellableStream, CancellationToken};
+    /// use cancelable::CancellationToken;
+    /// use cancelable::stream::CancellableStream;
     ///
     /// # futures::executor::block_on(async {
     /// let token = CancellationToken::new();

@@ -45,7 +45,8 @@
 //! end the stream. Outside any scope it is an error, not a silent no-op.
 //!
 //! ```
-//! use cancelable::{CancellableStream, CancellationToken};
+//! use cancelable::CancellationToken;
+//! use cancelable::stream::CancellableStream;
 //! use futures::StreamExt;
 //!
 //! # futures::executor::block_on(async {
@@ -93,7 +94,8 @@ pub trait CancellableStream: Stream + Sized {
     /// and message).
     ///
     /// ```
-    /// use cancelable::{CancellableStream, CancellationToken};
+    /// use cancelable::CancellationToken;
+    /// use cancelable::stream::CancellableStream;
     /// use futures::StreamExt;
     ///
     /// # futures::executor::block_on(async {
@@ -112,7 +114,8 @@ pub trait CancellableStream: Stream + Sized {
     /// polled, shield or not.
     ///
     /// ```
-    /// use cancelable::{CancellableStream, CancelScope};
+    /// use cancelable::CancelScope;
+    /// use cancelable::stream::CancellableStream;
     /// use futures::StreamExt;
     ///
     /// # futures::executor::block_on(async {
@@ -138,7 +141,8 @@ pub trait CancellableStream: Stream + Sized {
     /// hands the stream back.
     ///
     /// ```
-    /// use cancelable::{CancellableStream, CancelScope};
+    /// use cancelable::CancelScope;
+    /// use cancelable::stream::CancellableStream;
     ///
     /// # futures::executor::block_on(async {
     /// let outside = futures::stream::iter([1, 2]).within_current();
@@ -171,7 +175,8 @@ pub trait CancellableStream: Stream + Sized {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use cancelable::{CancellableStream, CancellationToken};
+    /// use cancelable::CancellationToken;
+    /// use cancelable::stream::CancellableStream;
     /// use futures::StreamExt;
     ///
     /// # futures::executor::block_on(async {

@@ -6,7 +6,8 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use crate::{Cancelled, GroupError, TaskError};
+use crate::group::{GroupError, TaskError};
+use crate::Cancelled;
 
 /// An error that may be a cancellation and can give its [`Cancelled`]:
 /// what [`assert_cancelled_within`] accepts. Implemented for `Cancelled`

@@ -17,10 +17,10 @@ use crate::CancelScope;
 /// * each cancellation-aware wait, once, when it starts (its first poll):
 ///   [`sleep`](crate::sleep), [`sleep_until`](crate::sleep_until),
 ///   [`cancelled`](crate::cancelled), [`.or_cancelled()`](crate::OrCancelled::or_cancelled),
-///   [`run_blocking`](crate::run_blocking);
+///   [`run_blocking`](crate::blocking::run_blocking);
 /// * each item a stream adapter watching the scope
-///   ([`within`](crate::CancellableStream::within),
-///   [`within_current`](crate::CancellableStream::within_current)) pulls, and
+///   ([`within`](crate::stream::CancellableStream::within),
+///   [`within_current`](crate::stream::CancellableStream::within_current)) pulls, and
 ///   its pull of the end.
 ///
 /// Looping `n = 0, 1, 2, ..` until the body completes hits every

@@ -31,7 +31,8 @@ mod unix {
     use std::process::exit;
     use std::time::{Duration, Instant};
 
-    use cancelable::{checkpoint, shield, CancelScope, Cancelled, SecondSignal, Signal, TaskGroup};
+    use cancelable::group::TaskGroup;
+    use cancelable::{checkpoint, shield, CancelScope, Cancelled, SecondSignal, Signal};
 
     const GRACE: Duration = Duration::from_secs(8);
     const CLEANUP: Duration = Duration::from_secs(4);
