@@ -49,7 +49,7 @@ async fn main() {
                 let item = CancelScope::new()
                     .name(format!("item {id}"))
                     .timeout(plan(id).1);
-                let handle = group.start_soon_in(item, fetch(id));
+                let handle = group.child().in_scope(item).start_soon(fetch(id));
                 names.insert(handle.id().expect("started"), id);
             }
             group.close();

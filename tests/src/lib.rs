@@ -14,6 +14,7 @@
 //! the test output names the backend of each run.
 
 pub mod child_output;
+pub mod executor;
 pub mod http;
 pub mod live;
 pub mod redis;

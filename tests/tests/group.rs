@@ -55,7 +55,7 @@ on_every_backend! {
             .run(|group| async move {
                 let a = group.start_soon(forever(children.clone()));
                 let b = group.start_soon(until_cancelled());
-                group.start_soon_in(CancelScope::new().name("fetch 3"), async {
+                group.child().name("fetch 3").start_soon(async {
                     sleep(Duration::from_millis(5)).await;
                     Err::<(), _>(Missing(3))
                 });
@@ -86,11 +86,11 @@ on_every_backend! {
         let error = TaskGroup::new()
             .grace(Duration::from_secs(5))
             .run(|group| async move {
-                group.start_soon_in(CancelScope::new().name("first"), async {
+                group.child().name("first").start_soon(async {
                     Err::<(), _>(Missing(1))
                 });
                 // Fails while cleaning up after the first failure.
-                group.start_soon_in(CancelScope::new().name("second"), async {
+                group.child().name("second").start_soon(async {
                     match until_cancelled().await {
                         Err(_) => Err(Missing(2)),
                         Ok(()) => Ok(()),
@@ -354,7 +354,7 @@ on_every_backend! {
             .run(|group| async move {
                 let group_id = group.scope().id();
                 assert_eq!(current_scope().unwrap().id(), group_id);
-                let child = group.start_soon_in(CancelScope::new().name("child"), async move {
+                let child = group.child().name("child").start_soon(async move {
                     let scope = current_scope().expect("a child runs in a scope");
                     assert_eq!(scope.context().parent_id, Some(group_id));
                     assert_eq!(scope.context().name.as_deref(), Some("child"));
@@ -374,10 +374,7 @@ on_every_backend! {
             .grace(Duration::from_secs(30))
             .run(|group| async move {
                 // Its own timeout drops it at once, grace or not.
-                let timed_out = group.start_soon_in(
-                    CancelScope::new().timeout(Duration::from_millis(5)),
-                    pending::<Result<(), Cancelled>>(),
-                );
+                let timed_out = group.child().in_scope(CancelScope::new().timeout(Duration::from_millis(5))).start_soon(pending::<Result<(), Cancelled>>());
                 let cancelled = group.start_soon(pending::<Result<(), Cancelled>>());
                 assert!(cancelled.cancel());
                 let sibling = group.start_soon(async {
@@ -657,33 +654,7 @@ mod spawned {
             .unwrap()
     }
 
-    /// A smol executor run by two threads until the returned guard drops.
-    fn smol_executor() -> (Arc<smol::Executor<'static>>, impl Drop) {
-        struct Stop(
-            Option<smol::channel::Sender<()>>,
-            Vec<std::thread::JoinHandle<()>>,
-        );
-        impl Drop for Stop {
-            fn drop(&mut self) {
-                self.0.take();
-                for thread in self.1.drain(..) {
-                    thread.join().unwrap();
-                }
-            }
-        }
-        let executor = Arc::new(smol::Executor::new());
-        let (stop, stopped) = smol::channel::bounded::<()>(1);
-        let threads = (0..2)
-            .map(|_| {
-                let executor = executor.clone();
-                let stopped = stopped.clone();
-                std::thread::spawn(move || {
-                    let _ = smol::block_on(executor.run(stopped.recv()));
-                })
-            })
-            .collect();
-        (executor, Stop(Some(stop), threads))
-    }
+    use cancelable_tests::executor::smol_executor;
 
     /// What every executor must show: a failing spawned child cancels its
     /// spawned siblings, a child in its grace period is waited for, and
@@ -711,7 +682,9 @@ mod spawned {
                     })
                     .unwrap();
                 group
-                    .spawn_in(CancelScope::new().name("broken"), async {
+                    .child()
+                    .name("broken")
+                    .spawn(async {
                         sleep(Duration::from_millis(10)).await;
                         Err::<(), _>(Missing(4))
                     })

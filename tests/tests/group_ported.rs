@@ -148,7 +148,7 @@ on_every_backend! {
         let error = TaskGroup::new()
             .run(|group| async move {
                 group.start_soon(async { Err::<(), _>(KeyError) });
-                group.start_supervised(|_attempt| async { Err::<(), _>(ValueError) });
+                group.child().supervised(group.supervision()).start_soon(|_attempt| async { Err::<(), _>(ValueError) });
                 Ok::<_, Cancelled>(())
             })
             .await
@@ -168,11 +168,9 @@ on_every_backend! {
             }
             let outcome = group
                 .run(|group| async move {
-                    let child = group.start_soon_in(
-                        CancelScope::new()
+                    let child = group.child().in_scope(CancelScope::new()
                             .timeout(Duration::from_millis(20))
-                            .grace(Duration::from_secs(1)),
-                        async move {
+                            .grace(Duration::from_secs(1))).start_soon(async move {
                             let cancelled = cancelable::sleep(Duration::from_secs(60))
                                 .await
                                 .unwrap_err();
@@ -182,8 +180,7 @@ on_every_backend! {
                             })
                             .await;
                             Err::<(), _>(cancelled)
-                        },
-                    );
+                        });
                     let error = child.await.unwrap_err();
                     let cancelled = error.cancelled().expect("cancelled by its timeout");
                     assert!(cancelled.is_timeout(), "{cancelled:?}");

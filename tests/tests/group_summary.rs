@@ -31,14 +31,11 @@ on_every_backend! {
             .on_child_error(FailurePolicy::Collect)
             .run(|group| async move {
                 for n in 1..=3 {
-                    group.start_soon_in(
-                        CancelScope::new().name(format!("slow-{n}")).timeout(Duration::from_millis(10)),
-                        forever(),
-                    );
+                    group.child().in_scope(CancelScope::new().name(format!("slow-{n}")).timeout(Duration::from_millis(10))).start_soon(forever());
                 }
-                group.start_soon_in(CancelScope::new().name("fine"), async { Ok::<_, Cancelled>(1) });
-                group.start_soon_in(CancelScope::new().name("broken"), async { Err::<(), _>("disk full") });
-                let cancelled = group.start_soon_in(CancelScope::new().name("stopped"), forever());
+                group.child().name("fine").start_soon(async { Ok::<_, Cancelled>(1) });
+                group.child().name("broken").start_soon(async { Err::<(), _>("disk full") });
+                let cancelled = group.child().name("stopped").start_soon(forever());
                 cancelled.cancel();
                 Ok::<_, Cancelled>("body done")
             })
@@ -79,10 +76,7 @@ on_every_backend! {
     async fn a_group_that_succeeds_has_a_summary_too() {
         let (result, summary) = TaskGroup::new()
             .run(|group| async move {
-                let late = group.start_soon_in(
-                    CancelScope::new().name("late").timeout(Duration::from_millis(5)),
-                    forever(),
-                );
+                let late = group.child().in_scope(CancelScope::new().name("late").timeout(Duration::from_millis(5))).start_soon(forever());
                 group.start_soon(async { Ok::<_, Cancelled>(()) });
                 assert!(late.await.unwrap_err().cancelled().unwrap().is_timeout());
                 Ok::<_, Cancelled>(7)
@@ -101,16 +95,13 @@ on_every_backend! {
             .track_children()
             .run(|group| async move {
                 let (tx, rx) = futures::channel::oneshot::channel::<()>();
-                let working = group.start_soon_in(CancelScope::new().name("copy"), async move {
+                let working = group.child().name("copy").start_soon(async move {
                     report_progress(0.25, "a quarter copied");
                     let _ = rx.await;
                     Ok::<_, Cancelled>(())
                 });
                 group.start_soon(async { Ok::<_, Cancelled>(()) });
-                group.start_soon_in(
-                    CancelScope::new().timeout(Duration::from_millis(1)),
-                    forever(),
-                );
+                group.child().in_scope(CancelScope::new().timeout(Duration::from_millis(1))).start_soon(forever());
                 // Until the two short children have ended.
                 let deadline = Instant::now() + GENEROUS;
                 while group.counts().running > 1 {

@@ -1,5 +1,5 @@
 //! Supervised children of task groups (`TaskGroup::supervise`,
-//! `Group::start_supervised` / `spawn_supervised`) on every backend:
+//! `group.child().supervised(..)`, `start_soon` / `spawn`) on every backend:
 //! restarts until success, each attempt in a fresh scope; a spent budget
 //! fails the group with the restarts and cancels the siblings; panics
 //! restart; a cancellation is never restarted, and a group cancelled
@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cancelable::group::{FailurePolicy, Supervision, TaskError, TaskGroup};
-use cancelable::{checkpoint, current_scope, CancelScope, Cancelled};
+use cancelable::{checkpoint, current_scope, Cancelled};
 use cancelable_tests::{on_every_backend, sleep, Live};
 
 /// A bound far above any honest timing on a loaded 2-core machine.
@@ -47,9 +47,7 @@ on_every_backend! {
         let (value, restarts, child_scope) = TaskGroup::new()
             .supervise(Supervision::restart().max_restarts(5).backoff(Duration::from_millis(1)))
             .run(|group| async move {
-                let mut worker = group.start_supervised_in(
-                    CancelScope::new().name("worker"),
-                    move |_attempt| {
+                let mut worker = group.child().name("worker").supervised(group.supervision()).start_soon(move |_attempt| {
                         let call = calls_in.fetch_add(1, Ordering::SeqCst) + 1;
                         let scopes = scopes_in.clone();
                         async move {
@@ -65,8 +63,7 @@ on_every_backend! {
                             }
                             Ok(call * 10)
                         }
-                    },
-                );
+                    });
                 let child_scope = worker.scope().map(|scope| scope.id());
                 let value = (&mut worker).await.unwrap();
                 Ok::<_, Cancelled>((value, worker.restarts(), child_scope))
@@ -100,7 +97,7 @@ on_every_backend! {
                 group.start_soon(async move {
                     // Started after the sibling, so that it is running.
                     sleep(Duration::from_millis(5)).await;
-                    spawner.start_supervised_in(CancelScope::new().name("db"), move |_attempt| {
+                    spawner.child().name("db").supervised(spawner.supervision()).start_soon(move |_attempt| {
                         let call = counted.fetch_add(1, Ordering::SeqCst) + 1;
                         async move { Err::<(), _>(Refused(call)) }
                     });
@@ -138,7 +135,7 @@ on_every_backend! {
         let counted = calls.clone();
         let (value, restarts) = TaskGroup::new()
             .run(|group| async move {
-                let mut worker = group.start_supervised(move |_attempt| {
+                let mut worker = group.child().supervised(group.supervision()).start_soon(move |_attempt| {
                     let call = counted.fetch_add(1, Ordering::SeqCst) + 1;
                     async move {
                         if call == 1 {
@@ -160,7 +157,7 @@ on_every_backend! {
             .supervise(Supervision::restart().max_restarts(1))
             .run(|group| async move {
                 let mut first = true;
-                group.start_supervised(move |_attempt| -> std::future::Ready<Result<(), Refused>> {
+                group.child().supervised(group.supervision()).start_soon(move |_attempt| -> std::future::Ready<Result<(), Refused>> {
                     if std::mem::take(&mut first) {
                         panic!("the factory crashed");
                     }
@@ -184,7 +181,7 @@ on_every_backend! {
         let error = TaskGroup::new()
             .timeout(Duration::from_millis(20))
             .run(|group| async move {
-                let worker = group.start_supervised(move |_attempt| {
+                let worker = group.child().supervised(group.supervision()).start_soon(move |_attempt| {
                     counted.fetch_add(1, Ordering::SeqCst);
                     async {
                         // Returns its cancellation as an `Err`.
@@ -210,7 +207,7 @@ on_every_backend! {
         // Its own handle's cancel is not a failure either.
         let value = TaskGroup::new()
             .run(|group| async move {
-                let worker = group.start_supervised(|_attempt| pending::<Result<(), Cancelled>>());
+                let worker = group.child().supervised(group.supervision()).start_soon(|_attempt| pending::<Result<(), Cancelled>>());
                 worker.cancel();
                 let restarts = worker.restarts();
                 assert!(worker.await.unwrap_err().is_cancelled());
@@ -232,7 +229,7 @@ on_every_backend! {
             let error = group
                 .run(|group| async move {
                     let worker =
-                        group.start_supervised(|_attempt| async { Err::<(), _>(Refused(1)) });
+                        group.child().supervised(group.supervision()).start_soon(|_attempt| async { Err::<(), _>(Refused(1)) });
                     // The attempt failed at once: the child is in its backoff.
                     sleep(Duration::from_millis(20)).await;
                     assert!(!worker.is_finished());
@@ -256,7 +253,7 @@ on_every_backend! {
         let (value, restarts) = TaskGroup::new()
             .supervise(Supervision::restart().max_restarts(1).within(Duration::from_millis(10)))
             .run(|group| async move {
-                let mut worker = group.start_supervised(move |_attempt| {
+                let mut worker = group.child().supervised(group.supervision()).start_soon(move |_attempt| {
                     let call = counted.fetch_add(1, Ordering::SeqCst) + 1;
                     async move {
                         // Each attempt outlives the window before it fails.
@@ -280,7 +277,7 @@ on_every_backend! {
             .on_child_error(FailurePolicy::Ignore)
             .supervise(Supervision::restart().max_restarts(0))
             .run(|group| async move {
-                let worker = group.start_supervised(|_attempt| async { Err::<(), _>(Refused(1)) });
+                let worker = group.child().supervised(group.supervision()).start_soon(|_attempt| async { Err::<(), _>(Refused(1)) });
                 let fine = group.start_soon(async { Ok::<_, Cancelled>(7) });
                 let error = worker.await.unwrap_err();
                 assert_eq!(error.restarts_exhausted().unwrap().restarts(), 0);
@@ -301,7 +298,7 @@ on_every_backend! {
             .supervise(Supervision::restart().max_restarts(5).backoff(Duration::from_millis(1)))
             .run(|group| async move {
                 let item = Arc::new(String::from("order-17"));
-                let worker = group.start_supervised(move |attempt: u32| {
+                let worker = group.child().supervised(group.supervision()).start_soon(move |attempt: u32| {
                     let item = item.clone();
                     let record = record.clone();
                     async move {
@@ -334,33 +331,7 @@ on_every_backend! {
 mod spawned {
     use super::*;
 
-    /// A smol executor run by two threads until the returned guard drops.
-    fn smol_executor() -> (Arc<smol::Executor<'static>>, impl Drop) {
-        struct Stop(
-            Option<smol::channel::Sender<()>>,
-            Vec<std::thread::JoinHandle<()>>,
-        );
-        impl Drop for Stop {
-            fn drop(&mut self) {
-                self.0.take();
-                for thread in self.1.drain(..) {
-                    thread.join().unwrap();
-                }
-            }
-        }
-        let executor = Arc::new(smol::Executor::new());
-        let (stop, stopped) = smol::channel::bounded::<()>(1);
-        let threads = (0..2)
-            .map(|_| {
-                let executor = executor.clone();
-                let stopped = stopped.clone();
-                std::thread::spawn(move || {
-                    let _ = smol::block_on(executor.run(stopped.recv()));
-                })
-            })
-            .collect();
-        (executor, Stop(Some(stop), threads))
-    }
+    use cancelable_tests::executor::smol_executor;
 
     /// What every executor must show: a spawned supervised child restarts
     /// until it succeeds; one that spends its budget cancels its spawned
@@ -371,7 +342,9 @@ mod spawned {
         let (value, restarts) = group()
             .run(|group| async move {
                 let mut worker = group
-                    .spawn_supervised(move |_attempt| {
+                    .child()
+                    .supervised(group.supervision())
+                    .spawn(move |_attempt| {
                         let call = counted.fetch_add(1, Ordering::SeqCst) + 1;
                         async move {
                             if call < 3 {
@@ -396,7 +369,10 @@ mod spawned {
                     group.spawn(until_cancelled(siblings.clone())).unwrap();
                 }
                 group
-                    .spawn_supervised_in(CancelScope::new().name("flaky"), |_attempt| async {
+                    .child()
+                    .name("flaky")
+                    .supervised(group.supervision())
+                    .spawn(|_attempt| async {
                         sleep(Duration::from_millis(2)).await;
                         Err::<(), _>(Refused(0))
                     })

@@ -176,7 +176,7 @@ impl<T> TaskHandle<T> {
     }
 
     /// How many times the child was restarted so far: always 0 but for a
-    /// supervised child (see [`Group::start_supervised`](crate::group::Group::start_supervised)).
+    /// supervised child (see [`ChildBuilder::supervised`](crate::group::ChildBuilder::supervised)).
     pub fn restarts(&self) -> u32 {
         self.restarts
             .as_ref()

@@ -109,7 +109,7 @@ impl Error for TaskError {
 /// # futures::executor::block_on(async {
 /// let error = TaskGroup::new()
 ///     .run(|group| async move {
-///         group.start_soon_in(CancelScope::new().name("parse"), async {
+///         group.child().name("parse").start_soon(async {
 ///             "x".parse::<u32>()
 ///         });
 ///         Ok::<_, cancelable::Cancelled>(())

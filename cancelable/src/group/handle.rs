@@ -5,18 +5,16 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_core::Stream;
-use futures_util::future::{AbortHandle, Abortable};
 
-use super::child::{ChildTask, Spawned, TaskHandle};
+use super::builder::ChildBuilder;
+use super::child::TaskHandle;
 use super::error::{BoxError, SpawnError};
-use super::executor::Executor;
 use super::state::{lock, GroupShared, Subscriber, TaskOutcome, Wakeups};
-use super::supervise::supervised;
+use super::supervise::Supervision;
 use crate::{CancelScope, ScopeHandle};
 
 /// The handle to a running [`TaskGroup`](crate::group::TaskGroup), passed to its
@@ -62,20 +60,57 @@ pub struct Group {
 }
 
 impl Group {
+    /// A builder for one child: its name, its scope, supervision; then
+    /// `start_soon` or `spawn` (see [`ChildBuilder`]). The one way to start
+    /// a configured child, as tokio's `JoinSet::build_task`.
+    ///
+    /// ```
+    /// use cancelable::group::{Supervision, TaskGroup};
+    ///
+    /// # futures::executor::block_on(async {
+    /// TaskGroup::new()
+    ///     .run(|group| async move {
+    ///         let named = group.child().name("fetch").start_soon(async {
+    ///             Ok::<_, std::io::Error>("done")
+    ///         });
+    ///         let restarted = group
+    ///             .child()
+    ///             .supervised(Supervision::restart())
+    ///             .start_soon(|_attempt| async { Ok::<_, std::io::Error>(1) });
+    ///         assert_eq!(named.await.unwrap(), "done");
+    ///         assert_eq!(restarted.await.unwrap(), 1);
+    ///         Ok::<_, cancelable::Cancelled>(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// # });
+    /// ```
+    pub fn child(&self) -> ChildBuilder<'_> {
+        ChildBuilder::new(self)
+    }
+
+    /// The group's supervision policy (set with
+    /// [`TaskGroup::supervise`](super::TaskGroup::supervise)), for
+    /// [`ChildBuilder::supervised`].
+    pub fn supervision(&self) -> Supervision {
+        self.shared.supervision.clone()
+    }
+
     /// Starts `child` in a new child scope of the group, polled by the
     /// group's own future: concurrently with the body and the other
     /// children, on whatever executor runs the group
-    /// (`futures::executor::block_on` included), with no spawning.
+    /// (`futures::executor::block_on` included), with no spawning. The
+    /// same as `group.child().start_soon(child)` (see
+    /// [`ChildBuilder::start_soon`]; [`child`](Self::child) to name or
+    /// configure it).
     ///
     /// The child may return any `Result` whose error converts into
     /// `Box<dyn Error + Send + Sync>` (a `Cancelled`, `std::io::Error`, a
     /// `&str`, ...). An `Err` that is not the child's own cancellation is
-    /// a failure ([`FailurePolicy`](crate::group::FailurePolicy) says what the group
-    /// does then).
-    ///
-    /// On a group that is closed or has ended the child is dropped
-    /// unstarted and its handle resolves to
-    /// [`TaskError::NotStarted`](crate::group::TaskError::NotStarted).
+    /// a failure ([`FailurePolicy`](super::FailurePolicy) says what the
+    /// group does then). On a group that is closed or has ended the child
+    /// is dropped unstarted and its handle resolves to
+    /// [`TaskError::NotStarted`](super::TaskError::NotStarted).
     ///
     /// ```
     /// use cancelable::group::TaskGroup;
@@ -97,69 +132,15 @@ impl Group {
         T: Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        self.start_soon_in(CancelScope::new(), child)
-    }
-
-    /// [`start_soon`](Self::start_soon) with the child's scope configured:
-    /// a name (for errors and its context), a timeout of its own, more
-    /// sources. The scope becomes a child of the group.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use cancelable::CancelScope;
-    /// use cancelable::group::TaskGroup;
-    ///
-    /// # futures::executor::block_on(async {
-    /// TaskGroup::new()
-    ///     .run(|group| async move {
-    ///         let slow = group.start_soon_in(
-    ///             CancelScope::new().name("slow").timeout(Duration::from_millis(5)),
-    ///             std::future::pending::<Result<(), cancelable::Cancelled>>(),
-    ///         );
-    ///         // Its own timeout is a cancellation, not a failure: the group goes on.
-    ///         assert!(slow.await.unwrap_err().cancelled().unwrap().is_timeout());
-    ///         Ok::<_, cancelable::Cancelled>(())
-    ///     })
-    ///     .await
-    ///     .unwrap();
-    /// # });
-    /// ```
-    pub fn start_soon_in<F, T, E>(&self, scope: CancelScope, child: F) -> TaskHandle<T>
-    where
-        F: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: Into<BoxError> + 'static,
-    {
-        let (task, handle) = ChildTask::new_local(&self.shared, scope, child);
-        let rejected = {
-            let mut state = lock(&self.shared.state);
-            if state.closed || state.ended {
-                Some(task)
-            } else {
-                state.started += 1;
-                state.active += 1;
-                state.incoming.push(task);
-                None
-            }
-        };
-        if let Some(mut task) = rejected {
-            // Never counted: drop it without reporting an end.
-            task.as_mut().disarm();
-            drop(task);
-            return TaskHandle::not_started();
-        }
-        self.shared.waker.wake();
-        handle
+        self.child().start_soon(child)
     }
 
     /// Starts `child` in a new child scope of the group on an executor, so
     /// that it runs in parallel with the group: on the executor given with
-    /// [`TaskGroup::on`](crate::group::TaskGroup::on) /
-    /// [`TaskGroup::on_spawn`](crate::group::TaskGroup::on_spawn), else on the
-    /// tokio runtime running here.
-    ///
-    /// The group still waits for the child, gives it its grace period when
-    /// cancelled, then aborts it; dropping the group aborts it too.
+    /// [`TaskGroup::on`](super::TaskGroup::on) /
+    /// [`TaskGroup::on_spawn`](super::TaskGroup::on_spawn), else on the
+    /// tokio runtime running here. The same as
+    /// `group.child().spawn(child)` (see [`ChildBuilder::spawn`]).
     ///
     /// # Errors
     ///
@@ -190,34 +171,26 @@ impl Group {
         T: Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        self.spawn_in(CancelScope::new(), child)
+        self.child().spawn(child)
     }
 
-    /// [`spawn`](Self::spawn) with the child's scope configured (see
-    /// [`start_soon_in`](Self::start_soon_in)).
+    /// Deprecated: `group.child().in_scope(scope).start_soon(child)`.
+    #[deprecated(note = "use group.child().in_scope(scope).start_soon(child)")]
+    pub fn start_soon_in<F, T, E>(&self, scope: CancelScope, child: F) -> TaskHandle<T>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        self.child().in_scope(scope).start_soon(child)
+    }
+
+    /// Deprecated: `group.child().in_scope(scope).spawn(child)`.
     ///
     /// # Errors
     ///
     /// As [`spawn`](Self::spawn).
-    ///
-    /// ```
-    /// # #[cfg(feature = "tokio")]
-    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-    /// use cancelable::CancelScope;
-    /// use cancelable::group::TaskGroup;
-    ///
-    /// TaskGroup::new()
-    ///     .run(|group| async move {
-    ///         let child = group
-    ///             .spawn_in(CancelScope::new().name("parallel"), async { Ok::<_, cancelable::Cancelled>(7) })
-    ///             .expect("a tokio runtime runs here");
-    ///         assert_eq!(child.await.unwrap(), 7);
-    ///         Ok::<_, cancelable::Cancelled>(())
-    ///     })
-    ///     .await
-    ///     .unwrap();
-    /// # });
-    /// ```
+    #[deprecated(note = "use group.child().in_scope(scope).spawn(child)")]
     pub fn spawn_in<F, T, E>(
         &self,
         scope: CancelScope,
@@ -228,74 +201,11 @@ impl Group {
         T: Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        let executor = Executor::resolve(self.shared.executor.as_ref())?;
-        let (mut task, handle) = ChildTask::new(&self.shared, scope, child);
-        let (abort, registration) = AbortHandle::new_pair();
-        let accepted = {
-            let mut state = lock(&self.shared.state);
-            if state.closed || state.ended {
-                None
-            } else {
-                state.started += 1;
-                state.active += 1;
-                Some(state.spawned.insert(abort))
-            }
-        };
-        let Some(key) = accepted else {
-            return Err(SpawnError::Closed);
-        };
-        task.arm(&self.shared);
-        task.set_spawned(key);
-        let task = Abortable::new(Spawned::new(task, &self.shared), registration);
-        executor.spawn(Box::pin(async move {
-            let _ = task.await;
-        }))?;
-        Ok(handle)
+        self.child().in_scope(scope).spawn(child)
     }
 
-    /// Starts a supervised child, polled by the group's own future as
-    /// [`start_soon`](Self::start_soon) children are: `make(attempt)` makes
-    /// the child's future (attempt 1, 2, ...; see [`Supervision`](crate::group::Supervision)
-    /// for retrying one item), and makes a fresh one whenever the last one failed
-    /// (returned an `Err` that is not its cancellation, or panicked), as
-    /// the group's [`Supervision`](crate::group::Supervision) allows (see
-    /// [`TaskGroup::supervise`](crate::group::TaskGroup::supervise)). Each attempt
-    /// runs in a fresh child scope of the child's scope (metadata
-    /// `attempt` = 1, 2, ...). Once the restart budget is spent, the child
-    /// fails with [`RestartsExhausted`](crate::group::RestartsExhausted), and the
-    /// group's failure policy applies.
-    ///
-    /// A cancellation is never restarted. The handle resolves to the value
-    /// of the first attempt that succeeds; [`TaskHandle::restarts`] counts
-    /// the restarts so far.
-    ///
-    /// ```
-    /// use std::sync::atomic::{AtomicU32, Ordering};
-    /// use std::sync::Arc;
-    /// use cancelable::group::TaskGroup;
-    ///
-    /// # futures::executor::block_on(async {
-    /// let calls = Arc::new(AtomicU32::new(0));
-    /// TaskGroup::new()
-    ///     .run(|group| async move {
-    ///         let mut worker = group.start_supervised(move |attempt| {
-    ///             let call = calls.fetch_add(1, Ordering::SeqCst);
-    ///             assert_eq!(attempt, call + 1);
-    ///             async move {
-    ///                 if call == 0 {
-    ///                     panic!("the first call crashes");
-    ///                 }
-    ///                 Ok::<_, std::io::Error>(call)
-    ///             }
-    ///         });
-    ///         assert_eq!((&mut worker).await.unwrap(), 1);
-    ///         assert_eq!(worker.restarts(), 1);
-    ///         Ok::<_, cancelable::Cancelled>(())
-    ///     })
-    ///     .await
-    ///     .unwrap();
-    /// # });
-    /// ```
+    /// Deprecated: `group.child().supervised(group.supervision()).start_soon(make)`.
+    #[deprecated(note = "use group.child().supervised(group.supervision()).start_soon(make)")]
     pub fn start_supervised<M, F, T, E>(&self, make: M) -> TaskHandle<T>
     where
         M: FnMut(u32) -> F + Send + 'static,
@@ -303,12 +213,13 @@ impl Group {
         T: Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        self.start_supervised_in(CancelScope::new(), make)
+        self.child().supervised(self.supervision()).start_soon(make)
     }
 
-    /// [`start_supervised`](Self::start_supervised) with the child's scope
-    /// configured (a name, a timeout for the whole child, restarts
-    /// included); each attempt's scope takes its name.
+    /// Deprecated: `group.child().in_scope(scope).supervised(group.supervision()).start_soon(make)`.
+    #[deprecated(
+        note = "use group.child().in_scope(scope).supervised(group.supervision()).start_soon(make)"
+    )]
     pub fn start_supervised_in<M, F, T, E>(&self, scope: CancelScope, make: M) -> TaskHandle<T>
     where
         M: FnMut(u32) -> F + Send + 'static,
@@ -316,18 +227,18 @@ impl Group {
         T: Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        let restarts = Arc::new(AtomicU32::new(0));
-        let child = supervised(self.shared.supervision.clone(), make, restarts.clone());
-        self.start_soon_in(scope, child).with_restarts(restarts)
+        self.child()
+            .in_scope(scope)
+            .supervised(self.supervision())
+            .start_soon(make)
     }
 
-    /// Spawns a supervised child on an executor, as [`spawn`](Self::spawn)
-    /// does; restarted as [`start_supervised`](Self::start_supervised)
-    /// says.
+    /// Deprecated: `group.child().supervised(group.supervision()).spawn(make)`.
     ///
     /// # Errors
     ///
     /// As [`spawn`](Self::spawn).
+    #[deprecated(note = "use group.child().supervised(group.supervision()).spawn(make)")]
     pub fn spawn_supervised<M, F, T, E>(&self, make: M) -> Result<TaskHandle<T>, SpawnError>
     where
         M: FnMut(u32) -> F + Send + 'static,
@@ -335,15 +246,17 @@ impl Group {
         T: Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        self.spawn_supervised_in(CancelScope::new(), make)
+        self.child().supervised(self.supervision()).spawn(make)
     }
 
-    /// [`spawn_supervised`](Self::spawn_supervised) with the child's scope
-    /// configured.
+    /// Deprecated: `group.child().in_scope(scope).supervised(group.supervision()).spawn(make)`.
     ///
     /// # Errors
     ///
     /// As [`spawn`](Self::spawn).
+    #[deprecated(
+        note = "use group.child().in_scope(scope).supervised(group.supervision()).spawn(make)"
+    )]
     pub fn spawn_supervised_in<M, F, T, E>(
         &self,
         scope: CancelScope,
@@ -355,9 +268,10 @@ impl Group {
         T: Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        let restarts = Arc::new(AtomicU32::new(0));
-        let child = supervised(self.shared.supervision.clone(), make, restarts.clone());
-        Ok(self.spawn_in(scope, child)?.with_restarts(restarts))
+        self.child()
+            .in_scope(scope)
+            .supervised(self.supervision())
+            .spawn(make)
     }
 
     /// Closes the group: from now on children can no longer be started

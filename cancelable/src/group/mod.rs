@@ -8,8 +8,11 @@
 //!   `wait`, `results`, counts; [`start`](Group::start) to start a child
 //!   and wait until it reports it is [`Ready`].
 //! * [`TaskHandle`] — one child's awaitable result, with `cancel()`.
+//! * [`ChildBuilder`] — one child configured before it starts
+//!   ([`Group::child`]: name, scope, [`supervised`](ChildBuilder::supervised));
+//!   `start_soon` or `spawn`.
 //! * [`Supervision`] — restarting failed children started from a factory
-//!   ([`Group::start_supervised`], [`Group::spawn_supervised`]).
+//!   ([`ChildBuilder::supervised`]).
 //!
 //! # When a child fails
 //!
@@ -26,7 +29,7 @@
 //! |---|---|---|---|---|
 //! | default ([`FailurePolicy::CancelGroup`]) | ends | cancelled (reason `Parent(Manual)`, the failure as message) | `Err(GroupError)` with every failure, the first primary | re-raised once every child ended |
 //! | [`on_child_error(Ignore)`](TaskGroup::on_child_error) | ends; only its handle and [`Group::results`] see the error | keep running | the body's own result | caught, seen by the handle |
-//! | [`supervise(..)`](TaskGroup::supervise) + `start_supervised` / `spawn_supervised` | restarted from its factory in a fresh child scope, after the backoff, while the restart budget lasts (`max_restarts` within a window); then ends with [`RestartsExhausted`] (the restarts and the last error) | keep running while it restarts; once it gives up, as the group's `on_child_error` policy says (by default: cancelled) | as the policy says; by default `Err(GroupError)` whose failure is the `RestartsExhausted` | caught and restarted like an `Err`; never re-raised |
+//! | [`supervise(..)`](TaskGroup::supervise) + `child().supervised(..)` | restarted from its factory in a fresh child scope, after the backoff, while the restart budget lasts (`max_restarts` within a window); then ends with [`RestartsExhausted`] (the restarts and the last error) | keep running while it restarts; once it gives up, as the group's `on_child_error` policy says (by default: cancelled) | as the policy says; by default `Err(GroupError)` whose failure is the `RestartsExhausted` | caught and restarted like an `Err`; never re-raised |
 //!
 //! A cancellation — of the group, an enclosing scope, or the child's own
 //! handle — is never a failure and never restarted: a supervised child
@@ -44,6 +47,7 @@
 //! `second.rs` (a second signal ending the grace period).
 
 mod body;
+mod builder;
 mod child;
 mod error;
 mod executor;
@@ -55,6 +59,7 @@ mod state;
 mod summary;
 mod supervise;
 
+pub use builder::{ChildBuilder, SupervisedChild};
 pub use child::TaskHandle;
 pub use error::{GroupError, SpawnError, TaskError, TaskFailure};
 pub use executor::GroupExecutor;
@@ -328,8 +333,8 @@ impl TaskGroup {
         self
     }
 
-    /// How the group restarts the children started with
-    /// [`Group::start_supervised`] and [`Group::spawn_supervised`]
+    /// The group's supervision policy, [`Group::supervision`], for the
+    /// children started with [`ChildBuilder::supervised`]
     /// (default [`Supervision::restart()`]: 3 restarts within 5 s, no
     /// backoff). Other children are not restarted. A supervised child that
     /// spends its budget fails with [`RestartsExhausted`], and the group's
@@ -344,7 +349,7 @@ impl TaskGroup {
     /// let error = TaskGroup::new()
     ///     .supervise(Supervision::restart().max_restarts(2).backoff(Duration::from_millis(1)))
     ///     .run(|group| async move {
-    ///         group.start_supervised(|_attempt| async { Err::<(), _>("the database is down") });
+    ///         group.child().supervised(group.supervision()).start_soon(|_attempt| async { Err::<(), _>("the database is down") });
     ///         Ok::<_, cancelable::Cancelled>(())
     ///     })
     ///     .await

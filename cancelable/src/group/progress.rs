@@ -25,7 +25,7 @@ impl TaskGroup {
     ///     .track_children()
     ///     .run(|group| async move {
     ///         let (go, wait) = futures::channel::oneshot::channel::<()>();
-    ///         let copy = group.start_soon_in(CancelScope::new().name("copy"), async move {
+    ///         let copy = group.child().name("copy").start_soon(async move {
     ///             report_progress(0.5, "half copied");
     ///             let _ = wait.await;
     ///             Ok::<_, cancelable::Cancelled>(())
@@ -98,10 +98,10 @@ impl Group {
     /// TaskGroup::new()
     ///     .run(|group| async move {
     ///         let quick = group.start_soon(async { Ok::<_, cancelable::Cancelled>(()) });
-    ///         let slow = group.start_soon_in(
-    ///             CancelScope::new().timeout(Duration::from_millis(5)),
-    ///             std::future::pending::<Result<(), cancelable::Cancelled>>(),
-    ///         );
+    ///         let slow = group
+    ///             .child()
+    ///             .in_scope(CancelScope::new().timeout(Duration::from_millis(5)))
+    ///             .start_soon(std::future::pending::<Result<(), cancelable::Cancelled>>());
     ///         let _ = (quick.await, slow.await);
     ///         let counts = group.counts();
     ///         assert_eq!((counts.started, counts.ok, counts.timed_out, counts.running), (2, 1, 1, 0));

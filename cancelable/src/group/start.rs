@@ -297,7 +297,7 @@ impl Group {
     }
 
     /// [`start`](Self::start) with the child's scope configured (see
-    /// [`start_soon_in`](Self::start_soon_in)).
+    /// [`ChildBuilder::in_scope`](super::ChildBuilder::in_scope)).
     pub fn start_in<C, F, V, T, E>(&self, scope: CancelScope, child: C) -> Start<V>
     where
         C: FnOnce(Ready<V>) -> F,
@@ -317,7 +317,7 @@ impl Group {
             shared: shared.clone(),
         });
         let report = shared.clone();
-        let handle = self.start_soon_in(scope, async move {
+        let handle = self.child().in_scope(scope).start_soon(async move {
             let end = AssertUnwindSafe(body).catch_unwind().await;
             let ready = report.reported();
             match end {

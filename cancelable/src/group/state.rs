@@ -101,7 +101,7 @@ pub(crate) struct GroupShared {
     /// The group's own scope.
     pub(crate) scope: ScopeHandle,
     pub(crate) policy: FailurePolicy,
-    /// How `start_supervised` / `spawn_supervised` children restart.
+    /// The group's default supervision policy (`Group::supervision`).
     pub(crate) supervision: super::Supervision,
     pub(crate) grace: Option<Duration>,
     pub(crate) executor: Option<Executor>,

@@ -307,13 +307,14 @@ impl<Fut, T> GroupRun<Fut, T> {
     /// let (result, summary) = TaskGroup::new()
     ///     .run(|group| async move {
     ///         for job in 1..=3u64 {
-    ///             group.start_soon_in(
-    ///                 CancelScope::new().name(format!("job-{job}")).timeout(Duration::from_millis(20)),
-    ///                 async move {
+    ///             group
+    ///                 .child()
+    ///                 .name(format!("job-{job}"))
+    ///                 .in_scope(CancelScope::new().timeout(Duration::from_millis(20)))
+    ///                 .start_soon(async move {
     ///                     cancelable::sleep(Duration::from_millis(if job == 2 { 1 } else { 5_000 })).await?;
     ///                     Ok::<_, cancelable::Cancelled>(job)
-    ///                 },
-    ///             );
+    ///                 });
     ///         }
     ///         Ok::<_, cancelable::Cancelled>(())
     ///     })

@@ -20,9 +20,10 @@ use crate::scope::seam;
 use crate::{CancelScope, Cancelled};
 
 /// How a group restarts its supervised children: set with
-/// [`TaskGroup::supervise`](crate::group::TaskGroup::supervise), used by
-/// [`Group::start_supervised`](crate::group::Group::start_supervised) and
-/// [`Group::spawn_supervised`](crate::group::Group::spawn_supervised).
+/// [`TaskGroup::supervise`](crate::group::TaskGroup::supervise) (read back
+/// with [`Group::supervision`](crate::group::Group::supervision)) or per
+/// child, given to
+/// [`ChildBuilder::supervised`](crate::group::ChildBuilder::supervised).
 ///
 /// A supervised child is started from a factory, called with the attempt
 /// number (1 for the first, 2 for the first restart, ...). When an attempt
@@ -48,7 +49,7 @@ use crate::{CancelScope, Cancelled};
 /// |---|---|---|---|---|
 /// | default ([`FailurePolicy::CancelGroup`](crate::group::FailurePolicy::CancelGroup)) | ends | cancelled | `Err(GroupError)` with every failure | re-raised once every child ended |
 /// | [`on_child_error(Ignore)`](crate::group::TaskGroup::on_child_error) | ends; its handle has the error | keep running | the body's result | caught; its handle has it |
-/// | `supervise(..)` + `start_supervised` / `spawn_supervised` | restarted in a fresh scope while the budget lasts, then fails with [`RestartsExhausted`] | keep running; once it gives up, as the group's policy says | as the policy says | caught and restarted, never re-raised |
+/// | `supervise(..)` + `child().supervised(..)` | restarted in a fresh scope while the budget lasts, then fails with [`RestartsExhausted`] | keep running; once it gives up, as the group's policy says | as the policy says | caught and restarted, never re-raised |
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU32, Ordering};
@@ -62,7 +63,7 @@ use crate::{CancelScope, Cancelled};
 /// let value = TaskGroup::new()
 ///     .supervise(Supervision::restart().max_restarts(5).within(Duration::from_secs(60)))
 ///     .run(|group| async move {
-///         let flaky = group.start_supervised(move |attempt| {
+///         let flaky = group.child().supervised(group.supervision()).start_soon(move |attempt| {
 ///             counted.fetch_add(1, Ordering::SeqCst);
 ///             async move {
 ///                 if attempt < 3 {
@@ -105,7 +106,7 @@ use crate::{CancelScope, Cancelled};
 ///             .into_iter()
 ///             .map(|name| {
 ///                 let item = Arc::new(name.to_owned());
-///                 group.start_supervised(move |attempt| {
+///                 group.child().supervised(group.supervision()).start_soon(move |attempt| {
 ///                     let item = item.clone();
 ///                     async move { upload(&item, attempt).await }
 ///                 })

@@ -1,0 +1,302 @@
+//! [`ChildBuilder`]: the one way to configure a child before starting it
+//! (tokio's `JoinSet::build_task`): its name, its scope, supervision;
+//! then [`start_soon`](ChildBuilder::start_soon) (polled by the group's
+//! own future) or [`spawn`](ChildBuilder::spawn) (on an executor). Both
+//! start paths of the group live here; [`Group::start_soon`] and
+//! [`Group::spawn`] are this builder with nothing configured.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+
+use futures_util::future::{AbortHandle, Abortable};
+
+use super::child::{ChildTask, Spawned, TaskHandle};
+use super::error::{BoxError, SpawnError};
+use super::executor::Executor;
+use super::handle::Group;
+use super::state::lock;
+use super::supervise::{supervised, Supervision};
+use crate::CancelScope;
+
+/// Configures one child of a [`Group`] before starting it, returned by
+/// [`Group::child`].
+///
+/// | builder call | what it sets | default |
+/// |---|---|---|
+/// | [`name`](Self::name) | the child scope's name (errors, context, registry) | unnamed |
+/// | [`in_scope`](Self::in_scope) | the child's scope: a timeout of its own, more sources; it becomes a child of the group's | `CancelScope::new()` |
+/// | [`supervised`](Self::supervised) | restart the child from a factory while the [`Supervision`] allows | not restarted |
+/// | [`start_soon`](Self::start_soon) / [`spawn`](Self::spawn) | start it: polled by the group's own future / on an executor | — |
+///
+/// ```
+/// use std::time::Duration;
+/// use cancelable::group::TaskGroup;
+/// use cancelable::CancelScope;
+///
+/// # futures::executor::block_on(async {
+/// TaskGroup::new()
+///     .run(|group| async move {
+///         let slow = group
+///             .child()
+///             .name("slow")
+///             .in_scope(CancelScope::new().timeout(Duration::from_millis(5)))
+///             .start_soon(std::future::pending::<Result<(), cancelable::Cancelled>>());
+///         // Its own timeout is a cancellation, not a failure: the group goes on.
+///         let cancelled = slow.await.unwrap_err();
+///         assert!(cancelled.cancelled().unwrap().is_timeout());
+///         Ok::<_, cancelable::Cancelled>(())
+///     })
+///     .await
+///     .unwrap();
+/// # });
+/// ```
+#[must_use = "a child builder does nothing until `start_soon` or `spawn`"]
+pub struct ChildBuilder<'g> {
+    group: &'g Group,
+    scope: CancelScope,
+    name: Option<Cow<'static, str>>,
+}
+
+impl<'g> ChildBuilder<'g> {
+    pub(super) fn new(group: &'g Group) -> Self {
+        ChildBuilder {
+            group,
+            scope: CancelScope::new(),
+            name: None,
+        }
+    }
+
+    /// Names the child's scope (its errors, its context, the registry),
+    /// whether given before or after [`in_scope`](Self::in_scope).
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Runs the child in `scope` (a timeout of its own, more sources),
+    /// made a child of the group's scope. A child's own timeout is a
+    /// cancellation, not a failure.
+    pub fn in_scope(mut self, scope: CancelScope) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    /// Restarts the child while `policy` allows: the start methods of the
+    /// returned builder take a factory `make(attempt)` (attempt 1, 2, ...)
+    /// instead of a future. [`Group::supervision`] is the group's own
+    /// policy (set with [`TaskGroup::supervise`](super::TaskGroup::supervise)).
+    ///
+    /// Each attempt runs in a fresh child scope of the child's scope
+    /// (metadata `attempt` = 1, 2, ...), whose name it takes. A failure
+    /// (an `Err` that is not its cancellation, or a panic) is restarted
+    /// after the backoff; a cancellation never is. Once the restart budget
+    /// is spent, the child fails with
+    /// [`RestartsExhausted`](super::RestartsExhausted) and the group's
+    /// failure policy applies. The handle resolves to the value of the
+    /// first attempt that succeeds; [`TaskHandle::restarts`] counts the
+    /// restarts so far.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// use cancelable::group::{Supervision, TaskGroup};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let calls = Arc::new(AtomicU32::new(0));
+    /// TaskGroup::new()
+    ///     .run(|group| async move {
+    ///         let mut worker = group
+    ///             .child()
+    ///             .name("worker")
+    ///             .supervised(Supervision::restart().max_restarts(3))
+    ///             .start_soon(move |attempt| {
+    ///                 let call = calls.fetch_add(1, Ordering::SeqCst);
+    ///                 assert_eq!(attempt, call + 1);
+    ///                 async move {
+    ///                     if call == 0 {
+    ///                         panic!("the first call crashes");
+    ///                     }
+    ///                     Ok::<_, std::io::Error>(call)
+    ///                 }
+    ///             });
+    ///         assert_eq!((&mut worker).await.unwrap(), 1);
+    ///         assert_eq!(worker.restarts(), 1);
+    ///         Ok::<_, cancelable::Cancelled>(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// # });
+    /// ```
+    pub fn supervised(self, policy: Supervision) -> SupervisedChild<'g> {
+        SupervisedChild {
+            child: self,
+            policy,
+        }
+    }
+
+    /// The child's scope, named.
+    fn into_scope(self) -> (&'g Group, CancelScope) {
+        let scope = match self.name {
+            Some(name) => self.scope.name(name),
+            None => self.scope,
+        };
+        (self.group, scope)
+    }
+
+    /// Starts `child` in a new child scope of the group, polled by the
+    /// group's own future: concurrently with the body and the other
+    /// children, on whatever executor runs the group
+    /// (`futures::executor::block_on` included), with no spawning.
+    ///
+    /// The child may return any `Result` whose error converts into
+    /// `Box<dyn Error + Send + Sync>` (a `Cancelled`, `std::io::Error`, a
+    /// `&str`, ...). An `Err` that is not the child's own cancellation is
+    /// a failure ([`FailurePolicy`](super::FailurePolicy) says what the
+    /// group does then).
+    ///
+    /// On a group that is closed or has ended the child is dropped
+    /// unstarted and its handle resolves to
+    /// [`TaskError::NotStarted`](super::TaskError::NotStarted).
+    pub fn start_soon<F, T, E>(self, child: F) -> TaskHandle<T>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let (group, scope) = self.into_scope();
+        let shared = &group.shared;
+        let (task, handle) = ChildTask::new_local(shared, scope, child);
+        let rejected = {
+            let mut state = lock(&shared.state);
+            if state.closed || state.ended {
+                Some(task)
+            } else {
+                state.started += 1;
+                state.active += 1;
+                state.incoming.push(task);
+                None
+            }
+        };
+        if let Some(mut task) = rejected {
+            // Never counted: drop it without reporting an end.
+            task.as_mut().disarm();
+            drop(task);
+            return TaskHandle::not_started();
+        }
+        shared.waker.wake();
+        handle
+    }
+
+    /// Starts `child` in a new child scope of the group on an executor, so
+    /// that it runs in parallel with the group: on the executor given with
+    /// [`TaskGroup::on`](super::TaskGroup::on) /
+    /// [`TaskGroup::on_spawn`](super::TaskGroup::on_spawn), else on the
+    /// tokio runtime running here.
+    ///
+    /// The group still waits for the child, gives it its grace period when
+    /// cancelled, then aborts it; dropping the group aborts it too.
+    ///
+    /// # Errors
+    ///
+    /// [`SpawnError::NoExecutor`] when the group has no executor and no
+    /// tokio runtime runs here (never a silent fallback to another
+    /// executor), [`SpawnError::Closed`] on a closed or ended group,
+    /// [`SpawnError::Executor`] when the executor refuses the task.
+    pub fn spawn<F, T, E>(self, child: F) -> Result<TaskHandle<T>, SpawnError>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let (group, scope) = self.into_scope();
+        let shared = &group.shared;
+        let executor = Executor::resolve(shared.executor.as_ref())?;
+        let (mut task, handle) = ChildTask::new(shared, scope, child);
+        let (abort, registration) = AbortHandle::new_pair();
+        let accepted = {
+            let mut state = lock(&shared.state);
+            if state.closed || state.ended {
+                None
+            } else {
+                state.started += 1;
+                state.active += 1;
+                Some(state.spawned.insert(abort))
+            }
+        };
+        let Some(key) = accepted else {
+            return Err(SpawnError::Closed);
+        };
+        task.arm(shared);
+        task.set_spawned(key);
+        let task = Abortable::new(Spawned::new(task, shared), registration);
+        executor.spawn(Box::pin(async move {
+            let _ = task.await;
+        }))?;
+        Ok(handle)
+    }
+}
+
+impl fmt::Debug for ChildBuilder<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChildBuilder")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A [`ChildBuilder`] for a supervised child, returned by
+/// [`ChildBuilder::supervised`]: its start methods take the factory that
+/// makes each attempt.
+#[must_use = "a child builder does nothing until `start_soon` or `spawn`"]
+pub struct SupervisedChild<'g> {
+    child: ChildBuilder<'g>,
+    policy: Supervision,
+}
+
+impl SupervisedChild<'_> {
+    /// Starts the supervised child polled by the group's own future, as
+    /// [`ChildBuilder::start_soon`] does; `make(attempt)` makes each
+    /// attempt's future.
+    pub fn start_soon<M, F, T, E>(self, make: M) -> TaskHandle<T>
+    where
+        M: FnMut(u32) -> F + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let restarts = Arc::new(AtomicU32::new(0));
+        let child = supervised(self.policy, make, restarts.clone());
+        self.child.start_soon(child).with_restarts(restarts)
+    }
+
+    /// Spawns the supervised child on an executor, as
+    /// [`ChildBuilder::spawn`] does; `make(attempt)` makes each attempt's
+    /// future.
+    ///
+    /// # Errors
+    ///
+    /// As [`ChildBuilder::spawn`].
+    pub fn spawn<M, F, T, E>(self, make: M) -> Result<TaskHandle<T>, SpawnError>
+    where
+        M: FnMut(u32) -> F + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let restarts = Arc::new(AtomicU32::new(0));
+        let child = supervised(self.policy, make, restarts.clone());
+        Ok(self.child.spawn(child)?.with_restarts(restarts))
+    }
+}
+
+impl fmt::Debug for SupervisedChild<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SupervisedChild")
+            .field("child", &self.child)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
