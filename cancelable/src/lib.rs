@@ -42,7 +42,13 @@
 //! * [`CancelScope`] — runs a future under sources ([`Source`]) and
 //!   options, with an [`OperationContext`], callbacks and a [`ScopeHandle`].
 //! * [`report_progress`], [`current_token`], [`current_scope`] — reach the
-//!   current scope from any code it runs.
+//!   current scope from any code it runs; [`sleep`], [`cancelled`],
+//!   [`OrCancelled`] — cancellation-aware waits.
+//!
+//! The root is that core. Each layer is a module, and its items are
+//! reached only through it: [`group`] (task groups), [`stream`],
+//! [`blocking`], and behind features `registry`, `http`, `remote`,
+//! `testing`.
 //!
 //! Without the macro, a scope is built and run explicitly; here a token
 //! cancelled from another thread ends it:

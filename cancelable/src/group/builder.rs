@@ -2,8 +2,8 @@
 //! (tokio's `JoinSet::build_task`): its name, its scope, supervision;
 //! then [`start_soon`](ChildBuilder::start_soon) (polled by the group's
 //! own future) or [`spawn`](ChildBuilder::spawn) (on an executor). Both
-//! start paths of the group live here; [`Group::start_soon`] and
-//! [`Group::spawn`] are this builder with nothing configured.
+//! start paths of the group live here; `Group::start_soon` and
+//! `Group::spawn` are this builder with nothing configured.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -16,13 +16,12 @@ use futures_util::future::{AbortHandle, Abortable};
 use super::child::{ChildTask, Spawned, TaskHandle};
 use super::error::{BoxError, SpawnError};
 use super::executor::Executor;
-use super::handle::Group;
-use super::state::lock;
+use super::state::{lock, GroupShared};
 use super::supervise::{supervised, Supervision};
 use crate::CancelScope;
 
-/// Configures one child of a [`Group`] before starting it, returned by
-/// [`Group::child`].
+/// Configures one child of a [`Group`](super::Group) before starting it,
+/// returned by [`Group::child`](super::Group::child).
 ///
 /// | builder call | what it sets | default |
 /// |---|---|---|
@@ -55,15 +54,15 @@ use crate::CancelScope;
 /// ```
 #[must_use = "a child builder does nothing until `start_soon` or `spawn`"]
 pub struct ChildBuilder<'g> {
-    group: &'g Group,
+    shared: &'g Arc<GroupShared>,
     scope: CancelScope,
     name: Option<Cow<'static, str>>,
 }
 
 impl<'g> ChildBuilder<'g> {
-    pub(super) fn new(group: &'g Group) -> Self {
+    pub(super) fn new(shared: &'g Arc<GroupShared>) -> Self {
         ChildBuilder {
-            group,
+            shared,
             scope: CancelScope::new(),
             name: None,
         }
@@ -86,7 +85,7 @@ impl<'g> ChildBuilder<'g> {
 
     /// Restarts the child while `policy` allows: the start methods of the
     /// returned builder take a factory `make(attempt)` (attempt 1, 2, ...)
-    /// instead of a future. [`Group::supervision`] is the group's own
+    /// instead of a future. [`Group::supervision`](super::Group::supervision) is the group's own
     /// policy (set with [`TaskGroup::supervise`](super::TaskGroup::supervise)).
     ///
     /// Each attempt runs in a fresh child scope of the child's scope
@@ -138,12 +137,12 @@ impl<'g> ChildBuilder<'g> {
     }
 
     /// The child's scope, named.
-    fn into_scope(self) -> (&'g Group, CancelScope) {
+    fn into_scope(self) -> (&'g Arc<GroupShared>, CancelScope) {
         let scope = match self.name {
             Some(name) => self.scope.name(name),
             None => self.scope,
         };
-        (self.group, scope)
+        (self.shared, scope)
     }
 
     /// Starts `child` in a new child scope of the group, polled by the
@@ -166,8 +165,7 @@ impl<'g> ChildBuilder<'g> {
         T: Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        let (group, scope) = self.into_scope();
-        let shared = &group.shared;
+        let (shared, scope) = self.into_scope();
         let (task, handle) = ChildTask::new_local(shared, scope, child);
         let rejected = {
             let mut state = lock(&shared.state);
@@ -211,8 +209,7 @@ impl<'g> ChildBuilder<'g> {
         T: Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        let (group, scope) = self.into_scope();
-        let shared = &group.shared;
+        let (shared, scope) = self.into_scope();
         let executor = Executor::resolve(shared.executor.as_ref())?;
         let (mut task, handle) = ChildTask::new(shared, scope, child);
         let (abort, registration) = AbortHandle::new_pair();

@@ -86,7 +86,7 @@ impl Group {
     /// # });
     /// ```
     pub fn child(&self) -> ChildBuilder<'_> {
-        ChildBuilder::new(self)
+        ChildBuilder::new(&self.shared)
     }
 
     /// The group's supervision policy (set with
