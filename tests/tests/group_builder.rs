@@ -14,16 +14,10 @@ use cancelable::{current_scope, CancelScope, Cancelled};
 use cancelable_tests::executor::smol_executor;
 use cancelable_tests::{on_every_backend, sleep};
 
-#[derive(Debug)]
-struct Refused(u32);
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "connection refused (attempt {})", self.0)
-    }
+/// A failed attempt: its error names the attempt.
+fn refused(attempt: u32) -> std::io::Error {
+    std::io::Error::other(format!("connection refused (attempt {attempt})"))
 }
-
-impl std::error::Error for Refused {}
 
 /// The name of the current scope, from inside a child.
 fn scope_name() -> Option<String> {
@@ -87,7 +81,7 @@ on_every_backend! {
                     .supervised(Supervision::restart().max_restarts(1))
                     .start_soon(move |attempt| {
                         counted.fetch_add(1, Ordering::SeqCst);
-                        async move { Err::<(), _>(Refused(attempt)) }
+                        async move { Err::<(), _>(refused(attempt)) }
                     });
                 Ok::<_, Cancelled>(())
             })
@@ -107,7 +101,7 @@ on_every_backend! {
                 group
                     .child()
                     .supervised(group.supervision())
-                    .start_soon(|attempt| async move { Err::<(), _>(Refused(attempt)) });
+                    .start_soon(|attempt| async move { Err::<(), _>(refused(attempt)) });
                 Ok::<_, Cancelled>(())
             })
             .await
@@ -136,7 +130,7 @@ on_every_backend! {
                     .supervised(Supervision::restart().max_restarts(3))
                     .spawn(|attempt| async move {
                         if attempt < 3 {
-                            return Err(Refused(attempt));
+                            return Err(refused(attempt));
                         }
                         Ok(attempt)
                     })
@@ -181,19 +175,19 @@ on_every_backend! {
                     .unwrap();
                 let supervised = group.start_supervised(|attempt| async move {
                     if attempt == 1 {
-                        return Err(Refused(attempt));
+                        return Err(refused(attempt));
                     }
                     Ok(attempt)
                 });
                 let supervised_in = group.start_supervised_in(CancelScope::new().name("s-in"), |attempt| async move {
-                    Ok::<_, Refused>((attempt, scope_name()))
+                    Ok::<_, std::io::Error>((attempt, scope_name()))
                 });
                 let spawned_supervised = group
-                    .spawn_supervised(|attempt| async move { Ok::<_, Refused>(attempt) })
+                    .spawn_supervised(|attempt| async move { Ok::<_, std::io::Error>(attempt) })
                     .unwrap();
                 let spawned_supervised_in = group
                     .spawn_supervised_in(CancelScope::new().name("ss-in"), |attempt| async move {
-                        Ok::<_, Refused>(attempt)
+                        Ok::<_, std::io::Error>(attempt)
                     })
                     .unwrap();
                 Ok::<_, Cancelled>((

@@ -253,7 +253,27 @@ pub struct SupervisedChild<'g> {
     policy: Supervision,
 }
 
-impl SupervisedChild<'_> {
+impl<'g> SupervisedChild<'g> {
+    /// The child's builder, the future that runs the attempts made by
+    /// `make`, and the restart count its handle reads.
+    fn attempts<M, F, T, E>(
+        self,
+        make: M,
+    ) -> (
+        ChildBuilder<'g>,
+        impl Future<Output = Result<T, BoxError>>,
+        Arc<AtomicU32>,
+    )
+    where
+        M: FnMut(u32) -> F,
+        F: Future<Output = Result<T, E>>,
+        E: Into<BoxError>,
+    {
+        let restarts = Arc::new(AtomicU32::new(0));
+        let child = supervised(self.policy, make, restarts.clone());
+        (self.child, child, restarts)
+    }
+
     /// Starts the supervised child polled by the group's own future, as
     /// [`ChildBuilder::start_soon`] does; `make(attempt)` makes each
     /// attempt's future.
@@ -264,9 +284,8 @@ impl SupervisedChild<'_> {
         T: Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        let restarts = Arc::new(AtomicU32::new(0));
-        let child = supervised(self.policy, make, restarts.clone());
-        self.child.start_soon(child).with_restarts(restarts)
+        let (builder, child, restarts) = self.attempts(make);
+        builder.start_soon(child).with_restarts(restarts)
     }
 
     /// Spawns the supervised child on an executor, as
@@ -283,9 +302,8 @@ impl SupervisedChild<'_> {
         T: Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        let restarts = Arc::new(AtomicU32::new(0));
-        let child = supervised(self.policy, make, restarts.clone());
-        Ok(self.child.spawn(child)?.with_restarts(restarts))
+        let (builder, child, restarts) = self.attempts(make);
+        Ok(builder.spawn(child)?.with_restarts(restarts))
     }
 }
 
