@@ -60,6 +60,7 @@ pub struct ChildBuilder<'g> {
 }
 
 impl<'g> ChildBuilder<'g> {
+    #[inline]
     pub(super) fn new(shared: &'g Arc<GroupShared>) -> Self {
         ChildBuilder {
             shared,
@@ -70,6 +71,7 @@ impl<'g> ChildBuilder<'g> {
 
     /// Names the child's scope (its errors, its context, the registry),
     /// whether given before or after [`in_scope`](Self::in_scope).
+    #[inline]
     pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         self.name = Some(name.into());
         self
@@ -78,6 +80,7 @@ impl<'g> ChildBuilder<'g> {
     /// Runs the child in `scope` (a timeout of its own, more sources),
     /// made a child of the group's scope. A child's own timeout is a
     /// cancellation, not a failure.
+    #[inline]
     pub fn in_scope(mut self, scope: CancelScope) -> Self {
         self.scope = scope;
         self
@@ -137,12 +140,17 @@ impl<'g> ChildBuilder<'g> {
     }
 
     /// The child's scope, named.
+    #[inline]
     fn into_scope(self) -> (&'g Arc<GroupShared>, CancelScope) {
-        let scope = match self.name {
-            Some(name) => self.scope.name(name),
-            None => self.scope,
-        };
-        (self.shared, scope)
+        let ChildBuilder {
+            shared,
+            mut scope,
+            name,
+        } = self;
+        if let Some(name) = name {
+            scope = scope.name(name);
+        }
+        (shared, scope)
     }
 
     /// Starts `child` in a new child scope of the group, polled by the
@@ -166,26 +174,7 @@ impl<'g> ChildBuilder<'g> {
         E: Into<BoxError> + 'static,
     {
         let (shared, scope) = self.into_scope();
-        let (task, handle) = ChildTask::new_local(shared, scope, child);
-        let rejected = {
-            let mut state = lock(&shared.state);
-            if state.closed || state.ended {
-                Some(task)
-            } else {
-                state.started += 1;
-                state.active += 1;
-                state.incoming.push(task);
-                None
-            }
-        };
-        if let Some(mut task) = rejected {
-            // Never counted: drop it without reporting an end.
-            task.as_mut().disarm();
-            drop(task);
-            return TaskHandle::not_started();
-        }
-        shared.waker.wake();
-        handle
+        start_local(shared, scope, child)
     }
 
     /// Starts `child` in a new child scope of the group on an executor, so
@@ -210,30 +199,80 @@ impl<'g> ChildBuilder<'g> {
         E: Into<BoxError> + 'static,
     {
         let (shared, scope) = self.into_scope();
-        let executor = Executor::resolve(shared.executor.as_ref())?;
-        let (mut task, handle) = ChildTask::new(shared, scope, child);
-        let (abort, registration) = AbortHandle::new_pair();
-        let accepted = {
-            let mut state = lock(&shared.state);
-            if state.closed || state.ended {
-                None
-            } else {
-                state.started += 1;
-                state.active += 1;
-                Some(state.spawned.insert(abort))
-            }
-        };
-        let Some(key) = accepted else {
-            return Err(SpawnError::Closed);
-        };
-        task.arm(shared);
-        task.set_spawned(key);
-        let task = Abortable::new(Spawned::new(task, shared), registration);
-        executor.spawn(Box::pin(async move {
-            let _ = task.await;
-        }))?;
-        Ok(handle)
+        start_spawned(shared, scope, child)
     }
+}
+
+/// Starts a child polled by the group's own future: the one place a
+/// `start_soon` child is counted and queued ([`Group::start_soon`](super::Group::start_soon)
+/// calls it directly, so an unconfigured child pays nothing for the builder).
+pub(super) fn start_local<F, T, E>(
+    shared: &Arc<GroupShared>,
+    scope: CancelScope,
+    child: F,
+) -> TaskHandle<T>
+where
+    F: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: Into<BoxError> + 'static,
+{
+    let (task, handle) = ChildTask::new_local(shared, scope, child);
+    let rejected = {
+        let mut state = lock(&shared.state);
+        if state.closed || state.ended {
+            Some(task)
+        } else {
+            state.started += 1;
+            state.active += 1;
+            state.incoming.push(task);
+            None
+        }
+    };
+    if let Some(mut task) = rejected {
+        // Never counted: drop it without reporting an end.
+        task.as_mut().disarm();
+        drop(task);
+        return TaskHandle::not_started();
+    }
+    shared.waker.wake();
+    handle
+}
+
+/// Spawns a child on the group's executor: the one place a spawned child
+/// is counted and registered for abort.
+pub(super) fn start_spawned<F, T, E>(
+    shared: &Arc<GroupShared>,
+    scope: CancelScope,
+    child: F,
+) -> Result<TaskHandle<T>, SpawnError>
+where
+    F: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: Into<BoxError> + 'static,
+{
+    let executor = Executor::resolve(shared.executor.as_ref())?;
+    let (mut task, handle) = ChildTask::new(shared, scope, child);
+    let (abort, registration) = AbortHandle::new_pair();
+    let accepted = {
+        let mut state = lock(&shared.state);
+        if state.closed || state.ended {
+            None
+        } else {
+            state.started += 1;
+            state.active += 1;
+            Some(state.spawned.insert(abort))
+        }
+    };
+    let Some(key) = accepted else {
+        return Err(SpawnError::Closed);
+    };
+    task.arm(shared);
+    task.set_spawned(key);
+    let task = Abortable::new(Spawned::new(task, shared), registration);
+    executor.spawn(Box::pin(async move {
+        let _ = task.await;
+    }))?;
+    Ok(handle)
 }
 
 impl fmt::Debug for ChildBuilder<'_> {

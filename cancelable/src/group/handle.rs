@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 
-use super::builder::ChildBuilder;
+use super::builder::{start_local, start_spawned, ChildBuilder};
 use super::child::TaskHandle;
 use super::error::{BoxError, SpawnError};
 use super::state::{lock, GroupShared, Subscriber, TaskOutcome, Wakeups};
@@ -85,6 +85,7 @@ impl Group {
     ///     .unwrap();
     /// # });
     /// ```
+    #[inline]
     pub fn child(&self) -> ChildBuilder<'_> {
         ChildBuilder::new(&self.shared)
     }
@@ -132,7 +133,7 @@ impl Group {
         T: Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        self.child().start_soon(child)
+        start_local(&self.shared, CancelScope::new(), child)
     }
 
     /// Starts `child` in a new child scope of the group on an executor, so
@@ -171,7 +172,7 @@ impl Group {
         T: Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        self.child().spawn(child)
+        start_spawned(&self.shared, CancelScope::new(), child)
     }
 
     /// Deprecated: `group.child().in_scope(scope).start_soon(child)`.
