@@ -374,7 +374,10 @@ on_every_backend! {
             .grace(Duration::from_secs(30))
             .run(|group| async move {
                 // Its own timeout drops it at once, grace or not.
-                let timed_out = group.child().in_scope(CancelScope::new().timeout(Duration::from_millis(5))).start_soon(pending::<Result<(), Cancelled>>());
+                let timed_out = group
+                    .child()
+                    .in_scope(CancelScope::new().timeout(Duration::from_millis(5)))
+                    .start_soon(pending::<Result<(), Cancelled>>());
                 let cancelled = group.start_soon(pending::<Result<(), Cancelled>>());
                 assert!(cancelled.cancel());
                 let sibling = group.start_soon(async {

@@ -148,7 +148,10 @@ on_every_backend! {
         TaskGroup::new()
             .run(|group| async move {
                 group.close();
-                let refused = group.child().name("late").start_soon(async { Ok::<_, Cancelled>(()) });
+                let refused = group
+                    .child()
+                    .name("late")
+                    .start_soon(async { Ok::<_, Cancelled>(()) });
                 assert!(matches!(refused.await, Err(cancelable::group::TaskError::NotStarted)));
                 let spawned = group.child().spawn(async { Ok::<_, Cancelled>(()) });
                 assert!(spawned.is_err());

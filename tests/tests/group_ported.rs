@@ -148,7 +148,10 @@ on_every_backend! {
         let error = TaskGroup::new()
             .run(|group| async move {
                 group.start_soon(async { Err::<(), _>(KeyError) });
-                group.child().supervised(group.supervision()).start_soon(|_attempt| async { Err::<(), _>(ValueError) });
+                group
+                    .child()
+                    .supervised(group.supervision())
+                    .start_soon(|_attempt| async { Err::<(), _>(ValueError) });
                 Ok::<_, Cancelled>(())
             })
             .await

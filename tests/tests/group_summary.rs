@@ -31,7 +31,10 @@ on_every_backend! {
             .on_child_error(FailurePolicy::Collect)
             .run(|group| async move {
                 for n in 1..=3 {
-                    group.child().in_scope(CancelScope::new().name(format!("slow-{n}")).timeout(Duration::from_millis(10))).start_soon(forever());
+                    group
+                        .child()
+                        .in_scope(CancelScope::new().name(format!("slow-{n}")).timeout(Duration::from_millis(10)))
+                        .start_soon(forever());
                 }
                 group.child().name("fine").start_soon(async { Ok::<_, Cancelled>(1) });
                 group.child().name("broken").start_soon(async { Err::<(), _>("disk full") });
@@ -76,7 +79,10 @@ on_every_backend! {
     async fn a_group_that_succeeds_has_a_summary_too() {
         let (result, summary) = TaskGroup::new()
             .run(|group| async move {
-                let late = group.child().in_scope(CancelScope::new().name("late").timeout(Duration::from_millis(5))).start_soon(forever());
+                let late = group
+                    .child()
+                    .in_scope(CancelScope::new().name("late").timeout(Duration::from_millis(5)))
+                    .start_soon(forever());
                 group.start_soon(async { Ok::<_, Cancelled>(()) });
                 assert!(late.await.unwrap_err().cancelled().unwrap().is_timeout());
                 Ok::<_, Cancelled>(7)
@@ -101,7 +107,10 @@ on_every_backend! {
                     Ok::<_, Cancelled>(())
                 });
                 group.start_soon(async { Ok::<_, Cancelled>(()) });
-                group.child().in_scope(CancelScope::new().timeout(Duration::from_millis(1))).start_soon(forever());
+                group
+                    .child()
+                    .in_scope(CancelScope::new().timeout(Duration::from_millis(1)))
+                    .start_soon(forever());
                 // Until the two short children have ended.
                 let deadline = Instant::now() + GENEROUS;
                 while group.counts().running > 1 {

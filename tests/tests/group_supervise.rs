@@ -47,7 +47,11 @@ on_every_backend! {
         let (value, restarts, child_scope) = TaskGroup::new()
             .supervise(Supervision::restart().max_restarts(5).backoff(Duration::from_millis(1)))
             .run(|group| async move {
-                let mut worker = group.child().name("worker").supervised(group.supervision()).start_soon(move |_attempt| {
+                let mut worker = group
+                    .child()
+                    .name("worker")
+                    .supervised(group.supervision())
+                    .start_soon(move |_attempt| {
                         let call = calls_in.fetch_add(1, Ordering::SeqCst) + 1;
                         let scopes = scopes_in.clone();
                         async move {
@@ -97,10 +101,14 @@ on_every_backend! {
                 group.start_soon(async move {
                     // Started after the sibling, so that it is running.
                     sleep(Duration::from_millis(5)).await;
-                    spawner.child().name("db").supervised(spawner.supervision()).start_soon(move |_attempt| {
-                        let call = counted.fetch_add(1, Ordering::SeqCst) + 1;
-                        async move { Err::<(), _>(Refused(call)) }
-                    });
+                    spawner
+                        .child()
+                        .name("db")
+                        .supervised(spawner.supervision())
+                        .start_soon(move |_attempt| {
+                            let call = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                            async move { Err::<(), _>(Refused(call)) }
+                        });
                     Ok::<_, Cancelled>(())
                 });
                 let sibling = sibling.await;
@@ -135,15 +143,18 @@ on_every_backend! {
         let counted = calls.clone();
         let (value, restarts) = TaskGroup::new()
             .run(|group| async move {
-                let mut worker = group.child().supervised(group.supervision()).start_soon(move |_attempt| {
-                    let call = counted.fetch_add(1, Ordering::SeqCst) + 1;
-                    async move {
-                        if call == 1 {
-                            panic!("attempt {call} crashed");
+                let mut worker = group
+                    .child()
+                    .supervised(group.supervision())
+                    .start_soon(move |_attempt| {
+                        let call = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                        async move {
+                            if call == 1 {
+                                panic!("attempt {call} crashed");
+                            }
+                            Ok::<_, Refused>(call)
                         }
-                        Ok::<_, Refused>(call)
-                    }
-                });
+                    });
                 let value = (&mut worker).await.unwrap();
                 Ok::<_, Cancelled>((value, worker.restarts()))
             })
@@ -157,12 +168,15 @@ on_every_backend! {
             .supervise(Supervision::restart().max_restarts(1))
             .run(|group| async move {
                 let mut first = true;
-                group.child().supervised(group.supervision()).start_soon(move |_attempt| -> std::future::Ready<Result<(), Refused>> {
-                    if std::mem::take(&mut first) {
-                        panic!("the factory crashed");
-                    }
-                    panic!("the attempt crashed too")
-                });
+                group
+                    .child()
+                    .supervised(group.supervision())
+                    .start_soon(move |_attempt| -> std::future::Ready<Result<(), Refused>> {
+                        if std::mem::take(&mut first) {
+                            panic!("the factory crashed");
+                        }
+                        panic!("the attempt crashed too")
+                    });
                 Ok::<_, Cancelled>(())
             })
             .await
@@ -181,18 +195,21 @@ on_every_backend! {
         let error = TaskGroup::new()
             .timeout(Duration::from_millis(20))
             .run(|group| async move {
-                let worker = group.child().supervised(group.supervision()).start_soon(move |_attempt| {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    async {
-                        // Returns its cancellation as an `Err`.
-                        loop {
-                            checkpoint().await?;
-                            sleep(Duration::from_millis(1)).await;
+                let worker = group
+                    .child()
+                    .supervised(group.supervision())
+                    .start_soon(move |_attempt| {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        async {
+                            // Returns its cancellation as an `Err`.
+                            loop {
+                                checkpoint().await?;
+                                sleep(Duration::from_millis(1)).await;
+                            }
+                            #[allow(unreachable_code)]
+                            Ok::<(), Cancelled>(())
                         }
-                        #[allow(unreachable_code)]
-                        Ok::<(), Cancelled>(())
-                    }
-                });
+                    });
                 let outcome = worker.await;
                 assert!(outcome.unwrap_err().is_cancelled());
                 pending::<()>().await;
@@ -207,7 +224,10 @@ on_every_backend! {
         // Its own handle's cancel is not a failure either.
         let value = TaskGroup::new()
             .run(|group| async move {
-                let worker = group.child().supervised(group.supervision()).start_soon(|_attempt| pending::<Result<(), Cancelled>>());
+                let worker = group
+                    .child()
+                    .supervised(group.supervision())
+                    .start_soon(|_attempt| pending::<Result<(), Cancelled>>());
                 worker.cancel();
                 let restarts = worker.restarts();
                 assert!(worker.await.unwrap_err().is_cancelled());
@@ -229,7 +249,10 @@ on_every_backend! {
             let error = group
                 .run(|group| async move {
                     let worker =
-                        group.child().supervised(group.supervision()).start_soon(|_attempt| async { Err::<(), _>(Refused(1)) });
+                        group
+                            .child()
+                            .supervised(group.supervision())
+                            .start_soon(|_attempt| async { Err::<(), _>(Refused(1)) });
                     // The attempt failed at once: the child is in its backoff.
                     sleep(Duration::from_millis(20)).await;
                     assert!(!worker.is_finished());
@@ -253,17 +276,20 @@ on_every_backend! {
         let (value, restarts) = TaskGroup::new()
             .supervise(Supervision::restart().max_restarts(1).within(Duration::from_millis(10)))
             .run(|group| async move {
-                let mut worker = group.child().supervised(group.supervision()).start_soon(move |_attempt| {
-                    let call = counted.fetch_add(1, Ordering::SeqCst) + 1;
-                    async move {
-                        // Each attempt outlives the window before it fails.
-                        sleep(Duration::from_millis(30)).await;
-                        if call < 4 {
-                            return Err(Refused(call));
+                let mut worker = group
+                    .child()
+                    .supervised(group.supervision())
+                    .start_soon(move |_attempt| {
+                        let call = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                        async move {
+                            // Each attempt outlives the window before it fails.
+                            sleep(Duration::from_millis(30)).await;
+                            if call < 4 {
+                                return Err(Refused(call));
+                            }
+                            Ok(call)
                         }
-                        Ok(call)
-                    }
-                });
+                    });
                 let value = (&mut worker).await.unwrap();
                 Ok::<_, Cancelled>((value, worker.restarts()))
             })
@@ -277,7 +303,10 @@ on_every_backend! {
             .on_child_error(FailurePolicy::Ignore)
             .supervise(Supervision::restart().max_restarts(0))
             .run(|group| async move {
-                let worker = group.child().supervised(group.supervision()).start_soon(|_attempt| async { Err::<(), _>(Refused(1)) });
+                let worker = group
+                    .child()
+                    .supervised(group.supervision())
+                    .start_soon(|_attempt| async { Err::<(), _>(Refused(1)) });
                 let fine = group.start_soon(async { Ok::<_, Cancelled>(7) });
                 let error = worker.await.unwrap_err();
                 assert_eq!(error.restarts_exhausted().unwrap().restarts(), 0);
@@ -298,17 +327,20 @@ on_every_backend! {
             .supervise(Supervision::restart().max_restarts(5).backoff(Duration::from_millis(1)))
             .run(|group| async move {
                 let item = Arc::new(String::from("order-17"));
-                let worker = group.child().supervised(group.supervision()).start_soon(move |attempt: u32| {
-                    let item = item.clone();
-                    let record = record.clone();
-                    async move {
-                        record.lock().unwrap().push((attempt, item.to_string()));
-                        if attempt < 3 {
-                            return Err(Refused(attempt));
+                let worker = group
+                    .child()
+                    .supervised(group.supervision())
+                    .start_soon(move |attempt: u32| {
+                        let item = item.clone();
+                        let record = record.clone();
+                        async move {
+                            record.lock().unwrap().push((attempt, item.to_string()));
+                            if attempt < 3 {
+                                return Err(Refused(attempt));
+                            }
+                            Ok(format!("{item} done on attempt {attempt}"))
                         }
-                        Ok(format!("{item} done on attempt {attempt}"))
-                    }
-                });
+                    });
                 assert_eq!(worker.restarts(), 0);
                 let mut worker = worker;
                 let value = (&mut worker).await.unwrap();
