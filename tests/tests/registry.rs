@@ -664,10 +664,10 @@ on_every_backend! {
         };
         let outcome = outer
             .run(async move {
-                cancelable::TaskGroup::new()
+                cancelable::group::TaskGroup::new()
                     .grace(Duration::from_secs(30))
                     .run(|group| async move {
-                        group.start_soon_in(child, async move {
+                        group.child().in_scope(child).start_soon(async move {
                             let seen = cancelable::cancelled().await;
                             // Cleanup, in the group's grace.
                             while !done.load(Ordering::SeqCst) {

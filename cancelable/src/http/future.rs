@@ -22,7 +22,7 @@ use super::timeout_header::TimeoutHeaderError;
 use super::tracker::Tracked;
 use super::{CLIENT_DISCONNECTED, SERVER_SHUTTING_DOWN};
 use crate::scope::seam;
-use crate::{CancelReason, Cancelled, ScopeRun, ScopeHandle};
+use crate::{CancelReason, Cancelled, ScopeHandle, ScopeRun};
 
 /// The `400` for a malformed timeout header.
 pub(super) fn bad_request<B>(error: &TimeoutHeaderError, grpc: bool) -> Response<ScopedBody<B>> {
