@@ -161,7 +161,7 @@ pub(crate) struct ContextData {
 pub(crate) struct ContextExtra {
     pub(crate) progress: Option<Progress>,
     pub(crate) progress_callbacks: Vec<ProgressCallback>,
-    pub(crate) metadata: BTreeMap<String, String>,
+    pub(crate) metadata: Metadata,
     /// The text of the body's error, when it failed and the text is kept.
     pub(crate) error: Option<String>,
     /// The scope's grace period, and when it ends once the scope saw its
@@ -199,16 +199,101 @@ impl ContextData {
             metadata: self
                 .extra
                 .as_ref()
-                .map(|extra| extra.metadata.clone())
+                .map(|extra| extra.metadata.to_map())
                 .unwrap_or_default(),
             error: self.extra.as_ref().and_then(|extra| extra.error.clone()),
         }
     }
 }
 
+/// The most bytes a scope keeps of a name, a metadata key or a value.
+const MAX_TEXT_LEN: usize = 1024;
+
+/// `text`, cut to at most 1 KiB (at a character boundary, with `…` in
+/// place of the rest); borrowed text within the bound stays borrowed.
+pub(crate) fn bounded(text: Cow<'static, str>) -> Cow<'static, str> {
+    if text.len() <= MAX_TEXT_LEN {
+        return text;
+    }
+    let marker = '…';
+    let mut end = MAX_TEXT_LEN - marker.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut cut = String::with_capacity(end + marker.len_utf8());
+    cut.push_str(&text[..end]);
+    cut.push(marker);
+    Cow::Owned(cut)
+}
+
+/// A scope's metadata: key/value pairs in the order given (a key given
+/// again replaces its value), each at most 1 KiB ([`bounded`]). Keys and
+/// values given as `&'static str` are kept borrowed: a scope whose
+/// metadata is known at compile time copies none. Made into a map only
+/// when read.
+#[derive(Clone, Default, Debug)]
+pub(crate) struct Metadata(Vec<(Cow<'static, str>, Cow<'static, str>)>);
+
+impl Metadata {
+    /// Sets `key` to `value`, both cut to 1 KiB.
+    pub(crate) fn insert(&mut self, key: Cow<'static, str>, value: Cow<'static, str>) {
+        let (key, value) = (bounded(key), bounded(value));
+        match self.0.iter_mut().find(|(held, _)| *held == key) {
+            Some((_, held)) => *held = value,
+            None => self.0.push((key, value)),
+        }
+    }
+
+    /// The pairs, in the order given.
+    pub(crate) fn as_slice(&self) -> &[(Cow<'static, str>, Cow<'static, str>)] {
+        &self.0
+    }
+
+    /// The pairs, as a map of owned strings (the public views' form).
+    pub(crate) fn to_map(&self) -> BTreeMap<String, String> {
+        self.0
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::OperationStatus;
+
+    #[test]
+    fn metadata_keeps_the_order_given_and_the_last_value_of_a_key() {
+        use super::Metadata;
+
+        let mut metadata = Metadata::default();
+        metadata.insert("b".into(), "1".into());
+        metadata.insert("a".into(), String::from("2").into());
+        metadata.insert("b".into(), "3".into());
+        let pairs: Vec<(&str, &str)> = metadata
+            .as_slice()
+            .iter()
+            .map(|(key, value)| (&**key, &**value))
+            .collect();
+        assert_eq!(pairs, [("b", "3"), ("a", "2")]);
+        assert_eq!(metadata.to_map().len(), 2);
+    }
+
+    #[test]
+    fn long_values_are_cut_at_a_character_boundary() {
+        use super::{bounded, MAX_TEXT_LEN};
+        use std::borrow::Cow;
+
+        assert!(matches!(bounded("short".into()), Cow::Borrowed("short")));
+        let exact = "a".repeat(MAX_TEXT_LEN);
+        assert_eq!(bounded(exact.clone().into()), exact);
+        for filler in ["a", "é", "😀"] {
+            let cut = bounded(filler.repeat(2 * MAX_TEXT_LEN).into());
+            assert!(cut.len() <= MAX_TEXT_LEN, "{}", cut.len());
+            assert!(cut.ends_with('…'));
+            assert!(cut.starts_with(filler));
+        }
+    }
 
     #[test]
     fn every_status_decodes_to_itself_and_nothing_else_decodes() {

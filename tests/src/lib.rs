@@ -28,3 +28,16 @@ pub use cancelable::testing::{
     yield_once, WATCHDOG,
 };
 pub use cancelable::{on_every_backend, on_every_backend_with};
+
+/// Waits (really, blocking the calling thread: call it from a thread of
+/// its own) until `ready` holds; fails the test after a generous 30 s.
+pub fn wait_until(mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not reached within 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}

@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use std::future::pending;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cancelable::registry::{self, CancelAnswer, Filter, Registry, RegistryError};
 use cancelable::{
     cancellable, checkpoint, current_scope, report_progress, shield, CancelReason, CancelScope,
     Cancelled, OperationStatus,
 };
-use cancelable_tests::{on_every_backend, sleep};
+use cancelable_tests::{on_every_backend, sleep, wait_until};
 use futures::FutureExt;
 
 /// A registry with a short stuck threshold, for one test. Installs the
@@ -34,18 +34,6 @@ fn patient() -> Registry {
         .stuck_after(Duration::from_secs(600))
         .build()
         .unwrap()
-}
-
-/// Waits (really, in a blocking thread) until `ready` holds; generous bound.
-fn wait_until(mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready() {
-        assert!(
-            Instant::now() < deadline,
-            "condition not reached within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 /// Runs a registered scope named `name` whose body is a shielded loop;

@@ -375,7 +375,7 @@ impl RequestScopeLayer {
     ///
     /// Off by default: an unregistered request scope pays nothing for the
     /// registry; a registered one pays a registration at its start and
-    /// exit, and the two metadata strings.
+    /// exit, and a copy of its path (the metadata `method` is not copied).
     ///
     /// ```no_run
     /// # #[cfg(feature = "admin")]

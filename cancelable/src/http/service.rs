@@ -77,8 +77,8 @@ where
         #[cfg(feature = "registry")]
         if let Some(registry) = &config.registry {
             scope = scope
-                .metadata("method", request.method().as_str())
-                .metadata("path", request.uri().path())
+                .static_metadata("method", method_name(request.method()))
+                .static_metadata("path", request.uri().path().to_owned().into())
                 .register_in(registry);
         }
         let deadline = source
@@ -164,4 +164,23 @@ fn operation_name<B>(request: &Request<B>) -> String {
     name.push(' ');
     name.push_str(route);
     name
+}
+
+/// The request method as metadata: the standard methods borrowed, with
+/// nothing copied.
+#[cfg(feature = "registry")]
+fn method_name(method: &http::Method) -> std::borrow::Cow<'static, str> {
+    let standard = match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "PATCH" => "PATCH",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        other => return other.to_owned().into(),
+    };
+    standard.into()
 }

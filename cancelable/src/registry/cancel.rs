@@ -103,10 +103,10 @@ impl CancelAnswer {
     fn of(record: Arc<Record>, reason: CancelReason, message: String) -> CancelAnswer {
         // An exiting operation sets its final status, then `left`: its
         // outcome is decided, whatever this call does.
-        if record.left.load(Ordering::Acquire) || record.shared.status().is_finished() {
+        if record.left.load(Ordering::Acquire) || record.shared().status().is_finished() {
             return CancelAnswer::Ended(Box::new(history::public(&record, &mut Now::new())));
         }
-        match record.shared.token.cancel_with(reason, message) {
+        match record.shared().token.cancel_with(reason, message) {
             true => CancelAnswer::Requested(Outcome { record }),
             false => CancelAnswer::AlreadyRequested(Outcome { record }),
         }
@@ -141,8 +141,9 @@ impl Future for Outcome {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<FinishedOperation> {
         let record = &self.get_mut().record;
         {
-            let mut waiters = lock(&record.outcome_waiters);
-            if let Some(waiters) = waiters.as_mut() {
+            let mut outcome = lock(&record.outcome);
+            if outcome.exit.is_none() {
+                let waiters = &mut outcome.waiters;
                 if !waiters.iter().any(|waiting| waiting.will_wake(cx.waker())) {
                     waiters.push(cx.waker().clone());
                 }
@@ -157,7 +158,7 @@ impl fmt::Debug for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Outcome")
             .field("id", &self.record.id)
-            .field("known", &lock(&self.record.outcome_waiters).is_none())
+            .field("known", &lock(&self.record.outcome).exit.is_some())
             .finish()
     }
 }
@@ -222,10 +223,7 @@ impl Registry {
             });
         }
         match self.inner.history.find(id) {
-            Some(record) => Ok(CancelAnswer::Ended(Box::new(history::public(
-                &record,
-                &mut Now::new(),
-            )))),
+            Some(finished) => Ok(CancelAnswer::Ended(Box::new(finished))),
             None => Err(RegistryError::NotFound { id }),
         }
     }
@@ -332,16 +330,16 @@ impl Registry {
             .into_iter()
             .filter(|record| {
                 record.id != id
-                    && std::iter::successors(record.shared.parent(), |scope| scope.parent())
-                        .any(|scope| Arc::ptr_eq(scope, &root.shared))
+                    && std::iter::successors(record.shared().parent(), |scope| scope.parent())
+                        .any(|scope| Arc::ptr_eq(scope, root.shared()))
             })
             .collect();
         let was_cancelled: Vec<bool> = subtree
             .iter()
-            .map(|record| record.shared.token.is_cancelled())
+            .map(|record| record.shared().token.is_cancelled())
             .collect();
         let mut cancelled = usize::from(
-            root.shared
+            root.shared()
                 .token
                 .cancel_with(reason.clone(), message.clone()),
         );
@@ -349,10 +347,10 @@ impl Registry {
             // Unshielded scopes inside were cancelled with the root (reason
             // `Parent`); shielded ones only now.
             record
-                .shared
+                .shared()
                 .token
                 .cancel_with(reason.clone(), message.clone());
-            cancelled += usize::from(!before && record.shared.token.is_cancelled());
+            cancelled += usize::from(!before && record.shared().token.is_cancelled());
         }
         Ok(cancelled)
     }
@@ -392,7 +390,7 @@ impl Registry {
             .filter_map(|info| self.inner.live_record(info.id))
             .filter(|record| {
                 record
-                    .shared
+                    .shared()
                     .token
                     .cancel_with(reason.clone(), message.clone())
             })

@@ -3,15 +3,19 @@
 //! indexed by id (sharded as the live set), so that looking up one
 //! finished operation costs the same at any capacity.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::filter::Filter;
-use super::live::{shard_of, IdMap, SHARDS};
+use super::live::{IdMap, SHARDS};
 use super::record::{Exit, Record};
 use super::{lock, Now, Registry};
+use crate::backend::Clock;
+use crate::context::ContextData;
+use crate::token::Cause;
 use crate::{CancelReason, OperationStatus};
 
 /// A finished operation, as [`Registry::history`](super::Registry::history)
@@ -54,99 +58,217 @@ pub struct FinishedOperation {
     pub completed_despite_cancel: bool,
 }
 
-/// The public view of a finished record.
-pub(crate) fn public(record: &Record, now: &mut Now) -> FinishedOperation {
-    let shared = &record.shared;
-    let clock_now = now.on(record.clock);
-    // Only finished records enter the history; an operation caught between
-    // its final status and its exit's record ends now, with that status.
-    let exit = record.exit().unwrap_or_else(|| Exit {
-        status: match shared.status() {
-            status if status.is_finished() => status,
-            _ => OperationStatus::Cancelled,
-        },
-        ended: clock_now,
-        lag: record.cancelled_for(now.real()),
-    });
-    let wall = now.wall;
-    let at = |instant: Instant| wall.checked_sub(clock_now.saturating_duration_since(instant));
-    let (reason, message) = match shared.token.recorded_cause() {
-        Some(cause) => (Some(cause.reason), cause.message.map(|m| m.to_string())),
-        None => (None, None),
-    };
-    let (metadata, error) = match &crate::sync::lock(&shared.data).extra {
-        Some(extra) => (extra.metadata.clone(), extra.error.clone()),
-        None => (BTreeMap::new(), None),
-    };
-    FinishedOperation {
-        id: record.id,
-        key: record.key.as_deref().map(str::to_owned),
-        name: record.name.as_deref().map(str::to_owned),
-        parent_id: shared.parent().map(|parent| parent.id()),
-        status: exit.status,
-        reason,
-        message,
-        error,
-        metadata,
-        started_at: at(record.started),
-        ended_at: at(exit.ended),
-        duration: exit.ended.saturating_duration_since(record.started),
-        lag: exit.lag,
-        completed_despite_cancel: exit.status == OperationStatus::Completed && exit.lag.is_some(),
+/// A finished operation as the history keeps it: copied out of its record
+/// at exit into a ring slot, over the previous occupant (its string buffers
+/// reused, nothing freed), so that neither the record nor the scope's
+/// state outlives the scope; made into a [`FinishedOperation`] only when
+/// read.
+pub(crate) struct Finished {
+    id: u64,
+    key: Option<Arc<str>>,
+    name: Option<Cow<'static, str>>,
+    parent_id: Option<u64>,
+    status: OperationStatus,
+    /// Why it was cancelled and with what message, if it was.
+    cause: Option<(CancelReason, Option<Arc<str>>)>,
+    error: Option<String>,
+    /// In the order given (a key given twice keeps its last value).
+    metadata: Vec<(Cow<'static, str>, Cow<'static, str>)>,
+    clock: Clock,
+    /// On `clock`.
+    started: Instant,
+    ended: Instant,
+    lag: Option<Duration>,
+}
+
+/// Sets `target` to `value`, copying into the buffer `target` already owns
+/// when it can: a slot overwritten by a like operation allocates nothing.
+#[allow(
+    clippy::ptr_arg,
+    reason = "a borrowed value stays borrowed: the variant matters"
+)]
+fn assign(target: &mut Cow<'static, str>, value: &Cow<'static, str>) {
+    match (&mut *target, value) {
+        (Cow::Owned(buffer), Cow::Owned(value)) => {
+            buffer.clear();
+            buffer.push_str(value);
+        }
+        _ => *target = value.clone(),
     }
 }
 
-/// How long ago a finished record ended.
-fn age(record: &Record, now: &mut Now) -> Duration {
-    let ended = record.exit().map_or(record.started, |exit| exit.ended);
-    now.on(record.clock).saturating_duration_since(ended)
+fn assign_option(target: &mut Option<Cow<'static, str>>, value: Option<&Cow<'static, str>>) {
+    match (target.as_mut(), value) {
+        (Some(target), Some(value)) => assign(target, value),
+        (_, value) => *target = value.cloned(),
+    }
 }
 
-fn accepted_by(record: &Record, filter: &Filter, now: &mut Now) -> bool {
-    let status = record
-        .exit()
-        .map_or(OperationStatus::Cancelled, |exit| exit.status);
-    filter.accepts(
-        status,
-        record.name.as_deref(),
-        || record.shared.parent().map(|parent| parent.id()),
-        Some(age(record, now)),
-    )
+impl Finished {
+    /// An empty entry, to be [`fill`](Self::fill)ed.
+    fn new() -> Self {
+        Finished {
+            id: 0,
+            key: None,
+            name: None,
+            parent_id: None,
+            status: OperationStatus::Completed,
+            cause: None,
+            error: None,
+            metadata: Vec::new(),
+            clock: Clock::Std,
+            started: Instant::now(),
+            ended: Instant::now(),
+            lag: None,
+        }
+    }
+
+    /// The finished operation `record`, as it ended (`exit`).
+    fn of(record: &Record, exit: Exit) -> Self {
+        let shared = record.shared();
+        let cause = match shared.token.is_cancelled() {
+            true => shared.token.recorded_cause(),
+            false => None,
+        };
+        let mut finished = Finished::new();
+        finished.fill(record, exit, cause, &crate::sync::lock(&shared.data));
+        finished
+    }
+
+    /// Overwrites this entry with `record`, which ended as `exit`, with
+    /// its token's `cause` (if cancelled) and its scope's context `data`.
+    fn fill(&mut self, record: &Record, exit: Exit, cause: Option<Cause>, data: &ContextData) {
+        self.id = record.id;
+        self.key.clone_from(&record.key);
+        assign_option(&mut self.name, data.name.as_ref());
+        self.parent_id = record.shared().parent().map(|parent| parent.id());
+        self.status = exit.status;
+        self.cause = cause.map(|cause| (cause.reason, cause.message));
+        self.clock = record.clock;
+        self.started = record.started;
+        self.ended = exit.ended;
+        self.lag = exit.lag;
+        let (metadata, error) = match &data.extra {
+            Some(extra) => (extra.metadata.as_slice(), extra.error.as_ref()),
+            None => (&[][..], None),
+        };
+        match (&mut self.error, error) {
+            (Some(buffer), Some(error)) => buffer.clone_from(error),
+            (target, error) => *target = error.cloned(),
+        }
+        self.metadata.truncate(metadata.len());
+        let reused = self.metadata.len();
+        for ((key, value), (new_key, new_value)) in self.metadata.iter_mut().zip(metadata) {
+            assign(key, new_key);
+            assign(value, new_value);
+        }
+        self.metadata.extend(metadata[reused..].iter().cloned());
+    }
+
+    /// The public view, with wall-clock times as of `now`.
+    pub(crate) fn public(&self, now: &mut Now) -> FinishedOperation {
+        let clock_now = now.on(self.clock);
+        let wall = now.wall;
+        let at = |instant: Instant| wall.checked_sub(clock_now.saturating_duration_since(instant));
+        let (reason, message) = match &self.cause {
+            Some((reason, message)) => {
+                (Some(reason.clone()), message.as_deref().map(str::to_owned))
+            }
+            None => (None, None),
+        };
+        FinishedOperation {
+            id: self.id,
+            key: self.key.as_deref().map(str::to_owned),
+            name: self.name.as_deref().map(str::to_owned),
+            parent_id: self.parent_id,
+            status: self.status,
+            reason,
+            message,
+            error: self.error.clone(),
+            metadata: self
+                .metadata
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
+            started_at: at(self.started),
+            ended_at: at(self.ended),
+            duration: self.ended.saturating_duration_since(self.started),
+            lag: self.lag,
+            completed_despite_cancel: self.status == OperationStatus::Completed
+                && self.lag.is_some(),
+        }
+    }
+
+    /// How long ago it ended.
+    fn age(&self, now: &mut Now) -> Duration {
+        now.on(self.clock).saturating_duration_since(self.ended)
+    }
+
+    fn accepted_by(&self, filter: &Filter, now: &mut Now) -> bool {
+        filter.accepts(
+            self.status,
+            self.name.as_deref(),
+            || self.parent_id,
+            Some(self.age(now)),
+        )
+    }
 }
 
-type Slot = Mutex<Option<(u64, Arc<Record>)>>;
+/// The public view of `record`, which has finished or is exiting (an
+/// operation caught between its final status and its exit's record ends
+/// now, with that status).
+pub(crate) fn public(record: &Record, now: &mut Now) -> FinishedOperation {
+    let exit = record.exit().unwrap_or_else(|| Exit {
+        status: match record.shared().status() {
+            status if status.is_finished() => status,
+            _ => OperationStatus::Cancelled,
+        },
+        ended: now.on(record.clock),
+        lag: record.cancelled_for(now.real()),
+    });
+    Finished::of(record, exit).public(now)
+}
+
+/// A ring slot: the arrival number of the entry it holds (`None`: empty),
+/// and the entry, whose buffers the next arrival reuses.
+struct SlotState {
+    seq: Option<u64>,
+    entry: Finished,
+}
+
+type Slot = Mutex<SlotState>;
 
 /// A shard of the index: operation id → arrival number, whose slot is
-/// `arrival % capacity`. Sharded as the live set is.
-type IndexShard = Mutex<IndexState>;
+/// `arrival % capacity`. It holds exactly the entries of the ring: an
+/// entry is added and removed under its slot's lock.
+type IndexShard = Mutex<IdMap<u64>>;
 
-#[derive(Default)]
-struct IndexState {
-    at: IdMap<u64>,
-    /// The size at which the shard is pruned next: twice what it kept at
-    /// the last pruning, so that pruning costs O(1) per push on average.
-    prune_at: usize,
+/// The index shard of `id`: consecutive ids in turn, so that each shard
+/// keeps about `capacity / SHARDS` entries at all times (sharded by blocks
+/// of ids, as the live set is, one shard would fill as another empties,
+/// its map growing and rehashing).
+fn index_shard_of(id: u64) -> usize {
+    (id % SHARDS as u64) as usize
 }
 
 /// Slots are allocated in chunks of this many, as the ring fills.
 const CHUNK: usize = 256;
 
 /// The ring: the last `capacity` operations to finish.
+///
+/// Lock order: a slot's lock, then an index shard's (never the other way
+/// round: a look-up releases the index before it locks the slot).
 pub(crate) struct History {
     capacity: usize,
     cursor: AtomicU64,
     /// Chunks of `CHUNK` slots, each allocated when the cursor first
     /// reaches it: a large capacity costs memory only as the ring fills.
-    /// Each slot holds the arrival number and the record, whose scope
-    /// state it keeps (a few hundred bytes) until a newer operation takes
-    /// the slot (names and metadata values at most 1 KiB each).
+    /// Each slot holds a copy of what the history shows of the operation
+    /// (a few hundred bytes, names and metadata values at most 1 KiB
+    /// each), overwritten by a newer operation.
     chunks: Box<[OnceLock<Box<[Slot]>>]>,
     /// Where each operation of the ring is, so that a look-up by id reads
-    /// one slot instead of the whole ring. A look-up checks that the slot
-    /// still holds the operation, so an entry whose record left the ring
-    /// is harmless: such entries are pruned in bulk when a shard holds
-    /// twice what it kept last time, which keeps a push to one lock and one
-    /// insert.
+    /// one slot instead of the whole ring.
     index: OnceLock<Box<[IndexShard]>>,
 }
 
@@ -167,21 +289,15 @@ impl History {
     fn index_shard(&self, id: u64) -> &IndexShard {
         &self
             .index
-            .get_or_init(|| (0..SHARDS).map(|_| Mutex::default()).collect())[shard_of(id)]
+            .get_or_init(|| (0..SHARDS).map(|_| Mutex::default()).collect())[index_shard_of(id)]
     }
 
-    /// Notes that `id` arrived as number `seq`, pruning the shard's
-    /// entries that a lap of the ring has overwritten since when it has
-    /// doubled.
-    fn index(&self, id: u64, seq: u64) {
-        let capacity = self.capacity as u64;
-        let mut shard = lock(self.index_shard(id));
-        let shard = &mut *shard;
-        shard.at.insert(id, seq);
-        if shard.at.len() > shard.prune_at {
-            let newest = self.cursor.load(Ordering::Relaxed);
-            shard.at.retain(|_, at| *at + capacity >= newest);
-            shard.prune_at = (2 * shard.at.len()).max(2 * (self.capacity / SHARDS).max(16));
+    /// Forgets where `entry` (arrived as `seq`) was.
+    fn unindex(&self, entry: &Finished, seq: u64) {
+        let mut shard = lock(self.index_shard(entry.id));
+        // One probe when, as almost always, the index points at this entry.
+        if let Some(newer) = shard.remove(&entry.id).filter(|at| *at != seq) {
+            shard.insert(entry.id, newer);
         }
     }
 
@@ -189,8 +305,16 @@ impl History {
     fn slot(&self, index: usize) -> &Slot {
         let chunk = index / CHUNK;
         let len = CHUNK.min(self.capacity - chunk * CHUNK);
-        &self.chunks[chunk].get_or_init(|| (0..len).map(|_| Mutex::new(None)).collect())
-            [index % CHUNK]
+        &self.chunks[chunk].get_or_init(|| {
+            (0..len)
+                .map(|_| {
+                    Mutex::new(SlotState {
+                        seq: None,
+                        entry: Finished::new(),
+                    })
+                })
+                .collect()
+        })[index % CHUNK]
     }
 
     /// The slots allocated so far.
@@ -201,76 +325,98 @@ impl History {
             .flat_map(|chunk| chunk.iter())
     }
 
-    pub(crate) fn push(&self, finished: Arc<Record>) {
+    /// Records `record`, which ended as `exit` (see [`Finished::fill`]),
+    /// over the oldest entry.
+    pub(crate) fn push(
+        &self,
+        record: &Record,
+        exit: Exit,
+        cause: Option<Cause>,
+        data: &ContextData,
+    ) {
         let seq = self.cursor.fetch_add(1, Ordering::Relaxed);
-        let slot = self.slot((seq % self.capacity as u64) as usize);
-        let id = finished.id;
-        let evicted = {
-            let mut slot = lock(slot);
+        let mut slot = lock(self.slot((seq % self.capacity as u64) as usize));
+        let slot = &mut *slot;
+        match slot.seq {
             // A writer that stalled a whole lap behind must not overwrite a
             // newer entry.
-            if slot.as_ref().is_some_and(|(newer, _)| *newer > seq) {
-                return;
-            }
-            slot.replace((seq, finished))
-        };
-        self.index(id, seq);
-        // The evicted operation's state is freed outside the locks.
-        drop(evicted);
+            Some(newer) if newer > seq => return,
+            Some(evicted) => self.unindex(&slot.entry, evicted),
+            None => {}
+        }
+        slot.entry.fill(record, exit, cause, data);
+        slot.seq = Some(seq);
+        lock(self.index_shard(record.id)).insert(record.id, seq);
     }
 
     /// The newest `limit` entries that pass `filter`, newest first.
-    pub(crate) fn newest(&self, limit: usize, filter: &Filter, now: &mut Now) -> Vec<Arc<Record>> {
-        let mut entries: Vec<(u64, Arc<Record>)> = self
+    pub(crate) fn newest(
+        &self,
+        limit: usize,
+        filter: &Filter,
+        now: &mut Now,
+    ) -> Vec<FinishedOperation> {
+        let mut entries: Vec<(u64, &Slot)> = self
             .slots()
-            .filter_map(|slot| lock(slot).clone())
-            .filter(|(_, record)| accepted_by(record, filter, now))
+            .filter_map(|slot| {
+                let state = lock(slot);
+                let seq = state.seq?;
+                state.entry.accepted_by(filter, now).then_some((seq, slot))
+            })
             .collect();
         entries.sort_unstable_by_key(|(seq, _)| std::cmp::Reverse(*seq));
         entries.truncate(limit);
-        entries.into_iter().map(|(_, record)| record).collect()
+        entries
+            .into_iter()
+            .filter_map(|(seq, slot)| {
+                // Overwritten since it was chosen: a newer operation took
+                // its place.
+                let state = lock(slot);
+                (state.seq == Some(seq)).then(|| state.entry.public(now))
+            })
+            .collect()
     }
 
     /// Operation `id`, if the ring still holds it: one index look-up and
     /// one slot, whatever the capacity.
-    pub(crate) fn find(&self, id: u64) -> Option<Arc<Record>> {
-        let seq = *lock(self.index.get()?.get(shard_of(id))?).at.get(&id)?;
+    pub(crate) fn find(&self, id: u64) -> Option<FinishedOperation> {
+        let seq = *lock(self.index.get()?.get(index_shard_of(id))?).get(&id)?;
         let index = (seq % self.capacity as u64) as usize;
         let slot = lock(self.chunks[index / CHUNK].get()?.get(index % CHUNK)?);
-        match &*slot {
-            Some((at, record)) if *at == seq && record.id == id => Some(record.clone()),
-            _ => None,
-        }
+        (slot.seq == Some(seq) && slot.entry.id == id).then(|| slot.entry.public(&mut Now::new()))
     }
 
-    /// The newest entry that `matches`, read in place (nothing is copied
-    /// but the one found).
-    pub(crate) fn newest_matching(&self, matches: impl Fn(&Record) -> bool) -> Option<Arc<Record>> {
-        self.slots()
+    /// The newest entry whose key is `key`, read in place (nothing is
+    /// copied but the one found).
+    pub(crate) fn newest_with_key(&self, key: &str) -> Option<FinishedOperation> {
+        let (_, slot) = self
+            .slots()
             .filter_map(|slot| {
-                let slot = lock(slot);
-                let (seq, record) = slot.as_ref()?;
-                matches(record).then(|| (*seq, record.clone()))
+                let state = lock(slot);
+                let seq = state.seq?;
+                (state.entry.key.as_deref() == Some(key)).then_some((seq, slot))
             })
-            .max_by_key(|(seq, _)| *seq)
-            .map(|(_, record)| record)
+            .max_by_key(|(seq, _)| *seq)?;
+        let state = lock(slot);
+        (state.entry.key.as_deref() == Some(key)).then(|| state.entry.public(&mut Now::new()))
     }
 
     /// Drops the entries that ended at least `age` ago; returns how many.
     pub(crate) fn cleanup(&self, age: Duration, now: &mut Now) -> usize {
         let mut removed = 0;
         for slot in self.slots() {
-            let evicted = {
-                let mut slot = lock(slot);
-                match &*slot {
-                    Some((_, record)) if self::age(record, now) >= age => {
-                        removed += 1;
-                        slot.take()
-                    }
-                    _ => None,
+            let mut slot = lock(slot);
+            let slot = &mut *slot;
+            if let Some(seq) = slot.seq {
+                if slot.entry.age(now) >= age {
+                    removed += 1;
+                    self.unindex(&slot.entry, seq);
+                    slot.seq = None;
+                    // Its strings are freed: a cleaned-up history holds
+                    // no memory beyond its slots.
+                    slot.entry = Finished::new();
                 }
-            };
-            drop(evicted);
+            }
         }
         removed
     }
@@ -299,18 +445,13 @@ impl Registry {
     /// # });
     /// ```
     pub fn finished(&self, id: u64) -> Option<FinishedOperation> {
-        let record = self.inner.history.find(id)?;
-        Some(public(&record, &mut Now::new()))
+        self.inner.history.find(id)
     }
 
     /// The newest finished operation that was registered under `key`, if
     /// the history still remembers one. Reads the history in place, copying
     /// only the operation found.
     pub fn finished_by_key(&self, key: &str) -> Option<FinishedOperation> {
-        let record = self
-            .inner
-            .history
-            .newest_matching(|record| record.key.as_deref() == Some(key))?;
-        Some(public(&record, &mut Now::new()))
+        self.inner.history.newest_with_key(key)
     }
 }

@@ -3,10 +3,13 @@
 //!
 //! # Invariants
 //! 1. A record is in the live set from the scope's start (`Entry::join`) to
-//!    its exit or drop (`Entry`'s `Drop`): the scope future owns the entry,
+//!    its exit (`Entry::exit`, from the registration's `end` or `Drop`):
+//!    the scope future owns the entry,
 //!    so no record stays live after its scope's run, whatever way the run
-//!    ends. The history then keeps the record (and the scope's state) until
-//!    newer operations push it out.
+//!    ends. The history then keeps a copy of what it shows (`Finished`),
+//!    not the record: the record, and the scope's state with it, are
+//!    released at exit (the record kept for the thread's next
+//!    registration when nobody else holds it).
 //! 2. A record's shard is a function of its id alone, so lookups by id take
 //!    one shard lock. Ids come in per-thread blocks of 1,024 (see
 //!    `next_operation_id`); a shard per block keeps threads that register
@@ -16,15 +19,21 @@
 //!
 //! # Deadlock safety
 //! A shard lock, a key lock or a history slot lock is never held while
-//! another of them is taken, except a key lock around the key holder's
-//! context lock (which never takes a registry lock); no user code runs under
-//! any of them.
+//! another of them is taken, except: a key lock around the key holder's
+//! context lock; a history slot lock around an index shard lock; and at a
+//! scope's exit its context lock around the history's locks, then around
+//! its shard's lock. Nothing takes a context lock under a registry lock
+//! but the key lock, which is never taken under a context lock; no user
+//! code runs under any of them.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::atomic::Ordering;
+#[cfg(any(feature = "tracing", feature = "metrics"))]
+use std::sync::Weak;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use super::record::{Exit, KeyClaim, Record};
@@ -48,13 +57,25 @@ impl Hasher for IdHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
+        // Eight bytes at a time: operation names (the statistics' keys)
+        // are hashed at every registered operation's exit.
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let word = u64::from_le_bytes(word.try_into().expect("chunks of eight bytes"));
+            self.0 = (self.0.rotate_left(29) ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+        for &byte in words.remainder() {
             self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         }
     }
 
     fn write_u64(&mut self, id: u64) {
-        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // The product's high bits are well mixed (Fibonacci hashing), its
+        // low bits depend on the id's low bits alone: folded down, since
+        // the map picks a bucket from the low bits (ids that share them
+        // would cluster, and removals would leave tombstones).
+        let product = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = product ^ (product >> 32);
     }
 }
 
@@ -95,27 +116,30 @@ pub(crate) struct Request {
     pub(crate) key: Option<KeyClaim>,
 }
 
-/// A running scope's place in the registry. Dropping it — when the scope
-/// finishes, or when its future is dropped mid-run — takes the operation
+/// A running scope's place in the registry: the scope's
+/// [`Registration`] holds it from the start; its exit takes the operation
 /// out of the live set and records it in the history and statistics.
 ///
-/// It sits in the scope's boxed extras (which only scopes with callbacks,
-/// metadata or a registration have), so the scope future of an
-/// unregistered scope is no larger. It owns the registry reference the
-/// request brought: registering touches the registry's reference count once.
+/// It owns the registry reference the request brought: registering
+/// touches the registry's reference count once.
 pub(crate) struct Entry {
     record: Arc<Record>,
     registry: Registry,
 }
 
 /// What a registered scope carries in its extras, as its `StartHook`:
-/// the request until the scope starts, then its entry. The scope drops it
-/// when it ends (before its user callbacks), or drops it unstarted, which
-/// releases a claimed key.
+/// the request until the scope starts, then its entry. The scope ends it
+/// when it finishes (before its user callbacks), which leaves the live set
+/// and hands the registration back to the thread's pool; dropping it
+/// instead — the scope's future dropped mid-run — leaves the live set
+/// too; dropping it unstarted releases a claimed key.
 #[derive(Default)]
 pub(crate) struct Registration {
     pub(crate) request: Option<Request>,
     entry: Option<Entry>,
+    /// The record of the operation this registration last held, emptied,
+    /// for the next one (see `take_pooled`).
+    spare: Option<Arc<Record>>,
 }
 
 impl Registration {
@@ -126,7 +150,7 @@ impl Registration {
             .as_mut()
             .is_some_and(|hook| hook.as_any_mut().is::<Registration>());
         if !is_ours {
-            *slot = Some(Box::<Registration>::default());
+            *slot = Some(take_pooled());
         }
         let registration = slot
             .as_mut()
@@ -141,8 +165,17 @@ impl Registration {
 impl StartHook for Registration {
     fn start(&mut self, shared: &Arc<ScopeShared>, clock: Clock, started: Instant) {
         if let Some(request) = self.request.take() {
-            self.entry = Some(Entry::join(shared, request, clock, started));
+            let spare = self.spare.take();
+            self.entry = Some(Entry::join(shared, request, clock, started, spare));
         }
+    }
+
+    fn end(mut self: Box<Self>) {
+        if let Some(entry) = self.entry.take() {
+            self.spare = Record::spare(entry.exit());
+        }
+        self.request = None;
+        give_back(self);
     }
 
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
@@ -150,53 +183,98 @@ impl StartHook for Registration {
     }
 }
 
+// A small per-thread pool of registrations, each with the record of the
+// operation it last registered: a registered scope that ends with nobody
+// else holding its record (no `CancelAnswer` future, no snapshot being
+// built) hands both back, and the next scope on the thread that registers
+// takes them instead of allocating. The history keeps a copy of each
+// finished operation, not its record, so a record is free again as soon as
+// its scope ends.
+thread_local! {
+    // Boxed: the box is the scope's hook itself, reused whole.
+    #[allow(clippy::vec_box)]
+    static POOL: RefCell<Vec<Box<Registration>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How many registrations a thread keeps: enough for registered scopes
+/// nested a few deep, little memory when idle.
+const POOLED: usize = 8;
+
+/// An empty registration: a pooled one (with a spare record) if the thread
+/// has any.
+fn take_pooled() -> Box<Registration> {
+    POOL.try_with(|pool| pool.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Hands back an ended registration: kept if the pool has room.
+fn give_back(registration: Box<Registration>) {
+    let _ = POOL.try_with(move |pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.len() < POOLED {
+            pool.push(registration);
+        }
+    });
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // The scope's future was dropped mid-run: it leaves all the same.
+        if let Some(entry) = self.entry.take() {
+            entry.exit();
+        }
+    }
+}
+
 impl Entry {
-    /// Joins the registry: the scope started.
-    fn join(shared: &Arc<ScopeShared>, request: Request, clock: Clock, started: Instant) -> Entry {
+    /// Joins the registry: the scope started. `spare` is a record to
+    /// reuse, if the thread had one.
+    fn join(
+        shared: &Arc<ScopeShared>,
+        request: Request,
+        clock: Clock,
+        started: Instant,
+        spare: Option<Arc<Record>>,
+    ) -> Entry {
         let Request { registry, key } = request;
         let id = shared.id();
-        let name = crate::sync::lock(&shared.data).name.clone();
-        let record = Arc::new_cyclic(|record: &Weak<Record>| {
+        let joined = registry.inner.joins.fetch_add(1, Ordering::Relaxed);
+        let record = match spare {
+            Some(mut spare) => match Arc::get_mut(&mut spare) {
+                Some(reused) => {
+                    *reused = Record::new(shared, id, joined, key, &registry, clock, started);
+                    spare
+                }
+                None => Arc::new(Record::new(
+                    shared, id, joined, key, &registry, clock, started,
+                )),
+            },
+            None => Arc::new(Record::new(
+                shared, id, joined, key, &registry, clock, started,
+            )),
+        };
+        if shared.token.is_cancelled() {
+            // A token cancelled before the scope joined: the lag counts
+            // from the join, not from a cancel that may be long past.
+            let _ = record.cancel_requested.set(Instant::now());
+            #[cfg(any(feature = "tracing", feature = "metrics"))]
+            cancel_requested(&Arc::downgrade(&record));
+        } else {
             // The stuck watcher (which reports through `tracing` or
             // `metrics`) is told of the cancel by the token. Detached: it
-            // lives as long as the scope's token, which the record keeps; no
-            // unregistering at exit. Without those features nothing is
-            // registered: the token records when it was cancelled.
+            // lives as long as the scope's token; no unregistering at exit.
+            // Without those features nothing is registered: the token
+            // records when it was cancelled.
             #[cfg(any(feature = "tracing", feature = "metrics"))]
             {
-                let record = record.clone();
+                let record = Arc::downgrade(&record);
                 shared
                     .token
                     .on_cancel_cause(Box::new(move |_| cancel_requested(&record)))
                     .detach();
             }
-            #[cfg(not(any(feature = "tracing", feature = "metrics")))]
-            let _ = record;
-            Record {
-                shared: shared.clone(),
-                id,
-                joined: registry.inner.joins.fetch_add(1, Ordering::Relaxed),
-                name,
-                key: key.as_ref().map(|claim| claim.key.clone()),
-                clock,
-                started,
-                cancel_requested: OnceLock::new(),
-                stuck_after: registry.inner.stuck_after,
-                stuck_reported: AtomicBool::new(false),
-                stuck_report: Mutex::new(()),
-                left: AtomicBool::new(false),
-                exit: Mutex::new(None),
-                outcome_waiters: Mutex::new(Some(Vec::new())),
-                key_claim: Mutex::new(key),
-            }
-        });
-        // A token cancelled before the scope joined: the lag counts from
-        // the join, not from a cancel that may be long past (the callback,
-        // if any, ran before the record existed).
-        if shared.token.is_cancelled() {
-            let _ = record.cancel_requested.set(Instant::now());
-            #[cfg(any(feature = "tracing", feature = "metrics"))]
-            cancel_requested(&Arc::downgrade(&record));
         }
         #[cfg(feature = "metrics")]
         super::metrics::started(&record);
@@ -233,7 +311,7 @@ fn cancel_requested(record: &Weak<Record>) {
     }
     let at = *record.cancel_requested.get_or_init(|| {
         record
-            .shared
+            .shared()
             .token
             .cancelled_at()
             .unwrap_or_else(Instant::now)
@@ -241,40 +319,58 @@ fn cancel_requested(record: &Weak<Record>) {
     super::stuck::watch(&record, at);
 }
 
-impl Drop for Entry {
-    fn drop(&mut self) {
-        let record = &self.record;
-        let shared = &record.shared;
+impl Entry {
+    /// The scope ends (or its future was dropped mid-run): leaves the live
+    /// set, is counted in the statistics and recorded in the history.
+    /// Returns the record, for reuse if nobody else holds it.
+    fn exit(self) -> Arc<Record> {
+        let Entry { record, registry } = self;
+        let shared = record.shared();
         record.left.store(true, Ordering::Release);
-        // The scope set its final status before dropping its running state
+        // The scope set its final status before ending its registration
         // (or, dropped mid-run, marked itself cancelled).
         let status = match shared.status() {
             OperationStatus::Running | OperationStatus::Pending => OperationStatus::Cancelled,
             finished => finished,
         };
-        let ended = record.clock.now();
-        // A cancel wakes the scope before it runs its callbacks: the scope
-        // may exit before ours noted the time. The two were then at once.
-        let lag = record.cancel_requested_at().map(|at| at.elapsed());
-        let duration = ended.saturating_duration_since(record.started);
-        *lock(&record.exit) = Some(Exit { status, ended, lag });
         if record.key.is_some() {
             let claim = lock(&record.key_claim).take();
             drop(claim);
         }
-        let inner = &self.registry.inner;
-        let removed = {
+        // A cancel wakes the scope before it runs its callbacks: the scope
+        // may exit before ours noted the time. The two were then at once.
+        let lag = record.cancel_requested_at().map(|at| at.elapsed());
+        let cause = match shared.token.is_cancelled() {
+            true => shared.token.recorded_cause(),
+            false => None,
+        };
+        let inner = &registry.inner;
+        // The scope's context is read under one lock, held around the
+        // history's and the shard's (see "Deadlock safety").
+        let (exit, duration) = {
+            let data = crate::sync::lock(&shared.data);
+            // The scope noted its end time (it does when its state is
+            // shared, as a registered scope's is), unless it was dropped
+            // mid-run.
+            let ended = data.ended.unwrap_or_else(|| record.clock.now());
+            let duration = ended.saturating_duration_since(record.started);
+            let exit = Exit { status, ended, lag };
+            // In the history before it leaves the live set: a look-up by id
+            // always finds it in one or the other.
+            inner.history.push(&record, exit, cause, &data);
             let mut shard = lock(&inner.shards[shard_of(record.id)].state);
             let shard = &mut *shard;
-            let stats = match shard.stats.get_mut(record.name_or_empty()) {
+            let name = data.name.as_deref().unwrap_or("");
+            let stats = match shard.stats.get_mut(name) {
                 Some(stats) => stats,
                 None => shard
                     .stats
-                    .entry(record.name.clone().unwrap_or(Cow::Borrowed("")))
+                    .entry(data.name.clone().unwrap_or(Cow::Borrowed("")))
                     .or_default(),
             };
             stats.record(status, Some(duration), lag);
-            shard.live.remove(&record.id)
+            shard.live.remove(&record.id);
+            (exit, duration)
         };
         // After the removal: an observer that looks at the live set now
         // no longer finds the operation.
@@ -290,20 +386,20 @@ impl Drop for Entry {
             }
         }
         #[cfg(feature = "metrics")]
-        super::metrics::finished(record, status, duration, lag);
+        super::metrics::finished(&record, status, duration, lag);
+        #[cfg(not(feature = "metrics"))]
+        let _ = duration;
         #[cfg(feature = "tracing")]
         if record.stuck_reported.load(Ordering::Acquire) {
             tracing::info!(
-                operation = record.name_or_empty(),
+                operation = record.name().as_deref().unwrap_or(""),
                 id = record.id,
                 lag = ?lag,
                 "a stuck operation has exited at last"
             );
         }
-        if let Some(removed) = removed {
-            inner.history.push(removed);
-        }
-        record.outcome_known();
+        record.outcome_known(exit);
+        record
     }
 }
 

@@ -59,7 +59,7 @@ fn describe() {
 }
 
 fn label(record: &Record) -> Cow<'static, str> {
-    record.name.clone().unwrap_or(Cow::Borrowed(""))
+    record.name().unwrap_or(Cow::Borrowed(""))
 }
 
 /// The `reason` label of a cancellation.
@@ -91,7 +91,7 @@ pub(crate) fn finished(
 ) {
     let operation = label(record);
     let cause = match status {
-        OperationStatus::Cancelled => record.shared.token.recorded_cause(),
+        OperationStatus::Cancelled => record.shared().token.recorded_cause(),
         _ => None,
     };
     let reason = cause.as_ref().map(|cause| &cause.reason);

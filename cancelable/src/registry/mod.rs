@@ -62,9 +62,13 @@
 //! # Cost
 //! Live operations sit in 32 shards chosen by id (no global lock); the
 //! history is a ring written through one atomic cursor and a lock per
-//! slot. A registered scope pays, at its start and exit, a few uncontended
-//! locks and allocations (see BENCHMARKS.md); an unregistered scope, one
-//! branch.
+//! slot, each slot a copy of what the history shows of an operation,
+//! overwritten in place by a newer one. A finished operation's state is
+//! released when it ends (the history keeps none of it), and its record
+//! is reused by the next operation its thread registers. A registered
+//! scope pays, at its start and exit, a few uncontended locks and, once
+//! its thread has registered before, no allocation of the registry's
+//! (see BENCHMARKS.md); an unregistered scope, one branch.
 //!
 //! # Metrics
 //! With the `metrics` feature, registered operations feed the `metrics`
@@ -107,8 +111,9 @@ pub use stats::{Histogram, OperationStats, Statistics};
 /// How many finished operations a registry remembers unless told otherwise.
 pub const DEFAULT_HISTORY_CAPACITY: usize = 1_000;
 /// The largest history capacity a registry accepts: 16,777,216 finished
-/// operations (each keeps its scope's state, a few hundred bytes, while it
-/// is remembered). The history's memory grows as it fills.
+/// operations (each a copy of what the history shows of it: a few hundred
+/// bytes, plus its name, metadata and error text, each at most 1 KiB). The
+/// history's memory grows as it fills.
 pub const MAX_HISTORY_CAPACITY: usize = 1 << 24;
 /// How long after its cancel request a running operation counts as stuck,
 /// unless told otherwise.
@@ -408,9 +413,9 @@ impl Registry {
         records.sort_unstable_by_key(|record| record.joined);
         records.retain(|record| {
             filter.accepts(
-                record.shared.status(),
-                record.name.as_deref(),
-                || record.shared.parent().map(|parent| parent.id()),
+                record.shared().status(),
+                record.name().as_deref(),
+                || record.shared().parent().map(|parent| parent.id()),
                 Some(
                     now.on(record.clock)
                         .saturating_duration_since(record.started),
@@ -499,13 +504,7 @@ impl Registry {
     /// # });
     /// ```
     pub fn history(&self, limit: usize, filter: &Filter) -> Vec<FinishedOperation> {
-        let mut now = Now::new();
-        self.inner
-            .history
-            .newest(limit, filter, &mut now)
-            .iter()
-            .map(|record| history::public(record, &mut now))
-            .collect()
+        self.inner.history.newest(limit, filter, &mut Now::new())
     }
 
     /// Forgets the finished operations that ended at least `older_than`

@@ -14,11 +14,13 @@ use crate::scope::hold::HoldKind;
 use crate::scope::ScopeShared;
 use crate::OperationStatus;
 
-/// One registered operation: in the live set while it runs, then in the
-/// history until newer operations push it out.
+/// One registered operation: in the live set while it runs; the history
+/// keeps a copy of it once it ended. Held after that only by a
+/// [`CancelAnswer`](super::CancelAnswer)'s future or a reader, and reused
+/// by the thread's next registration once nobody holds it.
 ///
-/// A record holds no reference to its registry (the registry's history
-/// holds records): what it needs of it, the stuck threshold, is copied in.
+/// A record holds no reference to its registry: what it needs of it, the
+/// stuck threshold, is copied in.
 ///
 /// In declaration order (`repr(C)`): what a snapshot reads of every live
 /// operation comes first, next to the reference counts, so that it spans
@@ -27,7 +29,9 @@ use crate::OperationStatus;
 /// comes last.
 #[repr(C)]
 pub(crate) struct Record {
-    pub(crate) shared: Arc<ScopeShared>,
+    /// The scope's state: `None` only in a record kept for reuse (see
+    /// [`Record::spare`]), which nobody else can reach.
+    pub(crate) scope: Option<Arc<ScopeShared>>,
     pub(crate) id: u64,
     /// The order in which operations joined the registry (their start
     /// order): what `list` sorts by.
@@ -36,7 +40,6 @@ pub(crate) struct Record {
     pub(crate) started: Instant,
     /// When the scope's token was cancelled, on the real clock.
     pub(crate) cancel_requested: OnceLock<Instant>,
-    pub(crate) name: Option<Cow<'static, str>>,
     pub(crate) key: Option<Arc<str>>,
     pub(crate) clock: Clock,
     /// Set when the scope exits, before the record leaves the live set.
@@ -47,15 +50,22 @@ pub(crate) struct Record {
     pub(crate) stuck_after: Duration,
     /// Held while the stuck report is written: see `stuck::report`.
     pub(crate) stuck_report: Mutex<()>,
-    /// How it ended: set once, at exit. A lock rather than a `OnceLock`:
-    /// setting a `OnceLock` costs twice as many instructions as an
-    /// uncontended lock, and only the history reads it.
-    pub(crate) exit: Mutex<Option<Exit>>,
-    /// Who awaits the final outcome (a [`CancelAnswer`](super::CancelAnswer)'s
-    /// future): woken once the exit is fully recorded (`None` then).
-    pub(crate) outcome_waiters: Mutex<Option<Vec<Waker>>>,
+    /// How it ended, and who awaits it: one lock, taken once at exit.
+    pub(crate) outcome: Mutex<OutcomeState>,
     /// The key, held until the exit.
     pub(crate) key_claim: Mutex<Option<KeyClaim>>,
+}
+
+/// A record's final outcome, once known, and who awaits it (a
+/// [`CancelAnswer`](super::CancelAnswer)'s future).
+#[derive(Default)]
+pub(crate) struct OutcomeState {
+    /// Set once, when the exit is fully recorded (in the history and the
+    /// statistics). A lock rather than a `OnceLock`: setting a `OnceLock`
+    /// costs twice as many instructions as an uncontended lock.
+    pub(crate) exit: Option<Exit>,
+    /// Woken when `exit` is set.
+    pub(crate) waiters: Vec<Waker>,
 }
 
 /// How a registered operation ended.
@@ -68,19 +78,84 @@ pub(crate) struct Exit {
 }
 
 impl Record {
+    /// The record of operation `id` (scope `shared`), the `joined`-th to
+    /// join `registry`, holding `key`.
+    pub(crate) fn new(
+        shared: &Arc<ScopeShared>,
+        id: u64,
+        joined: u64,
+        key: Option<KeyClaim>,
+        registry: &Registry,
+        clock: Clock,
+        started: Instant,
+    ) -> Record {
+        Record {
+            scope: Some(shared.clone()),
+            id,
+            joined,
+            key: key.as_ref().map(|claim| claim.key.clone()),
+            clock,
+            started,
+            cancel_requested: OnceLock::new(),
+            stuck_after: registry.inner.stuck_after,
+            stuck_reported: AtomicBool::new(false),
+            stuck_report: Mutex::new(()),
+            left: AtomicBool::new(false),
+            outcome: Mutex::default(),
+            key_claim: Mutex::new(key),
+        }
+    }
+
     /// Running: not exiting (an exiting scope sets its final status, then
     /// `left`, then leaves the live set).
     pub(crate) fn is_live(&self) -> bool {
-        !self.left.load(Ordering::Acquire) && !self.shared.status().is_finished()
+        !self.left.load(Ordering::Acquire) && !self.shared().status().is_finished()
     }
 
-    /// How it ended, once it has.
+    /// `record`, emptied for reuse, if nobody else holds it (nor a weak
+    /// reference to it: with features `tracing` or `metrics` the stuck
+    /// watcher keeps one while the scope's token lives, and the record is
+    /// then freed instead); `None` otherwise (it is freed when the last
+    /// holder lets it go). Reuse is only ever of a record proven unique:
+    /// no stale reader can observe it being reused.
+    pub(crate) fn spare(mut record: Arc<Record>) -> Option<Arc<Record>> {
+        let emptied = Arc::get_mut(&mut record)?;
+        // Releases the scope's state (for the scope-state pool) and the key.
+        emptied.scope = None;
+        emptied.key = None;
+        Some(record)
+    }
+
+    /// The scope's state.
+    pub(crate) fn shared(&self) -> &Arc<ScopeShared> {
+        match &self.scope {
+            Some(scope) => scope,
+            None => {
+                unreachable!("only a record kept for reuse has no scope, and nobody reaches it")
+            }
+        }
+    }
+
+    /// How it ended, once its exit is fully recorded.
     pub(crate) fn exit(&self) -> Option<Exit> {
-        *lock(&self.exit)
+        lock(&self.outcome).exit
     }
 
-    pub(crate) fn name_or_empty(&self) -> &str {
-        self.name.as_deref().unwrap_or("")
+    /// The operation's name (kept once, in the scope's state: the record
+    /// copies none).
+    pub(crate) fn name(&self) -> Option<Cow<'static, str>> {
+        crate::sync::lock(&self.shared().data).name.clone()
+    }
+
+    /// Runs `read` on the operation's name (`""` without one), without
+    /// copying it.
+    pub(crate) fn with_name<R>(&self, read: impl FnOnce(&str) -> R) -> R {
+        read(
+            crate::sync::lock(&self.shared().data)
+                .name
+                .as_deref()
+                .unwrap_or(""),
+        )
     }
 
     /// When the cancel was requested, if it was: as the token recorded it
@@ -90,10 +165,10 @@ impl Record {
         if let Some(at) = self.cancel_requested.get() {
             return Some(*at);
         }
-        if !self.shared.token.is_cancelled() {
+        if !self.shared().token.is_cancelled() {
             return None;
         }
-        self.shared.token.cancelled_at()
+        self.shared().token.cancelled_at()
     }
 
     /// How long ago the cancel was requested, if it was.
@@ -104,7 +179,7 @@ impl Record {
 
     /// The scope's grace period, if it has one.
     pub(crate) fn grace(&self) -> Option<Duration> {
-        let data = crate::sync::lock(&self.shared.data);
+        let data = crate::sync::lock(&self.shared().data);
         data.extra.as_ref()?.grace.map(|(period, _)| period)
     }
 
@@ -132,14 +207,18 @@ impl Record {
         !self.left.load(Ordering::Acquire)
             && self.cancelled_for(real_now).is_some_and(|ago| {
                 self.grace().is_some_and(|grace| ago < grace)
-                    || self.shared.is_held_by(HoldKind::Grace)
+                    || self.shared().is_held_by(HoldKind::Grace)
             })
     }
 
-    /// Wakes those awaiting the final outcome: the exit is recorded.
-    pub(crate) fn outcome_known(&self) {
-        let waiters = lock(&self.outcome_waiters).take();
-        for waker in waiters.into_iter().flatten() {
+    /// The exit is fully recorded: sets it and wakes those awaiting it.
+    pub(crate) fn outcome_known(&self, exit: Exit) {
+        let waiters = {
+            let mut outcome = lock(&self.outcome);
+            outcome.exit = Some(exit);
+            std::mem::take(&mut outcome.waiters)
+        };
+        for waker in waiters {
             waker.wake();
         }
     }

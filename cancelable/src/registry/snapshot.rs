@@ -76,7 +76,7 @@ impl OperationInfo {
     /// Builds the view of `record` at `now`, and reports it if it is newly
     /// found stuck.
     pub(crate) fn of(record: &Record, now: &mut Now) -> OperationInfo {
-        let shared = &record.shared;
+        let shared = &record.shared();
         let status = shared.status();
         let (deadline, progress, metadata) = {
             let data = crate::sync::lock(&shared.data);
@@ -84,7 +84,7 @@ impl OperationInfo {
                 Some(extra) => (
                     data.deadline,
                     extra.progress.clone(),
-                    extra.metadata.clone(),
+                    extra.metadata.to_map(),
                 ),
                 None => (data.deadline, None, BTreeMap::new()),
             }
@@ -113,7 +113,7 @@ impl OperationInfo {
         OperationInfo {
             id: record.id,
             key: record.key.as_deref().map(str::to_owned),
-            name: record.name.clone(),
+            name: record.name(),
             parent_id: shared.parent().map(|parent| parent.id()),
             status,
             started_at: now.wall.checked_sub(elapsed),
@@ -201,7 +201,7 @@ impl Snapshot {
         for (at, (_, record)) in records.into_iter().enumerate() {
             let operation = OperationInfo::of(&record, now);
             stuck += usize::from(operation.stuck);
-            if let Some(parent) = record.shared.parent() {
+            if let Some(parent) = record.shared().parent() {
                 let anchor = std::iter::successors(Some(parent), |scope| scope.parent())
                     .find_map(|scope| ids.binary_search(&scope.id()).ok());
                 if let Some(anchor) = anchor {

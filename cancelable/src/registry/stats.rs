@@ -323,7 +323,7 @@ impl super::Registry {
         for record in self.inner.live_records() {
             let stats = statistics
                 .by_name
-                .entry(record.name_or_empty().to_owned())
+                .entry(record.with_name(str::to_owned))
                 .or_default();
             stats.running += 1;
             if record.is_stuck(real_now) {

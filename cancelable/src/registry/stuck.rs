@@ -41,17 +41,19 @@ pub(crate) fn report(record: &Record, cancelled_for: Duration) {
         return;
     }
     #[cfg(feature = "tracing")]
+    let name = record.name();
+    #[cfg(feature = "tracing")]
     tracing::warn!(
-        operation = record.name_or_empty(),
+        operation = name.as_deref().unwrap_or(""),
         id = record.id,
         key = record.key.as_deref(),
         cancelled_ms = cancelled_for.as_millis() as u64,
         checkpoints_since_cancel = record
-            .shared
+            .shared()
             .checkpoints_after_cancel
             .load(Ordering::Relaxed),
         shielded = record
-            .shared
+            .shared()
             .is_held_by(crate::scope::hold::HoldKind::Shield),
         "operation cancelled {cancelled_for:?} ago has not exited (stuck after cancel)"
     );

@@ -111,7 +111,14 @@ impl Driver {
         let deadline = with_data(shared, |data| {
             data.started = Some(started);
             data.name = config.name.take();
-            if let Some(extras) = &mut config.extras {
+            // Context extras only for what needs them (a registration
+            // alone does not).
+            if let Some(extras) = config.extras.as_deref_mut().filter(|extras| {
+                !extras.metadata.as_slice().is_empty()
+                    || !extras.on_progress.is_empty()
+                    || extras.grace.is_some()
+                    || extras.grace_held
+            }) {
                 let extra = data.extra.get_or_insert_with(Default::default);
                 extra.metadata = std::mem::take(&mut extras.metadata);
                 extra.progress_callbacks = std::mem::take(&mut extras.on_progress);
@@ -491,8 +498,11 @@ impl Driver {
         self.stage = Stage::Finished;
         // --- registry hook: leave the live set before user callbacks run ---
         #[cfg(feature = "registry")]
-        if let Some(extras) = extras.as_deref_mut() {
-            drop(extras.registration.take());
+        if let Some(hook) = extras
+            .as_deref_mut()
+            .and_then(|extras| extras.registration.take())
+        {
+            hook.end();
         }
         let Some(extras) = extras else {
             return;

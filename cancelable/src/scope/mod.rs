@@ -36,7 +36,6 @@ pub use handle::ScopeHandle;
 pub(crate) use state::ScopeShared;
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -44,7 +43,7 @@ use std::time::{Duration, Instant};
 
 #[cfg(feature = "registry")]
 use crate::backend::Clock;
-use crate::context::{OperationContext, Progress, ProgressCallback};
+use crate::context::{bounded, Metadata, OperationContext, Progress, ProgressCallback};
 use crate::signal::SecondSignal;
 use crate::source::{Predicate, Source};
 #[cfg(doc)]
@@ -109,7 +108,7 @@ struct Config {
 
 #[derive(Default)]
 struct Extras {
-    metadata: BTreeMap<String, String>,
+    metadata: Metadata,
     on_progress: Vec<ProgressCallback>,
     on_cancel: Vec<Callback<Cancelled>>,
     on_complete: Vec<Callback<OperationContext>>,
@@ -145,6 +144,10 @@ pub(crate) type HookSlot = Option<Box<dyn StartHook>>;
 pub(crate) trait StartHook: std::any::Any + Send {
     /// The scope started: `shared` is running, on `clock`, since `started`.
     fn start(&mut self, shared: &Arc<ScopeShared>, clock: Clock, started: Instant);
+    /// The scope finished (before its user callbacks run): the hook is
+    /// done. A hook dropped instead — its scope's future dropped mid-run,
+    /// or never started — is just dropped.
+    fn end(self: Box<Self>);
     /// The hook as `Any`, for its owner to read back its own type.
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
 }
@@ -153,24 +156,6 @@ impl Config {
     fn extras(&mut self) -> &mut Extras {
         self.extras.get_or_insert_with(Default::default)
     }
-}
-
-/// The most bytes a scope keeps of a name, a metadata key or a value.
-const MAX_VALUE_LEN: usize = 1024;
-
-/// `value`, cut to at most [`MAX_VALUE_LEN`] bytes (at a character
-/// boundary, with `…` in place of the rest).
-fn bounded(mut value: String) -> String {
-    if value.len() > MAX_VALUE_LEN {
-        let marker = '…';
-        let mut end = MAX_VALUE_LEN - marker.len_utf8();
-        while !value.is_char_boundary(end) {
-            end -= 1;
-        }
-        value.truncate(end);
-        value.push(marker);
-    }
-    value
 }
 
 impl CancelScope {
@@ -187,14 +172,7 @@ impl CancelScope {
     /// A name longer than 1 KiB is cut there (at a character boundary,
     /// ending with `…`), as the registry's history keeps it.
     pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        let name = match name.into() {
-            Cow::Owned(name) => Cow::Owned(bounded(name)),
-            Cow::Borrowed(name) if name.len() > MAX_VALUE_LEN => {
-                Cow::Owned(bounded(name.to_owned()))
-            }
-            name => name,
-        };
-        self.config.name = Some(name);
+        self.config.name = Some(bounded(name.into()));
         self
     }
 
@@ -204,10 +182,22 @@ impl CancelScope {
     /// values that come from outside (a request's path) must not make it
     /// grow without bound.
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let (key, value) = (key.into(), value.into());
         self.config
             .extras()
             .metadata
-            .insert(bounded(key.into()), bounded(value.into()));
+            .insert(Cow::Owned(key), Cow::Owned(value));
+        self
+    }
+
+    /// [`metadata`](Self::metadata) with a key known at compile time and
+    /// a value that may be (a layer's metadata): neither is copied.
+    #[cfg(all(feature = "tower", feature = "registry"))]
+    pub(crate) fn static_metadata(mut self, key: &'static str, value: Cow<'static, str>) -> Self {
+        self.config
+            .extras()
+            .metadata
+            .insert(Cow::Borrowed(key), value);
         self
     }
 
@@ -576,23 +566,5 @@ impl fmt::Debug for CancelScope {
             .field("timeout", &self.config.timeout)
             .field("sources", &self.config.sources)
             .finish_non_exhaustive()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{bounded, MAX_VALUE_LEN};
-
-    #[test]
-    fn long_values_are_cut_at_a_character_boundary() {
-        assert_eq!(bounded("short".to_owned()), "short");
-        let exact = "a".repeat(MAX_VALUE_LEN);
-        assert_eq!(bounded(exact.clone()), exact);
-        for filler in ["a", "é", "😀"] {
-            let cut = bounded(filler.repeat(2 * MAX_VALUE_LEN));
-            assert!(cut.len() <= MAX_VALUE_LEN, "{}", cut.len());
-            assert!(cut.ends_with('…'));
-            assert!(cut.starts_with(filler));
-        }
     }
 }
