@@ -120,6 +120,58 @@ on_every_backend! {
         assert_eq!(Arc::strong_count(&captured), 1, "the history still holds the callback");
     }
 
+    async fn operations_finishing_on_many_threads_leave_a_history_found_by_id() {
+        // Four threads register and finish operations at once (each
+        // reusing its records), while this task looks them up: the history
+        // ends with exactly its capacity of newest operations, each found
+        // by id, and the others are gone.
+        let registry = Registry::builder().history_capacity(100).build().unwrap();
+        let workers: Vec<_> = (0..4)
+            .map(|worker| {
+                let registry = registry.clone();
+                std::thread::spawn(move || {
+                    let mut ids = Vec::new();
+                    for round in 0..500 {
+                        let scope = CancelScope::new()
+                            .name(if worker % 2 == 0 { "even" } else { "odd" })
+                            .metadata("round", round.to_string())
+                            .register_in(&registry);
+                        ids.push(scope.handle().id());
+                        futures::executor::block_on(scope.run(async {})).unwrap();
+                    }
+                    ids
+                })
+            })
+            .collect();
+        let mut looked_up = 0;
+        while !workers.iter().all(|worker| worker.is_finished()) {
+            for finished in registry.history(10, &Filter::new()) {
+                if let Some(again) = registry.finished(finished.id) {
+                    assert_eq!(again.id, finished.id);
+                    assert_eq!(again.name, finished.name);
+                    looked_up += 1;
+                }
+            }
+            sleep(Duration::from_millis(1)).await;
+        }
+        let ids: Vec<Vec<u64>> = workers.into_iter().map(|worker| worker.join().unwrap()).collect();
+        let history = registry.history(usize::MAX, &Filter::new());
+        assert_eq!(history.len(), 100);
+        for finished in &history {
+            let again = registry.finished(finished.id).expect("each entry is found by id");
+            assert_eq!(again.metadata, finished.metadata);
+            assert_eq!(again.status, OperationStatus::Completed);
+        }
+        let remembered = ids
+            .iter()
+            .flatten()
+            .filter(|id| registry.finished(**id).is_some())
+            .count();
+        assert_eq!(remembered, 100, "only the newest 100 are remembered");
+        assert_eq!(registry.statistics().total.completed, 2_000);
+        let _ = looked_up;
+    }
+
     async fn metadata_given_twice_keeps_its_last_value_in_every_view() {
         let registry = Registry::new();
         let inside = registry.clone();
