@@ -42,47 +42,54 @@ pub(crate) fn try_with<R>(read: impl FnOnce(&Current) -> R) -> Result<R, AccessE
 
 /// Runs `poll` with `slot`'s scope as the current scope, not shielded,
 /// restoring the previous state afterwards, even on panic.
+///
+/// One thread-local access: the slot is entered, polled and restored
+/// inside it; a body that unwinds out of `poll` marks the operation failed.
+#[inline]
 pub(crate) fn enter<R>(slot: &mut Option<Arc<ScopeShared>>, poll: impl FnOnce() -> R) -> R {
     struct Restore<'a> {
+        current: &'a Current,
         slot: &'a mut Option<Arc<ScopeShared>>,
         previous: Option<Arc<ScopeShared>>,
         shielded: bool,
+        /// `poll` returned: not unwinding.
+        returned: bool,
     }
     impl Drop for Restore<'_> {
+        #[inline]
         fn drop(&mut self) {
-            let ours = CURRENT
-                .try_with(|current| {
-                    current.shielded.set(self.shielded);
-                    current.scope.replace(self.previous.take())
-                })
-                .ok()
-                .flatten();
-            if let Some(scope) = &ours {
-                if std::thread::panicking() {
-                    // The body panicked: the panic propagates unchanged, the
-                    // operation is recorded as failed.
+            self.current.shielded.set(self.shielded);
+            let ours = self.current.scope.replace(self.previous.take());
+            if !self.returned {
+                if let Some(scope) = &ours {
+                    // The body panicked: the panic propagates unchanged,
+                    // the operation is recorded as failed.
                     scope.set_status(OperationStatus::Failed);
                 }
             }
             *self.slot = ours;
         }
     }
+    let mut poll = Some(poll);
     let entered = CURRENT.try_with(|current| {
         let shielded = current.shielded.replace(false);
-        (current.scope.replace(slot.take()), shielded)
+        let previous = current.scope.replace(slot.take());
+        let mut restore = Restore {
+            current,
+            slot: &mut *slot,
+            previous,
+            shielded,
+            returned: false,
+        };
+        let output = (poll.take().expect("called once"))();
+        restore.returned = true;
+        output
     });
     match entered {
-        Ok((previous, shielded)) => {
-            let _restore = Restore {
-                slot,
-                previous,
-                shielded,
-            };
-            poll()
-        }
+        Ok(output) => output,
         // Thread-local storage is being torn down (thread exit): poll
         // without a current scope.
-        Err(_) => poll(),
+        Err(_) => (poll.take().expect("not called: no slot"))(),
     }
 }
 
