@@ -167,13 +167,17 @@ impl Driver {
             tracing::debug!(parent: &span, "scope started");
             span
         };
-        let mut token_link = None;
+        // The first source, when a plain token, is kept inline.
+        let mut token_link = config
+            .first_token
+            .and_then(|token| token.attach(&shared.token, Link::Transparent));
         let mut sources = None;
         // Most scopes have no source besides their deadline: the loop
         // (and its iterator) only for those that do.
         if !config.sources.is_empty() {
             for source in config.sources {
-                // The first plain token source, the common case, is kept inline.
+                // A later plain token source is kept inline if the first
+                // one was not.
                 let source = match source.into_token() {
                     Ok(token) if token_link.is_none() => {
                         token_link = token.attach(&shared.token, Link::Transparent);

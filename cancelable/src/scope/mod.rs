@@ -98,6 +98,10 @@ struct Config {
     name: Option<Cow<'static, str>>,
     deadline: Option<Instant>,
     timeout: Option<Duration>,
+    /// The first source, when it is a plain token (the common case): kept
+    /// apart, so that `sources` allocates only for scopes with more.
+    first_token: Option<CancellationToken>,
+    /// The other sources, in the order they were added.
     sources: Vec<Source>,
     /// Which cancellations start the grace; what a late value becomes.
     grace_policy: GracePolicy,
@@ -379,6 +383,15 @@ impl CancelScope {
     /// combine as "any of": nest [`Source::any_of`] inside
     /// [`Source::all_of`] for other combinations).
     pub fn source(mut self, mut source: Source) -> Self {
+        if self.config.sources.is_empty() && self.config.first_token.is_none() {
+            match source.into_token() {
+                Ok(token) => {
+                    self.config.first_token = Some(token);
+                    return self;
+                }
+                Err(other) => source = other,
+            }
+        }
         if let Some(action) = self.config.extras.as_ref().and_then(|e| e.second_signal) {
             source.set_second_signal(action);
         }
@@ -564,6 +577,7 @@ impl fmt::Debug for CancelScope {
         f.debug_struct("CancelScope")
             .field("id", &self.shared.id())
             .field("timeout", &self.config.timeout)
+            .field("token_source", &self.config.first_token)
             .field("sources", &self.config.sources)
             .finish_non_exhaustive()
     }
