@@ -102,7 +102,25 @@ cancelable_tests::on_every_backend! {
             assert!(futures::poll!(job.as_mut()).is_pending());
             jobs.push(job);
         }
-        cancelable_tests::sleep(Duration::from_millis(500)).await;
+        // Wait for a snapshot taken after the last registration: under load,
+        // building and publishing 10,000 operations can take longer than a
+        // few heartbeats, so a fixed sleep could read an earlier one.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let nodes = a.nodes().await.unwrap();
+            let total = nodes
+                .iter()
+                .find(|snapshot| snapshot.node == "b")
+                .map(|snapshot| snapshot.operations.len() + snapshot.truncated);
+            if total == Some(10_000) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no snapshot of node b covering its 10,000 operations within 30 s (last total: {total:?})"
+            );
+            cancelable_tests::sleep(Duration::from_millis(100)).await;
+        }
         let mut seen = 0;
         for _ in 0..10 {
             let nodes = a.nodes().await.unwrap();
