@@ -61,7 +61,7 @@ use crate::context::Progress;
 use crate::current;
 use crate::scope::{ScopeHandle, ScopeShared};
 use crate::token::CancellationToken;
-use crate::wait::{token_error, Watch};
+use crate::wait::Watch;
 use crate::{CancelReason, Cancelled};
 
 /// Closures still running whose awaiting side has gone.
@@ -183,7 +183,7 @@ impl BlockingContext {
         if let Some(token) = self.token.as_ref().filter(|token| token.is_cancelled()) {
             return Err(match (&self.scope, self.token_is_scope) {
                 (Some(scope), true) => scope.observe_cancellation(),
-                _ => token_error(token),
+                _ => token.cancellation(),
             });
         }
         if self.run.is_left() {

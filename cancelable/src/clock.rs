@@ -68,7 +68,7 @@ pub(crate) use manual::{
 #[cfg(feature = "testing")]
 mod manual {
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Mutex, MutexGuard, PoisonError};
+    use std::sync::{Mutex, MutexGuard};
     use std::task::Waker;
     use std::time::{Duration, Instant};
 
@@ -89,7 +89,7 @@ mod manual {
     }
 
     fn state() -> MutexGuard<'static, Option<State>> {
-        STATE.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&STATE)
     }
 
     #[inline]

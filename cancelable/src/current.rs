@@ -240,7 +240,7 @@ impl Future for Checkpoint<'_> {
 #[cfg(feature = "testing")]
 pub(crate) mod trips {
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-    use std::sync::{Arc, Mutex, PoisonError, Weak};
+    use std::sync::{Arc, Mutex, Weak};
 
     use crate::scope::slot::Current;
     use crate::scope::ScopeShared;
@@ -274,7 +274,7 @@ pub(crate) mod trips {
             remaining: AtomicU64::new(after),
             counted: AtomicU64::new(0),
         });
-        let mut trips = TRIPS.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut trips = crate::sync::lock(&TRIPS);
         trips.retain(|trip| trip.strong_count() > 0);
         trips.push(Arc::downgrade(&trip));
         ACTIVE.fetch_add(1, Ordering::AcqRel);
@@ -318,9 +318,7 @@ pub(crate) mod trips {
     #[cold]
     #[inline(never)]
     fn count_in(scope: &Arc<ScopeShared>) {
-        let trips: Vec<Arc<Trip>> = TRIPS
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let trips: Vec<Arc<Trip>> = crate::sync::lock(&TRIPS)
             .iter()
             .filter_map(Weak::upgrade)
             .collect();

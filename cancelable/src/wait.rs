@@ -245,7 +245,7 @@ impl Watch {
     pub(crate) fn error(&self) -> Cancelled {
         match &self.target {
             Target::Scope(scope) => scope.observe_cancellation(),
-            Target::Token(token) => token_error(token),
+            Target::Token(token) => token.cancellation(),
             Target::Unbound | Target::Nothing => Cancelled::new(CancelReason::Manual),
         }
     }
@@ -296,14 +296,6 @@ impl fmt::Debug for Watch {
             .field("cancelled", &self.is_cancelled())
             .finish()
     }
-}
-
-/// The error for a cancelled token.
-pub(crate) fn token_error(token: &CancellationToken) -> Cancelled {
-    token
-        .check()
-        .err()
-        .unwrap_or_else(|| Cancelled::new(CancelReason::Manual))
 }
 
 /// Waits for `duration`, or until the current scope is cancelled.

@@ -146,9 +146,18 @@ impl Core {
         self.expired = true;
         self.timer = None;
         let mut wakeups = Wakeups::default();
+        self.abort_all(|state| state.close(&mut wakeups));
+        wakeups.wake();
+    }
+
+    /// Nothing the group started outlives it: drops the children it polls
+    /// and those not yet picked up, and aborts the spawned ones. `end`
+    /// runs on the group's state first, under its lock; the children are
+    /// dropped and aborted outside it.
+    fn abort_all(&mut self, end: impl FnOnce(&mut super::state::GroupState)) {
         let (incoming, aborts) = {
             let mut state = lock(&self.shared.state);
-            state.close(&mut wakeups);
+            end(&mut state);
             let aborts: Vec<_> = state.spawned.iter().map(|(_, a)| a.clone()).collect();
             (std::mem::take(&mut state.incoming), aborts)
         };
@@ -157,7 +166,6 @@ impl Core {
             abort.abort();
         }
         self.local.clear();
-        wakeups.wake();
     }
 
     /// Polls the children until none is ready.
@@ -224,18 +232,10 @@ impl Drop for Core {
         }
         // Dropped before the end (the group's future was dropped): nothing
         // it started may outlive it.
-        let (incoming, aborts) = {
-            let mut state = lock(&self.shared.state);
+        self.abort_all(|state| {
             state.closed = true;
             state.ended = true;
-            let aborts: Vec<_> = state.spawned.iter().map(|(_, a)| a.clone()).collect();
-            (std::mem::take(&mut state.incoming), aborts)
-        };
-        drop(incoming);
-        for abort in aborts {
-            abort.abort();
-        }
-        self.local.clear();
+        });
         let mut wakeups = Wakeups::default();
         lock(&self.shared.state).close(&mut wakeups);
         wakeups.wake();

@@ -16,8 +16,8 @@ use super::error::{panic_message, BoxError, TaskError};
 use super::state::{lock, GroupShared, Panic};
 use crate::scope::seam::{self, WeakScope};
 use crate::{
-    CancelReason, CancelScope, CancellationToken, Cancelled, GracePolicy, GraceStart, GraceValue,
-    ScopeHandle, ScopeTryRun,
+    CancelScope, CancellationToken, Cancelled, GracePolicy, GraceStart, GraceValue, ScopeHandle,
+    ScopeTryRun,
 };
 
 pin_project! {
@@ -117,16 +117,8 @@ impl ChildRef {
     fn cancelled(&self) -> Cancelled {
         match self.scope.upgrade() {
             Some(scope) => seam::observe_cancellation(&scope),
-            None => token_cancelled(&self.token),
+            None => self.token.cancellation(),
         }
-    }
-}
-
-/// The cancellation recorded by `token` (`Manual` if none is).
-fn token_cancelled(token: &CancellationToken) -> Cancelled {
-    match token.check() {
-        Err(cancelled) => cancelled,
-        Ok(()) => Cancelled::new(CancelReason::Manual),
     }
 }
 
@@ -183,7 +175,7 @@ impl<T> TaskHandle<T> {
             .map_or(0, |restarts| restarts.load(StdOrdering::Relaxed))
     }
 
-    /// Cancels the child's scope (reason [`CancelReason::Manual`]): it
+    /// Cancels the child's scope (reason [`CancelReason::Manual`](crate::CancelReason::Manual)): it
     /// ends with [`TaskError::Cancelled`], which is not a failure, so the
     /// group goes on. Returns `true` if this call cancelled it.
     pub fn cancel(&self) -> bool {

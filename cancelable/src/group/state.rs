@@ -29,7 +29,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -194,10 +194,7 @@ pub(crate) struct End<'a> {
     pub(crate) spawned: Option<usize>,
 }
 
-/// Locks `mutex`, ignoring poisoning (no user code runs under our locks).
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+pub(crate) use crate::sync::lock;
 
 /// Wakers to wake once the state's lock is released.
 #[derive(Default)]

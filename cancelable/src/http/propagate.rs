@@ -278,10 +278,7 @@ where
                 // The scope was cancelled: the call is dropped, the
                 // request with it.
                 this.call.set(None);
-                let cancelled = token
-                    .check()
-                    .err()
-                    .unwrap_or_else(|| Cancelled::new(CancelReason::Manual));
+                let cancelled = token.cancellation();
                 let cancelled = match cancelled.message() {
                     Some(_) => cancelled,
                     None => cancelled.with_message(Some(

@@ -136,15 +136,10 @@ impl Watch {
                 continue;
             }
             state = match state.pending.iter().map(|(at, _)| *at).min() {
-                None => self
-                    .wake
-                    .wait(state)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+                None => crate::sync::wait(&self.wake, state, None),
                 Some(next) => {
-                    self.wake
-                        .wait_timeout(state, next.saturating_duration_since(now))
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .0
+                    let limit = next.saturating_duration_since(now);
+                    crate::sync::wait(&self.wake, state, Some(limit))
                 }
             };
         }

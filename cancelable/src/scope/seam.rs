@@ -42,12 +42,6 @@ pub(crate) fn scope_cancel_recorded(scope: &ScopeHandle) -> bool {
     scope.shared.token.has_recorded_cause()
 }
 
-/// The cancellation error for a recorded cause.
-#[cfg_attr(not(feature = "tower"), allow(dead_code))]
-fn cancelled_from(cause: Cause) -> Cancelled {
-    Cancelled::new(cause.reason).with_message(cause.message)
-}
-
 /// `true` if the cancellation `token` recorded is a failure (reason
 /// [`CancelReason::Error`]) rather than a cancel.
 #[cfg_attr(not(feature = "tower"), allow(dead_code))]
@@ -55,7 +49,7 @@ pub(crate) fn cancelled_by_error(token: &CancellationToken) -> Option<Cancelled>
     token
         .recorded_cause()
         .filter(|cause| matches!(cause.reason, CancelReason::Error(_)))
-        .map(cancelled_from)
+        .map(Cause::into_cancelled)
 }
 
 /// Keeps `text` as `scope`'s error (the registry shows it): a layer that

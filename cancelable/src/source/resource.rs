@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sysinfo::{
@@ -183,12 +183,7 @@ impl Source {
         let check_every = limits.check_every;
         let sampler = Sampler::new(limits)?;
         let sampler = Mutex::new(sampler);
-        let predicate = move || {
-            sampler
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .crossed()
-        };
+        let predicate = move || crate::sync::lock(&sampler).crossed();
         Ok(Source {
             kind: SourceKind::Condition(Condition::Described(Arc::new(predicate)), check_every),
         })

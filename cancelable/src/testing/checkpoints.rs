@@ -104,8 +104,6 @@ impl CancelAfterCheckpoints {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Trip>>> {
-        self.trips
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.trips)
     }
 }

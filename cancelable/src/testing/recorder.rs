@@ -2,7 +2,7 @@
 //! assertions on their order.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::CancelScope;
 
@@ -188,7 +188,7 @@ impl OperationRecorder {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Event>> {
-        self.events.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&*self.events)
     }
 
     /// The events recorded so far, in order.

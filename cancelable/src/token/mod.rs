@@ -165,8 +165,24 @@ impl CancellationToken {
     pub fn check(&self) -> Result<(), Cancelled> {
         match self.inner.cause() {
             None => Ok(()),
-            Some(cause) => Err(Cancelled::new(cause.reason).with_message(cause.message)),
+            Some(cause) => Err(cause.into_cancelled()),
         }
+    }
+
+    /// The error for this token's cancellation as soon as a cancel has
+    /// recorded its cause — possibly before the flag reads as cancelled
+    /// (while the children are being cancelled).
+    pub(crate) fn recorded_cancellation(&self) -> Option<Cancelled> {
+        self.recorded_cause().map(Cause::into_cancelled)
+    }
+
+    /// The error for the cancellation of a token known to be cancelled:
+    /// its recorded cause, or `Manual` if none is recorded. The one way
+    /// the crate turns a token into a `Cancelled` (a scope adds its own
+    /// details, see `ScopeShared::cancelled_error`).
+    pub(crate) fn cancellation(&self) -> Cancelled {
+        self.recorded_cancellation()
+            .unwrap_or_else(|| Cancelled::new(CancelReason::Manual))
     }
 
     /// A future that completes when the token is cancelled (at once if it

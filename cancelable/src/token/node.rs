@@ -56,7 +56,7 @@ use slab::Slab;
 
 use crate::panic;
 use crate::sync::{lock, Arc, AtomicBool, Mutex, Ordering, Weak};
-use crate::CancelReason;
+use crate::{CancelReason, Cancelled};
 
 /// The largest listener slab a reset node keeps (see [`TokenInner::reset`]).
 const KEPT_LISTENER_CAPACITY: usize = 16;
@@ -98,6 +98,11 @@ pub(crate) struct Cause {
 }
 
 impl Cause {
+    /// The error a checkpoint reports for this cause.
+    pub(crate) fn into_cancelled(self) -> Cancelled {
+        Cancelled::new(self.reason).with_message(self.message)
+    }
+
     /// A cause without a message, asked for now.
     pub(crate) fn new(reason: CancelReason) -> Self {
         Cause {

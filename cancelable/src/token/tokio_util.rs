@@ -26,7 +26,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc as StdArc, Mutex as StdMutex, PoisonError};
+use std::sync::{Arc as StdArc, Mutex as StdMutex};
 use std::task::{Context, Waker};
 
 use super::node::{Cause, Listener, TokenInner};
@@ -173,7 +173,7 @@ impl ForeignLink {
     fn poll_foreign(self: &StdArc<Self>) {
         let waker = Waker::from(self.clone());
         let finished = {
-            let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut waiting = crate::sync::lock(&self.waiting);
             let Some(future) = waiting.as_mut() else {
                 return;
             };
@@ -212,12 +212,7 @@ struct ForeignWatch(StdArc<ForeignLink>);
 
 impl Drop for ForeignWatch {
     fn drop(&mut self) {
-        let waiting = self
-            .0
-            .waiting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let waiting = crate::sync::lock(&self.0.waiting).take();
         drop(waiting);
     }
 }

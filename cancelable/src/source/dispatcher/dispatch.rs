@@ -99,7 +99,7 @@ enum Target {
 static DISPATCHER: Mutex<Option<Dispatcher>> = Mutex::new(None);
 
 fn lock() -> MutexGuard<'static, Option<Dispatcher>> {
-    DISPATCHER.lock().unwrap_or_else(|p| p.into_inner())
+    crate::sync::lock(&DISPATCHER)
 }
 
 /// Keeps a scope listening for a signal; dropping it stops listening

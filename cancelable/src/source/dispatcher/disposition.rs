@@ -43,7 +43,7 @@ pub(super) fn record_for(previous: Previous) -> *mut Previous {
     if previous == Previous::DEFAULT {
         return std::ptr::null_mut();
     }
-    let mut records = RECORDS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut records = crate::sync::lock(&RECORDS);
     let record = match records.iter().find(|record| ***record == previous) {
         Some(record) => *record,
         None => {
