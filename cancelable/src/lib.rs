@@ -115,6 +115,9 @@ mod panic;
 mod reason;
 mod signal;
 mod sync;
+// The seams the layers use beyond the public API (not public API).
+#[doc(hidden)]
+pub mod seam;
 // The token: public API, engine, tokio-util interop.
 mod token;
 // What can cancel a scope, and how a firing reaches it.

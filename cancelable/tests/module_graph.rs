@@ -38,6 +38,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "context",
             "panic",
             "reason",
+            "seam",
             "signal",
             "sync",
             "token",
@@ -303,6 +304,60 @@ fn the_seam_check_finds_a_private_field() {
         !report.contains("group/body.rs") && !report.contains("scope/driver.rs"),
         "{report}"
     );
+}
+
+/// What the cluster layer (`remote/`) must not name: core internals it
+/// reaches through a seam instead (`crate::seam`, the registry's join
+/// observer), and time read or waited on beside the crate's clock (which
+/// the testing kit's manual clock drives).
+const CLUSTER_FORBIDDEN: &[(&str, &str)] = &[
+    ("crate::backend", "use `crate::seam::time`"),
+    ("crate::clock", "use `crate::seam::time`"),
+    ("async_io::Timer", "use `crate::seam::time::Timer`"),
+    ("Instant::now", "use `crate::seam::time::now`"),
+    (".elapsed()", "subtract from `crate::seam::time::now()`"),
+    (".inner", "use the registry's public API or its seam"),
+];
+
+#[test]
+fn the_cluster_layer_uses_only_seams_and_the_crates_clock() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let report = forbidden_uses(&read_sources(&src), "remote/", CLUSTER_FORBIDDEN);
+    assert!(report.is_empty(), "{report}");
+}
+
+#[test]
+fn the_seam_check_finds_a_forbidden_use() {
+    let sources = files(&[
+        (
+            "remote/driver.rs",
+            "// Instant::now\nlet t = std::time::Instant::now();",
+        ),
+        ("remote/util.rs", "const S: &str = \"registry.inner\";"),
+    ]);
+    let report = forbidden_uses(&sources, "remote/", CLUSTER_FORBIDDEN);
+    assert!(report.contains("remote/driver.rs:2"), "{report}");
+    assert!(!report.contains("util.rs"), "{report}");
+}
+
+/// Each line of a file under `prefix` that names one of `forbidden`
+/// (comments and strings aside), with what to use instead.
+fn forbidden_uses(
+    sources: &BTreeMap<String, String>,
+    prefix: &str,
+    forbidden: &[(&str, &str)],
+) -> String {
+    let mut report = String::new();
+    for (file, text) in sources.iter().filter(|(file, _)| file.starts_with(prefix)) {
+        for (number, line) in strip(text).lines().enumerate() {
+            for (name, instead) in forbidden {
+                if line.contains(name) {
+                    let _ = writeln!(report, "{file}:{}: names `{name}`: {instead}", number + 1);
+                }
+            }
+        }
+    }
+    report
 }
 
 fn files(list: &[(&str, &str)]) -> BTreeMap<String, String> {

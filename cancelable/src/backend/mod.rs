@@ -52,6 +52,13 @@ impl Clock {
         }
     }
 
+    /// The process clock: the same on every thread and executor (a
+    /// runtime cannot pause it), for time kept across threads (see
+    /// `crate::seam::time`).
+    pub(crate) fn of_process() -> Clock {
+        Clock::Std
+    }
+
     /// The clock of the executor running on this thread.
     pub(crate) fn detect() -> Clock {
         Backend::detect().clock()

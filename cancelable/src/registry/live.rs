@@ -285,13 +285,7 @@ impl Entry {
         // point finds the record; one before it left what the observer reads.
         #[cfg(feature = "redis")]
         {
-            let observer = registry
-                .inner
-                .join_observer
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .clone();
-            if let Some(observer) = observer {
+            if let Some(observer) = registry.inner.join_observer() {
                 observer.joined(id, record.key.as_deref(), &shared.token);
             }
         }
@@ -376,12 +370,7 @@ impl Entry {
         // no longer finds the operation.
         #[cfg(feature = "redis")]
         {
-            let observer = inner
-                .join_observer
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .clone();
-            if let Some(observer) = observer {
+            if let Some(observer) = inner.join_observer() {
                 observer.left(record.id);
             }
         }

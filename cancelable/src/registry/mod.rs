@@ -80,7 +80,7 @@
 
 use std::fmt;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 #[cfg(doc)]
@@ -93,6 +93,8 @@ mod history;
 mod live;
 #[cfg(feature = "metrics")]
 mod metrics;
+#[cfg(feature = "redis")]
+mod observer;
 mod record;
 mod register;
 mod snapshot;
@@ -105,6 +107,9 @@ pub use builder::RegistryBuilder;
 pub use cancel::{CancelAnswer, Outcome};
 pub use filter::{Filter, Pattern, PatternError};
 pub use history::FinishedOperation;
+#[cfg(feature = "redis")]
+#[doc(hidden)]
+pub use observer::JoinObserver;
 pub use snapshot::{OperationInfo, OperationNode, Snapshot};
 pub use stats::{Histogram, OperationStats, Statistics};
 
@@ -119,13 +124,7 @@ pub const MAX_HISTORY_CAPACITY: usize = 1 << 24;
 /// unless told otherwise.
 pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(1);
 
-/// Locks a registry lock, ignoring poisoning: no user code runs under
-/// these locks, so a poisoned one still holds consistent data.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+pub(crate) use crate::sync::lock;
 
 /// What went wrong with a registry request, and how to fix it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -259,23 +258,10 @@ pub(crate) struct Inner {
     stuck_after: Duration,
     /// How many operations have joined: each record's start order.
     joins: AtomicU64,
-    /// Told of each scope that joins, synchronously (feature `redis`: the
-    /// remote registry's tombstone check).
+    /// Told of each scope that joins or leaves, synchronously (feature
+    /// `redis`: the cluster's seam, see `observer.rs`).
     #[cfg(feature = "redis")]
-    pub(crate) join_observer: std::sync::RwLock<Option<Arc<dyn JoinObserver>>>,
-}
-
-/// Told synchronously of every scope that joins a registry, after it is in
-/// the live set, and of every one that leaves it, after it is out; must not
-/// block nor call into the network (it runs on the registration and exit
-/// paths). Set by `cancelable::remote`.
-#[cfg(feature = "redis")]
-pub(crate) trait JoinObserver: Send + Sync {
-    /// The scope `id`, holding `key` if any, with its token, has joined.
-    fn joined(&self, id: u64, key: Option<&str>, token: &crate::CancellationToken);
-    /// The scope `id` has left the live set (it finished, or its future
-    /// was dropped).
-    fn left(&self, id: u64);
+    pub(super) join_observer: std::sync::RwLock<Option<Arc<dyn JoinObserver>>>,
 }
 
 static GLOBAL: OnceLock<Registry> = OnceLock::new();

@@ -141,16 +141,8 @@ impl RemoteRegistryBuilder {
             cache: cache.clone(),
             changed: changed.clone(),
         });
-        {
-            let mut slot = registry
-                .inner
-                .join_observer
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if slot.is_some() {
-                return Err(RemoteError::AlreadyJoined);
-            }
-            *slot = Some(observer.clone());
+        if !registry.set_join_observer(observer.clone()) {
+            return Err(RemoteError::AlreadyJoined);
         }
         let names = Names::new(&self.namespace);
         let shared = Arc::new(Shared {

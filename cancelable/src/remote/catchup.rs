@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::RedisResult;
@@ -15,6 +15,7 @@ use super::protocol::{Target, Tombstone};
 use super::signing::Kind;
 use super::tombstones::Cached;
 use super::{broker, log_warn, millis, Shared};
+use crate::seam::time;
 
 /// Reads whether the broker keeps its data across a restart, and warns
 /// once if it does not: a cancel issued before its operation starts is
@@ -90,7 +91,7 @@ pub(crate) async fn catch_up(
         }
     }
     let live = shared.cache.live();
-    let at = Instant::now();
+    let at = time::now();
     let mut args: Vec<Vec<u8>> = Vec::new();
     for cached in live
         .iter()

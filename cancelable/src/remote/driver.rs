@@ -19,9 +19,9 @@ use super::protocol::{Message, Target, Tombstone, WireAck};
 use super::request::Answer;
 use super::signing::Kind;
 use super::snapshots::{deregister, publish_snapshot};
-use super::util::saturating_deadline;
 use super::{broker, log_warn, within, Oneshot, RemoteError, Shared, PROTOCOL_VERSION};
 use crate::registry::{Filter, OperationInfo};
+use crate::seam::time::{self, Timer};
 use crate::CancelReason;
 
 /// How often a request that waits for an exit looks at the registry.
@@ -221,9 +221,9 @@ async fn session(
     ready.set(Ok(()));
 
     let mut messages = std::pin::pin!(pubsub.into_on_message());
-    let mut heartbeat = async_io::Timer::interval(settings.heartbeat);
-    let mut soon: Option<async_io::Timer> = None;
-    let (mut last_bytes, mut last_publish) = (0, Instant::now());
+    let mut heartbeat = Timer::after(settings.heartbeat);
+    let mut soon: Option<Timer> = None;
+    let (mut last_bytes, mut last_publish) = (0, time::now());
     let mut tasks = Tasks::new();
     let shutdown = shared.shutdown.clone();
     let mut stop = std::pin::pin!(shutdown.cancelled());
@@ -236,12 +236,13 @@ async fn session(
             if let Poll::Ready(message) = messages.poll_next_unpin(cx) {
                 return Poll::Ready(Event::Message(message));
             }
-            if let Poll::Ready(Some(_)) = heartbeat.poll_next_unpin(cx) {
+            if heartbeat.poll_fired(cx).is_ready() {
+                heartbeat.reset(time::after(settings.heartbeat));
                 return Poll::Ready(Event::Heartbeat);
             }
             match &mut soon {
                 Some(timer) => {
-                    if timer.poll_next_unpin(cx).is_ready() {
+                    if timer.poll_fired(cx).is_ready() {
                         soon = None;
                         return Poll::Ready(Event::Soon);
                     }
@@ -270,17 +271,19 @@ async fn session(
             }
             Event::Message(Some(message)) => handle(shared, &message, &connection, &mut tasks),
             Event::Changed => {
-                let pause = change_pause(last_bytes, last_publish.elapsed());
-                soon = Some(async_io::Timer::after(pause));
+                let since = time::now().saturating_duration_since(last_publish);
+                soon = Some(Timer::after(change_pause(last_bytes, since)));
             }
             // A snapshot went out recently (after a change): it refreshed
             // the node's TTL already.
-            Event::Heartbeat if last_publish.elapsed() < settings.heartbeat / 2 => {
+            Event::Heartbeat
+                if time::now().saturating_duration_since(last_publish) < settings.heartbeat / 2 =>
+            {
                 shared.cache.live();
             }
             Event::Heartbeat | Event::Soon => {
                 shared.cache.live();
-                last_publish = Instant::now();
+                last_publish = time::now();
                 // Awaited here, bounded: a broker that stopped answering
                 // (but kept the connection open) is a lost broker.
                 let mut connection = connection.clone();
@@ -329,7 +332,7 @@ fn cancel_found(
     reason: &CancelReason,
     message: &str,
 ) -> Found {
-    let at = Instant::now();
+    let at = time::now();
     let cancelled_now = shared
         .registry
         .cancel(info.id, reason.clone(), message)
@@ -484,20 +487,20 @@ fn respond(
     let mut connection = connection.clone();
     tasks.push(Box::pin(async move {
         let mut acks = Vec::with_capacity(found.len());
-        let deadline = wait_ms.map(|wait| saturating_deadline(Duration::from_millis(wait)));
+        let deadline = wait_ms.map(|wait| time::after(Duration::from_millis(wait)));
         for Found { mut ack, at } in found {
             if let Some(deadline) = deadline {
                 loop {
                     if shared.registry.get(ack.id).is_none() {
                         ack.running = false;
-                        ack.lag_us =
-                            Some(u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX));
+                        let lag = time::now().saturating_duration_since(at);
+                        ack.lag_us = Some(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX));
                         break;
                     }
-                    if Instant::now() >= deadline {
+                    if time::now() >= deadline {
                         break;
                     }
-                    async_io::Timer::after(EXIT_POLL).await;
+                    Timer::after(EXIT_POLL).await;
                 }
             }
             acks.push(ack);

@@ -321,18 +321,7 @@ impl Shared {
 
     fn leave(&self) {
         self.shutdown.cancel();
-        let mut slot = self
-            .registry
-            .inner
-            .join_observer
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if slot
-            .as_ref()
-            .is_some_and(|ours| Arc::ptr_eq(ours, &self.observer))
-        {
-            *slot = None;
-        }
+        self.registry.clear_join_observer(&self.observer);
     }
 
     fn connection(&self) -> Result<redis::aio::MultiplexedConnection, RemoteError> {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::protocol::{Target, Tombstone};
 use crate::registry::JoinObserver;
+use crate::seam::time;
 use crate::{CancelReason, CancellationToken};
 
 /// One tombstone, decoded once.
@@ -84,7 +85,7 @@ impl Cache {
             return None;
         }
         let reason = tombstone.reason.to_reason()?;
-        let now = Instant::now();
+        let now = time::now();
         let cached = Arc::new(Cached {
             member: tombstone.member(),
             body,
@@ -148,7 +149,7 @@ impl Cache {
     /// Forgets expired tombstones; returns the live ones.
     pub(crate) fn live(&self) -> Vec<Arc<Cached>> {
         let mut state = crate::sync::lock(&self.state);
-        state.purge(Instant::now());
+        state.purge(time::now());
         self.len.store(state.by_target.len(), Ordering::Release);
         state.by_target.values().cloned().collect()
     }
@@ -237,7 +238,7 @@ impl JoinObserver for Observer {
     fn joined(&self, id: u64, key: Option<&str>, token: &CancellationToken) {
         self.changed.note();
         if let Some(cached) = self.cache.lookup(id, key) {
-            if cached.deadline <= Instant::now() {
+            if cached.deadline <= time::now() {
                 return;
             }
             token.cancel_with(cached.reason.clone(), cached.message.clone());

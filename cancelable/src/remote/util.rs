@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::backend::Backend;
+use crate::seam::time::{self, Timer};
 
 /// A value set once and awaited by anyone.
 pub(crate) struct Oneshot<T> {
@@ -47,12 +47,10 @@ impl<T: Clone> Oneshot<T> {
     }
 }
 
-/// `future`'s output, or `None` if `limit` passes first (on the timer of
-/// the backend detected here).
+/// `future`'s output, or `None` if `limit` passes first (on the process
+/// clock, which the testing kit's manual clock drives).
 pub(crate) async fn within<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
-    let backend = Backend::detect();
-    let now = backend.now();
-    let mut timer = backend.timer(now.checked_add(limit).unwrap_or_else(|| far_after(now)));
+    let mut timer = Timer::after(limit);
     let mut future = std::pin::pin!(future);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(output) = future.as_mut().poll(cx) {
@@ -61,24 +59,6 @@ pub(crate) async fn within<F: Future>(limit: Duration, future: F) -> Option<F::O
         timer.poll_fired(cx).map(|()| None)
     })
     .await
-}
-
-/// A point so far after `now` that it is never reached (about 30 years):
-/// what a deadline of `Duration::MAX` saturates to.
-pub(crate) fn far_after(now: Instant) -> Instant {
-    let mut far = Duration::from_secs(30 * 365 * 86_400);
-    loop {
-        if let Some(at) = now.checked_add(far) {
-            return at;
-        }
-        far /= 2;
-    }
-}
-
-/// `Instant::now() + limit`, saturated instead of overflowing.
-pub(crate) fn saturating_deadline(limit: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(limit).unwrap_or_else(|| far_after(now))
 }
 
 /// A count of ignored payloads and a warning about them at most once a
@@ -101,7 +81,7 @@ impl Notices {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
         let mut last = crate::sync::lock(&self.last);
-        let now = Instant::now();
+        let now = time::now();
         let since = match *last {
             Some((at, _)) if now.duration_since(at) < Duration::from_secs(1) => return,
             Some((_, then)) => count - then - 1,

@@ -1,6 +1,6 @@
 //! [`ManualClock`].
 
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// `true` while a [`ManualClock`] is installed; installs wait for it.
@@ -12,7 +12,9 @@ static UNINSTALLED: Condvar = Condvar::new();
 /// [`deadline`](crate::CancelScope::deadline), timeout sources,
 /// [`cancelable::sleep`](crate::sleep) and condition intervals time out
 /// exactly when the clock is [advanced](Self::advance) to or past their
-/// deadline, with no real waiting. (tokio's `pause()` does this on tokio
+/// deadline, with no real waiting; so do the cluster node's timers and
+/// clock reads (feature `redis`: tombstone expiry, heartbeats, answer
+/// limits, backoff — the broker keeps its own, real clock). (tokio's `pause()` does this on tokio
 /// only, and not for the other backends' timers.)
 ///
 /// **Process-wide**: while installed it is the clock of every scope of the
@@ -68,11 +70,9 @@ impl ManualClock {
     /// Blocks the calling thread while another is installed (the tests
     /// using it take turns).
     pub fn install() -> ManualClock {
-        let mut installed = INSTALLED.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut installed = crate::sync::lock(&INSTALLED);
         while *installed {
-            installed = UNINSTALLED
-                .wait(installed)
-                .unwrap_or_else(PoisonError::into_inner);
+            installed = crate::sync::wait(&UNINSTALLED, installed, None);
         }
         *installed = true;
         crate::clock::install(Instant::now());
@@ -105,7 +105,7 @@ impl ManualClock {
 impl Drop for ManualClock {
     fn drop(&mut self) {
         crate::clock::uninstall();
-        let mut installed = INSTALLED.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut installed = crate::sync::lock(&INSTALLED);
         *installed = false;
         UNINSTALLED.notify_one();
     }
