@@ -20,8 +20,7 @@ pub mod time {
     //! thread of its own, or compares instants taken on different threads
     //! (the cluster node: its thread, and the registrations of the
     //! application's tasks), needs one clock for the whole process: this
-    //! one. It reads the testing kit's
-    //! [`ManualClock`](crate::testing::ManualClock) while one is installed
+    //! one. It reads the testing kit's `ManualClock` while one is installed
     //! (and its timers are then woken by the clock's advances, with no
     //! real waiting), else [`Instant::now`]. Its timers run on every
     //! executor (`async-io`'s timer, which needs no runtime).

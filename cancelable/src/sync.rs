@@ -78,7 +78,14 @@ pub(crate) fn write<T: ?Sized>(lock: &std::sync::RwLock<T>) -> std::sync::RwLock
 
 /// Waits on `condvar` with `guard`, ignoring poisoning (see [`lock`]);
 /// at most `limit` if one is given.
-#[cfg_attr(not(any(feature = "registry", feature = "testing")), allow(dead_code))]
+// Used by the registry's stuck reporter and the testing kit's clock.
+#[cfg_attr(
+    not(any(
+        all(feature = "registry", any(feature = "tracing", feature = "metrics")),
+        feature = "testing"
+    )),
+    allow(dead_code)
+)]
 pub(crate) fn wait<'a, T>(
     condvar: &std::sync::Condvar,
     guard: std::sync::MutexGuard<'a, T>,

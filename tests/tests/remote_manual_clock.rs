@@ -20,16 +20,22 @@ async fn cancelled_at_start(registry: &Registry, key: &str) -> bool {
     futures::poll!(job.as_mut()).is_ready()
 }
 
-/// A node whose heartbeat and snapshot TTL are long: while the manual
-/// clock stands still no heartbeat goes out, and the broker (on its own,
-/// real clock) must not forget the node meanwhile.
-async fn join_slow(server: &RedisServer, node: &str, registry: &Registry) -> RemoteRegistry {
-    builder(server, node, registry)
-        .heartbeat(Duration::from_secs(30), Duration::from_secs(600))
-        .tombstone_ttl(Duration::from_secs(60))
+/// Joins `registry` as node `a`, with a heartbeat `every` interval and a
+/// long snapshot TTL: while the manual clock stands still no heartbeat
+/// goes out, and the broker (on its own, real clock) must not forget the
+/// node meanwhile.
+async fn join_beating(
+    server: &RedisServer,
+    registry: &Registry,
+    every: Duration,
+    tombstone_ttl: Duration,
+) -> RemoteRegistry {
+    builder(server, "a", registry)
+        .heartbeat(every, Duration::from_secs(600))
+        .tombstone_ttl(tombstone_ttl)
         .connect()
         .await
-        .unwrap_or_else(|error| panic!("node {node} could not join: {error}"))
+        .unwrap_or_else(|error| panic!("node a could not join: {error}"))
 }
 
 cancelable_tests::on_every_backend! {
@@ -37,7 +43,7 @@ cancelable_tests::on_every_backend! {
         let server = RedisServer::start();
         let registry = Registry::new();
         let clock = ManualClock::install();
-        let node = join_slow(&server, "a", &registry).await;
+        let node = join_beating(&server, &registry, Duration::from_secs(30), Duration::from_secs(60)).await;
         // Nothing runs under the key yet: the cancel leaves a tombstone.
         match node.cancel(Target::key("late"), CancelReason::Manual, "early").await {
             Err(RemoteError::NotFound { .. }) => {}
@@ -59,11 +65,7 @@ cancelable_tests::on_every_backend! {
         let server = RedisServer::start();
         let registry = Registry::new();
         let clock = ManualClock::install();
-        let node = builder(&server, "a", &registry)
-            .heartbeat(Duration::from_millis(100), Duration::from_secs(600))
-            .connect()
-            .await
-            .unwrap();
+        let node = join_beating(&server, &registry, Duration::from_millis(100), Duration::from_secs(60)).await;
         let published = || async { node.nodes().await.unwrap()[0].published_ms };
         let first = published().await;
         // Three heartbeat intervals of real time: the clock stands still.
