@@ -19,7 +19,7 @@ pub mod http;
 pub mod live;
 pub mod redis;
 
-pub use live::{Live, LiveGuard};
+pub use live::{drop_flag, DropFlag, Live, LiveGuard};
 
 // The harness is the public testing kit's backend runner
 // (`cancelable::testing`); re-exported so the tests name it as before.

@@ -1,7 +1,7 @@
 //! A counter of live tasks, for tests that check nothing outlives its
-//! group or scope.
+//! group or scope, and a flag set when a future is dropped.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Counts live children: incremented when one starts, decremented when
@@ -29,4 +29,20 @@ impl Drop for LiveGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// Sets its flag when dropped: shows that a body or a child was dropped.
+pub struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A guard to move into a future, and the flag it sets when it is
+/// dropped (read it with `load(Ordering::SeqCst)`).
+pub fn drop_flag() -> (DropFlag, Arc<AtomicBool>) {
+    let flag = Arc::new(AtomicBool::new(false));
+    (DropFlag(flag.clone()), flag)
 }

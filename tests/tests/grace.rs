@@ -4,7 +4,7 @@
 //! the `Cancelled` error says whether the body finished within the grace
 //! period or was dropped when it ran out.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,21 +12,12 @@ use cancelable::{
     cancel_point, cancellable, shield, sleep, CancelReason, CancelScope, CancellationToken,
     Cancelled, GraceOutcome, GracePolicy, GraceStart, GraceValue, OperationStatus,
 };
-use cancelable_tests::on_every_backend;
+use cancelable_tests::{drop_flag, on_every_backend};
 
 /// A bound far above any honest timing on a loaded 2-core machine.
 const GENEROUS: Duration = Duration::from_secs(10);
 /// Longer than any test may take: a wait this long never ends by itself.
 const LONG: Duration = Duration::from_secs(3600);
-
-/// Sets its flag when dropped: shows that a body was dropped.
-struct DropFlag(Arc<AtomicBool>);
-
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
 
 /// Cancels `token` from another thread after `after`.
 fn cancel_later(token: &CancellationToken, after: Duration) -> std::thread::JoinHandle<()> {
@@ -156,8 +147,7 @@ on_every_backend! {
     }
 
     async fn a_body_longer_than_its_grace_is_dropped_and_the_error_says_so() {
-        let dropped = Arc::new(AtomicBool::new(false));
-        let guard = DropFlag(dropped.clone());
+        let (guard, dropped) = drop_flag();
         let started = Instant::now();
         let scope = CancelScope::new()
             .timeout(Duration::from_millis(10))
@@ -186,8 +176,7 @@ on_every_backend! {
     }
 
     async fn a_body_pending_on_anything_is_dropped_when_the_grace_runs_out() {
-        let dropped = Arc::new(AtomicBool::new(false));
-        let guard = DropFlag(dropped.clone());
+        let (guard, dropped) = drop_flag();
         let cancelled = CancelScope::new()
             .timeout(Duration::from_millis(5))
             .grace(Duration::from_millis(20))
@@ -294,8 +283,7 @@ on_every_backend! {
     async fn without_a_grace_the_body_is_dropped_at_its_await() {
         // The default, as `tokio::time::timeout`: no grace, the body is
         // dropped where it waits, and the error says so.
-        let dropped = Arc::new(AtomicBool::new(false));
-        let guard = DropFlag(dropped.clone());
+        let (guard, dropped) = drop_flag();
         let cancelled = CancelScope::new()
             .timeout(Duration::from_millis(5))
             .run(async move {
@@ -310,8 +298,7 @@ on_every_backend! {
     }
 
     async fn a_zero_grace_is_no_grace() {
-        let dropped = Arc::new(AtomicBool::new(false));
-        let guard = DropFlag(dropped.clone());
+        let (guard, dropped) = drop_flag();
         let cancelled = CancelScope::new()
             .timeout(Duration::from_millis(5))
             .grace(Duration::ZERO)
@@ -326,8 +313,7 @@ on_every_backend! {
     }
 
     async fn an_inner_grace_is_clipped_to_the_outer_grace() {
-        let inner_dropped = Arc::new(AtomicBool::new(false));
-        let guard = DropFlag(inner_dropped.clone());
+        let (guard, inner_dropped) = drop_flag();
         let inner_outcome = Arc::new(Mutex::new(None));
         let record = inner_outcome.clone();
         let token = CancellationToken::new();
@@ -368,8 +354,7 @@ on_every_backend! {
     }
 
     async fn a_grace_is_clipped_to_the_outer_deadline() {
-        let inner_dropped = Arc::new(AtomicBool::new(false));
-        let guard = DropFlag(inner_dropped.clone());
+        let (guard, inner_dropped) = drop_flag();
         let inner_outcome = Arc::new(Mutex::new(None));
         let record = inner_outcome.clone();
         let started = Instant::now();
@@ -407,8 +392,7 @@ on_every_backend! {
     }
 
     async fn an_outer_scope_without_grace_drops_an_inner_grace_at_once() {
-        let inner_dropped = Arc::new(AtomicBool::new(false));
-        let guard = DropFlag(inner_dropped.clone());
+        let (guard, inner_dropped) = drop_flag();
         let started = Instant::now();
         let outer = CancelScope::new()
             .timeout(Duration::from_millis(10))
@@ -437,7 +421,10 @@ on_every_backend! {
 
 #[cfg(unix)]
 mod second_signal {
-    use cancelable_tests::child_output::{assert_lines_in_order, describe, stdout_lines};
+    use cancelable::Signal;
+    use cancelable_tests::child_output::{
+        assert_killed_by, assert_lines_in_order, assert_no_line, describe,
+    };
     use std::process::{Command, Output, Stdio};
 
     /// Runs `signal-child grace-second-signal HANDLER` (it arms
@@ -453,12 +440,10 @@ mod second_signal {
     #[track_caller]
     fn assert_lines(output: &Output, expected: &[&str]) {
         assert_lines_in_order(output, expected);
-        assert!(
-            !stdout_lines(output)
-                .iter()
-                .any(|line| line == "cleanup finished"),
-            "the cleanup outlived the second SIGINT\n{}",
-            describe(output)
+        assert_no_line(
+            output,
+            "cleanup finished",
+            "the cleanup outlived the second SIGINT",
         );
     }
 
@@ -514,14 +499,8 @@ mod second_signal {
     /// two does what it does without cancelable, it kills.
     #[test]
     fn child_two_sigints_back_to_back_kill_without_an_app_handler() {
-        use std::os::unix::process::ExitStatusExt;
         let output = fast_child("none");
-        assert_eq!(
-            output.status.signal(),
-            Some(libc::SIGINT),
-            "{}",
-            describe(&output)
-        );
+        assert_killed_by(&output, Signal::Interrupt, &[]);
         assert_lines(
             &output,
             &[
@@ -535,14 +514,8 @@ mod second_signal {
     /// grace period does what it does without cancelable: it kills.
     #[test]
     fn child_second_sigint_during_the_grace_kills_without_an_app_handler() {
-        use std::os::unix::process::ExitStatusExt;
         let output = child("none");
-        assert_eq!(
-            output.status.signal(),
-            Some(libc::SIGINT),
-            "{}",
-            describe(&output)
-        );
+        assert_killed_by(&output, Signal::Interrupt, &[]);
         assert_lines(
             &output,
             &[

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use cancelable::group::{FailurePolicy, Ready, StartError, TaskError, TaskGroup, TaskHandle};
 use cancelable::{checkpoint, shield, CancelReason, CancelScope, Cancelled, GraceOutcome};
-use cancelable_tests::{on_every_backend, sleep};
+use cancelable_tests::{drop_flag, on_every_backend, sleep};
 use futures::FutureExt;
 
 /// trio's `KeyError`-like failure.
@@ -462,18 +462,6 @@ on_every_backend! {
         assert!(started.load(Ordering::SeqCst));
         assert!(!finished.load(Ordering::SeqCst));
     }
-}
-
-/// A guard that sets the returned flag when it is dropped.
-fn drop_flag() -> (impl Send + 'static, Arc<AtomicBool>) {
-    struct Guard(Arc<AtomicBool>);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::SeqCst);
-        }
-    }
-    let flag = Arc::new(AtomicBool::new(false));
-    (Guard(flag.clone()), flag)
 }
 
 /// A bound far above any honest timing on a loaded 2-core machine.

@@ -21,7 +21,7 @@ use cancelable_tests::http::{
     eventually, fetch, get, returns_in_the_poll_it_is_cancelled, run, serve, text, Connection,
     Server, Version, VERSIONS,
 };
-use http::{Request, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -61,6 +61,9 @@ async fn start_nested(registry: &Registry) -> (u64, u64, JoinHandle<Result<(), C
     (outer_id, inner_id, task)
 }
 
+/// An operator's cancel body: manual, with a message.
+const MAINTENANCE: &str = r#"{"reason": "manual", "message": "operator: maintenance"}"#;
+
 async fn admin_server(registry: &Registry) -> Server {
     serve(admin_router(registry)).await
 }
@@ -91,6 +94,24 @@ async fn post(
     let body = serde_json::from_slice(response.body())
         .unwrap_or_else(|error| panic!("POST {path}: not JSON ({error}): {}", text(&response)));
     (status, body)
+}
+
+/// An operator cancels operation `id` through the admin API with `body`
+/// (accepted: 200); the answer the client of that request then gets.
+async fn cancel_then_answer(
+    server: &Server,
+    id: u64,
+    body: &str,
+    client: JoinHandle<Response<Bytes>>,
+) -> Response<Bytes> {
+    let path = format!("/admin/operations/{id}/cancel");
+    let (status, answer) = post(server, &path, Some("application/json"), body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["cancelled"], true, "{answer}");
+    tokio::time::timeout(WITHIN, client)
+        .await
+        .expect("the client is answered after the cancel")
+        .expect("the client")
 }
 
 fn names(operations: &Value) -> Vec<String> {
@@ -593,22 +614,9 @@ fn a_registered_request_is_listed_cancelled_by_id_answered_503_with_the_message_
             assert_eq!(listed["children"][0]["name"], "render", "{body}");
             let id = listed["id"].as_u64().expect("an id");
 
-            // Cancelled by id, with the operator's message.
-            let (status, body) = post(
-                &server,
-                &format!("/admin/operations/{id}/cancel"),
-                Some("application/json"),
-                r#"{"reason": "manual", "message": "operator: maintenance"}"#,
-            )
-            .await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-            assert_eq!(body["cancelled"], true, "{body}");
-
-            // The client gets the answer for a manual cancel.
-            let response = tokio::time::timeout(WITHIN, client)
-                .await
-                .unwrap_or_else(|_| panic!("{version:?}: no answer after the cancel"))
-                .expect("the client");
+            // Cancelled by id, with the operator's message; the client
+            // gets the answer for a manual cancel.
+            let response = cancel_then_answer(&server, id, MAINTENANCE, client).await;
             assert_eq!(
                 response.status(),
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -661,20 +669,7 @@ fn a_registered_request_returning_in_the_poll_an_operator_cancels_it_is_answered
 
             // The handler is held in its poll until this cancel reaches its
             // scope, and returns its own answer in that same poll.
-            let (status, body) = post(
-                &server,
-                &format!("/admin/operations/{id}/cancel"),
-                Some("application/json"),
-                r#"{"reason": "manual", "message": "operator: maintenance"}"#,
-            )
-            .await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-            assert_eq!(body["cancelled"], true, "{body}");
-
-            let response = tokio::time::timeout(WITHIN, client)
-                .await
-                .unwrap_or_else(|_| panic!("{version:?}: no answer after the cancel"))
-                .expect("the client");
+            let response = cancel_then_answer(&server, id, MAINTENANCE, client).await;
             let text = text(&response);
             assert_eq!(
                 response.status(),
@@ -941,18 +936,8 @@ fn an_operators_timeout_cancel_is_answered_saying_who_cancelled_it_on_one_line()
             .find(|operation| operation.name.as_deref() == Some("GET /reports/{n}"))
             .expect("the request")
             .id;
-        let (status, body) = post(
-            &server,
-            &format!("/admin/operations/{id}/cancel"),
-            Some("application/json"),
-            r#"{"reason": "timeout", "message": "too slow\nforged: log line"}"#,
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        let response = tokio::time::timeout(WITHIN, client)
-            .await
-            .expect("answered")
-            .expect("the client");
+        let cancel = r#"{"reason": "timeout", "message": "too slow\nforged: log line"}"#;
+        let response = cancel_then_answer(&server, id, cancel, client).await;
         let body = text(&response);
         assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT, "{body}");
         assert!(!body.contains("30s passed"), "{body}");

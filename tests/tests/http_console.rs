@@ -394,6 +394,21 @@ async fn find(client: &Client, css: &str) -> Element {
         .unwrap_or_else(|error| panic!("no {css}: {error}"))
 }
 
+/// Clicks the element `css` names, once it is there.
+async fn click(client: &Client, css: &str) {
+    find(client, css)
+        .await
+        .click()
+        .await
+        .unwrap_or_else(|error| panic!("click {css}: {error}"));
+}
+
+/// Confirms the open cancel dialog; what the page then says of the outcome.
+async fn confirm_cancel(client: &Client) -> String {
+    click(client, "#cancel-confirm").await;
+    wait_text(client, "#outcome", |text| !text.is_empty()).await
+}
+
 // ---------------------------------------------------------------------
 // The tests.
 // ---------------------------------------------------------------------
@@ -486,38 +501,21 @@ fn an_operation_cancelled_through_the_page_moves_to_the_history_with_reason_and_
             Some("cancel-reason")
         );
         // "Keep it running" cancels nothing.
-        find(&client, "#cancel-keep")
-            .await
-            .click()
-            .await
-            .expect("keep");
+        click(&client, "#cancel-keep").await;
         assert!(client
             .find(Locator::Css("#cancel-dialog[open]"))
             .await
             .is_err());
         assert!(registry.get(job.id).is_some_and(|op| op.reason.is_none()));
         // Now for real: reason, message, confirm.
-        find(&client, &format!("#op-{} button.cancel", job.id))
-            .await
-            .click()
-            .await
-            .expect("click");
-        find(&client, "#cancel-reason option[value='timeout']")
-            .await
-            .click()
-            .await
-            .expect("reason");
+        click(&client, &format!("#op-{} button.cancel", job.id)).await;
+        click(&client, "#cancel-reason option[value='timeout']").await;
         find(&client, "#cancel-message")
             .await
             .send_keys("the export hangs on tenant acme")
             .await
             .expect("message");
-        find(&client, "#cancel-confirm")
-            .await
-            .click()
-            .await
-            .expect("confirm");
-        let said = wait_text(&client, "#outcome", |text| !text.is_empty()).await;
+        let said = confirm_cancel(&client).await;
         assert!(
             said.starts_with(&format!(
                 "Cancellation requested for nightly-report #{}",
@@ -564,22 +562,13 @@ fn a_cancel_that_comes_after_the_end_says_already_finished() {
         let server = console_server(&registry).await;
         let (id, release, task) = start_stubborn(&registry, "almost-done").await;
         open(&client, &server).await;
-        find(&client, &format!("#op-{id} button.cancel"))
-            .await
-            .click()
-            .await
-            .expect("click");
+        click(&client, &format!("#op-{id} button.cancel")).await;
         find(&client, "#cancel-dialog[open]").await;
         // It finishes while the operator types.
         drop(release);
         let _ = task.await;
         assert!(eventually(WITHIN, || registry.get(id).is_none()).await);
-        find(&client, "#cancel-confirm")
-            .await
-            .click()
-            .await
-            .expect("confirm");
-        let said = wait_text(&client, "#outcome", |text| !text.is_empty()).await;
+        let said = confirm_cancel(&client).await;
         assert!(said.starts_with("Already finished:"), "{said}");
         assert!(
             said.contains(&format!("operation {id} has already finished")),
@@ -599,11 +588,7 @@ fn a_cancel_of_an_operation_the_history_forgot_says_not_found() {
         let server = console_server(&registry).await;
         let (id, release, task) = start_stubborn(&registry, "forgotten").await;
         open(&client, &server).await;
-        find(&client, &format!("#op-{id} button.cancel"))
-            .await
-            .click()
-            .await
-            .expect("click");
+        click(&client, &format!("#op-{id} button.cancel")).await;
         find(&client, "#cancel-dialog[open]").await;
         drop(release);
         let _ = task.await;
@@ -617,12 +602,7 @@ fn a_cancel_of_an_operation_the_history_forgot_says_not_found() {
             .history(10, &Default::default())
             .iter()
             .all(|op| op.id != id));
-        find(&client, "#cancel-confirm")
-            .await
-            .click()
-            .await
-            .expect("confirm");
-        let said = wait_text(&client, "#outcome", |text| !text.is_empty()).await;
+        let said = confirm_cancel(&client).await;
         assert!(said.starts_with("Not found:"), "{said}");
         assert!(
             said.contains(&format!("no operation with id {id}")),
@@ -805,11 +785,7 @@ fn script_in_names_keys_messages_and_metadata_stays_text() {
             "name, message, metadata: {history}"
         );
         // The cancel dialog's title is text too.
-        find(&client, &format!("#op-{} button.cancel", job.id))
-            .await
-            .click()
-            .await
-            .expect("click");
+        click(&client, &format!("#op-{} button.cancel", job.id)).await;
         let title = wait_text(&client, "#cancel-title", |text| text.contains("script")).await;
         assert!(title.contains(EVIL), "{title}");
         let pwned = script(

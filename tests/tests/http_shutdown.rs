@@ -91,6 +91,22 @@ impl Server {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    /// Waits (on a blocking thread) for the child to exit; its exit
+    /// status and the rest of its output.
+    async fn exited(self) -> (std::process::ExitStatus, String) {
+        tokio::task::spawn_blocking(move || self.wait())
+            .await
+            .expect("wait")
+    }
+
+    /// [`exited`](Self::exited), asserting the exit was a success; the
+    /// rest of its output.
+    async fn exited_well(self) -> String {
+        let (status, output) = self.exited().await;
+        assert!(status.success(), "{status:?}: {output}");
+        output
+    }
+
     /// Waits for the child to exit; its exit status and the rest of its
     /// output.
     fn wait(mut self) -> (std::process::ExitStatus, String) {
@@ -143,10 +159,7 @@ fn sigterm_stops_accepting_lets_requests_finish_in_the_grace_and_cancels_the_res
         assert!(body.contains("SIGTERM"), "{body}");
         assert!(body.contains("grace of 600ms ran out"), "{body}");
         assert!(answered - signalled >= Duration::from_millis(600));
-        let (status, output) = tokio::task::spawn_blocking(move || server.wait())
-            .await
-            .expect("wait");
-        assert!(status.success(), "{status:?}: {output}");
+        let output = server.exited_well().await;
         assert!(
             output.contains(
                 "shut down on SIGTERM: the grace ran out; requests in flight were cancelled"
@@ -171,10 +184,7 @@ fn a_request_returning_its_error_in_the_poll_the_grace_runs_out_is_answered_503_
         assert!(body.contains("server shutting down"), "{body}");
         assert!(body.contains("SIGTERM"), "{body}");
         assert!(!body.contains("the handler's own answer"), "{body}");
-        let (status, output) = tokio::task::spawn_blocking(move || server.wait())
-            .await
-            .expect("wait");
-        assert!(status.success(), "{status:?}: {output}");
+        let output = server.exited_well().await;
         assert!(
             output.contains(
                 "shut down on SIGTERM: the grace ran out; requests in flight were cancelled"
@@ -194,10 +204,7 @@ fn requests_done_within_the_grace_let_the_server_drain_before_it() {
         let signalled = Instant::now();
         let (quick, _) = quick.await.expect("quick");
         assert_eq!(text(&quick), "quick done");
-        let (status, output) = tokio::task::spawn_blocking(move || server.wait())
-            .await
-            .expect("wait");
-        assert!(status.success(), "{status:?}: {output}");
+        let output = server.exited_well().await;
         assert!(
             output.contains("shut down on SIGINT: every request finished within the grace"),
             "{output}"
@@ -214,9 +221,7 @@ fn the_hard_deadline_ends_the_shutdown_with_a_request_still_running() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         server.signal(Signal::Terminate);
         let signalled = Instant::now();
-        let (status, output) = tokio::task::spawn_blocking(move || server.wait())
-            .await
-            .expect("wait");
+        let (status, output) = server.exited().await;
         let took = signalled.elapsed();
         assert!(status.success(), "{status:?}: {output}");
         assert!(output.contains("the hard deadline passed"), "{output}");
@@ -238,10 +243,7 @@ fn a_second_sigint_ends_the_shutdown_at_once() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         server.signal(Signal::Interrupt);
         let signalled = Instant::now();
-        let (status, output) = tokio::task::spawn_blocking(move || server.wait())
-            .await
-            .expect("wait");
-        assert!(status.success(), "{status:?}: {output}");
+        let output = server.exited_well().await;
         assert!(
             output.contains("a second SIGINT ended it at once"),
             "{output}"
@@ -255,21 +257,29 @@ fn line_of(output: &str, needle: &str) -> Option<usize> {
     output.lines().position(|line| line.contains(needle))
 }
 
+/// Asserts `output` has a line with `needle` before the shutdown's
+/// report; `what` says what that line shows.
+#[track_caller]
+fn assert_before_the_report(output: &str, needle: &str, what: &str) {
+    let line = line_of(output, needle);
+    let report = line_of(output, "shut down on SIGTERM");
+    assert!(
+        line.is_some() && line < report,
+        "{what} before the report: {output}"
+    );
+}
+
 #[test]
 fn a_detached_handler_whose_client_left_runs_to_completion_before_the_shutdown_reports() {
     run("shutdown_detached_finishes", async {
         let mut server = Server::start(5_000, 10_000);
         server.leave_after_start("detach").await;
         server.signal(Signal::Terminate);
-        let (status, output) = tokio::task::spawn_blocking(move || server.wait())
-            .await
-            .expect("wait");
-        assert!(status.success(), "{status:?}: {output}");
-        let finished = line_of(&output, "detach finished");
-        let report = line_of(&output, "shut down on SIGTERM");
-        assert!(
-            finished.is_some() && finished < report,
-            "the detached handler must finish before the report: {output}"
+        let output = server.exited_well().await;
+        assert_before_the_report(
+            &output,
+            "detach finished",
+            "the detached handler must finish",
         );
         assert!(
             output.contains("every request finished within the grace")
@@ -285,15 +295,11 @@ fn a_notified_handler_whose_client_left_cleans_up_in_its_grace_before_the_shutdo
         let mut server = Server::start(5_000, 10_000);
         server.leave_after_start("notify").await;
         server.signal(Signal::Terminate);
-        let (status, output) = tokio::task::spawn_blocking(move || server.wait())
-            .await
-            .expect("wait");
-        assert!(status.success(), "{status:?}: {output}");
-        let cleaned = line_of(&output, "notify cleaned up after: ");
-        let report = line_of(&output, "shut down on SIGTERM");
-        assert!(
-            cleaned.is_some() && cleaned < report,
-            "the notified handler must clean up before the report: {output}"
+        let output = server.exited_well().await;
+        assert_before_the_report(
+            &output,
+            "notify cleaned up after: ",
+            "the notified handler must clean up",
         );
         assert!(output.contains("client disconnected"), "{output}");
     });
@@ -305,15 +311,11 @@ fn a_detached_handler_still_running_when_the_grace_ends_is_cancelled_cleans_up_a
         let mut server = Server::start(300, 10_000);
         server.leave_after_start("detach-long").await;
         server.signal(Signal::Terminate);
-        let (status, output) = tokio::task::spawn_blocking(move || server.wait())
-            .await
-            .expect("wait");
-        assert!(status.success(), "{status:?}: {output}");
-        let cleaned = line_of(&output, "detach-long cleaned up after: ");
-        let report = line_of(&output, "shut down on SIGTERM");
-        assert!(
-            cleaned.is_some() && cleaned < report,
-            "the detached handler must be cancelled and clean up before the report: {output}"
+        let output = server.exited_well().await;
+        assert_before_the_report(
+            &output,
+            "detach-long cleaned up after: ",
+            "the detached handler must be cancelled and clean up",
         );
         assert!(output.contains("grace of 300ms ran out"), "{output}");
         assert!(
@@ -334,9 +336,7 @@ fn two_sigterms_at_once_end_the_shutdown_with_its_report_never_with_the_default_
             tokio::time::sleep(Duration::from_millis(100)).await;
             server.signal(Signal::Terminate);
             server.signal(Signal::Terminate);
-            let (status, output) = tokio::task::spawn_blocking(move || server.wait())
-                .await
-                .expect("wait");
+            let (status, output) = server.exited().await;
             assert!(
                 status.success()
                     && output.contains("shut down on SIGTERM")
@@ -376,10 +376,7 @@ fn a_second_sigterm_set_to_end_the_grace_answers_the_requests_in_flight_with_503
         let body = text(&stuck);
         assert!(body.contains("server shutting down"), "{body}");
         assert!(body.contains("a second SIGTERM ended the grace"), "{body}");
-        let (status, output) = tokio::task::spawn_blocking(move || server.wait())
-            .await
-            .expect("wait");
-        assert!(status.success(), "{status:?}: {output}");
+        let output = server.exited_well().await;
         assert!(
             output.contains(
                 "shut down on SIGTERM: a second SIGTERM ended the grace; requests in flight were cancelled"

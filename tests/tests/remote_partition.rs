@@ -8,15 +8,14 @@
 //! `tc netem` (delay, loss) needs the kernel's `sch_netem`, which this
 //! machine's kernel lacks; the test then covers the cut only.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cancelable::registry::Registry;
 use cancelable::remote::{RemoteError, Target};
 use cancelable::CancelReason;
+use cancelable_tests::child_output::LineChild;
 use cancelable_tests::redis::{builder, RedisServer};
 
 fn ip(args: &[&str]) {
@@ -91,18 +90,6 @@ impl Drop for Link {
     }
 }
 
-struct Node {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 cancelable_tests::on_every_backend! {
     async fn a_partitioned_node_loses_no_cancel_and_comes_back() {
         let link = Link::new();
@@ -114,24 +101,12 @@ cancelable_tests::on_every_backend! {
             .await
             .unwrap();
         let url = format!("redis://{}:{}", link.host_address, server.port());
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &link.namespace, env!("CARGO_BIN_EXE_remote-node")])
-            .args([url.as_str(), "w1", "3", "100", "500"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("the remote-node child starts");
-        let stdout = child.stdout.take().unwrap();
-        let (send, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if send.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let node = Node { child, lines };
-        assert_eq!(node.lines.recv_timeout(Duration::from_secs(30)).unwrap(), "ready");
+        let node = LineChild::spawn(
+            Command::new("ip")
+                .args(["netns", "exec", &link.namespace, env!("CARGO_BIN_EXE_remote-node")])
+                .args([url.as_str(), "w1", "3", "100", "500"]),
+        );
+        assert_eq!(node.line(), "ready");
         let listed = |ops: &[cancelable::remote::RemoteOperation]| ops.iter().any(|op| op.node == "w1");
         let deadline = Instant::now() + Duration::from_secs(10);
         while !listed(&a.list().await.unwrap()) {
@@ -158,7 +133,7 @@ cancelable_tests::on_every_backend! {
         link.up(true);
         let mut fired = Vec::new();
         while fired.len() < 2 {
-            let line = node.lines.recv_timeout(Duration::from_secs(30)).expect("the cancels reach w1 after the cut");
+            let line = node.line();
             if let Some(rest) = line.strip_prefix("fired ") {
                 fired.push(rest.split(' ').next().unwrap().to_owned());
             }

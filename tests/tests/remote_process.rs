@@ -4,80 +4,31 @@
 //! once its snapshot's TTL passes; a cancel by id never reaches the next
 //! incarnation of a restarted node.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 use cancelable::registry::Registry;
 use cancelable::remote::Target;
 use cancelable::CancelReason;
+use cancelable_tests::child_output::LineChild;
 use cancelable_tests::redis::{join, RedisServer};
 
-/// A `remote-node` child and the lines it prints.
-struct Node {
-    child: Child,
-    lines: mpsc::Receiver<String>,
+/// Starts a `remote-node` child and waits for its `ready`.
+fn start(server: &RedisServer, name: &str, count: usize) -> LineChild {
+    let node = spawn(server, name, count);
+    assert_eq!(node.line(), "ready");
+    node
 }
 
-impl Node {
-    fn start(server: &RedisServer, name: &str, count: usize) -> Node {
-        let node = Node::spawn(server, name, count);
-        assert_eq!(node.line(), "ready");
-        node
-    }
-
-    /// Starts the child without waiting for its `ready`.
-    fn spawn(server: &RedisServer, name: &str, count: usize) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_remote-node"))
-            .args([
-                server.url(),
-                name.to_owned(),
-                count.to_string(),
-                "100".into(),
-                "500".into(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("the remote-node child starts");
-        let stdout = child.stdout.take().unwrap();
-        let (send, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if send.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Node { child, lines }
-    }
-
-    /// Every line printed within `limit`.
-    fn lines_within(&self, limit: Duration) -> Vec<String> {
-        let deadline = std::time::Instant::now() + limit;
-        let mut lines = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) => lines.push(line),
-                Err(_) => break,
-            }
-        }
-        lines
-    }
-
-    fn line(&self) -> String {
-        self.lines
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the child prints a line within 30 s")
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts a `remote-node` child without waiting for its `ready`.
+fn spawn(server: &RedisServer, name: &str, count: usize) -> LineChild {
+    LineChild::spawn(Command::new(env!("CARGO_BIN_EXE_remote-node")).args([
+        server.url(),
+        name.to_owned(),
+        count.to_string(),
+        "100".into(),
+        "500".into(),
+    ]))
 }
 
 cancelable_tests::on_every_backend! {
@@ -85,7 +36,7 @@ cancelable_tests::on_every_backend! {
         let server = RedisServer::start();
         let registry = Registry::new();
         let a = join(&server, "a", &registry).await;
-        let mut child = Node::start(&server, "child", 3);
+        let mut child = start(&server, "child", 3);
 
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while a.list().await.unwrap().iter().filter(|op| op.node == "child").count() < 3 {
@@ -113,7 +64,7 @@ cancelable_tests::on_every_backend! {
         let server = RedisServer::start();
         let registry = Registry::new();
         let a = join(&server, "a", &registry).await;
-        let first = Node::start(&server, "w1", 3);
+        let first = start(&server, "w1", 3);
         let id = loop {
             let listed = a.list().await.unwrap();
             if let Some(op) = listed.iter().find(|op| op.node == "w1" && op.key.as_deref() == Some("op-1")) {
@@ -131,7 +82,7 @@ cancelable_tests::on_every_backend! {
             cancelable_tests::sleep(Duration::from_millis(50)).await;
         }
         cancelable_tests::sleep(Duration::from_millis(100)).await;
-        let second = Node::spawn(&server, "w1", 3);
+        let second = spawn(&server, "w1", 3);
         let lines = second.lines_within(Duration::from_secs(2));
         assert_eq!(lines, ["ready"], "the new incarnation was hit by the old incarnation's cancel");
     }

@@ -7,10 +7,10 @@
 //! default, the second SIGINT kills it.
 #![cfg(unix)]
 
-use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Output, Stdio};
 
-use cancelable_tests::child_output::{assert_lines_in_order, describe, stdout_lines};
+use cancelable::Signal;
+use cancelable_tests::child_output::{assert_killed_by, assert_no_line, describe, stdout_lines};
 
 const BACKENDS: [&str; 5] = [
     "tokio-current-thread",
@@ -28,24 +28,14 @@ fn child(what: &str, action: &str, backend: &str) -> Output {
         .expect("spawn second-signal-child")
 }
 
-#[track_caller]
-fn assert_killed_by_sigint(output: &Output) {
-    assert_eq!(
-        output.status.signal(),
-        Some(libc::SIGINT),
-        "the child should have been killed by SIGINT\n{}",
-        describe(output)
-    );
-}
-
 #[test]
 fn a_second_sigint_set_to_end_the_grace_lets_the_program_finish() {
     for backend in BACKENDS {
         let output = child("scope", "end-grace", backend);
         // Killed at last by the third SIGINT, raised once the scope ended.
-        assert_killed_by_sigint(&output);
-        assert_lines_in_order(
+        assert_killed_by(
             &output,
+            Signal::Interrupt,
             &[
                 "raising the first SIGINT",
                 "cleanup started: Signal(Interrupt)",
@@ -56,13 +46,7 @@ fn a_second_sigint_set_to_end_the_grace_lets_the_program_finish() {
                 "raising SIGINT with no listening scope",
             ],
         );
-        assert!(
-            !stdout_lines(&output)
-                .iter()
-                .any(|line| line == "cleanup finished"),
-            "{backend}: {}",
-            describe(&output)
-        );
+        assert_no_line(&output, "cleanup finished", backend);
     }
 }
 
@@ -70,9 +54,9 @@ fn a_second_sigint_set_to_end_the_grace_lets_the_program_finish() {
 fn a_second_sigint_set_to_end_the_grace_ends_a_groups_grace_and_the_program_goes_on() {
     for backend in BACKENDS {
         let output = child("group", "end-grace", backend);
-        assert_killed_by_sigint(&output);
-        assert_lines_in_order(
+        assert_killed_by(
             &output,
+            Signal::Interrupt,
             &[
                 "raising the first SIGINT",
                 "cleanup started: Parent(Signal(Interrupt))",
@@ -83,13 +67,7 @@ fn a_second_sigint_set_to_end_the_grace_ends_a_groups_grace_and_the_program_goes
                 "raising SIGINT with no listening scope",
             ],
         );
-        assert!(
-            !stdout_lines(&output)
-                .iter()
-                .any(|line| line == "cleanup finished"),
-            "{backend}: {}",
-            describe(&output)
-        );
+        assert_no_line(&output, "cleanup finished", backend);
     }
 }
 
@@ -101,9 +79,9 @@ fn a_second_sigint_set_to_exit_ends_the_program_as_by_default() {
         ("scope", "smol"),
     ] {
         let output = child(what, "exit", backend);
-        assert_killed_by_sigint(&output);
-        assert_lines_in_order(
+        assert_killed_by(
             &output,
+            Signal::Interrupt,
             &["raising the first SIGINT", "raising a second SIGINT"],
         );
         let lines = stdout_lines(&output);

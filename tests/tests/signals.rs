@@ -18,7 +18,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use cancelable::{cancellable, CancelReason, CancelScope, Cancelled, Signal};
-use cancelable_tests::child_output::{assert_lines_in_order, describe, stdout_lines};
+use cancelable_tests::child_output::{
+    assert_killed_by, assert_lines_in_order, assert_no_line, describe, stdout_lines,
+};
 
 /// Serialises the in-process tests of this binary.
 static LOCK: Mutex<()> = Mutex::new(());
@@ -337,20 +339,6 @@ fn assert_exited_normally(output: &Output, expected: &[&str]) {
     assert_lines_in_order(output, expected);
 }
 
-/// Asserts the child was killed by `signal` and printed `expected` lines,
-/// in that order (other lines may come between them).
-#[track_caller]
-fn assert_killed_by(output: &Output, signal: Signal, expected: &[&str]) {
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(
-        output.status.signal(),
-        Some(signal.number()),
-        "the child should have been killed by {signal}\n{}",
-        describe(output)
-    );
-    assert_lines_in_order(output, expected);
-}
-
 /// Baseline: Ctrl-C kills a program that never listened for it (it used
 /// a scope, but without signals).
 #[test]
@@ -536,12 +524,10 @@ fn child_second_sigint_during_shielded_cleanup_kills() {
             "raising a second SIGINT",
         ],
     );
-    assert!(
-        !stdout_lines(&output)
-            .iter()
-            .any(|line| line == "shielded cleanup finished"),
-        "{}",
-        describe(&output)
+    assert_no_line(
+        &output,
+        "shielded cleanup finished",
+        "the second SIGINT did not kill",
     );
 }
 
@@ -581,12 +567,10 @@ fn child_second_sigint_during_on_cancel_kills() {
             "raising a second SIGINT",
         ],
     );
-    assert!(
-        !stdout_lines(&output)
-            .iter()
-            .any(|line| line == "on_cancel finished"),
-        "{}",
-        describe(&output)
+    assert_no_line(
+        &output,
+        "on_cancel finished",
+        "the second SIGINT did not kill",
     );
 }
 
@@ -606,12 +590,10 @@ fn child_second_sigint_during_on_cancel_kills_while_another_scope_listens() {
             "raising a second SIGINT",
         ],
     );
-    assert!(
-        !stdout_lines(&output)
-            .iter()
-            .any(|line| line == "on_cancel finished"),
-        "{}",
-        describe(&output)
+    assert_no_line(
+        &output,
+        "on_cancel finished",
+        "the second SIGINT did not kill",
     );
 }
 
