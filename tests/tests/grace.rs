@@ -4,7 +4,7 @@
 //! the `Cancelled` error says whether the body finished within the grace
 //! period or was dropped when it ran out.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -262,8 +262,7 @@ on_every_backend! {
         assert!(inner.is_ok(), "a value within the grace is kept");
         assert!(cleaned.load(Ordering::SeqCst));
         // Its own cancellation: dropped at its await, as without a grace.
-        let dropped = Arc::new(AtomicBool::new(false));
-        let guard = DropFlag(dropped.clone());
+        let (guard, dropped) = drop_flag();
         let scope = CancelScope::new().grace(GENEROUS).grace_policy(policy);
         let handle = scope.handle();
         let started = Instant::now();
