@@ -62,7 +62,10 @@ cancelable_tests::on_every_backend! {
             let error = sent.expect_err("an oversize cancel must be refused");
             assert!(matches!(error, RemoteError::TooLarge { limit: 65536, .. }), "{error:?}");
             assert!(error.to_string().contains("65536"), "{error}");
-            assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+            // Refused on this node, without a round trip to the broker: a
+            // generous bound (it took 1.2 s once on a loaded 2-core machine);
+            // the empty tombstone set below is the proof nothing was sent.
+            assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
             let key = "k".repeat(size);
             let error = a.cancel(Target::key(key), CancelReason::Manual, "").await.expect_err("oversize key");
             assert!(error.to_string().contains("65536"), "{error}");
