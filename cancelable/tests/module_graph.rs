@@ -272,8 +272,9 @@ fn layers_use_only_the_seams_of_the_core() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let sources = read_sources(&src);
     // The cluster also keeps time only on the crate's clock.
-    let report =
-        seam_violations(&sources) + &forbidden_uses(&sources, "remote/", CLUSTER_FORBIDDEN);
+    let report = seam_violations(&sources)
+        + &forbidden_uses(&sources, "remote/", CLUSTER_FORBIDDEN)
+        + &field_reads(&sources, "registry/", SCOPE_FIELDS);
     assert!(report.is_empty(), "{report}");
 }
 
@@ -298,6 +299,61 @@ fn the_seam_check_finds_a_private_field() {
         !report.contains("group/body.rs") && !report.contains("scope/driver.rs"),
         "{report}"
     );
+}
+
+/// The fields of the scope's shared state (`scope/state.rs`) visible to
+/// the crate. The registry names `ScopeShared` (the argument of the
+/// `StartHook` seam) but reads it through methods only (`scope/seam.rs`):
+/// its other fields are private to `scope/`, which the compiler checks.
+const SCOPE_FIELDS: &[&str] = &["token"];
+
+/// Every read of one of `fields` as a field (`.name` not followed by `(`
+/// or more of an identifier) in the files under `prefix`.
+fn field_reads(sources: &BTreeMap<String, String>, prefix: &str, fields: &[&str]) -> String {
+    let mut report = String::new();
+    for (file, text) in sources.iter().filter(|(file, _)| file.starts_with(prefix)) {
+        let text = strip(text);
+        for field in fields {
+            let needle = format!(".{field}");
+            for (at, _) in text.match_indices(&needle) {
+                let next = text[at + needle.len()..].trim_start().chars().next();
+                let is_field =
+                    !matches!(next, Some(c) if c == '(' || c == '_' || c.is_alphanumeric());
+                if is_field {
+                    let line = text[..at].matches('\n').count() + 1;
+                    let _ = writeln!(
+                        report,
+                        "{file}:{line}: `.{field}` is a field of the scope's state: use the seam method `.{field}()` (scope/seam.rs)"
+                    );
+                }
+            }
+        }
+    }
+    report
+}
+
+/// The field check itself: a field read is reported, a method call or a
+/// longer name is not.
+#[test]
+fn the_field_check_finds_a_field_read() {
+    let sources = files(&[
+        (
+            "registry/a.rs",
+            "fn f(s: &ScopeShared) { s.token.cancel() }",
+        ),
+        (
+            "registry/b.rs",
+            "fn g(s: &ScopeShared) { s.token().cancel(); s.token_id; }",
+        ),
+        (
+            "registry/c.rs",
+            "fn h(s: &ScopeShared) {\n    s\n        .token\n        .cancel() }",
+        ),
+    ]);
+    let report = field_reads(&sources, "registry/", SCOPE_FIELDS);
+    assert!(report.contains("registry/a.rs:1: `.token`"), "{report}");
+    assert!(report.contains("registry/c.rs:3: `.token`"), "{report}");
+    assert!(!report.contains("registry/b.rs"), "{report}");
 }
 
 /// What the cluster layer (`remote/`) must not name: core internals it

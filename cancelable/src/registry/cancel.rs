@@ -106,7 +106,7 @@ impl CancelAnswer {
         if record.left.load(Ordering::Acquire) || record.shared().status().is_finished() {
             return CancelAnswer::Ended(Box::new(history::public(&record, &mut Now::new())));
         }
-        match record.shared().token.cancel_with(reason, message) {
+        match record.shared().token().cancel_with(reason, message) {
             true => CancelAnswer::Requested(Outcome { record }),
             false => CancelAnswer::AlreadyRequested(Outcome { record }),
         }
@@ -114,7 +114,7 @@ impl CancelAnswer {
 
     /// The answer for a scope that holds a key but has not joined.
     fn not_started(shared: &ScopeShared, reason: CancelReason, message: String) -> CancelAnswer {
-        shared.token.cancel_with(reason, message);
+        shared.token().cancel_with(reason, message);
         CancelAnswer::NotStarted
     }
 }
@@ -336,11 +336,11 @@ impl Registry {
             .collect();
         let was_cancelled: Vec<bool> = subtree
             .iter()
-            .map(|record| record.shared().token.is_cancelled())
+            .map(|record| record.shared().token().is_cancelled())
             .collect();
         let mut cancelled = usize::from(
             root.shared()
-                .token
+                .token()
                 .cancel_with(reason.clone(), message.clone()),
         );
         for (record, before) in subtree.iter().zip(was_cancelled) {
@@ -348,9 +348,9 @@ impl Registry {
             // `Parent`); shielded ones only now.
             record
                 .shared()
-                .token
+                .token()
                 .cancel_with(reason.clone(), message.clone());
-            cancelled += usize::from(!before && record.shared().token.is_cancelled());
+            cancelled += usize::from(!before && record.shared().token().is_cancelled());
         }
         Ok(cancelled)
     }
@@ -391,7 +391,7 @@ impl Registry {
             .filter(|record| {
                 record
                     .shared()
-                    .token
+                    .token()
                     .cancel_with(reason.clone(), message.clone())
             })
             .count()

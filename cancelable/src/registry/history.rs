@@ -126,12 +126,12 @@ impl Finished {
     /// The finished operation `record`, as it ended (`exit`).
     fn of(record: &Record, exit: Exit) -> Self {
         let shared = record.shared();
-        let cause = match shared.token.is_cancelled() {
-            true => shared.token.recorded_cause(),
+        let cause = match shared.token().is_cancelled() {
+            true => shared.token().recorded_cause(),
             false => None,
         };
         let mut finished = Finished::new();
-        finished.fill(record, exit, cause, &crate::sync::lock(&shared.data));
+        finished.fill(record, exit, cause, &shared.context_data());
         finished
     }
 

@@ -255,7 +255,7 @@ impl Entry {
                 shared, id, joined, key, &registry, clock, started,
             )),
         };
-        if shared.token.is_cancelled() {
+        if shared.token().is_cancelled() {
             // A token cancelled before the scope joined: the lag counts
             // from the join, not from a cancel that may be long past.
             let _ = record.cancel_requested.set(Instant::now());
@@ -271,7 +271,7 @@ impl Entry {
             {
                 let record = Arc::downgrade(&record);
                 shared
-                    .token
+                    .token()
                     .on_cancel_cause(Box::new(move |_| cancel_requested(&record)))
                     .detach();
             }
@@ -286,7 +286,7 @@ impl Entry {
         #[cfg(feature = "redis")]
         {
             if let Some(observer) = registry.inner.join_observer() {
-                observer.joined(id, record.key.as_deref(), &shared.token);
+                observer.joined(id, record.key.as_deref(), shared.token());
             }
         }
         Entry { record, registry }
@@ -306,7 +306,7 @@ fn cancel_requested(record: &Weak<Record>) {
     let at = *record.cancel_requested.get_or_init(|| {
         record
             .shared()
-            .token
+            .token()
             .cancelled_at()
             .unwrap_or_else(Instant::now)
     });
@@ -334,15 +334,15 @@ impl Entry {
         // A cancel wakes the scope before it runs its callbacks: the scope
         // may exit before ours noted the time. The two were then at once.
         let lag = record.cancel_requested_at().map(|at| at.elapsed());
-        let cause = match shared.token.is_cancelled() {
-            true => shared.token.recorded_cause(),
+        let cause = match shared.token().is_cancelled() {
+            true => shared.token().recorded_cause(),
             false => None,
         };
         let inner = &registry.inner;
         // The scope's context is read under one lock, held around the
         // history's and the shard's (see "Deadlock safety").
         let (exit, duration) = {
-            let data = crate::sync::lock(&shared.data);
+            let data = shared.context_data();
             // The scope noted its end time (it does when its state is
             // shared, as a registered scope's is), unless it was dropped
             // mid-run.
@@ -422,7 +422,7 @@ impl Inner {
                     holder_name: holder
                         .name
                         .clone()
-                        .or_else(|| crate::sync::lock(&holder.shared.data).name.clone())
+                        .or_else(|| holder.shared.context_data().name.clone())
                         .map(String::from),
                 });
             }

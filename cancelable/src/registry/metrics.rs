@@ -91,7 +91,7 @@ pub(crate) fn finished(
 ) {
     let operation = label(record);
     let cause = match status {
-        OperationStatus::Cancelled => record.shared().token.recorded_cause(),
+        OperationStatus::Cancelled => record.shared().token().recorded_cause(),
         _ => None,
     };
     let reason = cause.as_ref().map(|cause| &cause.reason);

@@ -144,18 +144,13 @@ impl Record {
     /// The operation's name (kept once, in the scope's state: the record
     /// copies none).
     pub(crate) fn name(&self) -> Option<Cow<'static, str>> {
-        crate::sync::lock(&self.shared().data).name.clone()
+        self.shared().context_data().name.clone()
     }
 
     /// Runs `read` on the operation's name (`""` without one), without
     /// copying it.
     pub(crate) fn with_name<R>(&self, read: impl FnOnce(&str) -> R) -> R {
-        read(
-            crate::sync::lock(&self.shared().data)
-                .name
-                .as_deref()
-                .unwrap_or(""),
-        )
+        read(self.shared().context_data().name.as_deref().unwrap_or(""))
     }
 
     /// When the cancel was requested, if it was: as the token recorded it
@@ -165,10 +160,10 @@ impl Record {
         if let Some(at) = self.cancel_requested.get() {
             return Some(*at);
         }
-        if !self.shared().token.is_cancelled() {
+        if !self.shared().token().is_cancelled() {
             return None;
         }
-        self.shared().token.cancelled_at()
+        self.shared().token().cancelled_at()
     }
 
     /// How long ago the cancel was requested, if it was.
@@ -179,7 +174,7 @@ impl Record {
 
     /// The scope's grace period, if it has one.
     pub(crate) fn grace(&self) -> Option<Duration> {
-        let data = crate::sync::lock(&self.shared().data);
+        let data = self.shared().context_data();
         data.extra.as_ref()?.grace.map(|(period, _)| period)
     }
 

@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -79,7 +78,7 @@ impl OperationInfo {
         let shared = &record.shared();
         let status = shared.status();
         let (deadline, progress, metadata) = {
-            let data = crate::sync::lock(&shared.data);
+            let data = shared.context_data();
             match &data.extra {
                 Some(extra) => (
                     data.deadline,
@@ -91,8 +90,8 @@ impl OperationInfo {
         };
         // The cause is read (under the token's lock) only for cancelled
         // operations.
-        let cause = match shared.token.is_cancelled() {
-            true => shared.token.recorded_cause(),
+        let cause = match shared.token().is_cancelled() {
+            true => shared.token().recorded_cause(),
             false => None,
         };
         let effective = shared.effective_deadline();
@@ -125,9 +124,7 @@ impl OperationInfo {
             reason,
             message,
             cancelled_for,
-            checkpoints_since_cancel: u64::from(
-                shared.checkpoints_after_cancel.load(Ordering::Relaxed),
-            ),
+            checkpoints_since_cancel: u64::from(shared.checkpoints_since_cancel()),
             shielded: shared.is_held_by(HoldKind::Shield),
             in_grace,
             stuck,

@@ -48,10 +48,7 @@ pub(crate) fn report(record: &Record, cancelled_for: Duration) {
         id = record.id,
         key = record.key.as_deref(),
         cancelled_ms = cancelled_for.as_millis() as u64,
-        checkpoints_since_cancel = record
-            .shared()
-            .checkpoints_after_cancel
-            .load(Ordering::Relaxed),
+        checkpoints_since_cancel = record.shared().checkpoints_since_cancel(),
         shielded = record
             .shared()
             .is_held_by(crate::scope::hold::HoldKind::Shield),

@@ -124,3 +124,33 @@ impl WeakScope {
         self.0.strong_count() > 0
     }
 }
+
+/// The registry's seam: what it reads of a scope the scope handed it
+/// through [`StartHook`](super::StartHook) (a registered scope's shared
+/// state). The registry names `ScopeShared` as that hook's argument and
+/// reaches it through these methods and `ScopeShared`'s `pub(crate)`
+/// methods only, never its fields (checked by
+/// `cancelable/tests/module_graph.rs`).
+impl ScopeShared {
+    /// The scope's token.
+    #[cfg(feature = "registry")]
+    pub(crate) fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// The scope's context data (name, deadline, timestamps, progress,
+    /// metadata), locked: hold it briefly, never across user code.
+    #[cfg(feature = "registry")]
+    pub(crate) fn context_data(
+        &self,
+    ) -> impl std::ops::DerefMut<Target = crate::context::ContextData> + '_ {
+        lock(&self.data)
+    }
+
+    /// How many checkpoints inside the scope returned its cancellation.
+    #[cfg(feature = "registry")]
+    pub(crate) fn checkpoints_since_cancel(&self) -> u32 {
+        self.checkpoints_after_cancel
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

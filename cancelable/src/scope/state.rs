@@ -118,10 +118,10 @@ pub(crate) struct ScopeShared {
     pub(super) clock: AtomicU8,
     /// Name, deadline, timestamps, progress and metadata: locked when the
     /// scope starts and finishes, and when somebody reads them.
-    pub(crate) data: Mutex<ContextData>,
+    pub(super) data: Mutex<ContextData>,
     // --- registry hook: checkpoints that returned the cancellation ---
     #[cfg(feature = "registry")]
-    pub(crate) checkpoints_after_cancel: std::sync::atomic::AtomicU32,
+    pub(super) checkpoints_after_cancel: std::sync::atomic::AtomicU32,
 }
 
 /// The scope a scope started inside.
