@@ -1,7 +1,8 @@
 //! The child builder of task groups (`Group::child()`: `name`,
 //! `in_scope`, `supervised`, then `start_soon` / `spawn`) on every
 //! backend: the name reaches the child's scope whichever order it is
-//! given in, a child's own scope bounds it, a child's own supervision
+//! given in, a child's own scope bounds it, a child started with
+//! readiness (`start`) runs named in its own scope, a child's own supervision
 //! policy replaces the group's, spawned children run on the group's
 //! executor, and the deprecated spawn variants still do what they did.
 
@@ -40,6 +41,43 @@ on_every_backend! {
         assert_eq!(names.unwrap(), (Some("fetch".to_owned()), None));
         let named: Vec<_> = summary.children().iter().filter_map(|child| child.name()).collect();
         assert_eq!(named, ["fetch"]);
+    }
+
+    async fn a_builder_child_started_with_readiness_runs_named_in_its_own_scope() {
+        let (result, summary) = TaskGroup::new()
+            .run(|group| async move {
+                // Ready with its scope's name, then bounded by its own
+                // timeout: it times out, the group does not fail.
+                let name = group
+                    .child()
+                    .name("listener")
+                    .in_scope(CancelScope::new().timeout(Duration::from_millis(5)))
+                    .start(|ready| async move {
+                        ready.ready(scope_name());
+                        std::future::pending::<Result<(), Cancelled>>().await
+                    })
+                    .await
+                    .unwrap();
+                // A failure before readiness goes to the starter.
+                let error = group
+                    .child()
+                    .name("broken")
+                    .start(|_ready: cancelable::group::Ready<()>| async { Err::<(), _>(refused(1)) })
+                    .await
+                    .unwrap_err();
+                Ok::<_, Cancelled>((name, error.to_string()))
+            })
+            .with_summary()
+            .await;
+        let (name, error) = result.unwrap();
+        assert_eq!(name.as_deref(), Some("listener"));
+        assert!(error.contains("connection refused (attempt 1)"), "{error}");
+        let listener = summary
+            .children()
+            .iter()
+            .find(|child| child.name() == Some("listener"))
+            .expect("the listener in the summary");
+        assert_eq!(listener.state(), ChildState::TimedOut, "{listener:?}");
     }
 
     async fn the_name_holds_whichever_order_it_is_given_in_with_the_scope() {

@@ -86,6 +86,48 @@ impl<'g> ChildBuilder<'g> {
         self
     }
 
+    /// Starts the child and waits until it reports that it is ready, as
+    /// [`Group::start`](super::Group::start) does, with this builder's
+    /// name and scope.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cancelable::group::TaskGroup;
+    /// use cancelable::CancelScope;
+    ///
+    /// # futures::executor::block_on(async {
+    /// TaskGroup::new()
+    ///     .run(|group| async move {
+    ///         let name = group
+    ///             .child()
+    ///             .name("listener")
+    ///             .in_scope(CancelScope::new().timeout(Duration::from_secs(5)))
+    ///             .start(|ready| async move {
+    ///                 let scope = cancelable::current_scope().unwrap();
+    ///                 ready.ready(scope.context().name.map(|name| name.to_string()));
+    ///                 Ok::<_, cancelable::Cancelled>(())
+    ///             })
+    ///             .await
+    ///             .unwrap();
+    ///         assert_eq!(name.as_deref(), Some("listener"));
+    ///         Ok::<_, cancelable::Cancelled>(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// # });
+    /// ```
+    pub fn start<C, F, V, T, E>(self, child: C) -> super::Start<V>
+    where
+        C: FnOnce(super::Ready<V>) -> F,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        V: Send + 'static,
+        T: Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let (body, starter) = super::start::with_readiness(child);
+        starter.started(self.start_soon(body))
+    }
+
     /// Restarts the child while `policy` allows: the start methods of the
     /// returned builder take a factory `make(attempt)` (attempt 1, 2, ...)
     /// instead of a future. [`Group::supervision`](super::Group::supervision) is the group's own

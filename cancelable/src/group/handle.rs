@@ -13,6 +13,7 @@ use futures_core::Stream;
 use super::builder::{start_local, start_spawned, ChildBuilder};
 use super::child::TaskHandle;
 use super::error::{BoxError, SpawnError};
+use super::start::{Ready, Start};
 use super::state::{lock, GroupShared, Subscriber, TaskOutcome, Wakeups};
 use super::supervise::Supervision;
 use crate::{CancelScope, ScopeHandle};
@@ -414,6 +415,84 @@ impl Group {
     /// The group's own scope: its id, context, token and deadline.
     pub fn scope(&self) -> &ScopeHandle {
         &self.shared.scope
+    }
+}
+
+impl Group {
+    /// Starts a child and waits until it reports that it is ready, as
+    /// trio's `nursery.start` and anyio's `TaskGroup.start` do: `child`
+    /// gets a [`Ready`], calls [`ready(value)`](Ready::ready) once it is
+    /// ready (a server bound its port, a worker connected), and the
+    /// returned future resolves to that value while the child keeps
+    /// running in the group, like a [`start_soon`](Self::start_soon)
+    /// child.
+    ///
+    /// Before it reports, the child's failure, panic or cancellation goes
+    /// to the starter ([`StartError::Task`](super::StartError::Task)), not to the group; a child
+    /// that returns `Ok` without reporting is
+    /// [`StartError::EndedWithoutReady`](super::StartError::EndedWithoutReady). The starter's cancellation, or
+    /// dropping the future, before the child reports cancels the child.
+    /// Once it reported, the child's end is any child's (its `Err` is a
+    /// failure of the group, see [`FailurePolicy`](crate::group::FailurePolicy)); its
+    /// value is dropped.
+    ///
+    /// ```
+    /// use cancelable::group::{StartError, TaskGroup};
+    ///
+    /// # futures::executor::block_on(async {
+    /// TaskGroup::new()
+    ///     .run(|group| async move {
+    ///         let (sender, receiver) = std::sync::mpsc::channel();
+    ///         // A "server": ready once it has its port, then serves.
+    ///         let port = group
+    ///             .start(|ready| async move {
+    ///                 ready.ready(8080u16);
+    ///                 sender.send("served").unwrap();
+    ///                 Ok::<_, cancelable::Cancelled>(())
+    ///             })
+    ///             .await
+    ///             .unwrap();
+    ///         assert_eq!(port, 8080);
+    ///
+    ///         // A child that fails before it is ready: the starter gets it.
+    ///         let error = group
+    ///             .start(|_ready: cancelable::group::Ready<u16>| async { Err::<(), _>("no port free") })
+    ///             .await
+    ///             .unwrap_err();
+    ///         assert_eq!(
+    ///             error.to_string(),
+    ///             "the child ended before it was ready: task failed: no port free"
+    ///         );
+    ///         group.wait().await;
+    ///         assert_eq!(receiver.recv().unwrap(), "served");
+    ///         Ok::<_, cancelable::Cancelled>(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// # });
+    /// ```
+    pub fn start<C, F, V, T, E>(&self, child: C) -> Start<V>
+    where
+        C: FnOnce(Ready<V>) -> F,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        V: Send + 'static,
+        T: Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        self.child().start(child)
+    }
+
+    /// [`start`](Self::start) with the child's scope configured.
+    #[deprecated(note = "use group.child().in_scope(scope).start(child)")]
+    pub fn start_in<C, F, V, T, E>(&self, scope: CancelScope, child: C) -> Start<V>
+    where
+        C: FnOnce(Ready<V>) -> F,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        V: Send + 'static,
+        T: Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        self.child().in_scope(scope).start(child)
     }
 }
 

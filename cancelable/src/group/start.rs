@@ -1,5 +1,5 @@
 //! Starting a child and waiting until it says it is ready (trio's
-//! `nursery.start`, anyio's `TaskGroup.start`): [`Group::start`], the
+//! `nursery.start`, anyio's `TaskGroup.start`): [`Group::start`](super::Group::start), the
 //! [`Ready`] the child reports with, the [`Start`] future the starter
 //! awaits and its [`StartError`].
 //!
@@ -26,13 +26,12 @@ use futures_util::FutureExt;
 
 use super::child::TaskHandle;
 use super::error::{panic_message, BoxError, TaskError};
-use super::handle::Group;
 use super::state::lock;
 use crate::scope::seam;
 use crate::wait::Watch;
-use crate::{CancelScope, Cancelled};
+use crate::Cancelled;
 
-/// What a child started with [`Group::start`] and its starter share.
+/// What a child started with [`Group::start`](super::Group::start) and its starter share.
 struct Shared<V> {
     inner: Mutex<Inner<V>>,
 }
@@ -67,7 +66,7 @@ impl<V> Shared<V> {
     }
 }
 
-/// Handed to a child started with [`Group::start`]: the child calls
+/// Handed to a child started with [`Group::start`](super::Group::start): the child calls
 /// [`ready`](Self::ready) once it is ready (a server bound its port, a
 /// worker connected), and its starter gets the value.
 ///
@@ -96,7 +95,7 @@ impl<V> fmt::Debug for Ready<V> {
     }
 }
 
-/// Why [`Group::start`] produced no value.
+/// Why [`Group::start`](super::Group::start) produced no value.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum StartError {
@@ -144,7 +143,7 @@ impl std::error::Error for StartError {
     }
 }
 
-/// The future returned by [`Group::start`]: resolves once the child
+/// The future returned by [`Group::start`](super::Group::start): resolves once the child
 /// reported readiness (to its value) or ended before (to the error).
 /// Dropping it before then cancels the child.
 #[must_use = "futures do nothing unless awaited; dropping it cancels the child"]
@@ -232,111 +231,65 @@ fn before_ready(error: BoxError) -> TaskError {
     }
 }
 
-impl Group {
-    /// Starts a child and waits until it reports that it is ready, as
-    /// trio's `nursery.start` and anyio's `TaskGroup.start` do: `child`
-    /// gets a [`Ready`], calls [`ready(value)`](Ready::ready) once it is
-    /// ready (a server bound its port, a worker connected), and the
-    /// returned future resolves to that value while the child keeps
-    /// running in the group, like a [`start_soon`](Self::start_soon)
-    /// child.
-    ///
-    /// Before it reports, the child's failure, panic or cancellation goes
-    /// to the starter ([`StartError::Task`]), not to the group; a child
-    /// that returns `Ok` without reporting is
-    /// [`StartError::EndedWithoutReady`]. The starter's cancellation, or
-    /// dropping the future, before the child reports cancels the child.
-    /// Once it reported, the child's end is any child's (its `Err` is a
-    /// failure of the group, see [`FailurePolicy`](crate::group::FailurePolicy)); its
-    /// value is dropped.
-    ///
-    /// ```
-    /// use cancelable::group::{StartError, TaskGroup};
-    ///
-    /// # futures::executor::block_on(async {
-    /// TaskGroup::new()
-    ///     .run(|group| async move {
-    ///         let (sender, receiver) = std::sync::mpsc::channel();
-    ///         // A "server": ready once it has its port, then serves.
-    ///         let port = group
-    ///             .start(|ready| async move {
-    ///                 ready.ready(8080u16);
-    ///                 sender.send("served").unwrap();
-    ///                 Ok::<_, cancelable::Cancelled>(())
-    ///             })
-    ///             .await
-    ///             .unwrap();
-    ///         assert_eq!(port, 8080);
-    ///
-    ///         // A child that fails before it is ready: the starter gets it.
-    ///         let error = group
-    ///             .start(|_ready: cancelable::group::Ready<u16>| async { Err::<(), _>("no port free") })
-    ///             .await
-    ///             .unwrap_err();
-    ///         assert_eq!(
-    ///             error.to_string(),
-    ///             "the child ended before it was ready: task failed: no port free"
-    ///         );
-    ///         group.wait().await;
-    ///         assert_eq!(receiver.recv().unwrap(), "served");
-    ///         Ok::<_, cancelable::Cancelled>(())
-    ///     })
-    ///     .await
-    ///     .unwrap();
-    /// # });
-    /// ```
-    pub fn start<C, F, V, T, E>(&self, child: C) -> Start<V>
-    where
-        C: FnOnce(Ready<V>) -> F,
-        F: Future<Output = Result<T, E>> + Send + 'static,
-        V: Send + 'static,
-        T: Send + 'static,
-        E: Into<BoxError> + 'static,
-    {
-        self.start_in(CancelScope::new(), child)
-    }
-
-    /// [`start`](Self::start) with the child's scope configured (see
-    /// [`ChildBuilder::in_scope`](super::ChildBuilder::in_scope)).
-    pub fn start_in<C, F, V, T, E>(&self, scope: CancelScope, child: C) -> Start<V>
-    where
-        C: FnOnce(Ready<V>) -> F,
-        F: Future<Output = Result<T, E>> + Send + 'static,
-        V: Send + 'static,
-        T: Send + 'static,
-        E: Into<BoxError> + 'static,
-    {
-        let shared = Arc::new(Shared {
-            inner: Mutex::new(Inner {
-                reported: false,
-                outcome: None,
-                waker: None,
-            }),
-        });
-        let body = child(Ready {
-            shared: shared.clone(),
-        });
-        let report = shared.clone();
-        let handle = self.child().in_scope(scope).start_soon(async move {
-            let end = AssertUnwindSafe(body).catch_unwind().await;
-            let ready = report.reported();
-            match end {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(error)) if ready => Err(error.into()),
-                Ok(Err(error)) => {
-                    report.report(Err(StartError::Task(before_ready(error.into()))));
-                    Ok::<(), BoxError>(())
-                }
-                Err(payload) if ready => std::panic::resume_unwind(payload),
-                Err(payload) => {
-                    let message = panic_message(&*payload).into();
-                    report.report(Err(StartError::Task(TaskError::Panicked(message))));
-                    Ok(())
-                }
+/// A child started with readiness, split in two so that the builder
+/// starts it (the one implementation of [`Group::start`](super::Group::start)
+/// and [`ChildBuilder::start`](super::ChildBuilder::start)): the body the
+/// child runs, which reports its end to the starter until it is ready, and
+/// the starter's half, which [`Starter::started`] turns into the future of
+/// its readiness once the child is in the group.
+pub(super) fn with_readiness<C, F, V, T, E>(
+    child: C,
+) -> (
+    impl Future<Output = Result<(), BoxError>> + Send + 'static,
+    Starter<V>,
+)
+where
+    C: FnOnce(Ready<V>) -> F,
+    F: Future<Output = Result<T, E>> + Send + 'static,
+    V: Send + 'static,
+    T: Send + 'static,
+    E: Into<BoxError> + 'static,
+{
+    let shared = Arc::new(Shared {
+        inner: Mutex::new(Inner {
+            reported: false,
+            outcome: None,
+            waker: None,
+        }),
+    });
+    let body = child(Ready {
+        shared: shared.clone(),
+    });
+    let report = shared.clone();
+    let body = async move {
+        let end = AssertUnwindSafe(body).catch_unwind().await;
+        let ready = report.reported();
+        match end {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) if ready => Err(error.into()),
+            Ok(Err(error)) => {
+                report.report(Err(StartError::Task(before_ready(error.into()))));
+                Ok::<(), BoxError>(())
             }
-        });
+            Err(payload) if ready => std::panic::resume_unwind(payload),
+            Err(payload) => {
+                let message = panic_message(&*payload).into();
+                report.report(Err(StartError::Task(TaskError::Panicked(message))));
+                Ok(())
+            }
+        }
+    };
+    (body, Starter(shared))
+}
+
+/// The starter's half of [`with_readiness`].
+pub(super) struct Starter<V>(Arc<Shared<V>>);
+
+impl<V> Starter<V> {
+    /// The future of the readiness of the child started as `handle`.
+    pub(super) fn started(self, handle: TaskHandle<()>) -> Start<V> {
         Start {
-            shared,
+            shared: self.0,
             handle,
             watch: Watch::current_at_first_poll(),
             done: false,
