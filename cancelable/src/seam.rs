@@ -6,8 +6,13 @@
 //! without notice. Users have the public API (scopes, tokens, waits) for
 //! the same needs.
 //!
-//! - [`time`]: the process clock and its timers, which the testing kit's
-//!   manual clock drives (used by the cluster layer, `remote/`).
+//! - [`time`]: the process clock and its timers (used by the cluster
+//!   layer, `remote/`), and the executor's clock and its timers (used by
+//!   the services layer, `http/`), both driven by the testing kit's manual
+//!   clock.
+//! - `signal` (crate-visible): the signal dispatcher's listeners, for a
+//!   layer that watches signals itself (the services layer's graceful
+//!   shutdown).
 //!
 //! The registry's seam, its join observer, lives with the registry
 //! (`registry::JoinObserver`, `Registry::set_join_observer`).
@@ -56,6 +61,20 @@ pub mod time {
         }
     }
 
+    /// The time on the clock of the executor running here: tokio's on
+    /// tokio (paused with its runtime), else the process clock; the manual
+    /// clock while one is installed. What a layer that runs on the
+    /// caller's tasks reads (the services layer: request deadlines, the
+    /// shutdown's grace), so that its instants agree with the scopes'.
+    pub fn executor_now() -> Instant {
+        crate::backend::now()
+    }
+
+    /// A timer at `deadline` on the executor's clock ([`executor_now`]).
+    pub fn executor_timer(deadline: Instant) -> Timer {
+        Timer(crate::backend::timer(deadline))
+    }
+
     /// A one-shot timer on the process clock that can be moved to another
     /// deadline; as a future, it completes once the clock reads at or past
     /// its deadline (never earlier).
@@ -96,4 +115,12 @@ pub mod time {
             self.get_mut().poll_fired(cx)
         }
     }
+}
+
+/// The signal dispatcher's listeners: the arrivals of a signal counted for
+/// a layer that watches signals itself (the services layer's graceful
+/// shutdown), beside the scopes' signal sources.
+#[cfg(feature = "axum")]
+pub(crate) mod signal {
+    pub(crate) use crate::source::{watch_signal, SignalArrivals, SignalGuard};
 }

@@ -274,7 +274,8 @@ fn layers_use_only_the_seams_of_the_core() {
     // The cluster also keeps time only on the crate's clock.
     let report = seam_violations(&sources)
         + &forbidden_uses(&sources, "remote/", CLUSTER_FORBIDDEN)
-        + &field_reads(&sources, "registry/", SCOPE_FIELDS);
+        + &field_reads(&sources, "registry/", SCOPE_FIELDS)
+        + &forbidden_uses(&sources, "http/", SERVICES_FORBIDDEN);
     assert!(report.is_empty(), "{report}");
 }
 
@@ -354,6 +355,49 @@ fn the_field_check_finds_a_field_read() {
     assert!(report.contains("registry/a.rs:1: `.token`"), "{report}");
     assert!(report.contains("registry/c.rs:3: `.token`"), "{report}");
     assert!(!report.contains("registry/b.rs"), "{report}");
+}
+
+/// What the services layer (`http/`) must not name: time and signals
+/// beside their seams (`crate::seam::time`'s executor clock, which the
+/// testing kit's manual clock drives; `crate::seam::signal`).
+const SERVICES_FORBIDDEN: &[(&str, &str)] = &[
+    (
+        "crate::backend",
+        "is private to the core: use `crate::seam::time::executor_now` / `executor_timer`",
+    ),
+    (
+        "crate::clock",
+        "is private to the core: use `crate::seam::time::executor_now`",
+    ),
+    (
+        "crate::source::",
+        "is private to the core: use `crate::seam::signal`",
+    ),
+    (
+        "tokio::time::",
+        "is not the crate's clock: use `crate::seam::time::executor_timer`",
+    ),
+    (
+        "Instant::now",
+        "is not the crate's clock: use `crate::seam::time::executor_now`",
+    ),
+];
+
+#[test]
+fn the_services_check_finds_a_timer_beside_the_seam() {
+    let sources = files(&[
+        ("http/shutdown.rs", "let t = tokio::time::sleep(grace);"),
+        (
+            "http/handler.rs",
+            "let now = time::executor_now(); // not tokio::time::sleep",
+        ),
+    ]);
+    let report = forbidden_uses(&sources, "http/", SERVICES_FORBIDDEN);
+    assert!(
+        report.contains("http/shutdown.rs:1: `tokio::time::`"),
+        "{report}"
+    );
+    assert!(!report.contains("handler.rs"), "{report}");
 }
 
 /// What the cluster layer (`remote/`) must not name: core internals it

@@ -23,8 +23,8 @@ use std::time::Instant;
 
 use pin_project_lite::pin_project;
 
-use crate::backend;
 use crate::scope::seam;
+use crate::seam::time;
 use crate::{CancelReason, ScopeHandle, SourceError};
 
 pin_project! {
@@ -76,7 +76,7 @@ impl<F: Future> Future for Checked<F> {
         let late = !seam::scope_cancel_recorded(this.scope)
             && this
                 .deadline
-                .is_some_and(|deadline| backend::now() >= deadline);
+                .is_some_and(|deadline| time::executor_now() >= deadline);
         if late {
             // Too late, as if the deadline had fired during its last poll:
             // the scope replaces the output with this cancellation.

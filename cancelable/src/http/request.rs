@@ -148,4 +148,4 @@ impl fmt::Debug for RequestScope {
 
 /// Now, on the crate's clock: tokio's on tokio (which scopes follow,
 /// paused or not), the testing kit's manual clock while one is installed.
-pub(super) use crate::backend::now;
+pub(super) use crate::seam::time::executor_now as now;

@@ -14,8 +14,8 @@ use tokio::net::TcpListener;
 
 use super::tracker::{Counts, Tracker};
 use super::{RequestScopeLayer, SERVER_SHUTTING_DOWN};
-use crate::backend;
-use crate::source::{watch_signal, SignalArrivals, SignalGuard};
+use crate::seam::signal::{watch_signal, SignalArrivals, SignalGuard};
+use crate::seam::time;
 use crate::{CancelReason, CancellationToken, Cancelled, SecondSignal, Signal};
 
 /// Serves an axum [`Router`] until SIGINT or SIGTERM (or
@@ -219,7 +219,7 @@ impl GracefulShutdown {
             Event::Signal(cause) => cause,
             Event::Timer => unreachable!("no timer in the first phase"),
         };
-        let started = backend::now();
+        let started = time::executor_now();
         tracker.start_counting();
         trigger.cancel_with(cause.reason().clone(), "shutdown started");
         let cause_text = describe(&cause);
@@ -235,7 +235,7 @@ impl GracefulShutdown {
         let report = |outcome| ShutdownReport {
             cause: Some(cause.reason().clone()),
             outcome,
-            elapsed: backend::now().saturating_duration_since(started),
+            elapsed: time::executor_now().saturating_duration_since(started),
             handlers: tracker.counts(),
         };
         let grace_end = started.checked_add(grace);
@@ -329,7 +329,7 @@ async fn race(
     deadline: Option<Instant>,
 ) -> Event {
     // On the crate's clock, which the testing kit's manual clock drives.
-    let mut timer = deadline.map(backend::timer);
+    let mut timer = deadline.map(time::executor_timer);
     let mut waits = tokens.map(|token| token.cancelled());
     std::future::poll_fn(|cx| {
         for (wait, token) in waits.iter_mut().zip(tokens) {
