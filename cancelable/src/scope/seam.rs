@@ -154,3 +154,11 @@ impl ScopeShared {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
+
+/// How many deadline driver tasks run on `runtime` (`deadlines/`: one per
+/// thread and runtime on which a scope deadline or grace was registered,
+/// alive as long as the runtime): for the testing kit.
+#[cfg(feature = "testing")]
+pub(crate) fn deadline_drivers(runtime: tokio::runtime::Id) -> usize {
+    super::deadlines::drivers_on(runtime)
+}

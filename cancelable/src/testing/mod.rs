@@ -43,3 +43,30 @@ pub use runner::{
     async_std, block_on, sleep, smol, tokio_current_thread, tokio_multi_thread, with_watchdog,
     yield_once, WATCHDOG,
 };
+
+/// How many tasks the crate keeps on `runtime` for scope deadlines: one
+/// small driver task per thread of the runtime on which a scope with a
+/// deadline or a grace period pended, alive until the runtime shuts down
+/// (see the crate's docs on deadlines). A test that counts a runtime's
+/// live tasks (`RuntimeMetrics::num_alive_tasks`) to show that nothing of
+/// its own is left subtracts these.
+///
+/// ```
+/// use std::time::Duration;
+/// use cancelable::CancelScope;
+///
+/// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+/// runtime.block_on(async {
+///     // A scope with a deadline that pends: its thread's driver starts.
+///     let _ = CancelScope::new()
+///         .timeout(Duration::from_millis(1))
+///         .run(std::future::pending::<()>())
+///         .await;
+/// });
+/// let drivers = cancelable::testing::deadline_driver_tasks(runtime.handle());
+/// assert_eq!(drivers, 1);
+/// assert_eq!(runtime.metrics().num_alive_tasks(), drivers);
+/// ```
+pub fn deadline_driver_tasks(runtime: &tokio::runtime::Handle) -> usize {
+    crate::scope::seam::deadline_drivers(runtime.id())
+}

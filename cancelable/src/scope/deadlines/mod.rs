@@ -67,6 +67,8 @@ use crate::sync::{lock, Mutex};
 
 #[cfg(feature = "tokio")]
 mod tokio_driver;
+#[cfg(feature = "testing")]
+pub(super) use self::tokio_driver::drivers_on;
 #[cfg(feature = "tokio")]
 use self::tokio_driver::{drive, tokio_kind, DriverGuard};
 
@@ -323,9 +325,9 @@ impl Shard {
     /// Starts the driver: spawns the tokio driver task.
     fn start(self: &Arc<Self>) {
         #[cfg(feature = "tokio")]
-        if let ShardKind::Tokio(_) = self.kind {
+        if let ShardKind::Tokio(runtime) = self.kind {
             match tokio::runtime::Handle::try_current() {
-                Ok(handle) => drop(handle.spawn(drive(DriverGuard(self.clone())))),
+                Ok(handle) => drop(handle.spawn(drive(DriverGuard::new(self.clone(), runtime)))),
                 Err(_) => self.mark_dead(),
             }
         }

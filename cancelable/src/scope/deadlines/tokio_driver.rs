@@ -48,13 +48,49 @@ pub(super) fn tokio_kind() -> ShardKind {
 }
 
 /// Marks the shard dead when the driver task is dropped, whether it ever
-/// ran or not.
-pub(super) struct DriverGuard(pub(super) Arc<Shard>);
+/// ran or not, and counts the driver tasks alive per runtime (what the
+/// testing kit's `deadline_drivers` reports).
+pub(super) struct DriverGuard {
+    pub(super) shard: Arc<Shard>,
+    runtime: tokio::runtime::Id,
+}
+
+/// The driver tasks alive, per runtime: a driver lives as long as its
+/// runtime, so a test counting a runtime's tasks subtracts them.
+static DRIVERS: std::sync::Mutex<Vec<(tokio::runtime::Id, usize)>> =
+    std::sync::Mutex::new(Vec::new());
+
+impl DriverGuard {
+    pub(super) fn new(shard: Arc<Shard>, runtime: tokio::runtime::Id) -> DriverGuard {
+        let mut drivers = crate::sync::lock(&DRIVERS);
+        match drivers.iter_mut().find(|(id, _)| *id == runtime) {
+            Some((_, count)) => *count += 1,
+            None => drivers.push((runtime, 1)),
+        }
+        DriverGuard { shard, runtime }
+    }
+}
 
 impl Drop for DriverGuard {
     fn drop(&mut self) {
-        self.0.mark_dead();
+        self.shard.mark_dead();
+        let mut drivers = crate::sync::lock(&DRIVERS);
+        if let Some(at) = drivers.iter().position(|(id, _)| *id == self.runtime) {
+            drivers[at].1 -= 1;
+            if drivers[at].1 == 0 {
+                drivers.swap_remove(at);
+            }
+        }
     }
+}
+
+/// How many deadline driver tasks are alive on `runtime`.
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
+pub(crate) fn drivers_on(runtime: tokio::runtime::Id) -> usize {
+    crate::sync::lock(&DRIVERS)
+        .iter()
+        .find(|(id, _)| *id == runtime)
+        .map_or(0, |(_, count)| *count)
 }
 
 /// How many times the driver task re-arms in one poll before it yields:
@@ -63,7 +99,7 @@ const DRIVER_ROUNDS: usize = 64;
 
 /// The tokio driver task of a shard: runs until its runtime drops it.
 pub(super) async fn drive(guard: DriverGuard) {
-    let shard = &guard.0;
+    let shard = &guard.shard;
     let Driver::Tokio { task, .. } = &shard.driver else {
         return;
     };
