@@ -1,7 +1,24 @@
-//! Reading what a child process printed: the signal and grace tests run
-//! real child processes and assert on their exit and their stdout lines.
+//! The line protocol of the test child processes: the child prints lines
+//! ([`say`], [`fail`]); the signal, grace and shutdown tests run it for
+//! real and assert on its exit and its stdout lines.
 
+use std::io::Write;
 use std::process::Output;
+
+/// In the child: prints a line and flushes it, so that the parent sees it
+/// even if the next thing that happens is a signal killing the process.
+pub fn say(line: impl std::fmt::Display) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+}
+
+/// In the child: reports a failed check (`FAILED: ...`) and exits with
+/// status 1.
+pub fn fail(line: impl std::fmt::Display) -> ! {
+    say(format_args!("FAILED: {line}"));
+    std::process::exit(1);
+}
 
 /// The child's exit status, stdout and stderr, for a failure message.
 pub fn describe(output: &Output) -> String {

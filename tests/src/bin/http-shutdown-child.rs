@@ -39,6 +39,8 @@ fn main() {
 #[cfg(unix)]
 mod unix {
     use std::io::Write;
+
+    use cancelable_tests::child_output::say;
     use std::time::Duration;
 
     use axum::routing::get;
@@ -91,25 +93,20 @@ mod unix {
         .map_err(|cancelled| cancelled.to_string())
     }
 
-    fn say(line: &str) {
-        println!("{line}");
-        std::io::stdout().flush().expect("flush");
-    }
-
     /// Works for `total` checking for cancellation; cleans up for 300 ms
     /// once cancelled.
     async fn work(name: &'static str, total: Duration) -> Result<&'static str, String> {
-        say(&format!("{name} started"));
+        say(format!("{name} started"));
         let started = std::time::Instant::now();
         while started.elapsed() < total {
             if let Err(cancelled) = checkpoint().await {
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                say(&format!("{name} cleaned up after: {cancelled}"));
+                say(format!("{name} cleaned up after: {cancelled}"));
                 return Err(cancelled.to_string());
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        say(&format!("{name} finished"));
+        say(format!("{name} finished"));
         Ok("worked")
     }
 

@@ -27,27 +27,16 @@ fn main() {
 #[cfg(unix)]
 mod unix {
     use std::future::Future;
-    use std::io::Write;
     use std::process::exit;
     use std::time::{Duration, Instant};
 
     use cancelable::group::TaskGroup;
     use cancelable::{checkpoint, shield, CancelScope, Cancelled, SecondSignal, Signal};
+    use cancelable_tests::child_output::{fail, say};
 
     const GRACE: Duration = Duration::from_secs(8);
     const CLEANUP: Duration = Duration::from_secs(4);
     const BACKSTOP: Duration = Duration::from_secs(10);
-
-    fn say(line: impl std::fmt::Display) {
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{line}");
-        let _ = stdout.flush();
-    }
-
-    fn fail(line: impl std::fmt::Display) -> ! {
-        say(format_args!("FAILED: {line}"));
-        exit(1);
-    }
 
     fn raise(signal: Signal) {
         if let Err(error) = signal_hook::low_level::raise(signal.number()) {

@@ -31,7 +31,6 @@ fn main() {
 mod unix {
     use std::fs::File;
     use std::future::Future;
-    use std::io::Write;
     use std::pin::Pin;
     use std::process::exit;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -42,6 +41,7 @@ mod unix {
     use cancelable::{
         cancellable, checkpoint, shield, CancelReason, CancelScope, Cancelled, Signal,
     };
+    use cancelable_tests::child_output::{fail, say};
 
     /// How many SIGINTs the burst raises.
     const BURST: usize = 1_000;
@@ -83,19 +83,6 @@ mod unix {
                 exit(2);
             }
         }
-    }
-
-    /// Prints a line and flushes it, so that the parent sees it even if
-    /// the next thing that happens is a signal killing this process.
-    fn say(line: impl std::fmt::Display) {
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{line}");
-        let _ = stdout.flush();
-    }
-
-    fn fail(line: impl std::fmt::Display) -> ! {
-        say(format_args!("FAILED: {line}"));
-        exit(1);
     }
 
     /// Gives `signal` its default action and unblocks it in this thread
