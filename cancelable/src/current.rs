@@ -14,6 +14,8 @@ pub(crate) use crate::scope::slot::{current_shared, enter_shield};
 use crate::context::Progress;
 use crate::scope::slot::{self, Current};
 use crate::scope::ScopeHandle;
+#[cfg(feature = "testing")]
+use crate::scope::ScopeShared;
 use crate::{CancellationToken, Cancelled};
 
 /// How many checkpoints pass between two reads of the clock for deadline
@@ -218,7 +220,7 @@ impl Future for Checkpoint<'_> {
             // (not again when it is polled after yielding).
             #[cfg(feature = "testing")]
             if this.token.is_none() && !this.yielded {
-                trips::on_checkpoint(current);
+                count_checkpoint(current);
             }
             this.step(current)
         }) {
@@ -233,112 +235,34 @@ impl Future for Checkpoint<'_> {
     }
 }
 
-/// The testing kit's `CancelAfterCheckpoints`: scopes that cancel
-/// themselves at a given checkpoint of their body. Here so that the
-/// checkpoint can count without the kit (which uses this module) being
-/// imported by it.
+/// The testing kit's checkpoint trips (`hooks::trips`) told of a checkpoint
+/// running with `current` as this thread's slot: counted in the current
+/// scope's chain, unless inside a shield.
 #[cfg(feature = "testing")]
-pub(crate) mod trips {
-    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-    use std::sync::{Arc, Mutex, Weak};
-
-    use crate::scope::slot::Current;
-    use crate::scope::ScopeShared;
-    use crate::CancelReason;
-
-    /// Live trips; checkpoints skip the lock while there are none.
-    static ACTIVE: AtomicUsize = AtomicUsize::new(0);
-    static TRIPS: Mutex<Vec<Weak<Trip>>> = Mutex::new(Vec::new());
-
-    /// A scope (by operation id) that cancels itself when a checkpoint
-    /// inside it finds `remaining` at zero.
-    pub(crate) struct Trip {
-        scope_id: u64,
-        remaining: AtomicU64,
-        /// Checkpoints counted inside the scope.
-        pub(crate) counted: AtomicU64,
+#[inline]
+fn count_checkpoint(current: &Current) {
+    if !crate::hooks::trips::armed() || current.shielded.get() {
+        return;
     }
+    let Some(scope) = current.scope.borrow().clone() else {
+        return;
+    };
+    count_wait(&scope);
+}
 
-    impl Drop for Trip {
-        fn drop(&mut self) {
-            ACTIVE.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-
-    /// Arms a trip: the scope `scope_id` is cancelled at its checkpoint
-    /// number `after` (counting from 0), that is after `after` checkpoints
-    /// went through. It counts while the returned `Arc` lives.
-    pub(crate) fn arm(scope_id: u64, after: u64) -> Arc<Trip> {
-        let trip = Arc::new(Trip {
-            scope_id,
-            remaining: AtomicU64::new(after),
-            counted: AtomicU64::new(0),
+/// A cancellation-aware wait (a sleep, `cancelled()`, `.or_cancelled()`,
+/// a blocking run) starts, or a stream adapter starts pulling an item,
+/// watching `scope`: counted by the testing kit's trips as a checkpoint
+/// inside it.
+#[cfg(feature = "testing")]
+#[inline]
+pub(crate) fn count_wait(scope: &std::sync::Arc<ScopeShared>) {
+    if crate::hooks::trips::armed() {
+        crate::hooks::trips::count(|id| {
+            scope
+                .chain()
+                .find(|inner| inner.id() == id)
+                .map(|inner| inner.token.clone())
         });
-        let mut trips = crate::sync::lock(&TRIPS);
-        trips.retain(|trip| trip.strong_count() > 0);
-        trips.push(Arc::downgrade(&trip));
-        ACTIVE.fetch_add(1, Ordering::AcqRel);
-        trip
-    }
-
-    /// A checkpoint runs with `current` as this thread's slot: counts it
-    /// for each trip whose scope is in the current scope's chain, and
-    /// cancels the trip's scope when its count runs out.
-    #[inline]
-    pub(crate) fn on_checkpoint(current: &Current) {
-        if ACTIVE.load(Ordering::Acquire) != 0 {
-            count(current);
-        }
-    }
-
-    /// A cancellation-aware wait (a sleep, `cancelled()`, `.or_cancelled()`,
-    /// a blocking run) starts, or a stream adapter starts pulling an item,
-    /// watching `scope`: counted as a checkpoint inside it.
-    #[inline]
-    pub(crate) fn on_wait(scope: &Arc<ScopeShared>) {
-        if ACTIVE.load(Ordering::Acquire) != 0 {
-            count_in(scope);
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn count(current: &Current) {
-        if current.shielded.get() {
-            return;
-        }
-        let Some(scope) = current.scope.borrow().clone() else {
-            return;
-        };
-        count_in(&scope);
-    }
-
-    /// Counts a cancellation point inside `scope` for each trip whose scope
-    /// is in its chain, and cancels the trip's scope when its count runs out.
-    #[cold]
-    #[inline(never)]
-    fn count_in(scope: &Arc<ScopeShared>) {
-        let trips: Vec<Arc<Trip>> = crate::sync::lock(&TRIPS)
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
-        for trip in trips {
-            let Some(target) = scope.chain().find(|inner| inner.id() == trip.scope_id) else {
-                continue;
-            };
-            let number = trip.counted.fetch_add(1, Ordering::AcqRel);
-            let tripped = trip
-                .remaining
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
-                    left.checked_sub(1)
-                })
-                .is_err();
-            if tripped {
-                target.token.cancel_with(
-                    CancelReason::Manual,
-                    format!("cancelled at checkpoint {number} by CancelAfterCheckpoints"),
-                );
-            }
-        }
     }
 }

@@ -109,8 +109,8 @@ extern crate self as cancelable;
 // Leaf values, sync shims, panic containment, executor primitives:
 mod backend;
 mod cancelled;
-mod clock;
 mod context;
+mod hooks;
 mod panic;
 mod reason;
 mod signal;

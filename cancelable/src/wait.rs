@@ -183,7 +183,7 @@ impl Watch {
         // The wait starts: a cancellation point the testing kit counts.
         #[cfg(feature = "testing")]
         if let Target::Scope(scope) = &self.target {
-            crate::current::trips::on_wait(scope);
+            crate::current::count_wait(scope);
         }
         true
     }
@@ -197,7 +197,7 @@ impl Watch {
         if !self.pulling {
             self.pulling = true;
             if let Target::Scope(scope) = &self.target {
-                crate::current::trips::on_wait(scope);
+                crate::current::count_wait(scope);
             }
         }
     }

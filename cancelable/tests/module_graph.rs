@@ -34,7 +34,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "backend",
             "cancelled",
-            "clock",
+            "hooks",
             "context",
             "panic",
             "reason",
@@ -366,7 +366,7 @@ const SERVICES_FORBIDDEN: &[(&str, &str)] = &[
         "is private to the core: use `crate::seam::time::executor_now` / `executor_timer`",
     ),
     (
-        "crate::clock",
+        "crate::hooks",
         "is private to the core: use `crate::seam::time::executor_now`",
     ),
     (
@@ -410,7 +410,7 @@ const CLUSTER_FORBIDDEN: &[(&str, &str)] = &[
         "is private to the core: use `crate::seam::time`",
     ),
     (
-        "crate::clock",
+        "crate::hooks",
         "is private to the core: use `crate::seam::time`",
     ),
     (

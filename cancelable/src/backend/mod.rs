@@ -1,6 +1,6 @@
 //! The few primitives that differ between executors: the clock, a timer and
 //! a thread to run blocking predicates on. Nothing else of the crate is
-//! used here but `crate::clock`, the testing kit's manual-clock indirection.
+//! used here but `crate::hooks::clock`, the testing kit's manual-clock indirection.
 //!
 //! The backend is detected at run time, never configured: a live tokio
 //! runtime on this thread means tokio's timer (so `tokio::time::pause()`
@@ -67,7 +67,7 @@ impl Clock {
     /// The current time on this clock (the testing kit's manual clock,
     /// while one is installed).
     pub(crate) fn now(self) -> Instant {
-        if let Some(now) = crate::clock::manual_now() {
+        if let Some(now) = crate::hooks::clock::manual_now() {
             return now;
         }
         match self {
@@ -176,7 +176,7 @@ pub(crate) struct Timer {
 #[cfg(feature = "testing")]
 impl Drop for Timer {
     fn drop(&mut self) {
-        crate::clock::forget_timer(self.id);
+        crate::hooks::clock::forget_timer(self.id);
     }
 }
 
@@ -249,7 +249,9 @@ impl Timer {
         let id = self.id;
         #[cfg(not(feature = "testing"))]
         let id = 0;
-        if let Some(reached) = crate::clock::poll_timer_reached(self.deadline, id, cx.waker()) {
+        if let Some(reached) =
+            crate::hooks::clock::poll_timer_reached(self.deadline, id, cx.waker())
+        {
             return if reached {
                 Poll::Ready(())
             } else {

@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::current::trips::{self, Trip};
+use crate::hooks::trips::{self, Trip};
 use crate::CancelScope;
 
 /// Cancels a scope at a chosen cancellation point of its body: after `n`

@@ -75,13 +75,13 @@ impl ManualClock {
             installed = crate::sync::wait(&UNINSTALLED, installed, None);
         }
         *installed = true;
-        crate::clock::install(Instant::now());
+        crate::hooks::clock::install(Instant::now());
         ManualClock { _private: () }
     }
 
     /// The time the clock reads: what scopes see as "now".
     pub fn now(&self) -> Instant {
-        crate::clock::manual_now().expect("the manual clock is installed while it lives")
+        crate::hooks::clock::manual_now().expect("the manual clock is installed while it lives")
     }
 
     /// Moves the clock forward by `by` and wakes every timer whose deadline
@@ -98,13 +98,13 @@ impl ManualClock {
     ///
     /// If the time would overflow `Instant`.
     pub fn advance(&self, by: Duration) -> Instant {
-        crate::clock::advance(by).expect("the manual clock is installed while it lives")
+        crate::hooks::clock::advance(by).expect("the manual clock is installed while it lives")
     }
 }
 
 impl Drop for ManualClock {
     fn drop(&mut self) {
-        crate::clock::uninstall();
+        crate::hooks::clock::uninstall();
         let mut installed = crate::sync::lock(&INSTALLED);
         *installed = false;
         UNINSTALLED.notify_one();

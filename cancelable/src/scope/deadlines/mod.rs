@@ -46,7 +46,7 @@
 //! 3. Lock order: the async-io `timer` lock, then `state`. Scopes are
 //!    cancelled and woken outside both locks (their callbacks may register
 //!    or drop other deadlines of this shard).
-//! 4. Under the testing kit's manual clock (`crate::clock`) neither driver
+//! 4. Under the testing kit's manual clock (`crate::hooks::clock`) neither driver
 //!    arms its backend timer: the clock's advance wakes the driver, which
 //!    expires and waits on the clock again.
 
@@ -385,7 +385,7 @@ impl Shard {
                 let Some(next) = next else { break };
                 // Under the testing kit's manual clock, its advance wakes
                 // the shard's waker instead of the timer.
-                match crate::clock::poll_reached(next, waker) {
+                match crate::hooks::clock::poll_reached(next, waker) {
                     Some(true) => continue,
                     Some(false) => break,
                     None => {}

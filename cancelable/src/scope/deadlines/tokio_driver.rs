@@ -116,7 +116,7 @@ pub(super) async fn drive(guard: DriverGuard) {
                 return std::task::Poll::Pending;
             };
             // Under the testing kit's manual clock, its advance wakes the task.
-            match crate::clock::poll_reached(next, cx.waker()) {
+            match crate::hooks::clock::poll_reached(next, cx.waker()) {
                 Some(true) => continue,
                 Some(false) => return std::task::Poll::Pending,
                 None => {}

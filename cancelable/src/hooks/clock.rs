@@ -1,5 +1,6 @@
-//! The indirection between the crate's clock reads and timers and the
-//! testing kit's manual clock ([`crate::testing::ManualClock`]).
+//! The manual clock's hook: the indirection between the crate's clock
+//! reads and timers and the testing kit's manual clock
+//! ([`crate::testing::ManualClock`]).
 //!
 //! Without the `testing` feature both functions here are constants that
 //! the compiler removes: clock reads are plain `Instant::now()` (or
