@@ -293,6 +293,43 @@ const HOT_PATHS: &[HotPath] = &[
             })))
         },
     },
+    // A ~20 µs body with three awaits (the overhead bench's realistic body,
+    // as a fixed amount of work so that it counts the same in every run),
+    // bare and in a scope with a 5 s timeout: the scope must add < 1 %.
+    HotPath {
+        name: "body_20us/bare/async-io",
+        run: |n| block_on(repeat(n, body_20us)),
+    },
+    HotPath {
+        name: "body_20us/scope_timeout/async-io",
+        run: |n| block_on(repeat(n, || in_timeout_scope(body_20us()))),
+    },
+    HotPath {
+        name: "body_20us/bare/tokio-current-thread",
+        run: |n| tokio_current_thread(repeat(n, body_20us)),
+    },
+    HotPath {
+        name: "body_20us/scope_timeout/tokio-current-thread",
+        run: |n| tokio_current_thread(repeat(n, || in_timeout_scope(body_20us()))),
+    },
+    // Many scopes pending at once, each a task with a 5 s timeout linked to
+    // one parent token, all cancelled through it (the scale bench, counted):
+    // per scope, its whole life. `scripts/instructions` also takes the
+    // peak of live heap bytes (valgrind's DHAT) of these paths: bytes per
+    // pending scope. The bare body awaits a shared stop token, as in the
+    // scale bench.
+    HotPath {
+        name: "pending/bare/tokio-current-thread",
+        run: |n| pending_tasks(n, Pending::Bare),
+    },
+    HotPath {
+        name: "pending/scope/tokio-current-thread",
+        run: |n| pending_tasks(n, Pending::Scope),
+    },
+    HotPath {
+        name: "peer/pending/child_token_timeout/tokio-current-thread",
+        run: |n| pending_tasks(n, Pending::Peer),
+    },
 ];
 
 /// Children per group in the group hot paths: small enough that the
@@ -367,6 +404,100 @@ async fn group_cancel_pending(n: u64) {
         })
         .await;
     black_box(outcome.unwrap_err());
+}
+
+/// Work enough for about 6.7 µs on the benchmark machine (calibrated with
+/// `cargo bench --bench overhead`'s realistic body), a fixed number of
+/// steps so that it counts the same in every run.
+const BODY_STEPS: u64 = 8_000;
+
+/// About 20 µs of work with three awaits in between, as instructions.
+async fn body_20us() -> u64 {
+    let mut acc = 0u64;
+    for _ in 0..3 {
+        for _ in 0..BODY_STEPS {
+            acc = black_box(acc.wrapping_add(1));
+        }
+        pend_once().await;
+    }
+    acc
+}
+
+async fn in_timeout_scope<T>(body: impl Future<Output = T>) -> T {
+    CancelScope::new()
+        .timeout(FIVE_SECONDS)
+        .run(body)
+        .await
+        .unwrap()
+}
+
+/// What each task of [`pending_tasks`] runs.
+#[derive(Clone, Copy)]
+enum Pending {
+    /// The bare body: pends until a shared stop token is cancelled.
+    Bare,
+    /// A scope with a 5 s timeout linked to a parent token.
+    Scope,
+    /// A tokio-util child token and `tokio::time::timeout`, in `select!`.
+    Peer,
+}
+
+/// Spawns `n` tasks of `kind` on tokio current-thread, waits until every
+/// one pends, then cancels them all through their shared token and waits
+/// for each to end.
+fn pending_tasks(n: u64, kind: Pending) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    tokio_current_thread(async move {
+        let started = Arc::new(AtomicU64::new(0));
+        let ours = CancellationToken::new();
+        let theirs = tokio_util::sync::CancellationToken::new();
+        let mut tasks = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let started = started.clone();
+            let body = async move {
+                started.fetch_add(1, Ordering::Relaxed);
+                std::future::pending::<()>().await
+            };
+            tasks.push(match kind {
+                Pending::Bare => {
+                    let stop = theirs.clone();
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = stop.cancelled() => {}
+                            _ = body => {}
+                        }
+                    })
+                }
+                Pending::Scope => {
+                    let run = CancelScope::new()
+                        .timeout(FIVE_SECONDS)
+                        .token(&ours)
+                        .run(body);
+                    tokio::spawn(async move {
+                        assert!(run.await.is_err());
+                    })
+                }
+                Pending::Peer => {
+                    let token = theirs.child_token();
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = token.cancelled() => {}
+                            _ = tokio::time::timeout(FIVE_SECONDS, body) => {}
+                        }
+                    })
+                }
+            });
+        }
+        while started.load(Ordering::Relaxed) < n {
+            tokio::task::yield_now().await;
+        }
+        ours.cancel();
+        theirs.cancel();
+        for task in tasks {
+            task.await.expect("the task does not panic");
+        }
+    })
 }
 
 async fn scope_no_source() {
