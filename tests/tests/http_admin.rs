@@ -15,7 +15,7 @@ use axum::routing::get as route_get;
 use axum::Router;
 use bytes::Bytes;
 use cancelable::http::{admin_router, RequestScopeLayer, ADMIN_CANCEL_MESSAGE};
-use cancelable::registry::Registry;
+use cancelable::registry::{Registry, COUNTED_NAMES, OTHER_NAMES};
 use cancelable::{shield, CancelReason, CancelScope, Cancelled, Signal};
 use cancelable_tests::http::{
     eventually, fetch, get, returns_in_the_poll_it_is_cancelled, run, serve, text, Connection,
@@ -857,6 +857,39 @@ fn the_history_keeps_at_most_a_kibibyte_per_name_and_metadata_value() {
             assert!(path.len() <= 1_030, "a path of {} bytes kept", path.len());
             assert!(path.ends_with('…'), "a cut value ends with `…`");
         }
+    });
+}
+
+/// Regression: a request no route matched is named by its path, and the
+/// registry's statistics (and the metrics' labels) kept one entry per name
+/// for ever: traffic with ever new paths grew them without bound. The
+/// first `COUNTED_NAMES` names count under their own, the rest under
+/// `OTHER_NAMES`.
+#[test]
+fn unmatched_paths_do_not_grow_the_statistics_without_bound() {
+    run("admin_bounded_statistics", async {
+        let registry = Registry::new();
+        let app = Router::new()
+            .route("/known", route_get(|| async { "ok" }))
+            .fallback(|| async { "fallback" })
+            .layer(RequestScopeLayer::new().register_in(&registry));
+        let server = serve(app).await;
+        let mut connection = Connection::open(server.addr, Version::Http1).await;
+        let requests = COUNTED_NAMES + 200;
+        for n in 0..requests {
+            let response = connection
+                .send(get(&server.url(&format!("/unknown/{n}")), &[]))
+                .await;
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        assert!(
+            eventually(WITHIN, || registry.statistics().total.completed as usize
+                >= requests)
+            .await
+        );
+        let statistics = registry.statistics();
+        assert_eq!(statistics.by_name.len(), COUNTED_NAMES + 1);
+        assert_eq!(statistics.by_name[OTHER_NAMES].completed, 200);
     });
 }
 

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use cancelable::registry::{self, CancelAnswer, Filter, Registry, RegistryError};
+use cancelable::registry::{
+    self, CancelAnswer, Filter, Registry, RegistryError, COUNTED_NAMES, OTHER_NAMES,
+};
 use cancelable::{
     cancellable, checkpoint, current_scope, report_progress, shield, CancelReason, CancelScope,
     Cancelled, OperationStatus,
@@ -318,6 +320,30 @@ on_every_backend! {
         assert!(registry.history(10, &Filter::new()).is_empty());
         // Statistics outlive the history.
         assert_eq!(registry.statistics().total.completed, 5);
+    }
+
+    async fn statistics_and_metrics_count_a_bounded_number_of_names() {
+        // Names from outside (a request path, a user id) must not grow the
+        // registry's statistics or the metrics' label set without bound.
+        let registry = fresh();
+        let prefix = format!("bounded-{:p}", &registry);
+        let long = "n".repeat(4 * 1024);
+        for n in 0..1_500 {
+            CancelScope::new()
+                .name(format!("{prefix}-{n}-{long}"))
+                .register_in(&registry)
+                .run(async {})
+                .await
+                .unwrap();
+        }
+        let statistics = registry.statistics();
+        assert_eq!(statistics.total.completed, 1_500);
+        assert_eq!(statistics.by_name.len(), COUNTED_NAMES + 1);
+        assert_eq!(statistics.by_name[OTHER_NAMES].completed, 500);
+        assert!(statistics.by_name.keys().all(|name| name.len() <= 1024));
+        let labels: Vec<String> = operation_labels().into_iter().filter(|label| label.starts_with(&prefix)).collect();
+        assert_eq!(labels.len(), COUNTED_NAMES);
+        assert!(labels.iter().all(|label| label.len() <= 1024));
     }
 
     async fn statistics_count_by_status_with_duration_percentiles() {
@@ -761,10 +787,20 @@ fn install_recorders() {
     });
 }
 
-/// The metrics of operation `name`, keyed `metric{label,label=value}`.
-fn metrics_of(name: &str) -> HashMap<String, Metric> {
-    use metrics_util::debugging::DebugValue;
+/// Every `operation` label the recorder has seen.
+fn operation_labels() -> std::collections::BTreeSet<String> {
     let mut all = METRICS.lock().unwrap();
+    drain_recorder(&mut all);
+    all.iter()
+        .flat_map(|(_, labels, _)| labels.iter())
+        .filter(|(key, _)| key == "operation")
+        .map(|(_, value)| value.clone())
+        .collect()
+}
+
+/// Moves what the recorder holds into `all`.
+fn drain_recorder(all: &mut Vec<Recorded>) {
+    use metrics_util::debugging::DebugValue;
     for (key, _, _, value) in SNAPSHOTTER.get().unwrap().snapshot().into_vec() {
         let labels = key
             .key()
@@ -778,6 +814,12 @@ fn metrics_of(name: &str) -> HashMap<String, Metric> {
         };
         all.push((key.key().name().to_owned(), labels, metric));
     }
+}
+
+/// The metrics of operation `name`, keyed `metric{label,label=value}`.
+fn metrics_of(name: &str) -> HashMap<String, Metric> {
+    let mut all = METRICS.lock().unwrap();
+    drain_recorder(&mut all);
     let mut mine: HashMap<String, Metric> = HashMap::new();
     for (metric, labels, value) in all.iter() {
         if !labels

@@ -76,6 +76,7 @@ impl RegistryBuilder {
                 shards: (0..live::SHARDS).map(|_| live::Shard::default()).collect(),
                 keys: (0..live::SHARDS).map(|_| Mutex::default()).collect(),
                 history: history::History::new(self.history_capacity),
+                names: Default::default(),
                 stuck_after: self.stuck_after,
                 joins: AtomicU64::new(0),
                 #[cfg(feature = "redis")]

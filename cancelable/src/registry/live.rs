@@ -357,9 +357,11 @@ impl Entry {
             let name = data.name.as_deref().unwrap_or("");
             let stats = match shard.stats.get_mut(name) {
                 Some(stats) => stats,
+                // A name this shard has not counted yet: under its own name
+                // or the registry's `(other names)` (`names.rs`).
                 None => shard
                     .stats
-                    .entry(data.name.clone().unwrap_or(Cow::Borrowed("")))
+                    .entry(inner.names.counted(data.name.clone().unwrap_or_default()))
                     .or_default(),
             };
             stats.record(status, Some(duration), lag);

@@ -11,6 +11,11 @@
 //! | `cancelable_operations_live` | gauge | `operation` |
 //! | `cancelable_operation_duration_seconds` | histogram | `operation` |
 //! | `cancelable_cancellation_lag_seconds` | histogram | `operation` |
+//!
+//! The `operation` label is the operation's name for the first
+//! [`COUNTED_NAMES`](super::COUNTED_NAMES) distinct names a registry sees,
+//! then [`OTHER_NAMES`](super::OTHER_NAMES): the label set stays bounded
+//! however many names come from outside.
 
 use std::borrow::Cow;
 use std::sync::Once;
@@ -58,8 +63,10 @@ fn describe() {
     });
 }
 
+/// The `operation` label: the name, or `(other names)` past the
+/// registry's counted names (`names.rs`).
 fn label(record: &Record) -> Cow<'static, str> {
-    record.name().unwrap_or(Cow::Borrowed(""))
+    record.label.clone()
 }
 
 /// The `reason` label of a cancellation.

@@ -93,6 +93,7 @@ mod history;
 mod live;
 #[cfg(feature = "metrics")]
 mod metrics;
+mod names;
 #[cfg(feature = "redis")]
 mod observer;
 mod record;
@@ -107,6 +108,7 @@ pub use builder::RegistryBuilder;
 pub use cancel::{CancelAnswer, Outcome};
 pub use filter::{Filter, Pattern, PatternError};
 pub use history::FinishedOperation;
+pub use names::{COUNTED_NAMES, OTHER_NAMES};
 #[cfg(feature = "redis")]
 #[doc(hidden)]
 pub use observer::JoinObserver;
@@ -255,6 +257,8 @@ pub(crate) struct Inner {
     shards: Box<[live::Shard]>,
     keys: Box<[live::KeyShard]>,
     history: history::History,
+    /// The names counted under their own in statistics and metrics.
+    names: names::CountedNames,
     stuck_after: Duration,
     /// How many operations have joined: each record's start order.
     joins: AtomicU64,

@@ -52,6 +52,10 @@ pub(crate) struct Record {
     pub(crate) stuck_report: Mutex<()>,
     /// How it ended, and who awaits it: one lock, taken once at exit.
     pub(crate) outcome: Mutex<OutcomeState>,
+    /// The metrics' `operation` label: the name, or the registry's
+    /// [`OTHER_NAMES`](super::OTHER_NAMES) past its counted names.
+    #[cfg(feature = "metrics")]
+    pub(crate) label: Cow<'static, str>,
     /// The key, held until the exit.
     pub(crate) key_claim: Mutex<Option<KeyClaim>>,
 }
@@ -102,6 +106,11 @@ impl Record {
             stuck_report: Mutex::new(()),
             left: AtomicBool::new(false),
             outcome: Mutex::default(),
+            #[cfg(feature = "metrics")]
+            label: registry
+                .inner
+                .names
+                .counted(shared.context_data().name.clone().unwrap_or_default()),
             key_claim: Mutex::new(key),
         }
     }
@@ -145,12 +154,6 @@ impl Record {
     /// copies none).
     pub(crate) fn name(&self) -> Option<Cow<'static, str>> {
         self.shared().context_data().name.clone()
-    }
-
-    /// Runs `read` on the operation's name (`""` without one), without
-    /// copying it.
-    pub(crate) fn with_name<R>(&self, read: impl FnOnce(&str) -> R) -> R {
-        read(self.shared().context_data().name.as_deref().unwrap_or(""))
     }
 
     /// When the cancel was requested, if it was: as the token recorded it

@@ -290,7 +290,11 @@ impl OperationStats {
 impl super::Registry {
     /// Counts by status, stuck operations, and duration and cancellation
     /// lag histograms, in total and per operation name (unnamed
-    /// operations under `""`), since the registry was made.
+    /// operations under `""`), since the registry was made. The first
+    /// [`COUNTED_NAMES`](super::COUNTED_NAMES) distinct names are counted
+    /// under their own; operations with any other name under
+    /// [`OTHER_NAMES`](super::OTHER_NAMES), so that names from outside
+    /// (request paths) cannot grow the statistics without bound.
     ///
     /// ```
     /// use cancelable::registry::Registry;
@@ -321,10 +325,8 @@ impl super::Registry {
         let mut now = Now::new();
         let real_now = now.real();
         for record in self.inner.live_records() {
-            let stats = statistics
-                .by_name
-                .entry(record.with_name(str::to_owned))
-                .or_default();
+            let name = self.inner.names.counted(record.name().unwrap_or_default());
+            let stats = statistics.by_name.entry(name.into_owned()).or_default();
             stats.running += 1;
             if record.is_stuck(real_now) {
                 stats.stuck += 1;
@@ -349,7 +351,8 @@ impl super::Registry {
 pub struct Statistics {
     /// Every operation together.
     pub total: OperationStats,
-    /// Per operation name.
+    /// Per operation name: at most [`COUNTED_NAMES`](super::COUNTED_NAMES)
+    /// names, and [`OTHER_NAMES`](super::OTHER_NAMES) for the rest.
     pub by_name: BTreeMap<String, OperationStats>,
 }
 
