@@ -61,6 +61,39 @@ cancelable_tests::on_every_backend! {
         drop(clock);
     }
 
+    async fn cancel_and_wait_sees_the_exit_while_the_manual_clock_stands_still() {
+        // The node waits for the exit on the operation's outcome, not on a
+        // timer: with the clock standing still, the ack still says the
+        // operation exited.
+        let server = RedisServer::start();
+        let registry = Registry::new();
+        let clock = ManualClock::install();
+        let node = join_beating(&server, &registry, Duration::from_secs(30), Duration::from_secs(60)).await;
+        let job = CancelScope::new().register_in(&registry).key("job").unwrap();
+        let job = job.run(std::future::pending::<()>());
+        let cancel = async {
+            while registry.get_by_key("job").is_none() {
+                cancelable_tests::yield_once().await;
+            }
+            node.cancel_and_wait(Target::key("job"), CancelReason::Manual, "stop", Duration::from_secs(5)).await
+        };
+        // Real time (not the manual clock) bounds the test.
+        let bounded = futures::future::select(
+            Box::pin(async { futures::join!(job, cancel) }),
+            Box::pin(cancelable_tests::sleep(Duration::from_secs(10))),
+        );
+        let (outcome, ack) = match bounded.await {
+            futures::future::Either::Left((both, _)) => both,
+            futures::future::Either::Right(_) => panic!("no answer within 10 s of real time"),
+        };
+        assert!(outcome.is_err(), "the job ended cancelled");
+        let ack = ack.expect("the node found the job");
+        assert!(!ack.running, "the ack says the job exited: {ack:?}");
+        assert!(ack.lag.is_some());
+        node.close().await;
+        drop(clock);
+    }
+
     async fn the_heartbeat_goes_out_when_the_manual_clock_passes_its_interval() {
         let server = RedisServer::start();
         let registry = Registry::new();

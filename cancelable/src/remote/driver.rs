@@ -20,12 +20,9 @@ use super::request::Answer;
 use super::signing::Kind;
 use super::snapshots::{deregister, publish_snapshot};
 use super::{broker, log_warn, within, Oneshot, RemoteError, Shared, PROTOCOL_VERSION};
-use crate::registry::{Filter, OperationInfo};
+use crate::registry::{CancelAnswer, Filter, OperationInfo, Outcome};
 use crate::seam::time::{self, Timer};
 use crate::CancelReason;
-
-/// How often a request that waits for an exit looks at the registry.
-const EXIT_POLL: Duration = Duration::from_millis(1);
 
 type Tasks = FuturesUnordered<Pin<Box<dyn Future<Output = ()>>>>;
 
@@ -324,6 +321,9 @@ fn lost(error: &redis::RedisError) -> bool {
 struct Found {
     ack: WireAck,
     at: Instant,
+    /// How the operation ends, if it was running: what a request that
+    /// waits for the exit awaits (the registry wakes it at the exit).
+    outcome: Option<Outcome>,
 }
 
 fn cancel_found(
@@ -333,10 +333,9 @@ fn cancel_found(
     message: &str,
 ) -> Found {
     let at = time::now();
-    let cancelled_now = shared
-        .registry
-        .cancel(info.id, reason.clone(), message)
-        .is_ok_and(|answer| answer.is_requested());
+    let answer = shared.registry.cancel(info.id, reason.clone(), message);
+    let cancelled_now = answer.as_ref().is_ok_and(CancelAnswer::is_requested);
+    let outcome = answer.ok().and_then(CancelAnswer::outcome);
     Found {
         ack: WireAck {
             id: info.id,
@@ -347,6 +346,7 @@ fn cancel_found(
             lag_us: None,
         },
         at,
+        outcome,
     }
 }
 
@@ -488,19 +488,21 @@ fn respond(
     tasks.push(Box::pin(async move {
         let mut acks = Vec::with_capacity(found.len());
         let deadline = wait_ms.map(|wait| time::after(Duration::from_millis(wait)));
-        for Found { mut ack, at } in found {
+        for Found { mut ack, at, outcome } in found {
             if let Some(deadline) = deadline {
-                loop {
-                    if shared.registry.get(ack.id).is_none() {
-                        ack.running = false;
-                        let lag = time::now().saturating_duration_since(at);
-                        ack.lag_us = Some(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX));
-                        break;
+                // Not running any more (ended before the cancel, or not
+                // started), or exits within what is left of the wait.
+                let exited = match outcome {
+                    None => shared.registry.get(ack.id).is_none(),
+                    Some(outcome) => {
+                        let left = deadline.saturating_duration_since(time::now());
+                        within(left, outcome).await.is_some()
                     }
-                    if time::now() >= deadline {
-                        break;
-                    }
-                    Timer::after(EXIT_POLL).await;
+                };
+                if exited {
+                    ack.running = false;
+                    let lag = time::now().saturating_duration_since(at);
+                    ack.lag_us = Some(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX));
                 }
             }
             acks.push(ack);
