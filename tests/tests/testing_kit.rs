@@ -141,6 +141,26 @@ cancelable_tests::on_every_backend_with! {
         }
     }
 
+    async fn manual_clock_drives_the_registrys_elapsed_times() {
+        // The registry reads the operation's clock through the same
+        // indirection as the scope: a registered operation started under
+        // the manual clock has run for as long as the clock was advanced.
+        let registry = cancelable::registry::Registry::new();
+        let clock = ManualClock::install();
+        let job = CancelScope::new().name("timed").register_in(&registry);
+        let id = job.handle().id();
+        let mut job = pin!(job.run(pending::<()>()));
+        assert!(is_pending(&mut job).await);
+        clock.advance(Duration::from_secs(3600));
+        let elapsed = registry.get(id).expect("running").elapsed;
+        assert!(
+            elapsed >= Duration::from_secs(3600) && elapsed < Duration::from_secs(3600) + GENEROUS,
+            "an hour on the manual clock, the registry says {elapsed:?}"
+        );
+        let listed = registry.list(&Default::default());
+        assert!(listed.iter().all(|info| info.elapsed >= Duration::from_secs(3600)), "{listed:?}");
+    }
+
     async fn manual_clock_fires_deadlines_passed_in_one_advance_in_deadline_order() {
         let clock = ManualClock::install();
         let fired = Arc::new(Mutex::new(Vec::new()));

@@ -298,11 +298,14 @@ impl<T: Send + 'static> Blocking<T> {
 /// The time now on each clock, each read at most once per query: what a
 /// registry query (a list, a snapshot) compares every operation with. The
 /// wall clock for start times, the real clock for the causes' timestamps
-/// (`Cause::at`), the operation's own clock for its elapsed time.
+/// (`Cause::at`, which the token takes from `Instant::now`), the
+/// operation's own clock for its elapsed time (through [`Clock::now`], so
+/// the testing kit's manual clock drives it as it drives the scope).
 #[cfg(feature = "registry")]
 pub(crate) struct Now {
     pub(crate) wall: std::time::SystemTime,
     real: Option<Instant>,
+    std: Option<Instant>,
     #[cfg(feature = "tokio")]
     tokio: Option<Instant>,
 }
@@ -313,6 +316,7 @@ impl Now {
         Now {
             wall: std::time::SystemTime::now(),
             real: None,
+            std: None,
             #[cfg(feature = "tokio")]
             tokio: None,
         }
@@ -328,7 +332,7 @@ impl Now {
         match clock {
             #[cfg(feature = "tokio")]
             Clock::Tokio => *self.tokio.get_or_insert_with(|| clock.now()),
-            Clock::Std => self.real(),
+            Clock::Std => *self.std.get_or_insert_with(|| clock.now()),
         }
     }
 }
