@@ -99,6 +99,37 @@ fn forge_acks(server: &RedisServer) -> std::thread::JoinHandle<()> {
     })
 }
 
+/// Listens on the requests channel (as anyone who may `SUBSCRIBE` can) and
+/// hands over the first payload published there, byte for byte.
+fn record_first_request(server: &RedisServer) -> std::sync::mpsc::Receiver<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    let channel = "cancelable:v2:requests";
+    write!(
+        stream,
+        "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{channel}\r\n",
+        channel.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    for _ in 0..6 {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+    }
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        if line.starts_with("s:") || line.starts_with('{') {
+            let _ = sender.send(line.trim_end().to_owned());
+            return;
+        }
+    });
+    receiver
+}
+
 cancelable_tests::on_every_backend! {
     async fn without_a_key_anyone_who_may_publish_cancels_and_forges_acks() {
         let server = RedisServer::start();
@@ -130,6 +161,61 @@ cancelable_tests::on_every_backend! {
         let ack = a.cancel(Target::key("guarded"), CancelReason::Manual, "signed").await.unwrap();
         assert_eq!(ack.node, "b");
         assert_eq!(job.await.unwrap_err().message(), Some("signed"));
+    }
+
+    async fn with_a_key_a_replayed_cancel_is_ignored_and_counted() {
+        // A signed cancel recorded off the broker, sent again once its
+        // tombstone is gone, while a new operation runs under the key.
+        let server = RedisServer::start();
+        let (registry_a, registry_b) = (Registry::new(), Registry::new());
+        let a = builder(&server, "a", &registry_a)
+            .answer_within(Duration::from_millis(500))
+            .signing_key(KEY)
+            .tombstone_ttl(Duration::from_millis(200))
+            .connect()
+            .await
+            .unwrap();
+        let b = node(&server, "b", &registry_b, Some(KEY)).await;
+        let recorded = record_first_request(&server);
+        let first = started(CancelScope::new().register_in(&registry_b).key("replayed").unwrap()).await;
+        a.cancel(Target::key("replayed"), CancelReason::Manual, "once").await.unwrap();
+        assert_eq!(first.await.unwrap_err().message(), Some("once"));
+        let payload = recorded.recv_timeout(Duration::from_secs(5)).expect("the request was seen");
+        // The tombstone's 200 ms pass: a new operation under the key runs.
+        cancelable_tests::sleep(Duration::from_millis(500)).await;
+        let mut second = started(CancelScope::new().register_in(&registry_b).key("replayed").unwrap()).await;
+        let rejected = b.rejected_messages();
+        server.integer(&["PUBLISH", "cancelable:v2:requests", &payload]);
+        cancelable_tests::sleep(Duration::from_millis(300)).await;
+        assert!(futures::poll!(second.as_mut()).is_pending(), "a replayed cancel was obeyed");
+        assert_eq!(b.rejected_messages(), rejected + 1);
+    }
+
+    async fn with_a_key_a_tombstone_put_back_after_its_ttl_is_ignored() {
+        let server = RedisServer::start();
+        let registry_a = Registry::new();
+        let a = builder(&server, "a", &registry_a)
+            .answer_within(Duration::from_millis(300))
+            .signing_key(KEY)
+            .tombstone_ttl(Duration::from_millis(200))
+            .connect()
+            .await
+            .unwrap();
+        let answer = a.cancel(Target::key("revived"), CancelReason::Manual, "early").await;
+        assert!(matches!(answer, Err(RemoteError::NotFound { .. })), "{answer:?}");
+        let member = r#"{"by":"key","key":"revived"}"#;
+        let body = server.command(&["HGET", "cancelable:v2:tombstone-bodies", member]).unwrap();
+        assert!(body.starts_with("s:"), "a signed tombstone body: {body}");
+        cancelable_tests::sleep(Duration::from_millis(400)).await;
+        // Put back, with a score that never expires.
+        server.integer(&["ZADD", "cancelable:v2:tombstones", "+inf", member]);
+        server.integer(&["HSET", "cancelable:v2:tombstone-bodies", member, &body]);
+        let registry_c = Registry::new();
+        let c = node(&server, "c", &registry_c, Some(KEY)).await;
+        let mut job = started(CancelScope::new().register_in(&registry_c).key("revived").unwrap()).await;
+        cancelable_tests::sleep(Duration::from_millis(100)).await;
+        assert!(futures::poll!(job.as_mut()).is_pending(), "a tombstone put back after its TTL was obeyed");
+        drop(c);
     }
 
     async fn with_a_key_a_forged_ack_is_ignored() {

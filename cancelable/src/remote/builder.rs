@@ -27,6 +27,7 @@ pub struct RemoteRegistryBuilder {
     pub(crate) backoff: (Duration, Duration),
     pub(crate) clock_offset_ms: i64,
     pub(crate) signer: super::signing::Signer,
+    pub(crate) replay_window: Duration,
     pub(crate) allow_duplicate_name: bool,
 }
 
@@ -98,6 +99,19 @@ impl RemoteRegistryBuilder {
         self
     }
 
+    /// With a [`signing_key`](Self::signing_key): how far a cancel
+    /// request's issue time may be from this node's reading of the
+    /// broker's clock (default [`DEFAULT_REPLAY_WINDOW`](super::DEFAULT_REPLAY_WINDOW), at least 1 ms).
+    /// Older requests, and any request id seen before within the window,
+    /// are refused and counted in
+    /// [`rejected_messages`](super::RemoteRegistry::rejected_messages): a
+    /// signed cancel recorded off the broker cannot be sent again later.
+    /// Without a key nothing is checked.
+    pub fn replay_window(mut self, window: Duration) -> Self {
+        self.replay_window = window.max(Duration::from_millis(1));
+        self
+    }
+
     /// Lets this node join while another live node has the same name
     /// (default: refused with [`RemoteError::NodeNameTaken`]). Both then
     /// act on `NODE/ID` targets without an instance, and `list()` shows
@@ -165,6 +179,8 @@ impl RemoteRegistryBuilder {
             durable: AtomicU8::new(0),
             signer: self.signer.clone(),
             rejected: AtomicU64::new(0),
+            broker_clock: Default::default(),
+            seen: super::replay::SeenRequests::new(self.replay_window),
             notices: super::util::Notices::default(),
             settings: self,
         });

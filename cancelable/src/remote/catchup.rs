@@ -12,6 +12,7 @@ use redis::aio::MultiplexedConnection;
 use redis::RedisResult;
 
 use super::protocol::{Target, Tombstone};
+use super::replay::SeenRequests;
 use super::signing::Kind;
 use super::tombstones::Cached;
 use super::{broker, log_warn, millis, Shared};
@@ -57,6 +58,7 @@ pub(crate) async fn catch_up(
     let reply: Vec<redis::Value> = broker::READ_TOMBSTONES.run(connection, &keys, &[]).await?;
     let now = reply.first().map_or(0, broker::int);
     let now = u64::try_from(now).unwrap_or(0);
+    shared.broker_clock.observe(now);
     let started = shared.started_ms.load(Ordering::Acquire);
     let mut stored = HashSet::new();
     for pair in reply.get(1..).unwrap_or_default().chunks_exact(2) {
@@ -76,10 +78,23 @@ pub(crate) async fn catch_up(
         };
         match Tombstone::decode(json) {
             Ok(tombstone) => {
-                let issued = expiry.saturating_sub(tombstone.ttl_ms);
                 // Never longer than the TTL it was issued with, whatever
-                // score the sorted set holds.
-                let remaining = expiry.saturating_sub(now).min(tombstone.ttl_ms);
+                // score the sorted set holds; with a key, never past its
+                // signed issue time plus that TTL (`replay.rs`): a body
+                // put back after it expired stays dead.
+                let mut remaining = expiry.saturating_sub(now).min(tombstone.ttl_ms);
+                let issued = match tombstone.issued_ms {
+                    0 => expiry.saturating_sub(tombstone.ttl_ms),
+                    issued => issued,
+                };
+                match SeenRequests::tombstone_left(tombstone.issued_ms, tombstone.ttl_ms, now) {
+                    Ok(left) => remaining = remaining.min(left),
+                    Err(replay) if shared.signer.is_keyed() => {
+                        shared.refuse("a tombstone", &replay);
+                        continue;
+                    }
+                    Err(_) => {}
+                }
                 let remaining = Duration::from_millis(remaining);
                 stored.insert(tombstone.member());
                 let text = String::from_utf8_lossy(&body).into_owned();

@@ -16,6 +16,7 @@ use redis::aio::MultiplexedConnection;
 use super::catchup::{catch_up, check_persistence};
 use super::checks::{self, Failure};
 use super::protocol::{Message, Target, Tombstone, WireAck};
+use super::replay::SeenRequests;
 use super::request::Answer;
 use super::signing::Kind;
 use super::snapshots::{deregister, publish_snapshot};
@@ -154,6 +155,7 @@ async fn session(
                 .await
                 .map_err(|error| Failure::of(shared, &error))?;
             shared.started_ms.store(now.max(1), Ordering::Release);
+            shared.broker_clock.observe(now);
             check_persistence(shared, &mut first).await;
         }
         // Subscribe before reading the tombstones: a cancel sent meanwhile
@@ -372,6 +374,24 @@ fn handle(
     if matches!(decoded, Message::Ack { .. }) != matches!(kind, Kind::Ack) {
         return shared.malformed(format_args!("a message of the wrong kind on {channel}"));
     }
+    // A signed request recorded and sent again (`replay.rs`).
+    if let (
+        true,
+        Message::Cancel {
+            request, issued_ms, ..
+        }
+        | Message::CancelWhere {
+            request, issued_ms, ..
+        },
+    ) = (shared.signer.is_keyed(), &decoded)
+    {
+        if let Err(replay) = shared
+            .seen
+            .admit(request, *issued_ms, shared.broker_clock.now_ms())
+        {
+            return shared.refuse("a cancel request", &replay);
+        }
+    }
     match decoded {
         Message::Ack {
             request,
@@ -396,6 +416,7 @@ fn handle(
             reason,
             message,
             ttl_ms,
+            issued_ms,
             wait_ms,
             ..
         } => {
@@ -406,9 +427,18 @@ fn handle(
                 reason: reason.clone(),
                 message: message.clone(),
                 ttl_ms,
+                issued_ms,
             };
             let body = shared.signer.seal(Kind::Tombstone, tombstone.encode());
-            let ttl = Duration::from_millis(ttl_ms);
+            // Its TTL from its issue on the broker's clock, when both are
+            // known (a request delayed in transit lives no longer).
+            let left = match shared.broker_clock.now_ms() {
+                Some(now) if issued_ms > 0 => {
+                    SeenRequests::tombstone_left(issued_ms, ttl_ms, now).unwrap_or(ttl_ms)
+                }
+                _ => ttl_ms,
+            };
+            let ttl = Duration::from_millis(left.min(ttl_ms));
             shared.cache.insert(tombstone, body, ttl, true);
             let found = match reason.to_reason() {
                 Some(reason) => {
@@ -488,7 +518,12 @@ fn respond(
     tasks.push(Box::pin(async move {
         let mut acks = Vec::with_capacity(found.len());
         let deadline = wait_ms.map(|wait| time::after(Duration::from_millis(wait)));
-        for Found { mut ack, at, outcome } in found {
+        for Found {
+            mut ack,
+            at,
+            outcome,
+        } in found
+        {
             if let Some(deadline) = deadline {
                 // Not running any more (ended before the cancel, or not
                 // started), or exits within what is left of the wait.

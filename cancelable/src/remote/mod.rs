@@ -95,10 +95,14 @@
 //! acks, tombstones and snapshots carry an HMAC-SHA256 over their kind and
 //! content; unsigned or badly signed ones are ignored and counted
 //! ([`rejected_messages`](RemoteRegistry::rejected_messages)), and an ack
-//! answers only the request it names. Signing does not encrypt, does not
-//! stop deletion by a client with write access, and a recorded signed
-//! cancel replayed within its TTL cancels its target again. A tombstone
-//! never lasts longer than the TTL it was signed with, whatever its score.
+//! answers only the request it names. A signed cancel recorded off the
+//! broker and sent again is refused: requests carry their issue time on
+//! the broker's clock under the signature, and a node refuses one outside
+//! its [`replay_window`](RemoteRegistryBuilder::replay_window) or with a
+//! request id it has seen; a tombstone lives its signed TTL from its
+//! signed issue time, whatever score the sorted set holds or when it is
+//! written back. Signing does not encrypt, and does not stop deletion by a
+//! client with write access.
 //!
 //! # Faults
 //! * Broker unreachable at start: [`connect`](RemoteRegistryBuilder::connect)
@@ -167,6 +171,7 @@ mod checks;
 mod driver;
 mod error;
 mod protocol;
+mod replay;
 mod request;
 mod signing;
 mod snapshots;
@@ -177,6 +182,7 @@ mod util;
 pub use builder::RemoteRegistryBuilder;
 pub(crate) use error::broker_error;
 pub use error::RemoteError;
+pub use replay::DEFAULT_REPLAY_WINDOW;
 pub(crate) use request::Replies;
 pub use request::{Ack, AckStatus};
 pub(crate) use util::{within, Oneshot};
@@ -273,8 +279,12 @@ pub(crate) struct Shared {
     pub(crate) durable: AtomicU8,
     /// The cluster key, if any.
     pub(crate) signer: signing::Signer,
-    /// Payloads refused for want of a valid signature.
+    /// Payloads refused for want of a valid signature, or as replays.
     pub(crate) rejected: AtomicU64,
+    /// The broker's clock as this node reads it, and the request ids it
+    /// accepted within the replay window (`replay.rs`).
+    pub(crate) broker_clock: replay::BrokerClock,
+    pub(crate) seen: replay::SeenRequests,
     /// Malformed payloads ignored, and the rate-limited warning about them.
     pub(crate) notices: util::Notices,
 }
@@ -291,7 +301,7 @@ impl Shared {
     }
 
     /// Counts a payload refused for its signature, and warns (rate-limited).
-    pub(crate) fn refuse(&self, what: &str, refused: &signing::Refused) {
+    pub(crate) fn refuse(&self, what: &str, refused: &dyn fmt::Display) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
         self.notices.warn(
             self.node(),
@@ -377,6 +387,7 @@ impl RemoteRegistry {
             backoff: (Duration::from_millis(50), Duration::from_secs(5)),
             clock_offset_ms: 0,
             signer: signing::Signer::default(),
+            replay_window: DEFAULT_REPLAY_WINDOW,
             allow_duplicate_name: false,
         }
     }
@@ -422,7 +433,8 @@ impl RemoteRegistry {
     /// How many messages, tombstones and snapshots this node refused
     /// because a [`signing_key`](RemoteRegistryBuilder::signing_key) is set
     /// and they were unsigned or badly signed (forged, or from a node with
-    /// another key).
+    /// another key), or replayed (see
+    /// [`replay_window`](RemoteRegistryBuilder::replay_window)).
     pub fn rejected_messages(&self) -> u64 {
         self.handle.shared.rejected.load(Ordering::Relaxed)
     }
@@ -480,12 +492,14 @@ impl RemoteRegistry {
         let shared = &self.handle.shared;
         let reason = WireReason::from_reason(&reason);
         let ttl_ms = millis(shared.settings.tombstone_ttl).max(1);
+        let issued_ms = shared.broker_clock.now_ms().unwrap_or(0);
         let tombstone = Tombstone {
             v: PROTOCOL_VERSION,
             target: target.clone(),
             reason: reason.clone(),
             message: message.clone(),
             ttl_ms,
+            issued_ms,
         };
         let (answers, nodes) = self
             .request(
@@ -497,6 +511,7 @@ impl RemoteRegistry {
                     reason,
                     message,
                     ttl_ms,
+                    issued_ms,
                     wait_ms: wait.map(millis),
                 },
                 Some(tombstone),
@@ -534,6 +549,7 @@ impl RemoteRegistry {
                     filter: filter.clone(),
                     reason,
                     message,
+                    issued_ms: self.handle.shared.broker_clock.now_ms().unwrap_or(0),
                     wait_ms: None,
                 },
                 None,

@@ -210,6 +210,11 @@ pub(crate) enum Message {
         message: String,
         /// How long the tombstone written with the request lasts, in ms.
         ttl_ms: u64,
+        /// When it was issued, on the broker's clock as its issuer reads
+        /// it (Unix ms; 0 from a build without the replay defence, see
+        /// `replay.rs`). Under the signature.
+        #[serde(default)]
+        issued_ms: u64,
         /// Answer once the operation exited, or after this long.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         wait_ms: Option<u64>,
@@ -223,6 +228,9 @@ pub(crate) enum Message {
         reason: WireReason,
         #[serde(default)]
         message: String,
+        /// As for `Cancel`.
+        #[serde(default)]
+        issued_ms: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         wait_ms: Option<u64>,
     },
@@ -270,6 +278,11 @@ pub(crate) struct Tombstone {
     pub(crate) message: String,
     /// Its time to live when issued, in ms: issued at its expiry minus this.
     pub(crate) ttl_ms: u64,
+    /// When it was issued, on the broker's clock (Unix ms; 0 from a build
+    /// without the replay defence): it lives until this plus `ttl_ms`,
+    /// whatever score the sorted set holds (`replay.rs`).
+    #[serde(default)]
+    pub(crate) issued_ms: u64,
 }
 
 /// Why a payload was ignored.
@@ -435,6 +448,7 @@ mod tests {
             )))),
             message: "operator".into(),
             ttl_ms: 1_000,
+            issued_ms: 1_700_000_000_000,
             wait_ms: Some(100),
         }
     }

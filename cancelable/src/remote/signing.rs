@@ -76,6 +76,11 @@ impl Signer {
         }
     }
 
+    /// Whether this node has a key (and so checks signatures and replays).
+    pub(crate) fn is_keyed(&self) -> bool {
+        self.key.is_some()
+    }
+
     fn mac(key: &[u8], kind: Kind, json: &[u8]) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
         mac.update(kind.label());

@@ -79,9 +79,10 @@ pub(crate) async fn publish_snapshot(
         shared.node().as_bytes(),
         instance.as_bytes(),
     ];
-    broker::SNAPSHOT
+    let now = broker::SNAPSHOT
         .run::<i64>(connection, &keys, &args)
         .await?;
+    shared.broker_clock.observe(u64::try_from(now).unwrap_or(0));
     Ok(json.len())
 }
 
