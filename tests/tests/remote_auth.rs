@@ -48,11 +48,10 @@ fn forged_cancel(key: &str) -> String {
     .to_string()
 }
 
-/// Listens on the requests channel (as anyone who may `SUBSCRIBE` can) and
-/// answers the first request with a forged ack from node "ghost".
-fn forge_acks(server: &RedisServer) -> std::thread::JoinHandle<()> {
-    let port = server.port();
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+/// A connection subscribed to the requests channel (as anyone who may
+/// `SUBSCRIBE` can), its confirmation read.
+fn subscribe_to_requests(server: &RedisServer) -> BufReader<TcpStream> {
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
     let channel = "cancelable:v2:requests";
     write!(
         stream,
@@ -60,13 +59,22 @@ fn forge_acks(server: &RedisServer) -> std::thread::JoinHandle<()> {
         channel.len()
     )
     .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut line = String::new();
+    let mut reader = BufReader::new(stream);
     // The subscription's confirmation: six lines.
+    let mut line = String::new();
     for _ in 0..6 {
         line.clear();
         reader.read_line(&mut line).unwrap();
     }
+    reader
+}
+
+/// Listens on the requests channel (as anyone who may `SUBSCRIBE` can) and
+/// answers the first request with a forged ack from node "ghost".
+fn forge_acks(server: &RedisServer) -> std::thread::JoinHandle<()> {
+    let port = server.port();
+    let mut reader = subscribe_to_requests(server);
+    let mut line = String::new();
     std::thread::spawn(move || loop {
         line.clear();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -102,20 +110,8 @@ fn forge_acks(server: &RedisServer) -> std::thread::JoinHandle<()> {
 /// Listens on the requests channel (as anyone who may `SUBSCRIBE` can) and
 /// hands over the first payload published there, byte for byte.
 fn record_first_request(server: &RedisServer) -> std::sync::mpsc::Receiver<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
-    let channel = "cancelable:v2:requests";
-    write!(
-        stream,
-        "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{channel}\r\n",
-        channel.len()
-    )
-    .unwrap();
-    let mut reader = BufReader::new(stream);
+    let mut reader = subscribe_to_requests(server);
     let mut line = String::new();
-    for _ in 0..6 {
-        line.clear();
-        reader.read_line(&mut line).unwrap();
-    }
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || loop {
         line.clear();
