@@ -275,7 +275,8 @@ fn layers_use_only_the_seams_of_the_core() {
     let report = seam_violations(&sources)
         + &forbidden_uses(&sources, "remote/", CLUSTER_FORBIDDEN)
         + &field_reads(&sources, "registry/", SCOPE_FIELDS)
-        + &forbidden_uses(&sources, "http/", SERVICES_FORBIDDEN);
+        + &forbidden_uses(&sources, "http/", SERVICES_FORBIDDEN)
+        + &forbidden_uses(&sources, "group/", GROUPS_FORBIDDEN);
     assert!(report.is_empty(), "{report}");
 }
 
@@ -398,6 +399,54 @@ fn the_services_check_finds_a_timer_beside_the_seam() {
         "{report}"
     );
     assert!(!report.contains("handler.rs"), "{report}");
+}
+
+/// What task groups (`group/`) must not name: the backend and the testing
+/// hooks beside `crate::seam::time`, whose executor clock and timers (the
+/// manual clock while one is installed) they read and arm.
+const GROUPS_FORBIDDEN: &[(&str, &str)] = &[
+    (
+        "crate::backend",
+        "is private to the core: use `crate::seam::time::executor_now` / `executor_timer`",
+    ),
+    (
+        "crate::hooks",
+        "is private to the core: use `crate::seam::time::executor_now`",
+    ),
+    (
+        "crate::clock",
+        "is private to the core: use `crate::seam::time::executor_now`",
+    ),
+    (
+        "tokio::time::",
+        "is not the crate's clock: use `crate::seam::time`",
+    ),
+    (
+        "Instant::now",
+        "is not the crate's clock: use `crate::seam::time::executor_now`",
+    ),
+];
+
+#[test]
+fn the_groups_check_finds_the_backend_beside_the_seam() {
+    let sources = files(&[
+        ("group/body.rs", "use crate::backend::{Backend, Timer};"),
+        ("group/supervise.rs", "let now = crate::clock::now();"),
+        (
+            "group/progress.rs",
+            "let now = time::executor_now(); // not crate::backend::now()",
+        ),
+    ]);
+    let report = forbidden_uses(&sources, "group/", GROUPS_FORBIDDEN);
+    assert!(
+        report.contains("group/body.rs:1: `crate::backend`"),
+        "{report}"
+    );
+    assert!(
+        report.contains("group/supervise.rs:1: `crate::clock`"),
+        "{report}"
+    );
+    assert!(!report.contains("progress.rs"), "{report}");
 }
 
 /// What the cluster layer (`remote/`) must not name: core internals it

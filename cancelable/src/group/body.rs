@@ -45,9 +45,9 @@ use super::error::panic_message;
 use super::error::{BoxError, TaskError, TaskFailure};
 use super::second::SecondWatch;
 use super::state::{lock, GroupShared, LocalChild, Wakeups};
-use crate::backend::{Backend, Timer};
 use crate::scope::hold::{Hold, HoldKind};
 use crate::scope::seam;
+use crate::seam::time::{self, Timer};
 use crate::Cancelled;
 
 /// How many times one poll goes round picking up children started during
@@ -129,14 +129,13 @@ impl Core {
     fn start_draining(&mut self) {
         self.draining = true;
         if let Some(grace) = self.shared.grace {
-            let backend = Backend::detect();
-            let now = backend.now();
+            let now = time::executor_now();
             // The group's grace, recorded in its scope: one grace for the
             // group and its children, started by the first to see the
             // cancellation, ended here (the children's scopes leave it to
             // the group). Too long to add to the clock, it never runs out.
             let end = seam::start_grace(&self.shared.scope, now).or_else(|| now.checked_add(grace));
-            self.timer = end.map(|end| backend.timer(end));
+            self.timer = end.map(time::executor_timer);
         }
     }
 

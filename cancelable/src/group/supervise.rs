@@ -15,8 +15,8 @@ use futures_util::FutureExt;
 
 use super::error::panic_message;
 use super::error::{BoxError, TaskError};
-use crate::backend::Backend;
 use crate::scope::seam;
+use crate::seam::time;
 use crate::{CancelScope, Cancelled};
 
 /// How a group restarts its supervised children: set with
@@ -323,7 +323,7 @@ where
             Err(payload) if cancelled.is_some() => std::panic::resume_unwind(payload),
             Err(payload) => TaskError::Panicked(panic_message(&*payload).into()),
         };
-        let now = Backend::detect().now();
+        let now = time::executor_now();
         while recent
             .front()
             .is_some_and(|at| now.saturating_duration_since(*at) >= supervision.within)
@@ -341,7 +341,7 @@ where
         if !delay.is_zero() {
             crate::sleep(delay).await?;
         }
-        recent.push_back(Backend::detect().now());
+        recent.push_back(time::executor_now());
         total += 1;
         restarts.store(total, Ordering::Relaxed);
     }
