@@ -376,11 +376,15 @@ const SERVICES_FORBIDDEN: &[(&str, &str)] = &[
     ),
     (
         "tokio::time::",
-        "is not the crate's clock: use `crate::seam::time::executor_timer`",
+        "is not the crate's clock: a scope's deadline or grace is",
     ),
     (
         "Instant::now",
         "is not the crate's clock: use `crate::seam::time::executor_now`",
+    ),
+    (
+        "executor_timer",
+        "is a timer beside the scopes': a layer's timers are scope deadlines and graces",
     ),
 ];
 
@@ -399,6 +403,15 @@ fn the_services_check_finds_a_timer_beside_the_seam() {
         "{report}"
     );
     assert!(!report.contains("handler.rs"), "{report}");
+    let sources = files(&[(
+        "http/shutdown.rs",
+        "let mut timer = deadline.map(time::executor_timer);",
+    )]);
+    let report = forbidden_uses(&sources, "http/", SERVICES_FORBIDDEN);
+    assert!(
+        report.contains("http/shutdown.rs:1: `executor_timer`"),
+        "{report}"
+    );
 }
 
 /// What task groups (`group/`) must not name: the backend and the testing

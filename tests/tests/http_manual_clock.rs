@@ -148,3 +148,49 @@ fn a_shutdown_grace_is_driven_by_the_manual_clock() {
         );
     });
 }
+
+#[test]
+fn a_shutdown_hard_deadline_is_driven_by_the_manual_clock() {
+    run("manual_clock_shutdown_hard_deadline", async {
+        let clock = ManualClock::install();
+        let shutdown = GracefulShutdown::new()
+            .signals([])
+            .grace(Duration::from_secs(3600))
+            .hard_deadline(Duration::from_secs(7200));
+        let (started, seen) = (Arc::default(), Arc::default());
+        // Sees the cancellation at the grace's end, then never ends (in a
+        // request grace longer than the shutdown): only the hard deadline
+        // ends the shutdown.
+        let layer = shutdown.layer().grace(Duration::from_secs(100_000));
+        let router = stubborn_router(layer, &started, &seen);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let trigger = shutdown.trigger();
+        let serving = tokio::spawn(shutdown.serve(listener, router));
+        let url = format!("http://{addr}/stubborn");
+        let _request =
+            tokio::spawn(async move { fetch(addr, Version::Http1, get_request(&url, &[])).await });
+        assert!(eventually(WITHIN, || started.load(Ordering::SeqCst)).await);
+        trigger.cancel();
+        clock.advance(Duration::from_secs(3600));
+        assert!(
+            eventually(WITHIN, || seen.load(Ordering::SeqCst)).await,
+            "the shutdown's grace did not end on the manual clock"
+        );
+        // Between the grace's end and the hard deadline: still serving.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!serving.is_finished(), "returned before the hard deadline");
+        clock.advance(Duration::from_secs(3600));
+        let report = tokio::time::timeout(WITHIN, serving)
+            .await
+            .expect("the hard deadline did not pass on the manual clock")
+            .unwrap()
+            .unwrap();
+        assert_eq!(report.outcome, ShutdownOutcome::HardDeadline, "{report}");
+        assert_eq!(report.handlers_running(), 1, "{report}");
+        assert!(
+            report.elapsed >= Duration::from_secs(7200),
+            "{report}: elapsed on the manual clock"
+        );
+    });
+}

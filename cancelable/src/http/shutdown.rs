@@ -1,22 +1,35 @@
 //! Graceful shutdown of an axum server: stop accepting, a grace for the
 //! requests in flight, then their cancellation, then a hard deadline.
+//!
+//! The ladder is built from scopes and the one grace, with no timer of
+//! its own: the server runs in a scope the first signal (or the trigger)
+//! cancels; then in the *shutdown's* scope (cancelled by the hard
+//! deadline, or by the signal that ends the shutdown at once) around the
+//! *grace's* scope, whose deadline is the end of the grace. The grace's
+//! scope has a grace of its own (`CancelScope::grace`), clipped to the
+//! shutdown's deadline: once cancelled it keeps polling the server — which
+//! cancels the requests in flight when it sees the cancellation — up to
+//! the hard deadline. The testing kit's manual clock drives both, as it
+//! drives every scope.
 
 use std::fmt;
-use std::future::{Future, IntoFuture};
+use std::future::IntoFuture;
 use std::io;
 use std::pin::pin;
 use std::sync::Arc;
-use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
 
 use super::tracker::{Counts, Tracker};
 use super::{RequestScopeLayer, SERVER_SHUTTING_DOWN};
+use crate::scope::seam;
 use crate::seam::signal::{watch_signal, SignalArrivals, SignalGuard};
 use crate::seam::time;
-use crate::{CancelReason, CancellationToken, Cancelled, SecondSignal, Signal};
+use crate::{
+    CancelReason, CancelScope, CancellationToken, Cancelled, OrCancelled, SecondSignal, Signal,
+};
 
 /// Serves an axum [`Router`] until SIGINT or SIGTERM (or
 /// [`trigger`](Self::trigger)), then shuts down in steps:
@@ -201,13 +214,15 @@ impl GracefulShutdown {
         let drained = async {
             server.await?;
             tracker.idle().await;
-            Ok(())
+            Ok::<(), io::Error>(())
         };
         let mut drained = pin!(drained);
 
-        // Until a signal or the trigger.
-        let cause = match race(drained.as_mut(), [&first, &trigger], None).await {
-            Event::Server(result) => {
+        // Until a signal or the trigger: the server runs in a scope they
+        // cancel.
+        let serving = CancelScope::new().token(&first).token(&trigger);
+        let cause = match serving.run(drained.as_mut()).await {
+            Ok(result) => {
                 result?;
                 return Ok(ShutdownReport {
                     cause: None,
@@ -216,8 +231,7 @@ impl GracefulShutdown {
                     handlers: Counts::default(),
                 });
             }
-            Event::Signal(cause) => cause,
-            Event::Timer => unreachable!("no timer in the first phase"),
+            Err(cause) => cause,
         };
         let started = time::executor_now();
         tracker.start_counting();
@@ -226,11 +240,19 @@ impl GracefulShutdown {
         #[cfg(feature = "tracing")]
         tracing::info!(cause = %cause_text, ?grace, "shutdown started: not accepting connections");
 
-        // The grace: requests in flight may finish. A signal now ends it:
-        // the second arrival, or the first after a trigger.
-        let again = match first.is_cancelled() {
-            true => &second,
-            false => &first,
+        // A signal now ends the grace or the shutdown: the second arrival,
+        // or the first after a trigger; with `EndGrace`, the one after the
+        // signal that ended the grace ends the shutdown. (Whether the first
+        // signal started it is read from its recorded cancel: the scope it
+        // cancelled reads as cancelled before the token's own flag does,
+        // `token/node.rs`.)
+        let (again, next) = match seam::cancel_recorded(&first) {
+            true => (&second, &third),
+            false => (&first, &second),
+        };
+        let (ends_grace, ends_shutdown) = match on_second {
+            SecondSignal::EndGrace => (Some(again), next),
+            _ => (None, again),
         };
         let report = |outcome| ShutdownReport {
             cause: Some(cause.reason().clone()),
@@ -238,62 +260,94 @@ impl GracefulShutdown {
             elapsed: time::executor_now().saturating_duration_since(started),
             handlers: tracker.counts(),
         };
-        let grace_end = started.checked_add(grace);
-        let mut ended_by = None;
-        match race(drained.as_mut(), [again, again], grace_end).await {
-            Event::Server(result) => {
-                result?;
-                return Ok(report(ShutdownOutcome::Drained));
+        // Cancels what still runs: the requests in flight get their `503`.
+        let cancel_in_flight = |ended_by: Option<Signal>| {
+            if server_token.is_cancelled() {
+                return;
             }
-            Event::Signal(signalled) => match (on_second, signalled.reason().signal()) {
-                // Only the grace ends: the next signal ends the rest.
-                (SecondSignal::EndGrace, Some(signal)) => ended_by = Some(signal),
-                _ => return Ok(report(second_signal(&signalled))),
-            },
-            Event::Timer => {}
-        }
-        let again = match (ended_by, std::ptr::eq(again, &first)) {
-            (None, _) => again,
-            (Some(_), true) => &second,
-            (Some(_), false) => &third,
+            #[cfg(feature = "tracing")]
+            tracing::warn!(cause = %cause_text, ?grace, "grace over: cancelling requests in flight");
+            let why = match ended_by {
+                Some(signal) => format!("a second {signal} ended the grace"),
+                None => format!("the grace of {grace:?} ran out"),
+            };
+            server_token.cancel_with(
+                cause.reason().clone(),
+                format!("{SERVER_SHUTTING_DOWN}: {cause_text}; {why}"),
+            );
         };
 
-        // Cancel what still runs, and wait until the hard deadline.
-        #[cfg(feature = "tracing")]
-        tracing::warn!(cause = %cause_text, ?grace, "grace over: cancelling requests in flight");
-        let why = match ended_by {
-            Some(signal) => format!("a second {signal} ended the grace"),
-            None => format!("the grace of {grace:?} ran out"),
-        };
-        server_token.cancel_with(
-            cause.reason().clone(),
-            format!("{SERVER_SHUTTING_DOWN}: {cause_text}; {why}"),
-        );
-        match race(
-            drained.as_mut(),
-            [again, again],
-            started.checked_add(hard_deadline.max(grace)),
-        )
-        .await
-        {
-            Event::Server(result) => {
-                result?;
-                Ok(report(match ended_by {
-                    Some(signal) => ShutdownOutcome::GraceEndedBySignal(signal),
-                    None => ShutdownOutcome::CancelledInFlight,
-                }))
+        // The ladder, two scopes (see `Ladder`): the shutdown's, which the
+        // hard deadline and a signal that ends the shutdown cancel, and
+        // the grace's inside it, cancelled at the end of the grace (or by
+        // a signal that ends it), whose own grace lets the cancelled
+        // requests finish up to the hard deadline.
+        let hard_end = started.checked_add(hard_deadline.max(grace));
+        let mut shutdown = CancelScope::new().token(ends_shutdown);
+        if let Some(hard_end) = hard_end {
+            shutdown = shutdown.deadline(hard_end);
+        }
+        let mut in_grace = CancelScope::new().grace(hard_deadline.max(grace).min(FOREVER));
+        if let Some(grace_end) = started.checked_add(grace) {
+            in_grace = in_grace.deadline(grace_end);
+        }
+        if let Some(token) = ends_grace {
+            in_grace = in_grace.token(token);
+        }
+        let ladder = async {
+            match drained.as_mut().or_cancelled().await {
+                Ok(result) => (result, Ladder::Drained),
+                Err(ended) if ended.reason().is_from_parent() => {
+                    // The shutdown's scope ends (the hard deadline, a
+                    // signal), dropping this: its reason is the outcome.
+                    std::future::pending().await
+                }
+                Err(ended) => {
+                    let ended_by = ended.reason().signal();
+                    cancel_in_flight(ended_by);
+                    (drained.as_mut().await, Ladder::Cancelled(ended_by))
+                }
             }
-            Event::Signal(again) => Ok(report(second_signal(&again))),
-            Event::Timer => {
+        };
+        let outcome = match shutdown.run(in_grace.run(ladder)).await {
+            Ok(Ok((result, ladder))) => {
+                result?;
+                match ladder {
+                    Ladder::Drained => ShutdownOutcome::Drained,
+                    Ladder::Cancelled(None) => ShutdownOutcome::CancelledInFlight,
+                    Ladder::Cancelled(Some(signal)) => ShutdownOutcome::GraceEndedBySignal(signal),
+                }
+            }
+            // A signal that ends the shutdown at once.
+            Err(again) if again.reason().signal().is_some() => second_signal(&again),
+            // The hard deadline: the shutdown's own, or the end of the
+            // grace's grace (the same instant).
+            Ok(Err(_)) | Err(_) => {
+                // Cancelled now if the grace ran out with the hard deadline.
+                cancel_in_flight(None);
                 #[cfg(feature = "tracing")]
                 tracing::warn!(
                     ?hard_deadline,
                     "hard deadline reached: giving up on open connections"
                 );
-                Ok(report(ShutdownOutcome::HardDeadline))
+                ShutdownOutcome::HardDeadline
             }
-        }
+        };
+        Ok(report(outcome))
     }
+}
+
+/// The longest grace the shutdown's ladder gives: far beyond any hard
+/// deadline (a hard deadline too long to add to the clock never comes).
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// How the grace's scope of the ladder ended.
+enum Ladder {
+    /// Every request finished within the grace.
+    Drained,
+    /// The grace ran out (or the signal that ended it): the requests still
+    /// in flight were cancelled, and finished before the hard deadline.
+    Cancelled(Option<Signal>),
 }
 
 /// What a shutdown was started by, in words.
@@ -313,44 +367,6 @@ fn second_signal(again: &Cancelled) -> ShutdownOutcome {
         // Only signals end the second wait.
         None => ShutdownOutcome::HardDeadline,
     }
-}
-
-enum Event {
-    Server(io::Result<()>),
-    Signal(Cancelled),
-    Timer,
-}
-
-/// The first of: one of `tokens` is cancelled (a signal, or the trigger),
-/// the server is drained, the deadline.
-async fn race(
-    mut server: std::pin::Pin<&mut impl Future<Output = io::Result<()>>>,
-    tokens: [&CancellationToken; 2],
-    deadline: Option<Instant>,
-) -> Event {
-    // On the crate's clock, which the testing kit's manual clock drives.
-    let mut timer = deadline.map(time::executor_timer);
-    let mut waits = tokens.map(|token| token.cancelled());
-    std::future::poll_fn(|cx| {
-        for (wait, token) in waits.iter_mut().zip(tokens) {
-            if std::pin::Pin::new(wait).poll(cx).is_ready() {
-                let cancelled = token
-                    .check()
-                    .expect_err("a token whose wait is over is cancelled");
-                return Poll::Ready(Event::Signal(cancelled));
-            }
-        }
-        if let Poll::Ready(result) = server.as_mut().poll(cx) {
-            return Poll::Ready(Event::Server(result));
-        }
-        if let Some(timer) = &mut timer {
-            if timer.poll_fired(cx).is_ready() {
-                return Poll::Ready(Event::Timer);
-            }
-        }
-        Poll::Pending
-    })
-    .await
 }
 
 /// How a [`GracefulShutdown`] ended.
