@@ -7,9 +7,9 @@
 //! the same needs.
 //!
 //! - [`time`]: the process clock and its timers (used by the cluster
-//!   layer, `remote/`), and the executor's clock and its timers (used by
-//!   the services layer, `http/`), both driven by the testing kit's manual
-//!   clock.
+//!   layer, `remote/`), and the executor's clock (read by the services
+//!   layer, `http/`, and task groups, `group/`, whose timers are scope
+//!   deadlines and graces), both driven by the testing kit's manual clock.
 //! - `signal` (crate-visible): the signal dispatcher's listeners, for a
 //!   layer that watches signals itself (the services layer's graceful
 //!   shutdown).
@@ -68,11 +68,6 @@ pub mod time {
     /// shutdown's grace), so that its instants agree with the scopes'.
     pub fn executor_now() -> Instant {
         crate::backend::now()
-    }
-
-    /// A timer at `deadline` on the executor's clock ([`executor_now`]).
-    pub fn executor_timer(deadline: Instant) -> Timer {
-        Timer(crate::backend::timer(deadline))
     }
 
     /// A one-shot timer on the process clock that can be moved to another

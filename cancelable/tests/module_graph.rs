@@ -364,7 +364,7 @@ fn the_field_check_finds_a_field_read() {
 const SERVICES_FORBIDDEN: &[(&str, &str)] = &[
     (
         "crate::backend",
-        "is private to the core: use `crate::seam::time::executor_now` / `executor_timer`",
+        "is private to the core: use `crate::seam::time::executor_now`, and scope deadlines and graces for timers",
     ),
     (
         "crate::hooks",
@@ -420,7 +420,7 @@ fn the_services_check_finds_a_timer_beside_the_seam() {
 const GROUPS_FORBIDDEN: &[(&str, &str)] = &[
     (
         "crate::backend",
-        "is private to the core: use `crate::seam::time::executor_now` / `executor_timer`",
+        "is private to the core: use `crate::seam::time::executor_now`, and scope deadlines and graces for timers",
     ),
     (
         "crate::hooks",
@@ -437,6 +437,10 @@ const GROUPS_FORBIDDEN: &[(&str, &str)] = &[
     (
         "Instant::now",
         "is not the crate's clock: use `crate::seam::time::executor_now`",
+    ),
+    (
+        "Timer",
+        "is a timer beside the scopes': the children's scopes end them at the group's grace end, and the scope's deadline shard wakes the group (`scope::seam::held_grace_end`)",
     ),
 ];
 

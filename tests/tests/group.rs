@@ -729,6 +729,75 @@ mod spawned {
         assert_eq!(left(), 0, "tasks of the group left on the runtime");
     }
 
+    /// Spawned children with a grace of their own, longer than their
+    /// group's, end at the group's grace end — also those that saw the
+    /// cancellation before the group did (the group's grace and its
+    /// children's are one).
+    async fn own_graces_end_with_the_groups(group: TaskGroup, live: Live) {
+        let children = live.clone();
+        let started = Instant::now();
+        let group = group.grace(Duration::from_millis(100));
+        let handle = group.handle();
+        let error = group
+            .run(|group| async move {
+                for _ in 0..4 {
+                    let live = children.clone();
+                    group
+                        .child()
+                        .in_scope(CancelScope::new().grace(Duration::from_secs(60)))
+                        .spawn(async move {
+                            let _guard = live.enter();
+                            let _ = until_cancelled().await;
+                            // Cleans up for ever: only a grace end ends it.
+                            pending::<Result<(), Cancelled>>().await
+                        })
+                        .unwrap();
+                }
+                sleep(Duration::from_millis(20)).await;
+                handle.cancel();
+                // Blocks the group's task a while (on purpose): the
+                // children, on other threads, see the cancellation first.
+                std::thread::sleep(Duration::from_millis(50));
+                until_cancelled().await?;
+                Ok::<_, Cancelled>(())
+            })
+            .await
+            .unwrap_err();
+        assert!(error.is_cancelled(), "{error}");
+        assert_eq!(live.count(), 0, "a child outlived its group");
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert!(
+            started.elapsed() < GENEROUS,
+            "the children's own graces ran"
+        );
+    }
+
+    #[test]
+    fn tokio_multi_thread_own_graces_end_with_the_groups() {
+        cancelable_tests::with_watchdog("tokio own graces", || {
+            let runtime = tokio_runtime();
+            let live = Live::default();
+            runtime.block_on(own_graces_end_with_the_groups(
+                TaskGroup::new(),
+                live.clone(),
+            ));
+            assert_eq!(live.count(), 0);
+        });
+    }
+
+    #[test]
+    fn smol_executor_own_graces_end_with_the_groups() {
+        cancelable_tests::with_watchdog("smol own graces", || {
+            let (executor, _threads) = smol_executor();
+            let live = Live::default();
+            smol::block_on(own_graces_end_with_the_groups(
+                TaskGroup::new().on(&executor),
+                live.clone(),
+            ));
+            assert_eq!(live.count(), 0);
+        });
+    }
+
     #[test]
     fn tokio_multi_thread_spawned_children_fail_and_clean_up() {
         cancelable_tests::with_watchdog("tokio spawned", || {

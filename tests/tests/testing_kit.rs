@@ -184,6 +184,39 @@ cancelable_tests::on_every_backend_with! {
         assert_eq!(*fired.lock().unwrap(), [10, 20, 30], "as real time would fire them");
     }
 
+    async fn manual_clock_ends_a_task_groups_grace() {
+        let clock = ManualClock::install();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let children = seen.clone();
+        let group = TaskGroup::new().grace(Duration::from_secs(3600));
+        let handle = group.handle();
+        let mut run = Box::pin(group.run(|group| async move {
+            // Never checks: only the end of the group's grace ends it.
+            group.start_soon(pending::<Result<(), Cancelled>>());
+            // Sees the cancellation, then cleans up for ever.
+            group.start_soon(async move {
+                let _ = cancelable::cancelled().await;
+                children.fetch_add(1, Ordering::SeqCst);
+                pending::<Result<(), Cancelled>>().await
+            });
+            // The body, in the grace too, never ends either.
+            pending::<()>().await;
+            Ok::<_, Cancelled>(())
+        }));
+        assert!(is_pending(&mut run).await);
+        handle.cancel();
+        settle().await;
+        assert!(is_pending(&mut run).await, "the group ended before its grace ran out");
+        assert_eq!(seen.load(Ordering::SeqCst), 1, "the child saw the cancellation");
+        clock.advance(Duration::from_secs(3599));
+        settle().await;
+        assert!(is_pending(&mut run).await, "the group ended before its grace ran out");
+        clock.advance(Duration::from_secs(1));
+        let error = assert_finishes_within(GENEROUS, run).await.unwrap_err();
+        assert!(error.is_cancelled(), "{error}");
+        assert!(error.failures().is_empty(), "{error}");
+    }
+
     async fn manual_clock_a_dropped_timer_does_not_hold_back_later_ones() {
         let clock = ManualClock::install();
         let fired = Arc::new(Mutex::new(Vec::new()));

@@ -86,13 +86,6 @@ pub(crate) fn now() -> Instant {
     Backend::detect().now()
 }
 
-/// A timer at `deadline` on the backend detected here, which the manual
-/// clock drives: every timer of the layers is one.
-#[cfg_attr(not(feature = "axum"), allow(dead_code))]
-pub(crate) fn timer(deadline: Instant) -> Timer {
-    Backend::detect().timer(deadline)
-}
-
 impl Backend {
     /// Tokio if a tokio runtime is entered on this thread, `async-io` otherwise.
     pub(crate) fn detect() -> Backend {

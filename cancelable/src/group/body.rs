@@ -19,10 +19,16 @@
 //! see the cancellation at once. Without a grace period, the body is
 //! dropped at once and the children end at their next poll (their scopes
 //! drop their bodies, as any cancelled scope does); spawned children end on
-//! their executor. With a grace period the children's scopes are held too,
-//! so children and body keep running until they reach a checkpoint; when
-//! the grace period runs out, what is left is dropped and spawned children
-//! are aborted. Either way the group returns only once every child ended.
+//! their executor. With a grace period, the group's grace is recorded in
+//! its scope (`CancelScope::held_grace`) and is the children's too (their
+//! scopes' grace, policy `FromParent`, ends with it), so children and body
+//! keep running until they reach a checkpoint. When it runs out, each
+//! child's scope ends its child through its own driver (woken by the
+//! thread's deadline shard, on whatever executor runs it), and the
+//! group — woken by the same shard (`seam::held_grace_end`) — drops its
+//! body and takes no more children; no timer of its own. A second signal
+//! that ends the grace (`SecondSignal::EndGrace`) drops and aborts what is
+//! left at once. Either way the group returns only once every child ended.
 //!
 //! # Exit
 //!
@@ -47,7 +53,7 @@ use super::second::SecondWatch;
 use super::state::{lock, GroupShared, LocalChild, Wakeups};
 use crate::scope::hold::{Hold, HoldKind};
 use crate::scope::seam;
-use crate::seam::time::{self, Timer};
+use crate::seam::time;
 use crate::Cancelled;
 
 /// How many times one poll goes round picking up children started during
@@ -76,7 +82,7 @@ impl<Fut, T> GroupBody<Fut, T> {
                 hold: None,
                 draining: false,
                 expired: false,
-                timer: None,
+                grace_end: None,
                 finished: false,
                 pended: false,
                 second: None,
@@ -93,9 +99,11 @@ pub(crate) struct Core {
     hold: Option<Hold>,
     /// The group was seen cancelled.
     draining: bool,
-    /// The grace period ran out: what is left was dropped or aborted.
+    /// The grace period ran out (or a second signal ended it): the body
+    /// was dropped, no child starts any more.
     expired: bool,
-    timer: Option<Timer>,
+    /// The end of the group's grace, once it started.
+    grace_end: Option<seam::HeldGraceEnd>,
     finished: bool,
     /// The group's future returned `Pending` at least once: it let the
     /// executor run others.
@@ -128,22 +136,39 @@ impl Core {
 
     fn start_draining(&mut self) {
         self.draining = true;
-        if let Some(grace) = self.shared.grace {
-            let now = time::executor_now();
+        if self.shared.grace.is_some() {
             // The group's grace, recorded in its scope: one grace for the
             // group and its children, started by the first to see the
-            // cancellation, ended here (the children's scopes leave it to
-            // the group). Too long to add to the clock, it never runs out.
-            let end = seam::start_grace(&self.shared.scope, now).or_else(|| now.checked_add(grace));
-            self.timer = end.map(time::executor_timer);
+            // cancellation; the thread's deadline shard wakes the group at
+            // its end, as it wakes each child's scope.
+            self.grace_end = seam::held_grace_end(&self.shared.scope, time::executor_now());
         }
     }
 
-    /// The grace period ran out: no new children, drop the local ones,
-    /// abort the spawned ones.
+    /// `true` once the group's grace has run out.
+    fn grace_over(&self) -> bool {
+        self.grace_end
+            .as_ref()
+            .is_some_and(|end| end.is_over(time::executor_now()))
+    }
+
+    /// The grace period ran out: no new children; the body is dropped.
+    /// The children end through their scopes' drivers, which end them at
+    /// the same instant (their graces are the group's).
+    fn end_grace(&mut self) {
+        self.expired = true;
+        self.grace_end = None;
+        let mut wakeups = Wakeups::default();
+        lock(&self.shared.state).close(&mut wakeups);
+        wakeups.wake();
+    }
+
+    /// A second signal ended the grace (`SecondSignal::EndGrace`): no new
+    /// children, drop the local ones, abort the spawned ones — their
+    /// scopes' graces do not know of the signal.
     fn expire(&mut self) {
         self.expired = true;
-        self.timer = None;
+        self.grace_end = None;
         let mut wakeups = Wakeups::default();
         self.abort_all(|state| state.close(&mut wakeups));
         wakeups.wake();
@@ -265,10 +290,8 @@ where
             if !core.draining && core.cancelled() {
                 core.start_draining();
             }
-            if let Some(timer) = &mut core.timer {
-                if timer.poll_fired(cx).is_ready() {
-                    core.expire();
-                }
+            if core.grace_over() {
+                core.end_grace();
             }
             if core.draining
                 && !core.expired

@@ -15,8 +15,8 @@
 //! of its own end, the limit of the scopes around it
 //! (`ScopeShared::grace_limit_from_outside`) and a second delivery of the
 //! signal that cancelled it; the thread's deadline shard wakes the scope
-//! at that end — or, for a child whose grace is its parent's held grace (a
-//! task group's), the layer holding it does. The `GracePolicy` (`grace.rs`)
+//! at that end — also a child whose grace is its parent's held grace (a
+//! task group's: one grace for the group and its children). The `GracePolicy` (`grace.rs`)
 //! says which cancellations start the grace (decided once, at the first
 //! sight of the cancellation) and whether a value returned after the
 //! cancellation is kept or replaced by it (`complete`).
@@ -356,9 +356,15 @@ impl Driver {
             None => own_end,
         };
         // The parent's grace, held by the layer that cancelled it (a task
-        // group): one grace for it and its children, which that layer ends.
-        let held = self
-            .grace_from_parent
+        // group): one grace for it and its children — those with a grace of
+        // their own included, started by the first to see the cancellation
+        // — each of which ends itself at its end, as at its own.
+        let from_parent = self.grace_from_parent
+            || shared
+                .token
+                .recorded_cause()
+                .is_some_and(|cause| cause.reason.is_from_parent());
+        let held = from_parent
             .then(|| shared.held_grace_of_parent(now))
             .flatten();
         let end = held.map_or(end, |held| held.min(end));
@@ -370,11 +376,6 @@ impl Driver {
         {
             armed.grace_timer = None;
             return true;
-        }
-        if held == Some(end) {
-            // Ended by the layer that holds the parent's grace.
-            armed.grace_timer = None;
-            return false;
         }
         if armed
             .grace_timer

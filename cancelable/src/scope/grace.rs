@@ -135,8 +135,10 @@ impl CancelScope {
 
     /// Crate-internal seam for a layer that holds the scope open itself
     /// (a task group draining its children): records `grace` as the
-    /// scope's grace — its end bounds the graces of the scopes inside,
-    /// the registry reports it — without the driver applying it.
+    /// scope's grace — its end is the end of the graces of the scopes
+    /// inside, which their drivers apply, and the registry reports it —
+    /// without the driver applying it to this scope: the layer ends its
+    /// own part there (`seam::held_grace_end` wakes it).
     pub(crate) fn held_grace(mut self, grace: Duration) -> Self {
         if !grace.is_zero() {
             let extras = self.config.extras();

@@ -13,17 +13,45 @@ use std::borrow::Cow;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
+use super::deadlines::{Registration, Shard};
 use super::{slot, ScopeHandle, ScopeShared};
+use crate::backend::{Backend, Clock};
 use crate::context::OperationStatus;
-use crate::sync::lock;
+use crate::sync::{lock, Ordering};
 use crate::token::Cause;
 use crate::{CancelReason, CancellationToken, Cancelled};
 
-/// Starts `scope`'s grace at `now` if it has not started yet, and returns
-/// its end (unclipped; `None` if the scope has no grace). For a layer that
-/// applies a grace recorded with `CancelScope::held_grace`.
-pub(crate) fn start_grace(scope: &ScopeHandle, now: Instant) -> Option<Instant> {
-    scope.shared.start_grace(now)
+/// The end of a grace a layer holds (`CancelScope::held_grace`: a task
+/// group draining): its instant, and its entry in the thread's deadline
+/// shard — the timer of every scope's deadline and grace — which wakes
+/// the scope's owner (the task polling the layer) once the clock reads at
+/// or past it. Dropping it removes the entry.
+pub(crate) struct HeldGraceEnd {
+    at: Instant,
+    _entry: Registration,
+}
+
+impl HeldGraceEnd {
+    /// `true` once `now` is at or past the end.
+    pub(crate) fn is_over(&self, now: Instant) -> bool {
+        now >= self.at
+    }
+}
+
+/// Starts `scope`'s held grace at `now` if nobody has started it yet (a
+/// scope inside may have: the scopes whose grace is the held one's, the
+/// group's children, start it on their first sight of the cancellation)
+/// and registers its end (unclipped; `None` if the scope has no grace) for
+/// the layer that holds the scope open. The scopes inside end themselves
+/// at that end, through their own drivers. For a cancelled scope only: the
+/// entry, once due, wakes the owner of a cancelled scope (`deadline_reached`).
+pub(crate) fn held_grace_end(scope: &ScopeHandle, now: Instant) -> Option<HeldGraceEnd> {
+    let at = scope.shared.start_grace(now)?;
+    let clock = Clock::from_number(scope.shared.clock.load(Ordering::Acquire))
+        .unwrap_or_else(Clock::detect);
+    let entry =
+        Shard::current(Backend::of_clock(clock)).register(at, Arc::downgrade(&scope.shared));
+    Some(HeldGraceEnd { at, _entry: entry })
 }
 
 /// How many holds (`hold.rs`), of any kind, hold `scope` open.
