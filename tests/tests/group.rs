@@ -787,13 +787,20 @@ mod spawned {
 
     #[test]
     fn smol_executor_own_graces_end_with_the_groups() {
-        cancelable_tests::with_watchdog("smol own graces", || {
+        on_a_smol_executor("smol own graces", own_graces_end_with_the_groups);
+    }
+
+    /// Runs `test` (a group spawning on a smol executor with threads of
+    /// its own, and the live count of its children) under `smol::block_on`,
+    /// then checks that no child is left.
+    fn on_a_smol_executor<F: std::future::Future<Output = ()>>(
+        name: &str,
+        test: impl FnOnce(TaskGroup, Live) -> F,
+    ) {
+        cancelable_tests::with_watchdog(name, || {
             let (executor, _threads) = smol_executor();
             let live = Live::default();
-            smol::block_on(own_graces_end_with_the_groups(
-                TaskGroup::new().on(&executor),
-                live.clone(),
-            ));
+            smol::block_on(test(TaskGroup::new().on(&executor), live.clone()));
             assert_eq!(live.count(), 0);
         });
     }
@@ -815,15 +822,7 @@ mod spawned {
 
     #[test]
     fn smol_executor_spawned_children_fail_and_clean_up() {
-        cancelable_tests::with_watchdog("smol spawned", || {
-            let (executor, _threads) = smol_executor();
-            let live = Live::default();
-            smol::block_on(failing_and_grace(
-                TaskGroup::new().on(&executor),
-                live.clone(),
-            ));
-            assert_eq!(live.count(), 0);
-        });
+        on_a_smol_executor("smol spawned", failing_and_grace);
     }
 
     #[test]
