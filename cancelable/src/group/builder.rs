@@ -11,8 +11,6 @@ use std::future::Future;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
-use futures_util::future::{AbortHandle, Abortable};
-
 use super::child::{ChildTask, Spawned, TaskHandle};
 use super::error::{BoxError, SpawnError};
 use super::executor::Executor;
@@ -294,7 +292,6 @@ where
 {
     let executor = Executor::resolve(shared.executor.as_ref())?;
     let (mut task, handle) = ChildTask::new(shared, scope, child);
-    let (abort, registration) = AbortHandle::new_pair();
     let accepted = {
         let mut state = lock(&shared.state);
         if state.closed || state.ended {
@@ -302,7 +299,7 @@ where
         } else {
             state.started += 1;
             state.active += 1;
-            Some(state.spawned.insert(abort))
+            Some(state.spawned.insert(task.abort_handle()))
         }
     };
     let Some(key) = accepted else {
@@ -310,10 +307,7 @@ where
     };
     task.arm(shared);
     task.set_spawned(key);
-    let task = Abortable::new(Spawned::new(task, shared), registration);
-    executor.spawn(Box::pin(async move {
-        let _ = task.await;
-    }))?;
+    executor.spawn(Box::pin(Spawned::new(task, shared)))?;
     Ok(handle)
 }
 

@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Waker};
 use pin_project_lite::pin_project;
 
 use super::error::{panic_message, BoxError, TaskError};
-use super::state::{lock, GroupShared, Panic};
+use super::state::{lock, Abort, ChildAbort, GroupShared, Panic};
 use crate::scope::seam::{self, WeakScope};
 use crate::{
     CancelScope, CancellationToken, Cancelled, GracePolicy, GraceStart, GraceValue, ScopeHandle,
@@ -64,10 +64,18 @@ pub(crate) struct Slot<T> {
     finished: AtomicBool,
 }
 
+/// The slot's state under its lock. Small on purpose: the slot is one
+/// allocation per child, and the allocator's fast path takes chunks up to
+/// 128 bytes (glibc's fast bins) — a slot for a `()` child fits.
 struct SlotInner<T> {
     result: Option<Result<T, TaskError>>,
+    /// The handle's task, woken when the result is there.
     waker: Option<Waker>,
+    /// A spawned child's task, woken when its group aborts it.
+    task: Option<Waker>,
     taken: bool,
+    /// A spawned child's group aborted it (see [`ChildAbort`]).
+    aborted: bool,
 }
 
 impl<T> Slot<T> {
@@ -78,7 +86,9 @@ impl<T> Slot<T> {
             inner: Mutex::new(SlotInner {
                 result,
                 waker: None,
+                task: None,
                 taken: false,
+                aborted: false,
             }),
         })
     }
@@ -93,6 +103,34 @@ impl<T> Slot<T> {
         if let Some(waker) = waker {
             waker.wake();
         }
+    }
+}
+
+impl<T: Send> Abort for Slot<T> {
+    fn abort(&self) {
+        let task = {
+            let mut inner = lock(&self.inner);
+            inner.aborted = true;
+            inner.task.take()
+        };
+        if let Some(task) = task {
+            task.wake();
+        }
+    }
+}
+
+impl<T> Slot<T> {
+    /// A spawned child's poll: `true` if its group aborted it; else its
+    /// task is the one to wake when that happens.
+    fn aborted(&self, cx: &Context<'_>) -> bool {
+        let mut inner = lock(&self.inner);
+        if !inner.aborted {
+            match &mut inner.task {
+                Some(task) if task.will_wake(cx.waker()) => {}
+                task => *task = Some(cx.waker().clone()),
+            }
+        }
+        inner.aborted
     }
 }
 
@@ -400,6 +438,14 @@ where
         *self.project().done = None;
     }
 
+    /// What aborts the child once it runs on an executor.
+    pub(crate) fn abort_handle(&self) -> ChildAbort
+    where
+        T: Send + 'static,
+    {
+        ChildAbort(self.slot.clone())
+    }
+
     /// Records the key of the child's abort handle in its group.
     pub(crate) fn set_spawned(&mut self, key: usize) {
         if let Some(done) = &mut self.done {
@@ -423,6 +469,17 @@ where
         let Some(child) = this.slot.child.as_ref() else {
             return Poll::Ready(());
         };
+        if this
+            .done
+            .as_ref()
+            .is_some_and(|done| done.spawned.is_some())
+        {
+            // Running on an executor: aborted by its group, it ends here,
+            // unpolled; its drop reports it cancelled.
+            if this.slot.aborted(cx) {
+                return Poll::Ready(());
+            }
+        }
         let (result, panic) = match catch_unwind(AssertUnwindSafe(|| run.poll(cx))) {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(Ok(value))) => (Ok(value), None),
@@ -478,11 +535,13 @@ fn classify(error: ChildError, child: &ChildRef) -> TaskError {
 }
 
 pin_project! {
-    /// A child running on an executor: polled with the group's scope as the
-    /// current scope, so that the child's scope starts as its child.
+    /// A child running on an executor: first polled with the group's scope
+    /// as the current scope, so that the child's scope starts as its child.
     pub(crate) struct Spawned<C> {
         #[pin]
         child: C,
+        // `None` after the first poll: the child's scope, started, knows
+        // its parent.
         group: Option<ScopeHandle>,
     }
 }
@@ -502,7 +561,15 @@ impl<C: Future<Output = ()>> Future for Spawned<C> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
         let child = this.child;
+        if this.group.is_none() {
+            return child.poll(cx);
+        }
         // `ChildTask` contains panics, so none crosses `enter`.
-        seam::enter(this.group, || child.poll(cx))
+        let polled = seam::enter(this.group, || child.poll(cx));
+        // The child's scope started in that poll, as the group's child (it
+        // reads the current scope only when it starts): the later polls
+        // need no current scope.
+        *this.group = None;
+        polled
     }
 }
