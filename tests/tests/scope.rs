@@ -562,6 +562,41 @@ on_every_backend! {
         assert_eq!(cancelled.reason(), &CancelReason::Manual);
         assert!(started.elapsed() < GENEROUS);
     }
+
+    async fn a_scope_reached_only_after_its_first_pends_is_cancelled_and_timed_out() {
+        // The body pends twice with nothing but itself holding the scope,
+        // then hands out its token (or sets a deadline through a handle it
+        // drops): the scope reacts to it all the same.
+        let cancelled = CancelScope::new()
+            .run(async {
+                sleep(Duration::from_millis(1)).await;
+                sleep(Duration::from_millis(1)).await;
+                let token = current_token().expect("inside a scope");
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(20));
+                    token.cancel();
+                });
+                pending::<()>().await
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Manual);
+        let started = Instant::now();
+        let cancelled = CancelScope::new()
+            .run(async {
+                sleep(Duration::from_millis(1)).await;
+                current_scope()
+                    .expect("inside a scope")
+                    .set_deadline(Some(Instant::now() + Duration::from_millis(20)));
+                sleep(Duration::from_millis(1)).await;
+                pending::<()>().await
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Timeout);
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        assert!(started.elapsed() < GENEROUS);
+    }
 }
 
 on_every_backend! {

@@ -41,6 +41,53 @@ pub(super) struct Armed {
     pub(super) span: tracing::Span,
 }
 
+/// What a running scope holds while nothing but its body reaches it (no
+/// parent, deadline, source, callback or registration at its start): its
+/// backend. Started this way, a scope builds no [`Armed`] — no links,
+/// registration or sources to build, move and drop one by one — until
+/// something else can reach it ([`Lean::reachable`]); then the driver
+/// turns it into an `Armed` with none of them, which registers whatever
+/// came since (a deadline set through a handle) at the same pend.
+pub(super) struct Lean {
+    pub(super) backend: Backend,
+    #[cfg(feature = "tracing")]
+    pub(super) span: tracing::Span,
+}
+
+impl Lean {
+    /// `true` once something besides the body holds the scope's state or
+    /// token (a handle, `current_token()`, a nested scope, the registry),
+    /// or a deadline was set (through a handle dropped since).
+    #[inline]
+    pub(super) fn reachable(&self, shared: &Arc<ScopeShared>) -> bool {
+        shared.deadline_generation.load(Ordering::Acquire) != 0
+            || !(Arc::strong_count(shared) == 1
+                && Arc::weak_count(shared) == 0
+                && shared.token.is_unshared())
+    }
+
+    /// The running state of a scope that started lean: no links, no
+    /// sources, its deadline (if one was set since) registered at the
+    /// next [`Armed::poll_sources`].
+    pub(super) fn into_armed(self) -> Armed {
+        Armed {
+            extras: None,
+            _token_link: None,
+            backend: self.backend,
+            _parent_link: None,
+            _nested_in: None,
+            deadline: None,
+            deadline_generation: u64::MAX,
+            // Generation 0, no deadline: a lean scope started with none.
+            initial_deadline: (0, None, false),
+            sources: None,
+            grace_timer: None,
+            #[cfg(feature = "tracing")]
+            span: self.span,
+        }
+    }
+}
+
 /// Counts a running scope in its parent's `nested` while it lives.
 pub(super) struct NestedIn(Arc<ScopeShared>);
 

@@ -14,7 +14,8 @@
 //! * `handle.rs` — [`ScopeHandle`];
 //! * `armed.rs` — what a running scope holds (links, deadline
 //!   registration, sources) and the checks made at every pend;
-//! * `driver.rs` — the poll state machine;
+//! * `driver/` — the poll state machine (`start.rs`: the start at the first
+//!   poll, lean for a scope nothing but its body reaches);
 //! * `future.rs` — the futures [`ScopeRun`] and [`ScopeTryRun`].
 
 mod armed;

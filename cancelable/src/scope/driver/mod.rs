@@ -26,18 +26,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use super::armed::{Armed, NestedIn};
+use super::armed::{Armed, Lean};
 use super::deadlines::Shard;
 use super::state::ScopeShared;
 use super::{pool, slot};
 use super::{Callback, CancelScope, Config, GracePolicy, GraceStart, GraceValue};
-use crate::backend::{Backend, Clock};
 use crate::context::{ContextData, OperationStatus};
 use crate::panic;
-use crate::source::{ArmedSources, Sink, Source};
 use crate::sync::{lock, Ordering};
-use crate::token::{Cause, Link};
-use crate::{CancelReason, Cancelled, GraceOutcome};
+use crate::{Cancelled, GraceOutcome};
+
+mod start;
 
 /// The engine shared by [`ScopeRun`](super::ScopeRun) and [`ScopeTryRun`](super::ScopeTryRun).
 pub(super) struct Driver {
@@ -65,6 +64,9 @@ pub(super) struct Driver {
 /// running state share their room in the future.
 enum Stage {
     Configured(Config),
+    /// Running, reached by nothing but its body so far (`armed.rs`):
+    /// becomes `Running` when something else can reach it.
+    Lean(Lean),
     Running(Armed),
     Finished,
 }
@@ -91,140 +93,6 @@ impl Driver {
         lent_back(&self.shared)
     }
 
-    fn start(&mut self, mut config: Config) {
-        let parent = slot::current_parent();
-        // A scope started inside another runs on its thread, inside its
-        // poll: under the same executor, which the parent has detected.
-        let backend = parent
-            .as_ref()
-            .and_then(|parent| Clock::from_number(parent.scope.clock.load(Ordering::Acquire)))
-            .map_or_else(Backend::detect, Backend::of_clock);
-        let started = backend.now();
-        let timeout_at = config
-            .timeout
-            .and_then(|timeout| started.checked_add(timeout));
-        let shared = self
-            .shared
-            .as_mut()
-            .expect("the scope is only lent out while its body is polled");
-        let handle_set_deadline = shared.deadline_generation.load(Ordering::Acquire) > 0;
-        let deadline = with_data(shared, |data| {
-            data.started = Some(started);
-            data.name = config.name.take();
-            // Context extras only for what needs them (a registration
-            // alone does not).
-            if let Some(extras) = config.extras.as_deref_mut().filter(|extras| {
-                !extras.metadata.as_slice().is_empty()
-                    || !extras.on_progress.is_empty()
-                    || extras.grace.is_some()
-                    || extras.grace_held
-            }) {
-                let extra = data.extra.get_or_insert_with(Default::default);
-                extra.metadata = std::mem::take(&mut extras.metadata);
-                extra.progress_callbacks = std::mem::take(&mut extras.on_progress);
-                extra.grace = extras.grace.map(|period| (period, None));
-                extra.grace_held = extras.grace_held;
-            }
-            // A deadline set through a handle before the start was set
-            // after the builder's: the last one set wins.
-            if !handle_set_deadline {
-                data.deadline = config.deadline.into_iter().chain(timeout_at).min();
-            }
-            data.deadline
-        });
-        let shared = lent_back(&self.shared);
-        shared
-            .clock
-            .store(backend.clock().number(), Ordering::Release);
-        self.grace = config
-            .extras
-            .as_ref()
-            .is_some_and(|extras| extras.grace.is_some() && !extras.grace_held);
-        self.policy = config.grace_policy;
-        let parent_link = parent
-            .as_ref()
-            .filter(|p| !p.shielded)
-            .and_then(|p| p.scope.token.attach(&shared.token, Link::Parent));
-        let nested_in = parent.as_ref().map(|p| NestedIn::new(&p.scope));
-        if let Some(parent) = parent {
-            let _ = shared.parent.set(parent);
-        }
-        shared.set_status(OperationStatus::Running);
-        // --- registry hook: join the live set if `register()` asked ---
-        #[cfg(feature = "registry")]
-        if let Some(hook) = config
-            .extras
-            .as_deref_mut()
-            .and_then(|extras| extras.registration.as_mut())
-        {
-            hook.start(shared, backend.clock(), started);
-        }
-        #[cfg(feature = "tracing")]
-        let span = {
-            let name = lock(&shared.data).name.clone();
-            let span =
-                tracing::debug_span!("cancel_scope", id = shared.id(), name = name.as_deref());
-            tracing::debug!(parent: &span, "scope started");
-            span
-        };
-        // The first source, when a plain token, is kept inline.
-        let mut token_link = config
-            .first_token
-            .and_then(|token| token.attach(&shared.token, Link::Transparent));
-        let mut sources = None;
-        // Most scopes have no source besides their deadline: the loop
-        // (and its iterator) only for those that do.
-        if !config.sources.is_empty() {
-            for source in config.sources {
-                // A later plain token source is kept inline if the first
-                // one was not.
-                let source = match source.into_token() {
-                    Ok(token) if token_link.is_none() => {
-                        token_link = token.attach(&shared.token, Link::Transparent);
-                        continue;
-                    }
-                    Ok(token) => Source::token(&token),
-                    Err(source) => source,
-                };
-                let sources = sources.get_or_insert_with(Box::<ArmedSources>::default);
-                if let Err(error) = sources.arm(source, Sink::Token(shared.token.clone()), started)
-                {
-                    shared
-                        .token
-                        .cancel_cause(Cause::new(CancelReason::Error(error)));
-                    break;
-                }
-            }
-        }
-        let initial_deadline = (
-            shared.deadline_generation.load(Ordering::Acquire),
-            deadline,
-            deadline.is_some_and(|deadline| deadline <= started),
-        );
-        // --- context completion: `on_start` callbacks ---
-        if let Some(extras) = config.extras.as_deref_mut() {
-            if !extras.on_start.is_empty() {
-                let context = shared.context();
-                let callbacks = std::mem::take(&mut extras.on_start);
-                run_callbacks("an on_start callback", callbacks, &context);
-            }
-        }
-        self.stage = Stage::Running(Armed {
-            extras: config.extras,
-            _token_link: token_link,
-            backend,
-            _parent_link: parent_link,
-            _nested_in: nested_in,
-            deadline: None,
-            deadline_generation: u64::MAX,
-            initial_deadline,
-            sources,
-            grace_timer: None,
-            #[cfg(feature = "tracing")]
-            span,
-        });
-    }
-
     pub(super) fn poll<F: Future>(
         &mut self,
         mut body: Pin<&mut F>,
@@ -235,7 +103,7 @@ impl Driver {
         // Matched in place: a running scope's state is not moved out and
         // back on every poll.
         match &self.stage {
-            Stage::Running(_) => {}
+            Stage::Running(_) | Stage::Lean(_) => {}
             Stage::Configured(_) => {
                 let Stage::Configured(config) = std::mem::replace(&mut self.stage, Stage::Finished)
                 else {
@@ -248,6 +116,7 @@ impl Driver {
         #[cfg(feature = "tracing")]
         let _entered = match &self.stage {
             Stage::Running(armed) => armed.span.clone().entered(),
+            Stage::Lean(lean) => lean.span.clone().entered(),
             _ => unreachable!("started above"),
         };
         let cancelled_before = self.shared().token.is_cancelled();
@@ -264,13 +133,22 @@ impl Driver {
         }
 
         let shared = lent_back(&self.shared);
-        let Stage::Running(armed) = &mut self.stage else {
-            unreachable!("started above")
-        };
-        if armed.reachable(shared) {
-            shared.token.register_owner(cx.waker());
-            if !shared.token.is_cancelled() {
-                armed.poll_sources(shared, cx);
+        if let Stage::Lean(lean) = &self.stage {
+            if lean.reachable(shared) {
+                // Something else can reach the scope now (a handle, its
+                // token, a scope nested in it): it needs its running state.
+                let Stage::Lean(lean) = std::mem::replace(&mut self.stage, Stage::Finished) else {
+                    unreachable!("matched above")
+                };
+                self.stage = Stage::Running(lean.into_armed());
+            }
+        }
+        if let Stage::Running(armed) = &mut self.stage {
+            if armed.reachable(shared) {
+                shared.token.register_owner(cx.waker());
+                if !shared.token.is_cancelled() {
+                    armed.poll_sources(shared, cx);
+                }
             }
         }
         if !shared.token.is_cancelled() {
@@ -466,14 +344,22 @@ impl Driver {
     fn finish(&mut self, status: OperationStatus, cancelled: Option<&Cancelled>) {
         // The running state is read and dropped in place: moving it out
         // would copy the whole of it on every scope's end.
-        let Stage::Running(armed) = &mut self.stage else {
-            unreachable!("only a running scope finishes")
+        let (backend, extras, sources) = match &mut self.stage {
+            Stage::Running(armed) => (armed.backend, armed.extras.take(), armed.sources.as_mut()),
+            Stage::Lean(lean) => (lean.backend, None, None),
+            _ => unreachable!("only a running scope finishes"),
         };
+        // Unregister timers, signal listeners and token callbacks, and
+        // detach from the parent, before user callbacks run. A signal that
+        // reached the scope counts it as cleaning up until the callbacks
+        // ran: a second one meanwhile does what it would do without
+        // cancelable (see the `signal` module).
+        let _cleaning = sources.map(|sources| sources.stop_signals());
         let shared = lent_back(&self.shared);
         // Most scopes have no extras: no default `Extras` is built (and
         // dropped) for them.
         #[cfg_attr(not(feature = "registry"), allow(unused_mut))]
-        let mut extras = armed.extras.take();
+        let mut extras = extras;
         // The end time can only be read through a handle or a callback:
         // spare the clock read when there is neither.
         let observed = Arc::strong_count(shared) > 1
@@ -481,25 +367,27 @@ impl Driver {
                 !extras.on_complete.is_empty() || !extras.on_error.is_empty()
             });
         if observed {
-            lock(&shared.data).ended = Some(armed.backend.clock().now());
+            lock(&shared.data).ended = Some(backend.clock().now());
         }
         shared.set_status(status);
         if let (Some(cancelled), false) = (cancelled, self.detached) {
             shared.pass_cancellation_up(cancelled);
         }
         #[cfg(feature = "tracing")]
-        match cancelled {
-            Some(cancelled) => {
-                tracing::info!(parent: &armed.span, reason = %cancelled.reason(), "scope cancelled")
+        {
+            let span = match &self.stage {
+                Stage::Running(armed) => &armed.span,
+                Stage::Lean(lean) => &lean.span,
+                _ => unreachable!("only a running scope finishes"),
+            };
+            match cancelled {
+                Some(cancelled) => {
+                    tracing::info!(parent: span, reason = %cancelled.reason(), "scope cancelled")
+                }
+                None => tracing::debug!(parent: span, %status, "scope finished"),
             }
-            None => tracing::debug!(parent: &armed.span, %status, "scope finished"),
         }
-        // Unregister timers, signal listeners and token callbacks, and
-        // detach from the parent, before user callbacks run. A signal that
-        // reached the scope counts it as cleaning up until the callbacks
-        // ran: a second one meanwhile does what it would do without
-        // cancelable (see the `signal` module).
-        let _cleaning = armed.sources.as_mut().map(|sources| sources.stop_signals());
+        // The links, timer entry and sources go with the running state.
         self.stage = Stage::Finished;
         // --- registry hook: leave the live set before user callbacks run ---
         #[cfg(feature = "registry")]
@@ -560,7 +448,7 @@ fn with_data<R>(shared: &mut Arc<ScopeShared>, write: impl FnOnce(&mut ContextDa
 impl Drop for Driver {
     fn drop(&mut self) {
         // Dropped mid-run from outside: the operation did not complete.
-        if matches!(self.stage, Stage::Running(_)) {
+        if matches!(self.stage, Stage::Running(_) | Stage::Lean(_)) {
             if let Some(shared) = &self.shared {
                 if shared.status() == OperationStatus::Running {
                     shared.set_status(OperationStatus::Cancelled);

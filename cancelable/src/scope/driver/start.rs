@@ -1,0 +1,209 @@
+//! The scope's start, at its first poll: parent, backend, start time,
+//! context data, links, deadline and sources — and the lean start of a
+//! scope that has none of them (see [`Lean`]).
+
+#[cfg(feature = "tracing")]
+use std::sync::Arc;
+
+use super::super::armed::{Armed, Lean, NestedIn};
+use super::super::slot;
+use super::super::state::Parent;
+#[cfg(feature = "tracing")]
+use super::super::state::ScopeShared;
+use super::super::Config;
+use super::{lent_back, run_callbacks, with_data, Driver, Stage};
+use crate::backend::{Backend, Clock};
+use crate::context::OperationStatus;
+use crate::source::{ArmedSources, Sink, Source};
+#[cfg(feature = "tracing")]
+use crate::sync::lock;
+use crate::sync::Ordering;
+use crate::token::{Cause, Link};
+use crate::CancelReason;
+
+impl Driver {
+    /// Starts the scope: [`Stage::Lean`] when nothing but its body can
+    /// reach it (no parent, deadline, source, callback or registration),
+    /// [`Stage::Running`] otherwise.
+    pub(super) fn start(&mut self, config: Config) {
+        let parent = slot::current_parent();
+        let shared = lent_back(&self.shared);
+        let lean = parent.is_none()
+            && config.timeout.is_none()
+            && config.deadline.is_none()
+            && config.first_token.is_none()
+            && config.sources.is_empty()
+            && config.extras.is_none()
+            // A deadline set through a handle before the start.
+            && shared.deadline_generation.load(Ordering::Acquire) == 0;
+        if lean {
+            self.start_lean(config);
+        } else {
+            self.start_armed(config, parent);
+        }
+    }
+
+    /// The start of a scope that nothing but its body reaches yet: the
+    /// start time and the name, no links, no running state to build.
+    fn start_lean(&mut self, mut config: Config) {
+        let backend = Backend::detect();
+        let started = backend.now();
+        let shared = self
+            .shared
+            .as_mut()
+            .expect("the scope is only lent out while its body is polled");
+        with_data(shared, |data| {
+            data.started = Some(started);
+            data.name = config.name.take();
+        });
+        let shared = lent_back(&self.shared);
+        shared
+            .clock
+            .store(backend.clock().number(), Ordering::Release);
+        self.policy = config.grace_policy;
+        shared.set_status(OperationStatus::Running);
+        self.stage = Stage::Lean(Lean {
+            backend,
+            #[cfg(feature = "tracing")]
+            span: start_span(shared),
+        });
+    }
+
+    // Inlined into `start`: the configuration is not moved once more.
+    #[inline(always)]
+    fn start_armed(&mut self, mut config: Config, parent: Option<Parent>) {
+        // A scope started inside another runs on its thread, inside its
+        // poll: under the same executor, which the parent has detected.
+        let backend = parent
+            .as_ref()
+            .and_then(|parent| Clock::from_number(parent.scope.clock.load(Ordering::Acquire)))
+            .map_or_else(Backend::detect, Backend::of_clock);
+        let started = backend.now();
+        let timeout_at = config
+            .timeout
+            .and_then(|timeout| started.checked_add(timeout));
+        let shared = self
+            .shared
+            .as_mut()
+            .expect("the scope is only lent out while its body is polled");
+        let handle_set_deadline = shared.deadline_generation.load(Ordering::Acquire) > 0;
+        let deadline = with_data(shared, |data| {
+            data.started = Some(started);
+            data.name = config.name.take();
+            // Context extras only for what needs them (a registration
+            // alone does not).
+            if let Some(extras) = config.extras.as_deref_mut().filter(|extras| {
+                !extras.metadata.as_slice().is_empty()
+                    || !extras.on_progress.is_empty()
+                    || extras.grace.is_some()
+                    || extras.grace_held
+            }) {
+                let extra = data.extra.get_or_insert_with(Default::default);
+                extra.metadata = std::mem::take(&mut extras.metadata);
+                extra.progress_callbacks = std::mem::take(&mut extras.on_progress);
+                extra.grace = extras.grace.map(|period| (period, None));
+                extra.grace_held = extras.grace_held;
+            }
+            // A deadline set through a handle before the start was set
+            // after the builder's: the last one set wins.
+            if !handle_set_deadline {
+                data.deadline = config.deadline.into_iter().chain(timeout_at).min();
+            }
+            data.deadline
+        });
+        let shared = lent_back(&self.shared);
+        shared
+            .clock
+            .store(backend.clock().number(), Ordering::Release);
+        self.grace = config
+            .extras
+            .as_ref()
+            .is_some_and(|extras| extras.grace.is_some() && !extras.grace_held);
+        self.policy = config.grace_policy;
+        let parent_link = parent
+            .as_ref()
+            .filter(|p| !p.shielded)
+            .and_then(|p| p.scope.token.attach(&shared.token, Link::Parent));
+        let nested_in = parent.as_ref().map(|p| NestedIn::new(&p.scope));
+        if let Some(parent) = parent {
+            let _ = shared.parent.set(parent);
+        }
+        shared.set_status(OperationStatus::Running);
+        // --- registry hook: join the live set if `register()` asked ---
+        #[cfg(feature = "registry")]
+        if let Some(hook) = config
+            .extras
+            .as_deref_mut()
+            .and_then(|extras| extras.registration.as_mut())
+        {
+            hook.start(shared, backend.clock(), started);
+        }
+        #[cfg(feature = "tracing")]
+        let span = start_span(shared);
+        // The first source, when a plain token, is kept inline.
+        let mut token_link = config
+            .first_token
+            .and_then(|token| token.attach(&shared.token, Link::Transparent));
+        let mut sources = None;
+        // Most scopes have no source besides their deadline: the loop
+        // (and its iterator) only for those that do.
+        if !config.sources.is_empty() {
+            for source in config.sources {
+                // A later plain token source is kept inline if the first
+                // one was not.
+                let source = match source.into_token() {
+                    Ok(token) if token_link.is_none() => {
+                        token_link = token.attach(&shared.token, Link::Transparent);
+                        continue;
+                    }
+                    Ok(token) => Source::token(&token),
+                    Err(source) => source,
+                };
+                let sources = sources.get_or_insert_with(Box::<ArmedSources>::default);
+                if let Err(error) = sources.arm(source, Sink::Token(shared.token.clone()), started)
+                {
+                    shared
+                        .token
+                        .cancel_cause(Cause::new(CancelReason::Error(error)));
+                    break;
+                }
+            }
+        }
+        let initial_deadline = (
+            shared.deadline_generation.load(Ordering::Acquire),
+            deadline,
+            deadline.is_some_and(|deadline| deadline <= started),
+        );
+        // --- context completion: `on_start` callbacks ---
+        if let Some(extras) = config.extras.as_deref_mut() {
+            if !extras.on_start.is_empty() {
+                let context = shared.context();
+                let callbacks = std::mem::take(&mut extras.on_start);
+                run_callbacks("an on_start callback", callbacks, &context);
+            }
+        }
+        self.stage = Stage::Running(Armed {
+            extras: config.extras,
+            _token_link: token_link,
+            backend,
+            _parent_link: parent_link,
+            _nested_in: nested_in,
+            deadline: None,
+            deadline_generation: u64::MAX,
+            initial_deadline,
+            sources,
+            grace_timer: None,
+            #[cfg(feature = "tracing")]
+            span,
+        });
+    }
+}
+
+/// The scope's `tracing` span, with its "scope started" event.
+#[cfg(feature = "tracing")]
+fn start_span(shared: &Arc<ScopeShared>) -> tracing::Span {
+    let name = lock(&shared.data).name.clone();
+    let span = tracing::debug_span!("cancel_scope", id = shared.id(), name = name.as_deref());
+    tracing::debug!(parent: &span, "scope started");
+    span
+}
