@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::task::Context;
 use std::time::Instant;
 
+#[cfg(feature = "tokio")]
+use super::deadlines::Place;
 use super::deadlines::{Registration, Shard};
 use super::state::ScopeShared;
 use super::Extras;
@@ -18,6 +20,12 @@ use crate::CancelReason;
 
 /// What a running scope holds: created at its first poll.
 pub(super) struct Armed {
+    /// The tokio runtime the scope started in, found with its backend:
+    /// where its deadline registers at the first pend (the same poll, so
+    /// the same thread and runtime), then forgotten. `None`: looked up
+    /// when needed.
+    #[cfg(feature = "tokio")]
+    pub(super) start_runtime: Option<tokio::runtime::Id>,
     /// Callbacks, run when the scope finishes.
     pub(super) extras: Option<Box<Extras>>,
     /// The first token source, linked to the scope's token.
@@ -29,9 +37,12 @@ pub(super) struct Armed {
     pub(super) deadline: Option<Registration>,
     pub(super) deadline_generation: u64,
     /// The deadline computed at the start, with the generation it had and
-    /// whether it had passed already: spares a lock and a clock read at
-    /// the first pend.
-    pub(super) initial_deadline: (u64, Option<Instant>, bool),
+    /// whether it had passed already (three fields, not a tuple, so that
+    /// the flag shares its word with `backend`): spares a lock and a clock
+    /// read at the first pend.
+    pub(super) initial_generation: u64,
+    pub(super) initial_deadline: Option<Instant>,
+    pub(super) initial_passed: bool,
     /// Boxed, and only when the scope has sources besides its deadline.
     pub(super) sources: Option<Box<ArmedSources>>,
     /// In the grace period: when the timer is set to wake the scope, and
@@ -71,6 +82,8 @@ impl Lean {
     /// next [`Armed::poll_sources`].
     pub(super) fn into_armed(self) -> Armed {
         Armed {
+            #[cfg(feature = "tokio")]
+            start_runtime: None,
             extras: None,
             _token_link: None,
             backend: self.backend,
@@ -79,7 +92,9 @@ impl Lean {
             deadline: None,
             deadline_generation: u64::MAX,
             // Generation 0, no deadline: a lean scope started with none.
-            initial_deadline: (0, None, false),
+            initial_generation: 0,
+            initial_deadline: None,
+            initial_passed: false,
             sources: None,
             grace_timer: None,
             #[cfg(feature = "tracing")]
@@ -113,10 +128,10 @@ impl Armed {
     /// before) can hand it out.
     #[inline]
     pub(super) fn reachable(&self, shared: &Arc<ScopeShared>) -> bool {
-        self.initial_deadline.1.is_some()
+        self.initial_deadline.is_some()
             || self.deadline.is_some()
             // A deadline set (through a handle dropped since) after the start.
-            || shared.deadline_generation.load(Ordering::Acquire) != self.initial_deadline.0
+            || shared.deadline_generation.load(Ordering::Acquire) != self.initial_generation
             || self.sources.is_some()
             || self._token_link.is_some()
             || self._parent_link.is_some()
@@ -130,6 +145,8 @@ impl Armed {
     /// pend (and again when the deadline moved), then polls the sources
     /// that need polling.
     pub(super) fn poll_sources(&mut self, shared: &Arc<ScopeShared>, cx: &mut Context<'_>) {
+        #[cfg(feature = "tokio")]
+        let start_runtime = self.start_runtime.take();
         let generation = shared.deadline_generation.load(Ordering::Acquire);
         // A registration whose tokio runtime shut down can no longer fire:
         // register again where the scope is polled now.
@@ -140,9 +157,9 @@ impl Armed {
         if self.deadline_generation != generation || lost {
             self.deadline_generation = generation;
             self.deadline = None;
-            let (deadline, passed) = match self.initial_deadline {
-                (initial, deadline, passed) if initial == generation => (deadline, passed),
-                _ => {
+            let (deadline, passed) = match self.initial_generation == generation {
+                true => (self.initial_deadline, self.initial_passed),
+                false => {
                     let deadline = shared.deadline();
                     let now = || self.backend.clock().now();
                     (deadline, deadline.is_some_and(|deadline| deadline <= now()))
@@ -155,6 +172,12 @@ impl Armed {
                 return;
             }
             if let Some(deadline) = deadline {
+                #[cfg(feature = "tokio")]
+                let shard = match start_runtime {
+                    Some(runtime) => Shard::at(Place::tokio(runtime)),
+                    None => Shard::current(self.backend),
+                };
+                #[cfg(not(feature = "tokio"))]
                 let shard = Shard::current(self.backend);
                 self.deadline = Some(shard.register(deadline, Arc::downgrade(shared)));
                 if shared.token.is_cancelled() {

@@ -77,6 +77,45 @@ thread_local! {
     static SHARDS: RefCell<Vec<Arc<Shard>>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Where the deadlines of a scope polled here go: the shard kind of the
+/// tokio runtime entered on this thread, or `async-io`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Place(ShardKind);
+
+impl Place {
+    /// The backend detected here (as `Backend::detect` tells it) and, on
+    /// tokio outside a task, the runtime entered: one handle look-up for
+    /// both, so that a scope's first deadline registration, in the same
+    /// poll, does not ask tokio again (`None`: look it up then; inside a
+    /// task that is a per-thread memo read).
+    #[cfg(feature = "tokio")]
+    #[inline]
+    pub(crate) fn detect() -> (Backend, Option<tokio::runtime::Id>) {
+        if tokio::task::try_id().is_some() {
+            return (Backend::Tokio, None);
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => (Backend::Tokio, Some(handle.id())),
+            Err(_) => (Backend::AsyncIo, None),
+        }
+    }
+
+    /// The place of the tokio runtime `runtime`.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn tokio(runtime: tokio::runtime::Id) -> Place {
+        Place(ShardKind::Tokio(runtime))
+    }
+
+    /// The place of a scope of `backend` polled here.
+    fn of(backend: Backend) -> Place {
+        Place(match backend {
+            #[cfg(feature = "tokio")]
+            Backend::Tokio => tokio_kind(),
+            Backend::AsyncIo => ShardKind::AsyncIo,
+        })
+    }
+}
+
 /// Which timers a shard uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ShardKind {
@@ -286,11 +325,13 @@ impl Shard {
     /// scope polled where no runtime is entered, such as after its runtime
     /// was dropped).
     pub(crate) fn current(backend: Backend) -> Arc<Shard> {
-        let kind = match backend {
-            #[cfg(feature = "tokio")]
-            Backend::Tokio => tokio_kind(),
-            Backend::AsyncIo => ShardKind::AsyncIo,
-        };
+        Shard::at(Place::of(backend))
+    }
+
+    /// The shard of `place` on this thread, made (and its driver started)
+    /// if it has none yet.
+    pub(crate) fn at(place: Place) -> Arc<Shard> {
+        let kind = place.0;
         let found = SHARDS.try_with(|shards| {
             let mut shards = shards.borrow_mut();
             if let Some(shard) = shards

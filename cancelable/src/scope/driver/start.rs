@@ -6,6 +6,8 @@
 use std::sync::Arc;
 
 use super::super::armed::{Armed, Lean, NestedIn};
+#[cfg(feature = "tokio")]
+use super::super::deadlines::Place;
 use super::super::slot;
 use super::super::state::Parent;
 #[cfg(feature = "tracing")]
@@ -74,6 +76,19 @@ impl Driver {
     fn start_armed(&mut self, mut config: Config, parent: Option<Parent>) {
         // A scope started inside another runs on its thread, inside its
         // poll: under the same executor, which the parent has detected.
+        // Without a parent, the backend and (for a deadline) the tokio
+        // runtime of its shard are found in one look-up, valid for the
+        // first poll.
+        #[cfg(feature = "tokio")]
+        let (backend, start_runtime) = match parent
+            .as_ref()
+            .and_then(|parent| Clock::from_number(parent.scope.clock.load(Ordering::Acquire)))
+        {
+            Some(clock) => (Backend::of_clock(clock), None),
+            None if config.timeout.is_some() || config.deadline.is_some() => Place::detect(),
+            None => (Backend::detect(), None),
+        };
+        #[cfg(not(feature = "tokio"))]
         let backend = parent
             .as_ref()
             .and_then(|parent| Clock::from_number(parent.scope.clock.load(Ordering::Acquire)))
@@ -169,11 +184,7 @@ impl Driver {
                 }
             }
         }
-        let initial_deadline = (
-            shared.deadline_generation.load(Ordering::Acquire),
-            deadline,
-            deadline.is_some_and(|deadline| deadline <= started),
-        );
+        let initial_generation = shared.deadline_generation.load(Ordering::Acquire);
         // --- context completion: `on_start` callbacks ---
         if let Some(extras) = config.extras.as_deref_mut() {
             if !extras.on_start.is_empty() {
@@ -183,6 +194,8 @@ impl Driver {
             }
         }
         self.stage = Stage::Running(Armed {
+            #[cfg(feature = "tokio")]
+            start_runtime,
             extras: config.extras,
             _token_link: token_link,
             backend,
@@ -190,7 +203,9 @@ impl Driver {
             _nested_in: nested_in,
             deadline: None,
             deadline_generation: u64::MAX,
-            initial_deadline,
+            initial_generation,
+            initial_deadline: deadline,
+            initial_passed: deadline.is_some_and(|deadline| deadline <= started),
             sources,
             grace_timer: None,
             #[cfg(feature = "tracing")]
