@@ -89,6 +89,7 @@ impl Driver {
         self.detached = true;
     }
 
+    #[inline]
     fn shared(&self) -> &Arc<ScopeShared> {
         lent_back(&self.shared)
     }
@@ -430,6 +431,7 @@ fn run_callbacks<T>(what: &'static str, callbacks: Vec<Callback<T>>, arg: &T) {
 
 /// The scope's state, which the driver holds except while the body is
 /// polled (then it sits in the current-scope slot).
+#[inline]
 fn lent_back(shared: &Option<Arc<ScopeShared>>) -> &Arc<ScopeShared> {
     shared
         .as_ref()
