@@ -550,12 +550,7 @@ on_every_backend! {
         let started = Instant::now();
         let cancelled = CancelScope::new()
             .run(async {
-                let token = current_token().expect("inside a scope");
-                std::thread::spawn(move || {
-                    std::thread::sleep(Duration::from_millis(20));
-                    token.cancel();
-                });
-                pending::<()>().await
+                hand_out_token_and_pend().await
             })
             .await
             .unwrap_err();
@@ -571,12 +566,7 @@ on_every_backend! {
             .run(async {
                 sleep(Duration::from_millis(1)).await;
                 sleep(Duration::from_millis(1)).await;
-                let token = current_token().expect("inside a scope");
-                std::thread::spawn(move || {
-                    std::thread::sleep(Duration::from_millis(20));
-                    token.cancel();
-                });
-                pending::<()>().await
+                hand_out_token_and_pend().await
             })
             .await
             .unwrap_err();
@@ -654,4 +644,15 @@ on_every_backend! {
             assert!(matches!(quiet, Ok(Ok(()))), "round {round}: {quiet:?}");
         }
     }
+}
+
+/// Hands the current scope's token to another thread, which cancels it in
+/// 20 ms, and pends until the scope ends.
+async fn hand_out_token_and_pend() {
+    let token = current_token().expect("inside a scope");
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        token.cancel();
+    });
+    pending::<()>().await
 }
