@@ -37,6 +37,16 @@ pub mod time {
 
     use crate::backend::{Backend, Clock};
 
+    /// The clock a scope keeps time on (tokio's on tokio, else the
+    /// process clock), as the registry notes it with each operation to
+    /// read its elapsed time on the same clock.
+    #[cfg(feature = "registry")]
+    pub(crate) use crate::backend::Clock as ScopeClock;
+    /// The time now on each clock, each read at most once: what a registry
+    /// query compares every operation with.
+    #[cfg(feature = "registry")]
+    pub(crate) use crate::backend::Now;
+
     /// The time on the process clock.
     pub fn now() -> Instant {
         Clock::of_process().now()

@@ -230,8 +230,9 @@ fn the_checker_ignores_comments_and_strings() {
 /// declared seams only (`scope/seam.rs`, `scope/hold.rs`), never its
 /// private parts: the directories checked, and what they may not name —
 /// the scope's shared state and its fields, the token's engine, the
-/// current-scope slot.
-const SEAM_LAYERS: &[&str] = &["group/", "http/"];
+/// current-scope slot. The registry reaches a scope through the seam's
+/// `ScopeView`, which its start hook receives.
+const SEAM_LAYERS: &[&str] = &["group/", "http/", "registry/"];
 const PRIVATE_TO_THE_CORE: &[&str] = &[
     "ScopeShared",
     ".shields",
@@ -276,7 +277,8 @@ fn layers_use_only_the_seams_of_the_core() {
         + &forbidden_uses(&sources, "remote/", CLUSTER_FORBIDDEN)
         + &field_reads(&sources, "registry/", SCOPE_FIELDS)
         + &forbidden_uses(&sources, "http/", SERVICES_FORBIDDEN)
-        + &forbidden_uses(&sources, "group/", GROUPS_FORBIDDEN);
+        + &forbidden_uses(&sources, "group/", GROUPS_FORBIDDEN)
+        + &forbidden_uses(&sources, "registry/", REGISTRY_FORBIDDEN);
     assert!(report.is_empty(), "{report}");
 }
 
@@ -304,9 +306,9 @@ fn the_seam_check_finds_a_private_field() {
 }
 
 /// The fields of the scope's shared state (`scope/state.rs`) visible to
-/// the crate. The registry names `ScopeShared` (the argument of the
-/// `StartHook` seam) but reads it through methods only (`scope/seam.rs`):
-/// its other fields are private to `scope/`, which the compiler checks.
+/// the crate. The registry names no `ScopeShared` (it holds the seam's
+/// `ScopeView`) and reads no field of it; its other fields are private to
+/// `scope/`, which the compiler checks.
 const SCOPE_FIELDS: &[&str] = &["token"];
 
 /// Every read of one of `fields` as a field (`.name` not followed by `(`
@@ -464,6 +466,52 @@ fn the_groups_check_finds_the_backend_beside_the_seam() {
         "{report}"
     );
     assert!(!report.contains("progress.rs"), "{report}");
+}
+
+/// What the registry (`registry/`) must not name beside the seams: the
+/// backend's clocks (it reads time through `crate::seam::time`: the
+/// scope's clock as `ScopeClock`, a query's readings as `Now`).
+const REGISTRY_FORBIDDEN: &[(&str, &str)] = &[
+    (
+        "crate::backend",
+        "is private to the core: use `crate::seam::time` (`ScopeClock`, `Now`)",
+    ),
+    (
+        "crate::hooks",
+        "is private to the core: use `crate::seam::time`",
+    ),
+];
+
+/// The registry's checks themselves: naming the scope's state, the
+/// token's cause or the backend's clock is reported; the seam is not.
+#[test]
+fn the_registry_check_finds_a_private_part_of_the_core() {
+    let sources = files(&[
+        (
+            "registry/live.rs",
+            "use crate::scope::ScopeShared;\nfn f(s: &ScopeView) { s.token().recorded_cause(); }",
+        ),
+        ("registry/record.rs", "use crate::backend::Clock;"),
+        (
+            "registry/history.rs",
+            "use crate::seam::time::ScopeClock;\nfn g(s: &ScopeView) { s.cancel_cause(); }",
+        ),
+    ]);
+    let report =
+        seam_violations(&sources) + &forbidden_uses(&sources, "registry/", REGISTRY_FORBIDDEN);
+    assert!(
+        report.contains("registry/live.rs:1: `ScopeShared`"),
+        "{report}"
+    );
+    assert!(
+        report.contains("registry/live.rs:2: `.recorded_cause(`"),
+        "{report}"
+    );
+    assert!(
+        report.contains("registry/record.rs:1: `crate::backend`"),
+        "{report}"
+    );
+    assert!(!report.contains("registry/history.rs"), "{report}");
 }
 
 /// What the cluster layer (`remote/`) must not name: core internals it

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use super::history::{self, FinishedOperation};
 use super::record::Record;
 use super::{lock, Filter, Now, Registry, RegistryError};
-use crate::scope::ScopeShared;
+use crate::scope::seam::ScopeView;
 use crate::CancelReason;
 
 /// What [`Registry::cancel`] and [`Registry::cancel_by_key`] did, and what
@@ -103,17 +103,17 @@ impl CancelAnswer {
     fn of(record: Arc<Record>, reason: CancelReason, message: String) -> CancelAnswer {
         // An exiting operation sets its final status, then `left`: its
         // outcome is decided, whatever this call does.
-        if record.left.load(Ordering::Acquire) || record.shared().status().is_finished() {
+        if record.left.load(Ordering::Acquire) || record.scope().status().is_finished() {
             return CancelAnswer::Ended(Box::new(history::public(&record, &mut Now::new())));
         }
-        match record.shared().token().cancel_with(reason, message) {
+        match record.scope().token().cancel_with(reason, message) {
             true => CancelAnswer::Requested(Outcome { record }),
             false => CancelAnswer::AlreadyRequested(Outcome { record }),
         }
     }
 
     /// The answer for a scope that holds a key but has not joined.
-    fn not_started(shared: &ScopeShared, reason: CancelReason, message: String) -> CancelAnswer {
+    fn not_started(shared: &ScopeView, reason: CancelReason, message: String) -> CancelAnswer {
         shared.token().cancel_with(reason, message);
         CancelAnswer::NotStarted
     }
@@ -329,17 +329,15 @@ impl Registry {
             .live_records()
             .into_iter()
             .filter(|record| {
-                record.id != id
-                    && std::iter::successors(record.shared().parent(), |scope| scope.parent())
-                        .any(|scope| Arc::ptr_eq(scope, root.shared()))
+                record.id != id && record.scope().ancestor_ids().any(|ancestor| ancestor == id)
             })
             .collect();
         let was_cancelled: Vec<bool> = subtree
             .iter()
-            .map(|record| record.shared().token().is_cancelled())
+            .map(|record| record.scope().token().is_cancelled())
             .collect();
         let mut cancelled = usize::from(
-            root.shared()
+            root.scope()
                 .token()
                 .cancel_with(reason.clone(), message.clone()),
         );
@@ -347,10 +345,10 @@ impl Registry {
             // Unshielded scopes inside were cancelled with the root (reason
             // `Parent`); shielded ones only now.
             record
-                .shared()
+                .scope()
                 .token()
                 .cancel_with(reason.clone(), message.clone());
-            cancelled += usize::from(!before && record.shared().token().is_cancelled());
+            cancelled += usize::from(!before && record.scope().token().is_cancelled());
         }
         Ok(cancelled)
     }
@@ -390,7 +388,7 @@ impl Registry {
             .filter_map(|info| self.inner.live_record(info.id))
             .filter(|record| {
                 record
-                    .shared()
+                    .scope()
                     .token()
                     .cancel_with(reason.clone(), message.clone())
             })

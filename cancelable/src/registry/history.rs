@@ -1,6 +1,6 @@
 //! The bounded history of finished operations: a ring of slots written
 //! without a shared lock (one atomic cursor, one small lock per slot),
-//! indexed by id (sharded as the live set), so that looking up one
+//! indexed by id without locks (`index.rs`), so that looking up one
 //! finished operation costs the same at any capacity.
 
 use std::borrow::Cow;
@@ -10,13 +10,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::filter::Filter;
-use super::live::{IdMap, SHARDS};
+use super::index::HistoryIndex;
 use super::record::{Exit, Record};
 use super::{lock, Now, Registry};
-use crate::backend::Clock;
 use crate::context::ContextData;
-use crate::token::Cause;
+use crate::seam::time::ScopeClock as Clock;
 use crate::{CancelReason, OperationStatus};
+
+/// Why an operation was cancelled and with what message.
+pub(crate) type Cause = (CancelReason, Option<Arc<str>>);
 
 /// A finished operation, as [`Registry::history`](super::Registry::history)
 /// returns it.
@@ -70,7 +72,7 @@ pub(crate) struct Finished {
     parent_id: Option<u64>,
     status: OperationStatus,
     /// Why it was cancelled and with what message, if it was.
-    cause: Option<(CancelReason, Option<Arc<str>>)>,
+    cause: Option<Cause>,
     error: Option<String>,
     /// In the order given (a key given twice keeps its last value).
     metadata: Vec<(Cow<'static, str>, Cow<'static, str>)>,
@@ -125,13 +127,9 @@ impl Finished {
 
     /// The finished operation `record`, as it ended (`exit`).
     fn of(record: &Record, exit: Exit) -> Self {
-        let shared = record.shared();
-        let cause = match shared.token().is_cancelled() {
-            true => shared.token().recorded_cause(),
-            false => None,
-        };
+        let scope = record.scope();
         let mut finished = Finished::new();
-        finished.fill(record, exit, cause, &shared.context_data());
+        finished.fill(record, exit, scope.cancel_cause(), &scope.context_data());
         finished
     }
 
@@ -141,9 +139,9 @@ impl Finished {
         self.id = record.id;
         self.key.clone_from(&record.key);
         assign_option(&mut self.name, data.name.as_ref());
-        self.parent_id = record.shared().parent().map(|parent| parent.id());
+        self.parent_id = record.scope().parent_id();
         self.status = exit.status;
-        self.cause = cause.map(|cause| (cause.reason, cause.message));
+        self.cause = cause;
         self.clock = record.clock;
         self.started = record.started;
         self.ended = exit.ended;
@@ -219,7 +217,7 @@ impl Finished {
 /// now, with that status).
 pub(crate) fn public(record: &Record, now: &mut Now) -> FinishedOperation {
     let exit = record.exit().unwrap_or_else(|| Exit {
-        status: match record.shared().status() {
+        status: match record.scope().status() {
             status if status.is_finished() => status,
             _ => OperationStatus::Cancelled,
         },
@@ -229,26 +227,19 @@ pub(crate) fn public(record: &Record, now: &mut Now) -> FinishedOperation {
     Finished::of(record, exit).public(now)
 }
 
-/// A ring slot: the arrival number of the entry it holds (`None`: empty),
-/// and the entry, whose buffers the next arrival reuses.
+/// A ring slot's contents: the arrival number of the entry it holds
+/// (`None`: empty), and the entry, whose buffers the next arrival reuses.
 struct SlotState {
     seq: Option<u64>,
     entry: Finished,
 }
 
-type Slot = Mutex<SlotState>;
-
-/// A shard of the index: operation id → arrival number, whose slot is
-/// `arrival % capacity`. It holds exactly the entries of the ring: an
-/// entry is added and removed under its slot's lock.
-type IndexShard = Mutex<IdMap<u64>>;
-
-/// The index shard of `id`: consecutive ids in turn, so that each shard
-/// keeps about `capacity / SHARDS` entries at all times (sharded by blocks
-/// of ids, as the live set is, one shard would fill as another empties,
-/// its map growing and rehashing).
-fn index_shard_of(id: u64) -> usize {
-    (id % SHARDS as u64) as usize
+/// A ring slot: its contents under a lock, and the id of its entry beside
+/// them (written under the lock), which a look-up by id reads without
+/// taking the lock to skip the slots of other ids.
+struct Slot {
+    id: AtomicU64,
+    state: Mutex<SlotState>,
 }
 
 /// Slots are allocated in chunks of this many, as the ring fills.
@@ -256,8 +247,7 @@ const CHUNK: usize = 256;
 
 /// The ring: the last `capacity` operations to finish.
 ///
-/// Lock order: a slot's lock, then an index shard's (never the other way
-/// round: a look-up releases the index before it locks the slot).
+/// Lock order: one slot's lock at a time; the index takes none.
 pub(crate) struct History {
     capacity: usize,
     cursor: AtomicU64,
@@ -268,8 +258,8 @@ pub(crate) struct History {
     /// each), overwritten by a newer operation.
     chunks: Box<[OnceLock<Box<[Slot]>>]>,
     /// Where each operation of the ring is, so that a look-up by id reads
-    /// one slot instead of the whole ring.
-    index: OnceLock<Box<[IndexShard]>>,
+    /// a few slots instead of the whole ring.
+    index: HistoryIndex,
 }
 
 impl History {
@@ -282,22 +272,7 @@ impl History {
             chunks: (0..capacity.div_ceil(CHUNK))
                 .map(|_| OnceLock::new())
                 .collect(),
-            index: OnceLock::new(),
-        }
-    }
-
-    fn index_shard(&self, id: u64) -> &IndexShard {
-        &self
-            .index
-            .get_or_init(|| (0..SHARDS).map(|_| Mutex::default()).collect())[index_shard_of(id)]
-    }
-
-    /// Forgets where `entry` (arrived as `seq`) was.
-    fn unindex(&self, entry: &Finished, seq: u64) {
-        let mut shard = lock(self.index_shard(entry.id));
-        // One probe when, as almost always, the index points at this entry.
-        if let Some(newer) = shard.remove(&entry.id).filter(|at| *at != seq) {
-            shard.insert(entry.id, newer);
+            index: HistoryIndex::new(capacity),
         }
     }
 
@@ -307,14 +282,21 @@ impl History {
         let len = CHUNK.min(self.capacity - chunk * CHUNK);
         &self.chunks[chunk].get_or_init(|| {
             (0..len)
-                .map(|_| {
-                    Mutex::new(SlotState {
+                .map(|_| Slot {
+                    id: AtomicU64::new(0),
+                    state: Mutex::new(SlotState {
                         seq: None,
                         entry: Finished::new(),
-                    })
+                    }),
                 })
                 .collect()
         })[index % CHUNK]
+    }
+
+    /// The slot of arrival `seq`, if its chunk is allocated.
+    fn slot_of(&self, seq: u64) -> Option<&Slot> {
+        let index = (seq % self.capacity as u64) as usize;
+        self.chunks[index / CHUNK].get()?.get(index % CHUNK)
     }
 
     /// The slots allocated so far.
@@ -323,6 +305,13 @@ impl History {
             .iter()
             .filter_map(OnceLock::get)
             .flat_map(|chunk| chunk.iter())
+    }
+
+    /// The first arrival still in the ring (or being overwritten).
+    fn oldest(&self) -> u64 {
+        self.cursor
+            .load(Ordering::Acquire)
+            .saturating_sub(self.capacity as u64)
     }
 
     /// Records `record`, which ended as `exit` (see [`Finished::fill`]),
@@ -334,19 +323,24 @@ impl History {
         cause: Option<Cause>,
         data: &ContextData,
     ) {
-        let seq = self.cursor.fetch_add(1, Ordering::Relaxed);
-        let mut slot = lock(self.slot((seq % self.capacity as u64) as usize));
-        let slot = &mut *slot;
-        match slot.seq {
-            // A writer that stalled a whole lap behind must not overwrite a
-            // newer entry.
-            Some(newer) if newer > seq => return,
-            Some(evicted) => self.unindex(&slot.entry, evicted),
-            None => {}
+        let seq = self.cursor.fetch_add(1, Ordering::AcqRel);
+        let slot = self.slot((seq % self.capacity as u64) as usize);
+        {
+            let mut state = lock(&slot.state);
+            // A writer that stalled a whole lap behind must not overwrite
+            // a newer entry.
+            if state.seq.is_some_and(|newer| newer > seq) {
+                return;
+            }
+            state.entry.fill(record, exit, cause, data);
+            state.seq = Some(seq);
+            slot.id.store(record.id, Ordering::Release);
         }
-        slot.entry.fill(record, exit, cause, data);
-        slot.seq = Some(seq);
-        lock(self.index_shard(record.id)).insert(record.id, seq);
+        self.index.insert(
+            record.id,
+            seq,
+            (seq + 1).saturating_sub(self.capacity as u64),
+        );
     }
 
     /// The newest `limit` entries that pass `filter`, newest first.
@@ -359,7 +353,7 @@ impl History {
         let mut entries: Vec<(u64, &Slot)> = self
             .slots()
             .filter_map(|slot| {
-                let state = lock(slot);
+                let state = lock(&slot.state);
                 let seq = state.seq?;
                 state.entry.accepted_by(filter, now).then_some((seq, slot))
             })
@@ -371,19 +365,33 @@ impl History {
             .filter_map(|(seq, slot)| {
                 // Overwritten since it was chosen: a newer operation took
                 // its place.
-                let state = lock(slot);
+                let state = lock(&slot.state);
                 (state.seq == Some(seq)).then(|| state.entry.public(now))
             })
             .collect()
     }
 
-    /// Operation `id`, if the ring still holds it: one index look-up and
-    /// one slot, whatever the capacity.
+    /// Operation `id`, if the ring still holds it: a few cells of the
+    /// index and the slots they name, whatever the capacity (the whole
+    /// ring only in the rare case [`HistoryIndex`] describes).
     pub(crate) fn find(&self, id: u64) -> Option<FinishedOperation> {
-        let seq = *lock(self.index.get()?.get(index_shard_of(id))?).get(&id)?;
-        let index = (seq % self.capacity as u64) as usize;
-        let slot = lock(self.chunks[index / CHUNK].get()?.get(index % CHUNK)?);
-        (slot.seq == Some(seq) && slot.entry.id == id).then(|| slot.entry.public(&mut Now::new()))
+        let in_slot = |slot: &Slot| {
+            if slot.id.load(Ordering::Acquire) != id {
+                return None;
+            }
+            let state = lock(&slot.state);
+            (state.seq.is_some() && state.entry.id == id)
+                .then(|| state.entry.public(&mut Now::new()))
+        };
+        let indexed = self
+            .index
+            .candidates(id)
+            .find_map(|seq| in_slot(self.slot_of(seq)?));
+        match indexed {
+            Some(found) => Some(found),
+            None if self.index.may_have_lost(self.oldest()) => self.slots().find_map(in_slot),
+            None => None,
+        }
     }
 
     /// The newest entry whose key is `key`, read in place (nothing is
@@ -392,12 +400,12 @@ impl History {
         let (_, slot) = self
             .slots()
             .filter_map(|slot| {
-                let state = lock(slot);
+                let state = lock(&slot.state);
                 let seq = state.seq?;
                 (state.entry.key.as_deref() == Some(key)).then_some((seq, slot))
             })
             .max_by_key(|(seq, _)| *seq)?;
-        let state = lock(slot);
+        let state = lock(&slot.state);
         (state.entry.key.as_deref() == Some(key)).then(|| state.entry.public(&mut Now::new()))
     }
 
@@ -405,17 +413,16 @@ impl History {
     pub(crate) fn cleanup(&self, age: Duration, now: &mut Now) -> usize {
         let mut removed = 0;
         for slot in self.slots() {
-            let mut slot = lock(slot);
+            let mut slot = lock(&slot.state);
             let slot = &mut *slot;
-            if let Some(seq) = slot.seq {
-                if slot.entry.age(now) >= age {
-                    removed += 1;
-                    self.unindex(&slot.entry, seq);
-                    slot.seq = None;
-                    // Its strings are freed: a cleaned-up history holds
-                    // no memory beyond its slots.
-                    slot.entry = Finished::new();
-                }
+            if slot.seq.is_some() && slot.entry.age(now) >= age {
+                removed += 1;
+                // Its index cell names a slot without it: a look-up checks
+                // the slot, and a newer insertion reuses the cell.
+                slot.seq = None;
+                // Its strings are freed: a cleaned-up history holds no
+                // memory beyond its slots.
+                slot.entry = Finished::new();
             }
         }
         removed

@@ -29,57 +29,20 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::Ordering;
 #[cfg(any(feature = "tracing", feature = "metrics"))]
 use std::sync::Weak;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+pub(crate) use super::index::{shard_of, LiveSlots, SHARDS};
 use super::record::{Exit, KeyClaim, Record};
-use super::stats::OperationStats;
+use super::stats::ByName;
 use super::{lock, Inner, Registry, RegistryError};
-use crate::backend::Clock;
-use crate::scope::{HookSlot, ScopeShared, StartHook};
+use crate::scope::seam::{RegistryHook, ScopeView};
+use crate::scope::HookSlot;
+use crate::seam::time::ScopeClock as Clock;
 use crate::OperationStatus;
-
-/// How many consecutive ids share a shard (the size of a thread's id block).
-const IDS_PER_SHARD_RUN: u64 = 1024;
-pub(crate) const SHARDS: usize = 32;
-
-/// Hashes ids (already unique integers) with one multiplication.
-#[derive(Default)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Eight bytes at a time: operation names (the statistics' keys)
-        // are hashed at every registered operation's exit.
-        let mut words = bytes.chunks_exact(8);
-        for word in &mut words {
-            let word = u64::from_le_bytes(word.try_into().expect("chunks of eight bytes"));
-            self.0 = (self.0.rotate_left(29) ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-        for &byte in words.remainder() {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, id: u64) {
-        // The product's high bits are well mixed (Fibonacci hashing), its
-        // low bits depend on the id's low bits alone: folded down, since
-        // the map picks a bucket from the low bits (ids that share them
-        // would cluster, and removals would leave tombstones).
-        let product = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.0 = product ^ (product >> 32);
-    }
-}
-
-pub(crate) type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
 /// A shard of the live set, alone on its cache lines.
 #[repr(align(128))]
@@ -90,12 +53,8 @@ pub(crate) struct Shard {
 
 #[derive(Default)]
 pub(crate) struct ShardState {
-    pub(crate) live: IdMap<Arc<Record>>,
-    pub(crate) stats: HashMap<Cow<'static, str>, OperationStats, BuildHasherDefault<IdHasher>>,
-}
-
-pub(crate) fn shard_of(id: u64) -> usize {
-    ((id / IDS_PER_SHARD_RUN) % SHARDS as u64) as usize
+    pub(crate) live: LiveSlots,
+    pub(crate) stats: ByName,
 }
 
 /// A shard of the key table.
@@ -104,7 +63,7 @@ pub(crate) type KeyShard = Mutex<HashMap<Arc<str>, KeyHolder>>;
 /// Who holds a key.
 pub(crate) struct KeyHolder {
     pub(crate) id: u64,
-    pub(crate) shared: Arc<ScopeShared>,
+    pub(crate) shared: ScopeView,
     /// The name configured when the key was claimed, if any.
     pub(crate) name: Option<Cow<'static, str>>,
 }
@@ -143,6 +102,19 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
+    /// Makes the scope's empty hook slot a registration holding
+    /// `request` (a pooled one if the thread has any); `Err(request)` if
+    /// the slot is not empty.
+    pub(crate) fn install(slot: &mut HookSlot, request: Request) -> Result<(), Request> {
+        if slot.is_some() {
+            return Err(request);
+        }
+        let mut registration = take_pooled();
+        registration.request = Some(request);
+        *slot = Some(registration);
+        Ok(())
+    }
+
     /// The request in a scope's hook slot, making the slot a registration
     /// if it is empty (the registry is the only user of the slot).
     pub(crate) fn request_in(slot: &mut HookSlot) -> &mut Option<Request> {
@@ -162,11 +134,11 @@ impl Registration {
     }
 }
 
-impl StartHook for Registration {
-    fn start(&mut self, shared: &Arc<ScopeShared>, clock: Clock, started: Instant) {
+impl RegistryHook for Registration {
+    fn start(&mut self, scope: ScopeView, clock: Clock, started: Instant) {
         if let Some(request) = self.request.take() {
             let spare = self.spare.take();
-            self.entry = Some(Entry::join(shared, request, clock, started, spare));
+            self.entry = Some(Entry::join(scope, request, clock, started, spare));
         }
     }
 
@@ -176,10 +148,6 @@ impl StartHook for Registration {
         }
         self.request = None;
         give_back(self);
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
     }
 }
 
@@ -232,47 +200,52 @@ impl Entry {
     /// Joins the registry: the scope started. `spare` is a record to
     /// reuse, if the thread had one.
     fn join(
-        shared: &Arc<ScopeShared>,
+        scope: ScopeView,
         request: Request,
         clock: Clock,
         started: Instant,
         spare: Option<Arc<Record>>,
     ) -> Entry {
         let Request { registry, key } = request;
-        let id = shared.id();
+        let id = scope.id();
         let joined = registry.inner.joins.fetch_add(1, Ordering::Relaxed);
         let record = match spare {
+            // Kept for reuse only when nobody else held it (`Record::spare`),
+            // and nobody could reach it since.
             Some(mut spare) => match Arc::get_mut(&mut spare) {
                 Some(reused) => {
-                    *reused = Record::new(shared, id, joined, key, &registry, clock, started);
+                    reused.reuse(scope, id, joined, key, &registry, clock, started);
                     spare
                 }
                 None => Arc::new(Record::new(
-                    shared, id, joined, key, &registry, clock, started,
+                    scope, id, joined, key, &registry, clock, started,
                 )),
             },
             None => Arc::new(Record::new(
-                shared, id, joined, key, &registry, clock, started,
+                scope, id, joined, key, &registry, clock, started,
             )),
         };
-        if shared.token().is_cancelled() {
+        let scope = record.scope();
+        if scope.token().is_cancelled() {
             // A token cancelled before the scope joined: the lag counts
             // from the join, not from a cancel that may be long past.
             let _ = record.cancel_requested.set(Instant::now());
             #[cfg(any(feature = "tracing", feature = "metrics"))]
-            cancel_requested(&Arc::downgrade(&record));
+            super::stuck::watch(&record, Instant::now());
         } else {
             // The stuck watcher (which reports through `tracing` or
             // `metrics`) is told of the cancel by the token. Detached: it
             // lives as long as the scope's token; no unregistering at exit.
-            // Without those features nothing is registered: the token
-            // records when it was cancelled.
+            // It finds the record by id, holding no reference to it, so
+            // that the record is reused all the same. Without those
+            // features nothing is registered: the token records when it
+            // was cancelled.
             #[cfg(any(feature = "tracing", feature = "metrics"))]
             {
-                let record = Arc::downgrade(&record);
-                shared
+                let registry = Arc::downgrade(&registry.inner);
+                scope
                     .token()
-                    .on_cancel_cause(Box::new(move |_| cancel_requested(&record)))
+                    .on_cancel(move |_| cancel_requested(&registry, id))
                     .detach();
             }
         }
@@ -286,7 +259,7 @@ impl Entry {
         #[cfg(feature = "redis")]
         {
             if let Some(observer) = registry.inner.join_observer() {
-                observer.joined(id, record.key.as_deref(), shared.token());
+                observer.joined(id, record.key.as_deref(), record.scope().token());
             }
         }
         Entry { record, registry }
@@ -296,20 +269,16 @@ impl Entry {
 /// The scope's token was cancelled: have the stuck watcher look at the
 /// operation later.
 #[cfg(any(feature = "tracing", feature = "metrics"))]
-fn cancel_requested(record: &Weak<Record>) {
-    let Some(record) = record.upgrade() else {
+fn cancel_requested(registry: &Weak<Inner>, id: u64) {
+    let Some(record) = registry.upgrade().and_then(|inner| inner.live_record(id)) else {
         return;
     };
     if record.left.load(Ordering::Acquire) {
         return;
     }
-    let at = *record.cancel_requested.get_or_init(|| {
-        record
-            .shared()
-            .token()
-            .cancelled_at()
-            .unwrap_or_else(Instant::now)
-    });
+    let at = *record
+        .cancel_requested
+        .get_or_init(|| record.scope().cancelled_at().unwrap_or_else(Instant::now));
     super::stuck::watch(&record, at);
 }
 
@@ -319,7 +288,7 @@ impl Entry {
     /// Returns the record, for reuse if nobody else holds it.
     fn exit(self) -> Arc<Record> {
         let Entry { record, registry } = self;
-        let shared = record.shared();
+        let shared = record.scope();
         record.left.store(true, Ordering::Release);
         // The scope set its final status before ending its registration
         // (or, dropped mid-run, marked itself cancelled).
@@ -334,10 +303,7 @@ impl Entry {
         // A cancel wakes the scope before it runs its callbacks: the scope
         // may exit before ours noted the time. The two were then at once.
         let lag = record.cancel_requested_at().map(|at| at.elapsed());
-        let cause = match shared.token().is_cancelled() {
-            true => shared.token().recorded_cause(),
-            false => None,
-        };
+        let cause = shared.cancel_cause();
         let inner = &registry.inner;
         // The scope's context is read under one lock, held around the
         // history's and the shard's (see "Deadlock safety").
@@ -354,18 +320,13 @@ impl Entry {
             inner.history.push(&record, exit, cause, &data);
             let mut shard = lock(&inner.shards[shard_of(record.id)].state);
             let shard = &mut *shard;
-            let name = data.name.as_deref().unwrap_or("");
-            let stats = match shard.stats.get_mut(name) {
-                Some(stats) => stats,
-                // A name this shard has not counted yet: under its own name
-                // or the registry's `(other names)` (`names.rs`).
-                None => shard
-                    .stats
-                    .entry(inner.names.counted(data.name.clone().unwrap_or_default()))
-                    .or_default(),
-            };
-            stats.record(status, Some(duration), lag);
-            shard.live.remove(&record.id);
+            // A name this shard has not counted yet: under its own name or
+            // the registry's `(other names)` (`names.rs`).
+            shard
+                .stats
+                .of(data.name.as_ref(), |name| inner.names.counted(name))
+                .record(status, Some(duration), lag);
+            shard.live.remove(record.id);
             (exit, duration)
         };
         // After the removal: an observer that looks at the live set now
@@ -389,7 +350,12 @@ impl Entry {
                 "a stuck operation has exited at last"
             );
         }
-        record.outcome_known(exit);
+        // Nobody else holds the record (no `CancelAnswer` future, no
+        // reader), and nobody can reach it now that it left the live set:
+        // nobody awaits its outcome.
+        if Arc::strong_count(&record) > 1 {
+            record.outcome_known(exit);
+        }
         record
     }
 }
@@ -407,7 +373,7 @@ impl Inner {
     pub(crate) fn claim_key(
         self: &Arc<Self>,
         key: String,
-        shared: &Arc<ScopeShared>,
+        shared: ScopeView,
         name: Option<Cow<'static, str>>,
     ) -> Result<KeyClaim, RegistryError> {
         if key.is_empty() {
@@ -429,14 +395,7 @@ impl Inner {
                 });
             }
         }
-        keys.insert(
-            key.clone(),
-            KeyHolder {
-                id,
-                shared: shared.clone(),
-                name,
-            },
-        );
+        keys.insert(key.clone(), KeyHolder { id, shared, name });
         Ok(KeyClaim {
             registry: Registry {
                 inner: self.clone(),
@@ -469,8 +428,8 @@ impl Inner {
                 state
                     .live
                     .iter()
-                    .filter(|(_, record)| record.is_live())
-                    .map(|(id, record)| (*id, record.clone())),
+                    .filter(|record| record.is_live())
+                    .map(|record| (record.id, record.clone())),
             );
         }
         records.sort_unstable_by_key(|(id, _)| *id);
@@ -479,7 +438,7 @@ impl Inner {
 
     /// The scope holding a key, with this id, that has not joined (it has
     /// not started): every key shard is searched.
-    pub(crate) fn unstarted_key_holder(&self, id: u64) -> Option<Arc<ScopeShared>> {
+    pub(crate) fn unstarted_key_holder(&self, id: u64) -> Option<ScopeView> {
         self.keys.iter().find_map(|shard| {
             lock(shard)
                 .values()
@@ -491,9 +450,6 @@ impl Inner {
     /// The record of operation `id` while it is in the live set, exiting
     /// or not (see [`Record::is_live`]).
     pub(crate) fn live_record(&self, id: u64) -> Option<Arc<Record>> {
-        lock(&self.shards[shard_of(id)].state)
-            .live
-            .get(&id)
-            .cloned()
+        lock(&self.shards[shard_of(id)].state).live.get(id).cloned()
     }
 }

@@ -98,10 +98,10 @@ pub(crate) fn finished(
 ) {
     let operation = label(record);
     let cause = match status {
-        OperationStatus::Cancelled => record.shared().token().recorded_cause(),
+        OperationStatus::Cancelled => record.scope().cancel_cause(),
         _ => None,
     };
-    let reason = cause.as_ref().map(|cause| &cause.reason);
+    let reason = cause.as_ref().map(|(reason, _)| reason);
     gauge!(LIVE, "operation" => operation.clone()).decrement(1.0);
     match status {
         OperationStatus::Completed => {

@@ -90,6 +90,7 @@ mod builder;
 mod cancel;
 mod filter;
 mod history;
+mod index;
 mod live;
 #[cfg(feature = "metrics")]
 mod metrics;
@@ -102,7 +103,7 @@ mod snapshot;
 mod stats;
 mod stuck;
 
-pub(crate) use crate::backend::Now;
+pub(crate) use crate::seam::time::Now;
 
 pub use builder::RegistryBuilder;
 pub use cancel::{CancelAnswer, Outcome};
@@ -403,9 +404,9 @@ impl Registry {
         records.sort_unstable_by_key(|record| record.joined);
         records.retain(|record| {
             filter.accepts(
-                record.shared().status(),
+                record.scope().status(),
                 record.name().as_deref(),
-                || record.shared().parent().map(|parent| parent.id()),
+                || record.scope().parent_id(),
                 Some(
                     now.on(record.clock)
                         .saturating_duration_since(record.started),

@@ -4,14 +4,14 @@
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use super::{lock, Registry};
-use crate::backend::Clock;
 use crate::scope::hold::HoldKind;
-use crate::scope::ScopeShared;
+use crate::scope::seam::ScopeView;
+use crate::seam::time::ScopeClock as Clock;
 use crate::OperationStatus;
 
 /// One registered operation: in the live set while it runs; the history
@@ -31,7 +31,7 @@ use crate::OperationStatus;
 pub(crate) struct Record {
     /// The scope's state: `None` only in a record kept for reuse (see
     /// [`Record::spare`]), which nobody else can reach.
-    pub(crate) scope: Option<Arc<ScopeShared>>,
+    pub(crate) scope: Option<ScopeView>,
     pub(crate) id: u64,
     /// The order in which operations joined the registry (their start
     /// order): what `list` sorts by.
@@ -82,10 +82,10 @@ pub(crate) struct Exit {
 }
 
 impl Record {
-    /// The record of operation `id` (scope `shared`), the `joined`-th to
+    /// The record of operation `id` (`scope`), the `joined`-th to
     /// join `registry`, holding `key`.
     pub(crate) fn new(
-        shared: &Arc<ScopeShared>,
+        scope: ScopeView,
         id: u64,
         joined: u64,
         key: Option<KeyClaim>,
@@ -93,8 +93,13 @@ impl Record {
         clock: Clock,
         started: Instant,
     ) -> Record {
+        #[cfg(feature = "metrics")]
+        let label = registry
+            .inner
+            .names
+            .counted(scope.context_data().name.clone().unwrap_or_default());
         Record {
-            scope: Some(shared.clone()),
+            scope: Some(scope),
             id,
             joined,
             key: key.as_ref().map(|claim| claim.key.clone()),
@@ -107,18 +112,58 @@ impl Record {
             left: AtomicBool::new(false),
             outcome: Mutex::default(),
             #[cfg(feature = "metrics")]
-            label: registry
-                .inner
-                .names
-                .counted(shared.context_data().name.clone().unwrap_or_default()),
+            label,
             key_claim: Mutex::new(key),
         }
+    }
+
+    /// Makes this record, emptied by [`spare`](Self::spare) and held by
+    /// nobody else, the record [`new`](Self::new) would make: each field
+    /// set in place, nothing built and moved.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn reuse(
+        &mut self,
+        scope: ScopeView,
+        id: u64,
+        joined: u64,
+        key: Option<KeyClaim>,
+        registry: &Registry,
+        clock: Clock,
+        started: Instant,
+    ) {
+        #[cfg(feature = "metrics")]
+        {
+            self.label = registry
+                .inner
+                .names
+                .counted(scope.context_data().name.clone().unwrap_or_default());
+        }
+        self.scope = Some(scope);
+        self.id = id;
+        self.joined = joined;
+        self.started = started;
+        self.cancel_requested.take();
+        self.key = key.as_ref().map(|claim| claim.key.clone());
+        self.clock = clock;
+        *self.left.get_mut() = false;
+        *self.stuck_reported.get_mut() = false;
+        self.stuck_after = registry.inner.stuck_after;
+        let outcome = self
+            .outcome
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        outcome.exit = None;
+        outcome.waiters.clear();
+        *self
+            .key_claim
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner) = key;
     }
 
     /// Running: not exiting (an exiting scope sets its final status, then
     /// `left`, then leaves the live set).
     pub(crate) fn is_live(&self) -> bool {
-        !self.left.load(Ordering::Acquire) && !self.shared().status().is_finished()
+        !self.left.load(Ordering::Acquire) && !self.scope().status().is_finished()
     }
 
     /// `record`, emptied for reuse, if nobody else holds it (nor a weak
@@ -135,8 +180,8 @@ impl Record {
         Some(record)
     }
 
-    /// The scope's state.
-    pub(crate) fn shared(&self) -> &Arc<ScopeShared> {
+    /// The scope, as the registry sees it.
+    pub(crate) fn scope(&self) -> &ScopeView {
         match &self.scope {
             Some(scope) => scope,
             None => {
@@ -153,7 +198,7 @@ impl Record {
     /// The operation's name (kept once, in the scope's state: the record
     /// copies none).
     pub(crate) fn name(&self) -> Option<Cow<'static, str>> {
-        self.shared().context_data().name.clone()
+        self.scope().context_data().name.clone()
     }
 
     /// When the cancel was requested, if it was: as the token recorded it
@@ -163,10 +208,7 @@ impl Record {
         if let Some(at) = self.cancel_requested.get() {
             return Some(*at);
         }
-        if !self.shared().token().is_cancelled() {
-            return None;
-        }
-        self.shared().token().cancelled_at()
+        self.scope().cancelled_at()
     }
 
     /// How long ago the cancel was requested, if it was.
@@ -177,7 +219,7 @@ impl Record {
 
     /// The scope's grace period, if it has one.
     pub(crate) fn grace(&self) -> Option<Duration> {
-        let data = self.shared().context_data();
+        let data = self.scope().context_data();
         data.extra.as_ref()?.grace.map(|(period, _)| period)
     }
 
@@ -205,7 +247,7 @@ impl Record {
         !self.left.load(Ordering::Acquire)
             && self.cancelled_for(real_now).is_some_and(|ago| {
                 self.grace().is_some_and(|grace| ago < grace)
-                    || self.shared().is_held_by(HoldKind::Grace)
+                    || self.scope().is_held_by(HoldKind::Grace)
             })
     }
 

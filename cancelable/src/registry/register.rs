@@ -5,6 +5,7 @@ use std::fmt;
 
 use super::live::{Registration, Request};
 use super::{global, Registry, RegistryError};
+use crate::scope::seam;
 use crate::CancelScope;
 
 /// Registering scopes (feature `registry`).
@@ -25,6 +26,7 @@ impl CancelScope {
     ///     .unwrap();
     /// # });
     /// ```
+    #[inline]
     pub fn register(self) -> Self {
         self.register_in(global())
     }
@@ -44,17 +46,22 @@ impl CancelScope {
     /// assert_eq!(registry.statistics().total.finished(), 1);
     /// # });
     /// ```
+    #[inline]
     pub fn register_in(mut self, registry: &Registry) -> Self {
-        let (_, _, hook) = self.registration();
+        let (hook, _) = seam::hook_slot(&mut self);
+        let request = Request {
+            registry: registry.clone(),
+            key: None,
+        };
+        // The common case: nothing registered yet.
+        let Err(request) = Registration::install(hook, request) else {
+            return self;
+        };
         let registration = Registration::request_in(hook);
         match registration {
-            Some(request) if request.key.is_some() => {}
-            _ => {
-                *registration = Some(Request {
-                    registry: registry.clone(),
-                    key: None,
-                })
-            }
+            // A key holds the scope in its registry.
+            Some(held) if held.key.is_some() => {}
+            _ => *registration = Some(request),
         }
         self
     }
@@ -86,7 +93,7 @@ impl CancelScope {
     /// ```
     pub fn key(mut self, key: impl Into<String>) -> Result<Self, RegistryError> {
         let key = key.into();
-        let (shared, name, hook) = self.registration();
+        let (scope, hook, name) = seam::key_holder(&mut self);
         let registration = Registration::request_in(hook);
         if let Some(Request {
             key: Some(claim), ..
@@ -100,7 +107,7 @@ impl CancelScope {
             Some(request) => request.registry.clone(),
             None => global().clone(),
         };
-        let claim = registry.inner.claim_key(key, shared, name.cloned())?;
+        let claim = registry.inner.claim_key(key, scope, name.cloned())?;
         // A second key replaces the first (released as the old claim drops).
         *registration = Some(Request {
             registry,

@@ -75,7 +75,7 @@ impl OperationInfo {
     /// Builds the view of `record` at `now`, and reports it if it is newly
     /// found stuck.
     pub(crate) fn of(record: &Record, now: &mut Now) -> OperationInfo {
-        let shared = &record.shared();
+        let shared = record.scope();
         let status = shared.status();
         let (deadline, progress, metadata) = {
             let data = shared.context_data();
@@ -90,10 +90,7 @@ impl OperationInfo {
         };
         // The cause is read (under the token's lock) only for cancelled
         // operations.
-        let cause = match shared.token().is_cancelled() {
-            true => shared.token().recorded_cause(),
-            false => None,
-        };
+        let cause = shared.cancel_cause();
         let effective = shared.effective_deadline();
         let deadline_inherited = effective.is_some() && effective != deadline;
         let clock_now = now.on(record.clock);
@@ -106,14 +103,14 @@ impl OperationInfo {
         }
         let elapsed = clock_now.saturating_duration_since(record.started);
         let (reason, message) = match cause {
-            Some(cause) => (Some(cause.reason), cause.message.map(|m| m.to_string())),
+            Some((reason, message)) => (Some(reason), message.map(|m| m.to_string())),
             None => (None, None),
         };
         OperationInfo {
             id: record.id,
             key: record.key.as_deref().map(str::to_owned),
             name: record.name(),
-            parent_id: shared.parent().map(|parent| parent.id()),
+            parent_id: shared.parent_id(),
             status,
             started_at: now.wall.checked_sub(elapsed),
             elapsed,
@@ -198,12 +195,12 @@ impl Snapshot {
         for (at, (_, record)) in records.into_iter().enumerate() {
             let operation = OperationInfo::of(&record, now);
             stuck += usize::from(operation.stuck);
-            if let Some(parent) = record.shared().parent() {
-                let anchor = std::iter::successors(Some(parent), |scope| scope.parent())
-                    .find_map(|scope| ids.binary_search(&scope.id()).ok());
-                if let Some(anchor) = anchor {
-                    anchors.get_or_insert_with(|| vec![None; live])[at] = Some(anchor);
-                }
+            let anchor = record
+                .scope()
+                .ancestor_ids()
+                .find_map(|ancestor| ids.binary_search(&ancestor).ok());
+            if let Some(anchor) = anchor {
+                anchors.get_or_insert_with(|| vec![None; live])[at] = Some(anchor);
             }
             // Released before the node is written: the release is an atomic
             // write, which would wait for the node's stores to reach memory.

@@ -1,8 +1,10 @@
 //! Statistics of finished operations: counts by status, and histograms of
 //! durations and cancellation lag, per operation name.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use super::{lock, stuck, Now};
@@ -314,7 +316,7 @@ impl super::Registry {
         let mut statistics = Statistics::default();
         for shard in self.inner.shards.iter() {
             let state = lock(&shard.state);
-            for (name, stats) in &state.stats {
+            for (name, stats) in state.stats.iter() {
                 statistics
                     .by_name
                     .entry(name.to_string())
@@ -389,5 +391,90 @@ mod tests {
         assert_eq!(histogram.mean(), Some(Duration::from_nanos(5_000_500)));
         assert_eq!(Histogram::new().percentile(0.5), None);
         assert_eq!(Histogram::new().mean(), None);
+    }
+}
+
+/// Hashes operation names eight bytes at a time.
+#[derive(Default)]
+struct NameHasher(u64);
+
+impl Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let word = u64::from_le_bytes(word.try_into().expect("chunks of eight bytes"));
+            self.0 = (self.0.rotate_left(29) ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+        for &byte in words.remainder() {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+}
+
+/// One live-set shard's statistics by operation name, updated at every
+/// registered operation's exit (under the shard's lock).
+///
+/// Names are mostly `&'static str` (a `#[cancellable]` function's, a
+/// route's): the last such name is remembered by address, so that a run
+/// of operations of one name finds its entry without hashing the name.
+#[derive(Default)]
+pub(crate) struct ByName {
+    entries: Vec<(Cow<'static, str>, OperationStats)>,
+    /// Name → place in `entries`.
+    places: HashMap<Cow<'static, str>, usize, BuildHasherDefault<NameHasher>>,
+    /// The last borrowed name looked up (its address and length) and its
+    /// place: two `&'static str` with the same address and length are the
+    /// same text.
+    last: Option<(usize, usize, usize)>,
+}
+
+impl ByName {
+    /// The statistics of operations named `name` (no name: `""`), kept
+    /// under the name `counted` gives for it (asked only for a name not
+    /// found, see `names.rs`).
+    pub(crate) fn of(
+        &mut self,
+        name: Option<&Cow<'static, str>>,
+        counted: impl FnOnce(Cow<'static, str>) -> Cow<'static, str>,
+    ) -> &mut OperationStats {
+        let name = name.unwrap_or(&Cow::Borrowed(""));
+        let borrowed = match name {
+            Cow::Borrowed(text) => Some((text.as_ptr() as usize, text.len())),
+            Cow::Owned(_) => None,
+        };
+        let place = match (self.last, borrowed) {
+            (Some((address, len, place)), Some(name)) if (address, len) == name => place,
+            _ => {
+                let place = match self.places.get(name.as_ref()) {
+                    Some(place) => *place,
+                    None => {
+                        let counted = counted(name.clone());
+                        match self.places.get(counted.as_ref()) {
+                            Some(place) => *place,
+                            None => {
+                                self.entries
+                                    .push((counted.clone(), OperationStats::default()));
+                                self.places.insert(counted, self.entries.len() - 1);
+                                self.entries.len() - 1
+                            }
+                        }
+                    }
+                };
+                if let Some((address, len)) = borrowed {
+                    self.last = Some((address, len, place));
+                }
+                place
+            }
+        };
+        &mut self.entries[place].1
+    }
+
+    /// Every name and its statistics.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Cow<'static, str>, &OperationStats)> {
+        self.entries.iter().map(|(name, stats)| (name, stats))
     }
 }

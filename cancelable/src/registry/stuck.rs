@@ -48,9 +48,9 @@ pub(crate) fn report(record: &Record, cancelled_for: Duration) {
         id = record.id,
         key = record.key.as_deref(),
         cancelled_ms = cancelled_for.as_millis() as u64,
-        checkpoints_since_cancel = record.shared().checkpoints_since_cancel(),
+        checkpoints_since_cancel = record.scope().checkpoints_since_cancel(),
         shielded = record
-            .shared()
+            .scope()
             .is_held_by(crate::scope::hold::HoldKind::Shield),
         "operation cancelled {cancelled_for:?} ago has not exited (stuck after cancel)"
     );

@@ -153,34 +153,139 @@ impl WeakScope {
     }
 }
 
-/// The registry's seam: what it reads of a scope the scope handed it
-/// through [`StartHook`](super::StartHook) (a registered scope's shared
-/// state). The registry names `ScopeShared` as that hook's argument and
-/// reaches it through these methods and `ScopeShared`'s `pub(crate)`
-/// methods only, never its fields (checked by
+/// The registry's seam: a registered scope as the registry sees it, handed
+/// to it by the scope at its start ([`RegistryHook::start`]) or taken when
+/// a key is claimed before the start ([`key_holder`]). The registry keeps
+/// it in its records and reads the scope through these methods only: it
+/// names no private type of `scope/` or `token/` (checked by
 /// `cancelable/tests/module_graph.rs`).
-impl ScopeShared {
+#[cfg(feature = "registry")]
+#[derive(Clone)]
+pub(crate) struct ScopeView(Arc<ScopeShared>);
+
+#[cfg(feature = "registry")]
+impl ScopeView {
+    /// The scope's id.
+    pub(crate) fn id(&self) -> u64 {
+        self.0.id()
+    }
+
+    /// The scope's status.
+    pub(crate) fn status(&self) -> OperationStatus {
+        self.0.status()
+    }
+
     /// The scope's token.
-    #[cfg(feature = "registry")]
     pub(crate) fn token(&self) -> &CancellationToken {
-        &self.token
+        &self.0.token
+    }
+
+    /// The id of the scope it runs inside, if any.
+    pub(crate) fn parent_id(&self) -> Option<u64> {
+        self.0.parent().map(|parent| parent.id())
+    }
+
+    /// The ids of the scopes it runs inside, innermost first.
+    pub(crate) fn ancestor_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        std::iter::successors(self.0.parent(), |scope| scope.parent()).map(|scope| scope.id())
+    }
+
+    /// The deadline that applies to the scope: its own or an enclosing
+    /// one's, whichever is first (a shield stops the walk).
+    pub(crate) fn effective_deadline(&self) -> Option<Instant> {
+        self.0.effective_deadline()
+    }
+
+    /// `true` while a hold of `kind` keeps the scope open.
+    pub(crate) fn is_held_by(&self, kind: super::hold::HoldKind) -> bool {
+        self.0.is_held_by(kind)
+    }
+
+    /// Why the scope's token was cancelled and with what message, once a
+    /// cancel recorded it; `None` while not cancelled.
+    pub(crate) fn cancel_cause(&self) -> Option<(CancelReason, Option<Arc<str>>)> {
+        if !self.0.token.is_cancelled() {
+            return None;
+        }
+        self.0
+            .token
+            .recorded_cause()
+            .map(|cause| (cause.reason, cause.message))
+    }
+
+    /// When the scope's token was cancelled (the real clock), once a
+    /// cancel recorded it; `None` while not cancelled.
+    pub(crate) fn cancelled_at(&self) -> Option<Instant> {
+        if !self.0.token.is_cancelled() {
+            return None;
+        }
+        self.0.token.cancelled_at()
     }
 
     /// The scope's context data (name, deadline, timestamps, progress,
     /// metadata), locked: hold it briefly, never across user code.
-    #[cfg(feature = "registry")]
     pub(crate) fn context_data(
         &self,
     ) -> impl std::ops::DerefMut<Target = crate::context::ContextData> + '_ {
-        lock(&self.data)
+        lock(&self.0.data)
     }
 
     /// How many checkpoints inside the scope returned its cancellation.
-    #[cfg(feature = "registry")]
     pub(crate) fn checkpoints_since_cancel(&self) -> u32 {
-        self.checkpoints_after_cancel
+        self.0
+            .checkpoints_after_cancel
             .load(std::sync::atomic::Ordering::Relaxed)
     }
+}
+
+/// What the registry carries in a registered scope: told when the scope
+/// starts, with the scope's [`ScopeView`], the clock it keeps time on and
+/// its start; ended when the scope finishes (before its user callbacks).
+/// Every `RegistryHook` is the scope's [`StartHook`](super::StartHook),
+/// which the scope knows; the registry knows only this.
+#[cfg(feature = "registry")]
+pub(crate) trait RegistryHook: std::any::Any + Send {
+    /// The scope started: `scope` is running, on `clock`, since `started`.
+    fn start(&mut self, scope: ScopeView, clock: crate::seam::time::ScopeClock, started: Instant);
+    /// The scope finished (before its user callbacks run). A hook dropped
+    /// instead — its scope's future dropped mid-run, or never started —
+    /// is just dropped.
+    fn end(self: Box<Self>);
+}
+
+#[cfg(feature = "registry")]
+impl<H: RegistryHook> super::StartHook for H {
+    fn start(&mut self, shared: &Arc<ScopeShared>, clock: crate::backend::Clock, started: Instant) {
+        RegistryHook::start(self, ScopeView(shared.clone()), clock, started);
+    }
+
+    fn end(self: Box<Self>) {
+        RegistryHook::end(self);
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+/// Where a registered scope keeps its hook, and its name: what
+/// `CancelScope::register_in` fills in.
+#[cfg(feature = "registry")]
+pub(crate) fn hook_slot(
+    scope: &mut super::CancelScope,
+) -> (&mut super::HookSlot, Option<&Cow<'static, str>>) {
+    let (_, name, slot) = scope.registration();
+    (slot, name)
+}
+
+/// [`hook_slot`] with the scope's view, for `CancelScope::key`: the key's
+/// holder is known before the scope starts.
+#[cfg(feature = "registry")]
+pub(crate) fn key_holder(
+    scope: &mut super::CancelScope,
+) -> (ScopeView, &mut super::HookSlot, Option<&Cow<'static, str>>) {
+    let (shared, name, slot) = scope.registration();
+    (ScopeView(shared.clone()), slot, name)
 }
 
 /// How many deadline driver tasks run on `runtime` (`deadlines/`: one per
