@@ -209,29 +209,28 @@ impl Entry {
         let Request { registry, key } = request;
         let id = scope.id();
         let joined = registry.inner.joins.fetch_add(1, Ordering::Relaxed);
-        let record = match spare {
-            // Kept for reuse only when nobody else held it (`Record::spare`),
-            // and nobody could reach it since.
-            Some(mut spare) => match Arc::get_mut(&mut spare) {
-                Some(reused) => {
-                    reused.reuse(scope, id, joined, key, &registry, clock, started);
-                    spare
+        // A spare is kept only when nobody else held it (`Record::spare`),
+        // and nobody could reach it since.
+        let mut record = spare.unwrap_or_else(|| Arc::new(Record::blank(clock, started)));
+        let unique = match Arc::get_mut(&mut record) {
+            Some(unique) => unique,
+            None => {
+                record = Arc::new(Record::blank(clock, started));
+                match Arc::get_mut(&mut record) {
+                    Some(unique) => unique,
+                    None => unreachable!("a record just made is held once"),
                 }
-                None => Arc::new(Record::new(
-                    scope, id, joined, key, &registry, clock, started,
-                )),
-            },
-            None => Arc::new(Record::new(
-                scope, id, joined, key, &registry, clock, started,
-            )),
+            }
         };
+        unique.join(scope, id, joined, key, &registry, clock, started);
         let scope = record.scope();
         if scope.token().is_cancelled() {
             // A token cancelled before the scope joined: the lag counts
             // from the join, not from a cancel that may be long past.
-            let _ = record.cancel_requested.set(Instant::now());
+            let at = Instant::now();
+            let _ = record.cancel_requested.set(at);
             #[cfg(any(feature = "tracing", feature = "metrics"))]
-            super::stuck::watch(&record, Instant::now());
+            super::stuck::watch(&record, at);
         } else {
             // The stuck watcher (which reports through `tracing` or
             // `metrics`) is told of the cancel by the token. Detached: it

@@ -82,46 +82,34 @@ pub(crate) struct Exit {
 }
 
 impl Record {
-    /// The record of operation `id` (`scope`), the `joined`-th to
-    /// join `registry`, holding `key`.
-    pub(crate) fn new(
-        scope: ScopeView,
-        id: u64,
-        joined: u64,
-        key: Option<KeyClaim>,
-        registry: &Registry,
-        clock: Clock,
-        started: Instant,
-    ) -> Record {
-        #[cfg(feature = "metrics")]
-        let label = registry
-            .inner
-            .names
-            .counted(scope.context_data().name.clone().unwrap_or_default());
+    /// A record of no operation, to be [`join`](Self::join)ed: what a
+    /// thread allocates when it has no spare record.
+    pub(crate) fn blank(clock: Clock, started: Instant) -> Record {
         Record {
-            scope: Some(scope),
-            id,
-            joined,
-            key: key.as_ref().map(|claim| claim.key.clone()),
+            scope: None,
+            id: 0,
+            joined: 0,
+            key: None,
             clock,
             started,
             cancel_requested: OnceLock::new(),
-            stuck_after: registry.inner.stuck_after,
+            stuck_after: Duration::ZERO,
             stuck_reported: AtomicBool::new(false),
             stuck_report: Mutex::new(()),
             left: AtomicBool::new(false),
             outcome: Mutex::default(),
             #[cfg(feature = "metrics")]
-            label,
-            key_claim: Mutex::new(key),
+            label: Cow::Borrowed(""),
+            key_claim: Mutex::new(None),
         }
     }
 
-    /// Makes this record, emptied by [`spare`](Self::spare) and held by
-    /// nobody else, the record [`new`](Self::new) would make: each field
-    /// set in place, nothing built and moved.
+    /// Makes this record — [`blank`](Self::blank), or emptied by
+    /// [`spare`](Self::spare), and held by nobody else — the record of
+    /// operation `id` (`scope`), the `joined`-th to join `registry`,
+    /// holding `key`: each field set in place, nothing built and moved.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn reuse(
+    pub(crate) fn join(
         &mut self,
         scope: ScopeView,
         id: u64,
