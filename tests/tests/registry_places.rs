@@ -44,9 +44,10 @@ on_every_backend! {
             assert_eq!(live.live, 2);
             assert_eq!(inside.get(first_id).unwrap().name.as_deref(), Some("first"));
             assert_eq!(inside.get(second_id).unwrap().name.as_deref(), Some("second"));
-            inside
+            let answer = inside
                 .cancel(first_id, CancelReason::Manual, "the first")
                 .expect("the first is live");
+            assert!(answer.outcome().is_some(), "the first was running");
             // The first leaves once polled; the second is still found.
             cancelable::sleep(std::time::Duration::from_millis(5))
                 .await
