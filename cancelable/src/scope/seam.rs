@@ -1,7 +1,8 @@
 //! The seams the layers (task groups, services, the registry) use to reach
 //! a scope's machinery: the only crate-internal door into `scope/` besides
 //! the public API and [`hold`](super::hold). Each is named for what a layer
-//! needs, takes a [`ScopeHandle`] or a token (never a `ScopeShared`), and
+//! needs, takes a [`ScopeHandle`], a token or the registry's
+//! `ScopeView` (never a `ScopeShared`), and
 //! keeps the scope's invariants (`state.rs`) on its side of the door: a
 //! later split of the layers into crates would make this a
 //! `#[doc(hidden)]` public module, nothing more.
