@@ -232,7 +232,7 @@ fn the_checker_ignores_comments_and_strings() {
 /// the scope's shared state and its fields, the token's engine, the
 /// current-scope slot. The registry reaches a scope through the seam's
 /// `ScopeView`, which its start hook receives.
-const SEAM_LAYERS: &[&str] = &["group/", "http/", "registry/"];
+const SEAM_LAYERS: &[&str] = &["group/", "http/", "registry/", "testing/"];
 const PRIVATE_TO_THE_CORE: &[&str] = &[
     "ScopeShared",
     ".shields",
