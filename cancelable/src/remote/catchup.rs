@@ -12,7 +12,7 @@ use redis::aio::MultiplexedConnection;
 use redis::RedisResult;
 
 use super::protocol::{Target, Tombstone};
-use super::replay::SeenRequests;
+use super::replay;
 use super::signing::Kind;
 use super::tombstones::Cached;
 use super::{broker, log_warn, millis, Shared};
@@ -87,7 +87,7 @@ pub(crate) async fn catch_up(
                     0 => expiry.saturating_sub(tombstone.ttl_ms),
                     issued => issued,
                 };
-                match SeenRequests::tombstone_left(tombstone.issued_ms, tombstone.ttl_ms, now) {
+                match replay::tombstone_left(&tombstone, now) {
                     Ok(left) => remaining = remaining.min(left),
                     Err(replay) if shared.signer.is_keyed() => {
                         shared.refuse("a tombstone", &replay);

@@ -16,7 +16,7 @@ use redis::aio::MultiplexedConnection;
 use super::catchup::{catch_up, check_persistence};
 use super::checks::{self, Failure};
 use super::protocol::{Message, Target, Tombstone, WireAck};
-use super::replay::SeenRequests;
+use super::replay;
 use super::request::Answer;
 use super::signing::Kind;
 use super::snapshots::{deregister, publish_snapshot};
@@ -432,13 +432,12 @@ fn handle(
             let body = shared.signer.seal(Kind::Tombstone, tombstone.encode());
             // Its TTL from its issue on the broker's clock, when both are
             // known (a request delayed in transit lives no longer).
-            let left = match shared.broker_clock.now_ms() {
-                Some(now) if issued_ms > 0 => {
-                    SeenRequests::tombstone_left(issued_ms, ttl_ms, now).unwrap_or(ttl_ms)
-                }
-                _ => ttl_ms,
-            };
-            let ttl = Duration::from_millis(left.min(ttl_ms));
+            let left = shared
+                .broker_clock
+                .now_ms()
+                .and_then(|now| replay::tombstone_left(&tombstone, now).ok())
+                .unwrap_or(ttl_ms);
+            let ttl = Duration::from_millis(left);
             shared.cache.insert(tombstone, body, ttl, true);
             let found = match reason.to_reason() {
                 Some(reason) => {

@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::protocol::Tombstone;
 use crate::seam::time;
 use crate::sync::lock;
 
@@ -105,6 +106,18 @@ impl std::fmt::Display for Replay {
     }
 }
 
+/// How much of `tombstone`'s life is left when the broker's clock reads
+/// `now_ms`: its TTL from its signed issue time, never more than the TTL
+/// (an issue time ahead of the clock lives no longer); `Err` if it
+/// carries no issue time.
+pub(crate) fn tombstone_left(tombstone: &Tombstone, now_ms: u64) -> Result<u64, Replay> {
+    if tombstone.issued_ms == 0 {
+        return Err(Replay::NoIssueTime);
+    }
+    let end = tombstone.issued_ms.saturating_add(tombstone.ttl_ms);
+    Ok(end.saturating_sub(now_ms).min(tombstone.ttl_ms))
+}
+
 /// The request ids a node has accepted within the replay window.
 pub(crate) struct SeenRequests {
     window_ms: u64,
@@ -149,20 +162,11 @@ impl SeenRequests {
         ids.insert(id.to_owned(), until);
         Ok(())
     }
-
-    /// Whether a tombstone issued at `issued_ms` (0: no issue time) with
-    /// `ttl_ms` is still alive when the broker's clock reads `now_ms`: its
-    /// life on the broker's clock, and how much of it is left.
-    pub(crate) fn tombstone_left(issued_ms: u64, ttl_ms: u64, now_ms: u64) -> Result<u64, Replay> {
-        if issued_ms == 0 {
-            return Err(Replay::NoIssueTime);
-        }
-        Ok(issued_ms.saturating_add(ttl_ms).saturating_sub(now_ms))
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::protocol::{Target, WireReason, PROTOCOL_VERSION};
     use super::*;
 
     #[test]
@@ -207,12 +211,19 @@ mod tests {
 
     #[test]
     fn a_tombstone_lives_its_ttl_from_its_issue_on_the_brokers_clock() {
-        assert_eq!(SeenRequests::tombstone_left(1_000, 500, 1_200), Ok(300));
-        assert_eq!(SeenRequests::tombstone_left(1_000, 500, 9_999), Ok(0));
-        assert_eq!(
-            SeenRequests::tombstone_left(0, 500, 1_200),
-            Err(Replay::NoIssueTime)
-        );
+        let issued = |issued_ms| Tombstone {
+            v: PROTOCOL_VERSION,
+            target: Target::key("k"),
+            reason: WireReason::from_reason(&crate::CancelReason::Manual),
+            message: String::new(),
+            ttl_ms: 500,
+            issued_ms,
+        };
+        assert_eq!(tombstone_left(&issued(1_000), 1_200), Ok(300));
+        assert_eq!(tombstone_left(&issued(1_000), 9_999), Ok(0));
+        // Issued ahead of this reading of the clock: never more than its TTL.
+        assert_eq!(tombstone_left(&issued(5_000), 1_200), Ok(500));
+        assert_eq!(tombstone_left(&issued(0), 1_200), Err(Replay::NoIssueTime));
     }
 
     #[test]
