@@ -55,20 +55,7 @@ pub mod time {
     /// The instant `delay` after `now` on the process clock, saturated
     /// (to about 30 years from now) instead of overflowing.
     pub fn after(delay: Duration) -> Instant {
-        let now = now();
-        now.checked_add(delay).unwrap_or_else(|| far_after(now))
-    }
-
-    /// A point so far after `now` that it is never reached (about 30
-    /// years): what a delay of `Duration::MAX` saturates to.
-    fn far_after(now: Instant) -> Instant {
-        let mut far = Duration::from_secs(30 * 365 * 86_400);
-        loop {
-            if let Some(at) = now.checked_add(far) {
-                return at;
-            }
-            far /= 2;
-        }
+        crate::backend::saturating_add(now(), delay)
     }
 
     /// The time on the clock of the executor running here: tokio's on

@@ -130,6 +130,26 @@ on_every_backend! {
         assert!(text.contains("`flush`"), "{text}");
     }
 
+    async fn a_grace_too_long_for_the_clock_never_ends_rather_than_at_once() {
+        // `Duration::MAX` cannot be added to any instant: the grace is then
+        // as long as the clock can say (never ending here), not none.
+        let cleaned = Arc::new(AtomicBool::new(false));
+        let flag = cleaned.clone();
+        let outcome = CancelScope::new()
+            .timeout(Duration::from_millis(5))
+            .grace(Duration::MAX)
+            .try_run(async move {
+                let seen = cancelable::cancelled().await;
+                sleep(Duration::from_millis(20)).await.ok();
+                flag.store(true, Ordering::SeqCst);
+                Err::<(), _>(seen)
+            })
+            .await;
+        let cancelled = outcome.unwrap_err();
+        assert!(cleaned.load(Ordering::SeqCst), "the cleanup was dropped");
+        assert_eq!(cancelled.grace_outcome(), GraceOutcome::FinishedWithinGrace, "{cancelled}");
+    }
+
     async fn checkpoints_inside_a_scope_with_a_grace_say_the_grace_runs() {
         let seen = Arc::new(Mutex::new(None));
         let record = seen.clone();

@@ -13,7 +13,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The executor family a scope runs on, detected when the scope starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +75,22 @@ impl Clock {
             Clock::Tokio => tokio::time::Instant::now().into_std(),
             Clock::Std => Instant::now(),
         }
+    }
+}
+
+/// `at` plus `by`, saturated instead of overflowing: a point so far after
+/// `at` that it is never reached (about 30 years) when the sum cannot be
+/// told. What a deadline or a grace of `Duration::MAX` comes to.
+pub(crate) fn saturating_add(at: Instant, by: Duration) -> Instant {
+    if let Some(sum) = at.checked_add(by) {
+        return sum;
+    }
+    let mut far = Duration::from_secs(30 * 365 * 86_400).min(by);
+    loop {
+        if let Some(sum) = at.checked_add(far) {
+            return sum;
+        }
+        far /= 2;
     }
 }
 

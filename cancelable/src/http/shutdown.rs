@@ -287,7 +287,7 @@ impl GracefulShutdown {
         if let Some(hard_end) = hard_end {
             shutdown = shutdown.deadline(hard_end);
         }
-        let mut in_grace = CancelScope::new().grace(hard_deadline.max(grace).min(FOREVER));
+        let mut in_grace = CancelScope::new().grace(hard_deadline.max(grace));
         if let Some(grace_end) = started.checked_add(grace) {
             in_grace = in_grace.deadline(grace_end);
         }
@@ -336,10 +336,6 @@ impl GracefulShutdown {
         Ok(report(outcome))
     }
 }
-
-/// The longest grace the shutdown's ladder gives: far beyond any hard
-/// deadline (a hard deadline too long to add to the clock never comes).
-const FOREVER: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 /// How the grace's scope of the ladder ended.
 enum Ladder {

@@ -47,7 +47,7 @@ use std::sync::atomic::AtomicU8;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::backend::Clock;
+use crate::backend::{saturating_add, Clock};
 use crate::context::{ContextData, OperationContext, OperationStatus, Progress};
 use crate::panic;
 use crate::sync::{lock, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
@@ -248,7 +248,7 @@ impl ScopeShared {
                     grace => {
                         let period = grace.map_or(Duration::ZERO, |(period, _)| period);
                         data.deadline
-                            .map(|deadline| deadline.checked_add(period).unwrap_or(deadline))
+                            .map(|deadline| saturating_add(deadline, period))
                     }
                 }
             })
@@ -260,7 +260,7 @@ impl ScopeShared {
     pub(super) fn start_grace(&self, now: Instant) -> Option<Instant> {
         let mut data = lock(&self.data);
         let (period, end) = data.extra.as_mut()?.grace.as_mut()?;
-        Some(*end.get_or_insert_with(|| now.checked_add(*period).unwrap_or(now)))
+        Some(*end.get_or_insert_with(|| saturating_add(now, *period)))
     }
 
     /// The grace of this scope's parent, if a layer holds it (a task
@@ -273,7 +273,7 @@ impl ScopeShared {
         let mut data = lock(&parent.scope.data);
         let extra = data.extra.as_mut().filter(|extra| extra.grace_held)?;
         let (period, end) = extra.grace.as_mut()?;
-        Some(*end.get_or_insert_with(|| now.checked_add(*period).unwrap_or(now)))
+        Some(*end.get_or_insert_with(|| saturating_add(now, *period)))
     }
 
     /// The scope's grace does not apply to its cancellation (its policy's
