@@ -71,6 +71,32 @@ impl Link {
         inside(&["addr", "add", &format!("{net}.2/30"), "dev", &peer]);
         inside(&["link", "set", &peer, "up"]);
         inside(&["link", "set", "lo", "up"]);
+        // The namespace reaches this side once the kernel has its route
+        // (a child started before then got "Network is unreachable").
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &link.namespace,
+                "ip",
+                "route",
+                "get",
+                &link.host_address,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no route to {} from {}",
+                link.host_address,
+                link.namespace
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         link
     }
 
