@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 pub(crate) use crate::scope::slot::{current_shared, enter_shield};
 
 use crate::context::Progress;
-use crate::scope::slot::{self, Current};
+use crate::scope::slot::{self, Current, Occupant};
 use crate::scope::ScopeHandle;
 #[cfg(feature = "testing")]
 use crate::scope::ScopeShared;
@@ -167,7 +167,10 @@ impl Checkpoint<'_> {
         let cancelled = match self.token {
             Some(token) => token.is_cancelled(),
             None => match &*current.scope.borrow() {
-                Some(scope) => scope.token.is_cancelled(),
+                Some(Occupant::Shared(scope)) => scope.token.is_cancelled(),
+                // A scope without shared state: nothing can cancel it
+                // (its deadline is checked on the slow path).
+                Some(Occupant::Lazy(_)) => false,
                 // Outside any scope: never cancelled, never yields.
                 None => return Step::Ready(Ok(())),
             },
@@ -192,12 +195,19 @@ impl Checkpoint<'_> {
             // cancellation and deadlines do not show here.
             None if current.shielded.get() => {}
             None => {
-                let scope = current.scope.borrow();
-                let Some(scope) = scope.as_ref() else {
-                    return Step::Ready(Ok(()));
-                };
-                if scope.token.is_cancelled() || scope.enforce_deadlines() {
-                    return Step::Ready(Err(scope.observe_cancellation()));
+                let mut scope = current.scope.borrow_mut();
+                match scope.as_mut() {
+                    None => return Step::Ready(Ok(())),
+                    Some(Occupant::Shared(scope)) => {
+                        if scope.token.is_cancelled() || scope.enforce_deadlines() {
+                            return Step::Ready(Err(scope.observe_cancellation()));
+                        }
+                    }
+                    Some(lazy) => {
+                        if let Some(scope) = lazy.lazy_deadline_passed() {
+                            return Step::Ready(Err(scope.observe_cancellation()));
+                        }
+                    }
                 }
             }
         }
@@ -244,7 +254,14 @@ fn count_checkpoint(current: &Current) {
     if !crate::hooks::trips::armed() || current.shielded.get() {
         return;
     }
-    let Some(scope) = current.scope.borrow().clone() else {
+    // A scope without shared state has no id a trip could name.
+    let Some(scope) = current
+        .scope
+        .borrow()
+        .as_ref()
+        .and_then(Occupant::as_shared)
+        .cloned()
+    else {
         return;
     };
     count_wait(&scope);

@@ -93,7 +93,9 @@
 //! which tokio gives no way to check.
 // `unsafe` is denied everywhere but in the signal dispatcher
 // (`source::dispatcher`), which needs `sigaction` to install, read and
-// restore signal dispositions.
+// restore signal dispositions, and in the current-scope slot
+// (`scope::slot`), which points to a lazy scope's state in its future
+// while its body is polled (see the invariants there).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

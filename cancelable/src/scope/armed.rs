@@ -1,7 +1,8 @@
 //! What a running scope holds ([`Armed`], made at its first poll by the
-//! driver): its links, deadline registration and sources, and the two
-//! questions the driver asks it at every pend — can anything reach the
-//! scope, and has a source fired.
+//! driver, or when a scope without shared state gets it: [`LazyRun`]): its
+//! links, deadline registration and sources, and the two questions the
+//! driver asks it at every pend — can anything reach the scope, and has a
+//! source fired.
 
 use std::sync::Arc;
 use std::task::Context;
@@ -10,6 +11,7 @@ use std::time::Instant;
 #[cfg(feature = "tokio")]
 use super::deadlines::Place;
 use super::deadlines::{Registration, Shard};
+use super::lazy::LazyScope;
 use super::state::ScopeShared;
 use super::Extras;
 use crate::backend::Backend;
@@ -52,53 +54,53 @@ pub(super) struct Armed {
     pub(super) span: tracing::Span,
 }
 
-/// What a running scope holds while nothing but its body reaches it (no
-/// parent, deadline, source, callback or registration at its start): its
-/// backend. Started this way, a scope builds no [`Armed`] — no links,
-/// registration or sources to build, move and drop one by one — until
-/// something else can reach it ([`Lean::reachable`]); then the driver
-/// turns it into an `Armed` with none of them, which registers whatever
-/// came since (a deadline set through a handle) at the same pend.
-pub(super) struct Lean {
-    pub(super) backend: Backend,
+/// A running scope without shared state (`lazy.rs`), as its driver holds
+/// it: the [`LazyScope`] (pointed to from the current-scope slot while the
+/// body is polled) and what its running state needs once the scope gets
+/// shared state ([`LazyRun::armed`]).
+pub(super) struct LazyRun {
+    pub(super) scope: LazyScope,
+    /// The tokio runtime found with the backend, for a scope with a
+    /// deadline: such a scope gets its shared state at its first pend, in
+    /// its first poll, so on this thread and runtime (see [`Armed`]).
+    #[cfg(feature = "tokio")]
+    pub(super) start_runtime: Option<tokio::runtime::Id>,
     #[cfg(feature = "tracing")]
     pub(super) span: tracing::Span,
 }
 
-impl Lean {
-    /// `true` once something besides the body holds the scope's state or
-    /// token (a handle, `current_token()`, a nested scope, the registry),
-    /// or a deadline was set (through a handle dropped since).
-    #[inline]
-    pub(super) fn reachable(&self, shared: &Arc<ScopeShared>) -> bool {
-        shared.deadline_generation.load(Ordering::Acquire) != 0
-            || !(Arc::strong_count(shared) == 1
-                && Arc::weak_count(shared) == 0
-                && shared.token.is_unshared())
-    }
-
-    /// The running state of a scope that started lean: no links, no
-    /// sources, its deadline (if one was set since) registered at the
-    /// next [`Armed::poll_sources`].
-    pub(super) fn into_armed(self) -> Armed {
+impl LazyRun {
+    /// The running state of a scope that just got its shared state: no
+    /// links, no sources, its deadline (the one it started with, or one
+    /// set through a handle since) registered at the next
+    /// [`Armed::poll_sources`]. Built from the lazy state in place (the
+    /// driver replaces it right after), which saves moving it whole.
+    pub(super) fn armed(&mut self) -> Armed {
+        let LazyScope {
+            backend,
+            started,
+            deadline,
+            ..
+        } = self.scope;
         Armed {
             #[cfg(feature = "tokio")]
-            start_runtime: None,
+            start_runtime: self.start_runtime,
             extras: None,
             _token_link: None,
-            backend: self.backend,
+            backend,
             _parent_link: None,
             _nested_in: None,
             deadline: None,
             deadline_generation: u64::MAX,
-            // Generation 0, no deadline: a lean scope started with none.
+            // A fresh state's generation: 0 until a handle moves the
+            // deadline.
             initial_generation: 0,
-            initial_deadline: None,
-            initial_passed: false,
+            initial_deadline: deadline,
+            initial_passed: deadline.is_some_and(|deadline| deadline <= started),
             sources: None,
             grace_timer: None,
             #[cfg(feature = "tracing")]
-            span: self.span,
+            span: std::mem::replace(&mut self.span, tracing::Span::none()),
         }
     }
 }

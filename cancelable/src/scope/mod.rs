@@ -5,8 +5,10 @@
 //!
 //! * `state.rs` — the state a running scope shares (`ScopeShared`), its
 //!   operation id, and the one walk up the scope chain;
-//! * `slot.rs` — the thread-local current-scope slot;
 //! * `pool.rs` — the per-thread pool of finished scopes' states;
+//! * `lazy.rs` — a running scope without shared state (most scopes): what
+//!   it needs to make that state when something asks for it;
+//! * `slot.rs` — the thread-local current-scope slot;
 //! * `deadlines/` — the per-thread shard of scope deadlines and its timer
 //!   (`tokio_driver.rs`: the tokio runtime's driver task);
 //! * `hold.rs` (the one hold: shields, draining groups), `grace.rs`
@@ -15,7 +17,7 @@
 //! * `armed.rs` — what a running scope holds (links, deadline
 //!   registration, sources) and the checks made at every pend;
 //! * `driver/` — the poll state machine (`start.rs`: the start at the first
-//!   poll, lean for a scope nothing but its body reaches);
+//!   poll, lazy for a scope nothing but its body reaches);
 //! * `future.rs` — the futures [`ScopeRun`] and [`ScopeTryRun`].
 
 mod armed;
@@ -25,6 +27,7 @@ mod future;
 mod grace;
 mod handle;
 pub(crate) mod hold;
+mod lazy;
 mod pool;
 pub(crate) mod seam;
 pub(crate) mod slot;
@@ -37,6 +40,7 @@ pub use handle::ScopeHandle;
 pub(crate) use state::ScopeShared;
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -90,7 +94,9 @@ type Callback<T> = Box<dyn FnOnce(&T) + Send>;
 /// ```
 #[must_use = "a scope does nothing until `run` or `try_run` is awaited"]
 pub struct CancelScope {
-    shared: Arc<ScopeShared>,
+    /// Made when a handle or the registry asks for it before the run;
+    /// otherwise the run makes it if anything reaches the scope (`lazy.rs`).
+    shared: OnceCell<Arc<ScopeShared>>,
     config: Config,
 }
 
@@ -168,7 +174,7 @@ impl CancelScope {
     /// its token, or an enclosing scope.
     pub fn new() -> Self {
         CancelScope {
-            shared: pool::take(),
+            shared: OnceCell::new(),
             config: Config::default(),
         }
     }
@@ -478,7 +484,7 @@ impl CancelScope {
     ) -> (&Arc<ScopeShared>, Option<&Cow<'static, str>>, &mut HookSlot) {
         let extras = self.config.extras.get_or_insert_with(Default::default);
         (
-            &self.shared,
+            self.shared.get_or_init(pool::take),
             self.config.name.as_ref(),
             &mut extras.registration,
         )
@@ -503,7 +509,7 @@ impl CancelScope {
     /// from anywhere, before, during or after the run.
     pub fn handle(&self) -> ScopeHandle {
         ScopeHandle {
-            shared: self.shared.clone(),
+            shared: self.shared.get_or_init(pool::take).clone(),
         }
     }
 
@@ -576,7 +582,7 @@ impl Default for CancelScope {
 impl fmt::Debug for CancelScope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CancelScope")
-            .field("id", &self.shared.id())
+            .field("id", &self.shared.get_or_init(pool::take).id())
             .field("timeout", &self.config.timeout)
             .field("token_source", &self.config.first_token)
             .field("sources", &self.config.sources)

@@ -61,7 +61,7 @@ static NEXT_OPERATION_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::Atom
 const ID_BLOCK: u64 = 1024;
 
 /// A process-unique operation id.
-fn next_operation_id() -> u64 {
+pub(super) fn next_operation_id() -> u64 {
     thread_local! {
         static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
     }
@@ -182,6 +182,12 @@ impl ScopeShared {
             }
             assigned => assigned,
         }
+    }
+
+    /// Gives a new state the id its scope was known by before the state
+    /// existed (`lazy.rs`).
+    pub(super) fn assign_id(&self, id: u64) {
+        self.id.store(id, Ordering::Release);
     }
 
     /// Counts a hold of `kind` on this scope (`hold.rs`).

@@ -26,10 +26,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use super::armed::{Armed, Lean};
+use super::armed::{Armed, LazyRun};
 use super::deadlines::Shard;
+use super::pool;
+use super::slot::{self, Occupant};
 use super::state::ScopeShared;
-use super::{pool, slot};
 use super::{Callback, CancelScope, Config, GracePolicy, GraceStart, GraceValue};
 use crate::context::{ContextData, OperationStatus};
 use crate::panic;
@@ -40,8 +41,9 @@ mod start;
 
 /// The engine shared by [`ScopeRun`](super::ScopeRun) and [`ScopeTryRun`](super::ScopeTryRun).
 pub(super) struct Driver {
-    /// `None` only while the body is polled: the scope then sits in the
-    /// thread-local current-scope slot.
+    /// `None` while the body is polled (the scope then sits in the
+    /// thread-local current-scope slot) and while the scope has no shared
+    /// state (`Stage::Lazy`).
     shared: Option<Arc<ScopeShared>>,
     stage: Stage,
     /// The scope was seen cancelled while a shield inside its body ran: it
@@ -64,9 +66,9 @@ pub(super) struct Driver {
 /// running state share their room in the future.
 enum Stage {
     Configured(Config),
-    /// Running, reached by nothing but its body so far (`armed.rs`):
-    /// becomes `Running` when something else can reach it.
-    Lean(Lean),
+    /// Running without shared state (`lazy.rs`): becomes `Running` when
+    /// something asks for that state or the body pends under a deadline.
+    Lazy(LazyRun),
     Running(Armed),
     Finished,
 }
@@ -74,7 +76,7 @@ enum Stage {
 impl Driver {
     pub(super) fn new(scope: CancelScope) -> Self {
         Driver {
-            shared: Some(scope.shared),
+            shared: scope.shared.into_inner(),
             stage: Stage::Configured(scope.config),
             held_by_shield: false,
             grace: false,
@@ -104,22 +106,45 @@ impl Driver {
         // Matched in place: a running scope's state is not moved out and
         // back on every poll.
         match &self.stage {
-            Stage::Running(_) | Stage::Lean(_) => {}
-            Stage::Configured(_) => {
-                let Stage::Configured(config) = std::mem::replace(&mut self.stage, Stage::Finished)
-                else {
-                    unreachable!("matched above")
-                };
-                self.start(config);
-            }
+            Stage::Running(_) | Stage::Lazy(_) => {}
+            Stage::Configured(_) => self.start(),
             Stage::Finished => panic!("a cancel scope future was polled after it completed"),
         }
         #[cfg(feature = "tracing")]
         let _entered = match &self.stage {
             Stage::Running(armed) => armed.span.clone().entered(),
-            Stage::Lean(lean) => lean.span.clone().entered(),
+            Stage::Lazy(run) => run.span.clone().entered(),
             _ => unreachable!("started above"),
         };
+        if let Stage::Lazy(run) = &mut self.stage {
+            let (polled, made) = slot::enter_lazy(&mut run.scope, || body.as_mut().poll(cx));
+            match made {
+                // The code inside asked for the scope's state.
+                Some(shared) => self.shared = Some(shared),
+                None => {
+                    if let Poll::Ready(output) = polled {
+                        // Nothing reached the scope: its end is
+                        // unobservable (`lazy.rs`, invariant 1).
+                        #[cfg(feature = "tracing")]
+                        tracing::debug!(parent: &run.span, "scope finished");
+                        self.stage = Stage::Finished;
+                        return Poll::Ready(Ok(output));
+                    }
+                    if run.scope.deadline.is_none() {
+                        return Poll::Pending;
+                    }
+                    // Pending under a deadline: the deadline shard needs
+                    // the scope's state to wake and cancel it.
+                    self.shared = Some(run.scope.make_shared());
+                }
+            }
+            let armed = run.armed();
+            self.stage = Stage::Running(armed);
+            return match polled {
+                Poll::Ready(output) => Poll::Ready(self.complete(output, is_failure, describe)),
+                Poll::Pending => self.pended(body, cx, false, is_failure, describe),
+            };
+        }
         let cancelled_before = self.shared().token.is_cancelled();
         if cancelled_before && self.shared().hold_count() > 0 {
             // Cancelled while a shield runs: only the shield keeps the body
@@ -129,21 +154,36 @@ impl Driver {
         if cancelled_before && self.grace_applies() && self.grace_is_over() {
             return Poll::Ready(Err(self.drop_after_grace()));
         }
-        if let Poll::Ready(output) = slot::enter(&mut self.shared, || body.as_mut().poll(cx)) {
+        if let Poll::Ready(output) = self.poll_body(body.as_mut(), cx) {
             return Poll::Ready(self.complete(output, is_failure, describe));
         }
+        self.pended(body, cx, cancelled_before, is_failure, describe)
+    }
 
-        let shared = lent_back(&self.shared);
-        if let Stage::Lean(lean) = &self.stage {
-            if lean.reachable(shared) {
-                // Something else can reach the scope now (a handle, its
-                // token, a scope nested in it): it needs its running state.
-                let Stage::Lean(lean) = std::mem::replace(&mut self.stage, Stage::Finished) else {
-                    unreachable!("matched above")
-                };
-                self.stage = Stage::Running(lean.into_armed());
-            }
+    /// Polls the body with the scope in the current-scope slot.
+    #[inline(always)]
+    fn poll_body<F: Future>(&mut self, body: Pin<&mut F>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let mut occupant = self.shared.take().map(Occupant::Shared);
+        let polled = slot::enter(&mut occupant, || body.poll(cx));
+        if let Some(Occupant::Shared(shared)) = occupant {
+            self.shared = Some(shared);
         }
+        polled
+    }
+
+    /// The body of a running scope pended: watch the sources, and end the
+    /// scope if it is cancelled (`cancelled_before`: it was at the start
+    /// of this poll).
+    #[inline(always)]
+    fn pended<F: Future>(
+        &mut self,
+        mut body: Pin<&mut F>,
+        cx: &mut Context<'_>,
+        cancelled_before: bool,
+        is_failure: fn(&F::Output) -> bool,
+        describe: Option<fn(&F::Output) -> String>,
+    ) -> Poll<Result<F::Output, Cancelled>> {
+        let shared = lent_back(&self.shared);
         if let Stage::Running(armed) = &mut self.stage {
             if armed.reachable(shared) {
                 shared.token.register_owner(cx.waker());
@@ -165,7 +205,7 @@ impl Driver {
                 // The cancellation arrived during this poll, after the body
                 // was polled: poll it again now, so that its checkpoints and
                 // waits report it without waiting for a wake-up.
-                if let Poll::Ready(output) = slot::enter(&mut self.shared, || body.poll(cx)) {
+                if let Poll::Ready(output) = self.poll_body(body.as_mut(), cx) {
                     return Poll::Ready(self.complete(output, is_failure, describe));
                 }
             }
@@ -185,7 +225,7 @@ impl Driver {
         // still learns what fired). Without nested scopes the body is not
         // polled again, as with `tokio::time::timeout`.
         if !cancelled_before && shared.nested.load(Ordering::Acquire) > 0 {
-            if let Poll::Ready(output) = slot::enter(&mut self.shared, || body.poll(cx)) {
+            if let Poll::Ready(output) = self.poll_body(body.as_mut(), cx) {
                 return Poll::Ready(self.complete(output, is_failure, describe));
             }
         }
@@ -345,11 +385,11 @@ impl Driver {
     fn finish(&mut self, status: OperationStatus, cancelled: Option<&Cancelled>) {
         // The running state is read and dropped in place: moving it out
         // would copy the whole of it on every scope's end.
-        let (backend, extras, sources) = match &mut self.stage {
-            Stage::Running(armed) => (armed.backend, armed.extras.take(), armed.sources.as_mut()),
-            Stage::Lean(lean) => (lean.backend, None, None),
-            _ => unreachable!("only a running scope finishes"),
+        let Stage::Running(armed) = &mut self.stage else {
+            unreachable!("only a running scope with shared state finishes here")
         };
+        let (backend, extras, sources) =
+            (armed.backend, armed.extras.take(), armed.sources.as_mut());
         // Unregister timers, signal listeners and token callbacks, and
         // detach from the parent, before user callbacks run. A signal that
         // reached the scope counts it as cleaning up until the callbacks
@@ -376,11 +416,10 @@ impl Driver {
         }
         #[cfg(feature = "tracing")]
         {
-            let span = match &self.stage {
-                Stage::Running(armed) => &armed.span,
-                Stage::Lean(lean) => &lean.span,
-                _ => unreachable!("only a running scope finishes"),
+            let Stage::Running(armed) = &self.stage else {
+                unreachable!("only a running scope finishes")
             };
+            let span = &armed.span;
             match cancelled {
                 Some(cancelled) => {
                     tracing::info!(parent: span, reason = %cancelled.reason(), "scope cancelled")
@@ -449,8 +488,9 @@ fn with_data<R>(shared: &mut Arc<ScopeShared>, write: impl FnOnce(&mut ContextDa
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        // Dropped mid-run from outside: the operation did not complete.
-        if matches!(self.stage, Stage::Running(_) | Stage::Lean(_)) {
+        // Dropped mid-run from outside: the operation did not complete (a
+        // scope without shared state has nobody to tell).
+        if matches!(self.stage, Stage::Running(_)) {
             if let Some(shared) = &self.shared {
                 if shared.status() == OperationStatus::Running {
                     shared.set_status(OperationStatus::Cancelled);

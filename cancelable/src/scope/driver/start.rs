@@ -1,18 +1,19 @@
 //! The scope's start, at its first poll: parent, backend, start time,
-//! context data, links, deadline and sources — and the lean start of a
-//! scope that has none of them (see [`Lean`]).
+//! context data, links, deadline and sources — and the lazy start of a
+//! scope that nothing but its body reaches (see `lazy.rs`).
 
-#[cfg(feature = "tracing")]
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-use super::super::armed::{Armed, Lean, NestedIn};
+use super::super::armed::{Armed, LazyRun, NestedIn};
 #[cfg(feature = "tokio")]
 use super::super::deadlines::Place;
-use super::super::slot;
-use super::super::state::Parent;
+use super::super::lazy::LazyScope;
 #[cfg(feature = "tracing")]
-use super::super::state::ScopeShared;
-use super::super::Config;
+use super::super::state::next_operation_id;
+use super::super::state::Parent;
+use super::super::{pool, slot, Config, GracePolicy};
 use super::{lent_back, run_callbacks, with_data, Driver, Stage};
 use crate::backend::{Backend, Clock};
 use crate::context::OperationStatus;
@@ -24,50 +25,83 @@ use crate::token::{Cause, Link};
 use crate::CancelReason;
 
 impl Driver {
-    /// Starts the scope: [`Stage::Lean`] when nothing but its body can
-    /// reach it (no parent, deadline, source, callback or registration),
-    /// [`Stage::Running`] otherwise.
-    pub(super) fn start(&mut self, config: Config) {
+    /// Starts the scope: [`Stage::Lazy`] when nothing but its body can
+    /// reach it (no shared state made yet, no parent, no source besides a
+    /// deadline, no callback or registration), [`Stage::Running`]
+    /// otherwise.
+    pub(super) fn start(&mut self) {
         let parent = slot::current_parent();
-        let shared = lent_back(&self.shared);
-        let lean = parent.is_none()
-            && config.timeout.is_none()
-            && config.deadline.is_none()
+        let Stage::Configured(config) = &mut self.stage else {
+            unreachable!("started once, from its configuration")
+        };
+        let lazy = parent.is_none()
+            && self.shared.is_none()
             && config.first_token.is_none()
             && config.sources.is_empty()
-            && config.extras.is_none()
-            // A deadline set through a handle before the start.
-            && shared.deadline_generation.load(Ordering::Acquire) == 0;
-        if lean {
-            self.start_lean(config);
+            && config.extras.is_none();
+        if lazy {
+            // Read in place: the configuration is not moved.
+            let name = config.name.take();
+            let (timeout, deadline, policy) =
+                (config.timeout, config.deadline, config.grace_policy);
+            self.start_lazy(name, timeout, deadline, policy);
         } else {
+            let Stage::Configured(config) = std::mem::replace(&mut self.stage, Stage::Finished)
+            else {
+                unreachable!("matched above")
+            };
+            if self.shared.is_none() {
+                self.shared = Some(pool::take());
+            }
             self.start_armed(config, parent);
         }
     }
 
-    /// The start of a scope that nothing but its body reaches yet: the
-    /// start time and the name, no links, no running state to build.
-    fn start_lean(&mut self, mut config: Config) {
+    /// The start of a scope without shared state (`lazy.rs`): its
+    /// backend, start time, deadline and name, kept in its future.
+    fn start_lazy(
+        &mut self,
+        name: Option<Cow<'static, str>>,
+        timeout: Option<Duration>,
+        deadline: Option<Instant>,
+        policy: GracePolicy,
+    ) {
+        let with_deadline = timeout.is_some() || deadline.is_some();
+        #[cfg(feature = "tokio")]
+        let (backend, start_runtime) = match with_deadline {
+            true => Place::detect(),
+            false => (Backend::detect(), None),
+        };
+        #[cfg(not(feature = "tokio"))]
         let backend = Backend::detect();
         let started = backend.now();
-        let shared = self
-            .shared
-            .as_mut()
-            .expect("the scope is only lent out while its body is polled");
-        with_data(shared, |data| {
-            data.started = Some(started);
-            data.name = config.name.take();
-        });
-        let shared = lent_back(&self.shared);
-        shared
-            .clock
-            .store(backend.clock().number(), Ordering::Release);
-        self.policy = config.grace_policy;
-        shared.set_status(OperationStatus::Running);
-        self.stage = Stage::Lean(Lean {
-            backend,
+        let deadline = match with_deadline {
+            true => {
+                let timeout_at = timeout.and_then(|timeout| started.checked_add(timeout));
+                deadline.into_iter().chain(timeout_at).min()
+            }
+            false => None,
+        };
+        self.policy = policy;
+        // A `tracing` span names the scope by its id from the start.
+        #[cfg(feature = "tracing")]
+        let id = next_operation_id();
+        #[cfg(not(feature = "tracing"))]
+        let id = 0;
+        #[cfg(feature = "tracing")]
+        let span = start_span(id, name.as_deref());
+        self.stage = Stage::Lazy(LazyRun {
+            scope: LazyScope {
+                backend,
+                started,
+                deadline,
+                name,
+                id,
+            },
+            #[cfg(feature = "tokio")]
+            start_runtime,
             #[cfg(feature = "tracing")]
-            span: start_span(shared),
+            span,
         });
     }
 
@@ -141,8 +175,20 @@ impl Driver {
             .and_then(|p| p.scope.token.attach(&shared.token, Link::Parent));
         let nested_in = parent.as_ref().map(|p| NestedIn::new(&p.scope));
         if let Some(parent) = parent {
-            let _ = shared.parent.set(parent);
+            let shared = self
+                .shared
+                .as_mut()
+                .expect("the scope is only lent out while its body is polled");
+            match Arc::get_mut(shared) {
+                // Nobody else holds the state yet: set without the
+                // once-cell's synchronisation.
+                Some(state) => state.parent = OnceLock::from(parent),
+                None => {
+                    let _ = shared.parent.set(parent);
+                }
+            }
         }
+        let shared = lent_back(&self.shared);
         shared.set_status(OperationStatus::Running);
         // --- registry hook: join the live set if `register()` asked ---
         #[cfg(feature = "registry")]
@@ -154,7 +200,7 @@ impl Driver {
             hook.start(shared, backend.clock(), started);
         }
         #[cfg(feature = "tracing")]
-        let span = start_span(shared);
+        let span = start_span(shared.id(), lock(&shared.data).name.as_deref());
         // The first source, when a plain token, is kept inline.
         let mut token_link = config
             .first_token
@@ -214,11 +260,11 @@ impl Driver {
     }
 }
 
-/// The scope's `tracing` span, with its "scope started" event.
+/// The `tracing` span of the scope `id` named `name`, with its "scope
+/// started" event.
 #[cfg(feature = "tracing")]
-fn start_span(shared: &Arc<ScopeShared>) -> tracing::Span {
-    let name = lock(&shared.data).name.clone();
-    let span = tracing::debug_span!("cancel_scope", id = shared.id(), name = name.as_deref());
+fn start_span(id: u64, name: Option<&str>) -> tracing::Span {
+    let span = tracing::debug_span!("cancel_scope", id, name);
     tracing::debug!(parent: &span, "scope started");
     span
 }

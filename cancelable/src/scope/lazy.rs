@@ -1,0 +1,83 @@
+//! A running scope that has no shared state yet ([`LazyScope`]): what it
+//! needs to make that state when something outside its future asks for it.
+//!
+//! Most scopes are reached by nothing but their own body: no handle, no
+//! token handed out, no parent, no source besides a deadline, no callback,
+//! no registration. Such a scope keeps what it knows in its future (and,
+//! while its body is polled, in the current-scope slot, `slot.rs`) and
+//! makes no [`ScopeShared`] — no allocation, no pooled state to reset —
+//! unless one of these happens:
+//!
+//! * the code inside asks for the current scope or its token (a handle,
+//!   `current_token()`, a cancellation-aware wait, a shield, a scope
+//!   nested in it, `run_blocking`): the slot makes the state in place
+//!   ([`LazyScope::make_shared`]) and the driver takes it back after the
+//!   poll;
+//! * the body pends under a deadline: the deadline shard needs the state
+//!   to wake and cancel the scope;
+//! * a checkpoint finds the deadline passed: the state records the
+//!   cancellation.
+//!
+//! # Invariants
+//!
+//! 1. **Nothing can cancel a lazy scope.** It has no token anybody else
+//!    holds, no parent and no source; its deadline is checked by the
+//!    checkpoints and, once it pends, by the shard — through the shared
+//!    state made at that moment. So a checkpoint inside it is never
+//!    cancelled while it stays lazy, and its end is unobservable: no
+//!    status, end time or callback to record.
+//! 2. **The state made is the state the scope would have had**: its start
+//!    time, name, deadline, clock and (if already assigned) id are moved
+//!    into it, and its status is `Running`.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::pool;
+use super::state::ScopeShared;
+use crate::backend::Backend;
+use crate::context::OperationStatus;
+use crate::sync::Ordering;
+
+/// What a scope without shared state knows of itself (module docs).
+pub(crate) struct LazyScope {
+    pub(super) backend: Backend,
+    pub(super) started: Instant,
+    pub(super) deadline: Option<Instant>,
+    pub(super) name: Option<Cow<'static, str>>,
+    /// 0 until assigned: assigned at the start only when a `tracing` span
+    /// names the scope.
+    pub(super) id: u64,
+}
+
+impl LazyScope {
+    /// The shared state the scope would have had from its start
+    /// (invariant 2); the name moves into it.
+    pub(super) fn make_shared(&mut self) -> Arc<ScopeShared> {
+        let mut shared = pool::take();
+        match Arc::get_mut(&mut shared) {
+            Some(state) => {
+                let data = crate::sync::get_mut(&mut state.data);
+                data.started = Some(self.started);
+                data.name = self.name.take();
+                data.deadline = self.deadline;
+            }
+            None => unreachable!("a fresh scope state is not shared"),
+        }
+        if self.id != 0 {
+            shared.assign_id(self.id);
+        }
+        shared
+            .clock
+            .store(self.backend.clock().number(), Ordering::Release);
+        shared.set_status(OperationStatus::Running);
+        shared
+    }
+
+    /// `true` if the scope's deadline has passed on its clock.
+    pub(super) fn deadline_passed(&self) -> bool {
+        self.deadline
+            .is_some_and(|deadline| self.backend.clock().now() >= deadline)
+    }
+}

@@ -1,0 +1,170 @@
+//! A scope that nothing but its body reaches makes its shared state only
+//! when something asks for it (a handle, its token, a nested scope, a
+//! passed deadline): what it would have had from its start must show
+//! then, and everything a scope does must still hold.
+
+use std::future::pending;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cancelable::{
+    checkpoint, current_scope, current_token, CancelReason, CancelScope, OperationStatus,
+    ScopeHandle,
+};
+use cancelable_tests::{on_every_backend, sleep};
+use futures::FutureExt;
+
+/// A bound far above any honest timing on a loaded 2-core machine.
+const GENEROUS: Duration = Duration::from_secs(10);
+
+on_every_backend! {
+    async fn state_made_inside_the_body_has_the_name_start_and_deadline_of_the_start() {
+        let before = Instant::now();
+        let (id, elapsed, name, deadline, status) = CancelScope::new()
+            .name("lazy")
+            .deadline(before + Duration::from_secs(3600))
+            .run(async {
+                // Nothing has asked for the scope yet: its state is made
+                // here, 5 ms after its start.
+                std::thread::sleep(Duration::from_millis(5));
+                let scope = current_scope().expect("inside a scope");
+                let context = scope.context();
+                (
+                    context.id,
+                    context.elapsed.expect("started"),
+                    context.name,
+                    scope.deadline(),
+                    scope.status(),
+                )
+            })
+            .await
+            .unwrap();
+        assert_ne!(id, 0);
+        assert!(elapsed >= Duration::from_millis(5), "elapsed {elapsed:?}");
+        assert_eq!(name.as_deref(), Some("lazy"));
+        assert_eq!(deadline, Some(before + Duration::from_secs(3600)));
+        assert_eq!(status, OperationStatus::Running);
+    }
+
+    async fn a_handle_taken_after_pends_reads_the_final_status() {
+        let taken: Arc<Mutex<Option<ScopeHandle>>> = Arc::default();
+        let keep = taken.clone();
+        CancelScope::new()
+            .name("pends first")
+            .run(async move {
+                sleep(Duration::from_millis(1)).await;
+                sleep(Duration::from_millis(1)).await;
+                *keep.lock().unwrap() = current_scope();
+                sleep(Duration::from_millis(1)).await;
+            })
+            .await
+            .unwrap();
+        let handle = taken.lock().unwrap().take().expect("taken inside");
+        assert_eq!(handle.status(), OperationStatus::Completed);
+        assert_eq!(handle.context().name.as_deref(), Some("pends first"));
+        assert!(handle.context().ended_at.is_some());
+    }
+
+    async fn a_busy_loop_that_never_pends_sees_the_deadline() {
+        let started = Instant::now();
+        let cancelled = CancelScope::new()
+            .timeout(Duration::from_millis(20))
+            .run(async {
+                loop {
+                    checkpoint().await?;
+                    std::hint::spin_loop();
+                }
+                #[allow(unreachable_code)]
+                Ok::<(), cancelable::Cancelled>(())
+            })
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Timeout);
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        assert!(started.elapsed() < GENEROUS);
+    }
+
+    async fn a_scope_nested_after_pends_is_cancelled_with_its_parent() {
+        // The outer scope's body returns the inner scope's error in the
+        // poll in which the outer scope is cancelled: the outer scope
+        // returns that value (the documented poll order).
+        let inner = CancelScope::new()
+            .run(async {
+                sleep(Duration::from_millis(1)).await;
+                let outer = current_scope().expect("inside a scope");
+                let parent_id = outer.id();
+                let inner = CancelScope::new()
+                    .run(async move {
+                        sleep(Duration::from_millis(1)).await;
+                        assert_eq!(
+                            current_scope().expect("inside").context().parent_id,
+                            Some(parent_id)
+                        );
+                        outer.cancel();
+                        pending::<()>().await
+                    })
+                    .await;
+                checkpoint().await.expect_err("the outer scope is cancelled");
+                inner
+            })
+            .await;
+        match inner {
+            Ok(inner) => assert_eq!(
+                inner.unwrap_err().reason(),
+                &CancelReason::Parent(Box::new(CancelReason::Manual))
+            ),
+            Err(outer) => assert_eq!(outer.reason(), &CancelReason::Manual),
+        }
+    }
+
+    async fn a_token_handed_out_in_the_first_poll_cancels_the_scope() {
+        let cancelled = CancelScope::new()
+            .run(async {
+                let token = current_token().expect("inside a scope");
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(5));
+                    token.cancel();
+                });
+                pending::<()>().await
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Manual);
+    }
+
+    async fn a_panic_after_the_state_was_made_marks_the_operation_failed() {
+        let taken: Arc<Mutex<Option<ScopeHandle>>> = Arc::default();
+        let keep = taken.clone();
+        let outcome = std::panic::AssertUnwindSafe(CancelScope::new().run(async move {
+            sleep(Duration::from_millis(1)).await;
+            *keep.lock().unwrap() = current_scope();
+            panic!("the body fails");
+        }))
+        .catch_unwind()
+        .await;
+        assert!(outcome.is_err());
+        let handle = taken.lock().unwrap().take().expect("taken inside");
+        assert_eq!(handle.status(), OperationStatus::Failed);
+        // The slot is restored: outside any scope again.
+        assert!(current_scope().is_none());
+    }
+
+    async fn a_panic_in_a_scope_nothing_reached_leaves_no_current_scope() {
+        let outcome = std::panic::AssertUnwindSafe(CancelScope::new().run(async {
+            sleep(Duration::from_millis(1)).await;
+            panic!("the body fails");
+        }))
+        .catch_unwind()
+        .await;
+        assert!(outcome.is_err());
+        assert!(current_scope().is_none());
+        // The next scope starts as usual.
+        let inside = CancelScope::new()
+            .name("next")
+            .run(async { current_scope().and_then(|scope| scope.context().name) })
+            .await
+            .unwrap();
+        assert_eq!(inside.as_deref(), Some("next"));
+    }
+}
