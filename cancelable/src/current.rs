@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 pub(crate) use crate::scope::slot::{current_shared, enter_shield};
 
 use crate::context::Progress;
-use crate::scope::slot::{self, Current, Occupant};
+use crate::scope::slot::{self, Current};
 use crate::scope::ScopeHandle;
 #[cfg(feature = "testing")]
 use crate::scope::ScopeShared;
@@ -166,11 +166,8 @@ impl Checkpoint<'_> {
         let due = ticks & (DEADLINE_CHECK_EVERY - 1) == 0;
         let cancelled = match self.token {
             Some(token) => token.is_cancelled(),
-            None => match &*current.scope.borrow() {
-                Some(Occupant::Shared(scope)) => scope.token.is_cancelled(),
-                // A scope without shared state: nothing can cancel it
-                // (its deadline is checked on the slow path).
-                Some(Occupant::Lazy(_)) => false,
+            None => match current.is_cancelled() {
+                Some(cancelled) => cancelled,
                 // Outside any scope: never cancelled, never yields.
                 None => return Step::Ready(Ok(())),
             },
@@ -195,19 +192,8 @@ impl Checkpoint<'_> {
             // cancellation and deadlines do not show here.
             None if current.shielded.get() => {}
             None => {
-                let mut scope = current.scope.borrow_mut();
-                match scope.as_mut() {
-                    None => return Step::Ready(Ok(())),
-                    Some(Occupant::Shared(scope)) => {
-                        if scope.token.is_cancelled() || scope.enforce_deadlines() {
-                            return Step::Ready(Err(scope.observe_cancellation()));
-                        }
-                    }
-                    Some(lazy) => {
-                        if let Some(scope) = lazy.lazy_deadline_passed() {
-                            return Step::Ready(Err(scope.observe_cancellation()));
-                        }
-                    }
+                if let Some(cancelled) = current.cancellation() {
+                    return Step::Ready(Err(cancelled));
                 }
             }
         }
@@ -255,13 +241,7 @@ fn count_checkpoint(current: &Current) {
         return;
     }
     // A scope without shared state has no id a trip could name.
-    let Some(scope) = current
-        .scope
-        .borrow()
-        .as_ref()
-        .and_then(Occupant::as_shared)
-        .cloned()
-    else {
+    let Some(scope) = current.shared_if_made() else {
         return;
     };
     count_wait(&scope);

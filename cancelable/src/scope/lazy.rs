@@ -10,9 +10,8 @@
 //!
 //! * the code inside asks for the current scope or its token (a handle,
 //!   `current_token()`, a cancellation-aware wait, a shield, a scope
-//!   nested in it, `run_blocking`): the slot makes the state in place
-//!   ([`LazyScope::make_shared`]) and the driver takes it back after the
-//!   poll;
+//!   nested in it, `run_blocking`): the slot makes the state
+//!   ([`LazyScope::share`]) and the driver takes it after the poll;
 //! * the body pends under a deadline: the deadline shard needs the state
 //!   to wake and cancel the scope;
 //! * a checkpoint finds the deadline passed: the state records the
@@ -49,6 +48,9 @@ pub(crate) struct LazyScope {
     /// 0 until assigned: assigned at the start only when a `tracing` span
     /// names the scope.
     pub(super) id: u64,
+    /// The shared state, once the code inside asked the slot for it
+    /// (`slot.rs`, invariant 2); the driver takes it after the poll.
+    pub(super) made: Option<Arc<ScopeShared>>,
 }
 
 impl LazyScope {
@@ -73,6 +75,17 @@ impl LazyScope {
             .store(self.backend.clock().number(), Ordering::Release);
         shared.set_status(OperationStatus::Running);
         shared
+    }
+
+    /// The shared state, made now if it was not (into `made`).
+    pub(super) fn share(&mut self) -> &Arc<ScopeShared> {
+        if self.made.is_none() {
+            self.made = Some(self.make_shared());
+        }
+        match &self.made {
+            Some(shared) => shared,
+            None => unreachable!("made above"),
+        }
     }
 
     /// `true` if the scope's deadline has passed on its clock.

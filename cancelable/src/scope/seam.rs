@@ -127,15 +127,7 @@ pub(crate) fn current() -> Option<ScopeHandle> {
 /// spawned onto an executor, so that the child's scope starts inside the
 /// group's). `poll` must not unwind.
 pub(crate) fn enter<R>(scope: &mut Option<ScopeHandle>, poll: impl FnOnce() -> R) -> R {
-    let mut occupant = scope
-        .take()
-        .map(|handle| slot::Occupant::Shared(handle.shared));
-    let polled = slot::enter(&mut occupant, poll);
-    *scope = match occupant {
-        Some(slot::Occupant::Shared(shared)) => Some(ScopeHandle { shared }),
-        _ => None,
-    };
-    polled
+    slot::enter_handle(scope.as_ref().map(|handle| &handle.shared), poll)
 }
 
 /// A scope known without keeping it alive: a scope that nothing else

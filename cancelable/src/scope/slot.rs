@@ -2,28 +2,33 @@
 //! poll of its body, so that code inside it finds it.
 //!
 //! A thread-local rather than `tokio::task_local!`, which exists only on
-//! tokio. The scope moves its state into the slot and back, so entering
-//! costs no reference-count traffic. A scope without shared state yet
-//! (`lazy.rs`) puts a pointer to its [`LazyScope`] there instead; whatever
-//! asks the slot for the scope's state makes it there, once
-//! ([`Occupant::shared`]), and the scope takes it back with the slot's
-//! contents after the poll. Checkpoints and the public accessors reading
-//! the slot are in `crate::current`.
+//! tokio. The slot holds a pointer to the running scope's state where its
+//! future keeps it — its shared state, or a lazy scope's [`LazyScope`]
+//! (`lazy.rs`) — so entering copies one pointer in and out: no
+//! reference-count traffic, nothing to drop, and a thread-local without a
+//! destructor. Whatever asks the slot for a lazy scope's state makes it
+//! there, once, in the `LazyScope`, which the scope reads back after the
+//! poll. Checkpoints and the public accessors reading the slot are in
+//! `crate::current`; they reach the scope only through this file's
+//! functions.
 //!
 //! # Invariants
 //!
-//! 1. **A lazy occupant's pointer is valid while it is in the slot.** Only
-//!    [`enter_lazy`] makes one (it is private to this file), from the
-//!    `&mut` on the scope's [`LazyScope`] it holds for the whole call;
-//!    [`enter`] takes it out of the thread's slot before returning,
-//!    unwinding included (`Restore`), and a nested [`enter`] saves and
-//!    restores it the same way. The slot is a
-//!    thread-local: no other thread sees the pointer, and it is never
-//!    handed out — the slot's functions only make the scope's state
-//!    through it (no user code runs meanwhile) and hand out clones of
-//!    that state.
+//! 1. **An occupant's pointer is valid while it is in the thread's slot.**
+//!    Only [`enter_shared`], [`enter_lazy`] and [`enter_handle`] make one,
+//!    from a reference they hold for the whole call (a `&mut` for a lazy
+//!    scope, which they do not use meanwhile), and they take it out of the
+//!    slot before returning, unwinding included (`Restore`); a nested
+//!    enter saves and restores the pointer around it the same way. The
+//!    slot is a thread-local, so no other thread sees a pointer, and none
+//!    is handed out: the functions here only read the state through it
+//!    (or make a lazy scope's, running no user code meanwhile) and hand out
+//!    clones of that state.
+//! 2. **A lazy scope's state is made once**, into `LazyScope::made`; the
+//!    slot then holds a pointer to that `Arc` instead, so every later
+//!    reader in the same poll finds the same state.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::thread::AccessError;
@@ -31,66 +36,22 @@ use std::thread::AccessError;
 use super::lazy::LazyScope;
 use super::state::{Parent, ScopeShared};
 use crate::context::OperationStatus;
+use crate::Cancelled;
 
-/// The scope in the slot.
-pub(crate) enum Occupant {
+/// The scope in the slot: a pointer into the future (or layer) running it,
+/// valid while it is in the slot (invariant 1).
+#[derive(Clone, Copy)]
+enum Occupant {
     /// A scope with shared state.
-    Shared(Arc<ScopeShared>),
-    /// A scope with none yet (`lazy.rs`): nothing can cancel it. The
-    /// pointer is valid while it is in the thread's slot (invariant 1);
-    /// only [`enter_lazy`] makes one.
+    Shared(NonNull<Arc<ScopeShared>>),
+    /// A scope with none yet (`lazy.rs`): nothing can cancel it.
     Lazy(NonNull<LazyScope>),
 }
 
-impl Occupant {
-    /// The scope's shared state, made now if it had none.
-    pub(crate) fn shared(&mut self) -> &Arc<ScopeShared> {
-        if let Occupant::Lazy(lazy) = self {
-            // SAFETY: an occupant of the thread's slot (the only place a
-            // `Lazy` is read: every caller reached `self` through the
-            // slot) points to a live `LazyScope` that nothing else uses
-            // during this call (invariant 1).
-            #[allow(unsafe_code)]
-            let lazy = unsafe { lazy.as_mut() };
-            *self = Occupant::Shared(lazy.make_shared());
-        }
-        match self {
-            Occupant::Shared(shared) => shared,
-            Occupant::Lazy(_) => unreachable!("made above"),
-        }
-    }
-
-    /// The scope's shared state, if it has any.
-    #[cfg(feature = "testing")]
-    #[inline]
-    pub(crate) fn as_shared(&self) -> Option<&Arc<ScopeShared>> {
-        match self {
-            Occupant::Shared(shared) => Some(shared),
-            Occupant::Lazy(_) => None,
-        }
-    }
-
-    /// For a scope without shared state whose deadline has passed (a
-    /// checkpoint found it): its state, made now, cancelled for the
-    /// deadline — the shard would have done the same at its next pend.
-    pub(crate) fn lazy_deadline_passed(&mut self) -> Option<&Arc<ScopeShared>> {
-        // SAFETY: as in `shared`.
-        #[allow(unsafe_code)]
-        let passed =
-            matches!(self, Occupant::Lazy(lazy) if unsafe { lazy.as_ref() }.deadline_passed());
-        match self {
-            Occupant::Lazy(_) if passed => {
-                let shared = self.shared();
-                shared.enforce_deadlines();
-                Some(shared)
-            }
-            _ => None,
-        }
-    }
-}
-
+/// This thread's slot.
 pub(crate) struct Current {
-    pub(crate) scope: RefCell<Option<Occupant>>,
+    /// The running scope, if any (invariant 1).
+    scope: Cell<Option<Occupant>>,
     /// A shield runs between the current scope and the running code: the
     /// scope's cancellation and deadlines do not show there.
     pub(crate) shielded: Cell<bool>,
@@ -102,11 +63,79 @@ pub(crate) struct Current {
 thread_local! {
     static CURRENT: Current = const {
         Current {
-            scope: RefCell::new(None),
+            scope: Cell::new(None),
             shielded: Cell::new(false),
             ticks: Cell::new(0),
         }
     };
+}
+
+impl Current {
+    /// `read` applied to the current scope's shared state, made now if it
+    /// had none (invariant 2); `None` outside any scope.
+    #[allow(unsafe_code)]
+    pub(crate) fn with_scope<R>(&self, read: impl FnOnce(&Arc<ScopeShared>) -> R) -> Option<R> {
+        let shared = match self.scope.get()? {
+            Occupant::Shared(shared) => shared,
+            Occupant::Lazy(mut lazy) => {
+                // SAFETY: the occupant of the thread's slot points to the
+                // running lazy scope, which nothing else uses during this
+                // call (invariant 1); no user code runs here.
+                let lazy = unsafe { lazy.as_mut() };
+                let shared = NonNull::from(lazy.share());
+                self.scope.set(Some(Occupant::Shared(shared)));
+                shared
+            }
+        };
+        // SAFETY: the occupant of the thread's slot points to a live state
+        // (invariant 1), read only for the length of `read`.
+        Some(read(unsafe { shared.as_ref() }))
+    }
+
+    /// Whether the current scope is cancelled: `None` outside any scope,
+    /// `Some(false)` for a scope without shared state (nothing can cancel
+    /// it; its deadline is the checkpoints' slow path,
+    /// [`Current::cancellation`]). The checkpoints' hot path.
+    #[allow(unsafe_code)]
+    #[inline]
+    pub(crate) fn is_cancelled(&self) -> Option<bool> {
+        match self.scope.get()? {
+            // SAFETY: as in `with_scope`.
+            Occupant::Shared(shared) => Some(unsafe { shared.as_ref() }.token.is_cancelled()),
+            Occupant::Lazy(_) => Some(false),
+        }
+    }
+
+    /// The current scope's cancellation as a checkpoint reports it (marked
+    /// observed), if it is cancelled or a deadline of its chain has passed
+    /// (enforced now); `None` otherwise and outside any scope.
+    #[allow(unsafe_code)]
+    pub(crate) fn cancellation(&self) -> Option<Cancelled> {
+        if let Occupant::Lazy(lazy) = self.scope.get()? {
+            // SAFETY: as in `with_scope`.
+            if !unsafe { lazy.as_ref() }.deadline_passed() {
+                return None;
+            }
+            // Passed: its state is made now and cancelled for the
+            // deadline, as the shard would have done at its next pend.
+        }
+        self.with_scope(|scope| {
+            (scope.token.is_cancelled() || scope.enforce_deadlines())
+                .then(|| scope.observe_cancellation())
+        })
+        .flatten()
+    }
+
+    /// The current scope's shared state if it has any, without making it.
+    #[cfg(feature = "testing")]
+    #[allow(unsafe_code)]
+    pub(crate) fn shared_if_made(&self) -> Option<Arc<ScopeShared>> {
+        match self.scope.get()? {
+            // SAFETY: as in `with_scope`.
+            Occupant::Shared(shared) => Some(unsafe { shared.as_ref() }.clone()),
+            Occupant::Lazy(_) => None,
+        }
+    }
 }
 
 /// Runs `read` on this thread's slot; `Err` while thread-local storage is
@@ -116,18 +145,15 @@ pub(crate) fn try_with<R>(read: impl FnOnce(&Current) -> R) -> Result<R, AccessE
     CURRENT.try_with(read)
 }
 
-/// Runs `poll` with `slot`'s scope as the current scope, not shielded,
-/// restoring the previous state afterwards, even on panic; `slot` then
-/// holds what the thread's slot held at the end (a lazy scope's state,
-/// if the code inside made it).
+/// Runs `poll` with `occupant` as the current scope, not shielded,
+/// restoring the previous state afterwards, even on panic.
 ///
 /// One thread-local access: the slot is entered, polled and restored
 /// inside it; a body that unwinds out of `poll` marks the operation failed.
-#[inline]
-pub(crate) fn enter<R>(slot: &mut Option<Occupant>, poll: impl FnOnce() -> R) -> R {
+#[inline(always)]
+fn enter<R>(occupant: Option<Occupant>, poll: impl FnOnce() -> R) -> R {
     struct Restore<'a> {
         current: &'a Current,
-        slot: &'a mut Option<Occupant>,
         previous: Option<Occupant>,
         shielded: bool,
         /// `poll` returned: not unwinding.
@@ -135,28 +161,27 @@ pub(crate) fn enter<R>(slot: &mut Option<Occupant>, poll: impl FnOnce() -> R) ->
     }
     impl Drop for Restore<'_> {
         #[inline]
+        #[allow(unsafe_code)]
         fn drop(&mut self) {
             self.current.shielded.set(self.shielded);
-            let ours = self.current.scope.replace(self.previous.take());
+            let ours = self.current.scope.replace(self.previous);
             if !self.returned {
-                if let Some(Occupant::Shared(scope)) = &ours {
+                if let Some(Occupant::Shared(scope)) = ours {
                     // The body panicked: the panic propagates unchanged,
                     // the operation is recorded as failed.
-                    scope.set_status(OperationStatus::Failed);
+                    // SAFETY: `ours` was in the slot until now: its scope
+                    // is alive (invariant 1).
+                    unsafe { scope.as_ref() }.set_status(OperationStatus::Failed);
                 }
             }
-            *self.slot = ours;
         }
     }
     let mut poll = Some(poll);
     let entered = CURRENT.try_with(|current| {
-        let shielded = current.shielded.replace(false);
-        let previous = current.scope.replace(slot.take());
         let mut restore = Restore {
             current,
-            slot: &mut *slot,
-            previous,
-            shielded,
+            previous: current.scope.replace(occupant),
+            shielded: current.shielded.replace(false),
             returned: false,
         };
         let output = (poll.take().expect("called once"))();
@@ -171,22 +196,31 @@ pub(crate) fn enter<R>(slot: &mut Option<Occupant>, poll: impl FnOnce() -> R) ->
     }
 }
 
-/// [`enter`] for a scope without shared state: `lazy` is the current
-/// scope while `poll` runs; then its shared state, if the code inside
-/// made it.
+/// Runs `poll` with the scope of `shared` as the current scope (see
+/// `enter`).
+#[inline(always)]
+pub(crate) fn enter_shared<R>(shared: &Arc<ScopeShared>, poll: impl FnOnce() -> R) -> R {
+    enter(Some(Occupant::Shared(NonNull::from(shared))), poll)
+}
+
+/// Runs `poll` with `scope` as the current scope, or none (a layer polling
+/// work on behalf of a scope: a task group's spawned child).
 #[inline]
-pub(crate) fn enter_lazy<R>(
-    lazy: &mut LazyScope,
-    poll: impl FnOnce() -> R,
-) -> (R, Option<Arc<ScopeShared>>) {
-    // The pointer comes from the `&mut` this call holds throughout, and
-    // leaves the thread's slot before `enter` returns (invariant 1).
-    let mut occupant = Some(Occupant::Lazy(NonNull::from(lazy)));
-    let polled = enter(&mut occupant, poll);
-    match occupant {
-        Some(Occupant::Shared(shared)) => (polled, Some(shared)),
-        _ => (polled, None),
-    }
+pub(crate) fn enter_handle<R>(scope: Option<&Arc<ScopeShared>>, poll: impl FnOnce() -> R) -> R {
+    enter(
+        scope.map(|shared| Occupant::Shared(NonNull::from(shared))),
+        poll,
+    )
+}
+
+/// Runs `poll` with the scope without shared state `lazy` as the current
+/// scope; its state, if the code inside made it, is then in
+/// `lazy.made`.
+#[inline(always)]
+pub(crate) fn enter_lazy<R>(lazy: &mut LazyScope, poll: impl FnOnce() -> R) -> R {
+    // From the `&mut` this call holds throughout and does not use
+    // meanwhile (invariant 1).
+    enter(Some(Occupant::Lazy(NonNull::from(lazy))), poll)
 }
 
 /// Runs `poll` shielded: the current scope stays current, but neither its
@@ -212,13 +246,7 @@ pub(crate) fn enter_shield<R>(poll: impl FnOnce() -> R) -> R {
 /// state, made now if it had none.
 pub(crate) fn with_scope<R>(read: impl FnOnce(&Arc<ScopeShared>) -> R) -> Option<R> {
     CURRENT
-        .try_with(|current| {
-            current
-                .scope
-                .borrow_mut()
-                .as_mut()
-                .map(|scope| read(scope.shared()))
-        })
+        .try_with(|current| current.with_scope(read))
         .ok()
         .flatten()
 }
@@ -233,7 +261,7 @@ pub(crate) fn current_shared() -> Option<Arc<ScopeShared>> {
 pub(crate) fn current_parent() -> Option<Parent> {
     CURRENT
         .try_with(|current| {
-            let scope = current.scope.borrow_mut().as_mut()?.shared().clone();
+            let scope = current.with_scope(Arc::clone)?;
             Some(Parent {
                 scope,
                 shielded: current.shielded.get(),

@@ -29,7 +29,7 @@ use std::task::{Context, Poll};
 use super::armed::{Armed, LazyRun};
 use super::deadlines::Shard;
 use super::pool;
-use super::slot::{self, Occupant};
+use super::slot;
 use super::state::ScopeShared;
 use super::{Callback, CancelScope, Config, GracePolicy, GraceStart, GraceValue};
 use crate::context::{ContextData, OperationStatus};
@@ -41,9 +41,8 @@ mod start;
 
 /// The engine shared by [`ScopeRun`](super::ScopeRun) and [`ScopeTryRun`](super::ScopeTryRun).
 pub(super) struct Driver {
-    /// `None` while the body is polled (the scope then sits in the
-    /// thread-local current-scope slot) and while the scope has no shared
-    /// state (`Stage::Lazy`).
+    /// `None` while the scope has no shared state (`Stage::Lazy`); the
+    /// current-scope slot points here while the body is polled.
     shared: Option<Arc<ScopeShared>>,
     stage: Stage,
     /// The scope was seen cancelled while a shield inside its body ran: it
@@ -117,8 +116,8 @@ impl Driver {
             _ => unreachable!("started above"),
         };
         if let Stage::Lazy(run) = &mut self.stage {
-            let (polled, made) = slot::enter_lazy(&mut run.scope, || body.as_mut().poll(cx));
-            match made {
+            let polled = slot::enter_lazy(&mut run.scope, || body.as_mut().poll(cx));
+            match run.scope.made.take() {
                 // The code inside asked for the scope's state.
                 Some(shared) => self.shared = Some(shared),
                 None => {
@@ -163,12 +162,7 @@ impl Driver {
     /// Polls the body with the scope in the current-scope slot.
     #[inline(always)]
     fn poll_body<F: Future>(&mut self, body: Pin<&mut F>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let mut occupant = self.shared.take().map(Occupant::Shared);
-        let polled = slot::enter(&mut occupant, || body.poll(cx));
-        if let Some(Occupant::Shared(shared)) = occupant {
-            self.shared = Some(shared);
-        }
-        polled
+        slot::enter_shared(lent_back(&self.shared), || body.poll(cx))
     }
 
     /// The body of a running scope pended: watch the sources, and end the
@@ -468,13 +462,13 @@ fn run_callbacks<T>(what: &'static str, callbacks: Vec<Callback<T>>, arg: &T) {
     }
 }
 
-/// The scope's state, which the driver holds except while the body is
-/// polled (then it sits in the current-scope slot).
+/// The scope's shared state, which a running scope past its lazy stage
+/// has.
 #[inline]
 fn lent_back(shared: &Option<Arc<ScopeShared>>) -> &Arc<ScopeShared> {
     shared
         .as_ref()
-        .expect("the scope is only lent out while its body is polled")
+        .expect("a running scope past its lazy stage has shared state")
 }
 
 /// Runs `write` on the scope's context data: without locking while nothing

@@ -37,14 +37,19 @@ impl Driver {
         let lazy = parent.is_none()
             && self.shared.is_none()
             && config.first_token.is_none()
-            && config.sources.is_empty()
+            // No source, and no room allocated for any (see below).
+            && config.sources.capacity() == 0
             && config.extras.is_none();
         if lazy {
             // Read in place: the configuration is not moved.
             let name = config.name.take();
             let (timeout, deadline, policy) =
                 (config.timeout, config.deadline, config.grace_policy);
-            self.start_lazy(name, timeout, deadline, policy);
+            let run = self.start_lazy(name, timeout, deadline, policy);
+            // What is left of the configuration owns nothing (no name,
+            // token, source, room for sources or extras): forgotten
+            // rather than dropped field by field.
+            std::mem::forget(std::mem::replace(&mut self.stage, Stage::Lazy(run)));
         } else {
             let Stage::Configured(config) = std::mem::replace(&mut self.stage, Stage::Finished)
             else {
@@ -59,13 +64,14 @@ impl Driver {
 
     /// The start of a scope without shared state (`lazy.rs`): its
     /// backend, start time, deadline and name, kept in its future.
+    #[inline(always)]
     fn start_lazy(
         &mut self,
         name: Option<Cow<'static, str>>,
         timeout: Option<Duration>,
         deadline: Option<Instant>,
         policy: GracePolicy,
-    ) {
+    ) -> LazyRun {
         let with_deadline = timeout.is_some() || deadline.is_some();
         #[cfg(feature = "tokio")]
         let (backend, start_runtime) = match with_deadline {
@@ -90,19 +96,20 @@ impl Driver {
         let id = 0;
         #[cfg(feature = "tracing")]
         let span = start_span(id, name.as_deref());
-        self.stage = Stage::Lazy(LazyRun {
+        LazyRun {
             scope: LazyScope {
                 backend,
                 started,
                 deadline,
                 name,
                 id,
+                made: None,
             },
             #[cfg(feature = "tokio")]
             start_runtime,
             #[cfg(feature = "tracing")]
             span,
-        });
+        }
     }
 
     // Inlined into `start`: the configuration is not moved once more.
@@ -134,7 +141,7 @@ impl Driver {
         let shared = self
             .shared
             .as_mut()
-            .expect("the scope is only lent out while its body is polled");
+            .expect("an armed scope has shared state");
         let handle_set_deadline = shared.deadline_generation.load(Ordering::Acquire) > 0;
         let deadline = with_data(shared, |data| {
             data.started = Some(started);
@@ -178,7 +185,7 @@ impl Driver {
             let shared = self
                 .shared
                 .as_mut()
-                .expect("the scope is only lent out while its body is polled");
+                .expect("an armed scope has shared state");
             match Arc::get_mut(shared) {
                 // Nobody else holds the state yet: set without the
                 // once-cell's synchronisation.
