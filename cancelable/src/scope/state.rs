@@ -38,9 +38,10 @@
 //!    write context values; progress handlers, callbacks and token cancels
 //!    run after it is released.
 //! 7. **A pooled state is as new.** A state returns to the per-thread pool
-//!    (`pool.rs`) only when nobody else holds it or its token, and it is
-//!    rebuilt through the constructor, so no field leaks into the next
-//!    scope.
+//!    (`pool.rs`) only when nobody else holds it or its token, and
+//!    `reset` sets every field back to what the constructor gives it (a
+//!    pattern naming every field, so a new field does not compile until
+//!    it is reset too): nothing leaks into the next scope.
 
 use std::cell::Cell;
 use std::sync::atomic::AtomicU8;
@@ -162,9 +163,34 @@ impl ScopeShared {
         if !self.token.reset_if_unique() {
             return false;
         }
-        // Rebuilt through `with_token`, so that every field a new state
-        // starts with is reset, including fields added later.
-        *self = ScopeShared::with_token(self.token.clone());
+        // Every field back to what `with_token` gives it, in place (the
+        // token is kept, reset above). The pattern names every field: a
+        // field added later does not compile here until it is reset too.
+        let ScopeShared {
+            token: _,
+            id,
+            status,
+            observed,
+            holds,
+            nested,
+            deadline_generation,
+            parent,
+            clock,
+            data,
+            #[cfg(feature = "registry")]
+            checkpoints_after_cancel,
+        } = self;
+        id.store(0, Ordering::Relaxed);
+        status.store(OperationStatus::Pending.as_u8(), Ordering::Relaxed);
+        observed.store(false, Ordering::Relaxed);
+        holds.store(0, Ordering::Relaxed);
+        nested.store(0, Ordering::Relaxed);
+        deadline_generation.store(0, Ordering::Relaxed);
+        *parent = OnceLock::new();
+        clock.store(0, Ordering::Relaxed);
+        *crate::sync::get_mut(data) = ContextData::default();
+        #[cfg(feature = "registry")]
+        checkpoints_after_cancel.store(0, Ordering::Relaxed);
         true
     }
 

@@ -125,8 +125,18 @@ impl Driver {
                         // Nothing reached the scope: its end is
                         // unobservable (`lazy.rs`, invariant 1).
                         #[cfg(feature = "tracing")]
-                        tracing::debug!(parent: &run.span, "scope finished");
-                        self.stage = Stage::Finished;
+                        {
+                            tracing::debug!(parent: &run.span, "scope finished");
+                            self.stage = Stage::Finished;
+                        }
+                        // Without `tracing` the lazy state owns nothing but
+                        // its name: that dropped, the rest is forgotten
+                        // rather than dropped field by field.
+                        #[cfg(not(feature = "tracing"))]
+                        {
+                            drop(run.scope.name.take());
+                            std::mem::forget(std::mem::replace(&mut self.stage, Stage::Finished));
+                        }
                         return Poll::Ready(Ok(output));
                     }
                     if run.scope.deadline.is_none() {
