@@ -202,10 +202,10 @@ impl TokenInner {
         // Keeps a small slab's buffer, so that a reused node does not
         // allocate again for its first listeners; a large one (a node that
         // had many children) is freed rather than held by the pool.
-        if state.listeners.capacity() <= KEPT_LISTENER_CAPACITY {
-            state.listeners.clear();
-        } else {
+        if state.listeners.capacity() > KEPT_LISTENER_CAPACITY {
             state.listeners = Slab::new();
+        } else if !state.listeners.is_empty() {
+            state.listeners.clear();
         }
         #[cfg(feature = "tokio-util")]
         {
@@ -213,7 +213,9 @@ impl TokenInner {
         }
         // Unregisters from the parents (there are none for a scope's token:
         // its links are kept by the scope, not by the node).
-        self._parents = Box::default();
+        if !self._parents.is_empty() {
+            self._parents = Box::default();
+        }
     }
 
     /// A new node linked under `self` as a child ([`Link::Parent`]).
