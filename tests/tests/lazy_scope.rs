@@ -65,9 +65,12 @@ on_every_backend! {
         assert!(handle.context().ended_at.is_some());
     }
 
-    async fn a_busy_loop_that_never_pends_sees_the_deadline() {
+    async fn a_busy_loop_sees_the_deadline() {
+        // The checkpoints yield every 256th call, so the scope pends: it
+        // then ends either through its body (a checkpoint saw the
+        // deadline) or on its own (the deadline fired while it pended).
         let started = Instant::now();
-        let cancelled = CancelScope::new()
+        let outcome = CancelScope::new()
             .timeout(Duration::from_millis(20))
             .run(async {
                 loop {
@@ -77,12 +80,38 @@ on_every_backend! {
                 #[allow(unreachable_code)]
                 Ok::<(), cancelable::Cancelled>(())
             })
-            .await
-            .unwrap()
-            .unwrap_err();
+            .await;
+        let cancelled = match outcome {
+            Ok(body) => body.unwrap_err(),
+            Err(scope) => scope,
+        };
         assert_eq!(cancelled.reason(), &CancelReason::Timeout);
         assert!(started.elapsed() >= Duration::from_millis(20));
         assert!(started.elapsed() < GENEROUS);
+    }
+
+    async fn a_checkpoint_before_the_first_pend_sees_a_passed_deadline() {
+        // The scope has not pended (no shared state yet) when a checkpoint
+        // checks its deadline, which has passed: the body sees the
+        // timeout within 32 checkpoints, before any yield.
+        let mut checkpoints = 0u32;
+        let outcome = CancelScope::new()
+            .name("passed")
+            .deadline(Instant::now())
+            .run(async {
+                loop {
+                    checkpoints += 1;
+                    checkpoint().await?;
+                }
+                #[allow(unreachable_code)]
+                Ok::<(), cancelable::Cancelled>(())
+            })
+            .await
+            .expect("the body returns the cancellation it saw");
+        let cancelled = outcome.unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Timeout);
+        assert_eq!(cancelled.operation_name(), Some("passed"));
+        assert!(checkpoints <= 32, "{checkpoints} checkpoints");
     }
 
     async fn a_scope_nested_after_pends_is_cancelled_with_its_parent() {
