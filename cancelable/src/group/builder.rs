@@ -270,7 +270,7 @@ where
     };
     if let Some(mut task) = rejected {
         // Never counted: drop it without reporting an end.
-        task.as_mut().disarm();
+        task.as_mut().project().child.disarm();
         drop(task);
         return TaskHandle::not_started();
     }

@@ -13,6 +13,7 @@ use std::task::{Context, Poll, Waker};
 use pin_project_lite::pin_project;
 
 use super::error::{panic_message, BoxError, TaskError};
+use super::incoming::LocalNode;
 use super::state::{lock, Abort, ChildAbort, GroupShared, Panic};
 use crate::scope::seam::{self, WeakScope};
 use crate::{
@@ -369,15 +370,16 @@ where
         Self::build(group, scope, body, false)
     }
 
-    /// [`new`](Self::new), armed and boxed, for the group to poll: built in
-    /// one piece, so that the large child is moved once, into its box.
+    /// [`new`](Self::new), armed and boxed with its link in the group's
+    /// incoming list, for the group to poll: built in one piece, so that
+    /// the large child is moved once, into its box.
     pub(crate) fn new_local(
         group: &Arc<GroupShared>,
         scope: CancelScope,
         body: F,
-    ) -> (Pin<Box<Self>>, TaskHandle<T>) {
+    ) -> (Pin<Box<LocalNode<Self>>>, TaskHandle<T>) {
         let (task, handle) = Self::build(group, scope, body, true);
-        (Box::pin(task), handle)
+        (Box::pin(LocalNode::new(task)), handle)
     }
 
     #[inline(always)]

@@ -52,6 +52,7 @@ mod child;
 mod error;
 mod executor;
 mod handle;
+mod incoming;
 mod progress;
 mod second;
 mod start;

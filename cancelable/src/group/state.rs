@@ -26,8 +26,6 @@
 
 use std::any::Any;
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::Waker;
@@ -38,11 +36,9 @@ use slab::Slab;
 
 use super::error::{TaskError, TaskFailure};
 use super::executor::Executor;
+use super::incoming::Incoming;
 use crate::scope::seam::WeakScope;
 use crate::{CancelReason, ScopeHandle};
-
-/// A child polled by the group's own future.
-pub(crate) type LocalChild = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A panic payload, re-raised by the group once every child has ended.
 pub(crate) type Panic = Box<dyn Any + Send + 'static>;
@@ -120,7 +116,7 @@ pub(crate) struct GroupShared {
 #[derive(Default)]
 pub(crate) struct GroupState {
     /// Children started with `start_soon`, not yet picked up by the group.
-    pub(crate) incoming: Vec<LocalChild>,
+    pub(crate) incoming: Incoming,
     pub(crate) closed: bool,
     pub(crate) ended: bool,
     pub(crate) started: usize,
