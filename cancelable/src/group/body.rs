@@ -179,7 +179,7 @@ impl Core {
         let (incoming, aborts) = {
             let mut state = lock(&self.shared.state);
             end(&mut state);
-            let aborts: Vec<_> = state.spawned.iter().map(|(_, a)| a.clone()).collect();
+            let aborts: Vec<_> = state.spawned.iter().cloned().collect();
             (std::mem::take(&mut state.incoming), aborts)
         };
         drop(incoming);

@@ -12,9 +12,10 @@ use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
 
+use super::aborts::{Abort, ChildAbort};
 use super::error::{panic_message, BoxError, TaskError};
 use super::incoming::LocalNode;
-use super::state::{lock, Abort, ChildAbort, GroupShared, Panic};
+use super::state::{lock, GroupShared, Panic};
 use crate::scope::seam::{self, WeakScope};
 use crate::{
     CancelScope, CancellationToken, Cancelled, GracePolicy, GraceStart, GraceValue, ScopeHandle,

@@ -46,6 +46,7 @@
 //! summary), `progress.rs` (children's progress from the handle),
 //! `second.rs` (a second signal ending the grace period).
 
+mod aborts;
 mod body;
 mod builder;
 mod child;

@@ -32,8 +32,8 @@ use std::task::Waker;
 use std::time::Duration;
 
 use atomic_waker::AtomicWaker;
-use slab::Slab;
 
+use super::aborts::Aborts;
 use super::error::{TaskError, TaskFailure};
 use super::executor::Executor;
 use super::incoming::Incoming;
@@ -127,30 +127,12 @@ pub(crate) struct GroupState {
     pub(crate) panic: Option<Panic>,
     /// Children running on an executor, to abort when the grace period
     /// runs out or the group is dropped.
-    pub(crate) spawned: Slab<ChildAbort>,
+    pub(crate) spawned: Aborts,
     /// `Group::wait` futures.
     pub(crate) waiters: Vec<Waker>,
     pub(crate) subscribers: Vec<Weak<Subscriber>>,
     /// Children's counts by state, and their records if tracked.
     pub(crate) tracker: super::summary::Tracker,
-}
-
-/// Aborts a child running on an executor: kept by its group (`spawned`),
-/// it reaches the state the child shares with its handle (`child.rs`), so
-/// that aborting needs no allocation of its own. An aborted child ends at
-/// its task's next poll, and its drop reports it cancelled.
-#[derive(Clone)]
-pub(crate) struct ChildAbort(pub(crate) Arc<dyn Abort>);
-
-/// What [`ChildAbort`] calls: marks the child aborted and wakes its task.
-pub(crate) trait Abort: Send + Sync {
-    fn abort(&self);
-}
-
-impl ChildAbort {
-    pub(crate) fn abort(&self) {
-        self.0.abort();
-    }
 }
 
 /// The queue of one [`ChildResults`](crate::group::ChildResults) stream.
@@ -301,7 +283,7 @@ impl GroupShared {
                 .tracker
                 .ended(id, name.as_ref(), ended, error, tracked);
             if let Some(key) = spawned {
-                state.spawned.try_remove(key);
+                state.spawned.remove(key);
             }
             // A stream made while this child was ending may miss it: it
             // sees the children that end after it was made.
