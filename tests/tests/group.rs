@@ -644,6 +644,7 @@ on_every_backend! {
                 assert_eq!(scope.status(), cancelable::OperationStatus::Completed);
                 drop(scope);
                 assert!(quick.scope().is_none(), "an ended child's scope is gone");
+                assert!(!quick.cancel(), "an ended child cannot be cancelled");
                 assert_eq!(quick.await.unwrap(), 1);
                 group.close();
                 assert!(group.is_closed());

@@ -18,7 +18,7 @@ use super::incoming::LocalNode;
 use super::state::{lock, GroupShared, Panic};
 use crate::scope::seam::{self, WeakScope};
 use crate::{
-    CancelScope, CancellationToken, Cancelled, GracePolicy, GraceStart, GraceValue, ScopeHandle,
+    CancelReason, CancelScope, Cancelled, GracePolicy, GraceStart, GraceValue, ScopeHandle,
     ScopeTryRun,
 };
 
@@ -137,12 +137,14 @@ impl<T> Slot<T> {
 }
 
 /// What a child's handle, its end report and the child itself know of
-/// it, in the [`Slot`] they share. No strong reference to the child's
+/// it, in the [`Slot`] they share: its id and its scope, known without a
+/// handle or a copy of its token. No strong reference to the child's
 /// scope: a scope that nothing else observes spares a clock read when it
-/// ends.
+/// ends. The scope exists as long as the child's run does (its end is
+/// reported before the run is dropped); after that, the handle finds no
+/// scope to cancel or to show.
 pub(crate) struct ChildRef {
     id: u64,
-    token: CancellationToken,
     scope: WeakScope,
 }
 
@@ -153,11 +155,12 @@ impl ChildRef {
         Some(Arc::from(name))
     }
 
-    /// The error describing the child's cancellation.
+    /// The error describing the child's cancellation, read while its run
+    /// exists.
     fn cancelled(&self) -> Cancelled {
         match self.scope.upgrade() {
             Some(scope) => seam::observe_cancellation(&scope),
-            None => self.token.cancellation(),
+            None => Cancelled::new(CancelReason::Manual),
         }
     }
 }
@@ -217,12 +220,14 @@ impl<T> TaskHandle<T> {
 
     /// Cancels the child's scope (reason [`CancelReason::Manual`](crate::CancelReason::Manual)): it
     /// ends with [`TaskError::Cancelled`], which is not a failure, so the
-    /// group goes on. Returns `true` if this call cancelled it.
+    /// group goes on. Returns `true` if this call cancelled it: `false`
+    /// if it was cancelled already, has ended, or never started.
     pub fn cancel(&self) -> bool {
         self.slot
             .child
             .as_ref()
-            .is_some_and(|child| child.token.cancel())
+            .and_then(|child| child.scope.upgrade())
+            .is_some_and(|scope| scope.cancel())
     }
 
     /// `true` once the child has ended (or was never started).
@@ -402,15 +407,13 @@ where
             ),
             _ => scope,
         };
-        let shared = scope.handle();
-        let token = shared.cancel_token();
         let child = ChildRef {
             id: group.next_id(),
-            token,
-            scope: WeakScope::new(&shared),
+            scope: WeakScope::of(&scope),
         };
-        group.track_start(child.id, &shared);
-        drop(shared);
+        if group.is_tracked() {
+            group.track_start(child.id, &child.scope);
+        }
         let held = Held { body };
         let slot = Slot::new(Some(child), None);
         let task = ChildTask {
@@ -510,8 +513,9 @@ where
 /// rule (see [`CancelScope::try_run`]): the cancellation only if its scope
 /// was cancelled and the child saw it, or the error is a [`Cancelled`].
 fn classify(error: ChildError, child: &ChildRef) -> TaskError {
-    // The flag first: reading the cause copies it.
-    if !child.token.is_cancelled() && !seam::cancel_recorded(&child.token) {
+    // The child's run still exists: so does its scope.
+    let scope = child.scope.upgrade();
+    if !scope.as_ref().is_some_and(seam::scope_cancel_recorded) {
         let error: BoxError = match error {
             ChildError::Cancelled(cancelled) => Box::new(cancelled),
             ChildError::Body(error) => error,
@@ -527,13 +531,11 @@ fn classify(error: ChildError, child: &ChildRef) -> TaskError {
         Ok(cancelled) => return TaskError::Cancelled(*cancelled),
         Err(error) => error,
     };
-    let saw = child
-        .scope
-        .upgrade()
-        .is_some_and(|scope| seam::err_is_cancellation(&scope, false));
-    match saw {
-        true => TaskError::Cancelled(child.cancelled()),
-        false => TaskError::Failed(Arc::from(error)),
+    match scope {
+        Some(scope) if seam::err_is_cancellation(&scope, false) => {
+            TaskError::Cancelled(seam::observe_cancellation(&scope))
+        }
+        _ => TaskError::Failed(Arc::from(error)),
     }
 }
 

@@ -350,12 +350,9 @@ impl GroupShared {
     /// A child was built: a tracked group keeps its scope, for
     /// [`Group::progress`](crate::group::Group::progress). A child the group then
     /// refuses leaves a dead entry, skipped when read.
-    pub(crate) fn track_start(&self, id: u64, scope: &ScopeHandle) {
+    pub(crate) fn track_start(&self, id: u64, scope: &WeakScope) {
         if self.is_tracked() {
-            lock(&self.state)
-                .tracker
-                .live
-                .insert(id, WeakScope::new(scope));
+            lock(&self.state).tracker.live.insert(id, scope.clone());
         }
     }
 

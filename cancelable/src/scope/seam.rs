@@ -136,8 +136,13 @@ pub(crate) fn enter<R>(scope: &mut Option<ScopeHandle>, poll: impl FnOnce() -> R
 pub(crate) struct WeakScope(Weak<ScopeShared>);
 
 impl WeakScope {
-    pub(crate) fn new(scope: &ScopeHandle) -> WeakScope {
-        WeakScope(Arc::downgrade(&scope.shared))
+    /// The scope `scope` will run, known without making a handle to it (no
+    /// strong reference taken and dropped): a task group's child, whose
+    /// handle reaches its scope only while it exists. Makes the scope's
+    /// shared state now if nothing has yet (a group's child has a parent,
+    /// so its start would make it anyway).
+    pub(crate) fn of(scope: &super::CancelScope) -> WeakScope {
+        WeakScope(Arc::downgrade(scope.shared.get_or_init(super::pool::take)))
     }
 
     /// The scope, while it exists.
