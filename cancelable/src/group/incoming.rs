@@ -66,9 +66,9 @@ impl Incoming {
 
     /// The same children in the other order: the list taken from the
     /// group's state (most recent first) becomes the order they started.
-    pub(crate) fn reversed(mut self) -> Incoming {
+    pub(crate) fn reversed(self) -> Incoming {
         let mut reversed = Incoming::default();
-        while let Some(child) = self.next() {
+        for child in self {
             reversed.push(child);
         }
         reversed

@@ -62,6 +62,7 @@ pub(crate) fn hold_count(scope: &ScopeHandle) -> usize {
 
 /// `true` once a cancel of `token` has recorded its cause — possibly
 /// before its flag reads as cancelled (cause before flag, `token/node.rs`).
+#[cfg_attr(not(feature = "tower"), allow(dead_code))]
 pub(crate) fn cancel_recorded(token: &CancellationToken) -> bool {
     token.has_recorded_cause()
 }
