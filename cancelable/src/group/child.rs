@@ -12,7 +12,7 @@ use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
 
-use super::aborts::{Abort, ChildAbort};
+use super::aborts::Abort;
 use super::error::{panic_message, BoxError, TaskError};
 use super::incoming::LocalNode;
 use super::state::{lock, GroupShared, Panic};
@@ -25,7 +25,7 @@ use crate::{
 pin_project! {
     /// A child's body inside its scope: turns its error into a
     /// [`ChildError`]. The group's grace is its scope's (see
-    /// [`ChildTask::new`]).
+    /// [`child_scope`]).
     pub(crate) struct Held<F> {
         #[pin]
         body: F,
@@ -76,7 +76,7 @@ struct SlotInner<T> {
     /// A spawned child's task, woken when its group aborts it.
     task: Option<Waker>,
     taken: bool,
-    /// A spawned child's group aborted it (see [`ChildAbort`]).
+    /// A spawned child's group aborted it (see [`ChildAbort`](super::aborts::ChildAbort)).
     aborted: bool,
 }
 
@@ -196,6 +196,14 @@ pub struct TaskHandle<T> {
 }
 
 impl<T> TaskHandle<T> {
+    /// The handle of the child that shares `slot`.
+    pub(crate) fn of(slot: Arc<Slot<T>>) -> Self {
+        TaskHandle {
+            slot,
+            restarts: None,
+        }
+    }
+
     /// A handle to a child that was never started.
     pub(crate) fn not_started() -> Self {
         TaskHandle {
@@ -366,97 +374,85 @@ where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
 {
-    /// The child `body` in `scope`, and its handle; not yet counted by the
-    /// group (see [`arm`](Self::arm)).
-    pub(crate) fn new(
-        group: &Arc<GroupShared>,
-        scope: CancelScope,
-        body: F,
-    ) -> (Self, TaskHandle<T>) {
-        Self::build(group, scope, body, false)
-    }
-
-    /// [`new`](Self::new), armed and boxed with its link in the group's
-    /// incoming list, for the group to poll: built in one piece, so that
-    /// the large child is moved once, into its box.
+    /// The child `body` in `scope`, armed and boxed with its link in the
+    /// group's incoming list, for the group to poll, and its handle: built
+    /// in one piece, so that the large child is moved once, into its box.
     pub(crate) fn new_local(
         group: &Arc<GroupShared>,
         scope: CancelScope,
         body: F,
     ) -> (Pin<Box<LocalNode<Self>>>, TaskHandle<T>) {
-        let (task, handle) = Self::build(group, scope, body, true);
-        (Box::pin(LocalNode::new(task)), handle)
-    }
-
-    #[inline(always)]
-    fn build(
-        group: &Arc<GroupShared>,
-        scope: CancelScope,
-        body: F,
-        armed: bool,
-    ) -> (Self, TaskHandle<T>) {
-        // A child with a grace period of its own keeps it, for any
-        // cancellation; the others get the group's, for the group's
-        // cancellation only, and end with the cancellation whatever they
-        // return within it.
-        let scope = match group.grace {
-            Some(grace) if !scope.has_grace() => scope.grace(grace).grace_policy(
-                GracePolicy::new()
-                    .start(GraceStart::FromParent)
-                    .value(GraceValue::Replace),
-            ),
-            _ => scope,
-        };
-        let child = ChildRef {
-            id: group.next_id(),
-            scope: WeakScope::of(&scope),
-        };
-        if group.is_tracked() {
-            group.track_start(child.id, &child.scope);
-        }
-        let held = Held { body };
-        let slot = Slot::new(Some(child), None);
+        let scope = child_scope(group, scope);
+        let slot = Slot::for_child(group, &scope);
         let task = ChildTask {
-            run: Some(scope.try_run(held).detached()),
+            run: Some(scope.try_run(Held { body }).detached()),
             slot: slot.clone(),
-            done: armed.then(|| Done {
+            done: Some(Done {
                 group: group.clone(),
                 spawned: None,
             }),
         };
-        let handle = TaskHandle {
-            slot,
-            restarts: None,
-        };
-        (task, handle)
+        (Box::pin(LocalNode::new(task)), TaskHandle::of(slot))
     }
 
-    /// The group accepted the child: from now on its end is reported.
-    pub(crate) fn arm(&mut self, group: &Arc<GroupShared>) {
-        self.done = Some(Done {
-            group: group.clone(),
-            spawned: None,
-        });
+    /// The child `body` in `scope` (see [`child_scope`]) with `slot`,
+    /// accepted by its group as the spawned child `key`, boxed for its
+    /// executor: built in one piece, straight into its box.
+    pub(crate) fn new_spawned(
+        group: &Arc<GroupShared>,
+        scope: CancelScope,
+        slot: Arc<Slot<T>>,
+        body: F,
+        key: usize,
+    ) -> Pin<Box<Spawned<Self>>> {
+        Box::pin(Spawned {
+            child: ChildTask {
+                run: Some(scope.try_run(Held { body }).detached()),
+                slot,
+                done: Some(Done {
+                    group: group.clone(),
+                    spawned: Some(key),
+                }),
+            },
+            group: Some(group.scope.clone()),
+        })
     }
 
     /// Forgets the arming of a child its group refused after all.
     pub(crate) fn disarm(self: Pin<&mut Self>) {
         *self.project().done = None;
     }
+}
 
-    /// What aborts the child once it runs on an executor.
-    pub(crate) fn abort_handle(&self) -> ChildAbort
-    where
-        T: Send + 'static,
-    {
-        ChildAbort(self.slot.clone())
+/// The scope a child of `group` runs in: a child with a grace period of
+/// its own keeps it, for any cancellation; the others get the group's,
+/// for the group's cancellation only, and end with the cancellation
+/// whatever they return within it.
+#[inline(always)]
+pub(crate) fn child_scope(group: &GroupShared, scope: CancelScope) -> CancelScope {
+    match group.grace {
+        Some(grace) if !scope.has_grace() => scope.grace(grace).grace_policy(
+            GracePolicy::new()
+                .start(GraceStart::FromParent)
+                .value(GraceValue::Replace),
+        ),
+        _ => scope,
     }
+}
 
-    /// Records the key of the child's abort handle in its group.
-    pub(crate) fn set_spawned(&mut self, key: usize) {
-        if let Some(done) = &mut self.done {
-            done.spawned = Some(key);
+impl<T> Slot<T> {
+    /// The slot a new child of `group`, to run in `scope`, shares with its
+    /// handle: the child's id, and its scope known by a weak reference.
+    #[inline(always)]
+    pub(crate) fn for_child(group: &GroupShared, scope: &CancelScope) -> Arc<Self> {
+        let child = ChildRef {
+            id: group.next_id(),
+            scope: WeakScope::of(scope),
+        };
+        if group.is_tracked() {
+            group.track_start(child.id, &child.scope);
         }
+        Slot::new(Some(child), None)
     }
 }
 
@@ -548,15 +544,6 @@ pin_project! {
         // `None` after the first poll: the child's scope, started, knows
         // its parent.
         group: Option<ScopeHandle>,
-    }
-}
-
-impl<C> Spawned<C> {
-    pub(crate) fn new(child: C, group: &Arc<GroupShared>) -> Self {
-        Spawned {
-            child,
-            group: Some(group.scope.clone()),
-        }
     }
 }
 
