@@ -196,6 +196,60 @@ on_every_backend! {
         assert_eq!(live.count(), 0, "a child outlived its dropped group");
     }
 
+    async fn children_started_in_a_burst_first_run_in_the_order_they_started() {
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = order.clone();
+        TaskGroup::new()
+            .run(|group| async move {
+                for n in 0..50u32 {
+                    let log = log.clone();
+                    group.start_soon(async move {
+                        log.lock().unwrap().push(n);
+                        Ok::<_, Cancelled>(())
+                    });
+                }
+                Ok::<_, Cancelled>(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(*order.lock().unwrap(), (0..50).collect::<Vec<_>>());
+    }
+
+    async fn a_group_dropped_before_it_picks_up_its_children_drops_every_one() {
+        // Children queued from outside the group's poll, never picked up:
+        // dropping the group drops each of them (one at a time, however
+        // many there are) and reports it cancelled.
+        let live = Live::default();
+        let outside = Arc::new(std::sync::Mutex::new(None));
+        let leak = outside.clone();
+        let group = TaskGroup::new().run(|group| async move {
+            *leak.lock().unwrap() = Some(group.clone());
+            pending::<()>().await;
+            Ok::<_, Cancelled>(())
+        });
+        let mut group = Box::pin(group);
+        assert!(futures::poll!(group.as_mut()).is_pending());
+        let handle = outside.lock().unwrap().take().expect("the body ran");
+        let guards: Vec<_> = (0..100_000).map(|_| live.enter()).collect();
+        let mut handles = Vec::new();
+        for guard in guards {
+            let child = handle.start_soon(async move {
+                let _guard = guard;
+                pending::<()>().await;
+                Ok::<_, Cancelled>(())
+            });
+            if handles.len() < 3 {
+                handles.push(child);
+            }
+        }
+        assert_eq!(live.count(), 100_000);
+        drop(group);
+        assert_eq!(live.count(), 0, "a queued child outlived its dropped group");
+        for child in handles {
+            assert!(child.await.unwrap_err().is_cancelled());
+        }
+    }
+
     async fn nested_groups_cancel_and_wait_all_the_way_down() {
         let live = Live::default();
         let children = live.clone();
@@ -590,6 +644,7 @@ on_every_backend! {
                 assert_eq!(scope.status(), cancelable::OperationStatus::Completed);
                 drop(scope);
                 assert!(quick.scope().is_none(), "an ended child's scope is gone");
+                assert!(!quick.cancel(), "an ended child cannot be cancelled");
                 assert_eq!(quick.await.unwrap(), 1);
                 group.close();
                 assert!(group.is_closed());

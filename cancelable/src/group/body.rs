@@ -49,8 +49,9 @@ use pin_project_lite::pin_project;
 
 use super::error::panic_message;
 use super::error::{BoxError, TaskError, TaskFailure};
+use super::incoming::LocalChild;
 use super::second::SecondWatch;
-use super::state::{lock, GroupShared, LocalChild, Wakeups};
+use super::state::{lock, GroupShared, Wakeups};
 use crate::scope::hold::{Hold, HoldKind};
 use crate::scope::seam;
 use crate::seam::time;
@@ -78,7 +79,6 @@ impl<Fut, T> GroupBody<Fut, T> {
             core: Core {
                 shared,
                 local: FuturesUnordered::new(),
-                spare: Vec::new(),
                 hold: None,
                 draining: false,
                 expired: false,
@@ -94,8 +94,6 @@ impl<Fut, T> GroupBody<Fut, T> {
 pub(crate) struct Core {
     shared: Arc<GroupShared>,
     local: FuturesUnordered<LocalChild>,
-    /// The empty vector swapped with the shared `incoming` one.
-    spare: Vec<LocalChild>,
     hold: Option<Hold>,
     /// The group was seen cancelled.
     draining: bool,
@@ -120,11 +118,10 @@ impl Core {
     /// Moves the children started since the last poll into the set the
     /// group polls; `true` if there were any.
     fn take_incoming(&mut self) -> bool {
-        // Swapped with a spare, emptied here: neither vector reallocates
-        // once it has grown to the largest batch.
-        std::mem::swap(&mut lock(&self.shared.state).incoming, &mut self.spare);
-        let any = !self.spare.is_empty();
-        for child in self.spare.drain(..) {
+        // The whole list, taken under the lock, moved outside it.
+        let incoming = std::mem::take(&mut lock(&self.shared.state).incoming);
+        let any = !incoming.is_empty();
+        for child in incoming.reversed() {
             self.local.push(child);
         }
         any
@@ -182,7 +179,7 @@ impl Core {
         let (incoming, aborts) = {
             let mut state = lock(&self.shared.state);
             end(&mut state);
-            let aborts: Vec<_> = state.spawned.iter().map(|(_, a)| a.clone()).collect();
+            let aborts: Vec<_> = state.spawned.iter().cloned().collect();
             (std::mem::take(&mut state.incoming), aborts)
         };
         drop(incoming);

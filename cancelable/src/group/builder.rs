@@ -11,7 +11,8 @@ use std::future::Future;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
-use super::child::{ChildTask, Spawned, TaskHandle};
+use super::aborts::ChildAbort;
+use super::child::{child_scope, ChildTask, Slot, TaskHandle};
 use super::error::{BoxError, SpawnError};
 use super::executor::Executor;
 use super::state::{lock, GroupShared};
@@ -270,7 +271,7 @@ where
     };
     if let Some(mut task) = rejected {
         // Never counted: drop it without reporting an end.
-        task.as_mut().disarm();
+        task.as_mut().project().child.disarm();
         drop(task);
         return TaskHandle::not_started();
     }
@@ -291,7 +292,8 @@ where
     E: Into<BoxError> + 'static,
 {
     let executor = Executor::resolve(shared.executor.as_ref())?;
-    let (mut task, handle) = ChildTask::new(shared, scope, child);
+    let scope = child_scope(shared, scope);
+    let slot = Slot::for_child(shared, &scope);
     let accepted = {
         let mut state = lock(&shared.state);
         if state.closed || state.ended {
@@ -299,15 +301,17 @@ where
         } else {
             state.started += 1;
             state.active += 1;
-            Some(state.spawned.insert(task.abort_handle()))
+            Some(state.spawned.insert(ChildAbort(slot.clone())))
         }
     };
     let Some(key) = accepted else {
+        // Never counted: the scope and the body are dropped unstarted.
         return Err(SpawnError::Closed);
     };
-    task.arm(shared);
-    task.set_spawned(key);
-    executor.spawn(Box::pin(Spawned::new(task, shared)))?;
+    let handle = TaskHandle::of(slot.clone());
+    // From here its end is reported: if the executor refuses it, its drop
+    // reports it cancelled.
+    executor.spawn(ChildTask::new_spawned(shared, scope, slot, child, key))?;
     Ok(handle)
 }
 

@@ -12,18 +12,20 @@ use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
 
+use super::aborts::Abort;
 use super::error::{panic_message, BoxError, TaskError};
-use super::state::{lock, Abort, ChildAbort, GroupShared, Panic};
+use super::incoming::LocalNode;
+use super::state::{lock, GroupShared, Panic};
 use crate::scope::seam::{self, WeakScope};
 use crate::{
-    CancelScope, CancellationToken, Cancelled, GracePolicy, GraceStart, GraceValue, ScopeHandle,
+    CancelReason, CancelScope, Cancelled, GracePolicy, GraceStart, GraceValue, ScopeHandle,
     ScopeTryRun,
 };
 
 pin_project! {
     /// A child's body inside its scope: turns its error into a
     /// [`ChildError`]. The group's grace is its scope's (see
-    /// [`ChildTask::new`]).
+    /// [`child_scope`]).
     pub(crate) struct Held<F> {
         #[pin]
         body: F,
@@ -74,7 +76,7 @@ struct SlotInner<T> {
     /// A spawned child's task, woken when its group aborts it.
     task: Option<Waker>,
     taken: bool,
-    /// A spawned child's group aborted it (see [`ChildAbort`]).
+    /// A spawned child's group aborted it (see [`ChildAbort`](super::aborts::ChildAbort)).
     aborted: bool,
 }
 
@@ -135,12 +137,14 @@ impl<T> Slot<T> {
 }
 
 /// What a child's handle, its end report and the child itself know of
-/// it, in the [`Slot`] they share. No strong reference to the child's
+/// it, in the [`Slot`] they share: its id and its scope, known without a
+/// handle or a copy of its token. No strong reference to the child's
 /// scope: a scope that nothing else observes spares a clock read when it
-/// ends.
+/// ends. The scope exists as long as the child's run does (its end is
+/// reported before the run is dropped); after that, the handle finds no
+/// scope to cancel or to show.
 pub(crate) struct ChildRef {
     id: u64,
-    token: CancellationToken,
     scope: WeakScope,
 }
 
@@ -151,11 +155,12 @@ impl ChildRef {
         Some(Arc::from(name))
     }
 
-    /// The error describing the child's cancellation.
+    /// The error describing the child's cancellation, read while its run
+    /// exists.
     fn cancelled(&self) -> Cancelled {
         match self.scope.upgrade() {
             Some(scope) => seam::observe_cancellation(&scope),
-            None => self.token.cancellation(),
+            None => Cancelled::new(CancelReason::Manual),
         }
     }
 }
@@ -191,6 +196,14 @@ pub struct TaskHandle<T> {
 }
 
 impl<T> TaskHandle<T> {
+    /// The handle of the child that shares `slot`.
+    pub(crate) fn of(slot: Arc<Slot<T>>) -> Self {
+        TaskHandle {
+            slot,
+            restarts: None,
+        }
+    }
+
     /// A handle to a child that was never started.
     pub(crate) fn not_started() -> Self {
         TaskHandle {
@@ -215,12 +228,14 @@ impl<T> TaskHandle<T> {
 
     /// Cancels the child's scope (reason [`CancelReason::Manual`](crate::CancelReason::Manual)): it
     /// ends with [`TaskError::Cancelled`], which is not a failure, so the
-    /// group goes on. Returns `true` if this call cancelled it.
+    /// group goes on. Returns `true` if this call cancelled it: `false`
+    /// if it was cancelled already, has ended, or never started.
     pub fn cancel(&self) -> bool {
         self.slot
             .child
             .as_ref()
-            .is_some_and(|child| child.token.cancel())
+            .and_then(|child| child.scope.upgrade())
+            .is_some_and(|scope| scope.cancel())
     }
 
     /// `true` once the child has ended (or was never started).
@@ -359,98 +374,85 @@ where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
 {
-    /// The child `body` in `scope`, and its handle; not yet counted by the
-    /// group (see [`arm`](Self::arm)).
-    pub(crate) fn new(
-        group: &Arc<GroupShared>,
-        scope: CancelScope,
-        body: F,
-    ) -> (Self, TaskHandle<T>) {
-        Self::build(group, scope, body, false)
-    }
-
-    /// [`new`](Self::new), armed and boxed, for the group to poll: built in
-    /// one piece, so that the large child is moved once, into its box.
+    /// The child `body` in `scope`, armed and boxed with its link in the
+    /// group's incoming list, for the group to poll, and its handle: built
+    /// in one piece, so that the large child is moved once, into its box.
     pub(crate) fn new_local(
         group: &Arc<GroupShared>,
         scope: CancelScope,
         body: F,
-    ) -> (Pin<Box<Self>>, TaskHandle<T>) {
-        let (task, handle) = Self::build(group, scope, body, true);
-        (Box::pin(task), handle)
-    }
-
-    #[inline(always)]
-    fn build(
-        group: &Arc<GroupShared>,
-        scope: CancelScope,
-        body: F,
-        armed: bool,
-    ) -> (Self, TaskHandle<T>) {
-        // A child with a grace period of its own keeps it, for any
-        // cancellation; the others get the group's, for the group's
-        // cancellation only, and end with the cancellation whatever they
-        // return within it.
-        let scope = match group.grace {
-            Some(grace) if !scope.has_grace() => scope.grace(grace).grace_policy(
-                GracePolicy::new()
-                    .start(GraceStart::FromParent)
-                    .value(GraceValue::Replace),
-            ),
-            _ => scope,
-        };
-        let shared = scope.handle();
-        let token = shared.cancel_token();
-        let child = ChildRef {
-            id: group.next_id(),
-            token,
-            scope: WeakScope::new(&shared),
-        };
-        group.track_start(child.id, &shared);
-        drop(shared);
-        let held = Held { body };
-        let slot = Slot::new(Some(child), None);
+    ) -> (Pin<Box<LocalNode<Self>>>, TaskHandle<T>) {
+        let scope = child_scope(group, scope);
+        let slot = Slot::for_child(group, &scope);
         let task = ChildTask {
-            run: Some(scope.try_run(held).detached()),
+            run: Some(scope.try_run(Held { body }).detached()),
             slot: slot.clone(),
-            done: armed.then(|| Done {
+            done: Some(Done {
                 group: group.clone(),
                 spawned: None,
             }),
         };
-        let handle = TaskHandle {
-            slot,
-            restarts: None,
-        };
-        (task, handle)
+        (Box::pin(LocalNode::new(task)), TaskHandle::of(slot))
     }
 
-    /// The group accepted the child: from now on its end is reported.
-    pub(crate) fn arm(&mut self, group: &Arc<GroupShared>) {
-        self.done = Some(Done {
-            group: group.clone(),
-            spawned: None,
-        });
+    /// The child `body` in `scope` (see [`child_scope`]) with `slot`,
+    /// accepted by its group as the spawned child `key`, boxed for its
+    /// executor: built in one piece, straight into its box.
+    pub(crate) fn new_spawned(
+        group: &Arc<GroupShared>,
+        scope: CancelScope,
+        slot: Arc<Slot<T>>,
+        body: F,
+        key: usize,
+    ) -> Pin<Box<Spawned<Self>>> {
+        Box::pin(Spawned {
+            child: ChildTask {
+                run: Some(scope.try_run(Held { body }).detached()),
+                slot,
+                done: Some(Done {
+                    group: group.clone(),
+                    spawned: Some(key),
+                }),
+            },
+            group: Some(group.scope.clone()),
+        })
     }
 
     /// Forgets the arming of a child its group refused after all.
     pub(crate) fn disarm(self: Pin<&mut Self>) {
         *self.project().done = None;
     }
+}
 
-    /// What aborts the child once it runs on an executor.
-    pub(crate) fn abort_handle(&self) -> ChildAbort
-    where
-        T: Send + 'static,
-    {
-        ChildAbort(self.slot.clone())
+/// The scope a child of `group` runs in: a child with a grace period of
+/// its own keeps it, for any cancellation; the others get the group's,
+/// for the group's cancellation only, and end with the cancellation
+/// whatever they return within it.
+#[inline(always)]
+pub(crate) fn child_scope(group: &GroupShared, scope: CancelScope) -> CancelScope {
+    match group.grace {
+        Some(grace) if !scope.has_grace() => scope.grace(grace).grace_policy(
+            GracePolicy::new()
+                .start(GraceStart::FromParent)
+                .value(GraceValue::Replace),
+        ),
+        _ => scope,
     }
+}
 
-    /// Records the key of the child's abort handle in its group.
-    pub(crate) fn set_spawned(&mut self, key: usize) {
-        if let Some(done) = &mut self.done {
-            done.spawned = Some(key);
+impl<T> Slot<T> {
+    /// The slot a new child of `group`, to run in `scope`, shares with its
+    /// handle: the child's id, and its scope known by a weak reference.
+    #[inline(always)]
+    pub(crate) fn for_child(group: &GroupShared, scope: &CancelScope) -> Arc<Self> {
+        let child = ChildRef {
+            id: group.next_id(),
+            scope: WeakScope::of(scope),
+        };
+        if group.is_tracked() {
+            group.track_start(child.id, &child.scope);
         }
+        Slot::new(Some(child), None)
     }
 }
 
@@ -507,8 +509,9 @@ where
 /// rule (see [`CancelScope::try_run`]): the cancellation only if its scope
 /// was cancelled and the child saw it, or the error is a [`Cancelled`].
 fn classify(error: ChildError, child: &ChildRef) -> TaskError {
-    // The flag first: reading the cause copies it.
-    if !child.token.is_cancelled() && !seam::cancel_recorded(&child.token) {
+    // The child's run still exists: so does its scope.
+    let scope = child.scope.upgrade();
+    if !scope.as_ref().is_some_and(seam::scope_cancel_recorded) {
         let error: BoxError = match error {
             ChildError::Cancelled(cancelled) => Box::new(cancelled),
             ChildError::Body(error) => error,
@@ -524,13 +527,11 @@ fn classify(error: ChildError, child: &ChildRef) -> TaskError {
         Ok(cancelled) => return TaskError::Cancelled(*cancelled),
         Err(error) => error,
     };
-    let saw = child
-        .scope
-        .upgrade()
-        .is_some_and(|scope| seam::err_is_cancellation(&scope, false));
-    match saw {
-        true => TaskError::Cancelled(child.cancelled()),
-        false => TaskError::Failed(Arc::from(error)),
+    match scope {
+        Some(scope) if seam::err_is_cancellation(&scope, false) => {
+            TaskError::Cancelled(seam::observe_cancellation(&scope))
+        }
+        _ => TaskError::Failed(Arc::from(error)),
     }
 }
 
@@ -543,15 +544,6 @@ pin_project! {
         // `None` after the first poll: the child's scope, started, knows
         // its parent.
         group: Option<ScopeHandle>,
-    }
-}
-
-impl<C> Spawned<C> {
-    pub(crate) fn new(child: C, group: &Arc<GroupShared>) -> Self {
-        Spawned {
-            child,
-            group: Some(group.scope.clone()),
-        }
     }
 }
 

@@ -46,12 +46,14 @@
 //! summary), `progress.rs` (children's progress from the handle),
 //! `second.rs` (a second signal ending the grace period).
 
+mod aborts;
 mod body;
 mod builder;
 mod child;
 mod error;
 mod executor;
 mod handle;
+mod incoming;
 mod progress;
 mod second;
 mod start;

@@ -26,23 +26,19 @@
 
 use std::any::Any;
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::Waker;
 use std::time::Duration;
 
 use atomic_waker::AtomicWaker;
-use slab::Slab;
 
+use super::aborts::Aborts;
 use super::error::{TaskError, TaskFailure};
 use super::executor::Executor;
+use super::incoming::Incoming;
 use crate::scope::seam::WeakScope;
 use crate::{CancelReason, ScopeHandle};
-
-/// A child polled by the group's own future.
-pub(crate) type LocalChild = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A panic payload, re-raised by the group once every child has ended.
 pub(crate) type Panic = Box<dyn Any + Send + 'static>;
@@ -120,7 +116,7 @@ pub(crate) struct GroupShared {
 #[derive(Default)]
 pub(crate) struct GroupState {
     /// Children started with `start_soon`, not yet picked up by the group.
-    pub(crate) incoming: Vec<LocalChild>,
+    pub(crate) incoming: Incoming,
     pub(crate) closed: bool,
     pub(crate) ended: bool,
     pub(crate) started: usize,
@@ -131,30 +127,12 @@ pub(crate) struct GroupState {
     pub(crate) panic: Option<Panic>,
     /// Children running on an executor, to abort when the grace period
     /// runs out or the group is dropped.
-    pub(crate) spawned: Slab<ChildAbort>,
+    pub(crate) spawned: Aborts,
     /// `Group::wait` futures.
     pub(crate) waiters: Vec<Waker>,
     pub(crate) subscribers: Vec<Weak<Subscriber>>,
     /// Children's counts by state, and their records if tracked.
     pub(crate) tracker: super::summary::Tracker,
-}
-
-/// Aborts a child running on an executor: kept by its group (`spawned`),
-/// it reaches the state the child shares with its handle (`child.rs`), so
-/// that aborting needs no allocation of its own. An aborted child ends at
-/// its task's next poll, and its drop reports it cancelled.
-#[derive(Clone)]
-pub(crate) struct ChildAbort(pub(crate) Arc<dyn Abort>);
-
-/// What [`ChildAbort`] calls: marks the child aborted and wakes its task.
-pub(crate) trait Abort: Send + Sync {
-    fn abort(&self);
-}
-
-impl ChildAbort {
-    pub(crate) fn abort(&self) {
-        self.0.abort();
-    }
 }
 
 /// The queue of one [`ChildResults`](crate::group::ChildResults) stream.
@@ -305,7 +283,7 @@ impl GroupShared {
                 .tracker
                 .ended(id, name.as_ref(), ended, error, tracked);
             if let Some(key) = spawned {
-                state.spawned.try_remove(key);
+                state.spawned.remove(key);
             }
             // A stream made while this child was ending may miss it: it
             // sees the children that end after it was made.
@@ -372,12 +350,9 @@ impl GroupShared {
     /// A child was built: a tracked group keeps its scope, for
     /// [`Group::progress`](crate::group::Group::progress). A child the group then
     /// refuses leaves a dead entry, skipped when read.
-    pub(crate) fn track_start(&self, id: u64, scope: &ScopeHandle) {
+    pub(crate) fn track_start(&self, id: u64, scope: &WeakScope) {
         if self.is_tracked() {
-            lock(&self.state)
-                .tracker
-                .live
-                .insert(id, WeakScope::new(scope));
+            lock(&self.state).tracker.live.insert(id, scope.clone());
         }
     }
 

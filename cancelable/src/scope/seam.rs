@@ -62,6 +62,7 @@ pub(crate) fn hold_count(scope: &ScopeHandle) -> usize {
 
 /// `true` once a cancel of `token` has recorded its cause — possibly
 /// before its flag reads as cancelled (cause before flag, `token/node.rs`).
+#[cfg_attr(not(feature = "tower"), allow(dead_code))]
 pub(crate) fn cancel_recorded(token: &CancellationToken) -> bool {
     token.has_recorded_cause()
 }
@@ -136,8 +137,13 @@ pub(crate) fn enter<R>(scope: &mut Option<ScopeHandle>, poll: impl FnOnce() -> R
 pub(crate) struct WeakScope(Weak<ScopeShared>);
 
 impl WeakScope {
-    pub(crate) fn new(scope: &ScopeHandle) -> WeakScope {
-        WeakScope(Arc::downgrade(&scope.shared))
+    /// The scope `scope` will run, known without making a handle to it (no
+    /// strong reference taken and dropped): a task group's child, whose
+    /// handle reaches its scope only while it exists. Makes the scope's
+    /// shared state now if nothing has yet (a group's child has a parent,
+    /// so its start would make it anyway).
+    pub(crate) fn of(scope: &super::CancelScope) -> WeakScope {
+        WeakScope(Arc::downgrade(scope.shared.get_or_init(super::pool::take)))
     }
 
     /// The scope, while it exists.
