@@ -277,3 +277,69 @@ pub(crate) fn current_parent() -> Option<Parent> {
 pub(crate) fn current_chain() -> Vec<Arc<ScopeShared>> {
     with_scope(|scope| scope.chain().cloned().collect()).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::backend::Backend;
+
+    fn lazy() -> LazyScope {
+        LazyScope {
+            backend: Backend::AsyncIo,
+            started: Instant::now(),
+            deadline: None,
+            name: Some("lazy".into()),
+            id: 0,
+            made: None,
+        }
+    }
+
+    #[test]
+    fn a_lazy_scope_s_state_is_made_once_and_handed_back() {
+        let mut scope = lazy();
+        let (first, second) = enter_lazy(&mut scope, || {
+            (current_shared().unwrap(), current_shared().unwrap())
+        });
+        assert!(Arc::ptr_eq(&first, &second));
+        let made = scope.made.take().expect("made inside");
+        assert!(Arc::ptr_eq(&first, &made));
+        assert_eq!(crate::sync::lock(&made.data).name.as_deref(), Some("lazy"));
+        assert!(current_shared().is_none(), "the slot is empty again");
+    }
+
+    #[test]
+    fn nested_enters_restore_the_scope_around_them() {
+        let outer = Arc::new(ScopeShared::new());
+        let mut inner = lazy();
+        enter_shared(&outer, || {
+            let seen = enter_lazy(&mut inner, current_shared).unwrap();
+            assert!(!Arc::ptr_eq(&seen, &outer));
+            assert!(Arc::ptr_eq(&current_shared().unwrap(), &outer));
+            enter_handle(None, || assert!(current_shared().is_none()));
+            assert!(Arc::ptr_eq(&current_shared().unwrap(), &outer));
+        });
+        assert!(inner.made.is_some());
+        assert!(current_shared().is_none());
+    }
+
+    #[test]
+    fn an_unwinding_body_leaves_the_slot_as_it_found_it() {
+        let outer = Arc::new(ScopeShared::new());
+        let mut inner = lazy();
+        enter_shared(&outer, || {
+            let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                enter_lazy(&mut inner, || {
+                    let _ = current_shared();
+                    panic!("the body fails")
+                })
+            }));
+            assert!(unwound.is_err());
+            assert!(Arc::ptr_eq(&current_shared().unwrap(), &outer));
+        });
+        let made = inner.made.take().expect("made before the panic");
+        assert_eq!(made.status(), OperationStatus::Failed);
+        assert!(current_shared().is_none());
+    }
+}
