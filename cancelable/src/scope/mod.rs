@@ -165,7 +165,37 @@ pub(crate) trait StartHook: std::any::Any + Send {
 
 impl Config {
     fn extras(&mut self) -> &mut Extras {
-        self.extras.get_or_insert_with(Default::default)
+        self.extras.get_or_insert_with(pool::take_extras)
+    }
+}
+
+impl Extras {
+    /// Back to the default, for reuse (`pool::recycle_extras`). What the
+    /// start and the finish took out is empty already: only the callbacks
+    /// that did not run (`on_cancel` of a scope that completed...) are
+    /// dropped here.
+    fn empty(&mut self) {
+        let anything_left = !(self.on_progress.is_empty()
+            && self.on_cancel.is_empty()
+            && self.on_complete.is_empty()
+            && self.on_error.is_empty()
+            && self.on_start.is_empty()
+            && self.metadata.as_slice().is_empty());
+        if anything_left {
+            self.metadata = Metadata::default();
+            self.on_progress.clear();
+            self.on_cancel.clear();
+            self.on_complete.clear();
+            self.on_error.clear();
+            self.on_start.clear();
+        }
+        #[cfg(feature = "registry")]
+        {
+            self.registration = None;
+        }
+        self.grace = None;
+        self.grace_held = false;
+        self.second_signal = None;
     }
 }
 
@@ -482,7 +512,7 @@ impl CancelScope {
     pub(crate) fn registration(
         &mut self,
     ) -> (&Arc<ScopeShared>, Option<&Cow<'static, str>>, &mut HookSlot) {
-        let extras = self.config.extras.get_or_insert_with(Default::default);
+        let extras = self.config.extras.get_or_insert_with(pool::take_extras);
         (
             self.shared.get_or_init(pool::take),
             self.config.name.as_ref(),

@@ -441,7 +441,7 @@ impl Driver {
         {
             hook.end();
         }
-        let Some(extras) = extras else {
+        let Some(mut extras) = extras else {
             return;
         };
         match status {
@@ -449,18 +449,22 @@ impl Driver {
                 let cancelled = cancelled
                     .cloned()
                     .unwrap_or_else(|| shared.cancelled_error());
-                run_callbacks("an on_cancel callback", extras.on_cancel, &cancelled);
+                let callbacks = std::mem::take(&mut extras.on_cancel);
+                run_callbacks("an on_cancel callback", callbacks, &cancelled);
             }
             OperationStatus::Completed if !extras.on_complete.is_empty() => {
                 let context = shared.context();
-                run_callbacks("an on_complete callback", extras.on_complete, &context);
+                let callbacks = std::mem::take(&mut extras.on_complete);
+                run_callbacks("an on_complete callback", callbacks, &context);
             }
             OperationStatus::Failed if !extras.on_error.is_empty() => {
                 let context = shared.context();
-                run_callbacks("an on_error callback", extras.on_error, &context);
+                let callbacks = std::mem::take(&mut extras.on_error);
+                run_callbacks("an on_error callback", callbacks, &context);
             }
             _ => {}
         }
+        pool::recycle_extras(extras);
     }
 }
 
