@@ -89,6 +89,7 @@ pub(crate) struct Finished {
     clippy::ptr_arg,
     reason = "a borrowed value stays borrowed: the variant matters"
 )]
+#[inline]
 fn assign(target: &mut Cow<'static, str>, value: &Cow<'static, str>) {
     match (&mut *target, value) {
         (Cow::Owned(buffer), Cow::Owned(value)) => {
@@ -151,8 +152,14 @@ impl Finished {
             None => (&[][..], None),
         };
         match (&mut self.error, error) {
+            (None, None) => {}
             (Some(buffer), Some(error)) => buffer.clone_from(error),
             (target, error) => *target = error.cloned(),
+        }
+        // Most operations have no metadata, and the entry they overwrite
+        // none either.
+        if metadata.is_empty() && self.metadata.is_empty() {
+            return;
         }
         self.metadata.truncate(metadata.len());
         let reused = self.metadata.len();
