@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::hash::Hasher;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::CancelReason;
@@ -202,6 +203,28 @@ impl ContextData {
                 .map(|extra| extra.metadata.to_map())
                 .unwrap_or_default(),
             error: self.extra.as_ref().and_then(|extra| extra.error.clone()),
+        }
+    }
+}
+
+/// Hashes operation names eight bytes at a time: the tables keyed by
+/// name (the registry's statistics, the services' kept request names).
+#[derive(Default)]
+pub(crate) struct NameHasher(u64);
+
+impl Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let word = u64::from_le_bytes(word.try_into().expect("chunks of eight bytes"));
+            self.0 = (self.0.rotate_left(29) ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+        for &byte in words.remainder() {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         }
     }
 }

@@ -375,7 +375,10 @@ impl RequestScopeLayer {
     ///
     /// Off by default: an unregistered request scope pays nothing for the
     /// registry; a registered one pays a registration at its start and
-    /// exit, and a copy of its path (the metadata `method` is not copied).
+    /// exit, and a copy of its path when the path is not its route (the
+    /// metadata `method` is not copied). The operation name is shared by
+    /// the requests of a route: the process keeps the first 1,024 names
+    /// (of at most 256 bytes) once, and formats any other per request.
     ///
     /// ```no_run
     /// # #[cfg(feature = "admin")]

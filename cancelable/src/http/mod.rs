@@ -81,6 +81,7 @@ mod body;
 mod future;
 mod handler;
 mod layer;
+mod names;
 mod propagate;
 mod request;
 mod service;

@@ -3,6 +3,7 @@
 //! configuration and the modules depend in one direction: service →
 //! layer, future; future → layer).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -15,6 +16,7 @@ use super::body::ScopedBody;
 use super::future::{bad_request, deadline_exceeded, Guard, Pending, ResponseFuture, Stage};
 use super::handler::Checked;
 use super::layer::{Config, DisconnectMode, RequestScopeLayer};
+use super::names;
 use super::request::{now, RequestScope};
 use crate::{CancelScope, GracePolicy, GraceValue};
 
@@ -73,12 +75,24 @@ where
             // Expired on arrival: answered without calling the handler.
             return ResponseFuture::ready(deadline_exceeded(config, Some(source), grpc));
         }
-        let mut scope = CancelScope::new().name(operation_name(&request));
+        let name = operation_name(&request);
         #[cfg(feature = "registry")]
-        if let Some(registry) = &config.registry {
+        let path = match &config.registry {
+            // The path is the route (a route without parameters, or no
+            // matched path): the kept name's text, not a copy.
+            Some(_) => Some(
+                names::route_of(&name, request.method().as_str())
+                    .filter(|route| *route == request.uri().path())
+                    .map_or_else(|| request.uri().path().to_owned().into(), Cow::Borrowed),
+            ),
+            None => None,
+        };
+        let mut scope = CancelScope::new().name(name);
+        #[cfg(feature = "registry")]
+        if let (Some(registry), Some(path)) = (&config.registry, path) {
             scope = scope
                 .static_metadata("method", method_name(request.method()))
-                .static_metadata("path", request.uri().path().to_owned().into())
+                .static_metadata("path", path)
                 .register_in(registry);
         }
         let deadline = source
@@ -149,8 +163,9 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 }
 
 /// The operation's name: the method and the route (axum's matched path
-/// when there is one, else the path).
-fn operation_name<B>(request: &Request<B>) -> String {
+/// when there is one, else the path), shared when it is one of the names
+/// the process keeps (`names.rs`).
+fn operation_name<B>(request: &Request<B>) -> Cow<'static, str> {
     #[cfg(feature = "axum")]
     let route = request
         .extensions()
@@ -158,18 +173,13 @@ fn operation_name<B>(request: &Request<B>) -> String {
         .map_or_else(|| request.uri().path(), axum::extract::MatchedPath::as_str);
     #[cfg(not(feature = "axum"))]
     let route = request.uri().path();
-    let method = request.method().as_str();
-    let mut name = String::with_capacity(method.len() + 1 + route.len());
-    name.push_str(method);
-    name.push(' ');
-    name.push_str(route);
-    name
+    names::operation_name(request.method().as_str(), route)
 }
 
 /// The request method as metadata: the standard methods borrowed, with
 /// nothing copied.
 #[cfg(feature = "registry")]
-fn method_name(method: &http::Method) -> std::borrow::Cow<'static, str> {
+fn method_name(method: &http::Method) -> Cow<'static, str> {
     let standard = match method.as_str() {
         "GET" => "GET",
         "POST" => "POST",

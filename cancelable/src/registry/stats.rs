@@ -4,10 +4,11 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::time::Duration;
 
 use super::{lock, stuck, Now};
+use crate::context::NameHasher;
 use crate::OperationStatus;
 
 /// Sub-buckets per power of two: values are kept within 1/8 of their size
@@ -391,27 +392,6 @@ mod tests {
         assert_eq!(histogram.mean(), Some(Duration::from_nanos(5_000_500)));
         assert_eq!(Histogram::new().percentile(0.5), None);
         assert_eq!(Histogram::new().mean(), None);
-    }
-}
-
-/// Hashes operation names eight bytes at a time.
-#[derive(Default)]
-struct NameHasher(u64);
-
-impl Hasher for NameHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for word in &mut words {
-            let word = u64::from_le_bytes(word.try_into().expect("chunks of eight bytes"));
-            self.0 = (self.0.rotate_left(29) ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-        for &byte in words.remainder() {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
     }
 }
 
