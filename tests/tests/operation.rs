@@ -46,6 +46,49 @@ on_every_backend! {
         assert_eq!(outer_handle.status(), OperationStatus::Completed);
     }
 
+    async fn one_scope_s_callbacks_and_metadata_never_reach_the_next() {
+        // A scope's extras (callbacks, metadata, grace) are reused by the
+        // next scope on the thread: what the first one left must be gone.
+        let cancelled_runs = Arc::new(AtomicUsize::new(0));
+        let count = cancelled_runs.clone();
+        let first = CancelScope::new()
+            .name("first")
+            .metadata("tenant", "a")
+            .grace(Duration::from_secs(5))
+            .on_cancel(move |_| {
+                count.fetch_add(1, Ordering::SeqCst);
+            })
+            .on_complete(|_| {});
+        first.run(async {}).await.unwrap();
+        // The first completed: its `on_cancel` never ran, and is dropped
+        // with its captures.
+        assert_eq!(Arc::strong_count(&cancelled_runs), 1);
+
+        let second = CancelScope::new().name("second").on_cancel(|_| {});
+        let handle = second.handle();
+        handle.cancel();
+        let cancelled = second.run(pending::<()>()).await.unwrap_err();
+        assert_eq!(cancelled.operation_name(), Some("second"));
+        assert_eq!(cancelled_runs.load(Ordering::SeqCst), 0);
+        assert!(handle.context().metadata.is_empty());
+
+        // Without a grace of its own, a cancelled body is dropped at once.
+        let third = CancelScope::new().on_complete(|_| {});
+        let handle = third.handle();
+        handle.cancel();
+        let reached = Arc::new(AtomicBool::new(false));
+        let after = reached.clone();
+        let outcome = third
+            .run(async move {
+                sleep(Duration::from_millis(50)).await;
+                after.store(true, Ordering::SeqCst);
+            })
+            .await;
+        assert!(outcome.is_err());
+        assert!(!reached.load(Ordering::SeqCst));
+        assert!(handle.context().metadata.is_empty());
+    }
+
     async fn progress_reaches_the_scope_and_its_callbacks() {
         let reports = Arc::new(Mutex::new(Vec::<Progress>::new()));
         let sink = reports.clone();
