@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+#[cfg(any(feature = "registry", feature = "tower"))]
 use std::hash::Hasher;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -209,9 +210,11 @@ impl ContextData {
 
 /// Hashes operation names eight bytes at a time: the tables keyed by
 /// name (the registry's statistics, the services' kept request names).
+#[cfg(any(feature = "registry", feature = "tower"))]
 #[derive(Default)]
 pub(crate) struct NameHasher(u64);
 
+#[cfg(any(feature = "registry", feature = "tower"))]
 impl Hasher for NameHasher {
     fn finish(&self) -> u64 {
         self.0

@@ -72,6 +72,10 @@ pub(super) fn operation_name(method: &str, route: &str) -> Cow<'static, str> {
 /// name is a kept one: the request's path, when it is its route, costs no
 /// copy either.
 #[cfg(feature = "registry")]
+#[allow(
+    clippy::ptr_arg,
+    reason = "only a borrowed name is a kept one: the variant matters"
+)]
 pub(super) fn route_of(name: &Cow<'static, str>, method: &str) -> Option<&'static str> {
     match name {
         Cow::Borrowed(name) => name.get(method.len() + 1..),

@@ -77,16 +77,13 @@ where
         }
         let name = operation_name(&request);
         #[cfg(feature = "registry")]
-        let path = match &config.registry {
-            // The path is the route (a route without parameters, or no
-            // matched path): the kept name's text, not a copy.
-            Some(_) => Some(
-                names::route_of(&name, request.method().as_str())
-                    .filter(|route| *route == request.uri().path())
-                    .map_or_else(|| request.uri().path().to_owned().into(), Cow::Borrowed),
-            ),
-            None => None,
-        };
+        // The path is the route (a route without parameters, or no
+        // matched path): the kept name's text, not a copy.
+        let path = config.registry.as_ref().map(|_| {
+            names::route_of(&name, request.method().as_str())
+                .filter(|route| *route == request.uri().path())
+                .map_or_else(|| request.uri().path().to_owned().into(), Cow::Borrowed)
+        });
         let mut scope = CancelScope::new().name(name);
         #[cfg(feature = "registry")]
         if let (Some(registry), Some(path)) = (&config.registry, path) {
