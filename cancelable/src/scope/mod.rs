@@ -13,6 +13,8 @@
 //!   (`tokio_driver.rs`: the tokio runtime's driver task);
 //! * `hold.rs` (the one hold: shields, draining groups), `grace.rs`
 //!   ([`GracePolicy`]), `seam.rs` (what layers call besides the public API);
+//! * `config.rs` — the configuration the builder fills (`Config`, and the
+//!   boxed `Extras` few scopes have, with their per-thread pool);
 //! * `handle.rs` — [`ScopeHandle`];
 //! * `armed.rs` — what a running scope holds (links, deadline
 //!   registration, sources) and the checks made at every pend;
@@ -21,6 +23,7 @@
 //! * `future.rs` — the futures [`ScopeRun`] and [`ScopeTryRun`].
 
 mod armed;
+mod config;
 mod deadlines;
 mod driver;
 mod future;
@@ -39,6 +42,10 @@ pub use grace::{GracePolicy, GraceStart, GraceValue};
 pub use handle::ScopeHandle;
 pub(crate) use state::ScopeShared;
 
+use config::{Callback, Config, Extras};
+#[cfg(feature = "registry")]
+pub(crate) use config::{HookSlot, StartHook};
+
 use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::fmt;
@@ -46,17 +53,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[cfg(feature = "registry")]
-use crate::backend::Clock;
-use crate::context::{bounded, Metadata, OperationContext, Progress, ProgressCallback};
+use crate::context::{bounded, OperationContext, Progress};
 use crate::signal::SecondSignal;
 use crate::source::{Predicate, Source};
 #[cfg(doc)]
 use crate::{CancelReason, OperationStatus};
 use crate::{CancellationToken, Cancelled, Signal};
-
-/// A callback run once when the scope ends.
-type Callback<T> = Box<dyn FnOnce(&T) + Send>;
 
 /// A scope of cancellation: build it from sources and options, then run a
 /// future inside it.
@@ -98,105 +100,6 @@ pub struct CancelScope {
     /// otherwise the run makes it if anything reaches the scope (`lazy.rs`).
     shared: OnceCell<Arc<ScopeShared>>,
     config: Config,
-}
-
-#[derive(Default)]
-struct Config {
-    name: Option<Cow<'static, str>>,
-    deadline: Option<Instant>,
-    timeout: Option<Duration>,
-    /// The first source, when it is a plain token (the common case): kept
-    /// apart, so that `sources` allocates only for scopes with more.
-    first_token: Option<CancellationToken>,
-    /// The other sources, in the order they were added.
-    sources: Vec<Source>,
-    /// Which cancellations start the grace; what a late value becomes.
-    grace_policy: GracePolicy,
-    /// Boxed: most scopes have none of it, and the builder and the scope
-    /// future move `Config` around by value.
-    extras: Option<Box<Extras>>,
-}
-
-#[derive(Default)]
-struct Extras {
-    metadata: Metadata,
-    on_progress: Vec<ProgressCallback>,
-    on_cancel: Vec<Callback<Cancelled>>,
-    on_complete: Vec<Callback<OperationContext>>,
-    on_error: Vec<Callback<OperationContext>>,
-    // --- registry hook: what `register()` / `key(..)` asked for, then,
-    // once started, the scope's place in the registry; dropping it (the
-    // scope finished, or its future was dropped mid-run) leaves the live
-    // set. Registered scopes always have extras: the future stays as small
-    // as an unregistered one's. The scope knows it only as a `StartHook`:
-    // the registry depends on the scope, not the other way round ---
-    #[cfg(feature = "registry")]
-    registration: HookSlot,
-    // --- context completion: `on_start` callbacks ---
-    on_start: Vec<Callback<OperationContext>>,
-    /// The grace period (`None`: none, or a zero one).
-    grace: Option<Duration>,
-    /// The grace is given by a layer that holds the scope open itself (a
-    /// task group): recorded, never applied by the driver.
-    grace_held: bool,
-    /// What a second signal does (`None`: the default, `Exit`).
-    second_signal: Option<SecondSignal>,
-}
-
-/// Where a scope keeps its [`StartHook`], if it has one.
-#[cfg(feature = "registry")]
-pub(crate) type HookSlot = Option<Box<dyn StartHook>>;
-
-/// Crate-internal: something a scope carries from its configuration into
-/// its run, told when the scope starts and dropped when it ends (finished,
-/// or its future dropped mid-run) before the user callbacks run. The
-/// operations registry's registration is one.
-#[cfg(feature = "registry")]
-pub(crate) trait StartHook: std::any::Any + Send {
-    /// The scope started: `shared` is running, on `clock`, since `started`.
-    fn start(&mut self, shared: &Arc<ScopeShared>, clock: Clock, started: Instant);
-    /// The scope finished (before its user callbacks run): the hook is
-    /// done. A hook dropped instead — its scope's future dropped mid-run,
-    /// or never started — is just dropped.
-    fn end(self: Box<Self>);
-    /// The hook as `Any`, for its owner to read back its own type.
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
-}
-
-impl Config {
-    fn extras(&mut self) -> &mut Extras {
-        self.extras.get_or_insert_with(pool::take_extras)
-    }
-}
-
-impl Extras {
-    /// Back to the default, for reuse (`pool::recycle_extras`). What the
-    /// start and the finish took out is empty already: only the callbacks
-    /// that did not run (`on_cancel` of a scope that completed...) are
-    /// dropped here.
-    fn empty(&mut self) {
-        let anything_left = !(self.on_progress.is_empty()
-            && self.on_cancel.is_empty()
-            && self.on_complete.is_empty()
-            && self.on_error.is_empty()
-            && self.on_start.is_empty()
-            && self.metadata.as_slice().is_empty());
-        if anything_left {
-            self.metadata = Metadata::default();
-            self.on_progress.clear();
-            self.on_cancel.clear();
-            self.on_complete.clear();
-            self.on_error.clear();
-            self.on_start.clear();
-        }
-        #[cfg(feature = "registry")]
-        {
-            self.registration = None;
-        }
-        self.grace = None;
-        self.grace_held = false;
-        self.second_signal = None;
-    }
 }
 
 impl CancelScope {
@@ -512,7 +415,7 @@ impl CancelScope {
     pub(crate) fn registration(
         &mut self,
     ) -> (&Arc<ScopeShared>, Option<&Cow<'static, str>>, &mut HookSlot) {
-        let extras = self.config.extras.get_or_insert_with(pool::take_extras);
+        let extras = self.config.extras.get_or_insert_with(config::take_extras);
         (
             self.shared.get_or_init(pool::take),
             self.config.name.as_ref(),

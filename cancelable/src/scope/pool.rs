@@ -1,7 +1,4 @@
-//! Small per-thread pools: of scope states, and of the boxed `Extras` of
-//! the scopes that have any.
-//!
-//! A scope that ends with nobody
+//! A small per-thread pool of scope states: a scope that ends with nobody
 //! else holding its state (no handle, no child, no timer entry, no clone of
 //! its token) hands it back here, reset, and the next `CancelScope::new`
 //! on the thread takes it instead of allocating.
@@ -16,17 +13,13 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use super::state::ScopeShared;
-use super::Extras;
 
 /// How many states a thread keeps: enough for scopes nested a few deep
 /// and for a loop of sibling scopes, little memory when idle.
-const CAPACITY: usize = 8;
+pub(super) const CAPACITY: usize = 8;
 
 thread_local! {
     static POOL: RefCell<Vec<Arc<ScopeShared>>> = const { RefCell::new(Vec::new()) };
-    // Boxed: the box is the scope's `extras`, reused whole.
-    #[allow(clippy::vec_box)]
-    static EXTRAS: RefCell<Vec<Box<Extras>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A fresh scope state: a pooled one if the thread has any.
@@ -52,31 +45,6 @@ pub(super) fn recycle(mut shared: Arc<ScopeShared>) {
         let mut pool = pool.borrow_mut();
         if pool.len() < CAPACITY {
             pool.push(shared);
-        }
-    });
-}
-
-/// An empty `Extras` for a scope's configuration: a pooled one if the
-/// thread has any. Registered scopes, request scopes (metadata, grace) and
-/// task-group children (the group's grace) all have extras: the box is
-/// taken here and handed back at the scope's finish instead of being
-/// allocated and freed by each.
-pub(super) fn take_extras() -> Box<Extras> {
-    EXTRAS
-        .try_with(|pool| pool.borrow_mut().pop())
-        .ok()
-        .flatten()
-        .unwrap_or_default()
-}
-
-/// Hands back the extras of a scope that finished (its callbacks run):
-/// emptied, and kept if the pool has room.
-pub(super) fn recycle_extras(mut extras: Box<Extras>) {
-    extras.empty();
-    let _ = EXTRAS.try_with(move |pool| {
-        let mut pool = pool.borrow_mut();
-        if pool.len() < CAPACITY {
-            pool.push(extras);
         }
     });
 }

@@ -31,7 +31,7 @@ use super::deadlines::Shard;
 use super::pool;
 use super::slot;
 use super::state::ScopeShared;
-use super::{Callback, CancelScope, Config, GracePolicy, GraceStart, GraceValue};
+use super::{config, Callback, CancelScope, Config, GracePolicy, GraceStart, GraceValue};
 use crate::context::{ContextData, OperationStatus};
 use crate::panic;
 use crate::sync::{lock, Ordering};
@@ -464,7 +464,7 @@ impl Driver {
             }
             _ => {}
         }
-        pool::recycle_extras(extras);
+        config::recycle_extras(extras);
     }
 }
 
