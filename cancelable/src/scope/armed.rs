@@ -145,8 +145,24 @@ impl Armed {
 
     /// Registers the scope's deadline with the shared timer on the first
     /// pend (and again when the deadline moved), then polls the sources
-    /// that need polling.
+    /// that need polling. Most pends of a running scope change nothing
+    /// here: that case is checked in line, the rest is a call.
+    #[inline(always)]
     pub(super) fn poll_sources(&mut self, shared: &Arc<ScopeShared>, cx: &mut Context<'_>) {
+        let unchanged = self.deadline_generation
+            == shared.deadline_generation.load(Ordering::Acquire)
+            && self.sources.is_none()
+            && self
+                .deadline
+                .as_ref()
+                .is_none_or(|registration| registration.is_live());
+        if !unchanged {
+            self.poll_sources_changed(shared, cx);
+        }
+    }
+
+    #[inline(never)]
+    fn poll_sources_changed(&mut self, shared: &Arc<ScopeShared>, cx: &mut Context<'_>) {
         #[cfg(feature = "tokio")]
         let start_runtime = self.start_runtime.take();
         let generation = shared.deadline_generation.load(Ordering::Acquire);

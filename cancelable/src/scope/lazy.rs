@@ -3,9 +3,9 @@
 //!
 //! Most scopes are reached by nothing but their own body: no handle, no
 //! token handed out, no parent, no source besides a deadline, no callback,
-//! no registration. Such a scope keeps what it knows in its future (and,
-//! while its body is polled, in the current-scope slot, `slot.rs`) and
-//! makes no [`ScopeShared`] — no allocation, no pooled state to reset —
+//! no registration. Such a scope keeps what it knows in its future (the
+//! current-scope slot, `slot.rs`, points to it while its body is polled)
+//! and makes no [`ScopeShared`] — no allocation, no pooled state to reset —
 //! unless one of these happens:
 //!
 //! * the code inside asks for the current scope or its token (a handle,
