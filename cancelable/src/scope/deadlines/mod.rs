@@ -375,9 +375,10 @@ impl Shard {
     }
 
     /// Records that `scope` must be cancelled at `deadline`. Called from
-    /// the scope's poll.
+    /// the scope's poll, with the shard just looked up: the registration
+    /// keeps that reference.
     pub(crate) fn register(
-        self: &Arc<Self>,
+        self: Arc<Self>,
         deadline: Instant,
         scope: Weak<ScopeShared>,
     ) -> Registration {
@@ -394,7 +395,7 @@ impl Shard {
             self.rearm();
         }
         Registration {
-            shard: self.clone(),
+            shard: self,
             key,
             generation,
         }
