@@ -553,15 +553,12 @@ impl<C: Future<Output = ()>> Future for Spawned<C> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
         let child = this.child;
-        if this.group.is_none() {
+        // After the first poll the child's scope has started, as the
+        // group's child (it reads the current scope only when it starts):
+        // the later polls need no current scope.
+        let Some(group) = this.group.take() else {
             return child.poll(cx);
-        }
-        // `ChildTask` contains panics, so none crosses `enter`.
-        let polled = seam::enter(this.group, || child.poll(cx));
-        // The child's scope started in that poll, as the group's child (it
-        // reads the current scope only when it starts): the later polls
-        // need no current scope.
-        *this.group = None;
-        polled
+        };
+        seam::enter(&group, || child.poll(cx))
     }
 }

@@ -126,9 +126,9 @@ pub(crate) fn current() -> Option<ScopeHandle> {
 
 /// Polls with `scope` as the current scope (a task group polling a child
 /// spawned onto an executor, so that the child's scope starts inside the
-/// group's). `poll` must not unwind.
-pub(crate) fn enter<R>(scope: &mut Option<ScopeHandle>, poll: impl FnOnce() -> R) -> R {
-    slot::enter_handle(scope.as_ref().map(|handle| &handle.shared), poll)
+/// group's).
+pub(crate) fn enter<R>(scope: &ScopeHandle, poll: impl FnOnce() -> R) -> R {
+    slot::enter_shared(&scope.shared, poll)
 }
 
 /// A scope known without keeping it alive: a scope that nothing else

@@ -15,7 +15,7 @@
 //! # Invariants
 //!
 //! 1. **An occupant's pointer is valid while it is in the thread's slot.**
-//!    Only [`enter_shared`], [`enter_lazy`] and [`enter_handle`] make one,
+//!    Only [`enter_shared`] and [`enter_lazy`] make one,
 //!    from a reference they hold for the whole call (a `&mut` for a lazy
 //!    scope, which they do not use meanwhile), and they take it out of the
 //!    slot before returning, unwinding included (`Restore`); a nested
@@ -203,16 +203,6 @@ pub(crate) fn enter_shared<R>(shared: &Arc<ScopeShared>, poll: impl FnOnce() -> 
     enter(Some(Occupant::Shared(NonNull::from(shared))), poll)
 }
 
-/// Runs `poll` with `scope` as the current scope, or none (a layer polling
-/// work on behalf of a scope: a task group's spawned child).
-#[inline]
-pub(crate) fn enter_handle<R>(scope: Option<&Arc<ScopeShared>>, poll: impl FnOnce() -> R) -> R {
-    enter(
-        scope.map(|shared| Occupant::Shared(NonNull::from(shared))),
-        poll,
-    )
-}
-
 /// Runs `poll` with the scope without shared state `lazy` as the current
 /// scope; its state, if the code inside made it, is then in
 /// `lazy.made`.
@@ -317,7 +307,6 @@ mod tests {
             let seen = enter_lazy(&mut inner, current_shared).unwrap();
             assert!(!Arc::ptr_eq(&seen, &outer));
             assert!(Arc::ptr_eq(&current_shared().unwrap(), &outer));
-            enter_handle(None, || assert!(current_shared().is_none()));
             assert!(Arc::ptr_eq(&current_shared().unwrap(), &outer));
         });
         assert!(inner.made.is_some());
