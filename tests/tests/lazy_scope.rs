@@ -3,7 +3,7 @@
 //! passed deadline): what it would have had from its start must show
 //! then, and everything a scope does must still hold.
 
-use std::future::pending;
+use std::future::{pending, Future};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -112,6 +112,45 @@ on_every_backend! {
         assert_eq!(cancelled.reason(), &CancelReason::Timeout);
         assert_eq!(cancelled.operation_name(), Some("passed"));
         assert!(checkpoints <= 32, "{checkpoints} checkpoints");
+    }
+
+    async fn a_deadline_ends_a_body_that_never_looks_at_it() {
+        // Nothing reaches the scope and its body never checks: the
+        // deadline shard wakes its task, and the scope ends itself.
+        let started = Instant::now();
+        let cancelled = CancelScope::new()
+            .name("never looks")
+            .timeout(Duration::from_millis(20))
+            .run(pending::<()>())
+            .await
+            .unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Timeout);
+        assert_eq!(cancelled.operation_name(), Some("never looks"));
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        assert!(started.elapsed() < GENEROUS);
+    }
+
+    async fn the_deadline_wakes_the_waker_of_the_last_poll() {
+        // First polled with a waker nobody listens to, then awaited by
+        // this task: the deadline must wake the task, not the first waker.
+        let mut run = Box::pin(
+            CancelScope::new()
+                .timeout(Duration::from_millis(20))
+                .run(pending::<()>()),
+        );
+        let first = run
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(futures::task::noop_waker_ref()));
+        assert!(first.is_pending());
+        // The sleep first: polled first when both are ready, it wins a tie
+        // (a task woken only by it).
+        let waited = futures::future::select(Box::pin(sleep(GENEROUS)), run).await;
+        match waited {
+            futures::future::Either::Left(_) => panic!("the deadline never woke the task"),
+            futures::future::Either::Right((outcome, _)) => {
+                assert_eq!(outcome.unwrap_err().reason(), &CancelReason::Timeout)
+            }
+        }
     }
 
     async fn a_scope_nested_after_pends_is_cancelled_with_its_parent() {

@@ -97,9 +97,16 @@ pub(crate) fn saturating_add(at: Instant, by: Duration) -> Instant {
 /// Now, on the clock of the backend detected here: the one clock of the
 /// crate (the testing kit's manual clock while one is installed, else
 /// tokio's on tokio, else `Instant::now`). Layers read time through this.
-#[cfg_attr(not(feature = "tower"), allow(dead_code))]
+///
+/// Without the detection: tokio's clock, read where no runtime is entered
+/// (or none was ever paused), is `Instant::now`, so it is the clock of
+/// whichever backend is detected here.
 pub(crate) fn now() -> Instant {
-    Backend::detect().now()
+    #[cfg(feature = "tokio")]
+    let clock = Clock::Tokio;
+    #[cfg(not(feature = "tokio"))]
+    let clock = Clock::Std;
+    clock.now()
 }
 
 impl Backend {

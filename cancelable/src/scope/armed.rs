@@ -10,7 +10,7 @@ use std::time::Instant;
 
 #[cfg(feature = "tokio")]
 use super::deadlines::Place;
-use super::deadlines::{Registration, Shard};
+use super::deadlines::{Registration, Shard, Target};
 use super::lazy::LazyScope;
 use super::state::ScopeShared;
 use super::Extras;
@@ -65,22 +65,72 @@ pub(super) struct LazyRun {
     /// its first poll, so on this thread and runtime (see [`Armed`]).
     #[cfg(feature = "tokio")]
     pub(super) start_runtime: Option<tokio::runtime::Id>,
+    /// Its deadline's entry in the thread's deadline shard, once it
+    /// pended: the entry wakes the task, and nothing else
+    /// ([`LazyRun::waits_for_deadline`]).
+    pub(super) deadline_entry: Option<Registration>,
     #[cfg(feature = "tracing")]
     pub(super) span: tracing::Span,
 }
 
 impl LazyRun {
+    /// At a pend of a scope without shared state whose deadline is
+    /// `deadline`: `true` if it waits for it, its task to be woken by the
+    /// deadline shard when it passes; `false` if it has passed, and the
+    /// scope must end for it.
+    ///
+    /// Nothing can cancel such a scope (`lazy.rs`, invariant 1), so the
+    /// shard's entry only wakes its task: the entry gone means the shard
+    /// expired it, at or after the deadline (`deadlines`, invariant 1).
+    /// The clock is read only then, and at no other pend.
+    #[inline(always)]
+    pub(super) fn waits_for_deadline(&mut self, deadline: Instant, cx: &mut Context<'_>) -> bool {
+        match &self.deadline_entry {
+            Some(entry) if entry.is_live() => {
+                if entry.waiting(cx.waker()) {
+                    return true;
+                }
+                // Expired: the deadline passed, unless the clock of the
+                // shard and the scope disagree (it then registers again).
+                if self.scope.deadline_passed() {
+                    return false;
+                }
+            }
+            // The first pend: passed at the start already (`timeout_at`
+            // with a time gone by) or not, without reading the clock.
+            None if deadline <= self.scope.started => return false,
+            // First pend, or a shard that can no longer fire (its tokio
+            // runtime shut down): register where the scope is polled now.
+            _ => {}
+        }
+        self.register_deadline(deadline, cx);
+        true
+    }
+
+    #[inline(never)]
+    fn register_deadline(&mut self, deadline: Instant, cx: &mut Context<'_>) {
+        self.deadline_entry = None;
+        // Found with the backend at the start: valid for the first poll.
+        #[cfg(feature = "tokio")]
+        let shard = match self.start_runtime.take() {
+            Some(runtime) => Shard::at(Place::tokio(runtime)),
+            None => Shard::current(self.scope.backend()),
+        };
+        #[cfg(not(feature = "tokio"))]
+        let shard = Shard::current(self.scope.backend());
+        self.deadline_entry = Some(shard.register(deadline, Target::Task(cx.waker().clone())));
+    }
+
     /// The running state of a scope that just got its shared state: no
     /// links, no sources, its deadline (the one it started with, or one
     /// set through a handle since) registered at the next
     /// [`Armed::poll_sources`]. Built from the lazy state in place (the
     /// driver replaces it right after), which saves moving it whole.
     pub(super) fn armed(&mut self) -> Armed {
+        // Detected by now: the state was made (`LazyScope::make_shared`).
+        let backend = self.scope.backend();
         let LazyScope {
-            backend,
-            started,
-            deadline,
-            ..
+            started, deadline, ..
         } = self.scope;
         Armed {
             #[cfg(feature = "tokio")]
@@ -197,7 +247,8 @@ impl Armed {
                 };
                 #[cfg(not(feature = "tokio"))]
                 let shard = Shard::current(self.backend);
-                self.deadline = Some(shard.register(deadline, Arc::downgrade(shared)));
+                self.deadline =
+                    Some(shard.register(deadline, Target::Scope(Arc::downgrade(shared))));
                 if shared.token.is_cancelled() {
                     return;
                 }

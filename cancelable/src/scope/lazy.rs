@@ -12,19 +12,24 @@
 //!   `current_token()`, a cancellation-aware wait, a shield, a scope
 //!   nested in it, `run_blocking`): the slot makes the state
 //!   ([`LazyScope::share`]) and the driver takes it after the poll;
-//! * the body pends under a deadline: the deadline shard needs the state
-//!   to wake and cancel the scope;
-//! * a checkpoint finds the deadline passed: the state records the
+//! * its deadline passes: a checkpoint finds it passed, or the driver
+//!   does after the deadline shard woke the task; the state records the
 //!   cancellation.
+//!
+//! Pending under a deadline, it stays lazy: its entry in the thread's
+//! deadline shard holds the task's waker, not the state
+//! (`LazyRun::waits_for_deadline`). Without a deadline, its backend is
+//! detected only when its state is made.
 //!
 //! # Invariants
 //!
 //! 1. **Nothing can cancel a lazy scope.** It has no token anybody else
 //!    holds, no parent and no source; its deadline is checked by the
-//!    checkpoints and, once it pends, by the shard — through the shared
-//!    state made at that moment. So a checkpoint inside it is never
-//!    cancelled while it stays lazy, and its end is unobservable: no
-//!    status, end time or callback to record.
+//!    checkpoints and, once it pends, by its driver when the shard's
+//!    entry wakes it — the shared state made and cancelled at that
+//!    moment. So a checkpoint inside it is never cancelled while it stays
+//!    lazy, and its end is unobservable: no status, end time or callback
+//!    to record.
 //! 2. **The state made is the state the scope would have had**: its start
 //!    time, name, deadline, clock and (if already assigned) id are moved
 //!    into it, and its status is `Running`.
@@ -41,7 +46,10 @@ use crate::sync::Ordering;
 
 /// What a scope without shared state knows of itself (module docs).
 pub(crate) struct LazyScope {
-    pub(super) backend: Backend,
+    /// Detected at the start for a scope with a deadline; for one without,
+    /// only when its state is made (its start time needs no detection:
+    /// `backend::now`).
+    pub(super) backend: Option<Backend>,
     pub(super) started: Instant,
     pub(super) deadline: Option<Instant>,
     pub(super) name: Option<Cow<'static, str>>,
@@ -72,7 +80,7 @@ impl LazyScope {
         }
         shared
             .clock
-            .store(self.backend.clock().number(), Ordering::Release);
+            .store(self.backend().clock().number(), Ordering::Release);
         shared.set_status(OperationStatus::Running);
         shared
     }
@@ -88,9 +96,19 @@ impl LazyScope {
         }
     }
 
+    /// The scope's backend, detected now if it was not at the start.
+    pub(super) fn backend(&mut self) -> Backend {
+        *self.backend.get_or_insert_with(Backend::detect)
+    }
+
     /// `true` if the scope's deadline has passed on its clock.
     pub(super) fn deadline_passed(&self) -> bool {
-        self.deadline
-            .is_some_and(|deadline| self.backend.clock().now() >= deadline)
+        self.deadline.is_some_and(|deadline| {
+            let now = match self.backend {
+                Some(backend) => backend.now(),
+                None => crate::backend::now(),
+            };
+            now >= deadline
+        })
     }
 }

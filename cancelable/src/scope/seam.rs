@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
-use super::deadlines::{Registration, Shard};
+use super::deadlines::{Registration, Shard, Target};
 use super::{slot, ScopeHandle, ScopeShared};
 use crate::backend::{Backend, Clock};
 use crate::context::OperationStatus;
@@ -50,8 +50,8 @@ pub(crate) fn held_grace_end(scope: &ScopeHandle, now: Instant) -> Option<HeldGr
     let at = scope.shared.start_grace(now)?;
     let clock = Clock::from_number(scope.shared.clock.load(Ordering::Acquire))
         .unwrap_or_else(Clock::detect);
-    let entry =
-        Shard::current(Backend::of_clock(clock)).register(at, Arc::downgrade(&scope.shared));
+    let entry = Shard::current(Backend::of_clock(clock))
+        .register(at, Target::Scope(Arc::downgrade(&scope.shared)));
     Some(HeldGraceEnd { at, _entry: entry })
 }
 

@@ -277,7 +277,7 @@ mod tests {
 
     fn lazy() -> LazyScope {
         LazyScope {
-            backend: Backend::AsyncIo,
+            backend: Some(Backend::AsyncIo),
             started: Instant::now(),
             deadline: None,
             name: Some("lazy".into()),

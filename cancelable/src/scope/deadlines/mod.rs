@@ -158,11 +158,22 @@ struct ShardState {
 
 struct Entry {
     generation: u64,
-    scope: Weak<ScopeShared>,
+    target: Target,
 }
 
-/// Scopes whose deadline the clock has reached, to tell outside the locks.
-type Expired = Vec<Weak<ScopeShared>>;
+/// Whom an entry tells when its deadline is reached.
+pub(crate) enum Target {
+    /// A scope with shared state: cancelled for its deadline (if the clock
+    /// agrees), its owner woken.
+    Scope(Weak<ScopeShared>),
+    /// A scope without shared state (`lazy.rs`): nothing can cancel it, so
+    /// its task is only woken; its driver sees the entry gone and the
+    /// deadline passed, and ends the scope ([`Registration::waiting`]).
+    Task(Waker),
+}
+
+/// Entries whose deadline the clock has reached, to tell outside the locks.
+type Expired = Vec<Target>;
 
 impl ShardState {
     fn new() -> Self {
@@ -178,11 +189,11 @@ impl ShardState {
         is_live(&self.entries, generation, key)
     }
 
-    /// Adds an entry for `scope` at `deadline`: its key and generation.
-    fn insert(&mut self, deadline: Instant, scope: Weak<ScopeShared>) -> (usize, u64) {
+    /// Adds an entry for `target` at `deadline`: its key and generation.
+    fn insert(&mut self, deadline: Instant, target: Target) -> (usize, u64) {
         let generation = self.next_generation;
         self.next_generation += 1;
-        let key = self.entries.insert(Entry { generation, scope });
+        let key = self.entries.insert(Entry { generation, target });
         self.queue.push(Reverse((deadline, generation, key)));
         self.compact();
         (key, generation)
@@ -228,7 +239,7 @@ impl ShardState {
             let Some(Reverse((_, _, key))) = self.queue.pop() else {
                 break;
             };
-            expired.push(self.entries.remove(key).scope);
+            expired.push(self.entries.remove(key).target);
         }
         self.armed_at = self.earliest();
         self.armed_at
@@ -280,6 +291,29 @@ impl Registration {
     /// down): the scope must register its deadline again.
     pub(crate) fn is_live(&self) -> bool {
         !self.shard.is_dead()
+    }
+
+    /// For a [`Target::Task`] entry, at a pend of its scope: `true` if the
+    /// entry still waits for its deadline, and will wake `waker` (the
+    /// task's waker may change between polls); `false` if it left the
+    /// shard, its deadline reached.
+    ///
+    /// Under the state lock, so an expiry running at the same time either
+    /// takes the entry before (this returns `false`: the caller sees the
+    /// deadline itself) or wakes the waker set here: no wake-up is lost.
+    pub(crate) fn waiting(&self, waker: &Waker) -> bool {
+        let mut state = lock(&self.shard.state);
+        match state.entries.get_mut(self.key) {
+            Some(entry) if entry.generation == self.generation => {
+                if let Target::Task(current) = &mut entry.target {
+                    if !current.will_wake(waker) {
+                        current.clone_from(waker);
+                    }
+                }
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -374,17 +408,13 @@ impl Shard {
         }
     }
 
-    /// Records that `scope` must be cancelled at `deadline`. Called from
-    /// the scope's poll, with the shard just looked up: the registration
-    /// keeps that reference.
-    pub(crate) fn register(
-        self: Arc<Self>,
-        deadline: Instant,
-        scope: Weak<ScopeShared>,
-    ) -> Registration {
+    /// Records that `target` must be told at `deadline`. Called from the
+    /// scope's poll, with the shard just looked up: the registration keeps
+    /// that reference.
+    pub(crate) fn register(self: Arc<Self>, deadline: Instant, target: Target) -> Registration {
         let (key, generation, earlier) = {
             let mut state = lock(&self.state);
-            let (key, generation) = state.insert(deadline, scope);
+            let (key, generation) = state.insert(deadline, target);
             let earlier = state.armed_at.is_none_or(|armed| deadline < armed);
             if earlier {
                 state.armed_at = Some(deadline);
@@ -448,127 +478,44 @@ impl Shard {
         if let Driver::Tokio { dead, .. } = &self.driver {
             dead.store(true, std::sync::atomic::Ordering::Release);
         }
-        let scopes: Vec<_> = {
+        let targets: Vec<_> = {
             let state = lock(&self.state);
             state
                 .entries
                 .iter()
-                .map(|(_, entry)| entry.scope.clone())
+                .map(|(_, entry)| match &entry.target {
+                    Target::Scope(scope) => Target::Scope(scope.clone()),
+                    Target::Task(waker) => Target::Task(waker.clone()),
+                })
                 .collect()
         };
-        for scope in scopes.into_iter().filter_map(|scope| scope.upgrade()) {
-            scope.token.wake_owner();
+        for target in targets {
+            match target {
+                Target::Scope(scope) => {
+                    if let Some(scope) = scope.upgrade() {
+                        scope.token.wake_owner();
+                    }
+                }
+                Target::Task(waker) => waker.wake(),
+            }
         }
     }
 }
 
-/// Tells the expired scopes (each checks its own deadline against the
-/// clock, which may have moved), outside every lock of the shard.
+/// Tells the expired entries' scopes (each checks its own deadline against
+/// the clock, which may have moved), outside every lock of the shard.
 fn tell_expired(expired: Expired) {
-    for scope in expired {
-        if let Some(scope) = scope.upgrade() {
-            scope.deadline_reached();
+    for target in expired {
+        match target {
+            Target::Scope(scope) => {
+                if let Some(scope) = scope.upgrade() {
+                    scope.deadline_reached();
+                }
+            }
+            Target::Task(waker) => waker.wake(),
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    /// `count` deadlines one millisecond apart, the earliest first.
-    fn deadlines(count: usize) -> Vec<Instant> {
-        let start = Instant::now();
-        (0..count)
-            .map(|n| start + Duration::from_millis(n as u64))
-            .collect()
-    }
-
-    /// Registers `count` entries one millisecond apart: each deadline with
-    /// the entry's key and generation.
-    fn register(state: &mut ShardState, count: usize) -> Vec<(Instant, (usize, u64))> {
-        deadlines(count)
-            .into_iter()
-            .map(|deadline| (deadline, state.insert(deadline, Weak::new())))
-            .collect()
-    }
-
-    fn expire_all(state: &mut ShardState) -> usize {
-        let mut expired = Vec::new();
-        let far = Instant::now() + Duration::from_secs(3600);
-        assert_eq!(state.expire(far, &mut expired), None);
-        expired.len()
-    }
-
-    #[test]
-    fn removed_entries_are_compacted_out_of_the_heap() {
-        let mut state = ShardState::new();
-        let registered = register(&mut state, 1000);
-        assert_eq!(state.queue.len(), 1000);
-        // Scopes that end long before their deadline: all but the last 10.
-        for (_, (key, generation)) in &registered[..990] {
-            state.remove(*generation, *key);
-            assert!(
-                state.queue.len() <= 64 || state.queue.len() <= 2 * state.entries.len() + 1,
-                "the heap holds {} items for {} entries",
-                state.queue.len(),
-                state.entries.len()
-            );
-        }
-        assert_eq!(state.entries.len(), 10);
-        assert!(state.queue.len() <= 64, "{} items left", state.queue.len());
-        // Every live entry survived the compactions, the earliest first.
-        assert_eq!(state.earliest(), Some(registered[990].0));
-        assert_eq!(expire_all(&mut state), 10);
-        assert!(state.entries.is_empty());
-    }
-
-    #[test]
-    fn a_small_heap_is_cleaned_lazily() {
-        let mut state = ShardState::new();
-        let registered = register(&mut state, 50);
-        for (_, (key, generation)) in &registered[..49] {
-            state.remove(*generation, *key);
-        }
-        // Below the compaction threshold the dead items stay in the heap...
-        assert_eq!(state.queue.len(), 50);
-        // ...until they reach the top.
-        assert_eq!(state.earliest(), Some(registered[49].0));
-        assert_eq!(state.queue.len(), 1);
-    }
-
-    #[test]
-    fn a_reused_key_is_not_mistaken_for_the_removed_entry() {
-        let mut state = ShardState::new();
-        let times = deadlines(2);
-        let (first, first_generation) = state.insert(times[0], Weak::new());
-        state.remove(first_generation, first);
-        // The slab hands the key out again, for a later deadline.
-        let (second, _) = state.insert(times[1], Weak::new());
-        assert_eq!(second, first);
-        assert_eq!(state.queue.len(), 2);
-        assert_eq!(state.earliest(), Some(times[1]));
-        for _ in 0..100 {
-            let (key, generation) = state.insert(times[1], Weak::new());
-            state.remove(generation, key);
-        }
-        assert_eq!(state.earliest(), Some(times[1]));
-        assert_eq!(expire_all(&mut state), 1);
-    }
-
-    #[test]
-    fn churn_keeps_the_heap_bounded() {
-        let mut state = ShardState::new();
-        let far = Instant::now() + Duration::from_secs(60);
-        let (kept, _) = state.insert(far, Weak::new());
-        for n in 0..10_000u64 {
-            let (key, generation) = state.insert(far + Duration::from_nanos(n), Weak::new());
-            state.remove(generation, key);
-            assert!(state.queue.len() <= 65, "{} items", state.queue.len());
-        }
-        assert!(state.entries.contains(kept));
-        assert_eq!(state.earliest(), Some(far));
-    }
-}
+mod tests;

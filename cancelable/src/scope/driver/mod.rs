@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use super::armed::{Armed, LazyRun};
-use super::deadlines::Shard;
+use super::deadlines::{Shard, Target};
 use super::pool;
 use super::slot;
 use super::state::ScopeShared;
@@ -35,7 +35,8 @@ use super::{config, Callback, CancelScope, Config, GracePolicy, GraceStart, Grac
 use crate::context::{ContextData, OperationStatus};
 use crate::panic;
 use crate::sync::{lock, Ordering};
-use crate::{Cancelled, GraceOutcome};
+use crate::token::Cause;
+use crate::{CancelReason, Cancelled, GraceOutcome};
 
 mod start;
 
@@ -130,21 +131,34 @@ impl Driver {
                             self.stage = Stage::Finished;
                         }
                         // Without `tracing` the lazy state owns nothing but
-                        // its name: that dropped, the rest is forgotten
-                        // rather than dropped field by field.
+                        // its name and its deadline's entry: those dropped,
+                        // the rest is forgotten rather than dropped field by
+                        // field.
                         #[cfg(not(feature = "tracing"))]
                         {
                             drop(run.scope.name.take());
+                            drop(run.deadline_entry.take());
                             std::mem::forget(std::mem::replace(&mut self.stage, Stage::Finished));
                         }
                         return Poll::Ready(Ok(output));
                     }
-                    if run.scope.deadline.is_none() {
-                        return Poll::Pending;
+                    let deadline = run.scope.deadline;
+                    match deadline {
+                        // Pending under a deadline that has not passed: the
+                        // deadline shard wakes the task when it does.
+                        Some(deadline) if run.waits_for_deadline(deadline, cx) => {
+                            return Poll::Pending
+                        }
+                        Some(_) => {
+                            // Passed: the scope ends for it, with the state
+                            // it would have had, cancelled as the shard
+                            // cancels a scope with shared state.
+                            let shared = run.scope.make_shared();
+                            shared.token.cancel_cause(Cause::new(CancelReason::Timeout));
+                            self.shared = Some(shared);
+                        }
+                        None => return Poll::Pending,
                     }
-                    // Pending under a deadline: the deadline shard needs
-                    // the scope's state to wake and cancel it.
-                    self.shared = Some(run.scope.make_shared());
                 }
             }
             let armed = run.armed();
@@ -306,7 +320,8 @@ impl Driver {
             .is_none_or(|timer| timer.0 != end || !timer.1.is_live())
         {
             armed.grace_timer = None;
-            let registration = Shard::current(armed.backend).register(end, Arc::downgrade(shared));
+            let registration =
+                Shard::current(armed.backend).register(end, Target::Scope(Arc::downgrade(shared)));
             armed.grace_timer = Some(Box::new((end, registration)));
         }
         false

@@ -73,14 +73,22 @@ impl Driver {
         policy: GracePolicy,
     ) -> LazyRun {
         let with_deadline = timeout.is_some() || deadline.is_some();
+        // Without a deadline the backend is detected only if the state is
+        // made; its clock is read without it (`backend::now`).
         #[cfg(feature = "tokio")]
         let (backend, start_runtime) = match with_deadline {
-            true => Place::detect(),
-            false => (Backend::detect(), None),
+            true => {
+                let (backend, runtime) = Place::detect();
+                (Some(backend), runtime)
+            }
+            false => (None, None),
         };
         #[cfg(not(feature = "tokio"))]
-        let backend = Backend::detect();
-        let started = backend.now();
+        let backend = with_deadline.then(Backend::detect);
+        let started = match backend {
+            Some(backend) => backend.now(),
+            None => crate::backend::now(),
+        };
         let deadline = match with_deadline {
             true => {
                 let timeout_at = timeout.and_then(|timeout| started.checked_add(timeout));
@@ -107,6 +115,7 @@ impl Driver {
             },
             #[cfg(feature = "tokio")]
             start_runtime,
+            deadline_entry: None,
             #[cfg(feature = "tracing")]
             span,
         }
