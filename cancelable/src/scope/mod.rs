@@ -105,6 +105,7 @@ pub struct CancelScope {
 impl CancelScope {
     /// A scope with no sources: it is cancelled only through its handle,
     /// its token, or an enclosing scope.
+    #[inline]
     pub fn new() -> Self {
         CancelScope {
             shared: OnceCell::new(),
@@ -148,6 +149,7 @@ impl CancelScope {
     /// Cancels the scope `duration` after it starts (reason
     /// [`CancelReason::Timeout`]). With several timeouts and deadlines the
     /// earliest wins. A zero duration cancels a body that pends at once.
+    #[inline]
     pub fn timeout(mut self, duration: Duration) -> Self {
         self.config.timeout = Some(match self.config.timeout {
             Some(earlier) => earlier.min(duration),
@@ -160,6 +162,7 @@ impl CancelScope {
     /// A deadline in the past cancels a body that pends at once. The
     /// deadline can be moved while the scope runs, through
     /// [`ScopeHandle::set_deadline`].
+    #[inline]
     pub fn deadline(mut self, deadline: Instant) -> Self {
         self.config.deadline = Some(match self.config.deadline {
             Some(earlier) => earlier.min(deadline),
