@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cancelable::{
-    checkpoint, current_scope, current_token, CancelReason, CancelScope, OperationStatus,
-    ScopeHandle,
+    checkpoint, current_scope, current_token, CancelReason, CancelScope, CancellationToken,
+    OperationStatus, ScopeHandle,
 };
 use cancelable_tests::{on_every_backend, sleep};
 use futures::FutureExt;
@@ -151,6 +151,78 @@ on_every_backend! {
                 assert_eq!(outcome.unwrap_err().reason(), &CancelReason::Timeout)
             }
         }
+    }
+
+    async fn a_token_source_cancelled_while_the_body_pends_ends_the_scope_with_its_reason() {
+        let token = CancellationToken::new();
+        let canceller = token.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            canceller.cancel_with(CancelReason::Condition, "disk full");
+        });
+        let cancelled = CancelScope::new()
+            .name("watching")
+            .token(&token)
+            .timeout(GENEROUS)
+            .run(pending::<()>())
+            .await
+            .unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Condition);
+        assert_eq!(cancelled.message(), Some("disk full"));
+        assert_eq!(cancelled.operation_name(), Some("watching"));
+    }
+
+    async fn the_first_checkpoint_sees_a_token_source_cancelled_before_the_start() {
+        let token = CancellationToken::new();
+        token.cancel();
+        let outcome = CancelScope::new()
+            .token(&token)
+            .run(async { checkpoint().await })
+            .await
+            .expect("the body returns the cancellation it saw");
+        assert_eq!(outcome.unwrap_err().reason(), &CancelReason::Manual);
+    }
+
+    async fn a_pending_scope_counts_among_its_token_source_s_children() {
+        let token = CancellationToken::new();
+        {
+            let mut run = Box::pin(CancelScope::new().token(&token).run(pending::<()>()));
+            let first = run
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(futures::task::noop_waker_ref()));
+            assert!(first.is_pending());
+            assert_eq!(token.child_count(), 1);
+        }
+        assert_eq!(token.child_count(), 0, "a dropped scope stays registered");
+        // A scope that pended and finished leaves no waiter behind either.
+        CancelScope::new()
+            .token(&token)
+            .run(sleep(Duration::from_millis(1)))
+            .await
+            .unwrap();
+        assert_eq!(token.child_count(), 0, "a finished scope stays registered");
+    }
+
+    async fn a_token_source_cancelled_after_the_state_was_made_cancels_that_state() {
+        let token = CancellationToken::new();
+        let canceller = token.clone();
+        let outcome = CancelScope::new()
+            .token(&token)
+            .run(async move {
+                sleep(Duration::from_millis(1)).await;
+                // The state is made here, linked under the source.
+                let mine = current_token().expect("inside a scope");
+                canceller.cancel_with(CancelReason::Condition, "after");
+                assert!(mine.is_cancelled());
+                checkpoint().await
+            })
+            .await;
+        let cancelled = match outcome {
+            Ok(body) => body.unwrap_err(),
+            Err(scope) => scope,
+        };
+        assert_eq!(cancelled.reason(), &CancelReason::Condition);
+        assert_eq!(cancelled.message(), Some("after"));
     }
 
     async fn a_scope_nested_after_pends_is_cancelled_with_its_parent() {

@@ -11,7 +11,7 @@ use std::time::Instant;
 #[cfg(feature = "tokio")]
 use super::deadlines::Place;
 use super::deadlines::{Registration, Shard, Target};
-use super::lazy::LazyScope;
+use super::lazy::{LazyScope, NO_WAITER};
 use super::state::ScopeShared;
 use super::Extras;
 use crate::backend::Backend;
@@ -67,24 +67,43 @@ pub(super) struct LazyRun {
     pub(super) start_runtime: Option<tokio::runtime::Id>,
     /// Its deadline's entry in the thread's deadline shard, once it
     /// pended: the entry wakes the task, and nothing else
-    /// ([`LazyRun::waits_for_deadline`]).
+    /// ([`LazyRun::waits`]).
     pub(super) deadline_entry: Option<Registration>,
     #[cfg(feature = "tracing")]
     pub(super) span: tracing::Span,
 }
 
 impl LazyRun {
-    /// At a pend of a scope without shared state whose deadline is
-    /// `deadline`: `true` if it waits for it, its task to be woken by the
-    /// deadline shard when it passes; `false` if it has passed, and the
-    /// scope must end for it.
-    ///
-    /// Nothing can cancel such a scope (`lazy.rs`, invariant 1), so the
-    /// shard's entry only wakes its task: the entry gone means the shard
-    /// expired it, at or after the deadline (`deadlines`, invariant 1).
-    /// The clock is read only then, and at no other pend.
+    /// At a pend of a scope without shared state: `true` if it waits, its
+    /// task to be woken by its token source's cancel or by the deadline
+    /// shard when its deadline passes; `false` if either happened, and
+    /// the scope must end for it.
     #[inline(always)]
-    pub(super) fn waits_for_deadline(&mut self, deadline: Instant, cx: &mut Context<'_>) -> bool {
+    pub(super) fn waits(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some(source) = &self.scope.source {
+            let mut key =
+                (self.scope.source_waiter != NO_WAITER).then_some(self.scope.source_waiter);
+            let cancelled = source.poll_scope_waiter(&mut key, cx).is_ready();
+            self.scope.source_waiter = key.unwrap_or(NO_WAITER);
+            if cancelled {
+                return false;
+            }
+        }
+        match self.scope.deadline {
+            Some(deadline) => self.waits_for_deadline(deadline, cx),
+            None => true,
+        }
+    }
+
+    /// [`waits`](Self::waits) for the deadline `deadline`: `true` until it
+    /// has passed.
+    ///
+    /// Nothing else can cancel such a scope (`lazy.rs`, invariant 1), so
+    /// the shard's entry only wakes its task: the entry gone means the
+    /// shard expired it, at or after the deadline (`deadlines`, invariant
+    /// 1). The clock is read only then, and at no other pend.
+    #[inline(always)]
+    fn waits_for_deadline(&mut self, deadline: Instant, cx: &mut Context<'_>) -> bool {
         match &self.deadline_entry {
             Some(entry) if entry.is_live() => {
                 if entry.waiting(cx.waker()) {
@@ -136,7 +155,8 @@ impl LazyRun {
             #[cfg(feature = "tokio")]
             start_runtime: self.start_runtime,
             extras: None,
-            _token_link: None,
+            // Made with the state (`LazyScope::make_shared`).
+            _token_link: self.scope.source_link.take(),
             backend,
             _parent_link: None,
             _nested_in: None,

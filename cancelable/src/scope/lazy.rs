@@ -2,37 +2,39 @@
 //! needs to make that state when something outside its future asks for it.
 //!
 //! Most scopes are reached by nothing but their own body: no handle, no
-//! token handed out, no parent, no source besides a deadline, no callback,
-//! no registration. Such a scope keeps what it knows in its future (the
-//! current-scope slot, `slot.rs`, points to it while its body is polled)
-//! and makes no [`ScopeShared`] — no allocation, no pooled state to reset —
-//! unless one of these happens:
+//! token handed out, no parent, no source besides a deadline and one
+//! token, no callback, no registration. Such a scope keeps what it knows
+//! in its future (the current-scope slot, `slot.rs`, points to it while
+//! its body is polled) and makes no [`ScopeShared`] — no allocation, no
+//! pooled state to reset — unless one of these happens:
 //!
 //! * the code inside asks for the current scope or its token (a handle,
 //!   `current_token()`, a cancellation-aware wait, a shield, a scope
 //!   nested in it, `run_blocking`): the slot makes the state
 //!   ([`LazyScope::share`]) and the driver takes it after the poll;
-//! * its deadline passes: a checkpoint finds it passed, or the driver
-//!   does after the deadline shard woke the task; the state records the
+//! * its deadline passes or its token source is cancelled: a checkpoint
+//!   finds it so, or the driver does at a pend; the state records the
 //!   cancellation.
 //!
-//! Pending under a deadline, it stays lazy: its entry in the thread's
-//! deadline shard holds the task's waker, not the state
-//! (`LazyRun::waits_for_deadline`). Without a deadline, its backend is
+//! Pending, it stays lazy: its deadline's entry in the thread's deadline
+//! shard and its waiter on its token source hold the task's waker, not
+//! the state (`LazyRun::waits`). Without a deadline, its backend is
 //! detected only when its state is made.
 //!
 //! # Invariants
 //!
-//! 1. **Nothing can cancel a lazy scope.** It has no token anybody else
-//!    holds, no parent and no source; its deadline is checked by the
-//!    checkpoints and, once it pends, by its driver when the shard's
-//!    entry wakes it — the shared state made and cancelled at that
-//!    moment. So a checkpoint inside it is never cancelled while it stays
-//!    lazy, and its end is unobservable: no status, end time or callback
-//!    to record.
+//! 1. **Nothing but its deadline and its token source can cancel a lazy
+//!    scope**, and both are read in place. It has no token anybody else
+//!    holds and no parent; its deadline is checked by the checkpoints and,
+//!    once it pends, by its driver when the shard's entry wakes it; its
+//!    token source by the checkpoints' hot path and, at a pend, by its
+//!    driver, woken by the waiter. The shared state is made and cancelled
+//!    at that moment. So a lazy scope's end is unobservable unless it was
+//!    cancelled: no status, end time or callback to record.
 //! 2. **The state made is the state the scope would have had**: its start
 //!    time, name, deadline, clock and (if already assigned) id are moved
-//!    into it, and its status is `Running`.
+//!    into it, its token is linked under its token source (cancelled with
+//!    its cause if it fired), and its status is `Running`.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -43,6 +45,12 @@ use super::state::ScopeShared;
 use crate::backend::Backend;
 use crate::context::OperationStatus;
 use crate::sync::Ordering;
+use crate::token::{ChildLink, Link};
+use crate::CancellationToken;
+
+/// `LazyScope::source_waiter` when no waiter is registered (a slab key
+/// never reaches it).
+pub(super) const NO_WAITER: usize = usize::MAX;
 
 /// What a scope without shared state knows of itself (module docs).
 pub(crate) struct LazyScope {
@@ -53,12 +61,27 @@ pub(crate) struct LazyScope {
     pub(super) started: Instant,
     pub(super) deadline: Option<Instant>,
     pub(super) name: Option<Cow<'static, str>>,
-    /// 0 until assigned: assigned at the start only when a `tracing` span
-    /// names the scope.
+    /// Assigned at the start when a `tracing` span names the scope.
+    #[cfg(feature = "tracing")]
     pub(super) id: u64,
     /// The shared state, once the code inside asked the slot for it
     /// (`slot.rs`, invariant 2); the driver takes it after the poll.
     pub(super) made: Option<Arc<ScopeShared>>,
+    /// Its token source (`CancelScope::token`), until the state is made.
+    pub(super) source: Option<CancellationToken>,
+    /// Its waiter's key on `source` once it pended, or [`NO_WAITER`] (a
+    /// plain key, not an `Option`: the running state's room is the
+    /// limit).
+    pub(super) source_waiter: usize,
+    /// Its state's token linked under `source`, once the state is made;
+    /// the driver moves it into the running state.
+    pub(super) source_link: Option<ChildLink>,
+}
+
+impl Drop for LazyScope {
+    fn drop(&mut self) {
+        self.release_source();
+    }
 }
 
 impl LazyScope {
@@ -75,6 +98,7 @@ impl LazyScope {
             }
             None => unreachable!("a fresh scope state is not shared"),
         }
+        #[cfg(feature = "tracing")]
         if self.id != 0 {
             shared.assign_id(self.id);
         }
@@ -82,7 +106,34 @@ impl LazyScope {
             .clock
             .store(self.backend().clock().number(), Ordering::Release);
         shared.set_status(OperationStatus::Running);
+        if let Some(source) = &self.source {
+            // Linked as a running scope's first token source is: cancelled
+            // now, with its cause, if the source was.
+            self.source_link = source.attach(&shared.token, Link::Transparent);
+            self.release_source();
+        }
         shared
+    }
+
+    /// Forgets the token source (the waiter on it removed): the state's
+    /// link, if made, watches it from then on.
+    #[inline]
+    pub(super) fn release_source(&mut self) {
+        if let Some(source) = self.source.take() {
+            if self.source_waiter != NO_WAITER {
+                source.drop_waiter(self.source_waiter);
+                self.source_waiter = NO_WAITER;
+            }
+        }
+    }
+
+    /// `true` if its token source is cancelled (the checkpoints' hot
+    /// path).
+    #[inline]
+    pub(super) fn cancelled_by_source(&self) -> bool {
+        self.source
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
     }
 
     /// The shared state, made now if it was not (into `made`).

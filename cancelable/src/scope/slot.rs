@@ -93,16 +93,17 @@ impl Current {
     }
 
     /// Whether the current scope is cancelled: `None` outside any scope,
-    /// `Some(false)` for a scope without shared state (nothing can cancel
-    /// it; its deadline is the checkpoints' slow path,
-    /// [`Current::cancellation`]). The checkpoints' hot path.
+    /// for a scope without shared state, whether its token source is (its
+    /// deadline is the checkpoints' slow path, [`Current::cancellation`]).
+    /// The checkpoints' hot path.
     #[allow(unsafe_code)]
     #[inline]
     pub(crate) fn is_cancelled(&self) -> Option<bool> {
         match self.scope.get()? {
             // SAFETY: as in `with_scope`.
             Occupant::Shared(shared) => Some(unsafe { shared.as_ref() }.token.is_cancelled()),
-            Occupant::Lazy(_) => Some(false),
+            // SAFETY: as in `with_scope`.
+            Occupant::Lazy(lazy) => Some(unsafe { lazy.as_ref() }.cancelled_by_source()),
         }
     }
 
@@ -113,11 +114,14 @@ impl Current {
     pub(crate) fn cancellation(&self) -> Option<Cancelled> {
         if let Occupant::Lazy(lazy) = self.scope.get()? {
             // SAFETY: as in `with_scope`.
-            if !unsafe { lazy.as_ref() }.deadline_passed() {
+            let lazy = unsafe { lazy.as_ref() };
+            if !lazy.cancelled_by_source() && !lazy.deadline_passed() {
                 return None;
             }
-            // Passed: its state is made now and cancelled for the
-            // deadline, as the shard would have done at its next pend.
+            // Its token source cancelled (the state made is linked under
+            // it, cancelled with its cause) or its deadline passed (the
+            // chain's deadlines are enforced below): its state is made
+            // now.
         }
         self.with_scope(|scope| {
             (scope.token.is_cancelled() || scope.enforce_deadlines())
@@ -281,8 +285,12 @@ mod tests {
             started: Instant::now(),
             deadline: None,
             name: Some("lazy".into()),
+            #[cfg(feature = "tracing")]
             id: 0,
             made: None,
+            source: None,
+            source_waiter: super::super::lazy::NO_WAITER,
+            source_link: None,
         }
     }
 

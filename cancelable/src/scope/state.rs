@@ -212,6 +212,7 @@ impl ScopeShared {
 
     /// Gives a new state the id its scope was known by before the state
     /// existed (`lazy.rs`).
+    #[cfg(feature = "tracing")]
     pub(super) fn assign_id(&self, id: u64) {
         self.id.store(id, Ordering::Release);
     }

@@ -27,7 +27,7 @@ impl Future for WaitForCancellation<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        this.token.inner.poll_waiter(&mut this.key, cx)
+        this.token.inner.poll_waiter(&mut this.key, cx, false)
     }
 }
 
@@ -56,7 +56,7 @@ impl Future for WaitForCancellationOwned {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        this.token.inner.poll_waiter(&mut this.key, cx)
+        this.token.inner.poll_waiter(&mut this.key, cx, false)
     }
 }
 

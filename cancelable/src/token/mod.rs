@@ -16,7 +16,7 @@ mod tokio_util;
 use std::fmt;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
-use std::task::Waker;
+use std::task::{Context, Poll, Waker};
 
 pub use future::{
     RunUntilCancelled, RunUntilCancelledOwned, WaitForCancellation, WaitForCancellationOwned,
@@ -247,6 +247,26 @@ impl CancellationToken {
     /// ```
     pub fn child_count(&self) -> usize {
         self.inner.child_count()
+    }
+
+    /// A scope's waiter on `self`, its key held by the scope (`None`
+    /// until registered): `Ready` once cancelled, otherwise registered (or
+    /// kept, its waker swapped for this poll's if it changed) to wake
+    /// `cx`'s task at the cancel. What [`cancelled`](Self::cancelled)
+    /// does, for a scope without shared state watching its token source
+    /// (`scope/lazy.rs`); [`child_count`](Self::child_count) counts it as
+    /// a linked scope.
+    pub(crate) fn poll_scope_waiter(
+        &self,
+        key: &mut Option<usize>,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        self.inner.poll_waiter(key, cx, true)
+    }
+
+    /// Removes the waiter `key` of [`poll_scope_waiter`](Self::poll_scope_waiter).
+    pub(crate) fn drop_waiter(&self, key: usize) {
+        self.inner.unregister(key);
     }
 
     /// Links an existing token under `self`, as `child()` does for a new

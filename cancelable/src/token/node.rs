@@ -148,6 +148,10 @@ pub(crate) enum Link {
 
 pub(super) enum Listener {
     Waker(Option<Waker>),
+    /// The waker of a scope without shared state watching this token as
+    /// its source (`scope/lazy.rs`): a waker, counted as a linked scope
+    /// by `child_count`.
+    Scope(Option<Waker>),
     /// A linked child, held weakly: its `ChildLink` unregisters it.
     Child(Weak<TokenInner>, Link),
     Callback(Callback),
@@ -224,7 +228,7 @@ impl TokenInner {
         let child = Arc::new_cyclic(|weak: &Weak<TokenInner>| {
             let link = self
                 .link(weak.clone(), Link::Parent)
-                .map_err(|cause| inherited = Some(cause))
+                .map_err(|cause| inherited = Some(Cause::clone(&cause)))
                 .ok();
             TokenInner::new(link.into_iter().collect())
         });
@@ -248,7 +252,7 @@ impl TokenInner {
                     parent
                         .link(weak.clone(), Link::Parent)
                         .map_err(|cause| {
-                            inherited.get_or_insert(cause);
+                            inherited.get_or_insert_with(|| Cause::clone(&cause));
                         })
                         .ok()
                 })
@@ -275,13 +279,21 @@ impl TokenInner {
         // `child` is alive, so a cancel that takes this registration
         // reaches it; a parent already cancelled hands its cause back.
         self.link(Arc::downgrade(child), link)
-            .map_err(|cause| child.cancel(link.cause_for_child(&cause)))
+            .map_err(|cause| match link {
+                // The parent's own cause, shared rather than copied.
+                Link::Transparent => child.cancel_shared(cause),
+                Link::Parent => child.cancel(cause.for_child()),
+            })
             .ok()
     }
 
     /// Registers `child` with `self`: the link, or the cause if `self` is
     /// already cancelled.
-    fn link(self: &Arc<Self>, child: Weak<TokenInner>, link: Link) -> Result<ChildLink, Cause> {
+    fn link(
+        self: &Arc<Self>,
+        child: Weak<TokenInner>,
+        link: Link,
+    ) -> Result<ChildLink, StdArc<Cause>> {
         match self.register(Listener::Child(child, link)) {
             Ok(key) => Ok(ChildLink {
                 parent: self.clone(),
@@ -360,9 +372,9 @@ impl TokenInner {
         self.owner.wake();
         for listener in to_notify {
             match listener {
-                Listener::Waker(Some(waker)) => waker.wake(),
+                Listener::Waker(Some(waker)) | Listener::Scope(Some(waker)) => waker.wake(),
                 Listener::Callback(callback) => run_callback(callback, &cause),
-                Listener::Waker(None) | Listener::Child(..) => {}
+                Listener::Waker(None) | Listener::Scope(None) | Listener::Child(..) => {}
             }
         }
         true
@@ -370,13 +382,12 @@ impl TokenInner {
 
     /// Registers `listener` unless the token is already cancelled, in which
     /// case the listener is handed back together with the cause.
-    fn register(&self, listener: Listener) -> Result<usize, (Listener, Cause)> {
+    fn register(&self, listener: Listener) -> Result<usize, (Listener, StdArc<Cause>)> {
         let mut state = lock(&self.state);
         if self.is_cancelled() {
             let cause = state
                 .cause
-                .as_deref()
-                .cloned()
+                .clone()
                 .expect("a cause is recorded before the flag is set");
             return Err((listener, cause));
         }
@@ -417,7 +428,13 @@ impl TokenInner {
 
     /// Polls a waiter registered under `key` (none yet if `None`):
     /// `Ready` once the token is cancelled, else (re)registers the waker.
-    pub(super) fn poll_waiter(&self, key: &mut Option<usize>, cx: &mut Context<'_>) -> Poll<()> {
+    /// `scope`: the waiter is a scope's (`Listener::Scope`).
+    pub(super) fn poll_waiter(
+        &self,
+        key: &mut Option<usize>,
+        cx: &mut Context<'_>,
+        scope: bool,
+    ) -> Poll<()> {
         if self.is_cancelled() {
             return Poll::Ready(());
         }
@@ -430,16 +447,17 @@ impl TokenInner {
             // Invariant 4: while a cancel is in progress our key may point
             // into the slab it took: register afresh, the cancel collects it
             // when it publishes the flag (invariant 3).
-            Some(Listener::Waker(slot)) if !cancelling => match slot {
+            Some(Listener::Waker(slot) | Listener::Scope(slot)) if !cancelling => match slot {
                 Some(waker) if waker.will_wake(cx.waker()) => {}
                 _ => *slot = Some(cx.waker().clone()),
             },
             _ => {
-                *key = Some(
-                    state
-                        .listeners
-                        .insert(Listener::Waker(Some(cx.waker().clone()))),
-                )
+                let waker = Some(cx.waker().clone());
+                let listener = match scope {
+                    true => Listener::Scope(waker),
+                    false => Listener::Waker(waker),
+                };
+                *key = Some(state.listeners.insert(listener))
             }
         }
         Poll::Pending
@@ -450,7 +468,7 @@ impl TokenInner {
         lock(&self.state)
             .listeners
             .iter()
-            .filter(|(_, listener)| matches!(listener, Listener::Child(..)))
+            .filter(|(_, listener)| matches!(listener, Listener::Child(..) | Listener::Scope(_)))
             .count()
     }
 
@@ -463,16 +481,6 @@ impl TokenInner {
     /// Wakes the scope that owns this token.
     pub(super) fn wake_owner(&self) {
         self.owner.wake();
-    }
-}
-
-impl Link {
-    /// The cause a child linked this way is cancelled with.
-    fn cause_for_child(self, cause: &Cause) -> Cause {
-        match self {
-            Link::Parent => cause.for_child(),
-            Link::Transparent => cause.clone(),
-        }
     }
 }
 

@@ -131,34 +131,32 @@ impl Driver {
                             self.stage = Stage::Finished;
                         }
                         // Without `tracing` the lazy state owns nothing but
-                        // its name and its deadline's entry: those dropped,
-                        // the rest is forgotten rather than dropped field by
-                        // field.
+                        // its name, its deadline's entry and its token
+                        // source: those dropped, the rest is forgotten
+                        // rather than dropped field by field.
                         #[cfg(not(feature = "tracing"))]
                         {
                             drop(run.scope.name.take());
                             drop(run.deadline_entry.take());
+                            run.scope.release_source();
                             std::mem::forget(std::mem::replace(&mut self.stage, Stage::Finished));
                         }
                         return Poll::Ready(Ok(output));
                     }
-                    let deadline = run.scope.deadline;
-                    match deadline {
-                        // Pending under a deadline that has not passed: the
-                        // deadline shard wakes the task when it does.
-                        Some(deadline) if run.waits_for_deadline(deadline, cx) => {
-                            return Poll::Pending
-                        }
-                        Some(_) => {
-                            // Passed: the scope ends for it, with the state
-                            // it would have had, cancelled as the shard
-                            // cancels a scope with shared state.
-                            let shared = run.scope.make_shared();
-                            shared.token.cancel_cause(Cause::new(CancelReason::Timeout));
-                            self.shared = Some(shared);
-                        }
-                        None => return Poll::Pending,
+                    // Pending: its token source's waiter and its deadline's
+                    // entry in the shard wake the task.
+                    if run.waits(cx) {
+                        return Poll::Pending;
                     }
+                    // Its token source was cancelled (the state made is
+                    // linked under it, cancelled with its cause) or its
+                    // deadline passed: the scope ends for it, with the
+                    // state it would have had.
+                    let shared = run.scope.make_shared();
+                    if !shared.token.is_cancelled() {
+                        shared.token.cancel_cause(Cause::new(CancelReason::Timeout));
+                    }
+                    self.shared = Some(shared);
                 }
             }
             let armed = run.armed();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::super::armed::{Armed, LazyRun, NestedIn};
 #[cfg(feature = "tokio")]
 use super::super::deadlines::Place;
-use super::super::lazy::LazyScope;
+use super::super::lazy::{LazyScope, NO_WAITER};
 #[cfg(feature = "tracing")]
 use super::super::state::next_operation_id;
 use super::super::state::Parent;
@@ -22,7 +22,7 @@ use crate::source::{ArmedSources, Sink, Source};
 use crate::sync::lock;
 use crate::sync::Ordering;
 use crate::token::{Cause, Link};
-use crate::CancelReason;
+use crate::{CancelReason, CancellationToken};
 
 impl Driver {
     /// Starts the scope: [`Stage::Lazy`] when nothing but its body can
@@ -36,16 +36,16 @@ impl Driver {
         };
         let lazy = parent.is_none()
             && self.shared.is_none()
-            && config.first_token.is_none()
-            // No source, and no room allocated for any (see below).
+            // No source besides one token, and no room allocated for any
+            // (see below).
             && config.sources.capacity() == 0
             && config.extras.is_none();
         if lazy {
             // Read in place: the configuration is not moved.
-            let name = config.name.take();
+            let (name, source) = (config.name.take(), config.first_token.take());
             let (timeout, deadline, policy) =
                 (config.timeout, config.deadline, config.grace_policy);
-            let run = self.start_lazy(name, timeout, deadline, policy);
+            let run = self.start_lazy(name, source, timeout, deadline, policy);
             // What is left of the configuration owns nothing (no name,
             // token, source, room for sources or extras): forgotten
             // rather than dropped field by field.
@@ -63,11 +63,13 @@ impl Driver {
     }
 
     /// The start of a scope without shared state (`lazy.rs`): its
-    /// backend, start time, deadline and name, kept in its future.
+    /// backend, start time, deadline, name and token source, kept in its
+    /// future.
     #[inline(always)]
     fn start_lazy(
         &mut self,
         name: Option<Cow<'static, str>>,
+        source: Option<CancellationToken>,
         timeout: Option<Duration>,
         deadline: Option<Instant>,
         policy: GracePolicy,
@@ -100,8 +102,6 @@ impl Driver {
         // A `tracing` span names the scope by its id from the start.
         #[cfg(feature = "tracing")]
         let id = next_operation_id();
-        #[cfg(not(feature = "tracing"))]
-        let id = 0;
         #[cfg(feature = "tracing")]
         let span = start_span(id, name.as_deref());
         LazyRun {
@@ -110,8 +110,12 @@ impl Driver {
                 started,
                 deadline,
                 name,
+                #[cfg(feature = "tracing")]
                 id,
                 made: None,
+                source,
+                source_waiter: NO_WAITER,
+                source_link: None,
             },
             #[cfg(feature = "tokio")]
             start_runtime,
