@@ -3,8 +3,9 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::reason::Cause;
 use crate::CancelReason;
 
 /// The error a cancelled scope or checkpoint returns.
@@ -31,22 +32,57 @@ use crate::CancelReason;
 ///     }
 /// }
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Cancelled {
     // Boxed so that `Result<(), Cancelled>`, which every checkpoint
     // returns, is one pointer wide.
     inner: Box<Details>,
 }
 
-#[derive(Clone, Debug)]
+/// What the error knows, kept as the scope had it: the cause shared with
+/// the token that recorded it, the times as instants. The durations and
+/// the text are worked out only when read (a cancelled scope's error is
+/// often dropped unread).
+#[derive(Clone)]
 struct Details {
-    reason: CancelReason,
-    message: Option<Arc<str>>,
+    why: Why,
     operation: Option<Cow<'static, str>>,
     operation_id: Option<u64>,
-    elapsed: Option<Duration>,
-    cancelled_after: Option<Duration>,
+    times: Option<Times>,
     grace: GraceOutcome,
+}
+
+/// The reason and message.
+#[derive(Clone)]
+enum Why {
+    /// Its own: an error made from a reason (and a message).
+    Own(CancelReason, Option<Arc<str>>),
+    /// The cause a token recorded, shared with it rather than copied.
+    Shared(Arc<Cause>),
+}
+
+/// A scope's times, as instants: `started` and `ended` on the scope's
+/// clock, `asked` (when the cancel was asked for) on the real clock.
+#[derive(Clone, Copy)]
+pub(crate) struct Times {
+    pub(crate) started: Instant,
+    pub(crate) ended: Instant,
+    pub(crate) asked: Instant,
+}
+
+impl Times {
+    /// How long the scope had run when the error was made.
+    fn elapsed(&self) -> Duration {
+        self.ended.saturating_duration_since(self.started)
+    }
+
+    /// When the cancel came: the time since it, taken off the elapsed time
+    /// (clamped to it). `asked` is on the real clock, which the scope's
+    /// clock reads unless a test paused it.
+    fn cancelled_after(&self) -> Duration {
+        let since = self.ended.saturating_duration_since(self.asked);
+        self.elapsed().saturating_sub(since)
+    }
 }
 
 /// What became of a scope's body after the scope was cancelled, as
@@ -87,37 +123,54 @@ impl fmt::Display for GraceOutcome {
 impl Cancelled {
     /// A cancellation with `reason` and nothing else known.
     pub fn new(reason: CancelReason) -> Self {
+        Cancelled::with_why(Why::Own(reason, None))
+    }
+
+    fn with_why(why: Why) -> Self {
         Cancelled {
             inner: Box::new(Details {
-                reason,
-                message: None,
+                why,
                 operation: None,
                 operation_id: None,
-                elapsed: None,
-                cancelled_after: None,
+                times: None,
                 grace: GraceOutcome::NoGrace,
             }),
         }
     }
 
-    pub(crate) fn with_message(mut self, message: Option<Arc<str>>) -> Self {
-        self.inner.message = message;
-        self
+    /// The error a checkpoint reports for a token's recorded `cause`,
+    /// shared with the token rather than copied.
+    pub(crate) fn of_cause(cause: Arc<Cause>) -> Self {
+        Cancelled::with_why(Why::Shared(cause))
     }
 
-    /// The operation, and its two times: `elapsed` when the error was
-    /// made, `cancelled_after` when the cancellation was asked for (at most
-    /// `elapsed`).
-    pub(crate) fn with_operation(
-        mut self,
+    /// The error of a scope cancelled with `cause` (shared with the token
+    /// that recorded it): its operation, its times when known, and whether
+    /// a grace period applies.
+    pub(crate) fn of_scope(
+        cause: Arc<Cause>,
         name: Option<Cow<'static, str>>,
         id: u64,
-        times: Option<(Duration, Duration)>,
+        times: Option<Times>,
+        grace: GraceOutcome,
     ) -> Self {
-        self.inner.operation = name;
-        self.inner.operation_id = Some(id);
-        self.inner.cancelled_after = times.map(|(after, _)| after);
-        self.inner.elapsed = times.map(|(_, elapsed)| elapsed);
+        Cancelled {
+            inner: Box::new(Details {
+                why: Why::Shared(cause),
+                operation: name,
+                operation_id: Some(id),
+                times,
+                grace,
+            }),
+        }
+    }
+
+    pub(crate) fn with_message(mut self, message: Option<Arc<str>>) -> Self {
+        let reason = match self.inner.why {
+            Why::Own(reason, _) => reason,
+            Why::Shared(cause) => cause.reason.clone(),
+        };
+        self.inner.why = Why::Own(reason, message);
         self
     }
 
@@ -149,13 +202,19 @@ impl Cancelled {
 
     /// Why the scope was cancelled.
     pub fn reason(&self) -> &CancelReason {
-        &self.inner.reason
+        match &self.inner.why {
+            Why::Own(reason, _) => reason,
+            Why::Shared(cause) => &cause.reason,
+        }
     }
 
     /// The message given with the cancellation, if any
     /// (see [`CancellationToken::cancel_with`](crate::CancellationToken::cancel_with)).
     pub fn message(&self) -> Option<&str> {
-        self.inner.message.as_deref()
+        match &self.inner.why {
+            Why::Own(_, message) => message.as_deref(),
+            Why::Shared(cause) => cause.message.as_deref(),
+        }
     }
 
     /// The name of the cancelled operation, if the scope had one.
@@ -173,7 +232,7 @@ impl Cancelled {
     /// cancellation): its cleanup within a grace period included. `None`
     /// for a cancellation that did not come from a scope.
     pub fn elapsed(&self) -> Option<Duration> {
-        self.inner.elapsed
+        self.inner.times.as_ref().map(Times::elapsed)
     }
 
     /// How long the scope had run when its cancellation was asked for (the
@@ -207,12 +266,37 @@ impl Cancelled {
     /// # });
     /// ```
     pub fn cancelled_after(&self) -> Option<Duration> {
-        self.inner.cancelled_after
+        self.inner.times.as_ref().map(Times::cancelled_after)
     }
 
     /// `true` if the root reason is a timeout.
     pub fn is_timeout(&self) -> bool {
-        self.inner.reason.is_timeout()
+        self.reason().is_timeout()
+    }
+}
+
+// The same text as a derived `Debug` of the fields the error had when it
+// kept each value made (`Cancelled { inner: Details { reason, .. } }`).
+impl fmt::Debug for Cancelled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Fields<'a>(&'a Cancelled);
+        impl fmt::Debug for Fields<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let cancelled = self.0;
+                f.debug_struct("Details")
+                    .field("reason", cancelled.reason())
+                    .field("message", &cancelled.message())
+                    .field("operation", &cancelled.operation_name())
+                    .field("operation_id", &cancelled.operation_id())
+                    .field("elapsed", &cancelled.elapsed())
+                    .field("cancelled_after", &cancelled.cancelled_after())
+                    .field("grace", &cancelled.inner.grace)
+                    .finish()
+            }
+        }
+        f.debug_struct("Cancelled")
+            .field("inner", &Fields(self))
+            .finish()
     }
 }
 
@@ -223,18 +307,17 @@ impl fmt::Display for Cancelled {
             (None, Some(id)) => write!(f, "operation #{id} cancelled")?,
             _ => f.write_str("cancelled")?,
         }
-        match (self.inner.cancelled_after, self.inner.elapsed) {
+        match (self.cancelled_after(), self.elapsed()) {
             (Some(at), Some(ended)) => write!(f, " at {at:.1?}, ended after {ended:.1?}")?,
             (None, Some(ended)) => write!(f, " after {ended:.1?}")?,
             _ => {}
         }
-        write!(f, ": {}", self.inner.reason)?;
+        let reason = self.reason();
+        write!(f, ": {reason}")?;
         // A message that says what the reason says is not said twice.
         if let Some(message) = self
-            .inner
-            .message
-            .as_deref()
-            .filter(|message| !self.inner.reason.root().says(message))
+            .message()
+            .filter(|message| !reason.root().says(message))
         {
             write!(f, " ({message})")?;
         }
@@ -249,7 +332,7 @@ impl fmt::Display for Cancelled {
 
 impl std::error::Error for Cancelled {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self.inner.reason.root() {
+        match self.reason().root() {
             CancelReason::Error(error) => Some(error),
             _ => None,
         }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::Signal;
 
@@ -91,6 +92,49 @@ impl fmt::Display for CancelReason {
             CancelReason::ClientDisconnected => f.write_str("client disconnected"),
             CancelReason::Parent(inner) => write!(f, "enclosing scope cancelled ({inner})"),
             CancelReason::Error(error) => write!(f, "cancellation source failed: {error}"),
+        }
+    }
+}
+
+/// The reason and message recorded by the first cancel, and when it was
+/// asked for.
+#[derive(Clone, Debug)]
+pub(crate) struct Cause {
+    pub(crate) reason: CancelReason,
+    pub(crate) message: Option<Arc<str>>,
+    /// When the cancel was asked for (the real clock), which the children
+    /// it reaches share: the operations registry measures the cancellation
+    /// lag from it without a callback of its own on every token.
+    pub(crate) at: Instant,
+}
+
+impl Cause {
+    /// A cause without a message, asked for now.
+    pub(crate) fn new(reason: CancelReason) -> Self {
+        Cause {
+            reason,
+            message: None,
+            at: Instant::now(),
+        }
+    }
+
+    /// A cause with a message for logs and errors (an empty message is
+    /// recorded as none), asked for now.
+    pub(crate) fn with_message(reason: CancelReason, message: String) -> Self {
+        Cause {
+            reason,
+            message: (!message.is_empty()).then(|| Arc::from(message)),
+            at: Instant::now(),
+        }
+    }
+
+    /// The cause as a child sees it: `Parent(root reason)`, same message,
+    /// same moment.
+    pub(crate) fn for_child(&self) -> Self {
+        Cause {
+            reason: self.reason.for_child(),
+            message: self.message.clone(),
+            at: self.at,
         }
     }
 }

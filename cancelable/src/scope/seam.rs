@@ -19,7 +19,6 @@ use super::{slot, ScopeHandle, ScopeShared};
 use crate::backend::{Backend, Clock};
 use crate::context::OperationStatus;
 use crate::sync::{lock, Ordering};
-use crate::token::Cause;
 use crate::{CancelReason, CancellationToken, Cancelled};
 
 /// The end of a grace a layer holds (`CancelScope::held_grace`: a task
@@ -77,9 +76,9 @@ pub(crate) fn scope_cancel_recorded(scope: &ScopeHandle) -> bool {
 #[cfg_attr(not(feature = "tower"), allow(dead_code))]
 pub(crate) fn cancelled_by_error(token: &CancellationToken) -> Option<Cancelled> {
     token
-        .recorded_cause()
+        .recorded_shared_cause()
         .filter(|cause| matches!(cause.reason, CancelReason::Error(_)))
-        .map(Cause::into_cancelled)
+        .map(Cancelled::of_cause)
 }
 
 /// Keeps `text` as `scope`'s error (the registry shows it): a layer that

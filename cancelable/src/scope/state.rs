@@ -49,6 +49,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::backend::{saturating_add, Clock};
+use crate::cancelled::Times;
 use crate::context::{ContextData, OperationContext, OperationStatus, Progress};
 use crate::panic;
 use crate::sync::{lock, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
@@ -427,10 +428,12 @@ impl ScopeShared {
     }
 
     pub(super) fn cancelled_error(&self) -> Cancelled {
+        // The token's cause, shared: the error reads its reason and
+        // message from it when asked.
         let cause = self
             .token
-            .recorded_cause()
-            .unwrap_or_else(|| Cause::new(CancelReason::Manual));
+            .recorded_shared_cause()
+            .unwrap_or_else(|| std::sync::Arc::new(Cause::new(CancelReason::Manual)));
         let (name, started, has_grace) = {
             let data = lock(&self.data);
             let has_grace = data
@@ -439,14 +442,11 @@ impl ScopeShared {
                 .is_some_and(|extra| extra.grace.is_some());
             (data.name.clone(), data.started, has_grace)
         };
-        // `cause.at` is on the real clock, which the scope's clock reads
-        // unless a test paused it: the time since it, taken off the
-        // scope's elapsed time, is when the cancel came (clamped to it).
-        let times = started.map(|started| {
-            let now = self.clock().now();
-            let elapsed = now.saturating_duration_since(started);
-            let since = now.saturating_duration_since(cause.at);
-            (elapsed.saturating_sub(since), elapsed)
+        // The instants only: the error works its durations out when read.
+        let times = started.map(|started| Times {
+            started,
+            ended: self.clock().now(),
+            asked: cause.at,
         });
         // Inside a scope with a grace period, the body may still clean up;
         // the scope sets the final outcome when it ends.
@@ -454,10 +454,7 @@ impl ScopeShared {
             true => GraceOutcome::InGrace,
             false => GraceOutcome::NoGrace,
         };
-        Cancelled::new(cause.reason)
-            .with_message(cause.message)
-            .with_operation(name, self.id(), times)
-            .with_grace_outcome(grace)
+        Cancelled::of_scope(cause, name, self.id(), times, grace)
     }
 
     pub(crate) fn report_progress(&self, progress: Progress) {

@@ -148,6 +148,13 @@ impl CancellationToken {
         self.inner.recorded_cause()
     }
 
+    /// [`recorded_cause`](Self::recorded_cause) shared with the token, not
+    /// copied: what a scope's [`Cancelled`] keeps (its reason and message
+    /// read from it when asked for).
+    pub(crate) fn recorded_shared_cause(&self) -> Option<std::sync::Arc<Cause>> {
+        self.inner.recorded_shared_cause()
+    }
+
     /// When the cancel that cancelled this token was asked for (the real
     /// clock), once a cause is recorded.
     #[cfg(feature = "registry")]
@@ -163,9 +170,9 @@ impl CancellationToken {
 
     /// `Err(Cancelled)` if the token is cancelled, `Ok(())` otherwise.
     pub fn check(&self) -> Result<(), Cancelled> {
-        match self.inner.cause() {
+        match self.inner.shared_cause() {
             None => Ok(()),
-            Some(cause) => Err(cause.into_cancelled()),
+            Some(cause) => Err(Cancelled::of_cause(cause)),
         }
     }
 
@@ -173,7 +180,7 @@ impl CancellationToken {
     /// recorded its cause — possibly before the flag reads as cancelled
     /// (while the children are being cancelled).
     pub(crate) fn recorded_cancellation(&self) -> Option<Cancelled> {
-        self.recorded_cause().map(Cause::into_cancelled)
+        self.recorded_shared_cause().map(Cancelled::of_cause)
     }
 
     /// The error for the cancellation of a token known to be cancelled:

@@ -49,14 +49,13 @@
 
 use std::sync::Arc as StdArc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
 
 use atomic_waker::AtomicWaker;
 use slab::Slab;
 
 use crate::panic;
+pub(crate) use crate::reason::Cause;
 use crate::sync::{lock, Arc, AtomicBool, Mutex, Ordering, Weak};
-use crate::{CancelReason, Cancelled};
 
 /// The largest listener slab a reset node keeps (see [`TokenInner::reset`]).
 const KEPT_LISTENER_CAPACITY: usize = 16;
@@ -85,61 +84,13 @@ pub(super) struct TokenState {
     pub(super) tokio_util: Option<::tokio_util::sync::CancellationToken>,
 }
 
-/// The reason and message recorded by the first cancel, and when it was
-/// asked for.
-#[derive(Clone, Debug)]
-pub(crate) struct Cause {
-    pub(crate) reason: CancelReason,
-    pub(crate) message: Option<StdArc<str>>,
-    /// When the cancel was asked for (the real clock), which the children
-    /// it reaches share: the operations registry measures the cancellation
-    /// lag from it without a callback of its own on every token.
-    pub(crate) at: Instant,
-}
-
-impl Cause {
-    /// The error a checkpoint reports for this cause.
-    pub(crate) fn into_cancelled(self) -> Cancelled {
-        Cancelled::new(self.reason).with_message(self.message)
-    }
-
-    /// A cause without a message, asked for now.
-    pub(crate) fn new(reason: CancelReason) -> Self {
-        Cause {
-            reason,
-            message: None,
-            at: Instant::now(),
-        }
-    }
-
-    /// A cause with a message for logs and errors (an empty message is
-    /// recorded as none), asked for now.
-    pub(crate) fn with_message(reason: CancelReason, message: String) -> Self {
-        Cause {
-            reason,
-            message: (!message.is_empty()).then(|| StdArc::from(message)),
-            at: Instant::now(),
-        }
-    }
-
-    /// The cause as a child sees it: `Parent(root reason)`, same message,
-    /// same moment.
-    pub(crate) fn for_child(&self) -> Self {
-        Cause {
-            reason: self.reason.for_child(),
-            message: self.message.clone(),
-            at: self.at,
-        }
-    }
-}
-
 pub(crate) type Callback = Box<dyn FnOnce(&Cause) + Send>;
 
 /// How a parent's cancellation reaches a linked child.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Link {
-    /// With [`CancelReason::Parent`] carrying the parent's reason: a child
-    /// token, a scope started inside another.
+    /// With [`CancelReason::Parent`](crate::CancelReason::Parent) carrying
+    /// the parent's reason: a child token, a scope started inside another.
     Parent,
     /// With the parent's own reason and message: a scope linked to a token
     /// source, which reports the token's reason as its own.
@@ -316,6 +267,14 @@ impl TokenInner {
         lock(&self.state).cause.as_deref().cloned()
     }
 
+    /// [`cause`](Self::cause) as it is recorded: shared, not copied.
+    pub(super) fn shared_cause(&self) -> Option<StdArc<Cause>> {
+        if !self.is_cancelled() {
+            return None;
+        }
+        lock(&self.state).cause.clone()
+    }
+
     /// Whether a cancel has recorded its cause, even while the flag is not
     /// yet published: [`recorded_cause`](Self::recorded_cause)`.is_some()`
     /// without copying the cause.
@@ -325,7 +284,7 @@ impl TokenInner {
 
     /// When the recorded cause was asked for, without copying the cause.
     #[cfg(feature = "registry")]
-    pub(super) fn recorded_at(&self) -> Option<Instant> {
+    pub(super) fn recorded_at(&self) -> Option<std::time::Instant> {
         lock(&self.state).cause.as_ref().map(|cause| cause.at)
     }
 
@@ -334,6 +293,12 @@ impl TokenInner {
     /// which must not miss a cancel in progress (invariant 5).
     pub(super) fn recorded_cause(&self) -> Option<Cause> {
         lock(&self.state).cause.as_deref().cloned()
+    }
+
+    /// [`recorded_cause`](Self::recorded_cause) as it is recorded: shared,
+    /// not copied.
+    pub(super) fn recorded_shared_cause(&self) -> Option<StdArc<Cause>> {
+        lock(&self.state).cause.clone()
     }
 
     /// Records `cause` if no cause is recorded yet, cancels every child,
