@@ -125,7 +125,10 @@ on_every_backend! {
             .await
             .unwrap_err();
         assert_eq!(cancelled.reason(), &CancelReason::Timeout);
+        assert!(cancelled.is_timeout());
+        assert_eq!(cancelled.message(), None);
         assert_eq!(cancelled.operation_name(), Some("never looks"));
+        assert!(cancelled.elapsed().is_some_and(|elapsed| elapsed >= Duration::from_millis(20)));
         assert!(started.elapsed() >= Duration::from_millis(20));
         assert!(started.elapsed() < GENEROUS);
     }
@@ -170,6 +173,29 @@ on_every_backend! {
         assert_eq!(cancelled.reason(), &CancelReason::Condition);
         assert_eq!(cancelled.message(), Some("disk full"));
         assert_eq!(cancelled.operation_name(), Some("watching"));
+        // What a scope's error says of itself, as with shared state.
+        assert!(cancelled.operation_id().is_some_and(|id| id != 0));
+        let elapsed = cancelled.elapsed().expect("a scope's error has its times");
+        let after = cancelled.cancelled_after().expect("and when it was cancelled");
+        assert!(elapsed >= Duration::from_millis(5), "elapsed {elapsed:?}");
+        assert!(after >= Duration::from_millis(5) && after <= elapsed, "{after:?} of {elapsed:?}");
+        assert_eq!(cancelled.grace_outcome(), cancelable::GraceOutcome::NoGrace);
+    }
+
+    async fn two_lazy_scopes_cancelled_by_one_token_have_their_own_ids() {
+        let token = CancellationToken::new();
+        let canceller = token.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            canceller.cancel();
+        });
+        let (first, second) = futures::join!(
+            CancelScope::new().token(&token).run(pending::<()>()),
+            CancelScope::new().token(&token).run(pending::<()>()),
+        );
+        let (first, second) = (first.unwrap_err(), second.unwrap_err());
+        assert_eq!(first.reason(), &CancelReason::Manual);
+        assert_ne!(first.operation_id(), second.operation_id());
     }
 
     async fn the_first_checkpoint_sees_a_token_source_cancelled_before_the_start() {

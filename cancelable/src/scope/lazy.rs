@@ -12,9 +12,13 @@
 //!   `current_token()`, a cancellation-aware wait, a shield, a scope
 //!   nested in it, `run_blocking`): the slot makes the state
 //!   ([`LazyScope::share`]) and the driver takes it after the poll;
-//! * its deadline passes or its token source is cancelled: a checkpoint
-//!   finds it so, or the driver does at a pend; the state records the
-//!   cancellation.
+//! * its deadline passes or its token source is cancelled and a
+//!   checkpoint finds it so: the state records the cancellation, which
+//!   the checkpoint reports.
+//!
+//! Found so by the driver at a pend instead, the scope ends with the
+//! error its state would have given ([`LazyScope::cancelled_error`]),
+//! still without state.
 //!
 //! Pending, it stays lazy: its deadline's entry in the thread's deadline
 //! shard and its waiter on its token source hold the task's waker, not
@@ -28,9 +32,9 @@
 //!    holds and no parent; its deadline is checked by the checkpoints and,
 //!    once it pends, by its driver when the shard's entry wakes it; its
 //!    token source by the checkpoints' hot path and, at a pend, by its
-//!    driver, woken by the waiter. The shared state is made and cancelled
-//!    at that moment. So a lazy scope's end is unobservable unless it was
-//!    cancelled: no status, end time or callback to record.
+//!    driver, woken by the waiter. So a lazy scope's end is unobservable
+//!    but for its result: no status, end time or callback to record, no
+//!    parent to pass a cancellation up to.
 //! 2. **The state made is the state the scope would have had**: its start
 //!    time, name, deadline, clock and (if already assigned) id are moved
 //!    into it, its token is linked under its token source (cancelled with
@@ -43,10 +47,11 @@ use std::time::Instant;
 use super::pool;
 use super::state::ScopeShared;
 use crate::backend::Backend;
+use crate::cancelled::Times;
 use crate::context::OperationStatus;
 use crate::sync::Ordering;
-use crate::token::{ChildLink, Link};
-use crate::CancellationToken;
+use crate::token::{Cause, ChildLink, Link};
+use crate::{CancelReason, CancellationToken, Cancelled, GraceOutcome};
 
 /// `LazyScope::source_waiter` when no waiter is registered (a slab key
 /// never reaches it).
@@ -134,6 +139,42 @@ impl LazyScope {
         self.source
             .as_ref()
             .is_some_and(CancellationToken::is_cancelled)
+    }
+
+    /// The error of a scope that ends cancelled without shared state (its
+    /// token source cancelled, or its deadline passed, seen at a pend):
+    /// the error its state would have given — the token's cause (shared)
+    /// or `Timeout`, its name, an id, its times — made from what the
+    /// future keeps. Nothing else can observe its end (invariant 1).
+    pub(super) fn cancelled_error(&mut self) -> Cancelled {
+        let cause = self
+            .source
+            .as_ref()
+            .and_then(CancellationToken::recorded_shared_cause)
+            .unwrap_or_else(|| Arc::new(Cause::new(CancelReason::Timeout)));
+        let ended = match self.backend {
+            Some(backend) => backend.now(),
+            None => crate::backend::now(),
+        };
+        #[cfg(feature = "tracing")]
+        let id = match self.id {
+            0 => super::state::next_operation_id(),
+            id => id,
+        };
+        #[cfg(not(feature = "tracing"))]
+        let id = super::state::next_operation_id();
+        let times = Times {
+            started: self.started,
+            ended,
+            asked: cause.at,
+        };
+        Cancelled::of_scope(
+            cause,
+            self.name.take(),
+            id,
+            Some(times),
+            GraceOutcome::NoGrace,
+        )
     }
 
     /// The shared state, made now if it was not (into `made`).

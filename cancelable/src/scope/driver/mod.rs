@@ -35,8 +35,7 @@ use super::{config, Callback, CancelScope, Config, GracePolicy, GraceStart, Grac
 use crate::context::{ContextData, OperationStatus};
 use crate::panic;
 use crate::sync::{lock, Ordering};
-use crate::token::Cause;
-use crate::{CancelReason, Cancelled, GraceOutcome};
+use crate::{Cancelled, GraceOutcome};
 
 mod start;
 
@@ -148,15 +147,16 @@ impl Driver {
                     if run.waits(cx) {
                         return Poll::Pending;
                     }
-                    // Its token source was cancelled (the state made is
-                    // linked under it, cancelled with its cause) or its
-                    // deadline passed: the scope ends for it, with the
-                    // state it would have had.
-                    let shared = run.scope.make_shared();
-                    if !shared.token.is_cancelled() {
-                        shared.token.cancel_cause(Cause::new(CancelReason::Timeout));
-                    }
-                    self.shared = Some(shared);
+                    // Its token source was cancelled or its deadline
+                    // passed: the scope ends for it, with the error its
+                    // state would have given, and no state made (nothing
+                    // can observe its end: `lazy.rs`, invariant 1).
+                    let cancelled = run.scope.cancelled_error();
+                    #[cfg(feature = "tracing")]
+                    tracing::info!(parent: &run.span, reason = %cancelled.reason(), "scope cancelled");
+                    // Its deadline's entry and its waiter go with it.
+                    self.stage = Stage::Finished;
+                    return Poll::Ready(Err(cancelled));
                 }
             }
             let armed = run.armed();
