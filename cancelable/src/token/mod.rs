@@ -9,6 +9,7 @@
 
 mod future;
 mod guard;
+mod listeners;
 mod node;
 #[cfg(feature = "tokio-util")]
 mod tokio_util;

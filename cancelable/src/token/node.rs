@@ -51,8 +51,8 @@ use std::sync::Arc as StdArc;
 use std::task::{Context, Poll, Waker};
 
 use atomic_waker::AtomicWaker;
-use slab::Slab;
 
+use super::listeners::Listeners;
 use crate::panic;
 pub(crate) use crate::reason::Cause;
 use crate::sync::{lock, Arc, AtomicBool, Mutex, Ordering, Weak};
@@ -77,7 +77,7 @@ pub(super) struct TokenState {
     // the slot. Shared: the children of a cancelled node are cancelled with
     // one cause between them (see `cancel_children`), not one each.
     cause: Option<StdArc<Cause>>,
-    pub(super) listeners: Slab<Listener>,
+    pub(super) listeners: Listeners<Listener>,
     /// The `tokio_util` token every conversion of this token is a child of,
     /// made by the first conversion (see `super::tokio_util`).
     #[cfg(feature = "tokio-util")]
@@ -126,7 +126,7 @@ impl Drop for ChildLink {
         if state.cause.is_none()
             && matches!(state.listeners.get(self.key), Some(Listener::Child(..)))
         {
-            state.listeners.remove(self.key);
+            state.listeners.try_remove(self.key);
         }
     }
 }
@@ -138,7 +138,7 @@ impl TokenInner {
             owner: AtomicWaker::new(),
             state: Mutex::new(TokenState {
                 cause: None,
-                listeners: Slab::new(),
+                listeners: Listeners::default(),
                 #[cfg(feature = "tokio-util")]
                 tokio_util: None,
             }),
@@ -157,11 +157,7 @@ impl TokenInner {
         // Keeps a small slab's buffer, so that a reused node does not
         // allocate again for its first listeners; a large one (a node that
         // had many children) is freed rather than held by the pool.
-        if state.listeners.capacity() > KEPT_LISTENER_CAPACITY {
-            state.listeners = Slab::new();
-        } else if !state.listeners.is_empty() {
-            state.listeners.clear();
-        }
+        state.listeners.clear(KEPT_LISTENER_CAPACITY);
         #[cfg(feature = "tokio-util")]
         {
             state.tokio_util = None;
@@ -325,17 +321,18 @@ impl TokenInner {
             state.cause = Some(cause.clone());
             std::mem::take(&mut state.listeners)
         };
-        let mut to_notify = Vec::new();
         let mut for_children = ChildCauses::new(&cause);
-        cancel_children(early, &mut for_children, &mut to_notify);
+        cancel_children(&early, &mut for_children);
         let late = {
             let state = &mut *lock(&self.state);
             self.cancelled.store(true, Ordering::Release);
             std::mem::take(&mut state.listeners)
         };
-        cancel_children(late, &mut for_children, &mut to_notify);
+        cancel_children(&late, &mut for_children);
         self.owner.wake();
-        for listener in to_notify {
+        // The others, in the order they registered: the two slabs are
+        // walked again rather than copied into a list of their own.
+        for listener in early.into_iter().chain(late) {
             match listener {
                 Listener::Waker(Some(waker)) | Listener::Scope(Some(waker)) => waker.wake(),
                 Listener::Callback(callback) => run_callback(callback, &cause),
@@ -433,7 +430,7 @@ impl TokenInner {
         lock(&self.state)
             .listeners
             .iter()
-            .filter(|(_, listener)| matches!(listener, Listener::Child(..) | Listener::Scope(_)))
+            .filter(|listener| matches!(listener, Listener::Child(..) | Listener::Scope(_)))
             .count()
     }
 
@@ -474,20 +471,14 @@ impl<'a> ChildCauses<'a> {
     }
 }
 
-/// Cancels the children among `listeners` and keeps the others for notifying.
-fn cancel_children(
-    listeners: Slab<Listener>,
-    causes: &mut ChildCauses<'_>,
-    others: &mut Vec<Listener>,
-) {
-    for (_, listener) in listeners {
-        match listener {
-            Listener::Child(child, link) => {
-                if let Some(child) = child.upgrade() {
-                    child.cancel_shared(causes.for_link(link));
-                }
+/// Cancels the children among `listeners` (the others are notified after the
+/// flag is published).
+fn cancel_children(listeners: &Listeners<Listener>, causes: &mut ChildCauses<'_>) {
+    for listener in listeners.iter() {
+        if let Listener::Child(child, link) = listener {
+            if let Some(child) = child.upgrade() {
+                child.cancel_shared(causes.for_link(*link));
             }
-            other => others.push(other),
         }
     }
 }
