@@ -2,6 +2,7 @@
 //! timestamps, reason and metadata.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 #[cfg(any(feature = "registry", feature = "tower"))]
@@ -237,19 +238,26 @@ const MAX_TEXT_LEN: usize = 1024;
 
 /// `text`, cut to at most 1 KiB (at a character boundary, with `…` in
 /// place of the rest); borrowed text within the bound stays borrowed.
+#[inline]
 pub(crate) fn bounded(text: Cow<'static, str>) -> Cow<'static, str> {
     if text.len() <= MAX_TEXT_LEN {
         return text;
     }
+    cut(&text)
+}
+
+/// [`bounded`]'s rare case: `text`, longer than 1 KiB, cut.
+#[cold]
+fn cut(text: &str) -> Cow<'static, str> {
     let marker = '…';
     let mut end = MAX_TEXT_LEN - marker.len_utf8();
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    let mut cut = String::with_capacity(end + marker.len_utf8());
-    cut.push_str(&text[..end]);
-    cut.push(marker);
-    Cow::Owned(cut)
+    let mut kept = String::with_capacity(end + marker.len_utf8());
+    kept.push_str(&text[..end]);
+    kept.push(marker);
+    Cow::Owned(kept)
 }
 
 /// A scope's metadata: key/value pairs in the order given (a key given
@@ -257,8 +265,24 @@ pub(crate) fn bounded(text: Cow<'static, str>) -> Cow<'static, str> {
 /// values given as `&'static str` are kept borrowed: a scope whose
 /// metadata is known at compile time copies none. Made into a map only
 /// when read.
+///
+/// Its buffer comes from, and goes back to, a small per-thread pool
+/// ([`SPARE_BUFFERS`]): a scope given metadata on every run (a registered
+/// request's method and path) allocates none once the pool is warm.
 #[derive(Clone, Default, Debug)]
-pub(crate) struct Metadata(Vec<(Cow<'static, str>, Cow<'static, str>)>);
+pub(crate) struct Metadata(Vec<Pair>);
+
+/// A metadata key and its value.
+type Pair = (Cow<'static, str>, Cow<'static, str>);
+
+/// How many emptied metadata buffers a thread keeps, and the largest
+/// kept (in pairs): little memory, enough for scopes nested a few deep.
+const SPARE_BUFFERS: usize = 8;
+const SPARE_PAIRS: usize = 16;
+
+thread_local! {
+    static SPARE: RefCell<Vec<Vec<Pair>>> = const { RefCell::new(Vec::new()) };
+}
 
 impl Metadata {
     /// Sets `key` to `value`, both cut to 1 KiB.
@@ -266,7 +290,37 @@ impl Metadata {
         let (key, value) = (bounded(key), bounded(value));
         match self.0.iter_mut().find(|(held, _)| *held == key) {
             Some((_, held)) => *held = value,
-            None => self.0.push((key, value)),
+            None => self.push((key, value)),
+        }
+    }
+
+    /// Appends a pair whose key is new, in a pooled buffer if this is the
+    /// first.
+    #[inline]
+    fn push(&mut self, pair: Pair) {
+        if self.0.capacity() == 0 {
+            if let Ok(Some(buffer)) = SPARE.try_with(|spare| spare.borrow_mut().pop()) {
+                self.0 = buffer;
+            }
+        }
+        self.0.push(pair);
+    }
+
+    /// [`insert`](Self::insert) with a key known at compile time (a
+    /// layer's: short, never cut): the value alone is bounded, and the
+    /// keys are compared by address first.
+    #[cfg(all(feature = "tower", feature = "registry"))]
+    #[inline]
+    pub(crate) fn insert_static(&mut self, key: &'static str, value: Cow<'static, str>) {
+        debug_assert!(key.len() <= MAX_TEXT_LEN, "a static metadata key is short");
+        let value = bounded(value);
+        let held = self.0.iter_mut().find(|(held, _)| match held {
+            Cow::Borrowed(held) => std::ptr::eq(*held, key) || *held == key,
+            Cow::Owned(held) => held == key,
+        });
+        match held {
+            Some((_, held)) => *held = value,
+            None => self.push((Cow::Borrowed(key), value)),
         }
     }
 
@@ -281,6 +335,25 @@ impl Metadata {
             .iter()
             .map(|(key, value)| (key.to_string(), value.to_string()))
             .collect()
+    }
+}
+
+impl Drop for Metadata {
+    /// The buffer, emptied, goes back to the thread's pool (if it has
+    /// room and the buffer is not a large one).
+    fn drop(&mut self) {
+        let capacity = self.0.capacity();
+        if capacity == 0 || capacity > SPARE_PAIRS {
+            return;
+        }
+        self.0.clear();
+        let buffer = std::mem::take(&mut self.0);
+        let _ = SPARE.try_with(move |spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_BUFFERS {
+                spare.push(buffer);
+            }
+        });
     }
 }
 
@@ -303,6 +376,27 @@ mod tests {
             .collect();
         assert_eq!(pairs, [("b", "3"), ("a", "2")]);
         assert_eq!(metadata.to_map().len(), 2);
+    }
+
+    #[test]
+    fn a_pooled_metadata_buffer_comes_back_empty() {
+        use super::Metadata;
+
+        let mut first = Metadata::default();
+        first.insert("secret".into(), String::from("value").into());
+        let buffer = first.as_slice().as_ptr();
+        drop(first);
+        // The next metadata on this thread reuses the buffer, with none of
+        // the pairs it held.
+        let mut second = Metadata::default();
+        second.insert("method".into(), "GET".into());
+        assert_eq!(second.as_slice().as_ptr(), buffer);
+        assert_eq!(second.as_slice().len(), 1);
+        assert_eq!(&*second.as_slice()[0].0, "method");
+        // A clone owns a buffer of its own.
+        let copy = second.clone();
+        assert_ne!(copy.as_slice().as_ptr(), second.as_slice().as_ptr());
+        assert_eq!(copy.to_map(), second.to_map());
     }
 
     #[test]

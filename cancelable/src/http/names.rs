@@ -11,7 +11,7 @@
 //! kept names grow past `KEPT × KEPT_LEN` (256 KiB).
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +36,17 @@ thread_local! {
     /// its name without a lock. Bounded by the kept names.
     static THREAD_NAMES: RefCell<HashMap<&'static str, Vec<&'static str>, BuildHasherDefault<NameHasher>>> =
         RefCell::new(HashMap::default());
+    /// The kept name this thread used last: a server's requests mostly
+    /// repeat a route, and comparing the text costs less than hashing it.
+    static LAST_NAME: Cell<Option<&'static str>> = const { Cell::new(None) };
+}
+
+/// `true` if `name` is `"{method} {route}"`.
+fn is_name_of(name: &str, method: &str, route: &str) -> bool {
+    name.len() == method.len() + 1 + route.len()
+        && name.as_bytes()[method.len()] == b' '
+        && name.starts_with(method)
+        && name.ends_with(route)
 }
 
 /// The operation name of a `method` request to `route`: a kept name,
@@ -44,6 +55,11 @@ pub(super) fn operation_name(method: &str, route: &str) -> Cow<'static, str> {
     let len = method.len() + 1 + route.len();
     if len > KEPT_LEN {
         return Cow::Owned(format(method, route));
+    }
+    if let Ok(Some(last)) = LAST_NAME.try_with(Cell::get) {
+        if is_name_of(last, method, route) {
+            return Cow::Borrowed(last);
+        }
     }
     let found = THREAD_NAMES.try_with(|names| {
         let known = names.borrow().get(route).and_then(|kept| {
@@ -63,7 +79,10 @@ pub(super) fn operation_name(method: &str, route: &str) -> Cow<'static, str> {
         Some(name)
     });
     match found {
-        Ok(Some(name)) => Cow::Borrowed(name),
+        Ok(Some(name)) => {
+            let _ = LAST_NAME.try_with(|last| last.set(Some(name)));
+            Cow::Borrowed(name)
+        }
         _ => Cow::Owned(format(method, route)),
     }
 }
@@ -133,6 +152,13 @@ mod tests {
             operation_name("POST", "/names-test/{id}"),
             "POST /names-test/{id}"
         );
+        // The thread's last name answers only for its own method and route.
+        assert_eq!(operation_name("GET", "/names-test/{id}"), first);
+        assert_eq!(
+            operation_name("GET", "/names-test/{ix}"),
+            "GET /names-test/{ix}"
+        );
+        assert_eq!(operation_name("GET", "/names-test"), "GET /names-test");
         // From another thread: the same kept text.
         let other = std::thread::spawn(|| operation_name("GET", "/names-test/{id}"))
             .join()

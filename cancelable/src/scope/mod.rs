@@ -138,11 +138,9 @@ impl CancelScope {
     /// [`metadata`](Self::metadata) with a key known at compile time and
     /// a value that may be (a layer's metadata): neither is copied.
     #[cfg(all(feature = "tower", feature = "registry"))]
+    #[inline]
     pub(crate) fn static_metadata(mut self, key: &'static str, value: Cow<'static, str>) -> Self {
-        self.config
-            .extras()
-            .metadata
-            .insert(Cow::Borrowed(key), value);
+        self.config.extras().metadata.insert_static(key, value);
         self
     }
 
