@@ -209,6 +209,40 @@ on_every_backend! {
         assert_eq!(outcome.unwrap_err().reason(), &CancelReason::Manual);
     }
 
+    async fn the_first_of_its_deadline_and_its_token_to_fire_gives_the_reason() {
+        // Both fire while nothing polls the scope: its deadline first, its
+        // token 30 ms later. The first to fire cancels the scope.
+        let token = CancellationToken::new();
+        let mut run = Box::pin(
+            CancelScope::new()
+                .token(&token)
+                .timeout(Duration::from_millis(10))
+                .run(pending::<()>()),
+        );
+        let first = run
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(futures::task::noop_waker_ref()));
+        assert!(first.is_pending());
+        std::thread::sleep(Duration::from_millis(40));
+        token.cancel_with(CancelReason::Condition, "too late");
+        let cancelled = run.await.unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Timeout);
+        // And the other way round: the token first, the deadline long after.
+        let token = CancellationToken::new();
+        let canceller = token.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            canceller.cancel_with(CancelReason::Condition, "first");
+        });
+        let cancelled = CancelScope::new()
+            .token(&token)
+            .timeout(GENEROUS)
+            .run(pending::<()>())
+            .await
+            .unwrap_err();
+        assert_eq!(cancelled.reason(), &CancelReason::Condition);
+    }
+
     async fn a_pending_scope_counts_among_its_token_source_s_children() {
         let token = CancellationToken::new();
         {

@@ -112,12 +112,30 @@ impl LazyScope {
             .store(self.backend().clock().number(), Ordering::Release);
         shared.set_status(OperationStatus::Running);
         if let Some(source) = &self.source {
+            // Its deadline passed before its source fired, both unseen:
+            // the first to fire cancels the scope.
+            let deadline_first = self.deadline.is_some()
+                && source.is_cancelled()
+                && source
+                    .recorded_shared_cause()
+                    .is_some_and(|cause| self.deadline_came_first(&cause));
+            if deadline_first {
+                shared.token.cancel_cause(Cause::new(CancelReason::Timeout));
+            }
             // Linked as a running scope's first token source is: cancelled
             // now, with its cause, if the source was.
             self.source_link = source.attach(&shared.token, Link::Transparent);
             self.release_source();
         }
         shared
+    }
+
+    /// `true` if the scope's deadline came before its source's `cause`
+    /// was recorded: both fired while nothing looked, and the first to
+    /// fire is the scope's reason. `cause.at` is on the real clock, which
+    /// the scope's reads unless a test paused tokio's.
+    fn deadline_came_first(&self, cause: &Cause) -> bool {
+        self.deadline.is_some_and(|deadline| deadline <= cause.at)
     }
 
     /// Forgets the token source (the waiter on it removed): the state's
@@ -151,6 +169,7 @@ impl LazyScope {
             .source
             .as_ref()
             .and_then(CancellationToken::recorded_shared_cause)
+            .filter(|cause| !self.deadline_came_first(cause))
             .unwrap_or_else(|| Arc::new(Cause::new(CancelReason::Timeout)));
         let ended = match self.backend {
             Some(backend) => backend.now(),
