@@ -41,3 +41,12 @@ pub fn wait_until(mut ready: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
+
+/// Polls `future` once with a waker nobody listens to: nothing the poll
+/// registers (a timer, a waiter) will wake anyone.
+pub fn poll_once_by_hand<F: std::future::Future>(
+    future: std::pin::Pin<&mut F>,
+) -> std::task::Poll<F::Output> {
+    let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+    future.poll(&mut cx)
+}

@@ -8,6 +8,7 @@ use std::pin::{pin, Pin};
 use std::time::{Duration, Instant};
 
 use cancelable::{CancelReason, CancelScope, Cancelled};
+use cancelable_tests::poll_once_by_hand;
 use futures::stream::{FuturesUnordered, StreamExt};
 
 /// The clock scopes follow: tokio's (equal to the system's unless paused).
@@ -400,12 +401,6 @@ fn dropped_runtime_then_block_on() {
     let (start, scope) = scope_outliving_its_runtime();
     let outcome = futures::executor::block_on(scope);
     assert_ended_at_its_deadline(start, outcome);
-}
-
-/// Polls `future` once with a no-op waker: nothing drives its timers.
-fn poll_once_by_hand<F: Future>(future: Pin<&mut F>) -> std::task::Poll<F::Output> {
-    let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
-    future.poll(&mut cx)
 }
 
 /// A pending body that counts its polls.

@@ -3,7 +3,7 @@
 //! passed deadline): what it would have had from its start must show
 //! then, and everything a scope does must still hold.
 
-use std::future::{pending, Future};
+use std::future::pending;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use cancelable::{
     checkpoint, current_scope, current_token, CancelReason, CancelScope, CancellationToken,
     OperationStatus, ScopeHandle,
 };
-use cancelable_tests::{on_every_backend, sleep};
+use cancelable_tests::{on_every_backend, poll_once_by_hand, sleep};
 use futures::FutureExt;
 
 /// A bound far above any honest timing on a loaded 2-core machine.
@@ -141,9 +141,7 @@ on_every_backend! {
                 .timeout(Duration::from_millis(20))
                 .run(pending::<()>()),
         );
-        let first = run
-            .as_mut()
-            .poll(&mut std::task::Context::from_waker(futures::task::noop_waker_ref()));
+        let first = poll_once_by_hand(run.as_mut());
         assert!(first.is_pending());
         // The sleep first: polled first when both are ready, it wins a tie
         // (a task woken only by it).
@@ -219,9 +217,7 @@ on_every_backend! {
                 .timeout(Duration::from_millis(10))
                 .run(pending::<()>()),
         );
-        let first = run
-            .as_mut()
-            .poll(&mut std::task::Context::from_waker(futures::task::noop_waker_ref()));
+        let first = poll_once_by_hand(run.as_mut());
         assert!(first.is_pending());
         std::thread::sleep(Duration::from_millis(40));
         token.cancel_with(CancelReason::Condition, "too late");
@@ -247,9 +243,7 @@ on_every_backend! {
         let token = CancellationToken::new();
         {
             let mut run = Box::pin(CancelScope::new().token(&token).run(pending::<()>()));
-            let first = run
-                .as_mut()
-                .poll(&mut std::task::Context::from_waker(futures::task::noop_waker_ref()));
+            let first = poll_once_by_hand(run.as_mut());
             assert!(first.is_pending());
             assert_eq!(token.child_count(), 1);
         }
