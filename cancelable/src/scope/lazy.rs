@@ -57,6 +57,17 @@ use crate::{CancelReason, CancellationToken, Cancelled, GraceOutcome};
 /// never reaches it).
 pub(super) const NO_WAITER: usize = usize::MAX;
 
+/// Now, on the clock of a scope without shared state: its backend's once
+/// detected, else `backend::now`, the same clock read without the
+/// detection.
+#[inline]
+pub(super) fn now_on(backend: Option<Backend>) -> Instant {
+    match backend {
+        Some(backend) => backend.now(),
+        None => crate::backend::now(),
+    }
+}
+
 /// What a scope without shared state knows of itself (module docs).
 pub(crate) struct LazyScope {
     /// Detected at the start for a scope with a deadline; for one without,
@@ -171,10 +182,7 @@ impl LazyScope {
             .and_then(CancellationToken::recorded_shared_cause)
             .filter(|cause| !self.deadline_came_first(cause))
             .unwrap_or_else(|| Arc::new(Cause::new(CancelReason::Timeout)));
-        let ended = match self.backend {
-            Some(backend) => backend.now(),
-            None => crate::backend::now(),
-        };
+        let ended = now_on(self.backend);
         #[cfg(feature = "tracing")]
         let id = match self.id {
             0 => super::state::next_operation_id(),
@@ -214,12 +222,7 @@ impl LazyScope {
 
     /// `true` if the scope's deadline has passed on its clock.
     pub(super) fn deadline_passed(&self) -> bool {
-        self.deadline.is_some_and(|deadline| {
-            let now = match self.backend {
-                Some(backend) => backend.now(),
-                None => crate::backend::now(),
-            };
-            now >= deadline
-        })
+        self.deadline
+            .is_some_and(|deadline| now_on(self.backend) >= deadline)
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::super::armed::{Armed, LazyRun, NestedIn};
 #[cfg(feature = "tokio")]
 use super::super::deadlines::Place;
-use super::super::lazy::{LazyScope, NO_WAITER};
+use super::super::lazy::{now_on, LazyScope, NO_WAITER};
 #[cfg(feature = "tracing")]
 use super::super::state::next_operation_id;
 use super::super::state::Parent;
@@ -87,10 +87,7 @@ impl Driver {
         };
         #[cfg(not(feature = "tokio"))]
         let backend = with_deadline.then(Backend::detect);
-        let started = match backend {
-            Some(backend) => backend.now(),
-            None => crate::backend::now(),
-        };
+        let started = now_on(backend);
         let deadline = match with_deadline {
             true => {
                 let timeout_at = timeout.and_then(|timeout| started.checked_add(timeout));
