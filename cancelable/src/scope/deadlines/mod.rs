@@ -162,6 +162,7 @@ struct Entry {
 }
 
 /// Whom an entry tells when its deadline is reached.
+#[derive(Clone)]
 pub(crate) enum Target {
     /// A scope with shared state: cancelled for its deadline (if the clock
     /// agrees), its owner woken.
@@ -483,10 +484,7 @@ impl Shard {
             state
                 .entries
                 .iter()
-                .map(|(_, entry)| match &entry.target {
-                    Target::Scope(scope) => Target::Scope(scope.clone()),
-                    Target::Task(waker) => Target::Task(waker.clone()),
-                })
+                .map(|(_, entry)| entry.target.clone())
                 .collect()
         };
         for target in targets {
