@@ -105,24 +105,24 @@ impl<Listener> IntoIterator for Listeners<Listener> {
 mod tests {
     use super::*;
 
-    fn waiter() -> u32 {
+    fn entry() -> u32 {
         7
     }
 
     #[test]
     fn the_first_entry_is_inline_and_keys_stay_valid() {
         let mut listeners = Listeners::default();
-        let first = listeners.insert(waiter());
+        let first = listeners.insert(entry());
         assert!(listeners.rest.is_none(), "one listener, no slab");
-        let second = listeners.insert(waiter());
-        let third = listeners.insert(waiter());
+        let second = listeners.insert(entry());
+        let third = listeners.insert(entry());
         assert_eq!((first, second, third), (0, 1, 2));
         assert!(listeners.get(first).is_some());
         assert!(listeners.try_remove(first).is_some());
         assert!(listeners.get(first).is_none());
         assert!(listeners.get_mut(second).is_some());
         // The inline room is used again first.
-        assert_eq!(listeners.insert(waiter()), 0);
+        assert_eq!(listeners.insert(entry()), 0);
         assert_eq!(listeners.iter().count(), 3);
         assert!(listeners.try_remove(third).is_some());
         assert!(listeners.try_remove(third).is_none());
@@ -133,7 +133,7 @@ mod tests {
     fn clear_keeps_a_small_buffer_and_frees_a_large_one() {
         let mut listeners = Listeners::default();
         for _ in 0..3 {
-            listeners.insert(waiter());
+            listeners.insert(entry());
         }
         listeners.clear(8);
         assert_eq!(listeners.iter().count(), 0);
@@ -142,7 +142,7 @@ mod tests {
             .as_ref()
             .is_some_and(|rest| rest.capacity() > 0));
         for _ in 0..20 {
-            listeners.insert(waiter());
+            listeners.insert(entry());
         }
         listeners.clear(8);
         assert_eq!(listeners.iter().count(), 0);
