@@ -17,6 +17,19 @@ use futures::FutureExt;
 /// A bound far above any honest timing on a loaded 2-core machine.
 const GENEROUS: Duration = Duration::from_secs(10);
 
+/// Runs `cancel` on `token` from another thread, 5 ms from now: while the
+/// scope under test pends.
+fn cancel_soon(
+    token: &CancellationToken,
+    cancel: impl FnOnce(&CancellationToken) + Send + 'static,
+) {
+    let token = token.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(5));
+        cancel(&token);
+    });
+}
+
 on_every_backend! {
     async fn state_made_inside_the_body_has_the_name_start_and_deadline_of_the_start() {
         let before = Instant::now();
@@ -156,10 +169,8 @@ on_every_backend! {
 
     async fn a_token_source_cancelled_while_the_body_pends_ends_the_scope_with_its_reason() {
         let token = CancellationToken::new();
-        let canceller = token.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(5));
-            canceller.cancel_with(CancelReason::Condition, "disk full");
+        cancel_soon(&token, |token| {
+            token.cancel_with(CancelReason::Condition, "disk full");
         });
         let cancelled = CancelScope::new()
             .name("watching")
@@ -182,10 +193,8 @@ on_every_backend! {
 
     async fn two_lazy_scopes_cancelled_by_one_token_have_their_own_ids() {
         let token = CancellationToken::new();
-        let canceller = token.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(5));
-            canceller.cancel();
+        cancel_soon(&token, |token| {
+            token.cancel();
         });
         let (first, second) = futures::join!(
             CancelScope::new().token(&token).run(pending::<()>()),
@@ -225,10 +234,8 @@ on_every_backend! {
         assert_eq!(cancelled.reason(), &CancelReason::Timeout);
         // And the other way round: the token first, the deadline long after.
         let token = CancellationToken::new();
-        let canceller = token.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(5));
-            canceller.cancel_with(CancelReason::Condition, "first");
+        cancel_soon(&token, |token| {
+            token.cancel_with(CancelReason::Condition, "first");
         });
         let cancelled = CancelScope::new()
             .token(&token)
@@ -316,8 +323,7 @@ on_every_backend! {
         let cancelled = CancelScope::new()
             .run(async {
                 let token = current_token().expect("inside a scope");
-                std::thread::spawn(move || {
-                    std::thread::sleep(Duration::from_millis(5));
+                cancel_soon(&token, |token| {
                     token.cancel();
                 });
                 pending::<()>().await
