@@ -469,12 +469,17 @@ fn pending_tasks(n: u64, kind: Pending) {
                         }
                     })
                 }
+                // Each wait is built inside its task, as the bare body's
+                // and the peer's are: a future built outside and moved in
+                // is kept twice in the task (the moved-in value and the
+                // one awaited), whatever the future.
                 Pending::Scope => {
-                    let run = CancelScope::new()
-                        .timeout(FIVE_SECONDS)
-                        .token(&ours)
-                        .run(body);
+                    let token = ours.clone();
                     tokio::spawn(async move {
+                        let run = CancelScope::new()
+                            .timeout(FIVE_SECONDS)
+                            .token(&token)
+                            .run(body);
                         assert!(run.await.is_err());
                     })
                 }
