@@ -285,7 +285,9 @@ mod sizes {
         let run = size_of::<crate::ScopeRun<std::future::Pending<()>>>();
         assert!(run <= run_bound, "ScopeRun is {run} bytes");
         assert!(size_of::<crate::scope::ScopeShared>() <= 160);
-        assert!(size_of::<crate::token::TokenInner>() <= 112);
+        // With its `Arc` counts, a node within glibc's fast bins (chunks
+        // up to 128 bytes).
+        assert!(size_of::<crate::token::TokenInner>() <= 96);
         assert_eq!(size_of::<crate::CancellationToken>(), size_of::<usize>());
     }
 }

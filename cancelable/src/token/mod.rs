@@ -58,7 +58,7 @@ impl CancellationToken {
     /// A new, uncancelled token with no parent.
     pub fn new() -> Self {
         CancellationToken {
-            inner: Arc::new(TokenInner::new(Box::default())),
+            inner: Arc::new(TokenInner::new(None)),
         }
     }
 

@@ -67,9 +67,17 @@ pub(crate) struct TokenInner {
     owner: AtomicWaker,
     pub(super) state: Mutex<TokenState>,
     /// Keeps this token registered with its parents (none, one, or several
-    /// for a linked token); dropping it detaches from all of them. A boxed
-    /// slice: as small as an `Option`, no allocation when empty.
-    _parents: Box<[ChildLink]>,
+    /// for a linked token); dropping it detaches from all of them. One
+    /// pointer, no allocation when empty.
+    _parents: Option<Box<Parents>>,
+}
+
+/// The links of a node with parents, held for their `Drop` (see
+/// [`ChildLink`]): one allocation for one parent as for several, and a
+/// child token's one link boxed without going through a list.
+pub(super) enum Parents {
+    One(#[allow(dead_code)] ChildLink),
+    Many(#[allow(dead_code)] Box<[ChildLink]>),
 }
 
 pub(super) struct TokenState {
@@ -132,7 +140,7 @@ impl Drop for ChildLink {
 }
 
 impl TokenInner {
-    pub(super) fn new(parents: Box<[ChildLink]>) -> Self {
+    pub(super) fn new(parents: Option<Box<Parents>>) -> Self {
         TokenInner {
             cancelled: AtomicBool::new(false),
             owner: AtomicWaker::new(),
@@ -164,8 +172,8 @@ impl TokenInner {
         }
         // Unregisters from the parents (there are none for a scope's token:
         // its links are kept by the scope, not by the node).
-        if !self._parents.is_empty() {
-            self._parents = Box::default();
+        if self._parents.is_some() {
+            self._parents = None;
         }
     }
 
@@ -177,7 +185,7 @@ impl TokenInner {
                 .link(weak.clone(), Link::Parent)
                 .map_err(|cause| inherited = Some(Cause::clone(&cause)))
                 .ok();
-            TokenInner::new(link.into_iter().collect())
+            TokenInner::new(link.map(|link| Box::new(Parents::One(link))))
         });
         // Invariant 5: the parent was cancelled before we registered, or
         // while the child was still being built (its weak pointer could not
@@ -203,8 +211,8 @@ impl TokenInner {
                         })
                         .ok()
                 })
-                .collect();
-            TokenInner::new(links)
+                .collect::<Box<[ChildLink]>>();
+            TokenInner::new((!links.is_empty()).then(|| Box::new(Parents::Many(links))))
         });
         // Invariant 5, for each parent: one cancelled before we registered,
         // or while the child was being built.
