@@ -300,6 +300,7 @@ impl CancelScope {
     /// assert_eq!(outcome.unwrap_err().reason(), &CancelReason::Manual);
     /// # });
     /// ```
+    #[inline]
     pub fn token(self, token: &CancellationToken) -> Self {
         self.source(Source::token(token))
     }
@@ -323,6 +324,7 @@ impl CancelScope {
     /// Adds a source; the first source to fire cancels the scope (sources
     /// combine as "any of": nest [`Source::any_of`] inside
     /// [`Source::all_of`] for other combinations).
+    #[inline]
     pub fn source(mut self, mut source: Source) -> Self {
         if self.config.sources.is_empty() && self.config.first_token.is_none() {
             match source.into_token() {

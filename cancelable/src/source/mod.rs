@@ -88,6 +88,7 @@ impl Source {
     }
 
     /// Fires when `token` is cancelled; the scope reports the token's reason.
+    #[inline]
     pub fn token(token: &CancellationToken) -> Source {
         Source {
             kind: SourceKind::Token(token.clone()),
@@ -176,6 +177,7 @@ impl Source {
     }
 
     /// The token of a plain token source, or the source itself.
+    #[inline]
     pub(crate) fn into_token(self) -> Result<CancellationToken, Source> {
         match self.kind {
             SourceKind::Token(token) => Ok(token),

@@ -340,13 +340,13 @@ impl TokenInner {
         self.owner.wake();
         // The others, in the order they registered: the two slabs are
         // walked again rather than copied into a list of their own.
-        for listener in early.into_iter().chain(late) {
-            match listener {
-                Listener::Waker(Some(waker)) | Listener::Scope(Some(waker)) => waker.wake(),
-                Listener::Callback(callback) => run_callback(callback, &cause),
-                Listener::Waker(None) | Listener::Scope(None) | Listener::Child(..) => {}
-            }
-        }
+        let notify = |listener| match listener {
+            Listener::Waker(Some(waker)) | Listener::Scope(Some(waker)) => waker.wake(),
+            Listener::Callback(callback) => run_callback(callback, &cause),
+            Listener::Waker(None) | Listener::Scope(None) | Listener::Child(..) => {}
+        };
+        early.drain(notify);
+        late.drain(notify);
         true
     }
 
@@ -482,13 +482,13 @@ impl<'a> ChildCauses<'a> {
 /// Cancels the children among `listeners` (the others are notified after the
 /// flag is published).
 fn cancel_children(listeners: &Listeners<Listener>, causes: &mut ChildCauses<'_>) {
-    for listener in listeners.iter() {
+    listeners.visit(|listener| {
         if let Listener::Child(child, link) = listener {
             if let Some(child) = child.upgrade() {
                 child.cancel_shared(causes.for_link(*link));
             }
         }
-    }
+    });
 }
 
 /// Runs a cancel callback; a panic in user code is contained so that the
