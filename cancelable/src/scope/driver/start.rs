@@ -91,7 +91,7 @@ impl Driver {
         let deadline = match with_deadline {
             true => {
                 let timeout_at = timeout.and_then(|timeout| started.checked_add(timeout));
-                deadline.into_iter().chain(timeout_at).min()
+                earliest(deadline, timeout_at)
             }
             false => None,
         };
@@ -173,7 +173,7 @@ impl Driver {
             // A deadline set through a handle before the start was set
             // after the builder's: the last one set wins.
             if !handle_set_deadline {
-                data.deadline = config.deadline.into_iter().chain(timeout_at).min();
+                data.deadline = earliest(config.deadline, timeout_at);
             }
             data.deadline
         });
@@ -284,4 +284,14 @@ fn start_span(id: u64, name: Option<&str>) -> tracing::Span {
     let span = tracing::debug_span!("cancel_scope", id, name);
     tracing::debug!(parent: &span, "scope started");
     span
+}
+
+/// The earlier of two optional deadlines (matched, not iterated: on every
+/// scope start).
+#[inline(always)]
+fn earliest(one: Option<Instant>, other: Option<Instant>) -> Option<Instant> {
+    match (one, other) {
+        (Some(one), Some(other)) => Some(one.min(other)),
+        (one, other) => one.or(other),
+    }
 }
