@@ -6,6 +6,11 @@
 //! Memory per scope is measured with a counting allocator: live heap bytes
 //! per task, minus those of a task running the bare body.
 //!
+//! Each case runs in a process of its own (the bench runs itself again),
+//! twice, in the order bare, ours, peer, peer, ours, bare: in one process
+//! the cases that ran later found the allocator's free lists filled and
+//! the memory already mapped by the earlier ones, which flattered them.
+//!
 //! `cargo bench -p cancelable --bench scale`
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -82,18 +87,114 @@ where
     }
 }
 
+/// The variable that makes the bench process run one case and print its
+/// figures (see [`main`]).
+const CASE_VARIABLE: &str = "CANCELABLE_SCALE_CASE";
+
+/// The cases, by the name a child process is given.
+const CASES: [(&str, &str); 3] = [
+    ("bare", "bare body (baseline)"),
+    ("ours", "cancelable scope: timeout + parent token"),
+    ("peer", "tokio-util child token + tokio timeout"),
+];
+
 fn main() {
+    match std::env::var(CASE_VARIABLE) {
+        Ok(case) => run_case(&case),
+        Err(_) => compare(),
+    }
+}
+
+/// Runs each case twice, each in a process of its own, and prints the
+/// table: bytes per task, and the cancel-all time of each run.
+fn compare() {
+    let order = ["bare", "ours", "peer", "peer", "ours", "bare"];
+    let mut runs: Vec<(&str, Run)> = Vec::new();
+    for case in order {
+        let output = std::process::Command::new(std::env::current_exe().expect("the bench binary"))
+            .env(CASE_VARIABLE, case)
+            .output()
+            .expect("the bench runs itself");
+        assert!(
+            output.status.success(),
+            "the case {case} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        runs.push((case, Run::parse(&String::from_utf8_lossy(&output.stdout))));
+    }
+    let of = |case: &str| -> Vec<&Run> {
+        runs.iter()
+            .filter(|(name, _)| *name == case)
+            .map(|(_, run)| run)
+            .collect()
+    };
+    let bare_bytes = of("bare")[0].bytes_per_task;
+    println!("{SCOPES} concurrent scopes with a timeout on tokio multi-thread (2 workers),");
+    println!(
+        "each case in its own process, run twice (order: {})",
+        order.join(", ")
+    );
+    println!(
+        "{:<44} {:>16} {:>18} {:>24}",
+        "", "bytes per task", "beyond bare body", "cancel all (runs 1 / 2)"
+    );
+    for (case, name) in CASES {
+        let case_runs = of(case);
+        println!(
+            "{:<44} {:>16.0} {:>18.0} {:>11.1?} / {:>10.1?}   (spawned in {:.1?} / {:.1?})",
+            name,
+            case_runs[0].bytes_per_task,
+            case_runs[0].bytes_per_task - bare_bytes,
+            case_runs[0].cancel_all,
+            case_runs[1].cancel_all,
+            case_runs[0].spawn,
+            case_runs[1].spawn,
+        );
+    }
+}
+
+/// Runs the case `case` in this process and prints its figures for
+/// [`Run::parse`].
+fn run_case(case: &str) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+    let run = match case {
+        "bare" => bare(&runtime),
+        "ours" => ours(&runtime),
+        "peer" => peer(&runtime),
+        other => panic!("unknown case {other}: one of bare, ours, peer"),
+    };
+    println!(
+        "{} {} {}",
+        run.bytes_per_task,
+        run.spawn.as_nanos(),
+        run.cancel_all.as_nanos()
+    );
+}
 
-    // Baseline: the bare body, ended through a tokio-util token so it can finish.
+impl Run {
+    /// The figures `run_case` printed.
+    fn parse(line: &str) -> Run {
+        let mut fields = line.split_whitespace();
+        let mut next = || fields.next().expect("three figures");
+        Run {
+            bytes_per_task: next().parse().expect("bytes per task"),
+            spawn: Duration::from_nanos(next().parse().expect("spawn time")),
+            cancel_all: Duration::from_nanos(next().parse().expect("cancel-all time")),
+        }
+    }
+}
+
+/// Baseline: the bare body, ended through a tokio-util token so it can
+/// finish.
+fn bare(runtime: &tokio::runtime::Runtime) -> Run {
     let stop = tokio_util::sync::CancellationToken::new();
     let stopper = stop.clone();
-    let bare = measure(
-        &runtime,
+    measure(
+        runtime,
         |started| {
             let stop = stop.clone();
             async move {
@@ -102,12 +203,15 @@ fn main() {
             }
         },
         move || stopper.cancel(),
-    );
+    )
+}
 
+/// A scope with a timeout and the parent token as its source.
+fn ours(runtime: &tokio::runtime::Runtime) -> Run {
     let parent = CancellationToken::new();
     let canceller = parent.clone();
-    let ours = measure(
-        &runtime,
+    measure(
+        runtime,
         |started| {
             let parent = parent.clone();
             async move {
@@ -125,12 +229,16 @@ fn main() {
         move || {
             canceller.cancel();
         },
-    );
+    )
+}
 
+/// The peer: a tokio-util child token and `tokio::time::timeout` in
+/// `select!`.
+fn peer(runtime: &tokio::runtime::Runtime) -> Run {
     let peer_parent = tokio_util::sync::CancellationToken::new();
     let peer_canceller = peer_parent.clone();
-    let peer = measure(
-        &runtime,
+    measure(
+        runtime,
         |started| {
             let token = peer_parent.child_token();
             async move {
@@ -145,25 +253,5 @@ fn main() {
             }
         },
         move || peer_canceller.cancel(),
-    );
-
-    println!("{SCOPES} concurrent scopes with a timeout on tokio multi-thread (2 workers)");
-    println!(
-        "{:<44} {:>16} {:>18} {:>16}",
-        "", "bytes per task", "beyond bare body", "cancel all"
-    );
-    for (name, run) in [
-        ("bare body (baseline)", &bare),
-        ("cancelable scope: timeout + parent token", &ours),
-        ("tokio-util child token + tokio timeout", &peer),
-    ] {
-        println!(
-            "{:<44} {:>16.0} {:>18.0} {:>16.1?}   (spawned in {:.1?})",
-            name,
-            run.bytes_per_task,
-            run.bytes_per_task - bare.bytes_per_task,
-            run.cancel_all,
-            run.spawn
-        );
-    }
+    )
 }
