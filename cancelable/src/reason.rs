@@ -130,6 +130,7 @@ impl Cause {
 
     /// The cause as a child sees it: `Parent(root reason)`, same message,
     /// same moment.
+    #[inline]
     pub(crate) fn for_child(&self) -> Self {
         Cause {
             reason: self.reason.for_child(),

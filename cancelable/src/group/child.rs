@@ -6,7 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering as StdOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering as StdOrdering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -58,12 +58,62 @@ where
     }
 }
 
-/// What a child and its handle share: who the child is, and its result.
+/// What a child and its handle share: who the child is, how its scope is
+/// reached, and its result.
+///
+/// # Reaching the child's scope
+///
+/// A child's scope makes no shared state unless something asks for it
+/// (`scope/lazy.rs`): its handle (`cancel`, `scope`), a tracked group
+/// (made when the child is built), or the code inside. The handle and the
+/// child's first poll decide under the slot's lock, so that the scope has
+/// exactly one state and no cancel is lost:
+///
+/// 1. **Before the child's first poll**, whoever needs the state first
+///    makes it: the handle makes a fresh one ([`Reach::Made`]), which the
+///    child's run adopts at its first poll, as a scope adopts the state
+///    `CancelScope::handle` made before its run; a handle's `cancel`
+///    cancels that state's token, which the child then starts with.
+/// 2. **At its first poll**, a child whose handle still lives and whose
+///    state nobody made makes it ([`Reach::Known`] from then on): the
+///    handle may ask at any time after. A child without a handle, whose
+///    state nobody made, starts lazy: nothing outside its run can reach it
+///    any more (a handle is never made again, [`HANDLE`] is cleared by its
+///    drop), so no protocol is needed past this poll. The first poll reads
+///    `reach` without the lock when it says nothing needs doing: the
+///    handle's drop clears [`HANDLE`] (release) after every state it made
+///    was recorded ([`MADE`], set under the lock before, in the same
+///    atomic), so a poll that reads no [`HANDLE`] also reads every
+///    [`MADE`].
+/// 3. **Once its state is made**, the slot keeps it weakly
+///    ([`Reach::Known`]): the handle cancels and shows the scope only while
+///    the child's run exists.
 pub(crate) struct Slot<T> {
-    /// The child; `None` for a handle to a child never started.
-    child: Option<ChildRef>,
+    /// The child's id; `None` for a handle to a child never started.
+    id: Option<u64>,
     inner: Mutex<SlotInner<T>>,
     finished: AtomicBool,
+    /// [`HANDLE`], [`MADE`], [`KNOWN`]: what the child's first poll reads.
+    reach: AtomicU8,
+}
+
+/// `Slot::reach`: the child's handle lives.
+const HANDLE: u8 = 1;
+/// `Slot::reach`: the handle made the child's state, for the child to
+/// adopt at its first poll.
+const MADE: u8 = 2;
+/// `Slot::reach`: the child's state is known to the slot (made up front,
+/// or at its first poll).
+const KNOWN: u8 = 4;
+
+/// How the child's scope is reached (see [`Slot`]), under the slot's lock.
+enum Reach {
+    /// No state yet: made on demand.
+    Unknown,
+    /// Made by the handle before the child's first poll, which adopts it.
+    Made(ScopeHandle),
+    /// The child's state, while its run exists.
+    Known(WeakScope),
 }
 
 /// The slot's state under its lock. Small on purpose: the slot is one
@@ -78,21 +128,74 @@ struct SlotInner<T> {
     taken: bool,
     /// A spawned child's group aborted it (see [`ChildAbort`](super::aborts::ChildAbort)).
     aborted: bool,
+    /// How the child's scope is reached.
+    scope: Reach,
 }
 
 impl<T> Slot<T> {
-    fn new(child: Option<ChildRef>, result: Option<Result<T, TaskError>>) -> Arc<Self> {
+    fn new(id: Option<u64>, scope: Reach, result: Option<Result<T, TaskError>>) -> Arc<Self> {
+        let known = match scope {
+            Reach::Known(_) => KNOWN,
+            _ => 0,
+        };
         Arc::new(Slot {
-            child,
+            id,
             finished: AtomicBool::new(result.is_some()),
+            // A child's handle is made with it.
+            reach: AtomicU8::new(known | if id.is_some() { HANDLE } else { 0 }),
             inner: Mutex::new(SlotInner {
                 result,
                 waker: None,
                 task: None,
                 taken: false,
                 aborted: false,
+                scope,
             }),
         })
+    }
+
+    /// The child's scope, for its handle: made now if nothing has made it
+    /// and the child has not started (rule 1 of [`Slot`]); `None` once the
+    /// child ended, or if it never started.
+    fn scope(&self) -> Option<ScopeHandle> {
+        self.id?;
+        let mut inner = lock(&self.inner);
+        match &inner.scope {
+            Reach::Known(scope) => scope.upgrade(),
+            Reach::Made(scope) => Some(scope.clone()),
+            // Ended (or dropped) before its first poll: nothing to reach.
+            Reach::Unknown if self.finished.load(StdOrdering::Acquire) => None,
+            Reach::Unknown => {
+                let scope = seam::new_state();
+                inner.scope = Reach::Made(scope.clone());
+                self.reach.fetch_or(MADE, StdOrdering::Release);
+                Some(scope)
+            }
+        }
+    }
+
+    /// The child's first poll, before its scope starts: adopts the state
+    /// its handle made, or makes one if its handle lives (rule 2 of
+    /// [`Slot`]). Nothing to do, without the lock, for a child nobody can
+    /// reach: its scope starts lazy.
+    fn before_start<F: Future>(&self, run: Pin<&mut ScopeTryRun<F>>) {
+        let reach = self.reach.load(StdOrdering::Acquire);
+        if reach & MADE == 0 && (reach & HANDLE == 0 || reach & KNOWN != 0) {
+            return;
+        }
+        let mut inner = lock(&self.inner);
+        let scope = match std::mem::replace(&mut inner.scope, Reach::Unknown) {
+            Reach::Made(scope) => scope,
+            Reach::Known(scope) => {
+                inner.scope = Reach::Known(scope);
+                return;
+            }
+            Reach::Unknown => seam::new_state(),
+        };
+        inner.scope = Reach::Known(WeakScope::of_handle(&scope));
+        self.reach.fetch_or(KNOWN, StdOrdering::Release);
+        let adopted = run.adopt(&scope);
+        debug_assert!(adopted, "a child without state before its start");
     }
 
     fn fill(&self, result: Result<T, TaskError>) {
@@ -136,32 +239,19 @@ impl<T> Slot<T> {
     }
 }
 
-/// What a child's handle, its end report and the child itself know of
-/// it, in the [`Slot`] they share: its id and its scope, known without a
-/// handle or a copy of its token. No strong reference to the child's
-/// scope: a scope that nothing else observes spares a clock read when it
-/// ends. The scope exists as long as the child's run does (its end is
-/// reported before the run is dropped); after that, the handle finds no
-/// scope to cancel or to show.
-pub(crate) struct ChildRef {
-    id: u64,
-    scope: WeakScope,
+/// The child's scope name, read from its run's state (an unnamed child
+/// may have none: `scope/lazy.rs`).
+fn name_of<F: Future>(run: &ScopeTryRun<F>) -> Option<Arc<str>> {
+    let name = seam::name(&run.state()?)?;
+    Some(Arc::from(name))
 }
 
-impl ChildRef {
-    /// The child's scope name, while its scope exists.
-    fn name(&self) -> Option<Arc<str>> {
-        let name = seam::name(&self.scope.upgrade()?)?;
-        Some(Arc::from(name))
-    }
-
-    /// The error describing the child's cancellation, read while its run
-    /// exists.
-    fn cancelled(&self) -> Cancelled {
-        match self.scope.upgrade() {
-            Some(scope) => seam::observe_cancellation(&scope),
-            None => Cancelled::new(CancelReason::Manual),
-        }
+/// The error describing the cancellation of a child dropped before its
+/// end, read from its run (still there) in `group`.
+fn cancelled_of<F: Future>(run: &ScopeTryRun<F>, group: &GroupShared) -> Cancelled {
+    match run.state() {
+        Some(scope) => seam::observe_cancellation(&scope),
+        None => seam::dropped_without_state(&group.scope),
     }
 }
 
@@ -207,7 +297,7 @@ impl<T> TaskHandle<T> {
     /// A handle to a child that was never started.
     pub(crate) fn not_started() -> Self {
         TaskHandle {
-            slot: Slot::new(None, Some(Err(TaskError::NotStarted))),
+            slot: Slot::new(None, Reach::Unknown, Some(Err(TaskError::NotStarted))),
             restarts: None,
         }
     }
@@ -231,11 +321,7 @@ impl<T> TaskHandle<T> {
     /// group goes on. Returns `true` if this call cancelled it: `false`
     /// if it was cancelled already, has ended, or never started.
     pub fn cancel(&self) -> bool {
-        self.slot
-            .child
-            .as_ref()
-            .and_then(|child| child.scope.upgrade())
-            .is_some_and(|scope| scope.cancel())
+        self.slot.scope().is_some_and(|scope| scope.cancel())
     }
 
     /// `true` once the child has ended (or was never started).
@@ -248,14 +334,21 @@ impl<T> TaskHandle<T> {
     /// [`TaskFailure::id`](crate::group::TaskFailure::id) report it; `None` if it
     /// was never started.
     pub fn id(&self) -> Option<u64> {
-        self.slot.child.as_ref().map(|child| child.id)
+        self.slot.id
     }
 
     /// A handle to the child's scope (its operation id, status, context,
     /// deadline) while the child runs; `None` once it has ended or if it
     /// never started.
     pub fn scope(&self) -> Option<ScopeHandle> {
-        self.slot.child.as_ref()?.scope.upgrade()
+        self.slot.scope()
+    }
+}
+
+impl<T> Drop for TaskHandle<T> {
+    fn drop(&mut self) {
+        // After every state it made was recorded (`Slot`, rule 2).
+        self.slot.reach.fetch_and(!HANDLE, StdOrdering::Release);
     }
 }
 
@@ -301,7 +394,7 @@ impl Done {
     fn end<T>(
         self,
         slot: &Arc<Slot<T>>,
-        child: &ChildRef,
+        id: u64,
         result: Result<T, TaskError>,
         panic: Option<Panic>,
         name: Option<Arc<str>>,
@@ -322,7 +415,7 @@ impl Done {
             drop(result);
         }
         let end = super::state::End {
-            id: child.id,
+            id,
             name,
             error: error.as_ref(),
             state,
@@ -344,9 +437,11 @@ pin_project! {
         // so that nothing of it outlives the group.
         #[pin]
         run: Option<ScopeTryRun<Held<F>>>,
-        // Shared with the handle; its `child` is always there.
+        // Shared with the handle; its `id` is always there.
         slot: Arc<Slot<T>>,
         done: Option<Done>,
+        // Polled once: its scope has started.
+        started: bool,
     }
 
     impl<F, T> PinnedDrop for ChildTask<F, T>
@@ -357,13 +452,18 @@ pin_project! {
             let mut this = this.project();
             // Dropped before its end: cancelled.
             if let Some(done) = this.done.take() {
-                let Some(child) = this.slot.child.as_ref() else {
+                let Some(id) = this.slot.id else {
                     return;
                 };
-                let name = done.group.wants_names().then(|| child.name()).flatten();
-                let cancelled = child.cancelled();
+                let (name, cancelled) = match this.run.as_ref().as_pin_ref() {
+                    Some(run) => (
+                        done.group.wants_names().then(|| name_of(&run)).flatten(),
+                        cancelled_of(&run, &done.group),
+                    ),
+                    None => (None, Cancelled::new(CancelReason::Manual)),
+                };
                 this.run.set(None);
-                done.end(this.slot, child, Err(TaskError::Cancelled(cancelled)), None, name);
+                done.end(this.slot, id, Err(TaskError::Cancelled(cancelled)), None, name);
             }
         }
     }
@@ -391,6 +491,7 @@ where
                 group: group.clone(),
                 spawned: None,
             }),
+            started: false,
         };
         (Box::pin(LocalNode::new(task)), TaskHandle::of(slot))
     }
@@ -413,6 +514,7 @@ where
                     group: group.clone(),
                     spawned: Some(key),
                 }),
+                started: false,
             },
             group: Some(group.scope.clone()),
         })
@@ -442,17 +544,22 @@ pub(crate) fn child_scope(group: &GroupShared, scope: CancelScope) -> CancelScop
 
 impl<T> Slot<T> {
     /// The slot a new child of `group`, to run in `scope`, shares with its
-    /// handle: the child's id, and its scope known by a weak reference.
+    /// handle: the child's id, and how its scope is reached — known now by
+    /// a weak reference if the group tracks its children or the scope has
+    /// a state already (a handle was taken), else made on demand (see
+    /// [`Slot`]).
     #[inline(always)]
     pub(crate) fn for_child(group: &GroupShared, scope: &CancelScope) -> Arc<Self> {
-        let child = ChildRef {
-            id: group.next_id(),
-            scope: WeakScope::of(scope),
+        let id = group.next_id();
+        let reach = match group.is_tracked() || seam::has_state(scope) {
+            true => {
+                let weak = WeakScope::of(scope);
+                group.track_start(id, &weak);
+                Reach::Known(weak)
+            }
+            false => Reach::Unknown,
         };
-        if group.is_tracked() {
-            group.track_start(child.id, &child.scope);
-        }
-        Slot::new(Some(child), None)
+        Slot::new(Some(id), reach, None)
     }
 }
 
@@ -465,12 +572,16 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut this = self.project();
-        let Some(run) = this.run.as_mut().as_pin_mut() else {
+        let Some(mut run) = this.run.as_mut().as_pin_mut() else {
             return Poll::Ready(());
         };
-        let Some(child) = this.slot.child.as_ref() else {
+        let Some(id) = this.slot.id else {
             return Poll::Ready(());
         };
+        if !*this.started {
+            *this.started = true;
+            this.slot.before_start(run.as_mut());
+        }
         if this
             .done
             .as_ref()
@@ -482,25 +593,29 @@ where
                 return Poll::Ready(());
             }
         }
-        let (result, panic) = match catch_unwind(AssertUnwindSafe(|| run.poll(cx))) {
-            Ok(Poll::Pending) => return Poll::Pending,
+        let polled = catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(cx)));
+        if let Ok(Poll::Pending) = polled {
+            return Poll::Pending;
+        }
+        let Some(done) = this.done.take() else {
+            this.run.set(None);
+            return Poll::Ready(());
+        };
+        let (result, panic) = match polled {
+            Ok(Poll::Pending) => unreachable!("returned above"),
             Ok(Poll::Ready(Ok(value))) => (Ok(value), None),
-            Ok(Poll::Ready(Err(error))) => (Err(classify(error, child)), None),
+            Ok(Poll::Ready(Err(error))) => (Err(classify(error, &run, &done.group)), None),
             Err(payload) => (
                 Err(TaskError::Panicked(panic_message(&*payload).into())),
                 Some(payload),
             ),
         };
-        let Some(done) = this.done.take() else {
-            this.run.set(None);
-            return Poll::Ready(());
-        };
         let failed = result.as_ref().is_err_and(TaskError::is_failure);
         let name = (failed || done.group.wants_names())
-            .then(|| child.name())
+            .then(|| name_of(&run))
             .flatten();
         this.run.set(None);
-        done.end(this.slot, child, result, panic, name);
+        done.end(this.slot, id, result, panic, name);
         Poll::Ready(())
     }
 }
@@ -508,10 +623,17 @@ where
 /// A child's `Err`: its cancellation or its own failure, by the outcome
 /// rule (see [`CancelScope::try_run`]): the cancellation only if its scope
 /// was cancelled and the child saw it, or the error is a [`Cancelled`].
-fn classify(error: ChildError, child: &ChildRef) -> TaskError {
-    // The child's run still exists: so does its scope.
-    let scope = child.scope.upgrade();
-    if !scope.as_ref().is_some_and(seam::scope_cancel_recorded) {
+/// A child whose scope made no state (`scope/lazy.rs`) can have been
+/// cancelled only by its group, and cannot have seen it (seeing it makes
+/// the state).
+fn classify<F: Future>(error: ChildError, run: &ScopeTryRun<F>, group: &GroupShared) -> TaskError {
+    // The child's run still exists: so does its state, if made.
+    let scope = run.state();
+    let cancelled = match &scope {
+        Some(scope) => seam::scope_cancel_recorded(scope),
+        None => seam::scope_cancel_recorded(&group.scope),
+    };
+    if !cancelled {
         let error: BoxError = match error {
             ChildError::Cancelled(cancelled) => Box::new(cancelled),
             ChildError::Body(error) => error,

@@ -11,7 +11,7 @@ use std::time::Instant;
 #[cfg(feature = "tokio")]
 use super::deadlines::Place;
 use super::deadlines::{Registration, Shard, Target};
-use super::lazy::{LazyScope, NO_WAITER};
+use super::lazy::{LazyScope, NestedIn};
 use super::state::ScopeShared;
 use super::Extras;
 use crate::backend::Backend;
@@ -81,10 +81,9 @@ impl LazyRun {
     #[inline(always)]
     pub(super) fn waits(&mut self, cx: &mut Context<'_>) -> bool {
         if let Some(source) = &self.scope.source {
-            let mut key =
-                (self.scope.source_waiter != NO_WAITER).then_some(self.scope.source_waiter);
+            let mut key = self.scope.waiter_key();
             let cancelled = source.poll_scope_waiter(&mut key, cx).is_ready();
-            self.scope.source_waiter = key.unwrap_or(NO_WAITER);
+            self.scope.set_waiter_key(key);
             if cancelled {
                 return false;
             }
@@ -151,15 +150,21 @@ impl LazyRun {
         let LazyScope {
             started, deadline, ..
         } = self.scope;
+        // Made with the state (`LazyScope::make_shared`): a group's
+        // child's link is to its parent.
+        let link = self.scope.source_link.take();
+        let (token_link, parent_link) = match self.scope.parent.is_some() {
+            true => (None, link),
+            false => (link, None),
+        };
         Armed {
             #[cfg(feature = "tokio")]
             start_runtime: self.start_runtime,
             extras: None,
-            // Made with the state (`LazyScope::make_shared`).
-            _token_link: self.scope.source_link.take(),
+            _token_link: token_link,
             backend,
-            _parent_link: None,
-            _nested_in: None,
+            _parent_link: parent_link,
+            _nested_in: self.scope.parent.take(),
             deadline: None,
             deadline_generation: u64::MAX,
             // A fresh state's generation: 0 until a handle moves the
@@ -172,22 +177,6 @@ impl LazyRun {
             #[cfg(feature = "tracing")]
             span: std::mem::replace(&mut self.span, tracing::Span::none()),
         }
-    }
-}
-
-/// Counts a running scope in its parent's `nested` while it lives.
-pub(super) struct NestedIn(Arc<ScopeShared>);
-
-impl NestedIn {
-    pub(super) fn new(parent: &Arc<ScopeShared>) -> Self {
-        parent.nested.fetch_add(1, Ordering::AcqRel);
-        NestedIn(parent.clone())
-    }
-}
-
-impl Drop for NestedIn {
-    fn drop(&mut self) {
-        self.0.nested.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -103,6 +103,22 @@ impl<F: Future> ScopeTryRun<F> {
         self.driver.detach();
         self
     }
+
+    /// Runs the scope in `scope`'s state, made before the start by whoever
+    /// needed it first (a group child's handle): `false` if the scope
+    /// already has a state of its own or has started.
+    pub(crate) fn adopt(self: Pin<&mut Self>, scope: &super::ScopeHandle) -> bool {
+        self.project().driver.adopt(&scope.shared)
+    }
+
+    /// The scope's state as a handle, if it has one: made before the run,
+    /// at a start with a parent or other reachers, or when the code
+    /// inside asked (a scope without one is lazy, `lazy.rs`).
+    pub(crate) fn state(&self) -> Option<super::ScopeHandle> {
+        self.driver.state().map(|shared| super::ScopeHandle {
+            shared: shared.clone(),
+        })
+    }
 }
 
 impl<F, T, E> ScopeTryRun<F>

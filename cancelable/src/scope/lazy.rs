@@ -2,8 +2,8 @@
 //! needs to make that state when something outside its future asks for it.
 //!
 //! Most scopes are reached by nothing but their own body: no handle, no
-//! token handed out, no parent, no source besides a deadline and one
-//! token, no callback, no registration. Such a scope keeps what it knows
+//! token handed out, no parent (but a task group's, for its children), no
+//! source besides a deadline and one token, no callback, no registration. Such a scope keeps what it knows
 //! in its future (the current-scope slot, `slot.rs`, points to it while
 //! its body is polled) and makes no [`ScopeShared`] — no allocation, no
 //! pooled state to reset — unless one of these happens:
@@ -25,27 +25,39 @@
 //! the state (`LazyRun::waits`). Without a deadline, its backend is
 //! detected only when its state is made.
 //!
+//! A task group's child (a *detached* scope, `Driver::detach`, unnamed,
+//! without a token source, started right inside its group's scope, not
+//! shielded) is lazy with a parent: its parent's token is watched as a
+//! token source's is (read in place by the checkpoints, a waiter at a
+//! pend), the parent's chain's deadlines are checked by the checkpoints'
+//! slow path as a nested scope's are, and it counts in its parent's
+//! `nested` while it runs ([`NestedIn`]). Found cancelled by its parent at
+//! a pend, it ends with `Parent(the parent's reason)`, as the linked token
+//! of its state would have; its end is not passed up (detached).
+//!
 //! # Invariants
 //!
-//! 1. **Nothing but its deadline and its token source can cancel a lazy
-//!    scope**, and both are read in place. It has no token anybody else
-//!    holds and no parent; its deadline is checked by the checkpoints and,
-//!    once it pends, by its driver when the shard's entry wakes it; its
-//!    token source by the checkpoints' hot path and, at a pend, by its
-//!    driver, woken by the waiter. So a lazy scope's end is unobservable
-//!    but for its result: no status, end time or callback to record, no
-//!    parent to pass a cancellation up to.
+//! 1. **Nothing but its deadline, its token source and (a group's child)
+//!    its parent can cancel a lazy scope**, and each is read in place. It
+//!    has no token anybody else holds; its deadline is checked by the
+//!    checkpoints and, once it pends, by its driver when the shard's entry
+//!    wakes it; its token source or parent's token (never both) by the
+//!    checkpoints' hot path and, at a pend, by its driver, woken by the
+//!    waiter. So a lazy scope's end is unobservable but for its result: no
+//!    status, end time or callback to record, and no cancellation to pass
+//!    up (a scope with a parent is lazy only when detached).
 //! 2. **The state made is the state the scope would have had**: its start
 //!    time, name, deadline, clock and (if already assigned) id are moved
 //!    into it, its token is linked under its token source (cancelled with
-//!    its cause if it fired), and its status is `Running`.
+//!    its cause if it fired) or its parent's (`Parent` link), its parent
+//!    recorded, and its status is `Running`.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use super::pool;
-use super::state::ScopeShared;
+use super::state::{Parent, ScopeShared};
 use crate::backend::Backend;
 use crate::cancelled::Times;
 use crate::context::OperationStatus;
@@ -55,7 +67,7 @@ use crate::{CancelReason, CancellationToken, Cancelled, GraceOutcome};
 
 /// `LazyScope::source_waiter` when no waiter is registered (a slab key
 /// never reaches it).
-pub(super) const NO_WAITER: usize = usize::MAX;
+pub(super) const NO_WAITER: u32 = u32::MAX;
 
 /// Now, on the clock of a scope without shared state: its backend's once
 /// detected, else `backend::now`, the same clock read without the
@@ -83,15 +95,43 @@ pub(crate) struct LazyScope {
     /// The shared state, once the code inside asked the slot for it
     /// (`slot.rs`, invariant 2); the driver takes it after the poll.
     pub(super) made: Option<Arc<ScopeShared>>,
-    /// Its token source (`CancelScope::token`), until the state is made.
+    /// Its token source (`CancelScope::token`) — or, for a group's child,
+    /// its parent's token — until the state is made.
     pub(super) source: Option<CancellationToken>,
     /// Its waiter's key on `source` once it pended, or [`NO_WAITER`] (a
-    /// plain key, not an `Option`: the running state's room is the
-    /// limit).
-    pub(super) source_waiter: usize,
-    /// Its state's token linked under `source`, once the state is made;
-    /// the driver moves it into the running state.
+    /// plain 32-bit key, not an `Option<usize>`: the running state's room
+    /// is the limit; read and written through `waiter_key` /
+    /// `set_waiter_key`).
+    pub(super) source_waiter: u32,
+    /// Its state's token linked under `source` — or, for a group's child,
+    /// under its parent's — once the state is made; the driver moves it
+    /// into the running state.
     pub(super) source_link: Option<ChildLink>,
+    /// The scope it runs in, for a task group's child (module docs): its
+    /// token is the `source` watched; the driver moves it into the running
+    /// state.
+    pub(super) parent: Option<NestedIn>,
+}
+
+/// Counts a running scope in its parent's `nested` while it lives.
+pub(super) struct NestedIn(pub(super) Arc<ScopeShared>);
+
+impl NestedIn {
+    pub(super) fn new(parent: &Arc<ScopeShared>) -> Self {
+        NestedIn::of(parent.clone())
+    }
+
+    /// [`new`](Self::new) with the parent's reference moved in.
+    pub(super) fn of(parent: Arc<ScopeShared>) -> Self {
+        parent.nested.fetch_add(1, Ordering::AcqRel);
+        NestedIn(parent)
+    }
+}
+
+impl Drop for NestedIn {
+    fn drop(&mut self) {
+        self.0.nested.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Drop for LazyScope {
@@ -111,6 +151,12 @@ impl LazyScope {
                 data.started = Some(self.started);
                 data.name = self.name.take();
                 data.deadline = self.deadline;
+                if let Some(parent) = &self.parent {
+                    state.parent = OnceLock::from(Parent {
+                        scope: parent.0.clone(),
+                        shielded: false,
+                    });
+                }
             }
             None => unreachable!("a fresh scope state is not shared"),
         }
@@ -122,20 +168,25 @@ impl LazyScope {
             .clock
             .store(self.backend().clock().number(), Ordering::Release);
         shared.set_status(OperationStatus::Running);
-        if let Some(source) = &self.source {
-            // Its deadline passed before its source fired, both unseen:
-            // the first to fire cancels the scope.
+        if let Some(watched) = &self.source {
+            // Its deadline passed before its source (or parent) fired, both
+            // unseen: the first to fire cancels the scope.
             let deadline_first = self.deadline.is_some()
-                && source.is_cancelled()
-                && source
+                && watched.is_cancelled()
+                && watched
                     .recorded_shared_cause()
                     .is_some_and(|cause| self.deadline_came_first(&cause));
             if deadline_first {
                 shared.token.cancel_cause(Cause::new(CancelReason::Timeout));
             }
-            // Linked as a running scope's first token source is: cancelled
-            // now, with its cause, if the source was.
-            self.source_link = source.attach(&shared.token, Link::Transparent);
+            // Linked as a running scope's first token source, or its
+            // parent, is: cancelled now, with its cause, if it was.
+            // Each link kind named where it is attached: `attach` stays
+            // specialised for the one a call site uses.
+            self.source_link = match self.parent.is_some() {
+                true => watched.attach(&shared.token, Link::Parent),
+                false => watched.attach(&shared.token, Link::Transparent),
+            };
             self.release_source();
         }
         shared
@@ -150,24 +201,54 @@ impl LazyScope {
     }
 
     /// Forgets the token source (the waiter on it removed): the state's
-    /// link, if made, watches it from then on.
+    /// link, if made, watches it from then on. A group's child's parent
+    /// stays, for the running state.
     #[inline]
     pub(super) fn release_source(&mut self) {
         if let Some(source) = self.source.take() {
-            if self.source_waiter != NO_WAITER {
-                source.drop_waiter(self.source_waiter);
+            if let Some(key) = self.waiter_key() {
+                source.drop_waiter(key);
                 self.source_waiter = NO_WAITER;
             }
         }
     }
 
-    /// `true` if its token source is cancelled (the checkpoints' hot
-    /// path).
+    /// Its waiter's key on `source`, once it pended.
+    #[inline]
+    pub(super) fn waiter_key(&self) -> Option<usize> {
+        (self.source_waiter != NO_WAITER).then_some(self.source_waiter as usize)
+    }
+
+    /// Keeps its waiter's key (`None`: none registered). Kept in 32 bits,
+    /// so that a group's child's parent fits in the running state's room
+    /// (`LazyRun` no larger than `Armed`): a key is an index among the
+    /// token's listeners alive at once, which memory bounds far below
+    /// `u32::MAX`. A key that did not fit would be forgotten, not cut:
+    /// the next pend registers another waiter for the same task, and the
+    /// forgotten one wakes it too, once, at the cancel.
+    #[inline]
+    pub(super) fn set_waiter_key(&mut self, key: Option<usize>) {
+        self.source_waiter = key
+            .and_then(|key| u32::try_from(key).ok())
+            .unwrap_or(NO_WAITER);
+    }
+
+    /// `true` if its token source (a group's child: its parent) is
+    /// cancelled (the checkpoints' hot path).
     #[inline]
     pub(super) fn cancelled_by_source(&self) -> bool {
         self.source
             .as_ref()
             .is_some_and(CancellationToken::is_cancelled)
+    }
+
+    /// `true` if its parent is cancelled once the deadlines of the
+    /// parent's chain are enforced (the checkpoints' slow path, as for a
+    /// nested scope with state).
+    pub(super) fn parent_cancelled_now(&self) -> bool {
+        self.parent
+            .as_ref()
+            .is_some_and(|parent| parent.0.enforce_deadlines())
     }
 
     /// The error of a scope that ends cancelled without shared state (its
@@ -176,11 +257,18 @@ impl LazyScope {
     /// or `Timeout`, its name, an id, its times — made from what the
     /// future keeps. Nothing else can observe its end (invariant 1).
     pub(super) fn cancelled_error(&mut self) -> Cancelled {
+        let from_parent = self.parent.is_some();
         let cause = self
             .source
             .as_ref()
             .and_then(CancellationToken::recorded_shared_cause)
             .filter(|cause| !self.deadline_came_first(cause))
+            // Through its parent: `Parent(reason)`, as its state's token,
+            // linked under the parent's, would have recorded it.
+            .map(|cause| match from_parent {
+                true => Arc::new(cause.for_child()),
+                false => cause,
+            })
             .unwrap_or_else(|| Arc::new(Cause::new(CancelReason::Timeout)));
         let ended = now_on(self.backend);
         #[cfg(feature = "tracing")]

@@ -130,6 +130,34 @@ pub(crate) fn enter<R>(scope: &ScopeHandle, poll: impl FnOnce() -> R) -> R {
     slot::enter_shared(&scope.shared, poll)
 }
 
+/// `true` if `scope` has its shared state already (a handle or the
+/// registry asked for it before the run).
+pub(crate) fn has_state(scope: &super::CancelScope) -> bool {
+    scope.shared.get().is_some()
+}
+
+/// A fresh state for a scope that has not started, for the scope's run to
+/// adopt at its start (`ScopeTryRun::adopt`): what `CancelScope::handle`
+/// makes before a run, made by whoever needs it first (a group child's
+/// handle, once its scope is in the child's run).
+pub(crate) fn new_state() -> ScopeHandle {
+    ScopeHandle {
+        shared: super::pool::take(),
+    }
+}
+
+/// The error of a scope run dropped before its end without shared state
+/// (a group's child, `lazy.rs`), running inside `parent`: its parent's
+/// cancellation as its linked token would have recorded it
+/// (`Parent(reason)`), else a manual cancel — what an unnamed scope's
+/// state would have given but its times, which only the state keeps.
+pub(crate) fn dropped_without_state(parent: &ScopeHandle) -> Cancelled {
+    match parent.shared.token.recorded_cause() {
+        Some(cause) => Cancelled::of_cause(Arc::new(cause.for_child())),
+        None => Cancelled::new(CancelReason::Manual),
+    }
+}
+
 /// A scope known without keeping it alive: a scope that nothing else
 /// observes spares a clock read when it ends.
 #[derive(Clone)]
@@ -143,6 +171,11 @@ impl WeakScope {
     /// so its start would make it anyway).
     pub(crate) fn of(scope: &super::CancelScope) -> WeakScope {
         WeakScope(Arc::downgrade(scope.shared.get_or_init(super::pool::take)))
+    }
+
+    /// The scope of `scope`, known without keeping it alive.
+    pub(crate) fn of_handle(scope: &ScopeHandle) -> WeakScope {
+        WeakScope(Arc::downgrade(&scope.shared))
     }
 
     /// The scope, while it exists.

@@ -115,13 +115,16 @@ impl Current {
         if let Occupant::Lazy(lazy) = self.scope.get()? {
             // SAFETY: as in `with_scope`.
             let lazy = unsafe { lazy.as_ref() };
-            if !lazy.cancelled_by_source() && !lazy.deadline_passed() {
+            if !lazy.cancelled_by_source()
+                && !lazy.deadline_passed()
+                && !lazy.parent_cancelled_now()
+            {
                 return None;
             }
-            // Its token source cancelled (the state made is linked under
-            // it, cancelled with its cause) or its deadline passed (the
-            // chain's deadlines are enforced below): its state is made
-            // now.
+            // Its token source or parent cancelled (the state made is
+            // linked under it, cancelled with its cause) or its deadline
+            // passed (the chain's deadlines are enforced below): its state
+            // is made now.
         }
         self.with_scope(|scope| {
             (scope.token.is_cancelled() || scope.enforce_deadlines())
@@ -291,6 +294,7 @@ mod tests {
             source: None,
             source_waiter: super::super::lazy::NO_WAITER,
             source_link: None,
+            parent: None,
         }
     }
 

@@ -90,6 +90,23 @@ impl Driver {
         self.detached = true;
     }
 
+    /// Takes `shared` as the scope's state, made outside before the start
+    /// (as `CancelScope::handle` makes it): kept if the scope has none yet
+    /// and has not started; `false` otherwise.
+    pub(super) fn adopt(&mut self, shared: &Arc<ScopeShared>) -> bool {
+        let adopt = self.shared.is_none() && matches!(self.stage, Stage::Configured(_));
+        if adopt {
+            self.shared = Some(shared.clone());
+        }
+        adopt
+    }
+
+    /// The scope's shared state, if it has any (it is made or kept until
+    /// the scope future is dropped).
+    pub(super) fn state(&self) -> Option<&Arc<ScopeShared>> {
+        self.shared.as_ref()
+    }
+
     #[inline]
     fn shared(&self) -> &Arc<ScopeShared> {
         lent_back(&self.shared)
@@ -138,6 +155,7 @@ impl Driver {
                             drop(run.scope.name.take());
                             drop(run.deadline_entry.take());
                             run.scope.release_source();
+                            drop(run.scope.parent.take());
                             std::mem::forget(std::mem::replace(&mut self.stage, Stage::Finished));
                         }
                         return Poll::Ready(Ok(output));

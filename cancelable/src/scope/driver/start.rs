@@ -6,13 +6,13 @@ use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::super::armed::{Armed, LazyRun, NestedIn};
+use super::super::armed::{Armed, LazyRun};
 #[cfg(feature = "tokio")]
 use super::super::deadlines::Place;
-use super::super::lazy::{now_on, LazyScope, NO_WAITER};
+use super::super::lazy::{now_on, LazyScope, NestedIn, NO_WAITER};
 #[cfg(feature = "tracing")]
 use super::super::state::next_operation_id;
-use super::super::state::Parent;
+use super::super::state::{Parent, ScopeShared};
 use super::super::{pool, slot, Config, GracePolicy};
 use super::{lent_back, run_callbacks, with_data, Driver, Stage};
 use crate::backend::{Backend, Clock};
@@ -26,15 +26,27 @@ use crate::{CancelReason, CancellationToken};
 
 impl Driver {
     /// Starts the scope: [`Stage::Lazy`] when nothing but its body can
-    /// reach it (no shared state made yet, no parent, no source besides a
-    /// deadline, no callback or registration), [`Stage::Running`]
-    /// otherwise.
+    /// reach it (no shared state made yet, no parent — but a task group's
+    /// for a detached, unnamed child without a token source, not shielded
+    /// from it (`lazy.rs`) —, no source besides a deadline, no callback or
+    /// registration), [`Stage::Running`] otherwise.
     pub(super) fn start(&mut self) {
         let parent = slot::current_parent();
         let Stage::Configured(config) = &mut self.stage else {
             unreachable!("started once, from its configuration")
         };
-        let lazy = parent.is_none()
+        let lazy_parent = match &parent {
+            None => true,
+            // A group's child: its end is not passed up, and the layer
+            // reads its name from the state after the run.
+            Some(parent) => {
+                self.detached
+                    && !parent.shielded
+                    && config.first_token.is_none()
+                    && config.name.is_none()
+            }
+        };
+        let lazy = lazy_parent
             && self.shared.is_none()
             // No source besides one token, and no room allocated for any
             // (see below).
@@ -45,7 +57,17 @@ impl Driver {
             let (name, source) = (config.name.take(), config.first_token.take());
             let (timeout, deadline, policy) =
                 (config.timeout, config.deadline, config.grace_policy);
-            let run = self.start_lazy(name, source, timeout, deadline, policy);
+            // Two calls, so that the parentless start (most scopes) is
+            // built without the child's branches.
+            let run = match parent {
+                None => self.start_lazy(name, source, None, timeout, deadline, policy),
+                Some(parent) => {
+                    // A group's child watches its parent's token as its
+                    // source (`lazy.rs`).
+                    let source = Some(parent.scope.token.clone());
+                    self.start_lazy(name, source, Some(parent.scope), timeout, deadline, policy)
+                }
+            };
             // What is left of the configuration owns nothing (no name,
             // token, source, room for sources or extras): forgotten
             // rather than dropped field by field.
@@ -70,23 +92,31 @@ impl Driver {
         &mut self,
         name: Option<Cow<'static, str>>,
         source: Option<CancellationToken>,
+        parent: Option<Arc<ScopeShared>>,
         timeout: Option<Duration>,
         deadline: Option<Instant>,
         policy: GracePolicy,
     ) -> LazyRun {
         let with_deadline = timeout.is_some() || deadline.is_some();
+        // A group's child runs under its group's executor, which the
+        // group's scope has detected (as `start_armed` takes it).
+        let parent_backend = parent
+            .as_ref()
+            .and_then(|parent| Clock::from_number(parent.clock.load(Ordering::Acquire)))
+            .map(Backend::of_clock);
         // Without a deadline the backend is detected only if the state is
         // made; its clock is read without it (`backend::now`).
         #[cfg(feature = "tokio")]
-        let (backend, start_runtime) = match with_deadline {
-            true => {
+        let (backend, start_runtime) = match (parent_backend, with_deadline) {
+            (Some(backend), _) => (Some(backend), None),
+            (None, true) => {
                 let (backend, runtime) = Place::detect();
                 (Some(backend), runtime)
             }
-            false => (None, None),
+            (None, false) => (None, None),
         };
         #[cfg(not(feature = "tokio"))]
-        let backend = with_deadline.then(Backend::detect);
+        let backend = parent_backend.or_else(|| with_deadline.then(Backend::detect));
         let started = now_on(backend);
         let deadline = match with_deadline {
             true => {
@@ -113,6 +143,7 @@ impl Driver {
                 source,
                 source_waiter: NO_WAITER,
                 source_link: None,
+                parent: parent.map(NestedIn::of),
             },
             #[cfg(feature = "tokio")]
             start_runtime,
