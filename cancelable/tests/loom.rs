@@ -185,3 +185,117 @@ fn a_token_read_as_cancelled_has_its_subtree_cancelled() {
         assert!(canceller.join().unwrap());
     });
 }
+
+/// A model of how a task group's child and its handle agree on the child's
+/// scope state (`group/child.rs`, `Slot`'s docs), written with loom's
+/// primitives step for step as `Slot::scope` (the handle asking),
+/// `TaskHandle`'s drop and `Slot::before_start` (the child's first poll)
+/// do it. A state is an `Arc<AtomicBool>`: cancelled or not.
+mod group_child_reach {
+    use loom::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+    use loom::sync::{Arc, Mutex};
+
+    const HANDLE: u8 = 1;
+    const MADE: u8 = 2;
+    const KNOWN: u8 = 4;
+
+    type State = Arc<AtomicBool>;
+
+    enum Reach {
+        Unknown,
+        Made(State),
+        Known(State),
+    }
+
+    pub(super) struct Slot {
+        reach: AtomicU8,
+        scope: Mutex<Reach>,
+    }
+
+    impl Slot {
+        pub(super) fn new() -> Self {
+            Slot {
+                reach: AtomicU8::new(HANDLE),
+                scope: Mutex::new(Reach::Unknown),
+            }
+        }
+
+        /// `Slot::scope`: the handle asks for the child's state.
+        fn scope(&self) -> State {
+            let mut scope = self.scope.lock().unwrap();
+            match &*scope {
+                Reach::Known(state) | Reach::Made(state) => state.clone(),
+                Reach::Unknown => {
+                    let state = State::default();
+                    *scope = Reach::Made(state.clone());
+                    self.reach.fetch_or(MADE, Ordering::Release);
+                    state
+                }
+            }
+        }
+
+        /// `TaskHandle::cancel`: `true` if this call cancelled the state.
+        pub(super) fn cancel(&self) -> bool {
+            !self.scope().swap(true, Ordering::AcqRel)
+        }
+
+        /// `TaskHandle`'s drop.
+        pub(super) fn drop_handle(&self) {
+            self.reach.fetch_and(!HANDLE, Ordering::Release);
+        }
+
+        /// `Slot::before_start`: the state the child runs in, `None` for a
+        /// lazy start.
+        pub(super) fn before_start(&self) -> Option<State> {
+            let reach = self.reach.load(Ordering::Acquire);
+            if reach & MADE == 0 && (reach & HANDLE == 0 || reach & KNOWN != 0) {
+                return None;
+            }
+            let mut scope = self.scope.lock().unwrap();
+            let state = match std::mem::replace(&mut *scope, Reach::Unknown) {
+                Reach::Made(state) => state,
+                Reach::Known(state) => {
+                    *scope = Reach::Known(state.clone());
+                    return Some(state);
+                }
+                Reach::Unknown => State::default(),
+            };
+            *scope = Reach::Known(state.clone());
+            self.reach.fetch_or(KNOWN, Ordering::Release);
+            Some(state)
+        }
+    }
+}
+
+#[test]
+fn a_group_child_s_handle_never_loses_a_cancel_racing_the_child_s_start() {
+    loom::model(|| {
+        let slot = std::sync::Arc::new(group_child_reach::Slot::new());
+        let handle = slot.clone();
+        let handle = thread::spawn(move || {
+            let cancelled = handle.cancel();
+            handle.drop_handle();
+            cancelled
+        });
+        let state = slot.before_start();
+        let cancelled = handle.join().unwrap();
+        assert!(cancelled, "the first cancel of a child that has not ended");
+        // The child runs in the one state the handle cancelled: never
+        // lazy, never in a state of its own beside the handle's.
+        let state = state.expect("a child its handle reached is not lazy");
+        assert!(state.load(std::sync::atomic::Ordering::Acquire));
+    });
+}
+
+#[test]
+fn a_group_child_whose_handle_is_dropped_starts_lazy_or_reachable_never_split() {
+    loom::model(|| {
+        let slot = std::sync::Arc::new(group_child_reach::Slot::new());
+        let handle = slot.clone();
+        let dropper = thread::spawn(move || handle.drop_handle());
+        // Lazy (`None`) or with a state: either is right; neither may
+        // deadlock or leave a state the child did not adopt.
+        let _ = slot.before_start();
+        dropper.join().unwrap();
+    });
+}

@@ -85,9 +85,15 @@ where
 ///    was recorded ([`MADE`], set under the lock before, in the same
 ///    atomic), so a poll that reads no [`HANDLE`] also reads every
 ///    [`MADE`].
+///
 /// 3. **Once its state is made**, the slot keeps it weakly
 ///    ([`Reach::Known`]): the handle cancels and shows the scope only while
 ///    the child's run exists.
+///
+/// Model-checked by loom as a step-for-step model of these functions
+/// (`cancelable/tests/loom.rs`, `group_child_reach`): a cancel racing the
+/// first poll is never lost, and the child never runs beside a state its
+/// handle made.
 pub(crate) struct Slot<T> {
     /// The child's id; `None` for a handle to a child never started.
     id: Option<u64>,
