@@ -187,7 +187,7 @@ fn a_token_read_as_cancelled_has_its_subtree_cancelled() {
 }
 
 /// A model of how a task group's child and its handle agree on the child's
-/// scope state (`group/child.rs`, `Slot`'s docs), written with loom's
+/// scope state (`group/slot.rs`, `Slot`'s docs), written with loom's
 /// primitives step for step as `Slot::scope` (the handle asking),
 /// `TaskHandle`'s drop and `Slot::before_start` (the child's first poll)
 /// do it. A state is an `Arc<AtomicBool>`: cancelled or not.

@@ -1,5 +1,5 @@
 //! A task group's child makes no shared state unless something asks for
-//! it (`cancelable/src/scope/lazy.rs`, `group/child.rs`): a child nothing
+//! it (`cancelable/src/scope/lazy.rs`, `group/slot.rs`): a child nothing
 //! outside reaches still sees its group's cancellation and deadlines,
 //! knows its group as its parent, and a handle reaches the one scope its
 //! child runs in, whenever and from wherever it asks.

@@ -12,9 +12,10 @@ use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
 use super::aborts::ChildAbort;
-use super::child::{child_scope, ChildTask, Slot, TaskHandle};
+use super::child::{child_scope, ChildTask};
 use super::error::{BoxError, SpawnError};
 use super::executor::Executor;
+use super::slot::{Slot, TaskHandle};
 use super::state::{lock, GroupShared};
 use super::supervise::{supervised, Supervision};
 use crate::CancelScope;

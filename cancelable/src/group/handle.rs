@@ -11,8 +11,8 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 
 use super::builder::{start_local, start_spawned, ChildBuilder};
-use super::child::TaskHandle;
 use super::error::{BoxError, SpawnError};
+use super::slot::TaskHandle;
 use super::start::{Ready, Start};
 use super::state::{lock, GroupShared, Subscriber, TaskOutcome, Wakeups};
 use super::supervise::Supervision;

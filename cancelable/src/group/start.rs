@@ -24,8 +24,8 @@ use std::task::{Context, Poll, Waker};
 
 use futures_util::FutureExt;
 
-use super::child::TaskHandle;
 use super::error::{panic_message, BoxError, TaskError};
+use super::slot::TaskHandle;
 use super::state::lock;
 use crate::scope::seam;
 use crate::wait::Watch;

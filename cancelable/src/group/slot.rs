@@ -1,0 +1,357 @@
+//! What a child and its handle share ([`Slot`]): the child's id, how its
+//! scope is reached (the protocol by which the handle and the child's
+//! first poll agree on one state, in `Slot`'s docs), and its result; and
+//! the handle's side, [`TaskHandle`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering as StdOrdering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use super::aborts::Abort;
+use super::error::TaskError;
+use super::state::{lock, GroupShared};
+use crate::scope::seam::{self, WeakScope};
+use crate::{CancelScope, ScopeHandle, ScopeTryRun};
+
+/// What a child and its handle share: who the child is, how its scope is
+/// reached, and its result.
+///
+/// # Reaching the child's scope
+///
+/// A child's scope makes no shared state unless something asks for it
+/// (`scope/lazy.rs`): its handle (`cancel`, `scope`), a tracked group
+/// (made when the child is built), or the code inside. The handle and the
+/// child's first poll decide under the slot's lock, so that the scope has
+/// exactly one state and no cancel is lost:
+///
+/// 1. **Before the child's first poll**, whoever needs the state first
+///    makes it: the handle makes a fresh one ([`Reach::Made`]), which the
+///    child's run adopts at its first poll, as a scope adopts the state
+///    `CancelScope::handle` made before its run; a handle's `cancel`
+///    cancels that state's token, which the child then starts with.
+/// 2. **At its first poll**, a child whose handle still lives and whose
+///    state nobody made makes it ([`Reach::Known`] from then on): the
+///    handle may ask at any time after. A child without a handle, whose
+///    state nobody made, starts lazy: nothing outside its run can reach it
+///    any more (a handle is never made again, [`HANDLE`] is cleared by its
+///    drop), so no protocol is needed past this poll. The first poll reads
+///    `reach` without the lock when it says nothing needs doing: the
+///    handle's drop clears [`HANDLE`] (release) after every state it made
+///    was recorded ([`MADE`], set under the lock before, in the same
+///    atomic), so a poll that reads no [`HANDLE`] also reads every
+///    [`MADE`].
+///
+/// 3. **Once its state is made**, the slot keeps it weakly
+///    ([`Reach::Known`]): the handle cancels and shows the scope only while
+///    the child's run exists.
+///
+/// Model-checked by loom as a step-for-step model of these functions
+/// (`cancelable/tests/loom.rs`, `group_child_reach`): a cancel racing the
+/// first poll is never lost, and the child never runs beside a state its
+/// handle made.
+pub(crate) struct Slot<T> {
+    /// The child's id; `None` for a handle to a child never started.
+    pub(super) id: Option<u64>,
+    inner: Mutex<SlotInner<T>>,
+    finished: AtomicBool,
+    /// [`HANDLE`], [`MADE`], [`KNOWN`]: what the child's first poll reads.
+    reach: AtomicU8,
+}
+
+/// `Slot::reach`: the child's handle lives.
+const HANDLE: u8 = 1;
+/// `Slot::reach`: the handle made the child's state, for the child to
+/// adopt at its first poll.
+const MADE: u8 = 2;
+/// `Slot::reach`: the child's state is known to the slot (made up front,
+/// or at its first poll).
+const KNOWN: u8 = 4;
+
+/// How the child's scope is reached (see [`Slot`]), under the slot's lock.
+enum Reach {
+    /// No state yet: made on demand.
+    Unknown,
+    /// Made by the handle before the child's first poll, which adopts it.
+    Made(ScopeHandle),
+    /// The child's state, while its run exists.
+    Known(WeakScope),
+}
+
+/// The slot's state under its lock. Small on purpose: the slot is one
+/// allocation per child, and the allocator's fast path takes chunks up to
+/// 128 bytes (glibc's fast bins) — a slot for a `()` child fits.
+struct SlotInner<T> {
+    result: Option<Result<T, TaskError>>,
+    /// The handle's task, woken when the result is there.
+    waker: Option<Waker>,
+    /// A spawned child's task, woken when its group aborts it.
+    task: Option<Waker>,
+    taken: bool,
+    /// A spawned child's group aborted it (see [`ChildAbort`](super::aborts::ChildAbort)).
+    aborted: bool,
+    /// How the child's scope is reached.
+    scope: Reach,
+}
+
+impl<T> Slot<T> {
+    #[inline]
+    fn new(id: Option<u64>, scope: Reach, result: Option<Result<T, TaskError>>) -> Arc<Self> {
+        let known = match scope {
+            Reach::Known(_) => KNOWN,
+            _ => 0,
+        };
+        Arc::new(Slot {
+            id,
+            finished: AtomicBool::new(result.is_some()),
+            // A child's handle is made with it.
+            reach: AtomicU8::new(known | if id.is_some() { HANDLE } else { 0 }),
+            inner: Mutex::new(SlotInner {
+                result,
+                waker: None,
+                task: None,
+                taken: false,
+                aborted: false,
+                scope,
+            }),
+        })
+    }
+
+    /// The child's scope, for its handle: made now if nothing has made it
+    /// and the child has not started (rule 1 of [`Slot`]); `None` once the
+    /// child ended, or if it never started.
+    fn scope(&self) -> Option<ScopeHandle> {
+        self.id?;
+        let mut inner = lock(&self.inner);
+        match &inner.scope {
+            Reach::Known(scope) => scope.upgrade(),
+            Reach::Made(scope) => Some(scope.clone()),
+            // Ended (or dropped) before its first poll: nothing to reach.
+            Reach::Unknown if self.finished.load(StdOrdering::Acquire) => None,
+            Reach::Unknown => {
+                let scope = seam::new_state();
+                inner.scope = Reach::Made(scope.clone());
+                self.reach.fetch_or(MADE, StdOrdering::Release);
+                Some(scope)
+            }
+        }
+    }
+
+    /// The child's first poll, before its scope starts: adopts the state
+    /// its handle made, or makes one if its handle lives (rule 2 of
+    /// [`Slot`]). Nothing to do, without the lock, for a child nobody can
+    /// reach: its scope starts lazy.
+    #[inline]
+    pub(super) fn before_start<F: Future>(&self, run: Pin<&mut ScopeTryRun<F>>) {
+        let reach = self.reach.load(StdOrdering::Acquire);
+        if reach & MADE == 0 && (reach & HANDLE == 0 || reach & KNOWN != 0) {
+            return;
+        }
+        let mut inner = lock(&self.inner);
+        let scope = match std::mem::replace(&mut inner.scope, Reach::Unknown) {
+            Reach::Made(scope) => scope,
+            Reach::Known(scope) => {
+                inner.scope = Reach::Known(scope);
+                return;
+            }
+            Reach::Unknown => seam::new_state(),
+        };
+        inner.scope = Reach::Known(WeakScope::of_handle(&scope));
+        self.reach.fetch_or(KNOWN, StdOrdering::Release);
+        let adopted = run.adopt(&scope);
+        debug_assert!(adopted, "a child without state before its start");
+    }
+
+    #[inline]
+    pub(super) fn fill(&self, result: Result<T, TaskError>) {
+        let waker = {
+            let mut inner = lock(&self.inner);
+            inner.result = Some(result);
+            self.finished.store(true, StdOrdering::Release);
+            inner.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl<T: Send> Abort for Slot<T> {
+    fn abort(&self) {
+        let task = {
+            let mut inner = lock(&self.inner);
+            inner.aborted = true;
+            inner.task.take()
+        };
+        if let Some(task) = task {
+            task.wake();
+        }
+    }
+}
+
+impl<T> Slot<T> {
+    /// A spawned child's poll: `true` if its group aborted it; else its
+    /// task is the one to wake when that happens.
+    #[inline]
+    pub(super) fn aborted(&self, cx: &Context<'_>) -> bool {
+        let mut inner = lock(&self.inner);
+        if !inner.aborted {
+            match &mut inner.task {
+                Some(task) if task.will_wake(cx.waker()) => {}
+                task => *task = Some(cx.waker().clone()),
+            }
+        }
+        inner.aborted
+    }
+}
+
+/// An awaitable handle to a child of a [`TaskGroup`](crate::group::TaskGroup),
+/// returned by [`Group::start_soon`](crate::group::Group::start_soon) and
+/// [`Group::spawn`](crate::group::Group::spawn).
+///
+/// It resolves to the child's value, or to a [`TaskError`] saying why
+/// there is none. Dropping it leaves the child running (the group still
+/// waits for it).
+///
+/// ```
+/// use cancelable::group::TaskGroup;
+///
+/// # futures::executor::block_on(async {
+/// TaskGroup::new()
+///     .run(|group| async move {
+///         let forever = group.start_soon(std::future::pending::<Result<(), cancelable::Cancelled>>());
+///         assert!(!forever.is_finished());
+///         forever.cancel();
+///         assert!(forever.await.unwrap_err().is_cancelled());
+///         Ok::<_, cancelable::Cancelled>(())
+///     })
+///     .await
+///     .unwrap();
+/// # });
+/// ```
+pub struct TaskHandle<T> {
+    slot: Arc<Slot<T>>,
+    /// A supervised child's restart count.
+    restarts: Option<Arc<AtomicU32>>,
+}
+
+impl<T> TaskHandle<T> {
+    /// The handle of the child that shares `slot`.
+    #[inline]
+    pub(crate) fn of(slot: Arc<Slot<T>>) -> Self {
+        TaskHandle {
+            slot,
+            restarts: None,
+        }
+    }
+
+    /// A handle to a child that was never started.
+    pub(crate) fn not_started() -> Self {
+        TaskHandle {
+            slot: Slot::new(None, Reach::Unknown, Some(Err(TaskError::NotStarted))),
+            restarts: None,
+        }
+    }
+
+    /// The handle of a supervised child, whose restarts `restarts` counts.
+    pub(crate) fn with_restarts(mut self, restarts: Arc<AtomicU32>) -> Self {
+        self.restarts = Some(restarts);
+        self
+    }
+
+    /// How many times the child was restarted so far: always 0 but for a
+    /// supervised child (see [`ChildBuilder::supervised`](crate::group::ChildBuilder::supervised)).
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+            .as_ref()
+            .map_or(0, |restarts| restarts.load(StdOrdering::Relaxed))
+    }
+
+    /// Cancels the child's scope (reason [`CancelReason::Manual`](crate::CancelReason::Manual)): it
+    /// ends with [`TaskError::Cancelled`], which is not a failure, so the
+    /// group goes on. Returns `true` if this call cancelled it: `false`
+    /// if it was cancelled already, has ended, or never started.
+    pub fn cancel(&self) -> bool {
+        self.slot.scope().is_some_and(|scope| scope.cancel())
+    }
+
+    /// `true` once the child has ended (or was never started).
+    pub fn is_finished(&self) -> bool {
+        self.slot.finished.load(StdOrdering::Acquire)
+    }
+
+    /// The child's id in its group (1 for the first child started, and so
+    /// on), as [`TaskOutcome::id`](crate::group::TaskOutcome::id) and
+    /// [`TaskFailure::id`](crate::group::TaskFailure::id) report it; `None` if it
+    /// was never started.
+    pub fn id(&self) -> Option<u64> {
+        self.slot.id
+    }
+
+    /// A handle to the child's scope (its operation id, status, context,
+    /// deadline) while the child runs; `None` once it has ended or if it
+    /// never started.
+    pub fn scope(&self) -> Option<ScopeHandle> {
+        self.slot.scope()
+    }
+}
+
+impl<T> Drop for TaskHandle<T> {
+    fn drop(&mut self) {
+        // After every state it made was recorded (`Slot`, rule 2).
+        self.slot.reach.fetch_and(!HANDLE, StdOrdering::Release);
+    }
+}
+
+impl<T> Future for TaskHandle<T> {
+    type Output = Result<T, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut inner = lock(&self.slot.inner);
+        if let Some(result) = inner.result.take() {
+            inner.taken = true;
+            return Poll::Ready(result);
+        }
+        assert!(!inner.taken, "a TaskHandle was polled after it completed");
+        match &mut inner.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            waker => *waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl<T> Unpin for TaskHandle<T> {}
+
+impl<T> fmt::Debug for TaskHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("id", &self.id())
+            .field("finished", &self.is_finished())
+            .field("restarts", &self.restarts())
+            .finish()
+    }
+}
+
+impl<T> Slot<T> {
+    /// The slot a new child of `group`, to run in `scope`, shares with its
+    /// handle: the child's id, and how its scope is reached — known now by
+    /// a weak reference if the group tracks its children or the scope has
+    /// a state already (a handle was taken), else made on demand (see
+    /// [`Slot`]).
+    #[inline(always)]
+    pub(crate) fn for_child(group: &GroupShared, scope: &CancelScope) -> Arc<Self> {
+        let id = group.next_id();
+        let reach = match group.is_tracked() || seam::has_state(scope) {
+            true => {
+                let weak = WeakScope::of(scope);
+                group.track_start(id, &weak);
+                Reach::Known(weak)
+            }
+            false => Reach::Unknown,
+        };
+        Slot::new(Some(id), reach, None)
+    }
+}
