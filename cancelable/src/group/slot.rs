@@ -35,15 +35,16 @@ use crate::{CancelScope, ScopeHandle, ScopeTryRun};
 /// 2. **At its first poll**, a child whose handle still lives and whose
 ///    state nobody made makes it ([`Reach::Known`] from then on): the
 ///    handle may ask at any time after. A child without a handle, whose
-///    state nobody made, starts lazy: nothing outside its run can reach it
-///    any more (a handle is never made again, [`HANDLE`] is cleared by its
-///    drop), so no protocol is needed past this poll. The first poll reads
+///    state nobody made, starts without one (lazy, where its scope allows:
+///    `scope/lazy.rs`; else its start makes a state nobody else holds):
+///    nothing outside its run can reach it any more (a handle is never
+///    made again, [`HANDLE`] is cleared by its drop), so no protocol is
+///    needed past this poll. The first poll reads
 ///    `reach` without the lock when it says nothing needs doing: the
 ///    handle's drop clears [`HANDLE`] (release) after every state it made
 ///    was recorded ([`MADE`], set under the lock before, in the same
 ///    atomic), so a poll that reads no [`HANDLE`] also reads every
 ///    [`MADE`].
-///
 /// 3. **Once its state is made**, the slot keeps it weakly
 ///    ([`Reach::Known`]): the handle cancels and shows the scope only while
 ///    the child's run exists.
