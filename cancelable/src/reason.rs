@@ -1,7 +1,7 @@
 //! Why a scope or token was cancelled.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::Signal;
@@ -98,7 +98,7 @@ impl fmt::Display for CancelReason {
 
 /// The reason and message recorded by the first cancel, and when it was
 /// asked for.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Cause {
     pub(crate) reason: CancelReason,
     pub(crate) message: Option<Arc<str>>,
@@ -106,6 +106,9 @@ pub(crate) struct Cause {
     /// it reaches share: the operations registry measures the cancellation
     /// lag from it without a callback of its own on every token.
     pub(crate) at: Instant,
+    /// [`for_child`](Self::for_child), made once and shared by every child
+    /// that takes it (see [`shared_for_child`](Self::shared_for_child)).
+    child: OnceLock<Arc<Cause>>,
 }
 
 impl Cause {
@@ -115,6 +118,7 @@ impl Cause {
             reason,
             message: None,
             at: Instant::now(),
+            child: OnceLock::new(),
         }
     }
 
@@ -125,6 +129,7 @@ impl Cause {
             reason,
             message: (!message.is_empty()).then(|| Arc::from(message)),
             at: Instant::now(),
+            child: OnceLock::new(),
         }
     }
 
@@ -136,7 +141,29 @@ impl Cause {
             reason: self.reason.for_child(),
             message: self.message.clone(),
             at: self.at,
+            child: OnceLock::new(),
         }
+    }
+
+    /// [`for_child`](Self::for_child), shared: made by the first child that
+    /// asks, then lent to the others — the children of one cancelled node
+    /// (token children, or a group's children without shared state) record
+    /// one cause between them, not one allocation each.
+    #[inline]
+    pub(crate) fn shared_for_child(&self) -> Arc<Cause> {
+        self.child
+            .get_or_init(|| Arc::new(self.for_child()))
+            .clone()
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cause")
+            .field("reason", &self.reason)
+            .field("message", &self.message)
+            .field("at", &self.at)
+            .finish_non_exhaustive()
     }
 }
 
@@ -211,5 +238,28 @@ impl std::error::Error for SourceError {
 impl serde::Serialize for SourceError {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{CancelReason, Cause};
+
+    #[test]
+    fn the_children_of_one_cause_share_one_parent_cause() {
+        let cause = Cause::with_message(CancelReason::Timeout, "deadline".to_owned());
+        let first = cause.shared_for_child();
+        let second = cause.shared_for_child();
+        assert!(Arc::ptr_eq(&first, &second), "made once, then lent");
+        assert_eq!(
+            first.reason,
+            CancelReason::Parent(Box::new(CancelReason::Timeout))
+        );
+        assert_eq!(first.message.as_deref(), Some("deadline"));
+        assert_eq!(first.at, cause.at);
+        // A grandchild sees the root reason, not Parent(Parent(..)).
+        assert_eq!(first.shared_for_child().reason, first.reason);
     }
 }

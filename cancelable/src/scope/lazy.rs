@@ -266,7 +266,7 @@ impl LazyScope {
             // Through its parent: `Parent(reason)`, as its state's token,
             // linked under the parent's, would have recorded it.
             .map(|cause| match from_parent {
-                true => Arc::new(cause.for_child()),
+                true => cause.shared_for_child(),
                 false => cause,
             })
             .unwrap_or_else(|| Arc::new(Cause::new(CancelReason::Timeout)));

@@ -152,8 +152,8 @@ pub(crate) fn new_state() -> ScopeHandle {
 /// (`Parent(reason)`), else a manual cancel — what an unnamed scope's
 /// state would have given but its times, which only the state keeps.
 pub(crate) fn dropped_without_state(parent: &ScopeHandle) -> Cancelled {
-    match parent.shared.token.recorded_cause() {
-        Some(cause) => Cancelled::of_cause(Arc::new(cause.for_child())),
+    match parent.shared.token.recorded_shared_cause() {
+        Some(cause) => Cancelled::of_cause(cause.shared_for_child()),
         None => Cancelled::new(CancelReason::Manual),
     }
 }

@@ -79,9 +79,15 @@ impl<Listener> Listeners<Listener> {
         }
     }
 
+    /// `true` if there is no entry.
+    #[inline]
+    pub(super) fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.as_ref().is_none_or(|rest| rest.is_empty())
+    }
+
     /// Hands every entry to `each`, in the order of their keys: a cancel's
     /// walk, without an iterator chaining the two parts.
-    #[inline]
+    #[inline(always)]
     pub(super) fn visit(&self, mut each: impl FnMut(&Listener)) {
         if let Some(first) = &self.first {
             each(first);
@@ -94,7 +100,7 @@ impl<Listener> Listeners<Listener> {
     }
 
     /// [`visit`](Self::visit), handing the entries over.
-    #[inline]
+    #[inline(always)]
     pub(super) fn drain(self, mut each: impl FnMut(Listener)) {
         if let Some(first) = self.first {
             each(first);

@@ -237,7 +237,7 @@ impl TokenInner {
             .map_err(|cause| match link {
                 // The parent's own cause, shared rather than copied.
                 Link::Transparent => child.cancel_shared(cause),
-                Link::Parent => child.cancel(cause.for_child()),
+                Link::Parent => child.cancel_shared(cause.shared_for_child()),
             })
             .ok()
     }
@@ -329,14 +329,17 @@ impl TokenInner {
             state.cause = Some(cause.clone());
             std::mem::take(&mut state.listeners)
         };
-        let mut for_children = ChildCauses::new(&cause);
-        cancel_children(&early, &mut for_children);
+        cancel_children(&early, &cause);
         let late = {
             let state = &mut *lock(&self.state);
             self.cancelled.store(true, Ordering::Release);
             std::mem::take(&mut state.listeners)
         };
-        cancel_children(&late, &mut for_children);
+        // Registered while the children were being cancelled: rare.
+        let late = (!late.is_empty()).then_some(late);
+        if let Some(late) = &late {
+            cancel_children(late, &cause);
+        }
         self.owner.wake();
         // The others, in the order they registered: the two slabs are
         // walked again rather than copied into a list of their own.
@@ -346,7 +349,9 @@ impl TokenInner {
             Listener::Waker(None) | Listener::Scope(None) | Listener::Child(..) => {}
         };
         early.drain(notify);
-        late.drain(notify);
+        if let Some(late) = late {
+            late.drain(notify);
+        }
         true
     }
 
@@ -454,38 +459,18 @@ impl TokenInner {
     }
 }
 
-/// The causes a cancelling node hands its children: its own for a
-/// transparent link, `Parent(its reason)` for a parent link, made once for
-/// all of them (a parent of many children would otherwise allocate one
-/// per child).
-struct ChildCauses<'a> {
-    own: &'a StdArc<Cause>,
-    parent: Option<StdArc<Cause>>,
-}
-
-impl<'a> ChildCauses<'a> {
-    fn new(own: &'a StdArc<Cause>) -> Self {
-        ChildCauses { own, parent: None }
-    }
-
-    fn for_link(&mut self, link: Link) -> StdArc<Cause> {
-        match link {
-            Link::Transparent => self.own.clone(),
-            Link::Parent => self
-                .parent
-                .get_or_insert_with(|| StdArc::new(self.own.for_child()))
-                .clone(),
-        }
-    }
-}
-
 /// Cancels the children among `listeners` (the others are notified after the
 /// flag is published).
-fn cancel_children(listeners: &Listeners<Listener>, causes: &mut ChildCauses<'_>) {
+fn cancel_children(listeners: &Listeners<Listener>, cause: &StdArc<Cause>) {
     listeners.visit(|listener| {
         if let Listener::Child(child, link) = listener {
             if let Some(child) = child.upgrade() {
-                child.cancel_shared(causes.for_link(*link));
+                // The children share one cause (`Cause::shared_for_child`),
+                // not one allocation each.
+                child.cancel_shared(match link {
+                    Link::Transparent => cause.clone(),
+                    Link::Parent => cause.shared_for_child(),
+                });
             }
         }
     });
