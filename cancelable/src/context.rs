@@ -155,8 +155,10 @@ pub(crate) struct ContextData {
     pub(crate) deadline: Option<Instant>,
     pub(crate) started: Option<Instant>,
     pub(crate) ended: Option<Instant>,
-    /// Boxed: most scopes never report progress nor carry metadata.
-    pub(crate) extra: Option<Box<ContextExtra>>,
+    /// Boxed: most scopes never report progress nor carry metadata. The
+    /// box comes from, and goes back to, a per-thread pool
+    /// ([`ExtraBox`]).
+    pub(crate) extra: Option<ExtraBox>,
 }
 
 /// What few scopes use: progress, its handlers, metadata.
@@ -176,6 +178,97 @@ pub(crate) struct ContextExtra {
 }
 
 pub(crate) type ProgressCallback = std::sync::Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// A boxed [`ContextExtra`] from a small per-thread pool: made by
+/// `Default` (a pooled box if the thread has one), handed back emptied
+/// when the [`ContextData`] holding it drops (a scope's state reset for
+/// reuse, or freed). A scope given metadata or a grace on every run (a
+/// registered request: its method and path) allocates no box once the
+/// pool is warm. Reads and writes go through `Deref`, as to the box; one
+/// pointer wide, as the box.
+pub(crate) struct ExtraBox(Box<ContextExtra>);
+
+/// How many emptied [`ExtraBox`]es a thread keeps: enough for scopes
+/// nested a few deep, little memory when idle.
+const SPARE_EXTRAS: usize = 8;
+
+thread_local! {
+    // Boxed: the box is the scope's `extra`, reused whole.
+    #[allow(clippy::vec_box)]
+    static SPARE_EXTRA: RefCell<Vec<Box<ContextExtra>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Default for ExtraBox {
+    #[inline]
+    fn default() -> Self {
+        let pooled = SPARE_EXTRA
+            .try_with(|spare| spare.borrow_mut().pop())
+            .ok()
+            .flatten();
+        ExtraBox(pooled.unwrap_or_default())
+    }
+}
+
+impl std::ops::Deref for ExtraBox {
+    type Target = ContextExtra;
+
+    #[inline]
+    fn deref(&self) -> &ContextExtra {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ExtraBox {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut ContextExtra {
+        &mut self.0
+    }
+}
+
+impl ExtraBox {
+    /// Empties the box (its metadata buffer goes back to its own pool)
+    /// and keeps it for the thread's next scope, if the pool has room.
+    #[inline(never)]
+    fn recycle(self) {
+        let ExtraBox(mut emptied) = self;
+        // The pattern names every field: a field added later does not
+        // compile here until it is emptied too.
+        let ContextExtra {
+            progress,
+            progress_callbacks,
+            metadata,
+            error,
+            grace,
+            grace_held,
+        } = &mut *emptied;
+        *progress = None;
+        if !progress_callbacks.is_empty() {
+            *progress_callbacks = Vec::new();
+        }
+        if !metadata.as_slice().is_empty() {
+            *metadata = Metadata::default();
+        }
+        *error = None;
+        *grace = None;
+        *grace_held = false;
+        let _ = SPARE_EXTRA.try_with(move |spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_EXTRAS {
+                spare.push(emptied);
+            }
+        });
+    }
+}
+
+impl Drop for ContextData {
+    /// Its extras, if any, go back to the thread's pool ([`ExtraBox`]).
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(extra) = self.extra.take() {
+            extra.recycle();
+        }
+    }
+}
 
 impl ContextData {
     pub(crate) fn snapshot(
@@ -397,6 +490,36 @@ mod tests {
         let copy = second.clone();
         assert_ne!(copy.as_slice().as_ptr(), second.as_slice().as_ptr());
         assert_eq!(copy.to_map(), second.to_map());
+    }
+
+    #[test]
+    fn a_pooled_context_extra_comes_back_empty() {
+        use super::{ExtraBox, Progress};
+        use std::time::{Duration, Instant};
+
+        let mut first = ExtraBox::default();
+        first
+            .metadata
+            .insert("secret".into(), String::from("value").into());
+        first.progress = Some(Progress::new(Some(0.5), "halfway".to_owned()));
+        first
+            .progress_callbacks
+            .push(std::sync::Arc::new(|_: &Progress| {}));
+        first.error = Some("failed".to_owned());
+        first.grace = Some((Duration::from_secs(1), Some(Instant::now())));
+        first.grace_held = true;
+        let place: *const super::ContextExtra = &*first;
+        // Handed back when the context holding it drops.
+        let mut data = super::ContextData::default();
+        data.extra = Some(first);
+        drop(data);
+        // The next scope's extra on this thread is the same box, with
+        // nothing of the last one's.
+        let second = ExtraBox::default();
+        assert!(std::ptr::eq(&*second, place));
+        assert!(second.metadata.as_slice().is_empty());
+        assert!(second.progress.is_none() && second.progress_callbacks.is_empty());
+        assert!(second.error.is_none() && second.grace.is_none() && !second.grace_held);
     }
 
     #[test]
