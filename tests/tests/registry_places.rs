@@ -1,9 +1,10 @@
 //! The registry finds an operation by id through its place, the id's low
 //! bits: in the live set (1,024 places per shard, 32 shards, so live ids
-//! 32,768 apart share a place) and in the history's index (twice as many
-//! cells as the history holds, eight tried per id). Operations whose ids
-//! share a place are each found, cancelled and remembered as if they did
-//! not.
+//! 32,768 apart share a place) and in the history's index (a history of
+//! more than 1,024 entries: twice as many cells as it holds, eight tried
+//! per id; a smaller one is searched by the ids of its slots). Operations
+//! whose ids share a place are each found, cancelled and remembered as if
+//! they did not.
 
 use cancelable::registry::{Filter, Registry};
 use cancelable::{CancelReason, CancelScope, OperationStatus};
@@ -11,9 +12,10 @@ use cancelable_tests::on_every_backend;
 
 /// Ids 32,768 apart share a place in the live set.
 const LIVE_PLACES: u64 = 1024 * 32;
-/// The history's index cells at the default capacity (1,000 entries):
-/// the next power of two of twice that.
-const INDEX_CELLS: u64 = 2048;
+/// A history large enough to be indexed (more than 1,024 entries).
+const INDEXED_CAPACITY: usize = 2000;
+/// Its index's cells: the next power of two of twice its capacity.
+const INDEX_CELLS: u64 = 4096;
 
 /// A new scope whose id is `id` modulo `modulus` (and not `id` itself):
 /// scopes are made, and dropped unstarted, until one is.
@@ -72,15 +74,33 @@ on_every_backend! {
     }
 
     async fn finished_operations_whose_ids_share_index_cells_are_each_found() {
-        let registry = Registry::new();
-        assert_eq!(registry.history_capacity(), 1000);
+        let registry = Registry::builder()
+            .history_capacity(INDEXED_CAPACITY)
+            .build()
+            .unwrap();
         // Ten operations on one cell: the eight cells tried from it hold
         // the last eight, the first two lost theirs to them.
-        let first = CancelScope::new().register_in(&registry);
+        ten_operations_on_one_place_are_each_found(&registry, INDEX_CELLS).await;
+    }
+
+    async fn finished_operations_of_a_history_without_an_index_are_each_found() {
+        // The default history (1,000 entries) has no index: its slots'
+        // ids are searched, whatever the ids.
+        let registry = Registry::new();
+        assert_eq!(registry.history_capacity(), 1000);
+        ten_operations_on_one_place_are_each_found(&registry, INDEX_CELLS).await;
+    }
+}
+
+/// Runs ten registered operations whose ids are equal modulo `modulus`,
+/// then finds each in the history, and no operation that never ran.
+async fn ten_operations_on_one_place_are_each_found(registry: &Registry, modulus: u64) {
+    {
+        let first = CancelScope::new().register_in(registry);
         let mut ids = vec![first.handle().id()];
         first.run(async {}).await.unwrap();
         for _ in 1..10 {
-            let scope = scope_sharing_a_place(ids[0], INDEX_CELLS).register_in(&registry);
+            let scope = scope_sharing_a_place(ids[0], modulus).register_in(registry);
             ids.push(scope.handle().id());
             scope.run(async {}).await.unwrap();
         }
@@ -88,7 +108,7 @@ on_every_backend! {
             let found = registry.finished(*id);
             assert_eq!(found.map(|operation| operation.id), Some(*id));
         }
-        assert!(registry.finished(ids[0] + INDEX_CELLS * 100).is_none());
+        assert!(registry.finished(ids[0] + modulus * 100).is_none());
         assert_eq!(registry.history(100, &Filter::default()).len(), 10);
     }
 }

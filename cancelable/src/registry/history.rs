@@ -1,7 +1,9 @@
 //! The bounded history of finished operations: a ring of slots written
-//! without a shared lock (one atomic cursor, one small lock per slot),
-//! indexed by id without locks (`index.rs`), so that looking up one
-//! finished operation costs the same at any capacity.
+//! without a shared lock (one atomic cursor, one small lock per slot).
+//! A ring of at most [`SCANNED_CAPACITY`] slots is searched by id through
+//! the slots' ids (read without locks); a larger one is indexed by id
+//! without locks (`index.rs`), so that looking up one finished operation
+//! takes microseconds at any capacity.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -252,6 +254,12 @@ struct Slot {
 /// Slots are allocated in chunks of this many, as the ring fills.
 const CHUNK: usize = 256;
 
+/// The largest ring searched by id without an index: reading this many
+/// slots' ids (one atomic load each, no lock) takes microseconds, and
+/// spares every finished operation the index's update. Larger rings (up
+/// to `MAX_HISTORY_CAPACITY`) keep a [`HistoryIndex`].
+pub(crate) const SCANNED_CAPACITY: usize = 1024;
+
 /// The ring: the last `capacity` operations to finish.
 ///
 /// Lock order: one slot's lock at a time; the index takes none.
@@ -265,8 +273,9 @@ pub(crate) struct History {
     /// each), overwritten by a newer operation.
     chunks: Box<[OnceLock<Box<[Slot]>>]>,
     /// Where each operation of the ring is, so that a look-up by id reads
-    /// a few slots instead of the whole ring.
-    index: HistoryIndex,
+    /// a few slots instead of the whole ring: only for a ring of more than
+    /// [`SCANNED_CAPACITY`] slots.
+    index: Option<HistoryIndex>,
 }
 
 impl History {
@@ -279,7 +288,7 @@ impl History {
             chunks: (0..capacity.div_ceil(CHUNK))
                 .map(|_| OnceLock::new())
                 .collect(),
-            index: HistoryIndex::new(capacity),
+            index: (capacity > SCANNED_CAPACITY).then(|| HistoryIndex::new(capacity)),
         }
     }
 
@@ -343,11 +352,13 @@ impl History {
             state.seq = Some(seq);
             slot.id.store(record.id, Ordering::Release);
         }
-        self.index.insert(
-            record.id,
-            seq,
-            (seq + 1).saturating_sub(self.capacity as u64),
-        );
+        if let Some(index) = &self.index {
+            index.insert(
+                record.id,
+                seq,
+                (seq + 1).saturating_sub(self.capacity as u64),
+            );
+        }
     }
 
     /// The newest `limit` entries that pass `filter`, newest first.
@@ -378,9 +389,11 @@ impl History {
             .collect()
     }
 
-    /// Operation `id`, if the ring still holds it: a few cells of the
-    /// index and the slots they name, whatever the capacity (the whole
-    /// ring only in the rare case [`HistoryIndex`] describes).
+    /// Operation `id`, if the ring still holds it: in a ring of at most
+    /// [`SCANNED_CAPACITY`] slots, the slot whose id is `id`; in a larger
+    /// one, a few cells of the index and the slots they name, whatever the
+    /// capacity (the whole ring only in the rare case [`HistoryIndex`]
+    /// describes).
     pub(crate) fn find(&self, id: u64) -> Option<FinishedOperation> {
         let in_slot = |slot: &Slot| {
             if slot.id.load(Ordering::Acquire) != id {
@@ -390,13 +403,15 @@ impl History {
             (state.seq.is_some() && state.entry.id == id)
                 .then(|| state.entry.public(&mut Now::new()))
         };
-        let indexed = self
-            .index
+        let Some(index) = &self.index else {
+            return self.slots().find_map(in_slot);
+        };
+        let indexed = index
             .candidates(id)
             .find_map(|seq| in_slot(self.slot_of(seq)?));
         match indexed {
             Some(found) => Some(found),
-            None if self.index.may_have_lost(self.oldest()) => self.slots().find_map(in_slot),
+            None if index.may_have_lost(self.oldest()) => self.slots().find_map(in_slot),
             None => None,
         }
     }
@@ -441,9 +456,10 @@ impl History {
 }
 
 impl Registry {
-    /// The finished operation `id`, if the history still remembers it: an
-    /// index look-up (microseconds at any
-    /// [`history_capacity`](Self::history_capacity)), unlike searching
+    /// The finished operation `id`, if the history still remembers it:
+    /// microseconds at any [`history_capacity`](Self::history_capacity)
+    /// (up to 1,024 entries, a read of each entry's id, without a lock;
+    /// beyond, an index look-up), unlike searching
     /// [`history`](Self::history), which copies every entry.
     ///
     /// ```
