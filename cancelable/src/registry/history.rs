@@ -169,7 +169,11 @@ impl Finished {
             assign(key, new_key);
             assign(value, new_value);
         }
-        self.metadata.extend(metadata[reused..].iter().cloned());
+        // Like operations (a layer's requests) have as many pairs as the
+        // entry they overwrite: nothing to add.
+        if reused < metadata.len() {
+            self.metadata.extend(metadata[reused..].iter().cloned());
+        }
     }
 
     /// The public view, with wall-clock times as of `now`.

@@ -301,8 +301,15 @@ impl Entry {
         }
         // A cancel wakes the scope before it runs its callbacks: the scope
         // may exit before ours noted the time. The two were then at once.
-        let lag = record.cancel_requested_at().map(|at| at.elapsed());
-        let cause = shared.cancel_cause();
+        // Both read only once the token reads as cancelled (a noted
+        // request implies it): one flag read for a scope nobody cancelled.
+        let (lag, cause) = match shared.token().is_cancelled() {
+            true => (
+                record.cancel_requested_at().map(|at| at.elapsed()),
+                shared.cancel_cause(),
+            ),
+            false => (None, None),
+        };
         let inner = &registry.inner;
         // The scope's context is read under one lock, held around the
         // history's and the shard's (see "Deadlock safety").
