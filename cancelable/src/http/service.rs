@@ -18,6 +18,8 @@ use super::handler::Checked;
 use super::layer::{Config, DisconnectMode, RequestScopeLayer};
 use super::names;
 use super::request::{now, RequestScope};
+#[cfg(feature = "registry")]
+use crate::scope::seam;
 use crate::{CancelScope, GracePolicy, GraceValue};
 
 impl<S> Layer<S> for RequestScopeLayer {
@@ -87,10 +89,9 @@ where
         let mut scope = CancelScope::new().name(name);
         #[cfg(feature = "registry")]
         if let (Some(registry), Some(path)) = (&config.registry, path) {
-            scope = scope
-                .static_metadata("method", method_name(request.method()))
-                .static_metadata("path", path)
-                .register_in(registry);
+            seam::static_metadata(&mut scope, "method", method_name(request.method()));
+            seam::static_metadata(&mut scope, "path", path);
+            scope = scope.register_in(registry);
         }
         let deadline = source
             .as_ref()
@@ -177,17 +178,19 @@ fn operation_name<B>(request: &Request<B>) -> Cow<'static, str> {
 /// nothing copied.
 #[cfg(feature = "registry")]
 fn method_name(method: &http::Method) -> Cow<'static, str> {
-    let standard = match method.as_str() {
-        "GET" => "GET",
-        "POST" => "POST",
-        "PUT" => "PUT",
-        "DELETE" => "DELETE",
-        "HEAD" => "HEAD",
-        "OPTIONS" => "OPTIONS",
-        "PATCH" => "PATCH",
-        "CONNECT" => "CONNECT",
-        "TRACE" => "TRACE",
-        other => return other.to_owned().into(),
+    use http::Method;
+    // Compared as methods (a tag each), not as text.
+    let standard = match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => return method.as_str().to_owned().into(),
     };
     standard.into()
 }

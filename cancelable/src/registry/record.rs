@@ -130,8 +130,11 @@ impl Record {
         self.id = id;
         self.joined = joined;
         self.started = started;
-        self.cancel_requested.take();
-        self.key = key.as_ref().map(|claim| claim.key.clone());
+        // What only a cancelled, stuck, awaited or keyed operation sets is
+        // reset only if set: most records come back as they went.
+        if self.cancel_requested.get().is_some() {
+            self.cancel_requested.take();
+        }
         self.clock = clock;
         *self.left.get_mut() = false;
         *self.stuck_reported.get_mut() = false;
@@ -140,12 +143,20 @@ impl Record {
             .outcome
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner);
-        outcome.exit = None;
-        outcome.waiters.clear();
-        *self
+        if outcome.exit.is_some() || !outcome.waiters.is_empty() {
+            outcome.exit = None;
+            outcome.waiters.clear();
+        }
+        if key.is_some() || self.key.is_some() {
+            self.key = key.as_ref().map(|claim| claim.key.clone());
+        }
+        let claim = self
             .key_claim
             .get_mut()
-            .unwrap_or_else(PoisonError::into_inner) = key;
+            .unwrap_or_else(PoisonError::into_inner);
+        if key.is_some() || claim.is_some() {
+            *claim = key;
+        }
     }
 
     /// Running: not exiting (an exiting scope sets its final status, then

@@ -135,15 +135,6 @@ impl CancelScope {
         self
     }
 
-    /// [`metadata`](Self::metadata) with a key known at compile time and
-    /// a value that may be (a layer's metadata): neither is copied.
-    #[cfg(all(feature = "tower", feature = "registry"))]
-    #[inline]
-    pub(crate) fn static_metadata(mut self, key: &'static str, value: Cow<'static, str>) -> Self {
-        self.config.extras().metadata.insert_static(key, value);
-        self
-    }
-
     /// Cancels the scope `duration` after it starts (reason
     /// [`CancelReason::Timeout`]). With several timeouts and deadlines the
     /// earliest wins. A zero duration cancels a body that pends at once.

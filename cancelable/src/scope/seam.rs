@@ -113,6 +113,19 @@ pub(crate) fn set_final_status(scope: &ScopeHandle, status: OperationStatus) {
     scope.shared.set_status(status);
 }
 
+/// [`CancelScope::metadata`](super::CancelScope::metadata) with a key
+/// known at compile time and a value that may be (a layer's metadata):
+/// neither is copied, and the builder is written in place, not moved
+/// through a by-value setter.
+#[cfg(all(feature = "tower", feature = "registry"))]
+pub(crate) fn static_metadata(
+    scope: &mut super::CancelScope,
+    key: &'static str,
+    value: Cow<'static, str>,
+) {
+    scope.config.extras().metadata.insert_static(key, value);
+}
+
 /// `scope`'s name, without building its whole context.
 pub(crate) fn name(scope: &ScopeHandle) -> Option<Cow<'static, str>> {
     lock(&scope.shared.data).name.clone()
