@@ -169,14 +169,19 @@ on_every_backend! {
 
     async fn a_token_source_cancelled_while_the_body_pends_ends_the_scope_with_its_reason() {
         let token = CancellationToken::new();
-        cancel_soon(&token, |token| {
-            token.cancel_with(CancelReason::Condition, "disk full");
-        });
+        let canceller = token.clone();
         let cancelled = CancelScope::new()
             .name("watching")
             .token(&token)
             .timeout(GENEROUS)
-            .run(pending::<()>())
+            .run(async move {
+                // Asked for from inside the body, so at least 5 ms after the
+                // scope's start however loaded the machine is.
+                cancel_soon(&canceller, |token| {
+                    token.cancel_with(CancelReason::Condition, "disk full");
+                });
+                pending::<()>().await
+            })
             .await
             .unwrap_err();
         assert_eq!(cancelled.reason(), &CancelReason::Condition);
