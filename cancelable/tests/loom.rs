@@ -186,6 +186,29 @@ fn a_token_read_as_cancelled_has_its_subtree_cancelled() {
     });
 }
 
+/// A scope without shared state whose one source is a token waits on it
+/// with a waiter of its own (`Listener::Scope`, `scope/lazy.rs`): a cancel
+/// racing its pend is never lost, the scope ends with the token's reason,
+/// and its waiter leaves the token however the race went.
+#[test]
+fn a_lazy_scope_waiting_on_its_token_source_is_never_lost() {
+    loom::model(|| {
+        let token = CancellationToken::new();
+        let other = token.clone();
+        let canceller = thread::spawn(move || other.cancel_with(CancelReason::Condition, "done"));
+        let outcome = loom::future::block_on(
+            cancelable::CancelScope::new()
+                .token(&token)
+                .run(std::future::pending::<()>()),
+        );
+        let cancelled = outcome.expect_err("the token's cancel ends the scope");
+        assert_eq!(cancelled.reason(), &CancelReason::Condition);
+        assert_eq!(cancelled.message(), Some("done"));
+        assert!(canceller.join().unwrap());
+        assert_eq!(token.child_count(), 0, "the scope's waiter left the token");
+    });
+}
+
 /// A model of how a task group's child and its handle agree on the child's
 /// scope state (`group/slot.rs`, `Slot`'s docs), written with loom's
 /// primitives step for step as `Slot::scope` (the handle asking),
