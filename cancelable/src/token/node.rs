@@ -105,6 +105,20 @@ pub(crate) enum Link {
     Transparent,
 }
 
+impl Link {
+    /// The cause a child linked this way records when its parent was
+    /// cancelled with `cause`: the parent's own (transparent), or
+    /// `Parent(reason)`, made once and shared by all the parent's children
+    /// (`Cause::shared_for_child`), never one allocation each.
+    #[inline]
+    fn cause_from(self, cause: &StdArc<Cause>) -> StdArc<Cause> {
+        match self {
+            Link::Transparent => cause.clone(),
+            Link::Parent => cause.shared_for_child(),
+        }
+    }
+}
+
 pub(super) enum Listener {
     Waker(Option<Waker>),
     /// The waker of a scope without shared state watching this token as
@@ -183,15 +197,15 @@ impl TokenInner {
         let child = Arc::new_cyclic(|weak: &Weak<TokenInner>| {
             let link = self
                 .link(weak.clone(), Link::Parent)
-                .map_err(|cause| inherited = Some(Cause::clone(&cause)))
+                .map_err(|cause| inherited = Some(cause))
                 .ok();
             TokenInner::new(link.map(|link| Box::new(Parents::One(link))))
         });
         // Invariant 5: the parent was cancelled before we registered, or
         // while the child was still being built (its weak pointer could not
-        // be upgraded then): copy the cause in both cases.
-        if let Some(cause) = inherited.or_else(|| self.recorded_cause()) {
-            child.cancel(cause.for_child());
+        // be upgraded then): cancelled with its cause in both cases.
+        if let Some(cause) = inherited.or_else(|| self.recorded_shared_cause()) {
+            child.cancel_shared(Link::Parent.cause_from(&cause));
         }
         child
     }
@@ -207,7 +221,7 @@ impl TokenInner {
                     parent
                         .link(weak.clone(), Link::Parent)
                         .map_err(|cause| {
-                            inherited.get_or_insert_with(|| Cause::clone(&cause));
+                            inherited.get_or_insert(cause);
                         })
                         .ok()
                 })
@@ -216,9 +230,9 @@ impl TokenInner {
         });
         // Invariant 5, for each parent: one cancelled before we registered,
         // or while the child was being built.
-        let cause = inherited.or_else(|| parents.iter().find_map(|p| p.recorded_cause()));
+        let cause = inherited.or_else(|| parents.iter().find_map(|p| p.recorded_shared_cause()));
         if let Some(cause) = cause {
-            child.cancel(cause.for_child());
+            child.cancel_shared(Link::Parent.cause_from(&cause));
         }
         child
     }
@@ -234,11 +248,7 @@ impl TokenInner {
         // `child` is alive, so a cancel that takes this registration
         // reaches it; a parent already cancelled hands its cause back.
         self.link(Arc::downgrade(child), link)
-            .map_err(|cause| match link {
-                // The parent's own cause, shared rather than copied.
-                Link::Transparent => child.cancel_shared(cause),
-                Link::Parent => child.cancel_shared(cause.shared_for_child()),
-            })
+            .map_err(|cause| child.cancel_shared(link.cause_from(&cause)))
             .ok()
     }
 
@@ -465,12 +475,7 @@ fn cancel_children(listeners: &Listeners<Listener>, cause: &StdArc<Cause>) {
     listeners.visit(|listener| {
         if let Listener::Child(child, link) = listener {
             if let Some(child) = child.upgrade() {
-                // The children share one cause (`Cause::shared_for_child`),
-                // not one allocation each.
-                child.cancel_shared(match link {
-                    Link::Transparent => cause.clone(),
-                    Link::Parent => cause.shared_for_child(),
-                });
+                child.cancel_shared(link.cause_from(cause));
             }
         }
     });
