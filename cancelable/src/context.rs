@@ -9,6 +9,7 @@ use std::fmt;
 use std::hash::Hasher;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::spare;
 use crate::CancelReason;
 
 /// Where an operation is in its life.
@@ -201,11 +202,7 @@ thread_local! {
 impl Default for ExtraBox {
     #[inline]
     fn default() -> Self {
-        let pooled = SPARE_EXTRA
-            .try_with(|spare| spare.borrow_mut().pop())
-            .ok()
-            .flatten();
-        ExtraBox(pooled.unwrap_or_default())
+        ExtraBox(spare::take(&SPARE_EXTRA).unwrap_or_default())
     }
 }
 
@@ -251,12 +248,7 @@ impl ExtraBox {
         *error = None;
         *grace = None;
         *grace_held = false;
-        let _ = SPARE_EXTRA.try_with(move |spare| {
-            let mut spare = spare.borrow_mut();
-            if spare.len() < SPARE_EXTRAS {
-                spare.push(emptied);
-            }
-        });
+        spare::keep(&SPARE_EXTRA, emptied, SPARE_EXTRAS);
     }
 }
 
@@ -392,7 +384,7 @@ impl Metadata {
     #[inline]
     fn push(&mut self, pair: Pair) {
         if self.0.capacity() == 0 {
-            if let Ok(Some(buffer)) = SPARE.try_with(|spare| spare.borrow_mut().pop()) {
+            if let Some(buffer) = spare::take(&SPARE) {
                 self.0 = buffer;
             }
         }
@@ -440,13 +432,7 @@ impl Drop for Metadata {
             return;
         }
         self.0.clear();
-        let buffer = std::mem::take(&mut self.0);
-        let _ = SPARE.try_with(move |spare| {
-            let mut spare = spare.borrow_mut();
-            if spare.len() < SPARE_BUFFERS {
-                spare.push(buffer);
-            }
-        });
+        spare::keep(&SPARE, std::mem::take(&mut self.0), SPARE_BUFFERS);
     }
 }
 

@@ -116,6 +116,7 @@ mod hooks;
 mod panic;
 mod reason;
 mod signal;
+mod spare;
 mod sync;
 // The seams the layers use beyond the public API (not public API).
 #[doc(hidden)]

@@ -40,6 +40,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "reason",
             "seam",
             "signal",
+            "spare",
             "sync",
             "token",
             "source",

@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use super::state::ScopeShared;
+use crate::spare;
 
 /// How many states a thread keeps: enough for scopes nested a few deep
 /// and for a loop of sibling scopes, little memory when idle.
@@ -25,10 +26,7 @@ thread_local! {
 /// A fresh scope state: a pooled one if the thread has any.
 #[inline]
 pub(super) fn take() -> Arc<ScopeShared> {
-    POOL.try_with(|pool| pool.borrow_mut().pop())
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| Arc::new(ScopeShared::new()))
+    spare::take(&POOL).unwrap_or_else(|| Arc::new(ScopeShared::new()))
 }
 
 /// Hands back the state of a scope that ended: kept, reset, if nobody
@@ -41,10 +39,5 @@ pub(super) fn recycle(mut shared: Arc<ScopeShared>) {
     if !state.reset() {
         return;
     }
-    let _ = POOL.try_with(move |pool| {
-        let mut pool = pool.borrow_mut();
-        if pool.len() < CAPACITY {
-            pool.push(shared);
-        }
-    });
+    spare::keep(&POOL, shared, CAPACITY);
 }
