@@ -450,3 +450,62 @@ async fn deadline_now_elapses_under_tokios_paused_clock() {
         std::task::Poll::Pending => panic!("still pending under a passed deadline"),
     }
 }
+
+/// While tokio's clock follows the system's, a tokio shard's deadlines are
+/// timed outside tokio's timer wheel (an `async-io` timer wakes its driver
+/// task), so a scope's deadline fires on time even on a runtime built
+/// without tokio's time driver. Tokio-only by nature.
+#[test]
+fn scope_deadlines_fire_on_a_tokio_runtime_without_its_time_driver() {
+    for runtime in [
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap(),
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap(),
+    ] {
+        let outcome = runtime.block_on(async {
+            tokio::spawn(async {
+                let started = Instant::now();
+                let outcome = CancelScope::new()
+                    .timeout(Duration::from_millis(50))
+                    .run(pending::<()>())
+                    .await;
+                (outcome, started.elapsed())
+            })
+            .await
+            .unwrap()
+        });
+        assert_timeout(&outcome.0);
+        assert!(
+            outcome.1 >= Duration::from_millis(50),
+            "fired early: {:?}",
+            outcome.1
+        );
+    }
+}
+
+/// A clock paused after a scope's deadline was armed on the system's time:
+/// the deadline still fires (tokio's timer takes over once the driver sees
+/// the pause), and the scope ends with its timeout. Tokio-only by nature.
+#[test]
+fn a_clock_paused_after_the_deadline_was_armed_still_ends_the_scope() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = runtime.block_on(async {
+        let scope = tokio::spawn(
+            CancelScope::new()
+                .timeout(Duration::from_millis(100))
+                .run(pending::<()>()),
+        );
+        // The scope pends, its deadline armed on the system's time.
+        tokio::task::yield_now().await;
+        tokio::time::pause();
+        scope.await.unwrap()
+    });
+    assert_timeout(&outcome);
+}

@@ -26,9 +26,13 @@
 //!   it. The task owns the timer; a registration earlier than the armed
 //!   deadline wakes it. When the runtime shuts down the task is dropped:
 //!   the shard is marked dead and its scopes are woken to register again
-//!   wherever they are polled next. On tokio the timer follows tokio's
+//!   wherever they are polled next. On tokio the deadlines follow tokio's
 //!   clock, so a paused clock advances to the earliest scope deadline
-//!   exactly as it would for `tokio::time::timeout`.
+//!   exactly as it would for `tokio::time::timeout`: the task's timer is
+//!   tokio's while the clock is paused (or was advanced), and an
+//!   `async-io` timer while it reads as the system's, which keeps tokio's
+//!   timer wheel empty (an armed tokio timer makes every park of the
+//!   runtime dearer; `tokio_driver::drive`).
 //!
 //! # Invariants
 //!

@@ -1,7 +1,8 @@
 //! The tokio side of the deadline shards: which runtime's shard a scope
 //! belongs to, and the driver task that keeps a tokio shard's timer (a
-//! tokio timer may only be polled inside its runtime). See the parent
-//! module's docs, "Who drives the timer".
+//! tokio timer may only be polled inside its runtime; an `async-io` one
+//! is used while tokio's clock follows the system's, see [`drive`]). See
+//! the parent module's docs, "Who drives the timer".
 
 use std::future::Future;
 use std::pin::Pin;
@@ -98,12 +99,21 @@ pub(crate) fn drivers_on(runtime: tokio::runtime::Id) -> usize {
 const DRIVER_ROUNDS: usize = 64;
 
 /// The tokio driver task of a shard: runs until its runtime drops it.
+///
+/// Its timer is tokio's only where it must be: under a paused (or once
+/// advanced) clock, which only tokio's own timers move. Elsewhere tokio's
+/// clock reads as the system's, and an `async-io` timer (driven by the
+/// `async-io` reactor thread, as the `async-io` shard's is) wakes the task
+/// at the same instant: while a tokio timer is armed, every park of the
+/// runtime (each time its tasks all pend) searches tokio's timer wheel,
+/// which costs more than the whole scope a short body runs in.
 pub(super) async fn drive(guard: DriverGuard) {
     let shard = &guard.shard;
     let Driver::Tokio { task, .. } = &shard.driver else {
         return;
     };
     let mut sleep: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut real_time: Option<async_io::Timer> = None;
     std::future::poll_fn(|cx| -> std::task::Poll<()> {
         // Registered before the state is read: a registration after the
         // read wakes this poll's waker.
@@ -121,19 +131,29 @@ pub(super) async fn drive(guard: DriverGuard) {
                 Some(false) => return std::task::Poll::Pending,
                 None => {}
             }
-            let next = tokio::time::Instant::from_std(next);
-            let sleep = match &mut sleep {
-                Some(sleep) => {
-                    // Reset even to the same deadline: an elapsed sleep
-                    // stays ready until it is reset.
-                    sleep.as_mut().reset(next);
-                    sleep
-                }
-                None => sleep.insert(Box::pin(tokio::time::sleep_until(next))),
+            let reached = if follows_real_time() {
+                // Out of tokio's wheel (see above).
+                sleep = None;
+                let timer = real_time.get_or_insert_with(async_io::Timer::never);
+                timer.set_at(next);
+                Pin::new(timer).poll(cx).is_ready()
+            } else {
+                real_time = None;
+                let next = tokio::time::Instant::from_std(next);
+                let sleep = match &mut sleep {
+                    Some(sleep) => {
+                        // Reset even to the same deadline: an elapsed sleep
+                        // stays ready until it is reset.
+                        sleep.as_mut().reset(next);
+                        sleep
+                    }
+                    None => sleep.insert(Box::pin(tokio::time::sleep_until(next))),
+                };
+                // Under a spent cooperative budget this is `Pending` and
+                // tokio schedules a wake-up: the clock, read above, decides.
+                sleep.as_mut().poll(cx).is_ready()
             };
-            // Under a spent cooperative budget this is `Pending` and tokio
-            // schedules a wake-up: the clock, read above, decides.
-            if sleep.as_mut().poll(cx).is_pending() {
+            if !reached {
                 return std::task::Poll::Pending;
             }
         }
@@ -141,4 +161,20 @@ pub(super) async fn drive(guard: DriverGuard) {
         std::task::Poll::Pending
     })
     .await
+}
+
+/// `true` if tokio's clock reads as the system's here: not paused, and
+/// never advanced. A paused clock reads the same twice in a row; an
+/// advanced one is off the system's. Where the system clock is too coarse
+/// to tell two reads apart, this says `false`, and tokio's timer is used:
+/// always right, only dearer.
+///
+/// A clock paused after an `async-io` timer was armed is seen when that
+/// timer fires, at the deadline in real time: the driver then arms tokio's
+/// timer, which the paused clock advances to.
+fn follows_real_time() -> bool {
+    let before = tokio::time::Instant::now().into_std();
+    let system = std::time::Instant::now();
+    let after = tokio::time::Instant::now().into_std();
+    before != after && before <= system && system <= after
 }
