@@ -62,6 +62,40 @@ fn with_timeout(millis: u64) -> CancelScope {
 }
 
 cancelable_tests::on_every_backend! {
+    /// A scope that ends before its deadline leaves its entry in the
+    /// thread's deadline shard for the next scope to take over: the next
+    /// scope's earlier deadline still fires on time, not at the ended
+    /// scope's.
+    async fn an_earlier_deadline_taking_over_an_ended_scope_s_entry_fires_on_time() {
+        with_timeout(3000).run(cancelable_tests::yield_once()).await.unwrap();
+        let start = now();
+        let outcome = with_timeout(100).run(pending::<()>()).await;
+        let took = now() - start;
+        assert_timeout(&outcome);
+        assert!(took >= Duration::from_millis(100), "fired early: {took:?}");
+        assert!(took < Duration::from_millis(2000), "a 100 ms timeout took {took:?}");
+    }
+
+    /// The same with a later deadline: the ended scope's deadline passes
+    /// without cancelling the scope that took its entry over, whose own
+    /// deadline then fires.
+    async fn a_later_deadline_taking_over_an_ended_scope_s_entry_is_kept() {
+        with_timeout(100).run(cancelable_tests::yield_once()).await.unwrap();
+        let outcome = with_timeout(2000)
+            .run(async {
+                cancelable_tests::sleep(Duration::from_millis(300)).await;
+                7
+            })
+            .await;
+        assert_eq!(outcome.unwrap(), 7);
+        with_timeout(50).run(cancelable_tests::yield_once()).await.unwrap();
+        let start = now();
+        let outcome = with_timeout(300).run(pending::<()>()).await;
+        let took = now() - start;
+        assert_timeout(&outcome);
+        assert!(took >= Duration::from_millis(300), "fired early: {took:?}");
+    }
+
     /// Two sibling scopes polled once and then parked: their deadlines
     /// pass while nobody polls them, and another scope's must still fire.
     async fn parked_sibling_scopes_do_not_delay_other_deadlines() {

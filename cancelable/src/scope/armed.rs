@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::task::Context;
 use std::time::Instant;
 
-#[cfg(feature = "tokio")]
 use super::deadlines::Place;
 use super::deadlines::{Registration, Shard, Target};
 use super::lazy::{LazyScope, NestedIn};
@@ -130,13 +129,13 @@ impl LazyRun {
         self.deadline_entry = None;
         // Found with the backend at the start: valid for the first poll.
         #[cfg(feature = "tokio")]
-        let shard = match self.start_runtime.take() {
-            Some(runtime) => Shard::at(Place::tokio(runtime)),
-            None => Shard::current(self.scope.backend()),
+        let place = match self.start_runtime.take() {
+            Some(runtime) => Place::tokio(runtime),
+            None => Place::of(self.scope.backend()),
         };
         #[cfg(not(feature = "tokio"))]
-        let shard = Shard::current(self.scope.backend());
-        self.deadline_entry = Some(shard.register(deadline, Target::Task(cx.waker().clone())));
+        let place = Place::of(self.scope.backend());
+        self.deadline_entry = Some(Registration::task(place, deadline, cx.waker()));
     }
 
     /// The running state of a scope that just got its shared state: no

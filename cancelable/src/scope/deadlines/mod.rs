@@ -10,6 +10,13 @@
 //! successive scopes with the same timeout have later deadlines, so the
 //! timer is rarely re-armed.
 //!
+//! A scope without shared state that ends before its deadline does not
+//! even take its entry out: it leaves it to the next such scope of its
+//! thread, which takes it over with its own deadline and waker
+//! ([`Registration::retire`], [`Registration::task`]). A later deadline
+//! keeps the entry's heap item, and the entry is queued again at its
+//! deadline when that item is due; an earlier one adds an item.
+//!
 //! # Who drives the timer
 //!
 //! The shard's timer is driven by the shard itself, never by a scope's
@@ -69,6 +76,9 @@ use super::state::ScopeShared;
 use crate::backend::{Backend, Clock};
 use crate::sync::{lock, Mutex};
 
+pub(crate) use self::registration::Registration;
+
+mod registration;
 #[cfg(feature = "tokio")]
 mod tokio_driver;
 #[cfg(feature = "testing")]
@@ -111,7 +121,7 @@ impl Place {
     }
 
     /// The place of a scope of `backend` polled here.
-    fn of(backend: Backend) -> Place {
+    pub(crate) fn of(backend: Backend) -> Place {
         Place(match backend {
             #[cfg(feature = "tokio")]
             Backend::Tokio => tokio_kind(),
@@ -162,6 +172,10 @@ struct ShardState {
 
 struct Entry {
     generation: u64,
+    /// When to tell `target`. The entry has a heap item at or before it
+    /// (an entry taken over from a spare registration keeps its earlier
+    /// item, and is queued again at its deadline when that item is due).
+    deadline: Instant,
     target: Target,
 }
 
@@ -198,7 +212,11 @@ impl ShardState {
     fn insert(&mut self, deadline: Instant, target: Target) -> (usize, u64) {
         let generation = self.next_generation;
         self.next_generation += 1;
-        let key = self.entries.insert(Entry { generation, target });
+        let key = self.entries.insert(Entry {
+            generation,
+            deadline,
+            target,
+        });
         self.queue.push(Reverse((deadline, generation, key)));
         self.compact();
         (key, generation)
@@ -241,9 +259,15 @@ impl ShardState {
             if deadline > now {
                 break;
             }
-            let Some(Reverse((_, _, key))) = self.queue.pop() else {
+            let Some(Reverse((_, generation, key))) = self.queue.pop() else {
                 break;
             };
+            let later = self.entries[key].deadline;
+            if later > now {
+                // Taken over with a later deadline: queued again at it.
+                self.queue.push(Reverse((later, generation, key)));
+                continue;
+            }
             expired.push(self.entries.remove(key).target);
         }
         self.armed_at = self.earliest();
@@ -272,52 +296,6 @@ impl Wake for TimerWaker {
     fn wake_by_ref(self: &Arc<Self>) {
         if let Some(shard) = self.shard.upgrade() {
             shard.arm_async_io();
-        }
-    }
-}
-
-/// A scope's deadline in a shard; dropping it removes the entry.
-pub(crate) struct Registration {
-    shard: Arc<Shard>,
-    key: usize,
-    generation: u64,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        lock(&self.shard.state).remove(self.generation, self.key);
-        // The timer may stay armed at this entry's deadline: it then wakes
-        // once for nothing and re-arms at the next one.
-    }
-}
-
-impl Registration {
-    /// `false` once the shard can no longer fire (its tokio runtime shut
-    /// down): the scope must register its deadline again.
-    pub(crate) fn is_live(&self) -> bool {
-        !self.shard.is_dead()
-    }
-
-    /// For a [`Target::Task`] entry, at a pend of its scope: `true` if the
-    /// entry still waits for its deadline, and will wake `waker` (the
-    /// task's waker may change between polls); `false` if it left the
-    /// shard, its deadline reached.
-    ///
-    /// Under the state lock, so an expiry running at the same time either
-    /// takes the entry before (this returns `false`: the caller sees the
-    /// deadline itself) or wakes the waker set here: no wake-up is lost.
-    pub(crate) fn waiting(&self, waker: &Waker) -> bool {
-        let mut state = lock(&self.shard.state);
-        match state.entries.get_mut(self.key) {
-            Some(entry) if entry.generation == self.generation => {
-                if let Target::Task(current) = &mut entry.target {
-                    if !current.will_wake(waker) {
-                        current.clone_from(waker);
-                    }
-                }
-                true
-            }
-            _ => false,
         }
     }
 }

@@ -98,3 +98,18 @@ fn churn_keeps_the_heap_bounded() {
     assert!(state.entries.contains(kept));
     assert_eq!(state.earliest(), Some(far));
 }
+
+#[test]
+fn an_entry_whose_deadline_moved_later_is_queued_again_not_told() {
+    let mut state = ShardState::new();
+    let times = deadlines(3);
+    let (key, _) = state.insert(times[0], Target::Scope(Weak::new()));
+    // Taken over from a spare registration with a later deadline: its
+    // heap item stays at the first one.
+    state.entries[key].deadline = times[2];
+    let mut expired = Vec::new();
+    assert_eq!(state.expire(times[1], &mut expired), Some(times[2]));
+    assert!(expired.is_empty(), "told before its deadline");
+    assert_eq!(state.expire(times[2], &mut expired), None);
+    assert_eq!(expired.len(), 1);
+}

@@ -144,6 +144,9 @@ impl Driver {
                         #[cfg(feature = "tracing")]
                         {
                             tracing::debug!(parent: &run.span, "scope finished");
+                            if let Some(entry) = run.deadline_entry.take() {
+                                entry.retire();
+                            }
                             self.stage = Stage::Finished;
                         }
                         // Without `tracing` the lazy state owns nothing but
@@ -153,7 +156,9 @@ impl Driver {
                         #[cfg(not(feature = "tracing"))]
                         {
                             drop(run.scope.name.take());
-                            drop(run.deadline_entry.take());
+                            if let Some(entry) = run.deadline_entry.take() {
+                                entry.retire();
+                            }
                             run.scope.release_source();
                             drop(run.scope.parent.take());
                             std::mem::forget(std::mem::replace(&mut self.stage, Stage::Finished));
