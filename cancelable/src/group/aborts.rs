@@ -44,17 +44,28 @@ pub(crate) struct Aborts {
 
 impl Aborts {
     /// Keeps `abort`; its key, for [`remove`](Self::remove).
+    #[cfg(test)]
     pub(crate) fn insert(&mut self, abort: ChildAbort) -> usize {
+        self.insert_with(|_| abort)
+    }
+
+    /// Keeps the abort handle `make(key)` makes, knowing its key (a
+    /// spawned child is built knowing it); its key, for
+    /// [`remove`](Self::remove).
+    pub(crate) fn insert_with(&mut self, make: impl FnOnce(usize) -> ChildAbort) -> usize {
         while let Some(chunk) = self.chunks.get_mut(self.open) {
             if chunk.len() < CHUNK {
                 // A chunk with fewer than `CHUNK` entries has a vacant key
                 // below `CHUNK`: it never grows past its first allocation.
-                return self.open * CHUNK + chunk.insert(abort);
+                let key = self.open * CHUNK + chunk.vacant_key();
+                chunk.insert(make(key));
+                return key;
             }
             self.open += 1;
         }
         let mut chunk = Slab::with_capacity(CHUNK);
-        let key = self.open * CHUNK + chunk.insert(abort);
+        let key = self.open * CHUNK + chunk.vacant_key();
+        chunk.insert(make(key));
         self.chunks.push(chunk);
         key
     }

@@ -11,7 +11,6 @@ use std::future::Future;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
-use super::aborts::ChildAbort;
 use super::child::{child_scope, ChildTask};
 use super::error::{BoxError, SpawnError};
 use super::executor::Executor;
@@ -272,7 +271,7 @@ where
     };
     if let Some(mut task) = rejected {
         // Never counted: drop it without reporting an end.
-        task.as_mut().project().child.disarm();
+        task.disarm();
         drop(task);
         return TaskHandle::not_started();
     }
@@ -302,17 +301,23 @@ where
         } else {
             state.started += 1;
             state.active += 1;
-            Some(state.spawned.insert(ChildAbort(slot.clone())))
+            // Built once, in its node, under the key of its abort handle.
+            let mut built = None;
+            state.spawned.insert_with(|key| {
+                let (task, abort, handle) = ChildTask::new_spawned(shared, scope, slot, child, key);
+                built = Some((task, handle));
+                abort
+            });
+            built
         }
     };
-    let Some(key) = accepted else {
+    let Some((task, handle)) = accepted else {
         // Never counted: the scope and the body are dropped unstarted.
         return Err(SpawnError::Closed);
     };
-    let handle = TaskHandle::of(slot.clone());
     // From here its end is reported: if the executor refuses it, its drop
     // reports it cancelled.
-    executor.spawn(ChildTask::new_spawned(shared, scope, slot, child, key))?;
+    executor.spawn(task)?;
     Ok(handle)
 }
 

@@ -10,8 +10,9 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
+use super::aborts::ChildAbort;
 use super::error::{panic_message, BoxError, TaskError};
-use super::incoming::LocalNode;
+use super::node::{new_child, Child, Owned};
 use super::slot::{Slot, TaskHandle};
 use super::state::{GroupShared, Panic};
 use crate::scope::seam;
@@ -83,7 +84,7 @@ pub(crate) struct Done {
 impl Done {
     fn end<T>(
         self,
-        slot: &Arc<Slot<T>>,
+        slot: &Slot<T>,
         id: u64,
         result: Result<T, TaskError>,
         panic: Option<Panic>,
@@ -97,9 +98,9 @@ impl Done {
             _ => None,
         };
         let state = super::summary::ChildState::of(&result);
-        // Nobody can read the result once the handle is gone (the child
-        // holds the only reference): drop it here, unlocked.
-        if Arc::strong_count(slot) > 1 {
+        // Nobody can read the result once the handle is gone: drop it
+        // here, unlocked.
+        if slot.has_handle() {
             slot.fill(result);
         } else {
             drop(result);
@@ -118,7 +119,8 @@ impl Done {
 }
 
 pin_project! {
-    /// A child: its body run in its own scope, a child scope of the group.
+    /// A child: its body run in its own scope, a child scope of the group,
+    /// in its node (`node.rs`) with the slot it shares with its handle.
     pub(crate) struct ChildTask<F, T>
     where
         Held<F>: Future,
@@ -127,92 +129,64 @@ pin_project! {
         // so that nothing of it outlives the group.
         #[pin]
         run: Option<ScopeTryRun<Held<F>>>,
-        // Shared with the handle; its `id` is always there.
-        slot: Arc<Slot<T>>,
         done: Option<Done>,
         // Polled once: its scope has started.
         started: bool,
-    }
-
-    impl<F, T> PinnedDrop for ChildTask<F, T>
-    where
-        Held<F>: Future,
-    {
-        fn drop(this: Pin<&mut Self>) {
-            let mut this = this.project();
-            // Dropped before its end: cancelled.
-            if let Some(done) = this.done.take() {
-                let Some(id) = this.slot.id else {
-                    return;
-                };
-                let (name, cancelled) = match this.run.as_ref().as_pin_ref() {
-                    Some(run) => (
-                        done.group.wants_names().then(|| name_of(&run)).flatten(),
-                        cancelled_of(&run, &done.group),
-                    ),
-                    None => (None, Cancelled::new(CancelReason::Manual)),
-                };
-                this.run.set(None);
-                done.end(this.slot, id, Err(TaskError::Cancelled(cancelled)), None, name);
-            }
-        }
+        _result: std::marker::PhantomData<fn() -> T>,
     }
 }
 
 impl<F, T, E> ChildTask<F, T>
 where
-    F: Future<Output = Result<T, E>>,
+    F: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
     E: Into<BoxError>,
 {
-    /// The child `body` in `scope`, armed and boxed with its link in the
-    /// group's incoming list, for the group to poll, and its handle: built
-    /// in one piece, so that the large child is moved once, into its box.
+    /// The child `body` in `scope` (see [`child_scope`]), its end reported
+    /// to `group` (a spawned child's: under its abort handle's `key`).
+    #[inline(always)]
+    fn new(group: &Arc<GroupShared>, scope: CancelScope, body: F, spawned: Option<usize>) -> Self {
+        ChildTask {
+            run: Some(scope.try_run(Held { body }).detached()),
+            done: Some(Done {
+                group: group.clone(),
+                spawned,
+            }),
+            started: false,
+            _result: std::marker::PhantomData,
+        }
+    }
+
+    /// The child `body` in `scope`, armed, in its node for the group to
+    /// poll, and its handle: built in one piece, so that the large child is
+    /// moved once, into its node.
     pub(crate) fn new_local(
         group: &Arc<GroupShared>,
         scope: CancelScope,
         body: F,
-    ) -> (Pin<Box<LocalNode<Self>>>, TaskHandle<T>) {
+    ) -> (Owned, TaskHandle<T>) {
         let scope = child_scope(group, scope);
         let slot = Slot::for_child(group, &scope);
-        let task = ChildTask {
-            run: Some(scope.try_run(Held { body }).detached()),
-            slot: slot.clone(),
-            done: Some(Done {
-                group: group.clone(),
-                spawned: None,
-            }),
-            started: false,
-        };
-        (Box::pin(LocalNode::new(task)), TaskHandle::of(slot))
+        let (owned, node) = new_child(slot, ChildTask::new(group, scope, body, None));
+        (owned, TaskHandle::of(node))
     }
 
     /// The child `body` in `scope` (see [`child_scope`]) with `slot`,
-    /// accepted by its group as the spawned child `key`, boxed for its
-    /// executor: built in one piece, straight into its box.
+    /// accepted by its group as the spawned child `key`, in its node: its
+    /// owner (for its executor), its abort handle and its handle.
     pub(crate) fn new_spawned(
         group: &Arc<GroupShared>,
         scope: CancelScope,
-        slot: Arc<Slot<T>>,
+        slot: Slot<T>,
         body: F,
         key: usize,
-    ) -> Pin<Box<Spawned<Self>>> {
-        Box::pin(Spawned {
-            child: ChildTask {
-                run: Some(scope.try_run(Held { body }).detached()),
-                slot,
-                done: Some(Done {
-                    group: group.clone(),
-                    spawned: Some(key),
-                }),
-                started: false,
-            },
+    ) -> (Spawned, ChildAbort, TaskHandle<T>) {
+        let (owned, node) = new_child(slot, ChildTask::new(group, scope, body, Some(key)));
+        let spawned = Spawned {
+            child: owned,
             group: Some(group.scope.clone()),
-        })
-    }
-
-    /// Forgets the arming of a child its group refused after all.
-    pub(crate) fn disarm(self: Pin<&mut Self>) {
-        *self.project().done = None;
+        };
+        (spawned, ChildAbort(node.clone()), TaskHandle::of(node))
     }
 }
 
@@ -232,24 +206,23 @@ pub(crate) fn child_scope(group: &GroupShared, scope: CancelScope) -> CancelScop
     }
 }
 
-impl<F, T, E> Future for ChildTask<F, T>
+impl<F, T, E> Child<T> for ChildTask<F, T>
 where
-    F: Future<Output = Result<T, E>>,
+    F: Future<Output = Result<T, E>> + Send,
+    T: Send,
     E: Into<BoxError>,
 {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, slot: &Slot<T>) -> Poll<()> {
         let mut this = self.project();
         let Some(mut run) = this.run.as_mut().as_pin_mut() else {
             return Poll::Ready(());
         };
-        let Some(id) = this.slot.id else {
+        let Some(id) = slot.id else {
             return Poll::Ready(());
         };
         if !*this.started {
             *this.started = true;
-            this.slot.before_start(run.as_mut());
+            slot.before_start(run.as_mut());
         }
         if this
             .done
@@ -258,7 +231,7 @@ where
         {
             // Running on an executor: aborted by its group, it ends here,
             // unpolled; its drop reports it cancelled.
-            if this.slot.aborted(cx) {
+            if slot.aborted(cx) {
                 return Poll::Ready(());
             }
         }
@@ -284,8 +257,34 @@ where
             .then(|| name_of(&run))
             .flatten();
         this.run.set(None);
-        done.end(this.slot, id, result, panic, name);
+        done.end(slot, id, result, panic, name);
         Poll::Ready(())
+    }
+
+    /// Dropped before its end: cancelled.
+    fn abandon(self: Pin<&mut Self>, slot: &Slot<T>) {
+        let mut this = self.project();
+        let Some(done) = this.done.take() else {
+            this.run.set(None);
+            return;
+        };
+        let Some(id) = slot.id else {
+            this.run.set(None);
+            return;
+        };
+        let (name, cancelled) = match this.run.as_ref().as_pin_ref() {
+            Some(run) => (
+                done.group.wants_names().then(|| name_of(&run)).flatten(),
+                cancelled_of(&run, &done.group),
+            ),
+            None => (None, Cancelled::new(CancelReason::Manual)),
+        };
+        this.run.set(None);
+        done.end(slot, id, Err(TaskError::Cancelled(cancelled)), None, name);
+    }
+
+    fn disarm(self: Pin<&mut Self>) {
+        *self.project().done = None;
     }
 }
 
@@ -326,24 +325,23 @@ fn classify<F: Future>(error: ChildError, run: &ScopeTryRun<F>, group: &GroupSha
     }
 }
 
-pin_project! {
-    /// A child running on an executor: first polled with the group's scope
-    /// as the current scope, so that the child's scope starts as its child.
-    pub(crate) struct Spawned<C> {
-        #[pin]
-        child: C,
-        // `None` after the first poll: the child's scope, started, knows
-        // its parent.
-        group: Option<ScopeHandle>,
-    }
+/// A child running on an executor (its node's owner): first polled with
+/// the group's scope as the current scope, so that the child's scope
+/// starts as its child. Small (two pointers and a handle): the executor's
+/// task holds it inline, with no box of its own.
+pub(crate) struct Spawned {
+    child: Owned,
+    // `None` after the first poll: the child's scope, started, knows its
+    // parent.
+    group: Option<ScopeHandle>,
 }
 
-impl<C: Future<Output = ()>> Future for Spawned<C> {
+impl Future for Spawned {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
-        let child = this.child;
+        let this = self.get_mut();
+        let child = Pin::new(&mut this.child);
         // After the first poll the child's scope has started, as the
         // group's child (it reads the current scope only when it starts):
         // the later polls need no current scope.

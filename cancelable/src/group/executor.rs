@@ -3,15 +3,11 @@
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::task::{FutureObj, Spawn};
 
 use super::error::SpawnError;
-
-/// A task to run on an executor.
-pub(crate) type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// An executor a group can spawn its children on.
 #[derive(Clone)]
@@ -49,8 +45,12 @@ impl Executor {
         Err(SpawnError::NoExecutor)
     }
 
-    /// Runs `task` to its end on this executor, detached.
-    pub(crate) fn spawn(&self, task: Task) -> Result<(), SpawnError> {
+    /// Runs `task` to its end on this executor, detached: held inline by
+    /// tokio's and smol's tasks, boxed for a `Spawn` implementation.
+    pub(crate) fn spawn<F>(&self, task: F) -> Result<(), SpawnError>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
         match self {
             #[cfg(feature = "tokio")]
             Executor::Tokio(handle) => {
@@ -63,7 +63,7 @@ impl Executor {
                 Ok(())
             }
             Executor::Spawn(spawner) => spawner
-                .spawn_obj(FutureObj::new(task))
+                .spawn_obj(FutureObj::new(Box::pin(task)))
                 .map_err(|error| SpawnError::Executor(error.to_string())),
         }
     }

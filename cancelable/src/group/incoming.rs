@@ -3,48 +3,19 @@
 //! allocates nothing (no vector to grow by doublings as a burst of
 //! children starts).
 //!
-//! Each `start_soon` child is boxed once, in a [`LocalNode`]: the child and
-//! room for the next node of the list. The group's state keeps the list's
-//! head ([`Incoming`]); the group's future takes the whole list under the
-//! lock and moves the children, in the order they started, into the set it
-//! polls. Safe code only: the link is a box the node owns, outside the
-//! pinned child.
+//! Each `start_soon` child is allocated once, in its node (`node.rs`): the
+//! child, the slot it shares with its handle, and room for the next node
+//! of the list, reached through the node's one owner. The group's state
+//! keeps the list's head ([`Incoming`]); the group's future takes the
+//! whole list under the lock and moves the children, in the order they
+//! started, into the set it polls. Safe code only: the link is reached
+//! through `&mut` on the owner (`Owned::next_mut`).
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use super::node::Owned;
 
-use pin_project_lite::pin_project;
-
-/// A `start_soon` child, boxed once, as the group queues and polls it.
-pub(crate) type LocalChild = Pin<Box<LocalNode<dyn Future<Output = ()> + Send>>>;
-
-pin_project! {
-    /// A child and its link in the group's incoming list: the link comes
-    /// first, so that it is a field of the node whatever the child
-    /// (`LocalNode<dyn Future>`), read without a call through the child's
-    /// vtable.
-    pub(crate) struct LocalNode<C: ?Sized> {
-        next: Option<LocalChild>,
-        #[pin]
-        pub(crate) child: C,
-    }
-}
-
-impl<C> LocalNode<C> {
-    pub(crate) fn new(child: C) -> Self {
-        LocalNode { next: None, child }
-    }
-}
-
-impl<C: Future<Output = ()> + ?Sized> Future for LocalNode<C> {
-    type Output = ();
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.project().child.poll(cx)
-    }
-}
+/// A `start_soon` child, as the group queues and polls it: its node's
+/// owner (`node.rs`).
+pub(crate) type LocalChild = Owned;
 
 /// The children started and not yet picked up, most recent first.
 #[derive(Default)]
@@ -56,7 +27,7 @@ impl Incoming {
     /// Queues `child` (no allocation: the link is in its box).
     #[inline]
     pub(crate) fn push(&mut self, mut child: LocalChild) {
-        *child.as_mut().project().next = self.head.take();
+        *child.next_mut() = self.head.take();
         self.head = Some(child);
     }
 
@@ -82,7 +53,7 @@ impl Iterator for Incoming {
     #[inline]
     fn next(&mut self) -> Option<LocalChild> {
         let mut child = self.head.take()?;
-        self.head = child.as_mut().project().next.take();
+        self.head = child.next_mut().take();
         Some(child)
     }
 }

@@ -54,6 +54,7 @@ mod error;
 mod executor;
 mod handle;
 mod incoming;
+mod node;
 mod progress;
 mod second;
 mod slot;

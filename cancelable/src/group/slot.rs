@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering as StdOrdering
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use super::aborts::Abort;
+use atomic_waker::AtomicWaker;
+
 use super::error::TaskError;
+use super::node::{without_child, Node};
 use super::state::{lock, GroupShared};
 use crate::scope::seam::{self, WeakScope};
 use crate::{CancelScope, ScopeHandle, ScopeTryRun};
@@ -60,6 +62,10 @@ pub(crate) struct Slot<T> {
     finished: AtomicBool,
     /// [`HANDLE`], [`MADE`], [`KNOWN`]: what the child's first poll reads.
     reach: AtomicU8,
+    /// A spawned child's group aborted it (see [`ChildAbort`](super::aborts::ChildAbort)).
+    aborted: AtomicBool,
+    /// A spawned child's task, woken when its group aborts it.
+    task: AtomicWaker,
 }
 
 /// `Slot::reach`: the child's handle lives.
@@ -81,43 +87,44 @@ enum Reach {
     Known(WeakScope),
 }
 
-/// The slot's state under its lock. Small on purpose: the slot is one
-/// allocation per child, and the allocator's fast path takes chunks up to
-/// 128 bytes (glibc's fast bins) — a slot for a `()` child fits.
+/// The slot's state under its lock.
 struct SlotInner<T> {
     result: Option<Result<T, TaskError>>,
     /// The handle's task, woken when the result is there.
     waker: Option<Waker>,
-    /// A spawned child's task, woken when its group aborts it.
-    task: Option<Waker>,
     taken: bool,
-    /// A spawned child's group aborted it (see [`ChildAbort`](super::aborts::ChildAbort)).
-    aborted: bool,
     /// How the child's scope is reached.
     scope: Reach,
 }
 
 impl<T> Slot<T> {
     #[inline]
-    fn new(id: Option<u64>, scope: Reach, result: Option<Result<T, TaskError>>) -> Arc<Self> {
+    fn new(id: Option<u64>, scope: Reach, result: Option<Result<T, TaskError>>) -> Self {
         let known = match scope {
             Reach::Known(_) => KNOWN,
             _ => 0,
         };
-        Arc::new(Slot {
+        Slot {
             id,
             finished: AtomicBool::new(result.is_some()),
             // A child's handle is made with it.
             reach: AtomicU8::new(known | if id.is_some() { HANDLE } else { 0 }),
+            aborted: AtomicBool::new(false),
+            task: AtomicWaker::new(),
             inner: Mutex::new(SlotInner {
                 result,
                 waker: None,
-                task: None,
                 taken: false,
-                aborted: false,
                 scope,
             }),
-        })
+        }
+    }
+
+    /// `true` while the child's handle lives (nobody else reads the
+    /// result).
+    #[inline]
+    pub(super) fn has_handle(&self) -> bool {
+        self.reach.load(StdOrdering::Acquire) & HANDLE != 0
     }
 
     /// The child's scope, for its handle: made now if nothing has made it
@@ -179,16 +186,12 @@ impl<T> Slot<T> {
     }
 }
 
-impl<T: Send> Abort for Slot<T> {
-    fn abort(&self) {
-        let task = {
-            let mut inner = lock(&self.inner);
-            inner.aborted = true;
-            inner.task.take()
-        };
-        if let Some(task) = task {
-            task.wake();
-        }
+impl<T> Slot<T> {
+    /// Marks a spawned child aborted and wakes its task (its
+    /// [`ChildAbort`](super::aborts::ChildAbort)).
+    pub(super) fn abort(&self) {
+        self.aborted.store(true, StdOrdering::Release);
+        self.task.wake();
     }
 }
 
@@ -197,14 +200,13 @@ impl<T> Slot<T> {
     /// task is the one to wake when that happens.
     #[inline]
     pub(super) fn aborted(&self, cx: &Context<'_>) -> bool {
-        let mut inner = lock(&self.inner);
-        if !inner.aborted {
-            match &mut inner.task {
-                Some(task) if task.will_wake(cx.waker()) => {}
-                task => *task = Some(cx.waker().clone()),
-            }
+        if self.aborted.load(StdOrdering::Acquire) {
+            return true;
         }
-        inner.aborted
+        self.task.register(cx.waker());
+        // An abort between the load and the registration woke no task:
+        // read again.
+        self.aborted.load(StdOrdering::Acquire)
     }
 }
 
@@ -233,25 +235,34 @@ impl<T> Slot<T> {
 /// # });
 /// ```
 pub struct TaskHandle<T> {
-    slot: Arc<Slot<T>>,
+    /// The child's node (`node.rs`), of which the handle reaches the slot
+    /// only.
+    node: Arc<Node<T, dyn Send>>,
     /// A supervised child's restart count.
     restarts: Option<Arc<AtomicU32>>,
 }
 
 impl<T> TaskHandle<T> {
-    /// The handle of the child that shares `slot`.
+    /// The handle of the child in `node`.
     #[inline]
-    pub(crate) fn of(slot: Arc<Slot<T>>) -> Self {
+    pub(crate) fn of(node: Arc<Node<T, dyn Send>>) -> Self {
         TaskHandle {
-            slot,
+            node,
             restarts: None,
         }
     }
 
     /// A handle to a child that was never started.
-    pub(crate) fn not_started() -> Self {
+    pub(crate) fn not_started() -> Self
+    where
+        T: Send + 'static,
+    {
         TaskHandle {
-            slot: Slot::new(None, Reach::Unknown, Some(Err(TaskError::NotStarted))),
+            node: without_child(Slot::new(
+                None,
+                Reach::Unknown,
+                Some(Err(TaskError::NotStarted)),
+            )),
             restarts: None,
         }
     }
@@ -275,12 +286,12 @@ impl<T> TaskHandle<T> {
     /// group goes on. Returns `true` if this call cancelled it: `false`
     /// if it was cancelled already, has ended, or never started.
     pub fn cancel(&self) -> bool {
-        self.slot.scope().is_some_and(|scope| scope.cancel())
+        self.node.slot.scope().is_some_and(|scope| scope.cancel())
     }
 
     /// `true` once the child has ended (or was never started).
     pub fn is_finished(&self) -> bool {
-        self.slot.finished.load(StdOrdering::Acquire)
+        self.node.slot.finished.load(StdOrdering::Acquire)
     }
 
     /// The child's id in its group (1 for the first child started, and so
@@ -288,21 +299,24 @@ impl<T> TaskHandle<T> {
     /// [`TaskFailure::id`](crate::group::TaskFailure::id) report it; `None` if it
     /// was never started.
     pub fn id(&self) -> Option<u64> {
-        self.slot.id
+        self.node.slot.id
     }
 
     /// A handle to the child's scope (its operation id, status, context,
     /// deadline) while the child runs; `None` once it has ended or if it
     /// never started.
     pub fn scope(&self) -> Option<ScopeHandle> {
-        self.slot.scope()
+        self.node.slot.scope()
     }
 }
 
 impl<T> Drop for TaskHandle<T> {
     fn drop(&mut self) {
         // After every state it made was recorded (`Slot`, rule 2).
-        self.slot.reach.fetch_and(!HANDLE, StdOrdering::Release);
+        self.node
+            .slot
+            .reach
+            .fetch_and(!HANDLE, StdOrdering::Release);
     }
 }
 
@@ -310,7 +324,7 @@ impl<T> Future for TaskHandle<T> {
     type Output = Result<T, TaskError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut inner = lock(&self.slot.inner);
+        let mut inner = lock(&self.node.slot.inner);
         if let Some(result) = inner.result.take() {
             inner.taken = true;
             return Poll::Ready(result);
@@ -343,7 +357,7 @@ impl<T> Slot<T> {
     /// a state already (a handle was taken), else made on demand (see
     /// [`Slot`]).
     #[inline(always)]
-    pub(crate) fn for_child(group: &GroupShared, scope: &CancelScope) -> Arc<Self> {
+    pub(crate) fn for_child(group: &GroupShared, scope: &CancelScope) -> Self {
         let id = group.next_id();
         let reach = match group.is_tracked() || seam::has_state(scope) {
             true => {
