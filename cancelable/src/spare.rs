@@ -1,6 +1,7 @@
 //! Small per-thread lists of spare values, the one way the crate keeps
 //! allocations for reuse: a scope's state (`scope/pool.rs`), a context's
-//! extras and a metadata buffer (`context.rs`). Scopes start and end by
+//! extras and a metadata buffer (`context.rs`), a task group's run queue
+//! (`group/local.rs`). Scopes start and end by
 //! the thousand on one thread; taking a spare from the thread's list
 //! spares the allocator, and nothing is shared between threads.
 //!

@@ -322,3 +322,107 @@ fn a_group_child_whose_handle_is_dropped_starts_lazy_or_reachable_never_split() 
         dropper.join().unwrap();
     });
 }
+
+/// A model of a task group's run queue (`group/local.rs`), written with
+/// loom's primitives step for step as `Local::wake` (a child's waker),
+/// `Local::unqueue` and `LocalSet::poll` (the group's pass) do it. The
+/// child waits on a channel that another thread fills: its poll registers
+/// interest under the channel's lock, as a real wait registers its waker.
+mod group_local_wake {
+    use loom::sync::atomic::{AtomicBool, Ordering};
+    use loom::sync::{Arc, Mutex};
+
+    /// The group's side: its `ready` list and whether its task was woken.
+    #[derive(Default)]
+    pub(super) struct Group {
+        ready: Mutex<Vec<usize>>,
+        woken: AtomicBool,
+    }
+
+    /// One child: its `Local` (key 0) and the channel it waits on.
+    pub(super) struct Child {
+        group: Arc<Group>,
+        queued: AtomicBool,
+        /// The channel: its value, and whether the child waits on it.
+        channel: Mutex<(bool, bool)>,
+        pub(super) done: AtomicBool,
+    }
+
+    impl Child {
+        /// A child that pended once (unqueued, waiting on the channel).
+        pub(super) fn pending(group: &Arc<Group>) -> Self {
+            Child {
+                group: group.clone(),
+                queued: AtomicBool::new(false),
+                channel: Mutex::new((false, true)),
+                done: AtomicBool::new(false),
+            }
+        }
+
+        /// `Local::wake`.
+        pub(super) fn wake(&self) {
+            if !self.queued.swap(true, Ordering::AcqRel) {
+                self.group.ready.lock().unwrap().push(0);
+                self.group.woken.store(true, Ordering::Release);
+            }
+        }
+
+        /// The other thread: fills the channel and wakes the waiter.
+        pub(super) fn send(&self) {
+            let waiting = {
+                let mut channel = self.channel.lock().unwrap();
+                channel.0 = true;
+                std::mem::replace(&mut channel.1, false)
+            };
+            if waiting {
+                self.wake();
+            }
+        }
+
+        /// `LocalSet::poll`: one pass over the ready list, each child
+        /// unqueued (`Local::unqueue`) before its poll.
+        pub(super) fn group_pass(&self) {
+            // The group's task is being polled: its earlier wake is spent.
+            self.group.woken.store(false, Ordering::Release);
+            let batch = std::mem::take(&mut *self.group.ready.lock().unwrap());
+            for _key in batch {
+                if self.done.load(Ordering::Acquire) {
+                    continue;
+                }
+                self.queued.store(false, Ordering::Release);
+                let mut channel = self.channel.lock().unwrap();
+                if channel.0 {
+                    self.done.store(true, Ordering::Release);
+                } else {
+                    channel.1 = true;
+                }
+            }
+        }
+
+        /// Woken and queued for the group's next pass.
+        pub(super) fn queued_for_next_pass(&self) -> bool {
+            self.group.woken.load(Ordering::Acquire) && !self.group.ready.lock().unwrap().is_empty()
+        }
+    }
+}
+
+#[test]
+fn a_group_child_s_wake_is_never_lost_racing_the_group_s_pass() {
+    loom::model(|| {
+        let group = loom::sync::Arc::new(group_local_wake::Group::default());
+        let child = std::sync::Arc::new(group_local_wake::Child::pending(&group));
+        // A spurious wake queued the child: the group's pass polls it
+        // while the channel is filled from another thread.
+        child.wake();
+        let sender = child.clone();
+        let sender = thread::spawn(move || sender.send());
+        child.group_pass();
+        sender.join().unwrap();
+        // Either the pass saw the value, or the child is queued again and
+        // the group's task woken: the next pass sees it.
+        assert!(
+            child.done.load(std::sync::atomic::Ordering::Acquire) || child.queued_for_next_pass(),
+            "a wake was lost"
+        );
+    });
+}

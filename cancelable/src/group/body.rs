@@ -4,8 +4,9 @@
 //!
 //! # How it stays polled
 //!
-//! * A child woken wakes the group's task through `FuturesUnordered`,
-//!   which the group polls with the task's waker.
+//! * A child woken queues itself in the group's run queue (`local.rs`)
+//!   and wakes the group's task (the waker the group registers at each
+//!   poll).
 //! * A child started from anywhere is queued in the shared state and the
 //!   group's waker is woken; a child started during the group's own poll
 //!   (by the body or another child) is picked up in the same poll.
@@ -44,12 +45,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use pin_project_lite::pin_project;
 
 use super::error::panic_message;
 use super::error::{BoxError, TaskError, TaskFailure};
-use super::incoming::LocalChild;
+use super::local::LocalSet;
 use super::second::SecondWatch;
 use super::state::{lock, GroupShared, Wakeups};
 use crate::scope::hold::{Hold, HoldKind};
@@ -77,8 +77,8 @@ impl<Fut, T> GroupBody<Fut, T> {
             body: Some(body),
             output: None,
             core: Core {
+                local: LocalSet::new(&shared),
                 shared,
-                local: FuturesUnordered::new(),
                 hold: None,
                 draining: false,
                 expired: false,
@@ -93,7 +93,7 @@ impl<Fut, T> GroupBody<Fut, T> {
 
 pub(crate) struct Core {
     shared: Arc<GroupShared>,
-    local: FuturesUnordered<LocalChild>,
+    local: LocalSet,
     hold: Option<Hold>,
     /// The group was seen cancelled.
     draining: bool,
@@ -121,9 +121,7 @@ impl Core {
         // The whole list, taken under the lock, moved outside it.
         let incoming = std::mem::take(&mut lock(&self.shared.state).incoming);
         let any = !incoming.is_empty();
-        for child in incoming.reversed() {
-            self.local.push(child);
-        }
+        self.local.take_in(incoming);
         any
     }
 
@@ -189,9 +187,10 @@ impl Core {
         self.local.clear();
     }
 
-    /// Polls the children until none is ready.
-    fn poll_children(&mut self, cx: &mut Context<'_>) {
-        while let Poll::Ready(Some(())) = self.local.poll_next_unpin(cx) {}
+    /// Polls the children picked up or woken since the last pass (each
+    /// wakes the group's task, registered in this poll, when woken again).
+    fn poll_children(&mut self) {
+        self.local.poll();
     }
 
     /// The body returned `Err`: a failure unless it is the group's
@@ -296,7 +295,7 @@ where
             {
                 core.expire();
             }
-            core.poll_children(cx);
+            core.poll_children();
             if this.body.is_some() {
                 // Without a grace period a cancelled group drops its body
                 // at once, as a cancelled scope does — unless something in

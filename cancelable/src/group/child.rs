@@ -12,6 +12,7 @@ use pin_project_lite::pin_project;
 
 use super::aborts::ChildAbort;
 use super::error::{panic_message, BoxError, TaskError};
+use super::local::Local;
 use super::node::{new_child, Child, Owned};
 use super::slot::{Slot, TaskHandle};
 use super::state::{GroupShared, Panic};
@@ -167,7 +168,8 @@ where
     ) -> (Owned, TaskHandle<T>) {
         let scope = child_scope(group, scope);
         let slot = Slot::for_child(group, &scope);
-        let (owned, node) = new_child(slot, ChildTask::new(group, scope, body, None));
+        let local = Some(Local::new(group));
+        let (owned, node) = new_child(slot, ChildTask::new(group, scope, body, None), local);
         (owned, TaskHandle::of(node))
     }
 
@@ -181,7 +183,7 @@ where
         body: F,
         key: usize,
     ) -> (Spawned, ChildAbort, TaskHandle<T>) {
-        let (owned, node) = new_child(slot, ChildTask::new(group, scope, body, Some(key)));
+        let (owned, node) = new_child(slot, ChildTask::new(group, scope, body, Some(key)), None);
         let spawned = Spawned {
             child: owned,
             group: Some(group.scope.clone()),

@@ -7,8 +7,8 @@
 //! child, the slot it shares with its handle, and room for the next node
 //! of the list, reached through the node's one owner. The group's state
 //! keeps the list's head ([`Incoming`]); the group's future takes the
-//! whole list under the lock and moves the children, in the order they
-//! started, into the set it polls. Safe code only: the link is reached
+//! whole list under the lock and moves the children into the set it
+//! polls, which polls them first in the order they started (`local.rs`). Safe code only: the link is reached
 //! through `&mut` on the owner (`Owned::next_mut`).
 
 use super::node::Owned;
@@ -24,7 +24,7 @@ pub(crate) struct Incoming {
 }
 
 impl Incoming {
-    /// Queues `child` (no allocation: the link is in its box).
+    /// Queues `child` (no allocation: the link is in its node).
     #[inline]
     pub(crate) fn push(&mut self, mut child: LocalChild) {
         *child.next_mut() = self.head.take();
@@ -33,16 +33,6 @@ impl Incoming {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.head.is_none()
-    }
-
-    /// The same children in the other order: the list taken from the
-    /// group's state (most recent first) becomes the order they started.
-    pub(crate) fn reversed(self) -> Incoming {
-        let mut reversed = Incoming::default();
-        for child in self {
-            reversed.push(child);
-        }
-        reversed
     }
 }
 

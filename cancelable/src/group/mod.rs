@@ -54,6 +54,7 @@ mod error;
 mod executor;
 mod handle;
 mod incoming;
+mod local;
 mod node;
 mod progress;
 mod second;
@@ -478,6 +479,7 @@ impl TaskGroup {
             grace: self.grace,
             executor: self.executor,
             waker: AtomicWaker::new(),
+            ready: Default::default(),
             next_id: AtomicU64::new(1),
             subscribed: AtomicBool::new(false),
             tracked: AtomicBool::new(self.track),

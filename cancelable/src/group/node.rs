@@ -34,9 +34,10 @@ use std::cell::UnsafeCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 
 use super::aborts::Abort;
+use super::local::Local;
 use super::slot::Slot;
 
 /// A child, as its node runs it: polled with the slot it shares with its
@@ -56,6 +57,9 @@ pub(crate) trait Child<T>: Send {
 /// node as `Node<T, dyn Send>`, which reaches the slot only.
 pub(crate) struct Node<T, C: ?Sized> {
     pub(crate) slot: Slot<T>,
+    /// A `start_soon` child's place in its group's set (`local.rs`): what
+    /// its waker queues.
+    local: Option<Local>,
     run: UnsafeCell<C>,
 }
 
@@ -72,8 +76,12 @@ pub(crate) struct Linked<C> {
 }
 
 /// The one owner of a node's child (invariant 1): polls it as a future,
-/// ends it when dropped.
-pub(crate) struct Owned(Arc<dyn Run>);
+/// ends it when dropped. A `start_soon` child's owner keeps its waker
+/// (the node itself, `local.rs`), made once with the node.
+pub(crate) struct Owned {
+    node: Arc<dyn Run>,
+    waker: Option<Waker>,
+}
 
 /// A node as its owner reaches it, whatever its child.
 trait Run: Send + Sync {
@@ -93,6 +101,8 @@ trait Run: Send + Sync {
     /// As [`poll_child`](Run::poll_child).
     #[allow(unsafe_code)]
     unsafe fn disarm_child(&self);
+    /// Its place in its group's set, for a `start_soon` child.
+    fn local(&self) -> Option<&Local>;
     /// The link in the incoming list.
     ///
     /// # Safety
@@ -103,26 +113,56 @@ trait Run: Send + Sync {
     unsafe fn next(&self) -> *mut Option<Owned>;
 }
 
-/// A new child node holding `slot` and `child`: its one owner, and the
+/// A new child node holding `slot` and `child` (a `start_soon` child:
+/// with its place in its group's set, `local`): its one owner, and the
 /// node, for its handle (and a spawned child's abort handle). Inlined: the
 /// child is written once, straight into the node.
 #[inline(always)]
-pub(crate) fn new_child<T, C>(slot: Slot<T>, child: C) -> (Owned, Arc<Node<T, Linked<C>>>)
+pub(crate) fn new_child<T, C>(
+    slot: Slot<T>,
+    child: C,
+    local: Option<Local>,
+) -> (Owned, Arc<Node<T, Linked<C>>>)
 where
     T: Send + 'static,
     C: Child<T> + 'static,
 {
+    let waker_too = local.is_some();
     let node = Arc::new(Node {
         slot,
+        local,
         run: UnsafeCell::new(Linked { next: None, child }),
     });
-    (Owned(node.clone()), node)
+    let owned = Owned {
+        node: node.clone(),
+        waker: waker_too.then(|| Waker::from(node.clone())),
+    };
+    (owned, node)
+}
+
+/// A `start_soon` child's waker: queues it in its group's set.
+impl<T, C> Wake for Node<T, Linked<C>>
+where
+    T: Send + 'static,
+    C: Child<T> + 'static,
+{
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    #[inline]
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(local) = &self.local {
+            local.wake();
+        }
+    }
 }
 
 /// A node without a child: the slot of a handle to a child never started.
 pub(crate) fn without_child<T: Send + 'static>(slot: Slot<T>) -> Arc<Node<T, dyn Send>> {
     Arc::new(Node {
         slot,
+        local: None,
         run: UnsafeCell::new(()),
     })
 }
@@ -156,6 +196,10 @@ where
         child.disarm();
     }
 
+    fn local(&self) -> Option<&Local> {
+        self.local.as_ref()
+    }
+
     unsafe fn next(&self) -> *mut Option<Owned> {
         // SAFETY: a pointer to a field of the cell, not a reference: the
         // caller dereferences it under its `&mut Owned`.
@@ -176,13 +220,34 @@ impl Owned {
     pub(crate) fn next_mut(&mut self) -> &mut Option<Owned> {
         // SAFETY: `&mut self` is the one owner borrowed mutably (invariant
         // 1), for as long as the returned reference lives.
-        unsafe { &mut *self.0.next() }
+        unsafe { &mut *self.node.next() }
     }
 
     /// Forgets the end report of a child its group refused (dropped next).
     pub(crate) fn disarm(&mut self) {
         // SAFETY: the one owner, borrowed mutably (invariant 1).
-        unsafe { self.0.disarm_child() }
+        unsafe { self.node.disarm_child() }
+    }
+
+    /// A `start_soon` child's place in its group's set.
+    #[inline]
+    pub(crate) fn local(&self) -> Option<&Local> {
+        self.node.local()
+    }
+
+    /// Polls a `start_soon` child with its own waker (`local.rs`), after
+    /// marking it not queued: a wake from now on queues it again.
+    #[inline]
+    pub(crate) fn poll_local(&mut self) -> Poll<()> {
+        let Some(waker) = &self.waker else {
+            return Poll::Ready(());
+        };
+        if let Some(local) = self.node.local() {
+            local.unqueue();
+        }
+        let mut cx = Context::from_waker(waker);
+        // SAFETY: the one owner, borrowed mutably (invariant 1).
+        unsafe { self.node.poll_child(&mut cx) }
     }
 }
 
@@ -194,7 +259,7 @@ impl Future for Owned {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         // SAFETY: the one owner (`Owned` is `Unpin`), borrowed mutably
         // (invariant 1).
-        unsafe { self.get_mut().0.poll_child(cx) }
+        unsafe { self.get_mut().node.poll_child(cx) }
     }
 }
 
@@ -203,6 +268,6 @@ impl Drop for Owned {
     fn drop(&mut self) {
         // SAFETY: the one owner, dropped: nothing else reaches the child,
         // and this is its only end (invariant 1).
-        unsafe { self.0.end_child() }
+        unsafe { self.node.end_child() }
     }
 }

@@ -101,8 +101,12 @@ pub(crate) struct GroupShared {
     pub(crate) grace: Option<Duration>,
     pub(crate) executor: Option<Executor>,
     /// The task polling the group's future: woken when a child is added
-    /// from elsewhere or the last spawned child ends.
+    /// from elsewhere, a `start_soon` child is woken, or the last spawned
+    /// child ends.
     pub(crate) waker: AtomicWaker,
+    /// The keys of the `start_soon` children woken since the group's last
+    /// pass over them (`local.rs`).
+    pub(crate) ready: Mutex<Vec<usize>>,
     pub(crate) next_id: AtomicU64,
     /// A results stream was made: children's names are worth reading.
     pub(crate) subscribed: AtomicBool,
