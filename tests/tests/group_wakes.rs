@@ -1,7 +1,9 @@
 //! How a group's `start_soon` children are woken and polled again (the
 //! group's own run queue, `group/local.rs`), on every backend: a wake
 //! from another thread, wakers kept past their child's end (a stale key
-//! in the queue), and children that wake themselves at every poll.
+//! in the queue), children that wake themselves at every poll, and
+//! children without shared state, which watch their group's token with
+//! no waiter of their own, woken by the group when it is cancelled.
 //!
 //! A lost wake would leave a group pending for ever: each test races its
 //! group against a generous timer and fails, rather than hangs, if the
@@ -150,5 +152,30 @@ on_every_backend! {
         .unwrap();
         assert!(flag.load(Ordering::SeqCst));
         assert!(spins >= 1);
+    }
+
+    async fn children_without_state_end_when_their_group_is_cancelled_from_another_thread() {
+        // Their handles dropped before their first poll: the children
+        // start lazy, watching the group's token without a waiter; the
+        // group, cancelled from a plain thread, wakes them itself.
+        let counts = ends(TaskGroup::new().run(|group| async move {
+            for _ in 0..50 {
+                drop(group.start_soon(async {
+                    std::future::pending::<()>().await;
+                    Ok::<_, Cancelled>(())
+                }));
+            }
+            // Every child polled once, and pending.
+            yield_once().await;
+            let canceller = group.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(2));
+                canceller.cancel();
+            });
+            std::future::pending::<()>().await;
+            Ok::<_, Cancelled>(())
+        }))
+        .await;
+        assert!(counts.unwrap_err().is_cancelled());
     }
 }

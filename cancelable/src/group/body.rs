@@ -131,6 +131,8 @@ impl Core {
 
     fn start_draining(&mut self) {
         self.draining = true;
+        // The children see the cancellation at their next poll: now.
+        self.local.wake_all();
         if self.shared.grace.is_some() {
             // The group's grace, recorded in its scope: one grace for the
             // group and its children, started by the first to see the

@@ -166,7 +166,10 @@ where
         scope: CancelScope,
         body: F,
     ) -> (Owned, TaskHandle<T>) {
-        let scope = child_scope(group, scope);
+        let mut scope = child_scope(group, scope);
+        // Woken by its group when the group's token is cancelled
+        // (`LocalSet::wake_all`): no waiter of its own on that token.
+        seam::woken_by_parent(&mut scope);
         let slot = Slot::for_child(group, &scope);
         let local = Some(Local::new(group));
         let (owned, node) = new_child(slot, ChildTask::new(group, scope, body, None), local);

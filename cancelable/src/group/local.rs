@@ -153,6 +153,19 @@ impl LocalSet {
         }
     }
 
+    /// Queues every child for the next pass: the group's token was
+    /// cancelled, which its lazy children watch without a waiter of their
+    /// own (`scope::seam::woken_by_parent`).
+    pub(crate) fn wake_all(&mut self) {
+        for (key, child) in self.children.iter() {
+            if let Some(local) = child.local() {
+                if !local.queued.swap(true, Ordering::AcqRel) {
+                    self.batch.push(key);
+                }
+            }
+        }
+    }
+
     /// Drops every child (each reports its end, cancelled, if it had not
     /// ended).
     pub(crate) fn clear(&mut self) {

@@ -35,6 +35,10 @@ pub(super) struct Config {
     pub(super) sources: Vec<Source>,
     /// Which cancellations start the grace; what a late value becomes.
     pub(super) grace_policy: GracePolicy,
+    /// A task group's `start_soon` child, which its group polls again
+    /// when the group's token is cancelled: lazy, it watches that token
+    /// without a waiter of its own (`lazy.rs`, `seam::woken_by_parent`).
+    pub(super) woken_by_parent: bool,
     /// Boxed: most scopes have none of it, and the builder and the scope
     /// future move `Config` around by value.
     pub(super) extras: Option<Box<Extras>>,

@@ -29,7 +29,8 @@
 //! without a token source, started right inside its group's scope, not
 //! shielded) is lazy with a parent: its parent's token is watched as a
 //! token source's is (read in place by the checkpoints, a waiter at a
-//! pend), the parent's chain's deadlines are checked by the checkpoints'
+//! pend — none for a `start_soon` child, which its group polls again as
+//! soon as its token is cancelled: `seam::woken_by_parent`), the parent's chain's deadlines are checked by the checkpoints'
 //! slow path as a nested scope's are, and it counts in its parent's
 //! `nested` while it runs ([`NestedIn`]). Found cancelled by its parent at
 //! a pend, it ends with `Parent(the parent's reason)`, as the linked token
@@ -69,6 +70,12 @@ use crate::{CancelReason, CancellationToken, Cancelled, GraceOutcome};
 /// never reaches it).
 pub(super) const NO_WAITER: u32 = u32::MAX;
 
+/// `LazyScope::source_waiter` of a task group's `start_soon` child, which
+/// registers no waiter on its parent's token: its group polls it again
+/// when that token is cancelled (`seam::woken_by_parent`; a slab key never
+/// reaches it either).
+pub(super) const WOKEN_BY_PARENT: u32 = u32::MAX - 1;
+
 /// Now, on the clock of a scope without shared state: its backend's once
 /// detected, else `backend::now`, the same clock read without the
 /// detection.
@@ -98,10 +105,10 @@ pub(crate) struct LazyScope {
     /// Its token source (`CancelScope::token`) — or, for a group's child,
     /// its parent's token — until the state is made.
     pub(super) source: Option<CancellationToken>,
-    /// Its waiter's key on `source` once it pended, or [`NO_WAITER`] (a
-    /// plain 32-bit key, not an `Option<usize>`: the running state's room
-    /// is the limit; read and written through `waiter_key` /
-    /// `set_waiter_key`).
+    /// Its waiter's key on `source` once it pended, or [`NO_WAITER`], or
+    /// [`WOKEN_BY_PARENT`] (a plain 32-bit key, not an `Option<usize>`:
+    /// the running state's room is the limit; read and written through
+    /// `waiter_key` / `set_waiter_key`).
     pub(super) source_waiter: u32,
     /// Its state's token linked under `source` — or, for a group's child,
     /// under its parent's — once the state is made; the driver moves it
@@ -216,7 +223,15 @@ impl LazyScope {
     /// Its waiter's key on `source`, once it pended.
     #[inline]
     pub(super) fn waiter_key(&self) -> Option<usize> {
-        (self.source_waiter != NO_WAITER).then_some(self.source_waiter as usize)
+        (self.source_waiter < WOKEN_BY_PARENT).then_some(self.source_waiter as usize)
+    }
+
+    /// `true` for a task group's `start_soon` child, whose group polls it
+    /// again when its parent's token is cancelled: it watches that token
+    /// at each pend without a waiter (`seam::woken_by_parent`).
+    #[inline]
+    pub(super) fn woken_by_parent(&self) -> bool {
+        self.source_waiter == WOKEN_BY_PARENT
     }
 
     /// Keeps its waiter's key (`None`: none registered). Kept in 32 bits,
@@ -230,6 +245,7 @@ impl LazyScope {
     pub(super) fn set_waiter_key(&mut self, key: Option<usize>) {
         self.source_waiter = key
             .and_then(|key| u32::try_from(key).ok())
+            .filter(|&key| key < WOKEN_BY_PARENT)
             .unwrap_or(NO_WAITER);
     }
 

@@ -126,6 +126,15 @@ pub(crate) fn static_metadata(
     scope.config.extras().metadata.insert_static(key, value);
 }
 
+/// Marks `scope` as a task group's `start_soon` child, which its group
+/// polls again as soon as the group's token is cancelled (`group/local.rs`):
+/// started lazy, the scope then watches its parent's token at each pend
+/// without registering a waiter on it (`lazy.rs`).
+#[inline]
+pub(crate) fn woken_by_parent(scope: &mut super::CancelScope) {
+    scope.config.woken_by_parent = true;
+}
+
 /// `scope`'s name, without building its whole context.
 pub(crate) fn name(scope: &ScopeHandle) -> Option<Cow<'static, str>> {
     lock(&scope.shared.data).name.clone()

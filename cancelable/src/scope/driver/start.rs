@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::super::armed::{Armed, LazyRun};
 #[cfg(feature = "tokio")]
 use super::super::deadlines::Place;
-use super::super::lazy::{now_on, LazyScope, NestedIn, NO_WAITER};
+use super::super::lazy::{now_on, LazyScope, NestedIn, NO_WAITER, WOKEN_BY_PARENT};
 #[cfg(feature = "tracing")]
 use super::super::state::next_operation_id;
 use super::super::state::{Parent, ScopeShared};
@@ -60,12 +60,21 @@ impl Driver {
             // Two calls, so that the parentless start (most scopes) is
             // built without the child's branches.
             let run = match parent {
-                None => self.start_lazy(name, source, None, timeout, deadline, policy),
+                None => self.start_lazy(name, source, None, timeout, deadline, policy, false),
                 Some(parent) => {
                     // A group's child watches its parent's token as its
                     // source (`lazy.rs`).
                     let source = Some(parent.scope.token.clone());
-                    self.start_lazy(name, source, Some(parent.scope), timeout, deadline, policy)
+                    let woken_by_parent = config.woken_by_parent;
+                    self.start_lazy(
+                        name,
+                        source,
+                        Some(parent.scope),
+                        timeout,
+                        deadline,
+                        policy,
+                        woken_by_parent,
+                    )
                 }
             };
             // What is left of the configuration owns nothing (no name,
@@ -86,8 +95,11 @@ impl Driver {
 
     /// The start of a scope without shared state (`lazy.rs`): its
     /// backend, start time, deadline, name and token source, kept in its
-    /// future.
+    /// future; `woken_by_parent` for a group's `start_soon` child, whose
+    /// group wakes it on its cancellation (no waiter on the parent's
+    /// token).
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn start_lazy(
         &mut self,
         name: Option<Cow<'static, str>>,
@@ -96,6 +108,7 @@ impl Driver {
         timeout: Option<Duration>,
         deadline: Option<Instant>,
         policy: GracePolicy,
+        woken_by_parent: bool,
     ) -> LazyRun {
         let with_deadline = timeout.is_some() || deadline.is_some();
         // A group's child runs under its group's executor, which the
@@ -141,7 +154,10 @@ impl Driver {
                 id,
                 made: None,
                 source,
-                source_waiter: NO_WAITER,
+                source_waiter: match woken_by_parent {
+                    true => WOKEN_BY_PARENT,
+                    false => NO_WAITER,
+                },
                 source_link: None,
                 parent: parent.map(NestedIn::of),
             },
