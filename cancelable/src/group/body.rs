@@ -49,8 +49,8 @@ use pin_project_lite::pin_project;
 
 use super::error::panic_message;
 use super::error::{BoxError, TaskError, TaskFailure};
-use super::local::LocalSet;
 use super::second::SecondWatch;
+use super::set::LocalSet;
 use super::state::{lock, GroupShared, Wakeups};
 use crate::scope::hold::{Hold, HoldKind};
 use crate::scope::seam;

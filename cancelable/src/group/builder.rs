@@ -11,12 +11,12 @@ use std::future::Future;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
-use super::child::{child_scope, ChildTask};
+use super::child::{child_scope, slot_for, ChildTask};
 use super::error::{BoxError, SpawnError};
 use super::executor::Executor;
-use super::slot::{Slot, TaskHandle};
 use super::state::{lock, GroupShared};
 use super::supervise::{supervised, Supervision};
+use super::task_handle::TaskHandle;
 use crate::CancelScope;
 
 /// Configures one child of a [`Group`](super::Group) before starting it,
@@ -293,7 +293,7 @@ where
 {
     let executor = Executor::resolve(shared.executor.as_ref())?;
     let scope = child_scope(shared, scope);
-    let slot = Slot::for_child(shared, &scope);
+    let slot = slot_for(shared, &scope);
     let accepted = {
         let mut state = lock(&shared.state);
         if state.closed || state.ended {

@@ -1,6 +1,7 @@
 //! One child of a group: its scope, the wrapper that gives it the group's
-//! grace period and the guard that reports its end exactly once (what it
-//! shares with its handle, and the handle, are in `slot.rs`).
+//! grace period and the guard that reports its end exactly once, built
+//! into its node (`node.rs`; what it shares with its handle is in
+//! `slot.rs`, the handle in `task_handle.rs`).
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -14,9 +15,10 @@ use super::aborts::ChildAbort;
 use super::error::{panic_message, BoxError, TaskError};
 use super::local::Local;
 use super::node::{new_child, Child, Owned};
-use super::slot::{Slot, TaskHandle};
+use super::slot::Slot;
 use super::state::{GroupShared, Panic};
-use crate::scope::seam;
+use super::task_handle::TaskHandle;
+use crate::scope::seam::{self, WeakScope};
 use crate::{
     CancelReason, CancelScope, Cancelled, GracePolicy, GraceStart, GraceValue, ScopeHandle,
     ScopeTryRun,
@@ -170,8 +172,8 @@ where
         // Woken by its group when the group's token is cancelled
         // (`LocalSet::wake_all`): no waiter of its own on that token.
         seam::woken_by_parent(&mut scope);
-        let slot = Slot::for_child(group, &scope);
-        let local = Some(Local::new(group));
+        let slot = slot_for(group, &scope);
+        let local = Some(Local::new(group.clone()));
         let (owned, node) = new_child(slot, ChildTask::new(group, scope, body, None), local);
         (owned, TaskHandle::of(node))
     }
@@ -193,6 +195,21 @@ where
         };
         (spawned, ChildAbort(node.clone()), TaskHandle::of(node))
     }
+}
+
+/// The slot a new child of `group`, to run in `scope`, shares with its
+/// handle: the child's id, and its scope known now by a weak reference if
+/// the group tracks its children or the scope has a state already (a
+/// handle was taken), else made on demand (`slot.rs`).
+#[inline(always)]
+pub(crate) fn slot_for<T>(group: &GroupShared, scope: &CancelScope) -> Slot<T> {
+    let id = group.next_id();
+    let known = (group.is_tracked() || seam::has_state(scope)).then(|| {
+        let weak = WeakScope::of(scope);
+        group.track_start(id, &weak);
+        weak
+    });
+    Slot::for_child(id, known)
 }
 
 /// The scope a child of `group` runs in: a child with a grace period of
@@ -222,7 +239,7 @@ where
         let Some(mut run) = this.run.as_mut().as_pin_mut() else {
             return Poll::Ready(());
         };
-        let Some(id) = slot.id else {
+        let Some(id) = slot.id() else {
             return Poll::Ready(());
         };
         if !*this.started {
@@ -273,7 +290,7 @@ where
             this.run.set(None);
             return;
         };
-        let Some(id) = slot.id else {
+        let Some(id) = slot.id() else {
             this.run.set(None);
             return;
         };

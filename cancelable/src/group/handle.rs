@@ -12,10 +12,10 @@ use futures_core::Stream;
 
 use super::builder::{start_local, start_spawned, ChildBuilder};
 use super::error::{BoxError, SpawnError};
-use super::slot::TaskHandle;
 use super::start::{Ready, Start};
 use super::state::{lock, GroupShared, Subscriber, TaskOutcome, Wakeups};
 use super::supervise::Supervision;
+use super::task_handle::TaskHandle;
 use crate::{CancelScope, ScopeHandle};
 
 /// The handle to a running [`TaskGroup`](crate::group::TaskGroup), passed to its

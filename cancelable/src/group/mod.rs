@@ -58,22 +58,24 @@ mod local;
 mod node;
 mod progress;
 mod second;
+mod set;
 mod slot;
 mod start;
 mod state;
 mod summary;
 mod supervise;
+mod task_handle;
 
 pub use builder::{ChildBuilder, SupervisedChild};
 pub use error::{GroupError, SpawnError, TaskError, TaskFailure};
 pub use executor::GroupExecutor;
 pub use handle::{ChildResults, Group, WaitForChildren};
 pub use progress::ChildProgress;
-pub use slot::TaskHandle;
 pub use start::{Ready, Start, StartError};
 pub use state::{FailurePolicy, TaskOutcome};
 pub use summary::{ChildState, ChildSummary, GroupCounts, GroupSummary, WithSummary};
 pub use supervise::{RestartsExhausted, Supervision};
+pub use task_handle::TaskHandle;
 
 use std::borrow::Cow;
 use std::fmt;

@@ -1,22 +1,21 @@
 //! What a child and its handle share ([`Slot`]): the child's id, how its
 //! scope is reached (the protocol by which the handle and the child's
-//! first poll agree on one state, in `Slot`'s docs), and its result; and
-//! the handle's side, [`TaskHandle`].
+//! first poll agree on one state, in `Slot`'s docs), and its result. The
+//! handle, `TaskHandle`, is in `task_handle.rs`; the slot lives in the
+//! child's node (`node.rs`).
 
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering as StdOrdering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering as StdOrdering};
+use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
 use atomic_waker::AtomicWaker;
 
 use super::error::TaskError;
-use super::node::{without_child, Node};
-use super::state::{lock, GroupShared};
 use crate::scope::seam::{self, WeakScope};
-use crate::{CancelScope, ScopeHandle, ScopeTryRun};
+use crate::sync::lock;
+use crate::{ScopeHandle, ScopeTryRun};
 
 /// What a child and its handle share: who the child is, how its scope is
 /// reached, and its result.
@@ -130,7 +129,7 @@ impl<T> Slot<T> {
     /// The child's scope, for its handle: made now if nothing has made it
     /// and the child has not started (rule 1 of [`Slot`]); `None` once the
     /// child ended, or if it never started.
-    fn scope(&self) -> Option<ScopeHandle> {
+    pub(super) fn scope(&self) -> Option<ScopeHandle> {
         self.id?;
         let mut inner = lock(&self.inner);
         match &inner.scope {
@@ -210,121 +209,46 @@ impl<T> Slot<T> {
     }
 }
 
-/// An awaitable handle to a child of a [`TaskGroup`](crate::group::TaskGroup),
-/// returned by [`Group::start_soon`](crate::group::Group::start_soon) and
-/// [`Group::spawn`](crate::group::Group::spawn).
-///
-/// It resolves to the child's value, or to a [`TaskError`] saying why
-/// there is none. Dropping it leaves the child running (the group still
-/// waits for it).
-///
-/// ```
-/// use cancelable::group::TaskGroup;
-///
-/// # futures::executor::block_on(async {
-/// TaskGroup::new()
-///     .run(|group| async move {
-///         let forever = group.start_soon(std::future::pending::<Result<(), cancelable::Cancelled>>());
-///         assert!(!forever.is_finished());
-///         forever.cancel();
-///         assert!(forever.await.unwrap_err().is_cancelled());
-///         Ok::<_, cancelable::Cancelled>(())
-///     })
-///     .await
-///     .unwrap();
-/// # });
-/// ```
-pub struct TaskHandle<T> {
-    /// The child's node (`node.rs`), of which the handle reaches the slot
-    /// only.
-    node: Arc<Node<T, dyn Send>>,
-    /// A supervised child's restart count.
-    restarts: Option<Arc<AtomicU32>>,
-}
+impl<T> Slot<T> {
+    /// The slot a new child, `id`, shares with its handle: its scope known
+    /// now by a weak reference (`known`: its group tracks its children, or
+    /// its scope has a state already), else made on demand (see [`Slot`]).
+    #[inline(always)]
+    pub(super) fn for_child(id: u64, known: Option<WeakScope>) -> Self {
+        let reach = match known {
+            Some(weak) => Reach::Known(weak),
+            None => Reach::Unknown,
+        };
+        Slot::new(Some(id), reach, None)
+    }
 
-impl<T> TaskHandle<T> {
-    /// The handle of the child in `node`.
+    /// The slot of a handle to a child that was never started.
+    pub(super) fn not_started() -> Self {
+        Slot::new(None, Reach::Unknown, Some(Err(TaskError::NotStarted)))
+    }
+
+    /// The child's id; `None` for a child never started.
     #[inline]
-    pub(crate) fn of(node: Arc<Node<T, dyn Send>>) -> Self {
-        TaskHandle {
-            node,
-            restarts: None,
-        }
-    }
-
-    /// A handle to a child that was never started.
-    pub(crate) fn not_started() -> Self
-    where
-        T: Send + 'static,
-    {
-        TaskHandle {
-            node: without_child(Slot::new(
-                None,
-                Reach::Unknown,
-                Some(Err(TaskError::NotStarted)),
-            )),
-            restarts: None,
-        }
-    }
-
-    /// The handle of a supervised child, whose restarts `restarts` counts.
-    pub(crate) fn with_restarts(mut self, restarts: Arc<AtomicU32>) -> Self {
-        self.restarts = Some(restarts);
-        self
-    }
-
-    /// How many times the child was restarted so far: always 0 but for a
-    /// supervised child (see [`ChildBuilder::supervised`](crate::group::ChildBuilder::supervised)).
-    pub fn restarts(&self) -> u32 {
-        self.restarts
-            .as_ref()
-            .map_or(0, |restarts| restarts.load(StdOrdering::Relaxed))
-    }
-
-    /// Cancels the child's scope (reason [`CancelReason::Manual`](crate::CancelReason::Manual)): it
-    /// ends with [`TaskError::Cancelled`], which is not a failure, so the
-    /// group goes on. Returns `true` if this call cancelled it: `false`
-    /// if it was cancelled already, has ended, or never started.
-    pub fn cancel(&self) -> bool {
-        self.node.slot.scope().is_some_and(|scope| scope.cancel())
+    pub(super) fn id(&self) -> Option<u64> {
+        self.id
     }
 
     /// `true` once the child has ended (or was never started).
-    pub fn is_finished(&self) -> bool {
-        self.node.slot.finished.load(StdOrdering::Acquire)
+    pub(super) fn is_finished(&self) -> bool {
+        self.finished.load(StdOrdering::Acquire)
     }
 
-    /// The child's id in its group (1 for the first child started, and so
-    /// on), as [`TaskOutcome::id`](crate::group::TaskOutcome::id) and
-    /// [`TaskFailure::id`](crate::group::TaskFailure::id) report it; `None` if it
-    /// was never started.
-    pub fn id(&self) -> Option<u64> {
-        self.node.slot.id
+    /// The handle was dropped, after every state it made was recorded
+    /// (rule 2).
+    #[inline]
+    pub(super) fn handle_dropped(&self) {
+        self.reach.fetch_and(!HANDLE, StdOrdering::Release);
     }
 
-    /// A handle to the child's scope (its operation id, status, context,
-    /// deadline) while the child runs; `None` once it has ended or if it
-    /// never started.
-    pub fn scope(&self) -> Option<ScopeHandle> {
-        self.node.slot.scope()
-    }
-}
-
-impl<T> Drop for TaskHandle<T> {
-    fn drop(&mut self) {
-        // After every state it made was recorded (`Slot`, rule 2).
-        self.node
-            .slot
-            .reach
-            .fetch_and(!HANDLE, StdOrdering::Release);
-    }
-}
-
-impl<T> Future for TaskHandle<T> {
-    type Output = Result<T, TaskError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut inner = lock(&self.node.slot.inner);
+    /// The handle's poll: the result once there, else its task is the one
+    /// to wake with it.
+    pub(super) fn poll_result(&self, cx: &Context<'_>) -> Poll<Result<T, TaskError>> {
+        let mut inner = lock(&self.inner);
         if let Some(result) = inner.result.take() {
             inner.taken = true;
             return Poll::Ready(result);
@@ -335,38 +259,5 @@ impl<T> Future for TaskHandle<T> {
             waker => *waker = Some(cx.waker().clone()),
         }
         Poll::Pending
-    }
-}
-
-impl<T> Unpin for TaskHandle<T> {}
-
-impl<T> fmt::Debug for TaskHandle<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TaskHandle")
-            .field("id", &self.id())
-            .field("finished", &self.is_finished())
-            .field("restarts", &self.restarts())
-            .finish()
-    }
-}
-
-impl<T> Slot<T> {
-    /// The slot a new child of `group`, to run in `scope`, shares with its
-    /// handle: the child's id, and how its scope is reached — known now by
-    /// a weak reference if the group tracks its children or the scope has
-    /// a state already (a handle was taken), else made on demand (see
-    /// [`Slot`]).
-    #[inline(always)]
-    pub(crate) fn for_child(group: &GroupShared, scope: &CancelScope) -> Self {
-        let id = group.next_id();
-        let reach = match group.is_tracked() || seam::has_state(scope) {
-            true => {
-                let weak = WeakScope::of(scope);
-                group.track_start(id, &weak);
-                Reach::Known(weak)
-            }
-            false => Reach::Unknown,
-        };
-        Slot::new(Some(id), reach, None)
     }
 }

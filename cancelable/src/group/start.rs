@@ -25,8 +25,8 @@ use std::task::{Context, Poll, Waker};
 use futures_util::FutureExt;
 
 use super::error::{panic_message, BoxError, TaskError};
-use super::slot::TaskHandle;
 use super::state::lock;
+use super::task_handle::TaskHandle;
 use crate::scope::seam;
 use crate::wait::Watch;
 use crate::Cancelled;

@@ -105,7 +105,7 @@ pub(crate) struct GroupShared {
     /// child ends.
     pub(crate) waker: AtomicWaker,
     /// The keys of the `start_soon` children woken since the group's last
-    /// pass over them (`local.rs`).
+    /// pass over them (`local.rs`, `set.rs`).
     pub(crate) ready: Mutex<Vec<usize>>,
     pub(crate) next_id: AtomicU64,
     /// A results stream was made: children's names are worth reading.
@@ -194,6 +194,15 @@ pub(crate) struct End<'a> {
 }
 
 pub(crate) use crate::sync::lock;
+
+/// A `start_soon` child's wake (`local.rs`): its key in the `ready`
+/// list, the group's task woken.
+impl super::local::RunQueue for GroupShared {
+    fn queue(&self, key: usize) {
+        lock(&self.ready).push(key);
+        self.waker.wake();
+    }
+}
 
 /// Wakers to wake once the state's lock is released.
 #[derive(Default)]
