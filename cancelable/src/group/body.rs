@@ -283,6 +283,11 @@ where
             core.second = SecondWatch::start(&core.shared);
         }
         core.shared.waker.register(cx.waker());
+        // A second signal and the grace's end only wake the group's scope's
+        // owner: that is this task from before `SecondWatch::fired` and
+        // `grace_over` are read, so one arriving during this poll wakes it
+        // again (the scope's driver registers it only after the poll).
+        seam::register_owner(&core.shared.scope, cx.waker());
         for _ in 0..ROUNDS {
             core.take_incoming();
             if !core.draining && core.cancelled() {

@@ -135,6 +135,16 @@ pub(crate) fn woken_by_parent(scope: &mut super::CancelScope) {
     scope.config.woken_by_parent = true;
 }
 
+/// Registers `waker` — the task polling a layer that holds `scope` open
+/// (a task group draining) — as the owner of `scope`'s token, before the
+/// layer checks what a wake of the owner would signal (a second signal
+/// that ends the grace, `group/second.rs`; the held grace's end,
+/// [`held_grace_end`]): a wake between that check and
+/// the driver's own registration at its pend is then not lost.
+pub(crate) fn register_owner(scope: &ScopeHandle, waker: &std::task::Waker) {
+    scope.shared.token.register_owner(waker);
+}
+
 /// `scope`'s name, without building its whole context.
 pub(crate) fn name(scope: &ScopeHandle) -> Option<Cow<'static, str>> {
     lock(&scope.shared.data).name.clone()
