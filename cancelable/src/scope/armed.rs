@@ -79,13 +79,8 @@ impl LazyRun {
     /// the scope must end for it.
     #[inline(always)]
     pub(super) fn waits(&mut self, cx: &mut Context<'_>) -> bool {
-        if let Some(source) = &self.scope.source {
-            let mut key = self.scope.waiter_key();
-            let cancelled = source.poll_scope_waiter(&mut key, cx).is_ready();
-            self.scope.set_waiter_key(key);
-            if cancelled {
-                return false;
-            }
+        if self.scope.source_fired(cx) {
+            return false;
         }
         match self.scope.deadline {
             Some(deadline) => self.waits_for_deadline(deadline, cx),
@@ -151,7 +146,7 @@ impl LazyRun {
         } = self.scope;
         // Made with the state (`LazyScope::make_shared`): a group's
         // child's link is to its parent.
-        let link = self.scope.source_link.take();
+        let link = self.scope.beside.take_link();
         let (token_link, parent_link) = match self.scope.parent.is_some() {
             true => (None, link),
             false => (link, None),
@@ -159,7 +154,8 @@ impl LazyRun {
         Armed {
             #[cfg(feature = "tokio")]
             start_runtime: self.start_runtime,
-            extras: None,
+            // A registered scope's registration goes with it.
+            extras: self.scope.beside.take_extras(),
             _token_link: token_link,
             backend,
             _parent_link: parent_link,

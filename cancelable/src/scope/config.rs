@@ -78,10 +78,32 @@ pub(crate) type HookSlot = Option<Box<dyn StartHook>>;
 pub(crate) trait StartHook: std::any::Any + Send {
     /// The scope started: `shared` is running, on `clock`, since `started`.
     fn start(&mut self, shared: &Arc<ScopeShared>, clock: Clock, started: Instant);
+    /// The scope started without shared state (`lazy.rs`): operation `id`,
+    /// `name`, on `clock` since `started`, until `deadline`. Returns the
+    /// token the scope watches as its token source, which becomes its
+    /// state's token if the state is made ([`state`](Self::state)); `None`:
+    /// the hook is done with the scope.
+    fn start_lazy(
+        &mut self,
+        id: u64,
+        name: Option<&Cow<'static, str>>,
+        clock: Clock,
+        started: Instant,
+        deadline: Option<Instant>,
+    ) -> Option<CancellationToken>;
+    /// The state of a scope started lazy: made once, by the first to ask
+    /// (the scope, or whoever the hook shows the scope to).
+    fn state(&self) -> Option<Arc<ScopeShared>>;
+    /// [`state`](Self::state), if made already.
+    fn made(&self) -> Option<Arc<ScopeShared>>;
+    /// The id a scope started lazy is known by.
+    fn id(&self) -> Option<u64>;
     /// The scope finished (before its user callbacks run): the hook is
     /// done. A hook dropped instead — its scope's future dropped mid-run,
     /// or never started — is just dropped.
     fn end(self: Box<Self>);
+    /// A scope started lazy finished without taking its state: how.
+    fn end_lazy(self: Box<Self>, end: super::seam::LazyEnd<'_>);
     /// The hook as `Any`, for its owner to read back its own type.
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
 }
@@ -93,6 +115,35 @@ impl Config {
 }
 
 impl Extras {
+    /// `true` if the scope has nothing here but a registration: it may
+    /// start without shared state (`lazy.rs`), the registry told of it
+    /// through [`StartHook::start_lazy`].
+    #[cfg(feature = "registry")]
+    pub(super) fn registration_only(&self) -> bool {
+        let Extras {
+            metadata,
+            on_progress,
+            on_cancel,
+            on_complete,
+            on_error,
+            registration,
+            on_start,
+            grace,
+            grace_held,
+            second_signal,
+        } = self;
+        registration.is_some()
+            && metadata.as_slice().is_empty()
+            && on_progress.is_empty()
+            && on_cancel.is_empty()
+            && on_complete.is_empty()
+            && on_error.is_empty()
+            && on_start.is_empty()
+            && grace.is_none()
+            && !*grace_held
+            && second_signal.is_none()
+    }
+
     /// Back to the default, for reuse (`recycle_extras`). What the
     /// start and the finish took out is empty already: only the callbacks
     /// that did not run (`on_cancel` of a scope that completed...) are

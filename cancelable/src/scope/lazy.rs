@@ -51,14 +51,38 @@
 //!    into it, its token is linked under its token source (cancelled with
 //!    its cause if it fired) or its parent's (`Parent` link), its parent
 //!    recorded, and its status is `Running`.
+//! 3. **A registered lazy scope is reached through its registration.**
+//!    A scope with nothing but a registration in its extras (no parent,
+//!    no token source, no state made before its start) starts lazy too:
+//!    its registration keeps what the registry shows of it (id, name,
+//!    start, deadline, clock: `seam::LazySeed`) and a token the registry
+//!    cancels it through, which the scope watches as its token source.
+//!    Its state is made once, from that seed, by whichever asks first — a
+//!    reader of the registry or the code inside (`StartHook::state`, one
+//!    `OnceLock`) — with that token as its own, so a cancel before, during
+//!    or after the making reaches the scope through the one token it
+//!    watches; no cancel is lost, and the waiter protocol is the token's
+//!    (`Listener::Scope`, loom-checked). A scope that ends without taking
+//!    its state tells its registration how (`StartHook::end_lazy`), and
+//!    writes its final status into the state if a reader made it. One
+//!    departure from invariant 2: a registry cancel and a passed
+//!    deadline, both unseen when the state is made, end the scope with
+//!    the cancel's reason, whichever came first.
 
 use std::borrow::Cow;
+use std::mem::ManuallyDrop;
 use std::sync::{Arc, OnceLock};
+use std::task::Context;
 use std::time::Instant;
 
 use super::pool;
 use super::state::{Parent, ScopeShared};
+use super::Extras;
+#[cfg(feature = "registry")]
+use super::StartHook;
 use crate::backend::Backend;
+#[cfg(feature = "registry")]
+use crate::backend::Clock;
 use crate::cancelled::Times;
 use crate::context::OperationStatus;
 use crate::sync::Ordering;
@@ -68,6 +92,11 @@ use crate::{CancelReason, CancellationToken, Cancelled, GraceOutcome};
 /// `LazyScope::source_waiter` when no waiter is registered (a slab key
 /// never reaches it).
 pub(super) const NO_WAITER: u32 = u32::MAX;
+
+/// `LazyScope::source_waiter` of a registered scope, which watches its
+/// registration's token as that token's owner, with no waiter (invariant
+/// 3): one comparison tells such a scope on every path.
+pub(super) const REGISTERED: u32 = u32::MAX - 1;
 
 /// Now, on the clock of a scope without shared state: its backend's once
 /// detected, else `backend::now`, the same clock read without the
@@ -103,14 +132,67 @@ pub(crate) struct LazyScope {
     /// is the limit; read and written through `waiter_key` /
     /// `set_waiter_key`).
     pub(super) source_waiter: u32,
-    /// Its state's token linked under `source` — or, for a group's child,
-    /// under its parent's — once the state is made; the driver moves it
-    /// into the running state.
-    pub(super) source_link: Option<ChildLink>,
+    /// Its state's token's link once made, or a registered scope's
+    /// extras (see [`Beside`]); the driver moves either into the running
+    /// state.
+    pub(super) beside: Beside,
     /// The scope it runs in, for a task group's child (module docs): its
     /// token is the `source` watched; the driver moves it into the running
     /// state.
     pub(super) parent: Option<NestedIn>,
+}
+
+/// [`LazyScope::source_fired`] for a registered scope: its registration's
+/// token, watched as its owner. Out of line: most lazy scopes are not
+/// registered.
+#[cfg(feature = "registry")]
+#[inline(never)]
+fn owner_fired(source: &CancellationToken, cx: &mut Context<'_>) -> bool {
+    if source.is_cancelled() {
+        return true;
+    }
+    source.register_owner(cx.waker());
+    source.is_cancelled()
+}
+
+/// What a lazy scope keeps beside its token source: one or the other,
+/// never both, in the room of one (a registered scope's state's token is
+/// its source itself, which needs no link).
+pub(super) enum Beside {
+    /// Its state's token linked under `source` — or, for a group's child,
+    /// under its parent's — once the state is made.
+    Link(ChildLink),
+    /// Nothing, or a registered scope's extras, which hold nothing but
+    /// its registration (`Extras::registration_only`): the hook through
+    /// which the registry cancels it (`source` is the hook's token) and
+    /// makes its state (invariant 3). Not dropped with the scope's other
+    /// fields: [`LazyScope`]'s `Drop` drops them, for a registered scope
+    /// only, so that an unregistered one's drop does not visit them.
+    Other(Option<ManuallyDrop<Box<Extras>>>),
+}
+
+impl Beside {
+    /// Neither a link nor extras.
+    pub(super) const NOTHING: Beside = Beside::Other(None);
+
+    /// The link, taken.
+    pub(super) fn take_link(&mut self) -> Option<ChildLink> {
+        match std::mem::replace(self, Beside::NOTHING) {
+            Beside::Link(link) => Some(link),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    /// A registered scope's extras, taken.
+    pub(super) fn take_extras(&mut self) -> Option<Box<Extras>> {
+        match self {
+            Beside::Other(extras) => extras.take().map(ManuallyDrop::into_inner),
+            Beside::Link(_) => None,
+        }
+    }
 }
 
 /// Counts a running scope in its parent's `nested` while it lives.
@@ -137,6 +219,11 @@ impl Drop for NestedIn {
 impl Drop for LazyScope {
     fn drop(&mut self) {
         self.release_source();
+        // Dropped mid-run: its registration leaves the registry.
+        #[cfg(feature = "registry")]
+        if self.is_registered() {
+            drop(self.beside.take_extras());
+        }
     }
 }
 
@@ -144,6 +231,14 @@ impl LazyScope {
     /// The shared state the scope would have had from its start
     /// (invariant 2); the name moves into it.
     pub(super) fn make_shared(&mut self) -> Arc<ScopeShared> {
+        // A registered scope's state is made once, from what its
+        // registration keeps, by the first to ask: its token is the token
+        // source watched, which needs no link (invariant 3).
+        #[cfg(feature = "registry")]
+        if let Some(shared) = self.hook().and_then(|hook| hook.state()) {
+            self.release_source();
+            return shared;
+        }
         let mut shared = pool::take();
         match Arc::get_mut(&mut shared) {
             Some(state) => {
@@ -183,10 +278,13 @@ impl LazyScope {
             // parent, is: cancelled now, with its cause, if it was.
             // Each link kind named where it is attached: `attach` stays
             // specialised for the one a call site uses.
-            self.source_link = match self.parent.is_some() {
+            let link = match self.parent.is_some() {
                 true => watched.attach(&shared.token, Link::Parent),
                 false => watched.attach(&shared.token, Link::Transparent),
             };
+            if let Some(link) = link {
+                self.beside = Beside::Link(link);
+            }
             self.release_source();
         }
         shared
@@ -216,7 +314,15 @@ impl LazyScope {
     /// Its waiter's key on `source`, once it pended.
     #[inline]
     pub(super) fn waiter_key(&self) -> Option<usize> {
-        (self.source_waiter != NO_WAITER).then_some(self.source_waiter as usize)
+        (self.source_waiter < REGISTERED).then_some(self.source_waiter as usize)
+    }
+
+    /// `true` for a registered scope (invariant 3), from its start to its
+    /// end (its extras, once taken, are gone from `beside`).
+    #[cfg(feature = "registry")]
+    #[inline(always)]
+    pub(super) fn is_registered(&self) -> bool {
+        self.source_waiter == REGISTERED
     }
 
     /// Keeps its waiter's key (`None`: none registered). Kept in 32 bits,
@@ -225,12 +331,34 @@ impl LazyScope {
     /// token's listeners alive at once, which memory bounds far below
     /// `u32::MAX`. A key that did not fit would be forgotten, not cut:
     /// the next pend registers another waiter for the same task, and the
-    /// forgotten one wakes it too, once, at the cancel.
+    /// forgotten one wakes it too, once, at the cancel. For the same
+    /// reason a key never reaches [`REGISTERED`].
     #[inline]
     pub(super) fn set_waiter_key(&mut self, key: Option<usize>) {
         self.source_waiter = key
             .and_then(|key| u32::try_from(key).ok())
             .unwrap_or(NO_WAITER);
+    }
+
+    /// At a pend: `true` if its token source (a group's child: its parent)
+    /// is cancelled; otherwise its task is woken at the cancel — by a
+    /// waiter on the source (`Listener::Scope`) or, for a registered
+    /// scope, whose source is its registration's token and nobody else's
+    /// scope's, as that token's owner (the flag read after the waker is
+    /// registered: the cancel sets the flag, then wakes the owner).
+    #[inline(always)]
+    pub(super) fn source_fired(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(source) = &self.source else {
+            return false;
+        };
+        #[cfg(feature = "registry")]
+        if self.is_registered() {
+            return owner_fired(source, cx);
+        }
+        let mut key = self.waiter_key();
+        let cancelled = source.poll_scope_waiter(&mut key, cx).is_ready();
+        self.set_waiter_key(key);
+        cancelled
     }
 
     /// `true` if its token source (a group's child: its parent) is
@@ -257,6 +385,12 @@ impl LazyScope {
     /// or `Timeout`, its name, an id, its times — made from what the
     /// future keeps. Nothing else can observe its end (invariant 1).
     pub(super) fn cancelled_error(&mut self) -> Cancelled {
+        self.cancelled_error_at(now_on(self.backend))
+    }
+
+    /// [`cancelled_error`](Self::cancelled_error), ended at `ended`.
+    #[inline(always)]
+    pub(super) fn cancelled_error_at(&mut self, ended: Instant) -> Cancelled {
         let from_parent = self.parent.is_some();
         let cause = self
             .source
@@ -270,14 +404,9 @@ impl LazyScope {
                 false => cause,
             })
             .unwrap_or_else(|| Arc::new(Cause::new(CancelReason::Timeout)));
-        let ended = now_on(self.backend);
-        #[cfg(feature = "tracing")]
-        let id = match self.id {
-            0 => super::state::next_operation_id(),
-            id => id,
-        };
-        #[cfg(not(feature = "tracing"))]
-        let id = super::state::next_operation_id();
+        let id = self
+            .known_id()
+            .unwrap_or_else(super::state::next_operation_id);
         let times = Times {
             started: self.started,
             ended,
@@ -290,6 +419,116 @@ impl LazyScope {
             Some(times),
             GraceOutcome::NoGrace,
         )
+    }
+
+    /// Hands a registered scope's `extras` (nothing but its registration)
+    /// to it: the registration keeps what it shows of the scope, given an
+    /// id now, and gives the token the scope watches as its token source
+    /// (invariant 3). A registration that declines is dropped with its
+    /// extras.
+    #[cfg(feature = "registry")]
+    pub(super) fn register(&mut self, mut extras: Box<Extras>) {
+        let id = self
+            .known_id()
+            .unwrap_or_else(super::state::next_operation_id);
+        let clock = self.clock();
+        let token = extras.registration.as_mut().and_then(|hook| {
+            hook.start_lazy(id, self.name.as_ref(), clock, self.started, self.deadline)
+        });
+        match token {
+            Some(token) => {
+                self.source = Some(token);
+                self.source_waiter = REGISTERED;
+                self.beside = Beside::Other(Some(ManuallyDrop::new(extras)));
+            }
+            None => super::config::recycle_extras(extras),
+        }
+    }
+
+    /// The id the scope is known by already: its `tracing` span's, or its
+    /// registration's.
+    #[inline]
+    fn known_id(&self) -> Option<u64> {
+        #[cfg(feature = "tracing")]
+        if self.id != 0 {
+            return Some(self.id);
+        }
+        #[cfg(feature = "registry")]
+        if self.is_registered() {
+            return self.hook().and_then(|hook| hook.id());
+        }
+        None
+    }
+
+    /// The clock the scope's times are on: its backend's once detected,
+    /// else the one `backend::now` reads.
+    #[cfg(feature = "registry")]
+    pub(super) fn clock(&self) -> Clock {
+        match self.backend {
+            Some(backend) => backend.clock(),
+            #[cfg(feature = "tokio")]
+            None => Clock::Tokio,
+            #[cfg(not(feature = "tokio"))]
+            None => Clock::Std,
+        }
+    }
+
+    /// A registered scope that ends without having taken its state (its
+    /// `status`, at `ended`; `cancelled` and the body's `error` text if
+    /// so): its token source released first — the registration reuses
+    /// its token when nobody else holds it —, then its registration told
+    /// how, a state a reader made given its final status, and its extras
+    /// handed back.
+    #[cfg(feature = "registry")]
+    pub(super) fn end_registered(
+        &mut self,
+        status: OperationStatus,
+        ended: Instant,
+        cancelled: Option<&Cancelled>,
+        error: Option<String>,
+    ) {
+        let Some(mut extras) = self.beside.take_extras() else {
+            return;
+        };
+        self.release_source();
+        if let Some(hook) = extras.registration.take() {
+            if let Some(shared) = hook.made() {
+                if let Some(error) = &error {
+                    shared.record_error_text(error.clone());
+                }
+                shared.set_status(status);
+            }
+            hook.end_lazy(super::seam::LazyEnd {
+                status,
+                ended,
+                cancelled,
+                error,
+            });
+        }
+        super::config::recycle_extras(extras);
+    }
+
+    /// Its body panicked (the slot tells it while the panic unwinds): a
+    /// registered scope's registration records a failure.
+    #[cfg(feature = "registry")]
+    #[cold]
+    pub(super) fn panicked(&mut self) {
+        if self.is_registered() {
+            let ended = now_on(self.backend);
+            self.end_registered(OperationStatus::Failed, ended, None, None);
+        }
+    }
+
+    /// A registered scope's hook (`registered`).
+    #[cfg(feature = "registry")]
+    #[inline]
+    pub(super) fn hook(&self) -> Option<&dyn StartHook> {
+        let Beside::Other(extras) = &self.beside else {
+            return None;
+        };
+        extras
+            .as_deref()
+            .and_then(|extras| extras.registration.as_deref())
     }
 
     /// The shared state, made now if it was not (into `made`).

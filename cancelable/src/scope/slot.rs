@@ -173,12 +173,22 @@ fn enter<R>(occupant: Option<Occupant>, poll: impl FnOnce() -> R) -> R {
             self.current.shielded.set(self.shielded);
             let ours = self.current.scope.replace(self.previous);
             if !self.returned {
-                if let Some(Occupant::Shared(scope)) = ours {
+                match ours {
                     // The body panicked: the panic propagates unchanged,
                     // the operation is recorded as failed.
                     // SAFETY: `ours` was in the slot until now: its scope
                     // is alive (invariant 1).
-                    unsafe { scope.as_ref() }.set_status(OperationStatus::Failed);
+                    Some(Occupant::Shared(scope)) => {
+                        unsafe { scope.as_ref() }.set_status(OperationStatus::Failed)
+                    }
+                    // A registered scope without state tells its
+                    // registration (`lazy.rs`, invariant 3).
+                    // SAFETY: as above; made from the `&mut` that
+                    // `enter_lazy` holds for this whole call and does not
+                    // use meanwhile (invariant 1).
+                    #[cfg(feature = "registry")]
+                    Some(Occupant::Lazy(mut lazy)) => unsafe { lazy.as_mut() }.panicked(),
+                    _ => {}
                 }
             }
         }
@@ -293,7 +303,7 @@ mod tests {
             made: None,
             source: None,
             source_waiter: super::super::lazy::NO_WAITER,
-            source_link: None,
+            beside: super::super::lazy::Beside::NOTHING,
             parent: None,
         }
     }

@@ -37,7 +37,12 @@ use crate::panic;
 use crate::sync::{lock, Ordering};
 use crate::{Cancelled, GraceOutcome};
 
+#[cfg(feature = "registry")]
+mod registered;
 mod start;
+
+#[cfg(feature = "registry")]
+use registered::{cancelled_registered, ended_registered};
 
 /// The engine shared by [`ScopeRun`](super::ScopeRun) and [`ScopeTryRun`](super::ScopeTryRun).
 pub(super) struct Driver {
@@ -139,7 +144,14 @@ impl Driver {
                 Some(shared) => self.shared = Some(shared),
                 None => {
                     if let Poll::Ready(output) = polled {
-                        // Nothing reached the scope: its end is
+                        // A registered scope (its token source is its
+                        // registration's) tells its registration how it
+                        // ended.
+                        #[cfg(feature = "registry")]
+                        if run.scope.is_registered() {
+                            ended_registered(run, &output, is_failure, describe);
+                        }
+                        // Nothing else reached the scope: its end is
                         // unobservable (`lazy.rs`, invariant 1).
                         #[cfg(feature = "tracing")]
                         {
@@ -174,6 +186,12 @@ impl Driver {
                     // passed: the scope ends for it, with the error its
                     // state would have given, and no state made (nothing
                     // can observe its end: `lazy.rs`, invariant 1).
+                    #[cfg(feature = "registry")]
+                    let cancelled = match run.scope.is_registered() {
+                        true => cancelled_registered(run),
+                        false => run.scope.cancelled_error(),
+                    };
+                    #[cfg(not(feature = "registry"))]
                     let cancelled = run.scope.cancelled_error();
                     #[cfg(feature = "tracing")]
                     tracing::info!(parent: &run.span, reason = %cancelled.reason(), "scope cancelled");
@@ -548,4 +566,16 @@ impl Drop for Driver {
             pool::recycle(shared);
         }
     }
+}
+#[cfg(test)]
+#[test]
+fn tmp_sizes() {
+    eprintln!(
+        "Stage {} LazyRun {} Armed {} LazyScope {} Config {}",
+        std::mem::size_of::<Stage>(),
+        std::mem::size_of::<LazyRun>(),
+        std::mem::size_of::<Armed>(),
+        std::mem::size_of::<super::lazy::LazyScope>(),
+        std::mem::size_of::<Config>()
+    );
 }

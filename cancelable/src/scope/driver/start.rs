@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 use super::super::armed::{Armed, LazyRun};
 #[cfg(feature = "tokio")]
 use super::super::deadlines::Place;
-use super::super::lazy::{now_on, LazyScope, NestedIn, NO_WAITER};
+use super::super::lazy::{now_on, Beside, LazyScope, NestedIn, NO_WAITER};
 #[cfg(feature = "tracing")]
 use super::super::state::next_operation_id;
 use super::super::state::{Parent, ScopeShared};
+#[cfg(feature = "registry")]
+use super::super::Extras;
 use super::super::{pool, slot, Config, GracePolicy};
 use super::{lent_back, run_callbacks, with_data, Driver, Stage};
 use crate::backend::{Backend, Clock};
@@ -73,6 +75,22 @@ impl Driver {
             // rather than dropped field by field.
             std::mem::forget(std::mem::replace(&mut self.stage, Stage::Lazy(run)));
         } else {
+            // A registered scope with nothing else in its extras, no
+            // parent and no token source starts lazy too: its
+            // registration's token is its token source (`lazy.rs`,
+            // invariant 3).
+            #[cfg(feature = "registry")]
+            if parent.is_none()
+                && self.shared.is_none()
+                && config.first_token.is_none()
+                && config.sources.capacity() == 0
+                && config
+                    .extras
+                    .as_deref()
+                    .is_some_and(Extras::registration_only)
+            {
+                return self.start_registered_lazy();
+            }
             let Stage::Configured(config) = std::mem::replace(&mut self.stage, Stage::Finished)
             else {
                 unreachable!("matched above")
@@ -142,7 +160,7 @@ impl Driver {
                 made: None,
                 source,
                 source_waiter: NO_WAITER,
-                source_link: None,
+                beside: Beside::NOTHING,
                 parent: parent.map(NestedIn::of),
             },
             #[cfg(feature = "tokio")]
