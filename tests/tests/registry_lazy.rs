@@ -228,6 +228,37 @@ on_every_backend! {
         assert_eq!(outer[0].status, OperationStatus::Completed);
     }
 
+    async fn a_registry_cancel_from_another_thread_racing_the_pend_is_never_lost() {
+        // The other thread finds the operation (making its state) and
+        // cancels it while the scope starts and pends: every round ends
+        // with that cancel, whatever the interleaving.
+        let registry = Registry::new();
+        for round in 0..100u32 {
+            let canceller = {
+                let registry = registry.clone();
+                std::thread::spawn(move || loop {
+                    if let Some(live) = registry.list(&Filter::new()).first() {
+                        let message = format!("stop {round}");
+                        registry.cancel(live.id, CancelReason::Manual, message).unwrap();
+                        return live.id;
+                    }
+                    std::thread::yield_now();
+                })
+            };
+            let cancelled = CancelScope::new()
+                .name("raced")
+                .register_in(&registry)
+                .run(pending::<()>())
+                .await
+                .unwrap_err();
+            let id = canceller.join().unwrap();
+            assert_eq!(cancelled.message(), Some(format!("stop {round}").as_str()));
+            assert_eq!(cancelled.operation_id(), Some(id));
+        }
+        assert_eq!(registry.statistics().by_name["raced"].cancelled, 100);
+        assert_eq!(registry.live_count(), 0);
+    }
+
     async fn lazy_registered_scopes_run_one_after_another_with_fresh_ids_and_tokens() {
         // A thread reuses its registration, record and token: a cancel of
         // one operation never reaches the next.

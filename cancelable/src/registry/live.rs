@@ -238,7 +238,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         // The scope's future was dropped mid-run: it leaves all the same.
         if let Some(entry) = self.entry.take() {
-            entry.exit(None);
+            entry.exit_dropped();
         }
     }
 }
@@ -466,6 +466,16 @@ impl Entry {
             record.outcome_known(exit);
         }
         record
+    }
+}
+
+impl Entry {
+    /// [`exit`](Self::exit) of a scope whose future was dropped mid-run:
+    /// out of line, the rare way out.
+    #[cold]
+    #[inline(never)]
+    fn exit_dropped(self) {
+        self.exit(None);
     }
 }
 

@@ -167,15 +167,7 @@ impl Record {
                         seed.started = started;
                         seed.deadline = deadline;
                     }
-                    None => {
-                        self.seed = Some(LazySeed {
-                            id,
-                            name,
-                            started,
-                            deadline,
-                            token: CancellationToken::new(),
-                        })
-                    }
+                    None => self.seed = Some(LazySeed::new(id, name, started, deadline)),
                 }
             }
         }
@@ -229,7 +221,7 @@ impl Record {
     pub(crate) fn token(&self) -> &CancellationToken {
         match (&self.scope, &self.seed) {
             (Some(scope), _) => scope.token(),
-            (None, Some(seed)) => &seed.token,
+            (None, Some(seed)) => seed.token(),
             (None, None) => unreachable!("only a record kept for reuse has neither"),
         }
     }
@@ -256,7 +248,7 @@ impl Record {
         // A lazy scope's token is kept, reset, if nobody else holds it.
         if let Some(seed) = &mut emptied.seed {
             seed.name = None;
-            if !seed.token.reset_if_unique() {
+            if !seed.reset_token() {
                 emptied.seed = None;
             }
         }

@@ -15,6 +15,8 @@ use super::ScopeShared;
 use super::{pool, GracePolicy};
 #[cfg(feature = "registry")]
 use crate::backend::Clock;
+#[cfg(feature = "registry")]
+use crate::context::OperationStatus;
 use crate::context::{Metadata, OperationContext, ProgressCallback};
 use crate::signal::SecondSignal;
 use crate::source::Source;
@@ -103,9 +105,22 @@ pub(crate) trait StartHook: std::any::Any + Send {
     /// or never started — is just dropped.
     fn end(self: Box<Self>);
     /// A scope started lazy finished without taking its state: how.
-    fn end_lazy(self: Box<Self>, end: super::seam::LazyEnd<'_>);
+    fn end_lazy(self: Box<Self>, end: LazyEnd<'_>);
     /// The hook as `Any`, for its owner to read back its own type.
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+}
+
+/// How a registered scope that never made its shared state ended
+/// ([`StartHook::end_lazy`]).
+#[cfg(feature = "registry")]
+pub(crate) struct LazyEnd<'a> {
+    pub(crate) status: OperationStatus,
+    /// On the scope's clock.
+    pub(crate) ended: Instant,
+    /// Its cancellation, if it ended cancelled.
+    pub(crate) cancelled: Option<&'a Cancelled>,
+    /// The text of the body's own error, if it failed and kept it.
+    pub(crate) error: Option<String>,
 }
 
 impl Config {

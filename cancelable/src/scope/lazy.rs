@@ -56,13 +56,18 @@
 //!    no token source, no state made before its start) starts lazy too:
 //!    its registration keeps what the registry shows of it (id, name,
 //!    start, deadline, clock: `seam::LazySeed`) and a token the registry
-//!    cancels it through, which the scope watches as its token source.
-//!    Its state is made once, from that seed, by whichever asks first — a
-//!    reader of the registry or the code inside (`StartHook::state`, one
-//!    `OnceLock`) — with that token as its own, so a cancel before, during
-//!    or after the making reaches the scope through the one token it
-//!    watches; no cancel is lost, and the waiter protocol is the token's
-//!    (`Listener::Scope`, loom-checked). A scope that ends without taking
+//!    cancels it through, which the scope watches as its token source —
+//!    read in place by the checkpoints, and at a pend as that token's
+//!    owner, not through a waiter: the token is this scope's alone, and
+//!    the owner's protocol is every scope with state's (its waker
+//!    registered, then the flag read; a cancel sets the flag, then wakes
+//!    the owner). Its state is made once, from that seed, by whichever
+//!    asks first — a reader of the registry or the code inside
+//!    (`StartHook::state`, one `OnceLock`) — with that token as its own,
+//!    so a cancel before, during or after the making reaches the scope
+//!    through the one token it watches: no cancel is lost
+//!    (`tests/tests/registry_lazy.rs` races them across threads on every
+//!    backend). A scope that ends without taking
 //!    its state tells its registration how (`StartHook::end_lazy`), and
 //!    writes its final status into the state if a reader made it. One
 //!    departure from invariant 2: a registry cancel and a passed
@@ -498,7 +503,7 @@ impl LazyScope {
                 }
                 shared.set_status(status);
             }
-            hook.end_lazy(super::seam::LazyEnd {
+            hook.end_lazy(super::config::LazyEnd {
                 status,
                 ended,
                 cancelled,

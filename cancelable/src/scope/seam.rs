@@ -286,7 +286,41 @@ pub(crate) struct LazySeed {
     /// On the scope's clock, which the registry keeps beside it.
     pub(crate) started: Instant,
     pub(crate) deadline: Option<Instant>,
-    pub(crate) token: CancellationToken,
+    token: CancellationToken,
+}
+
+#[cfg(feature = "registry")]
+pub(crate) use super::config::LazyEnd;
+
+#[cfg(feature = "registry")]
+impl LazySeed {
+    /// The seed of operation `id`, with a fresh token.
+    pub(crate) fn new(
+        id: u64,
+        name: Option<Cow<'static, str>>,
+        started: Instant,
+        deadline: Option<Instant>,
+    ) -> LazySeed {
+        LazySeed {
+            id,
+            name,
+            started,
+            deadline,
+            token: CancellationToken::new(),
+        }
+    }
+
+    /// The token the registry cancels the scope through.
+    pub(crate) fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// Makes the token as new for the thread's next lazy scope, if nobody
+    /// else holds it (the scope, its state, a clone): `false` otherwise,
+    /// and the seed is then dropped.
+    pub(crate) fn reset_token(&mut self) -> bool {
+        self.token.reset_if_unique()
+    }
 }
 
 #[cfg(feature = "registry")]
@@ -305,19 +339,6 @@ impl ScopeView {
         state.set_status(OperationStatus::Running);
         ScopeView(Arc::new(state))
     }
-}
-
-/// How a registered scope that never made its shared state ended
-/// ([`RegistryHook::end_lazy`]).
-#[cfg(feature = "registry")]
-pub(crate) struct LazyEnd<'a> {
-    pub(crate) status: OperationStatus,
-    /// On the scope's clock.
-    pub(crate) ended: Instant,
-    /// Its cancellation, if it ended cancelled.
-    pub(crate) cancelled: Option<&'a Cancelled>,
-    /// The text of the body's own error, if it failed and kept it.
-    pub(crate) error: Option<String>,
 }
 
 /// Why `token` was cancelled and with what message, once a cancel
