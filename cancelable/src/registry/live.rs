@@ -40,7 +40,7 @@ pub(crate) use super::index::{shard_of, LiveSlots, SHARDS};
 use super::record::{Exit, Joining, KeyClaim, Record};
 use super::stats::ByName;
 use super::{lock, Inner, Registry, RegistryError};
-use crate::scope::seam::{self, LazyEnd, RegistryHook, ScopeView};
+use crate::scope::seam::{self, LazyEnd, LazyStart, RegistryHook, ScopeView};
 use crate::scope::HookSlot;
 use crate::seam::time::ScopeClock as Clock;
 use crate::{CancellationToken, OperationStatus};
@@ -144,16 +144,17 @@ impl RegistryHook for Registration {
         }
     }
 
-    fn start_lazy(
-        &mut self,
-        id: u64,
-        name: Option<&Cow<'static, str>>,
-        clock: Clock,
-        started: Instant,
-        deadline: Option<Instant>,
-    ) -> Option<CancellationToken> {
+    fn start_lazy(&mut self, start: LazyStart<'_>) -> Option<CancellationToken> {
+        let LazyStart {
+            id,
+            name,
+            clock,
+            started,
+            deadline,
+        } = start;
         let request = self.request.take()?;
         let spare = self.spare.take();
+        let name = name.take();
         let scope = Joining::Lazy { name, deadline };
         let entry = Entry::join_as(scope, id, request, clock, started, spare);
         let token = entry.record.token().clone();
@@ -173,6 +174,10 @@ impl RegistryHook for Registration {
 
     fn id(&self) -> Option<u64> {
         self.entry.as_ref().map(|entry| entry.record.id)
+    }
+
+    fn name(&self) -> Option<Cow<'static, str>> {
+        self.entry.as_ref()?.record.name()
     }
 
     fn end(self: Box<Self>) {
@@ -247,7 +252,7 @@ impl Entry {
     /// Joins the registry: the scope started. `spare` is a record to
     /// reuse, if the thread had one.
     fn join(
-        scope: Joining<'_>,
+        scope: Joining,
         request: Request,
         clock: Clock,
         started: Instant,
@@ -264,7 +269,7 @@ impl Entry {
     /// (with state, or lazy), which then builds only its own branches.
     #[inline(always)]
     fn join_as(
-        scope: Joining<'_>,
+        scope: Joining,
         id: u64,
         request: Request,
         clock: Clock,

@@ -17,10 +17,10 @@ use crate::{CancellationToken, OperationStatus};
 /// What joins: a scope's state, or what a scope without one shows
 /// (`scope/lazy.rs`, invariant 3; its id, clock and start are given
 /// beside).
-pub(crate) enum Joining<'a> {
+pub(crate) enum Joining {
     Shared(ScopeView),
     Lazy {
-        name: Option<&'a Cow<'static, str>>,
+        name: Option<Cow<'static, str>>,
         deadline: Option<Instant>,
     },
 }
@@ -137,7 +137,7 @@ impl Record {
     #[inline(always)]
     pub(crate) fn join(
         &mut self,
-        scope: Joining<'_>,
+        scope: Joining,
         id: u64,
         joined: u64,
         key: Option<KeyClaim>,
@@ -149,7 +149,7 @@ impl Record {
         {
             let name = match &scope {
                 Joining::Shared(scope) => scope.context_data().name.clone(),
-                Joining::Lazy { name, .. } => name.cloned(),
+                Joining::Lazy { name, .. } => name.clone(),
             };
             self.label = registry.inner.names.counted(name.unwrap_or_default());
         }
@@ -158,7 +158,6 @@ impl Record {
                 self.scope = Some(scope);
             }
             Joining::Lazy { name, deadline } => {
-                let name = name.cloned();
                 match &mut self.seed {
                     // The spare's token, reset when the record was spared.
                     Some(seed) => {

@@ -146,7 +146,7 @@ impl LazyRun {
         } = self.scope;
         // Made with the state (`LazyScope::make_shared`): a group's
         // child's link is to its parent.
-        let link = self.scope.beside.take_link();
+        let link = self.scope.source_link.take();
         let (token_link, parent_link) = match self.scope.parent.is_some() {
             true => (None, link),
             false => (link, None),
@@ -155,7 +155,7 @@ impl LazyRun {
             #[cfg(feature = "tokio")]
             start_runtime: self.start_runtime,
             // A registered scope's registration goes with it.
-            extras: self.scope.beside.take_extras(),
+            extras: self.scope.name.take_extras(),
             _token_link: token_link,
             backend,
             _parent_link: parent_link,

@@ -54,8 +54,8 @@
 //! 3. **A registered lazy scope is reached through its registration.**
 //!    A scope with nothing but a registration in its extras (no parent,
 //!    no token source, no state made before its start) starts lazy too:
-//!    its registration keeps what the registry shows of it (id, name,
-//!    start, deadline, clock: `seam::LazySeed`) and a token the registry
+//!    its registration keeps what the registry shows of it (id, name —
+//!    moved there —, start, deadline, clock: `seam::LazySeed`) and a token the registry
 //!    cancels it through, which the scope watches as its token source —
 //!    read in place by the checkpoints, and at a pend as that token's
 //!    owner, not through a waiter: the token is this scope's alone, and
@@ -122,7 +122,9 @@ pub(crate) struct LazyScope {
     pub(super) backend: Option<Backend>,
     pub(super) started: Instant,
     pub(super) deadline: Option<Instant>,
-    pub(super) name: Option<Cow<'static, str>>,
+    /// Its name — or, for a registered scope, whose registration keeps its
+    /// name, its extras (see [`Named`]).
+    pub(super) name: Named,
     /// Assigned at the start when a `tracing` span names the scope.
     #[cfg(feature = "tracing")]
     pub(super) id: u64,
@@ -137,10 +139,10 @@ pub(crate) struct LazyScope {
     /// is the limit; read and written through `waiter_key` /
     /// `set_waiter_key`).
     pub(super) source_waiter: u32,
-    /// Its state's token's link once made, or a registered scope's
-    /// extras (see [`Beside`]); the driver moves either into the running
-    /// state.
-    pub(super) beside: Beside,
+    /// Its state's token linked under `source` — or, for a group's child,
+    /// under its parent's — once the state is made; the driver moves it
+    /// into the running state.
+    pub(super) source_link: Option<ChildLink>,
     /// The scope it runs in, for a task group's child (module docs): its
     /// token is the `source` watched; the driver moves it into the running
     /// state.
@@ -160,42 +162,39 @@ fn owner_fired(source: &CancellationToken, cx: &mut Context<'_>) -> bool {
     source.is_cancelled()
 }
 
-/// What a lazy scope keeps beside its token source: one or the other,
-/// never both, in the room of one (a registered scope's state's token is
-/// its source itself, which needs no link).
-pub(super) enum Beside {
-    /// Its state's token linked under `source` — or, for a group's child,
-    /// under its parent's — once the state is made.
-    Link(ChildLink),
-    /// Nothing, or a registered scope's extras, which hold nothing but
-    /// its registration (`Extras::registration_only`): the hook through
-    /// which the registry cancels it (`source` is the hook's token) and
-    /// makes its state (invariant 3). Not dropped with the scope's other
-    /// fields: [`LazyScope`]'s `Drop` drops them, for a registered scope
-    /// only, so that an unregistered one's drop does not visit them.
-    Other(Option<ManuallyDrop<Box<Extras>>>),
+/// A lazy scope's name, or a registered scope's extras: one or the other,
+/// in the room of the name (a registered scope's name is kept by its
+/// registration, which the registry shows).
+pub(super) enum Named {
+    Name(Option<Cow<'static, str>>),
+    /// A registered scope's extras, which hold nothing but its
+    /// registration (`Extras::registration_only`): the hook through which
+    /// the registry cancels it (`source` is the hook's token) and makes its
+    /// state (invariant 3). Not dropped with the scope's other fields:
+    /// [`LazyScope`]'s `Drop` drops them, for a registered scope only.
+    #[cfg_attr(not(feature = "registry"), allow(dead_code))]
+    Registered(ManuallyDrop<Box<Extras>>),
 }
 
-impl Beside {
-    /// Neither a link nor extras.
-    pub(super) const NOTHING: Beside = Beside::Other(None);
-
-    /// The link, taken.
-    pub(super) fn take_link(&mut self) -> Option<ChildLink> {
-        match std::mem::replace(self, Beside::NOTHING) {
-            Beside::Link(link) => Some(link),
-            other => {
-                *self = other;
-                None
-            }
+impl Named {
+    /// The name, taken (`None` for a registered scope: its registration
+    /// keeps it).
+    #[inline]
+    pub(super) fn take(&mut self) -> Option<Cow<'static, str>> {
+        match self {
+            Named::Name(name) => name.take(),
+            Named::Registered(_) => None,
         }
     }
 
     /// A registered scope's extras, taken.
     pub(super) fn take_extras(&mut self) -> Option<Box<Extras>> {
-        match self {
-            Beside::Other(extras) => extras.take().map(ManuallyDrop::into_inner),
-            Beside::Link(_) => None,
+        match std::mem::replace(self, Named::Name(None)) {
+            Named::Registered(extras) => Some(ManuallyDrop::into_inner(extras)),
+            name => {
+                *self = name;
+                None
+            }
         }
     }
 }
@@ -227,7 +226,7 @@ impl Drop for LazyScope {
         // Dropped mid-run: its registration leaves the registry.
         #[cfg(feature = "registry")]
         if self.is_registered() {
-            drop(self.beside.take_extras());
+            drop(self.name.take_extras());
         }
     }
 }
@@ -283,13 +282,10 @@ impl LazyScope {
             // parent, is: cancelled now, with its cause, if it was.
             // Each link kind named where it is attached: `attach` stays
             // specialised for the one a call site uses.
-            let link = match self.parent.is_some() {
+            self.source_link = match self.parent.is_some() {
                 true => watched.attach(&shared.token, Link::Parent),
                 false => watched.attach(&shared.token, Link::Transparent),
             };
-            if let Some(link) = link {
-                self.beside = Beside::Link(link);
-            }
             self.release_source();
         }
         shared
@@ -409,21 +405,36 @@ impl LazyScope {
                 false => cause,
             })
             .unwrap_or_else(|| Arc::new(Cause::new(CancelReason::Timeout)));
-        let id = self
-            .known_id()
-            .unwrap_or_else(super::state::next_operation_id);
         let times = Times {
             started: self.started,
             ended,
             asked: cause.at,
         };
-        Cancelled::of_scope(
-            cause,
-            self.name.take(),
-            id,
-            Some(times),
-            GraceOutcome::NoGrace,
-        )
+        let (id, name) = self.id_and_name();
+        Cancelled::of_scope(cause, name, id, Some(times), GraceOutcome::NoGrace)
+    }
+
+    /// The id and name the scope's error carries: a registered scope's are
+    /// its registration's (one look at the name's room tells it).
+    #[inline(always)]
+    fn id_and_name(&mut self) -> (u64, Option<Cow<'static, str>>) {
+        let name = match &mut self.name {
+            Named::Name(name) => name.take(),
+            #[cfg(feature = "registry")]
+            Named::Registered(extras) => {
+                let hook = extras.registration.as_deref();
+                let id = hook.and_then(|hook| hook.id());
+                let name = hook.and_then(|hook| hook.name());
+                return (id.unwrap_or_else(super::state::next_operation_id), name);
+            }
+            #[cfg(not(feature = "registry"))]
+            Named::Registered(_) => None,
+        };
+        #[cfg(feature = "tracing")]
+        if self.id != 0 {
+            return (self.id, name);
+        }
+        (super::state::next_operation_id(), name)
     }
 
     /// Hands a registered scope's `extras` (nothing but its registration)
@@ -437,21 +448,33 @@ impl LazyScope {
             .known_id()
             .unwrap_or_else(super::state::next_operation_id);
         let clock = self.clock();
+        // Moved to the registration if it takes the scope.
+        let mut name = self.name.take();
         let token = extras.registration.as_mut().and_then(|hook| {
-            hook.start_lazy(id, self.name.as_ref(), clock, self.started, self.deadline)
+            hook.start_lazy(super::config::LazyStart {
+                id,
+                name: &mut name,
+                clock,
+                started: self.started,
+                deadline: self.deadline,
+            })
         });
         match token {
             Some(token) => {
                 self.source = Some(token);
                 self.source_waiter = REGISTERED;
-                self.beside = Beside::Other(Some(ManuallyDrop::new(extras)));
+                self.name = Named::Registered(ManuallyDrop::new(extras));
             }
-            None => super::config::recycle_extras(extras),
+            None => {
+                self.name = Named::Name(name);
+                super::config::recycle_extras(extras);
+            }
         }
     }
 
     /// The id the scope is known by already: its `tracing` span's, or its
     /// registration's.
+    #[cfg(feature = "registry")]
     #[inline]
     fn known_id(&self) -> Option<u64> {
         #[cfg(feature = "tracing")]
@@ -492,7 +515,7 @@ impl LazyScope {
         cancelled: Option<&Cancelled>,
         error: Option<String>,
     ) {
-        let Some(mut extras) = self.beside.take_extras() else {
+        let Some(mut extras) = self.name.take_extras() else {
             return;
         };
         self.release_source();
@@ -528,12 +551,10 @@ impl LazyScope {
     #[cfg(feature = "registry")]
     #[inline]
     pub(super) fn hook(&self) -> Option<&dyn StartHook> {
-        let Beside::Other(extras) = &self.beside else {
-            return None;
-        };
-        extras
-            .as_deref()
-            .and_then(|extras| extras.registration.as_deref())
+        match &self.name {
+            Named::Registered(extras) => extras.registration.as_deref(),
+            Named::Name(_) => None,
+        }
     }
 
     /// The shared state, made now if it was not (into `made`).

@@ -290,7 +290,7 @@ pub(crate) struct LazySeed {
 }
 
 #[cfg(feature = "registry")]
-pub(crate) use super::config::LazyEnd;
+pub(crate) use super::config::{LazyEnd, LazyStart};
 
 #[cfg(feature = "registry")]
 impl LazySeed {
@@ -374,19 +374,13 @@ pub(crate) fn cancelled_at(token: &CancellationToken) -> Option<Instant> {
 pub(crate) trait RegistryHook: std::any::Any + Send {
     /// The scope started: `scope` is running, on `clock`, since `started`.
     fn start(&mut self, scope: ScopeView, clock: crate::seam::time::ScopeClock, started: Instant);
-    /// The scope started without shared state: operation `id`, `name`,
-    /// on `clock` since `started`, until `deadline`. Returns the token the
+    /// The scope started without shared state (`start`: operation id,
+    /// name — taken, if the hook registers the scope —, clock, start and
+    /// deadline). Returns the token the
     /// scope watches as its token source (the registry cancels the scope
     /// through it, and it becomes the state's token if the state is made),
     /// or `None` if the hook does not register the scope after all.
-    fn start_lazy(
-        &mut self,
-        id: u64,
-        name: Option<&Cow<'static, str>>,
-        clock: crate::seam::time::ScopeClock,
-        started: Instant,
-        deadline: Option<Instant>,
-    ) -> Option<CancellationToken>;
+    fn start_lazy(&mut self, start: LazyStart<'_>) -> Option<CancellationToken>;
     /// The state of a scope started lazy, made now from what
     /// [`start_lazy`](Self::start_lazy) kept unless a reader made it
     /// first: the code inside the scope asked for its scope.
@@ -396,6 +390,9 @@ pub(crate) trait RegistryHook: std::any::Any + Send {
     /// The id of the scope started lazy, given to
     /// [`start_lazy`](Self::start_lazy).
     fn id(&self) -> Option<u64>;
+    /// The name of the scope started lazy, taken by
+    /// [`start_lazy`](Self::start_lazy).
+    fn name(&self) -> Option<Cow<'static, str>>;
     /// The scope finished (before its user callbacks run). A hook dropped
     /// instead — its scope's future dropped mid-run, or never started —
     /// is just dropped.
@@ -410,15 +407,8 @@ impl<H: RegistryHook> super::StartHook for H {
         RegistryHook::start(self, ScopeView(shared.clone()), clock, started);
     }
 
-    fn start_lazy(
-        &mut self,
-        id: u64,
-        name: Option<&Cow<'static, str>>,
-        clock: Clock,
-        started: Instant,
-        deadline: Option<Instant>,
-    ) -> Option<CancellationToken> {
-        RegistryHook::start_lazy(self, id, name, clock, started, deadline)
+    fn start_lazy(&mut self, start: LazyStart<'_>) -> Option<CancellationToken> {
+        RegistryHook::start_lazy(self, start)
     }
 
     fn state(&self) -> Option<Arc<ScopeShared>> {
@@ -431,6 +421,10 @@ impl<H: RegistryHook> super::StartHook for H {
 
     fn id(&self) -> Option<u64> {
         RegistryHook::id(self)
+    }
+
+    fn name(&self) -> Option<Cow<'static, str>> {
+        RegistryHook::name(self)
     }
 
     fn end(self: Box<Self>) {

@@ -263,6 +263,15 @@ pub(crate) fn current_shared() -> Option<Arc<ScopeShared>> {
     with_scope(Arc::clone)
 }
 
+/// `true` if a scope is current on this thread: a scope starting now has
+/// a parent. Makes no lazy scope's state (unlike [`current_parent`]).
+#[cfg(feature = "registry")]
+pub(crate) fn has_current() -> bool {
+    CURRENT
+        .try_with(|current| current.scope.get().is_some())
+        .unwrap_or(false)
+}
+
 /// The parent of a scope starting now: the current scope, and whether a
 /// shield runs in between.
 pub(crate) fn current_parent() -> Option<Parent> {
@@ -297,13 +306,13 @@ mod tests {
             backend: Some(Backend::AsyncIo),
             started: Instant::now(),
             deadline: None,
-            name: Some("lazy".into()),
+            name: super::super::lazy::Named::Name(Some("lazy".into())),
             #[cfg(feature = "tracing")]
             id: 0,
             made: None,
             source: None,
             source_waiter: super::super::lazy::NO_WAITER,
-            beside: super::super::lazy::Beside::NOTHING,
+            source_link: None,
             parent: None,
         }
     }

@@ -28,6 +28,8 @@ use std::task::{Context, Poll};
 
 use super::armed::{Armed, LazyRun};
 use super::deadlines::{Shard, Target};
+#[cfg(any(feature = "registry", not(feature = "tracing")))]
+use super::lazy::Named;
 use super::pool;
 use super::slot;
 use super::state::ScopeShared;
@@ -128,6 +130,10 @@ impl Driver {
         // back on every poll.
         match &self.stage {
             Stage::Running(_) | Stage::Lazy(_) => {}
+            // A scope with extras may be a registered one that starts
+            // lazy (`registered.rs`).
+            #[cfg(feature = "registry")]
+            Stage::Configured(config) if config.extras.is_some() => self.start_with_extras(),
             Stage::Configured(_) => self.start(),
             Stage::Finished => panic!("a cancel scope future was polled after it completed"),
         }
@@ -146,15 +152,14 @@ impl Driver {
                     if let Poll::Ready(output) = polled {
                         // A registered scope (its token source is its
                         // registration's) tells its registration how it
-                        // ended.
-                        #[cfg(feature = "registry")]
-                        if run.scope.is_registered() {
-                            ended_registered(run, &output, is_failure, describe);
-                        }
-                        // Nothing else reached the scope: its end is
-                        // unobservable (`lazy.rs`, invariant 1).
+                        // ended; nothing else reached the scope: its end
+                        // is unobservable (`lazy.rs`, invariant 1).
                         #[cfg(feature = "tracing")]
                         {
+                            #[cfg(feature = "registry")]
+                            if let Named::Registered(_) = run.scope.name {
+                                ended_registered(run, &output, is_failure, describe);
+                            }
                             tracing::debug!(parent: &run.span, "scope finished");
                             if let Some(entry) = run.deadline_entry.take() {
                                 entry.retire();
@@ -167,7 +172,17 @@ impl Driver {
                         // rather than dropped field by field.
                         #[cfg(not(feature = "tracing"))]
                         {
-                            drop(run.scope.name.take());
+                            // One look at the name: a registered scope's
+                            // room holds its extras instead.
+                            match run.scope.name {
+                                Named::Name(ref mut name) => drop(name.take()),
+                                #[cfg(feature = "registry")]
+                                Named::Registered(_) => {
+                                    ended_registered(run, &output, is_failure, describe)
+                                }
+                                #[cfg(not(feature = "registry"))]
+                                Named::Registered(_) => {}
+                            }
                             if let Some(entry) = run.deadline_entry.take() {
                                 entry.retire();
                             }

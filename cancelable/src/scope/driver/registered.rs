@@ -5,18 +5,39 @@
 
 use super::super::armed::LazyRun;
 use super::super::lazy::now_on;
+use super::super::{slot, Extras};
 use super::{Driver, Stage};
 use crate::context::OperationStatus;
 use crate::Cancelled;
 
 impl Driver {
+    /// [`start`](Self::start) of a scope with extras: lazy if it is a
+    /// registered scope with nothing else in its extras, no parent, no
+    /// token source and no state made before (`lazy.rs`, invariant 3);
+    /// otherwise as any scope. Out of line: most scopes have no extras.
+    #[inline(never)]
+    pub(super) fn start_with_extras(&mut self) {
+        let Stage::Configured(config) = &self.stage else {
+            unreachable!("started once, from its configuration")
+        };
+        let candidate = self.shared.is_none()
+            && config.first_token.is_none()
+            && config.sources.capacity() == 0
+            && config
+                .extras
+                .as_deref()
+                .is_some_and(Extras::registration_only);
+        match candidate && !slot::has_current() {
+            true => self.start_registered_lazy(),
+            false => self.start(),
+        }
+    }
+
     /// [`start`](Self::start) of a registered scope without a parent that
     /// starts lazy (`lazy.rs`, invariant 3): started as a scope without
     /// extras, then its registration, the only thing in its extras, is
-    /// told of it and gives the token source it watches. Out of line: most
-    /// lazy scopes are not registered.
-    #[inline(never)]
-    pub(super) fn start_registered_lazy(&mut self) {
+    /// told of it and gives the token source it watches.
+    fn start_registered_lazy(&mut self) {
         let Stage::Configured(config) = &mut self.stage else {
             unreachable!("started once, from its configuration")
         };

@@ -9,12 +9,10 @@ use std::time::{Duration, Instant};
 use super::super::armed::{Armed, LazyRun};
 #[cfg(feature = "tokio")]
 use super::super::deadlines::Place;
-use super::super::lazy::{now_on, Beside, LazyScope, NestedIn, NO_WAITER};
+use super::super::lazy::{now_on, LazyScope, Named, NestedIn, NO_WAITER};
 #[cfg(feature = "tracing")]
 use super::super::state::next_operation_id;
 use super::super::state::{Parent, ScopeShared};
-#[cfg(feature = "registry")]
-use super::super::Extras;
 use super::super::{pool, slot, Config, GracePolicy};
 use super::{lent_back, run_callbacks, with_data, Driver, Stage};
 use crate::backend::{Backend, Clock};
@@ -75,22 +73,6 @@ impl Driver {
             // rather than dropped field by field.
             std::mem::forget(std::mem::replace(&mut self.stage, Stage::Lazy(run)));
         } else {
-            // A registered scope with nothing else in its extras, no
-            // parent and no token source starts lazy too: its
-            // registration's token is its token source (`lazy.rs`,
-            // invariant 3).
-            #[cfg(feature = "registry")]
-            if parent.is_none()
-                && self.shared.is_none()
-                && config.first_token.is_none()
-                && config.sources.capacity() == 0
-                && config
-                    .extras
-                    .as_deref()
-                    .is_some_and(Extras::registration_only)
-            {
-                return self.start_registered_lazy();
-            }
             let Stage::Configured(config) = std::mem::replace(&mut self.stage, Stage::Finished)
             else {
                 unreachable!("matched above")
@@ -154,13 +136,13 @@ impl Driver {
                 backend,
                 started,
                 deadline,
-                name,
+                name: Named::Name(name),
                 #[cfg(feature = "tracing")]
                 id,
                 made: None,
                 source,
                 source_waiter: NO_WAITER,
-                beside: Beside::NOTHING,
+                source_link: None,
                 parent: parent.map(NestedIn::of),
             },
             #[cfg(feature = "tokio")]
