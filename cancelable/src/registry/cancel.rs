@@ -103,10 +103,10 @@ impl CancelAnswer {
     fn of(record: Arc<Record>, reason: CancelReason, message: String) -> CancelAnswer {
         // An exiting operation sets its final status, then `left`: its
         // outcome is decided, whatever this call does.
-        if record.left.load(Ordering::Acquire) || record.scope().status().is_finished() {
+        if record.left.load(Ordering::Acquire) || record.status().is_finished() {
             return CancelAnswer::Ended(Box::new(history::public(&record, &mut Now::new())));
         }
-        match record.scope().token().cancel_with(reason, message) {
+        match record.token().cancel_with(reason, message) {
             true => CancelAnswer::Requested(Outcome { record }),
             false => CancelAnswer::AlreadyRequested(Outcome { record }),
         }
@@ -329,26 +329,24 @@ impl Registry {
             .live_records()
             .into_iter()
             .filter(|record| {
-                record.id != id && record.scope().ancestor_ids().any(|ancestor| ancestor == id)
+                // A scope with a scope inside has its state (the one
+                // inside asked for its parent).
+                record.id != id
+                    && record
+                        .made()
+                        .is_some_and(|scope| scope.ancestor_ids().any(|ancestor| ancestor == id))
             })
             .collect();
         let was_cancelled: Vec<bool> = subtree
             .iter()
-            .map(|record| record.scope().token().is_cancelled())
+            .map(|record| record.token().is_cancelled())
             .collect();
-        let mut cancelled = usize::from(
-            root.scope()
-                .token()
-                .cancel_with(reason.clone(), message.clone()),
-        );
+        let mut cancelled = usize::from(root.token().cancel_with(reason.clone(), message.clone()));
         for (record, before) in subtree.iter().zip(was_cancelled) {
             // Unshielded scopes inside were cancelled with the root (reason
             // `Parent`); shielded ones only now.
-            record
-                .scope()
-                .token()
-                .cancel_with(reason.clone(), message.clone());
-            cancelled += usize::from(!before && record.scope().token().is_cancelled());
+            record.token().cancel_with(reason.clone(), message.clone());
+            cancelled += usize::from(!before && record.token().is_cancelled());
         }
         Ok(cancelled)
     }
@@ -386,12 +384,7 @@ impl Registry {
         self.list(filter)
             .iter()
             .filter_map(|info| self.inner.live_record(info.id))
-            .filter(|record| {
-                record
-                    .scope()
-                    .token()
-                    .cancel_with(reason.clone(), message.clone())
-            })
+            .filter(|record| record.token().cancel_with(reason.clone(), message.clone()))
             .count()
     }
 }

@@ -85,6 +85,30 @@ pub(crate) struct Finished {
     lag: Option<Duration>,
 }
 
+/// What a finished operation's scope shows besides its record: its name,
+/// metadata and error text, from its context or, for a lazy scope whose
+/// state was never made, from its record and its end.
+pub(crate) struct Shown<'a> {
+    pub(crate) name: Option<&'a Cow<'static, str>>,
+    pub(crate) metadata: &'a [(Cow<'static, str>, Cow<'static, str>)],
+    pub(crate) error: Option<&'a String>,
+}
+
+impl<'a> Shown<'a> {
+    /// What the context `data` shows; `error`, if given, is the error text.
+    pub(crate) fn of(data: &'a ContextData, error: Option<&'a String>) -> Self {
+        let (metadata, kept_error) = match &data.extra {
+            Some(extra) => (extra.metadata.as_slice(), extra.error.as_ref()),
+            None => (&[][..], None),
+        };
+        Shown {
+            name: data.name.as_ref(),
+            metadata,
+            error: error.or(kept_error),
+        }
+    }
+}
+
 /// Sets `target` to `value`, copying into the buffer `target` already owns
 /// when it can: a slot overwritten by a like operation allocates nothing.
 #[allow(
@@ -132,27 +156,28 @@ impl Finished {
     fn of(record: &Record, exit: Exit) -> Self {
         let scope = record.scope();
         let mut finished = Finished::new();
-        finished.fill(record, exit, scope.cancel_cause(), &scope.context_data());
+        let data = scope.context_data();
+        finished.fill(record, exit, scope.cancel_cause(), Shown::of(&data, None));
         finished
     }
 
     /// Overwrites this entry with `record`, which ended as `exit`, with
-    /// its token's `cause` (if cancelled) and its scope's context `data`.
-    fn fill(&mut self, record: &Record, exit: Exit, cause: Option<Cause>, data: &ContextData) {
+    /// its token's `cause` (if cancelled) and what its scope `shown`.
+    fn fill(&mut self, record: &Record, exit: Exit, cause: Option<Cause>, shown: Shown<'_>) {
         self.id = record.id;
         self.key.clone_from(&record.key);
-        assign_option(&mut self.name, data.name.as_ref());
-        self.parent_id = record.scope().parent_id();
+        assign_option(&mut self.name, shown.name);
+        // A lazy scope whose state nobody made ran inside no scope.
+        self.parent_id = record.made().and_then(|scope| scope.parent_id());
         self.status = exit.status;
         self.cause = cause;
         self.clock = record.clock;
         self.started = record.started;
         self.ended = exit.ended;
         self.lag = exit.lag;
-        let (metadata, error) = match &data.extra {
-            Some(extra) => (extra.metadata.as_slice(), extra.error.as_ref()),
-            None => (&[][..], None),
-        };
+        let Shown {
+            metadata, error, ..
+        } = shown;
         match (&mut self.error, error) {
             (None, None) => {}
             (Some(buffer), Some(error)) => buffer.clone_from(error),
@@ -230,7 +255,7 @@ impl Finished {
 /// now, with that status).
 pub(crate) fn public(record: &Record, now: &mut Now) -> FinishedOperation {
     let exit = record.exit().unwrap_or_else(|| Exit {
-        status: match record.scope().status() {
+        status: match record.status() {
             status if status.is_finished() => status,
             _ => OperationStatus::Cancelled,
         },
@@ -336,13 +361,7 @@ impl History {
 
     /// Records `record`, which ended as `exit` (see [`Finished::fill`]),
     /// over the oldest entry.
-    pub(crate) fn push(
-        &self,
-        record: &Record,
-        exit: Exit,
-        cause: Option<Cause>,
-        data: &ContextData,
-    ) {
+    pub(crate) fn push(&self, record: &Record, exit: Exit, cause: Option<Cause>, shown: Shown<'_>) {
         let seq = self.cursor.fetch_add(1, Ordering::AcqRel);
         let slot = self.slot((seq % self.capacity as u64) as usize);
         {
@@ -352,7 +371,7 @@ impl History {
             if state.seq.is_some_and(|newer| newer > seq) {
                 return;
             }
-            state.entry.fill(record, exit, cause, data);
+            state.entry.fill(record, exit, cause, shown);
             state.seq = Some(seq);
             slot.id.store(record.id, Ordering::Release);
         }

@@ -35,14 +35,15 @@ use std::sync::Weak;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use super::history::Shown;
 pub(crate) use super::index::{shard_of, LiveSlots, SHARDS};
-use super::record::{Exit, KeyClaim, Record};
+use super::record::{Exit, Joining, KeyClaim, Record};
 use super::stats::ByName;
 use super::{lock, Inner, Registry, RegistryError};
-use crate::scope::seam::{RegistryHook, ScopeView};
+use crate::scope::seam::{self, LazyEnd, LazyStart, RegistryHook, ScopeView};
 use crate::scope::HookSlot;
 use crate::seam::time::ScopeClock as Clock;
-use crate::OperationStatus;
+use crate::{CancellationToken, OperationStatus};
 
 /// A shard of the live set, alone on its cache lines.
 #[repr(align(128))]
@@ -138,13 +139,64 @@ impl RegistryHook for Registration {
     fn start(&mut self, scope: ScopeView, clock: Clock, started: Instant) {
         if let Some(request) = self.request.take() {
             let spare = self.spare.take();
+            let scope = Joining::Shared(scope);
             self.entry = Some(Entry::join(scope, request, clock, started, spare));
         }
     }
 
-    fn end(mut self: Box<Self>) {
+    fn start_lazy(&mut self, start: LazyStart<'_>) -> Option<CancellationToken> {
+        let LazyStart {
+            id,
+            name,
+            clock,
+            started,
+            deadline,
+        } = start;
+        let request = self.request.take()?;
+        let spare = self.spare.take();
+        let name = name.take();
+        let scope = Joining::Lazy { name, deadline };
+        let entry = Entry::join_as(scope, id, request, clock, started, spare);
+        let token = entry.record.token().clone();
+        self.entry = Some(entry);
+        Some(token)
+    }
+
+    fn state(&self) -> Option<ScopeView> {
+        self.entry
+            .as_ref()
+            .map(|entry| entry.record.scope().clone())
+    }
+
+    fn made(&self) -> Option<ScopeView> {
+        self.entry.as_ref()?.record.made().cloned()
+    }
+
+    fn id(&self) -> Option<u64> {
+        self.entry.as_ref().map(|entry| entry.record.id)
+    }
+
+    fn name(&self) -> Option<Cow<'static, str>> {
+        self.entry.as_ref()?.record.name()
+    }
+
+    fn end(self: Box<Self>) {
+        self.ended(None);
+    }
+
+    fn end_lazy(self: Box<Self>, end: LazyEnd<'_>) {
+        self.ended(Some(end));
+    }
+}
+
+impl Registration {
+    /// The scope ended (`end`: how, for a lazy scope that did not take
+    /// its state): leave, keep the record for reuse if nobody else holds
+    /// it, and go back to the thread's pool.
+    #[inline(always)]
+    fn ended(mut self: Box<Self>, end: Option<LazyEnd<'_>>) {
         if let Some(entry) = self.entry.take() {
-            self.spare = Record::spare(entry.exit());
+            self.spare = Record::spare(entry.exit(end));
         }
         self.request = None;
         give_back(self);
@@ -191,7 +243,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         // The scope's future was dropped mid-run: it leaves all the same.
         if let Some(entry) = self.entry.take() {
-            entry.exit();
+            entry.exit_dropped();
         }
     }
 }
@@ -200,14 +252,31 @@ impl Entry {
     /// Joins the registry: the scope started. `spare` is a record to
     /// reuse, if the thread had one.
     fn join(
-        scope: ScopeView,
+        scope: Joining,
+        request: Request,
+        clock: Clock,
+        started: Instant,
+        spare: Option<Arc<Record>>,
+    ) -> Entry {
+        let id = match &scope {
+            Joining::Shared(scope) => scope.id(),
+            Joining::Lazy { .. } => unreachable!("a lazy scope joins with its id"),
+        };
+        Entry::join_as(scope, id, request, clock, started, spare)
+    }
+
+    /// [`join`](Self::join) as operation `id`. Inlined into each way in
+    /// (with state, or lazy), which then builds only its own branches.
+    #[inline(always)]
+    fn join_as(
+        scope: Joining,
+        id: u64,
         request: Request,
         clock: Clock,
         started: Instant,
         spare: Option<Arc<Record>>,
     ) -> Entry {
         let Request { registry, key } = request;
-        let id = scope.id();
         let joined = registry.inner.joins.fetch_add(1, Ordering::Relaxed);
         // A spare is kept only when nobody else held it (`Record::spare`),
         // and nobody could reach it since.
@@ -223,8 +292,8 @@ impl Entry {
             }
         };
         unique.join(scope, id, joined, key, &registry, clock, started);
-        let scope = record.scope();
-        if scope.token().is_cancelled() {
+        let token = record.token();
+        if token.is_cancelled() {
             // A token cancelled before the scope joined: the lag counts
             // from the join, not from a cancel that may be long past.
             let at = Instant::now();
@@ -242,8 +311,7 @@ impl Entry {
             #[cfg(any(feature = "tracing", feature = "metrics"))]
             {
                 let registry = Arc::downgrade(&registry.inner);
-                scope
-                    .token()
+                token
                     .on_cancel(move |_| cancel_requested(&registry, id))
                     .detach();
             }
@@ -258,7 +326,7 @@ impl Entry {
         #[cfg(feature = "redis")]
         {
             if let Some(observer) = registry.inner.join_observer() {
-                observer.joined(id, record.key.as_deref(), record.scope().token());
+                observer.joined(id, record.key.as_deref(), record.token());
             }
         }
         Entry { record, registry }
@@ -277,7 +345,7 @@ fn cancel_requested(registry: &Weak<Inner>, id: u64) {
     }
     let at = *record
         .cancel_requested
-        .get_or_init(|| record.scope().cancelled_at().unwrap_or_else(Instant::now));
+        .get_or_init(|| seam::cancelled_at(record.token()).unwrap_or_else(Instant::now));
     super::stuck::watch(&record, at);
 }
 
@@ -285,15 +353,22 @@ impl Entry {
     /// The scope ends (or its future was dropped mid-run): leaves the live
     /// set, is counted in the statistics and recorded in the history.
     /// Returns the record, for reuse if nobody else holds it.
-    fn exit(self) -> Arc<Record> {
+    ///
+    /// `end` is how a lazy scope that never took its state ended; `None`
+    /// for a scope with state (or one dropped mid-run).
+    #[inline(always)]
+    fn exit(self, end: Option<LazyEnd<'_>>) -> Arc<Record> {
         let Entry { record, registry } = self;
-        let shared = record.scope();
         record.left.store(true, Ordering::Release);
         // The scope set its final status before ending its registration
-        // (or, dropped mid-run, marked itself cancelled).
-        let status = match shared.status() {
-            OperationStatus::Running | OperationStatus::Pending => OperationStatus::Cancelled,
-            finished => finished,
+        // (or, dropped mid-run, marked itself cancelled); a lazy scope
+        // gives it.
+        let status = match (&end, record.status()) {
+            (Some(end), _) => end.status,
+            (None, OperationStatus::Running | OperationStatus::Pending) => {
+                OperationStatus::Cancelled
+            }
+            (None, finished) => finished,
         };
         if record.key.is_some() {
             let claim = lock(&record.key_claim).take();
@@ -303,38 +378,71 @@ impl Entry {
         // may exit before ours noted the time. The two were then at once.
         // Both read only once the token reads as cancelled (a noted
         // request implies it): one flag read for a scope nobody cancelled.
-        let (lag, cause) = match shared.token().is_cancelled() {
+        let token = record.token();
+        let (mut lag, mut cause) = match token.is_cancelled() {
             true => (
                 record.cancel_requested_at().map(|at| at.elapsed()),
-                shared.cancel_cause(),
+                seam::cancel_cause(token),
             ),
             false => (None, None),
+        };
+        // A lazy scope that ended at its deadline: its token was not
+        // cancelled, its end says why.
+        if let (None, Some(cancelled)) = (&cause, end.as_ref().and_then(|end| end.cancelled)) {
+            cause = Some((
+                cancelled.reason().clone(),
+                cancelled.message().map(Arc::from),
+            ));
+            // From the deadline's sight to the exit.
+            lag = cancelled
+                .elapsed()
+                .zip(cancelled.cancelled_after())
+                .map(|(ended, asked)| ended.saturating_sub(asked));
+        }
+        #[cfg(feature = "metrics")]
+        let reason = cause.as_ref().map(|(reason, _)| reason.clone());
+        let (ended, error) = match end {
+            Some(end) => (Some(end.ended), end.error),
+            None => (None, None),
         };
         let inner = &registry.inner;
         // The scope's context is read under one lock, held around the
         // history's and the shard's (see "Deadlock safety").
+        // A lazy scope whose state nobody made shows its record's name.
+        let data = record.made().map(ScopeView::context_data);
         let (exit, duration) = {
-            let data = shared.context_data();
-            // The scope noted its end time (it does when its state is
-            // shared, as a registered scope's is), unless it was dropped
-            // mid-run.
-            let ended = data.ended.unwrap_or_else(|| record.clock.now());
+            let shown = match &data {
+                Some(data) => Shown::of(data, error.as_ref()),
+                None => Shown {
+                    name: record.lazy_name(),
+                    metadata: &[],
+                    error: error.as_ref(),
+                },
+            };
+            // A lazy scope gives its end time; one with state noted it (it
+            // does when its state is shared, as a registered scope's is),
+            // unless it was dropped mid-run.
+            let ended = ended
+                .or_else(|| data.as_ref().and_then(|data| data.ended))
+                .unwrap_or_else(|| record.clock.now());
             let duration = ended.saturating_duration_since(record.started);
             let exit = Exit { status, ended, lag };
+            let name = shown.name;
             // In the history before it leaves the live set: a look-up by id
             // always finds it in one or the other.
-            inner.history.push(&record, exit, cause, &data);
+            inner.history.push(&record, exit, cause, shown);
             let mut shard = lock(&inner.shards[shard_of(record.id)].state);
             let shard = &mut *shard;
             // A name this shard has not counted yet: under its own name or
             // the registry's `(other names)` (`names.rs`).
             shard
                 .stats
-                .of(data.name.as_ref(), |name| inner.names.counted(name))
+                .of(name, |name| inner.names.counted(name))
                 .record(status, Some(duration), lag);
             shard.live.remove(record.id);
             (exit, duration)
         };
+        drop(data);
         // After the removal: an observer that looks at the live set now
         // no longer finds the operation.
         #[cfg(feature = "redis")]
@@ -344,7 +452,7 @@ impl Entry {
             }
         }
         #[cfg(feature = "metrics")]
-        super::metrics::finished(&record, status, duration, lag);
+        super::metrics::finished(&record, status, duration, lag, reason.as_ref());
         #[cfg(not(feature = "metrics"))]
         let _ = duration;
         #[cfg(feature = "tracing")]
@@ -363,6 +471,16 @@ impl Entry {
             record.outcome_known(exit);
         }
         record
+    }
+}
+
+impl Entry {
+    /// [`exit`](Self::exit) of a scope whose future was dropped mid-run:
+    /// out of line, the rare way out.
+    #[cold]
+    #[inline(never)]
+    fn exit_dropped(self) {
+        self.exit(None);
     }
 }
 

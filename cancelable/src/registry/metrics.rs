@@ -95,13 +95,13 @@ pub(crate) fn finished(
     status: OperationStatus,
     duration: Duration,
     lag: Option<Duration>,
+    reason: Option<&CancelReason>,
 ) {
     let operation = label(record);
-    let cause = match status {
-        OperationStatus::Cancelled => record.scope().cancel_cause(),
+    let reason = match status {
+        OperationStatus::Cancelled => reason,
         _ => None,
     };
-    let reason = cause.as_ref().map(|(reason, _)| reason);
     gauge!(LIVE, "operation" => operation.clone()).decrement(1.0);
     match status {
         OperationStatus::Completed => {

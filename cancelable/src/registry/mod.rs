@@ -404,9 +404,9 @@ impl Registry {
         records.sort_unstable_by_key(|record| record.joined);
         records.retain(|record| {
             filter.accepts(
-                record.scope().status(),
+                record.status(),
                 record.name().as_deref(),
-                || record.scope().parent_id(),
+                || record.made().and_then(|scope| scope.parent_id()),
                 Some(
                     now.on(record.clock)
                         .saturating_duration_since(record.started),

@@ -10,9 +10,20 @@ use std::time::{Duration, Instant};
 
 use super::{lock, Registry};
 use crate::scope::hold::HoldKind;
-use crate::scope::seam::ScopeView;
+use crate::scope::seam::{self, LazySeed, ScopeView};
 use crate::seam::time::ScopeClock as Clock;
-use crate::OperationStatus;
+use crate::{CancellationToken, OperationStatus};
+
+/// What joins: a scope's state, or what a scope without one shows
+/// (`scope/lazy.rs`, invariant 3; its id, clock and start are given
+/// beside).
+pub(crate) enum Joining {
+    Shared(ScopeView),
+    Lazy {
+        name: Option<Cow<'static, str>>,
+        deadline: Option<Instant>,
+    },
+}
 
 /// One registered operation: in the live set while it runs; the history
 /// keeps a copy of it once it ended. Held after that only by a
@@ -29,9 +40,14 @@ use crate::OperationStatus;
 /// comes last.
 #[repr(C)]
 pub(crate) struct Record {
-    /// The scope's state: `None` only in a record kept for reuse (see
-    /// [`Record::spare`]), which nobody else can reach.
-    pub(crate) scope: Option<ScopeView>,
+    /// The scope's state, for a scope that started with it: `None` for
+    /// one that started without (`lazy`), and in a record kept for reuse
+    /// (see [`Record::spare`]), which nobody else can reach.
+    scope: Option<ScopeView>,
+    /// A lazy scope's state, made from `seed` by the first to need it — a
+    /// reader through [`scope`](Self::scope), or the scope itself
+    /// (`scope/lazy.rs`, invariant 3).
+    made: OnceLock<ScopeView>,
     pub(crate) id: u64,
     /// The order in which operations joined the registry (their start
     /// order): what `list` sorts by.
@@ -58,6 +74,12 @@ pub(crate) struct Record {
     pub(crate) label: Cow<'static, str>,
     /// The key, held until the exit.
     pub(crate) key_claim: Mutex<Option<KeyClaim>>,
+    /// A lazy scope's seed (a record without `scope` is a lazy scope's):
+    /// what the record shows of it until its state is made, and the token
+    /// the registry cancels it through. In a record kept for reuse, or one
+    /// of a scope with state, only its token (reset) is kept, for the
+    /// thread's next lazy scope.
+    seed: Option<LazySeed>,
 }
 
 /// A record's final outcome, once known, and who awaits it (a
@@ -87,6 +109,7 @@ impl Record {
     pub(crate) fn blank(clock: Clock, started: Instant) -> Record {
         Record {
             scope: None,
+            made: OnceLock::new(),
             id: 0,
             joined: 0,
             key: None,
@@ -101,17 +124,20 @@ impl Record {
             #[cfg(feature = "metrics")]
             label: Cow::Borrowed(""),
             key_claim: Mutex::new(None),
+            seed: None,
         }
     }
 
     /// Makes this record — [`blank`](Self::blank), or emptied by
     /// [`spare`](Self::spare), and held by nobody else — the record of
-    /// operation `id` (`scope`), the `joined`-th to join `registry`,
-    /// holding `key`: each field set in place, nothing built and moved.
+    /// operation `id` (`scope`: its state, or what a lazy scope shows), the
+    /// `joined`-th to join `registry`, holding `key`: each field set in
+    /// place, nothing built and moved.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub(crate) fn join(
         &mut self,
-        scope: ScopeView,
+        scope: Joining,
         id: u64,
         joined: u64,
         key: Option<KeyClaim>,
@@ -121,12 +147,29 @@ impl Record {
     ) {
         #[cfg(feature = "metrics")]
         {
-            self.label = registry
-                .inner
-                .names
-                .counted(scope.context_data().name.clone().unwrap_or_default());
+            let name = match &scope {
+                Joining::Shared(scope) => scope.context_data().name.clone(),
+                Joining::Lazy { name, .. } => name.clone(),
+            };
+            self.label = registry.inner.names.counted(name.unwrap_or_default());
         }
-        self.scope = Some(scope);
+        match scope {
+            Joining::Shared(scope) => {
+                self.scope = Some(scope);
+            }
+            Joining::Lazy { name, deadline } => {
+                match &mut self.seed {
+                    // The spare's token, reset when the record was spared.
+                    Some(seed) => {
+                        seed.id = id;
+                        seed.name = name;
+                        seed.started = started;
+                        seed.deadline = deadline;
+                    }
+                    None => self.seed = Some(LazySeed::new(id, name, started, deadline)),
+                }
+            }
+        }
         self.id = id;
         self.joined = joined;
         self.started = started;
@@ -162,7 +205,30 @@ impl Record {
     /// Running: not exiting (an exiting scope sets its final status, then
     /// `left`, then leaves the live set).
     pub(crate) fn is_live(&self) -> bool {
-        !self.left.load(Ordering::Acquire) && !self.scope().status().is_finished()
+        !self.left.load(Ordering::Acquire) && !self.status().is_finished()
+    }
+
+    /// The scope's status: its state's, or `Running` for a lazy scope whose
+    /// state nobody made (it exits with its final status).
+    pub(crate) fn status(&self) -> OperationStatus {
+        self.made()
+            .map_or(OperationStatus::Running, ScopeView::status)
+    }
+
+    /// The token the registry cancels the scope through: a lazy scope's
+    /// seed's (its state's token too, once made), else its state's.
+    pub(crate) fn token(&self) -> &CancellationToken {
+        match (&self.scope, &self.seed) {
+            (Some(scope), _) => scope.token(),
+            (None, Some(seed)) => seed.token(),
+            (None, None) => unreachable!("only a record kept for reuse has neither"),
+        }
+    }
+
+    /// The scope's state if it has been made: always, but for a lazy
+    /// scope nobody asked for it.
+    pub(crate) fn made(&self) -> Option<&ScopeView> {
+        self.scope.as_ref().or_else(|| self.made.get())
     }
 
     /// `record`, emptied for reuse, if nobody else holds it (nor a weak
@@ -171,22 +237,33 @@ impl Record {
     /// then freed instead); `None` otherwise (it is freed when the last
     /// holder lets it go). Reuse is only ever of a record proven unique:
     /// no stale reader can observe it being reused.
+    #[inline]
     pub(crate) fn spare(mut record: Arc<Record>) -> Option<Arc<Record>> {
         let emptied = Arc::get_mut(&mut record)?;
         // Releases the scope's state (for the scope-state pool) and the key.
         emptied.scope = None;
+        emptied.made.take();
         emptied.key = None;
+        // A lazy scope's token is kept, reset, if nobody else holds it.
+        if let Some(seed) = &mut emptied.seed {
+            seed.name = None;
+            if !seed.reset_token() {
+                emptied.seed = None;
+            }
+        }
         Some(record)
     }
 
-    /// The scope, as the registry sees it.
+    /// The scope, as the registry sees it: a lazy scope's state made now
+    /// if nobody made it yet (`scope/lazy.rs`, invariant 3).
     pub(crate) fn scope(&self) -> &ScopeView {
-        match &self.scope {
-            Some(scope) => scope,
-            None => {
-                unreachable!("only a record kept for reuse has no scope, and nobody reaches it")
-            }
+        if let Some(scope) = &self.scope {
+            return scope;
         }
+        self.made.get_or_init(|| match &self.seed {
+            Some(seed) => ScopeView::made_from(seed, self.clock),
+            None => unreachable!("only a record kept for reuse has neither, and nobody reaches it"),
+        })
     }
 
     /// How it ended, once its exit is fully recorded.
@@ -197,7 +274,19 @@ impl Record {
     /// The operation's name (kept once, in the scope's state: the record
     /// copies none).
     pub(crate) fn name(&self) -> Option<Cow<'static, str>> {
-        self.scope().context_data().name.clone()
+        match (&self.scope, &self.seed) {
+            (None, Some(seed)) => seed.name.clone(),
+            _ => self.scope().context_data().name.clone(),
+        }
+    }
+
+    /// A lazy scope's name, not made into its state (`None` for a scope
+    /// with state, whose context has it).
+    pub(crate) fn lazy_name(&self) -> Option<&Cow<'static, str>> {
+        match (&self.scope, &self.seed) {
+            (None, Some(seed)) => seed.name.as_ref(),
+            _ => None,
+        }
     }
 
     /// When the cancel was requested, if it was: as the token recorded it
@@ -207,7 +296,7 @@ impl Record {
         if let Some(at) = self.cancel_requested.get() {
             return Some(*at);
         }
-        self.scope().cancelled_at()
+        seam::cancelled_at(self.token())
     }
 
     /// How long ago the cancel was requested, if it was.
@@ -218,7 +307,8 @@ impl Record {
 
     /// The scope's grace period, if it has one.
     pub(crate) fn grace(&self) -> Option<Duration> {
-        let data = self.scope().context_data();
+        // A lazy scope has no grace (it would have state).
+        let data = self.made()?.context_data();
         data.extra.as_ref()?.grace.map(|(period, _)| period)
     }
 
@@ -246,7 +336,9 @@ impl Record {
         !self.left.load(Ordering::Acquire)
             && self.cancelled_for(real_now).is_some_and(|ago| {
                 self.grace().is_some_and(|grace| ago < grace)
-                    || self.scope().is_held_by(HoldKind::Grace)
+                    || self
+                        .made()
+                        .is_some_and(|scope| scope.is_held_by(HoldKind::Grace))
             })
     }
 

@@ -124,3 +124,78 @@ impl fmt::Debug for Request {
             .finish_non_exhaustive()
     }
 }
+
+/// A registered scope that starts without shared state, with the crate's
+/// features as built (the behaviour tests build `tracing` in, which takes
+/// other ends of the driver: these run without it too).
+#[cfg(test)]
+mod lazy_registered {
+    use std::future::pending;
+    use std::time::Duration;
+
+    use futures::executor::block_on;
+
+    use crate::registry::{Filter, Registry};
+    use crate::{CancelReason, CancelScope, Cancelled, OperationStatus};
+
+    #[test]
+    fn completes_fails_times_out_and_is_cancelled_through_the_registry() {
+        let registry = Registry::new();
+        block_on(async {
+            CancelScope::new()
+                .name("done")
+                .register_in(&registry)
+                .run(async {})
+                .await
+                .unwrap();
+            let failed: Result<(), Box<dyn std::error::Error + Send + Sync>> = CancelScope::new()
+                .name("failed")
+                .register_in(&registry)
+                .try_run(async { Err("disk full".into()) })
+                .keep_error_text()
+                .await;
+            assert!(failed.is_err());
+            let timed_out = CancelScope::new()
+                .name("slow")
+                .timeout(Duration::from_millis(1))
+                .register_in(&registry)
+                .run(pending::<()>())
+                .await
+                .unwrap_err();
+            assert!(timed_out.is_timeout());
+            let job = CancelScope::new()
+                .name("stopped")
+                .register_in(&registry)
+                .run(pending::<()>());
+            futures::pin_mut!(job);
+            assert!(futures::poll!(job.as_mut()).is_pending());
+            let id = registry.list(&Filter::new())[0].id;
+            let answer = registry.cancel(id, CancelReason::Manual, "stop").unwrap();
+            assert!(answer.is_requested());
+            let cancelled: Cancelled = job.await.unwrap_err();
+            assert_eq!(
+                (cancelled.operation_id(), cancelled.message()),
+                (Some(id), Some("stop"))
+            );
+            assert_eq!(cancelled.operation_name(), Some("stopped"));
+        });
+        let history = registry.history(4, &Filter::new());
+        let seen: Vec<_> = history
+            .iter()
+            .map(|finished| (finished.name.as_deref().unwrap(), finished.status))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("stopped", OperationStatus::Cancelled),
+                ("slow", OperationStatus::Cancelled),
+                ("failed", OperationStatus::Failed),
+                ("done", OperationStatus::Completed),
+            ]
+        );
+        assert_eq!(history[0].reason, Some(CancelReason::Manual));
+        assert_eq!(history[1].reason, Some(CancelReason::Timeout));
+        assert_eq!(history[2].error.as_deref(), Some("disk full"));
+        assert_eq!(registry.live_count(), 0);
+    }
+}

@@ -79,24 +79,8 @@ impl LazyRun {
     /// the scope must end for it.
     #[inline(always)]
     pub(super) fn waits(&mut self, cx: &mut Context<'_>) -> bool {
-        if let Some(source) = &self.scope.source {
-            // A group's `start_soon` child: its group polls it again when
-            // its token is cancelled (`lazy.rs`), no waiter needed.
-            if self.scope.woken_by_parent() {
-                if source.is_cancelled() {
-                    return false;
-                }
-                return match self.scope.deadline {
-                    Some(deadline) => self.waits_for_deadline(deadline, cx),
-                    None => true,
-                };
-            }
-            let mut key = self.scope.waiter_key();
-            let cancelled = source.poll_scope_waiter(&mut key, cx).is_ready();
-            self.scope.set_waiter_key(key);
-            if cancelled {
-                return false;
-            }
+        if self.scope.source_fired(cx) {
+            return false;
         }
         match self.scope.deadline {
             Some(deadline) => self.waits_for_deadline(deadline, cx),
@@ -170,7 +154,8 @@ impl LazyRun {
         Armed {
             #[cfg(feature = "tokio")]
             start_runtime: self.start_runtime,
-            extras: None,
+            // A registered scope's registration goes with it.
+            extras: self.scope.name.take_extras(),
             _token_link: token_link,
             backend,
             _parent_link: parent_link,

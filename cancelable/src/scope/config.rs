@@ -15,6 +15,8 @@ use super::ScopeShared;
 use super::{pool, GracePolicy};
 #[cfg(feature = "registry")]
 use crate::backend::Clock;
+#[cfg(feature = "registry")]
+use crate::context::OperationStatus;
 use crate::context::{Metadata, OperationContext, ProgressCallback};
 use crate::signal::SecondSignal;
 use crate::source::Source;
@@ -82,12 +84,56 @@ pub(crate) type HookSlot = Option<Box<dyn StartHook>>;
 pub(crate) trait StartHook: std::any::Any + Send {
     /// The scope started: `shared` is running, on `clock`, since `started`.
     fn start(&mut self, shared: &Arc<ScopeShared>, clock: Clock, started: Instant);
+    /// The scope started without shared state (`lazy.rs`): operation `id`,
+    /// `name` (taken if the hook takes the scope), on `clock` since
+    /// `started`, until `deadline`. Returns the
+    /// token the scope watches as its token source, which becomes its
+    /// state's token if the state is made ([`state`](Self::state)); `None`:
+    /// the hook is done with the scope.
+    fn start_lazy(&mut self, start: LazyStart<'_>) -> Option<CancellationToken>;
+    /// The state of a scope started lazy: made once, by the first to ask
+    /// (the scope, or whoever the hook shows the scope to).
+    fn state(&self) -> Option<Arc<ScopeShared>>;
+    /// [`state`](Self::state), if made already.
+    fn made(&self) -> Option<Arc<ScopeShared>>;
+    /// The id a scope started lazy is known by.
+    fn id(&self) -> Option<u64>;
+    /// The name of a scope started lazy, which the hook keeps.
+    fn name(&self) -> Option<Cow<'static, str>>;
     /// The scope finished (before its user callbacks run): the hook is
     /// done. A hook dropped instead — its scope's future dropped mid-run,
     /// or never started — is just dropped.
     fn end(self: Box<Self>);
+    /// A scope started lazy finished without taking its state: how.
+    fn end_lazy(self: Box<Self>, end: LazyEnd<'_>);
     /// The hook as `Any`, for its owner to read back its own type.
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+}
+
+/// What a scope that starts without shared state tells its hook
+/// ([`StartHook::start_lazy`]).
+#[cfg(feature = "registry")]
+pub(crate) struct LazyStart<'a> {
+    pub(crate) id: u64,
+    /// Taken if the hook takes the scope.
+    pub(crate) name: &'a mut Option<Cow<'static, str>>,
+    pub(crate) clock: Clock,
+    /// On `clock`.
+    pub(crate) started: Instant,
+    pub(crate) deadline: Option<Instant>,
+}
+
+/// How a registered scope that never made its shared state ended
+/// ([`StartHook::end_lazy`]).
+#[cfg(feature = "registry")]
+pub(crate) struct LazyEnd<'a> {
+    pub(crate) status: OperationStatus,
+    /// On the scope's clock.
+    pub(crate) ended: Instant,
+    /// Its cancellation, if it ended cancelled.
+    pub(crate) cancelled: Option<&'a Cancelled>,
+    /// The text of the body's own error, if it failed and kept it.
+    pub(crate) error: Option<String>,
 }
 
 impl Config {
@@ -97,11 +143,34 @@ impl Config {
 }
 
 impl Extras {
+    /// `true` if the scope has nothing here but a registration: it may
+    /// start without shared state (`lazy.rs`), the registry told of it
+    /// through [`StartHook::start_lazy`].
+    #[cfg(feature = "registry")]
+    pub(super) fn registration_only(&self) -> bool {
+        self.registration.is_some()
+            && self.no_callbacks_or_metadata()
+            && self.grace.is_none()
+            && !self.grace_held
+            && self.second_signal.is_none()
+    }
+
+    /// `true` if no callback and no metadata is kept here.
+    fn no_callbacks_or_metadata(&self) -> bool {
+        self.on_progress.is_empty()
+            && self.on_cancel.is_empty()
+            && self.on_complete.is_empty()
+            && self.on_error.is_empty()
+            && self.on_start.is_empty()
+            && self.metadata.as_slice().is_empty()
+    }
+
     /// Back to the default, for reuse (`recycle_extras`). What the
     /// start and the finish took out is empty already: only the callbacks
     /// that did not run (`on_cancel` of a scope that completed...) are
     /// dropped here.
     pub(super) fn empty(&mut self) {
+        let anything_left = !self.no_callbacks_or_metadata();
         // The pattern names every field: a field added later does not
         // compile here until it is emptied too.
         let Extras {
@@ -117,12 +186,6 @@ impl Extras {
             grace_held,
             second_signal,
         } = self;
-        let anything_left = !(on_progress.is_empty()
-            && on_cancel.is_empty()
-            && on_complete.is_empty()
-            && on_error.is_empty()
-            && on_start.is_empty()
-            && metadata.as_slice().is_empty());
         if anything_left {
             *metadata = Metadata::default();
             on_progress.clear();

@@ -52,13 +52,38 @@
 //!    into it, its token is linked under its token source (cancelled with
 //!    its cause if it fired) or its parent's (`Parent` link), its parent
 //!    recorded, and its status is `Running`.
+//! 3. **A registered lazy scope is reached through its registration.**
+//!    A scope with nothing but a registration in its extras (no parent,
+//!    no token source, no state made before its start) starts lazy too:
+//!    its registration keeps what the registry shows of it (id, name —
+//!    moved there —, start, deadline, clock: `seam::LazySeed`) and a token the registry
+//!    cancels it through, which the scope watches as its token source —
+//!    read in place by the checkpoints, and at a pend as that token's
+//!    owner, not through a waiter: the token is this scope's alone, and
+//!    the owner's protocol is every scope with state's (its waker
+//!    registered, then the flag read; a cancel sets the flag, then wakes
+//!    the owner). Its state is made once, from that seed, by whichever
+//!    asks first — a reader of the registry or the code inside
+//!    (`StartHook::state`, one `OnceLock`) — with that token as its own,
+//!    so a cancel before, during or after the making reaches the scope
+//!    through the one token it watches: no cancel is lost
+//!    (`tests/tests/registry_lazy.rs` races them across threads on every
+//!    backend). A scope that ends without taking
+//!    its state tells its registration how (`StartHook::end_lazy`), and
+//!    writes its final status into the state if a reader made it. One
+//!    departure from invariant 2: a registry cancel and a passed
+//!    deadline, both unseen when the state is made, end the scope with
+//!    the cancel's reason, whichever came first.
 
 use std::borrow::Cow;
+use std::mem::ManuallyDrop;
 use std::sync::{Arc, OnceLock};
+use std::task::Context;
 use std::time::Instant;
 
 use super::pool;
 use super::state::{Parent, ScopeShared};
+use super::Extras;
 use crate::backend::Backend;
 use crate::cancelled::Times;
 use crate::context::OperationStatus;
@@ -75,6 +100,11 @@ pub(super) const NO_WAITER: u32 = u32::MAX;
 /// when that token is cancelled (`seam::woken_by_parent`; a slab key never
 /// reaches it either).
 pub(super) const WOKEN_BY_PARENT: u32 = u32::MAX - 1;
+
+/// `LazyScope::source_waiter` of a registered scope, which watches its
+/// registration's token as that token's owner, with no waiter (invariant
+/// 3): one comparison tells such a scope on every path.
+pub(super) const REGISTERED: u32 = u32::MAX - 2;
 
 /// Now, on the clock of a scope without shared state: its backend's once
 /// detected, else `backend::now`, the same clock read without the
@@ -95,7 +125,9 @@ pub(crate) struct LazyScope {
     pub(super) backend: Option<Backend>,
     pub(super) started: Instant,
     pub(super) deadline: Option<Instant>,
-    pub(super) name: Option<Cow<'static, str>>,
+    /// Its name — or, for a registered scope, whose registration keeps its
+    /// name, its extras (see [`Named`]).
+    pub(super) name: Named,
     /// Assigned at the start when a `tracing` span names the scope.
     #[cfg(feature = "tracing")]
     pub(super) id: u64,
@@ -118,6 +150,56 @@ pub(crate) struct LazyScope {
     /// token is the `source` watched; the driver moves it into the running
     /// state.
     pub(super) parent: Option<NestedIn>,
+}
+
+/// [`LazyScope::source_fired`] for a registered scope: its registration's
+/// token, watched as its owner. Out of line: most lazy scopes are not
+/// registered.
+#[cfg(feature = "registry")]
+#[inline(never)]
+fn owner_fired(source: &CancellationToken, cx: &mut Context<'_>) -> bool {
+    if source.is_cancelled() {
+        return true;
+    }
+    source.register_owner(cx.waker());
+    source.is_cancelled()
+}
+
+/// A lazy scope's name, or a registered scope's extras: one or the other,
+/// in the room of the name (a registered scope's name is kept by its
+/// registration, which the registry shows).
+pub(super) enum Named {
+    Name(Option<Cow<'static, str>>),
+    /// A registered scope's extras, which hold nothing but its
+    /// registration (`Extras::registration_only`): the hook through which
+    /// the registry cancels it (`source` is the hook's token) and makes its
+    /// state (invariant 3). Not dropped with the scope's other fields:
+    /// [`LazyScope`]'s `Drop` drops them, for a registered scope only.
+    #[cfg_attr(not(feature = "registry"), allow(dead_code))]
+    Registered(ManuallyDrop<Box<Extras>>),
+}
+
+impl Named {
+    /// The name, taken (`None` for a registered scope: its registration
+    /// keeps it).
+    #[inline]
+    pub(super) fn take(&mut self) -> Option<Cow<'static, str>> {
+        match self {
+            Named::Name(name) => name.take(),
+            Named::Registered(_) => None,
+        }
+    }
+
+    /// A registered scope's extras, taken.
+    pub(super) fn take_extras(&mut self) -> Option<Box<Extras>> {
+        match std::mem::replace(self, Named::Name(None)) {
+            Named::Registered(extras) => Some(ManuallyDrop::into_inner(extras)),
+            name => {
+                *self = name;
+                None
+            }
+        }
+    }
 }
 
 /// Counts a running scope in its parent's `nested` while it lives.
@@ -144,6 +226,11 @@ impl Drop for NestedIn {
 impl Drop for LazyScope {
     fn drop(&mut self) {
         self.release_source();
+        // Dropped mid-run: its registration leaves the registry.
+        #[cfg(feature = "registry")]
+        if self.is_registered() {
+            drop(self.name.take_extras());
+        }
     }
 }
 
@@ -151,6 +238,14 @@ impl LazyScope {
     /// The shared state the scope would have had from its start
     /// (invariant 2); the name moves into it.
     pub(super) fn make_shared(&mut self) -> Arc<ScopeShared> {
+        // A registered scope's state is made once, from what its
+        // registration keeps, by the first to ask: its token is the token
+        // source watched, which needs no link (invariant 3).
+        #[cfg(feature = "registry")]
+        if let Some(shared) = self.hook().and_then(|hook| hook.state()) {
+            self.release_source();
+            return shared;
+        }
         let mut shared = pool::take();
         match Arc::get_mut(&mut shared) {
             Some(state) => {
@@ -223,7 +318,7 @@ impl LazyScope {
     /// Its waiter's key on `source`, once it pended.
     #[inline]
     pub(super) fn waiter_key(&self) -> Option<usize> {
-        (self.source_waiter < WOKEN_BY_PARENT).then_some(self.source_waiter as usize)
+        (self.source_waiter < REGISTERED).then_some(self.source_waiter as usize)
     }
 
     /// `true` for a task group's `start_soon` child, whose group polls it
@@ -234,19 +329,54 @@ impl LazyScope {
         self.source_waiter == WOKEN_BY_PARENT
     }
 
+    /// `true` for a registered scope (invariant 3), from its start to its
+    /// end (its extras, once taken, are gone from `beside`).
+    #[cfg(feature = "registry")]
+    #[inline(always)]
+    pub(super) fn is_registered(&self) -> bool {
+        self.source_waiter == REGISTERED
+    }
+
     /// Keeps its waiter's key (`None`: none registered). Kept in 32 bits,
     /// so that a group's child's parent fits in the running state's room
     /// (`LazyRun` no larger than `Armed`): a key is an index among the
     /// token's listeners alive at once, which memory bounds far below
     /// `u32::MAX`. A key that did not fit would be forgotten, not cut:
     /// the next pend registers another waiter for the same task, and the
-    /// forgotten one wakes it too, once, at the cancel.
+    /// forgotten one wakes it too, once, at the cancel. For the same
+    /// reason a key never reaches [`REGISTERED`].
     #[inline]
     pub(super) fn set_waiter_key(&mut self, key: Option<usize>) {
         self.source_waiter = key
             .and_then(|key| u32::try_from(key).ok())
-            .filter(|&key| key < WOKEN_BY_PARENT)
+            .filter(|&key| key < REGISTERED)
             .unwrap_or(NO_WAITER);
+    }
+
+    /// At a pend: `true` if its token source (a group's child: its parent)
+    /// is cancelled; otherwise its task is woken at the cancel — by a
+    /// waiter on the source (`Listener::Scope`) or, for a registered
+    /// scope, whose source is its registration's token and nobody else's
+    /// scope's, as that token's owner (the flag read after the waker is
+    /// registered: the cancel sets the flag, then wakes the owner).
+    #[inline(always)]
+    pub(super) fn source_fired(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(source) = &self.source else {
+            return false;
+        };
+        // A group's `start_soon` child: its group polls it again when its
+        // token is cancelled (`seam::woken_by_parent`), no waiter needed.
+        if self.woken_by_parent() {
+            return source.is_cancelled();
+        }
+        #[cfg(feature = "registry")]
+        if self.is_registered() {
+            return owner_fired(source, cx);
+        }
+        let mut key = self.waiter_key();
+        let cancelled = source.poll_scope_waiter(&mut key, cx).is_ready();
+        self.set_waiter_key(key);
+        cancelled
     }
 
     /// `true` if its token source (a group's child: its parent) is
@@ -273,6 +403,12 @@ impl LazyScope {
     /// or `Timeout`, its name, an id, its times — made from what the
     /// future keeps. Nothing else can observe its end (invariant 1).
     pub(super) fn cancelled_error(&mut self) -> Cancelled {
+        self.cancelled_error_at(now_on(self.backend))
+    }
+
+    /// [`cancelled_error`](Self::cancelled_error), ended at `ended`.
+    #[inline(always)]
+    pub(super) fn cancelled_error_at(&mut self, ended: Instant) -> Cancelled {
         let from_parent = self.parent.is_some();
         let cause = self
             .source
@@ -286,26 +422,36 @@ impl LazyScope {
                 false => cause,
             })
             .unwrap_or_else(|| Arc::new(Cause::new(CancelReason::Timeout)));
-        let ended = now_on(self.backend);
-        #[cfg(feature = "tracing")]
-        let id = match self.id {
-            0 => super::state::next_operation_id(),
-            id => id,
-        };
-        #[cfg(not(feature = "tracing"))]
-        let id = super::state::next_operation_id();
         let times = Times {
             started: self.started,
             ended,
             asked: cause.at,
         };
-        Cancelled::of_scope(
-            cause,
-            self.name.take(),
-            id,
-            Some(times),
-            GraceOutcome::NoGrace,
-        )
+        let (id, name) = self.id_and_name();
+        Cancelled::of_scope(cause, name, id, Some(times), GraceOutcome::NoGrace)
+    }
+
+    /// The id and name the scope's error carries: a registered scope's are
+    /// its registration's (one look at the name's room tells it).
+    #[inline(always)]
+    fn id_and_name(&mut self) -> (u64, Option<Cow<'static, str>>) {
+        let name = match &mut self.name {
+            Named::Name(name) => name.take(),
+            #[cfg(feature = "registry")]
+            Named::Registered(extras) => {
+                let hook = extras.registration.as_deref();
+                let id = hook.and_then(|hook| hook.id());
+                let name = hook.and_then(|hook| hook.name());
+                return (id.unwrap_or_else(super::state::next_operation_id), name);
+            }
+            #[cfg(not(feature = "registry"))]
+            Named::Registered(_) => None,
+        };
+        #[cfg(feature = "tracing")]
+        if self.id != 0 {
+            return (self.id, name);
+        }
+        (super::state::next_operation_id(), name)
     }
 
     /// The shared state, made now if it was not (into `made`).

@@ -31,6 +31,8 @@ mod grace;
 mod handle;
 pub(crate) mod hold;
 mod lazy;
+#[cfg(feature = "registry")]
+mod lazy_registered;
 mod pool;
 pub(crate) mod seam;
 pub(crate) mod slot;

@@ -272,22 +272,7 @@ impl ScopeView {
     /// Why the scope's token was cancelled and with what message, once a
     /// cancel recorded it; `None` while not cancelled.
     pub(crate) fn cancel_cause(&self) -> Option<(CancelReason, Option<Arc<str>>)> {
-        if !self.0.token.is_cancelled() {
-            return None;
-        }
-        self.0
-            .token
-            .recorded_cause()
-            .map(|cause| (cause.reason, cause.message))
-    }
-
-    /// When the scope's token was cancelled (the real clock), once a
-    /// cancel recorded it; `None` while not cancelled.
-    pub(crate) fn cancelled_at(&self) -> Option<Instant> {
-        if !self.0.token.is_cancelled() {
-            return None;
-        }
-        self.0.token.cancelled_at()
+        cancel_cause(&self.0.token)
     }
 
     /// The scope's context data (name, deadline, timestamps, progress,
@@ -306,19 +291,133 @@ impl ScopeView {
     }
 }
 
+/// A registered scope that started without shared state (`lazy.rs`), as
+/// the registry keeps it: what it shows of the operation, and the token
+/// through which it cancels it — the scope's token source while it has no
+/// state, and that state's own token once made. The state, made from it
+/// ([`ScopeView::made_from`]) by whoever needs it first (a reader of the
+/// registry, or the code inside the scope asking for its scope), is the
+/// state the scope would have had from its start (`lazy.rs`, invariant 2).
+#[cfg(feature = "registry")]
+pub(crate) struct LazySeed {
+    pub(crate) id: u64,
+    pub(crate) name: Option<Cow<'static, str>>,
+    /// On the scope's clock, which the registry keeps beside it.
+    pub(crate) started: Instant,
+    pub(crate) deadline: Option<Instant>,
+    token: CancellationToken,
+}
+
+#[cfg(feature = "registry")]
+pub(crate) use super::config::{LazyEnd, LazyStart};
+
+#[cfg(feature = "registry")]
+impl LazySeed {
+    /// The seed of operation `id`, with a fresh token.
+    pub(crate) fn new(
+        id: u64,
+        name: Option<Cow<'static, str>>,
+        started: Instant,
+        deadline: Option<Instant>,
+    ) -> LazySeed {
+        LazySeed {
+            id,
+            name,
+            started,
+            deadline,
+            token: CancellationToken::new(),
+        }
+    }
+
+    /// The token the registry cancels the scope through.
+    pub(crate) fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// Makes the token as new for the thread's next lazy scope, if nobody
+    /// else holds it (the scope, its state, a clone): `false` otherwise,
+    /// and the seed is then dropped.
+    pub(crate) fn reset_token(&mut self) -> bool {
+        self.token.reset_if_unique()
+    }
+}
+
+#[cfg(feature = "registry")]
+impl ScopeView {
+    /// The running state of the lazy scope `seed` (on `clock`), made now:
+    /// its token is the seed's, so that a cancel through either reaches
+    /// the scope, which watches that token until it takes the state.
+    pub(crate) fn made_from(seed: &LazySeed, clock: Clock) -> ScopeView {
+        let mut state = ScopeShared::with_token(seed.token.clone());
+        let data = crate::sync::get_mut(&mut state.data);
+        data.started = Some(seed.started);
+        data.name = seed.name.clone();
+        data.deadline = seed.deadline;
+        state.assign_id(seed.id);
+        state.clock.store(clock.number(), Ordering::Release);
+        state.set_status(OperationStatus::Running);
+        ScopeView(Arc::new(state))
+    }
+}
+
+/// Why `token` was cancelled and with what message, once a cancel
+/// recorded it; `None` while not cancelled.
+#[cfg(feature = "registry")]
+pub(crate) fn cancel_cause(token: &CancellationToken) -> Option<(CancelReason, Option<Arc<str>>)> {
+    if !token.is_cancelled() {
+        return None;
+    }
+    token
+        .recorded_cause()
+        .map(|cause| (cause.reason, cause.message))
+}
+
+/// When `token` was cancelled (the real clock), once a cancel recorded
+/// it; `None` while not cancelled.
+#[cfg(feature = "registry")]
+pub(crate) fn cancelled_at(token: &CancellationToken) -> Option<Instant> {
+    if !token.is_cancelled() {
+        return None;
+    }
+    token.cancelled_at()
+}
+
 /// What the registry carries in a registered scope: told when the scope
 /// starts, with the scope's [`ScopeView`], the clock it keeps time on and
-/// its start; ended when the scope finishes (before its user callbacks).
-/// Every `RegistryHook` is the scope's [`StartHook`](super::StartHook),
-/// which the scope knows; the registry knows only this.
+/// its start — or, for a scope that starts without shared state, with
+/// what it shows of it ([`start_lazy`](Self::start_lazy)); ended when the
+/// scope finishes (before its user callbacks). Every `RegistryHook` is
+/// the scope's [`StartHook`](super::StartHook), which the scope knows; the
+/// registry knows only this.
 #[cfg(feature = "registry")]
 pub(crate) trait RegistryHook: std::any::Any + Send {
     /// The scope started: `scope` is running, on `clock`, since `started`.
     fn start(&mut self, scope: ScopeView, clock: crate::seam::time::ScopeClock, started: Instant);
+    /// The scope started without shared state (`start`: operation id,
+    /// name — taken, if the hook registers the scope —, clock, start and
+    /// deadline). Returns the token the
+    /// scope watches as its token source (the registry cancels the scope
+    /// through it, and it becomes the state's token if the state is made),
+    /// or `None` if the hook does not register the scope after all.
+    fn start_lazy(&mut self, start: LazyStart<'_>) -> Option<CancellationToken>;
+    /// The state of a scope started lazy, made now from what
+    /// [`start_lazy`](Self::start_lazy) kept unless a reader made it
+    /// first: the code inside the scope asked for its scope.
+    fn state(&self) -> Option<ScopeView>;
+    /// [`state`](Self::state) if somebody made it already.
+    fn made(&self) -> Option<ScopeView>;
+    /// The id of the scope started lazy, given to
+    /// [`start_lazy`](Self::start_lazy).
+    fn id(&self) -> Option<u64>;
+    /// The name of the scope started lazy, taken by
+    /// [`start_lazy`](Self::start_lazy).
+    fn name(&self) -> Option<Cow<'static, str>>;
     /// The scope finished (before its user callbacks run). A hook dropped
     /// instead — its scope's future dropped mid-run, or never started —
     /// is just dropped.
     fn end(self: Box<Self>);
+    /// A scope started lazy finished without taking its state: how.
+    fn end_lazy(self: Box<Self>, end: LazyEnd<'_>);
 }
 
 #[cfg(feature = "registry")]
@@ -327,8 +426,32 @@ impl<H: RegistryHook> super::StartHook for H {
         RegistryHook::start(self, ScopeView(shared.clone()), clock, started);
     }
 
+    fn start_lazy(&mut self, start: LazyStart<'_>) -> Option<CancellationToken> {
+        RegistryHook::start_lazy(self, start)
+    }
+
+    fn state(&self) -> Option<Arc<ScopeShared>> {
+        RegistryHook::state(self).map(|view| view.0)
+    }
+
+    fn made(&self) -> Option<Arc<ScopeShared>> {
+        RegistryHook::made(self).map(|view| view.0)
+    }
+
+    fn id(&self) -> Option<u64> {
+        RegistryHook::id(self)
+    }
+
+    fn name(&self) -> Option<Cow<'static, str>> {
+        RegistryHook::name(self)
+    }
+
     fn end(self: Box<Self>) {
         RegistryHook::end(self);
+    }
+
+    fn end_lazy(self: Box<Self>, end: LazyEnd<'_>) {
+        RegistryHook::end_lazy(self, end);
     }
 
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
@@ -337,13 +460,15 @@ impl<H: RegistryHook> super::StartHook for H {
 }
 
 /// Where a registered scope keeps its hook, and its name: what
-/// `CancelScope::register_in` fills in.
+/// `CancelScope::register_in` fills in. Makes no state: a scope with
+/// nothing else may start without one (`lazy.rs`, invariant 3).
 #[cfg(feature = "registry")]
 pub(crate) fn hook_slot(
     scope: &mut super::CancelScope,
 ) -> (&mut super::HookSlot, Option<&Cow<'static, str>>) {
-    let (_, name, slot) = scope.registration();
-    (slot, name)
+    let config = &mut scope.config;
+    let extras = config.extras.get_or_insert_with(super::config::take_extras);
+    (&mut extras.registration, config.name.as_ref())
 }
 
 /// [`hook_slot`] with the scope's view, for `CancelScope::key`: the key's

@@ -173,12 +173,22 @@ fn enter<R>(occupant: Option<Occupant>, poll: impl FnOnce() -> R) -> R {
             self.current.shielded.set(self.shielded);
             let ours = self.current.scope.replace(self.previous);
             if !self.returned {
-                if let Some(Occupant::Shared(scope)) = ours {
+                match ours {
                     // The body panicked: the panic propagates unchanged,
                     // the operation is recorded as failed.
                     // SAFETY: `ours` was in the slot until now: its scope
                     // is alive (invariant 1).
-                    unsafe { scope.as_ref() }.set_status(OperationStatus::Failed);
+                    Some(Occupant::Shared(scope)) => {
+                        unsafe { scope.as_ref() }.set_status(OperationStatus::Failed)
+                    }
+                    // A registered scope without state tells its
+                    // registration (`lazy.rs`, invariant 3).
+                    // SAFETY: as above; made from the `&mut` that
+                    // `enter_lazy` holds for this whole call and does not
+                    // use meanwhile (invariant 1).
+                    #[cfg(feature = "registry")]
+                    Some(Occupant::Lazy(mut lazy)) => unsafe { lazy.as_mut() }.panicked(),
+                    _ => {}
                 }
             }
         }
@@ -253,6 +263,15 @@ pub(crate) fn current_shared() -> Option<Arc<ScopeShared>> {
     with_scope(Arc::clone)
 }
 
+/// `true` if a scope is current on this thread: a scope starting now has
+/// a parent. Makes no lazy scope's state (unlike [`current_parent`]).
+#[cfg(feature = "registry")]
+pub(crate) fn has_current() -> bool {
+    CURRENT
+        .try_with(|current| current.scope.get().is_some())
+        .unwrap_or(false)
+}
+
 /// The parent of a scope starting now: the current scope, and whether a
 /// shield runs in between.
 pub(crate) fn current_parent() -> Option<Parent> {
@@ -287,7 +306,7 @@ mod tests {
             backend: Some(Backend::AsyncIo),
             started: Instant::now(),
             deadline: None,
-            name: Some("lazy".into()),
+            name: super::super::lazy::Named::Name(Some("lazy".into())),
             #[cfg(feature = "tracing")]
             id: 0,
             made: None,

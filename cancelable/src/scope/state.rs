@@ -140,7 +140,7 @@ impl ScopeShared {
     }
 
     /// A new state around `token`, fresh and not shared.
-    fn with_token(token: CancellationToken) -> Self {
+    pub(super) fn with_token(token: CancellationToken) -> Self {
         ScopeShared {
             token,
             id: AtomicU64::new(0),
@@ -213,7 +213,7 @@ impl ScopeShared {
 
     /// Gives a new state the id its scope was known by before the state
     /// existed (`lazy.rs`).
-    #[cfg(feature = "tracing")]
+    #[cfg(any(feature = "tracing", feature = "registry"))]
     pub(super) fn assign_id(&self, id: u64) {
         self.id.store(id, Ordering::Release);
     }

@@ -27,17 +27,24 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use super::armed::{Armed, LazyRun};
-use super::deadlines::{Shard, Target};
+#[cfg(any(feature = "registry", not(feature = "tracing")))]
+use super::lazy::Named;
 use super::pool;
 use super::slot;
 use super::state::ScopeShared;
-use super::{config, Callback, CancelScope, Config, GracePolicy, GraceStart, GraceValue};
+use super::{config, Callback, CancelScope, Config, GracePolicy, GraceValue};
 use crate::context::{ContextData, OperationStatus};
 use crate::panic;
 use crate::sync::{lock, Ordering};
 use crate::{Cancelled, GraceOutcome};
 
+mod grace;
+#[cfg(feature = "registry")]
+mod registered;
 mod start;
+
+#[cfg(feature = "registry")]
+use registered::{cancelled_registered, ended_registered};
 
 /// The engine shared by [`ScopeRun`](super::ScopeRun) and [`ScopeTryRun`](super::ScopeTryRun).
 pub(super) struct Driver {
@@ -123,6 +130,10 @@ impl Driver {
         // back on every poll.
         match &self.stage {
             Stage::Running(_) | Stage::Lazy(_) => {}
+            // A scope with extras may be a registered one that starts
+            // lazy (`registered.rs`).
+            #[cfg(feature = "registry")]
+            Stage::Configured(config) if config.extras.is_some() => self.start_with_extras(),
             Stage::Configured(_) => self.start(),
             Stage::Finished => panic!("a cancel scope future was polled after it completed"),
         }
@@ -139,10 +150,16 @@ impl Driver {
                 Some(shared) => self.shared = Some(shared),
                 None => {
                     if let Poll::Ready(output) = polled {
-                        // Nothing reached the scope: its end is
-                        // unobservable (`lazy.rs`, invariant 1).
+                        // A registered scope (its token source is its
+                        // registration's) tells its registration how it
+                        // ended; nothing else reached the scope: its end
+                        // is unobservable (`lazy.rs`, invariant 1).
                         #[cfg(feature = "tracing")]
                         {
+                            #[cfg(feature = "registry")]
+                            if let Named::Registered(_) = run.scope.name {
+                                ended_registered(run, &output, is_failure, describe);
+                            }
                             tracing::debug!(parent: &run.span, "scope finished");
                             if let Some(entry) = run.deadline_entry.take() {
                                 entry.retire();
@@ -155,7 +172,17 @@ impl Driver {
                         // rather than dropped field by field.
                         #[cfg(not(feature = "tracing"))]
                         {
-                            drop(run.scope.name.take());
+                            // One look at the name: a registered scope's
+                            // room holds its extras instead.
+                            match run.scope.name {
+                                Named::Name(ref mut name) => drop(name.take()),
+                                #[cfg(feature = "registry")]
+                                Named::Registered(_) => {
+                                    ended_registered(run, &output, is_failure, describe)
+                                }
+                                #[cfg(not(feature = "registry"))]
+                                Named::Registered(_) => {}
+                            }
                             if let Some(entry) = run.deadline_entry.take() {
                                 entry.retire();
                             }
@@ -174,11 +201,33 @@ impl Driver {
                     // passed: the scope ends for it, with the error its
                     // state would have given, and no state made (nothing
                     // can observe its end: `lazy.rs`, invariant 1).
+                    #[cfg(feature = "registry")]
+                    let cancelled = match run.scope.is_registered() {
+                        true => cancelled_registered(run),
+                        false => run.scope.cancelled_error(),
+                    };
+                    #[cfg(not(feature = "registry"))]
                     let cancelled = run.scope.cancelled_error();
                     #[cfg(feature = "tracing")]
-                    tracing::info!(parent: &run.span, reason = %cancelled.reason(), "scope cancelled");
-                    // Its deadline's entry and its waiter go with it.
-                    self.stage = Stage::Finished;
+                    {
+                        tracing::info!(parent: &run.span, reason = %cancelled.reason(), "scope cancelled");
+                        // Its deadline's entry and its waiter go with it.
+                        self.stage = Stage::Finished;
+                    }
+                    // As at a lazy scope's return above: its name is in
+                    // the error (a registered scope's extras went back
+                    // with its end), so what it still owns is its
+                    // deadline's entry, its token source and its parent;
+                    // those dropped, the rest is forgotten rather than
+                    // dropped field by field.
+                    #[cfg(not(feature = "tracing"))]
+                    {
+                        drop(run.deadline_entry.take());
+                        run.scope.release_source();
+                        drop(run.scope.parent.take());
+                        drop(run.scope.name.take());
+                        std::mem::forget(std::mem::replace(&mut self.stage, Stage::Finished));
+                    }
                     return Poll::Ready(Err(cancelled));
                 }
             }
@@ -271,92 +320,6 @@ impl Driver {
         let cancelled = self.shared().cancelled_error();
         self.finish(OperationStatus::Cancelled, Some(&cancelled));
         Poll::Ready(Err(cancelled))
-    }
-
-    /// For a cancelled scope: `true` if it has a grace period that applies
-    /// to its cancellation (the policy's start rule, decided once).
-    fn grace_applies(&mut self) -> bool {
-        if !self.grace || self.policy.starts_on() == GraceStart::Any {
-            return self.grace;
-        }
-        let shared = lent_back(&self.shared);
-        let from_parent = shared
-            .token
-            .recorded_cause()
-            .is_some_and(|cause| cause.reason.is_from_parent());
-        if from_parent {
-            self.policy = self.policy.start(GraceStart::Any);
-            self.grace_from_parent = true;
-        } else {
-            // Its own cancellation: dropped at once, as without a grace.
-            self.grace = false;
-            shared.refuse_grace();
-        }
-        from_parent
-    }
-
-    /// For a cancelled scope with a grace period: starts the grace period
-    /// the first time, and tells whether it is over (its end passed, an
-    /// enclosing scope's limit passed, or the signal that cancelled the
-    /// scope arrived again). Otherwise makes sure the deadline shard wakes
-    /// the scope at the end.
-    fn grace_is_over(&mut self) -> bool {
-        let Stage::Running(armed) = &mut self.stage else {
-            unreachable!("started before")
-        };
-        let shared = lent_back(&self.shared);
-        let now = armed.backend.clock().now();
-        let Some(own_end) = shared.start_grace(now) else {
-            return true;
-        };
-        let end = match shared.grace_limit_from_outside() {
-            Some(limit) => limit.min(own_end),
-            None => own_end,
-        };
-        // The parent's grace, held by the layer that cancelled it (a task
-        // group): one grace for it and its children — those with a grace of
-        // their own included, started by the first to see the cancellation
-        // — each of which ends itself at its end, as at its own.
-        let from_parent = self.grace_from_parent
-            || shared
-                .token
-                .recorded_cause()
-                .is_some_and(|cause| cause.reason.is_from_parent());
-        let held = from_parent
-            .then(|| shared.held_grace_of_parent(now))
-            .flatten();
-        let end = held.map_or(end, |held| held.min(end));
-        if now >= end
-            || armed
-                .sources
-                .as_ref()
-                .is_some_and(|sources| sources.signalled_again())
-        {
-            armed.grace_timer = None;
-            return true;
-        }
-        if armed
-            .grace_timer
-            .as_ref()
-            .is_none_or(|timer| timer.0 != end || !timer.1.is_live())
-        {
-            armed.grace_timer = None;
-            let registration =
-                Shard::current(armed.backend).register(end, Target::Scope(Arc::downgrade(shared)));
-            armed.grace_timer = Some(Box::new((end, registration)));
-        }
-        false
-    }
-
-    /// The grace period ran out: the scope ends with its cancellation, and
-    /// its body is dropped with the scope future.
-    fn drop_after_grace(&mut self) -> Cancelled {
-        let cancelled = self
-            .shared()
-            .cancelled_error()
-            .with_grace_outcome(GraceOutcome::DroppedAfterGrace);
-        self.finish(OperationStatus::Cancelled, Some(&cancelled));
-        cancelled
     }
 
     /// The body finished: record how, and hand its output back — unless

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::super::armed::{Armed, LazyRun};
 #[cfg(feature = "tokio")]
 use super::super::deadlines::Place;
-use super::super::lazy::{now_on, LazyScope, NestedIn, NO_WAITER, WOKEN_BY_PARENT};
+use super::super::lazy::{now_on, LazyScope, Named, NestedIn, NO_WAITER, WOKEN_BY_PARENT};
 #[cfg(feature = "tracing")]
 use super::super::state::next_operation_id;
 use super::super::state::{Parent, ScopeShared};
@@ -149,7 +149,7 @@ impl Driver {
                 backend,
                 started,
                 deadline,
-                name,
+                name: Named::Name(name),
                 #[cfg(feature = "tracing")]
                 id,
                 made: None,
