@@ -119,6 +119,21 @@ impl LazyRun {
         true
     }
 
+    /// At the scope's end, without its state: its deadline's entry
+    /// (retired for the thread's next scope if `retire_entry`, for a scope
+    /// that ended before its deadline), its token source and its parent
+    /// released. What is left of the run owns nothing but its name.
+    #[inline(always)]
+    pub(super) fn release(&mut self, retire_entry: bool) {
+        if let Some(entry) = self.deadline_entry.take() {
+            if retire_entry {
+                entry.retire();
+            }
+        }
+        self.scope.release_source();
+        drop(self.scope.parent.take());
+    }
+
     #[inline(never)]
     fn register_deadline(&mut self, deadline: Instant, cx: &mut Context<'_>) {
         self.deadline_entry = None;

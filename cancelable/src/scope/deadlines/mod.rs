@@ -208,6 +208,33 @@ impl ShardState {
         is_live(&self.entries, generation, key)
     }
 
+    /// The entry `key` of `generation`, if it is still there.
+    #[inline(always)]
+    fn entry_mut(&mut self, generation: u64, key: usize) -> Option<&mut Entry> {
+        self.entries
+            .get_mut(key)
+            .filter(|entry| entry.generation == generation)
+    }
+
+    /// Queues the entry `key` of `generation` at `deadline`, keeping the
+    /// heap compact.
+    fn queue_at(&mut self, deadline: Instant, generation: u64, key: usize) {
+        self.queue.push(Reverse((deadline, generation, key)));
+        self.compact();
+    }
+
+    /// `true` (and `armed_at` lowered to it) if `deadline` is earlier than
+    /// the time the timer is armed at: the caller then asks the driver to
+    /// re-arm, after releasing the state lock (invariant 2).
+    #[inline(always)]
+    fn lower_armed_at(&mut self, deadline: Instant) -> bool {
+        let earlier = self.armed_at.is_none_or(|armed| deadline < armed);
+        if earlier {
+            self.armed_at = Some(deadline);
+        }
+        earlier
+    }
+
     /// Adds an entry for `target` at `deadline`: its key and generation.
     fn insert(&mut self, deadline: Instant, target: Target) -> (usize, u64) {
         let generation = self.next_generation;
@@ -217,8 +244,7 @@ impl ShardState {
             deadline,
             target,
         });
-        self.queue.push(Reverse((deadline, generation, key)));
-        self.compact();
+        self.queue_at(deadline, generation, key);
         (key, generation)
     }
 
@@ -265,7 +291,7 @@ impl ShardState {
             let later = self.entries[key].deadline;
             if later > now {
                 // Taken over with a later deadline: queued again at it.
-                self.queue.push(Reverse((later, generation, key)));
+                self.queue_at(later, generation, key);
                 continue;
             }
             expired.push(self.entries.remove(key).target);
@@ -281,6 +307,19 @@ fn is_live(entries: &Slab<Entry>, generation: u64, key: usize) -> bool {
     entries
         .get(key)
         .is_some_and(|entry| entry.generation == generation)
+}
+
+impl Target {
+    /// Makes a [`Target::Task`] wake `waker` (the task's waker may change
+    /// between polls), cloning it only if it would wake another task.
+    #[inline(always)]
+    fn set_task_waker(&mut self, waker: &Waker) {
+        match self {
+            Target::Task(current) if current.will_wake(waker) => {}
+            Target::Task(current) => current.clone_from(waker),
+            Target::Scope(_) => {}
+        }
+    }
 }
 
 /// The async-io timer's waker: expires and re-arms on the reactor's thread.
@@ -321,6 +360,11 @@ impl Shard {
         })
     }
 
+    /// `true` if this shard is of `kind` and can still fire.
+    fn serves(&self, kind: ShardKind) -> bool {
+        self.kind == kind && !self.is_dead()
+    }
+
     fn is_dead(&self) -> bool {
         match &self.driver {
             #[cfg(feature = "tokio")]
@@ -351,10 +395,7 @@ impl Shard {
         let kind = place.0;
         let found = SHARDS.try_with(|shards| {
             let mut shards = shards.borrow_mut();
-            if let Some(shard) = shards
-                .iter()
-                .find(|shard| shard.kind == kind && !shard.is_dead())
-            {
+            if let Some(shard) = shards.iter().find(|shard| shard.serves(kind)) {
                 return shard.clone();
             }
             // Dead shards (their runtime shut down) leave when a new one
@@ -398,11 +439,7 @@ impl Shard {
         let (key, generation, earlier) = {
             let mut state = lock(&self.state);
             let (key, generation) = state.insert(deadline, target);
-            let earlier = state.armed_at.is_none_or(|armed| deadline < armed);
-            if earlier {
-                state.armed_at = Some(deadline);
-            }
-            (key, generation, earlier)
+            (key, generation, state.lower_armed_at(deadline))
         };
         if earlier {
             self.rearm();

@@ -3,7 +3,6 @@
 //! parent module's docs).
 
 use std::cell::RefCell;
-use std::cmp::Reverse;
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::Instant;
@@ -43,10 +42,7 @@ impl Registration {
     #[inline]
     pub(crate) fn task(place: Place, deadline: Instant, waker: &Waker) -> Registration {
         if let Some(spare) = crate::spare::take(&SPARE_TASK_ENTRIES) {
-            if spare.shard.kind == place.0
-                && !spare.shard.is_dead()
-                && spare.retarget(deadline, waker)
-            {
+            if spare.shard.serves(place.0) && spare.retarget(deadline, waker) {
                 return spare;
             }
         }
@@ -58,13 +54,11 @@ impl Registration {
     fn retarget(&self, deadline: Instant, waker: &Waker) -> bool {
         let earlier = {
             let mut state = lock(&self.shard.state);
-            let Some(entry) = state
-                .entries
-                .get_mut(self.key)
-                .filter(|entry| entry.generation == self.generation)
-            else {
+            let Some(entry) = state.entry_mut(self.generation, self.key) else {
                 return false;
             };
+            // `Target::set_task_waker`, written out: through the helper
+            // this path (every timeout scope's start) measured +3 more.
             match &mut entry.target {
                 Target::Task(current) if current.will_wake(waker) => {}
                 target => *target = Target::Task(waker.clone()),
@@ -72,18 +66,12 @@ impl Registration {
             let earlier = deadline < entry.deadline;
             entry.deadline = deadline;
             if !earlier {
-                // Its heap item, at or before its old deadline, stays.
+                // Its heap item, at or before its old deadline, stays
+                // (`expire` queues the entry again at its deadline).
                 return true;
             }
-            state
-                .queue
-                .push(Reverse((deadline, self.generation, self.key)));
-            state.compact();
-            let earlier = state.armed_at.is_none_or(|armed| deadline < armed);
-            if earlier {
-                state.armed_at = Some(deadline);
-            }
-            earlier
+            state.queue_at(deadline, self.generation, self.key);
+            state.lower_armed_at(deadline)
         };
         if earlier {
             self.shard.rearm();
@@ -123,16 +111,12 @@ impl Registration {
     /// deadline itself) or wakes the waker set here: no wake-up is lost.
     pub(crate) fn waiting(&self, waker: &Waker) -> bool {
         let mut state = lock(&self.shard.state);
-        match state.entries.get_mut(self.key) {
-            Some(entry) if entry.generation == self.generation => {
-                if let Target::Task(current) = &mut entry.target {
-                    if !current.will_wake(waker) {
-                        current.clone_from(waker);
-                    }
-                }
+        match state.entry_mut(self.generation, self.key) {
+            Some(entry) => {
+                entry.target.set_task_waker(waker);
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 }

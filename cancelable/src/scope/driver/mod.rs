@@ -161,15 +161,13 @@ impl Driver {
                                 ended_registered(run, &output, is_failure, describe);
                             }
                             tracing::debug!(parent: &run.span, "scope finished");
-                            if let Some(entry) = run.deadline_entry.take() {
-                                entry.retire();
-                            }
+                            run.release(true);
                             self.stage = Stage::Finished;
                         }
                         // Without `tracing` the lazy state owns nothing but
-                        // its name, its deadline's entry and its token
-                        // source: those dropped, the rest is forgotten
-                        // rather than dropped field by field.
+                        // its name and what `LazyRun::release` releases:
+                        // those dropped, the rest is forgotten rather than
+                        // dropped field by field.
                         #[cfg(not(feature = "tracing"))]
                         {
                             // One look at the name: a registered scope's
@@ -183,11 +181,7 @@ impl Driver {
                                 #[cfg(not(feature = "registry"))]
                                 Named::Registered(_) => {}
                             }
-                            if let Some(entry) = run.deadline_entry.take() {
-                                entry.retire();
-                            }
-                            run.scope.release_source();
-                            drop(run.scope.parent.take());
+                            run.release(true);
                             std::mem::forget(std::mem::replace(&mut self.stage, Stage::Finished));
                         }
                         return Poll::Ready(Ok(output));
@@ -216,16 +210,12 @@ impl Driver {
                     }
                     // As at a lazy scope's return above: its name is in
                     // the error (a registered scope's extras went back
-                    // with its end), so what it still owns is its
-                    // deadline's entry, its token source and its parent;
-                    // those dropped, the rest is forgotten rather than
-                    // dropped field by field.
+                    // with its end); the rest of what it owns released,
+                    // its deadline's entry not kept for the next scope.
                     #[cfg(not(feature = "tracing"))]
                     {
-                        drop(run.deadline_entry.take());
-                        run.scope.release_source();
-                        drop(run.scope.parent.take());
                         drop(run.scope.name.take());
+                        run.release(false);
                         std::mem::forget(std::mem::replace(&mut self.stage, Stage::Finished));
                     }
                     return Poll::Ready(Err(cancelled));
